@@ -1,0 +1,137 @@
+// Backend: the interface every compute backend implements (CPU now, CUDA later).
+//
+// Matmul convention, stated once for all of muninn: weights are stored the way checkpoints store
+// them, one output feature per row, w: [n_out, n_in]. MatMul computes out = x · wᵀ with
+// x: [M, n_in] (f32) and out: [M, n_out] (f32); w may be any dtype the backend supports
+// (f32, f16, bf16, or a block-quantized type computed on its blocks directly).
+//
+// All ops take preallocated outputs (`out`), validate dtypes/shapes/devices up front and return
+// InvalidArgument without touching `out` when they do not fit. Unless an op says otherwise, inputs
+// may be strided views whose innermost dimension is packed, and `out` may alias an input of
+// identical shape and strides (in-place) for element-wise ops.
+//
+// Thread-safety: a backend may be used from one thread at a time; it parallelises internally.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "muninn/core/device.h"
+#include "muninn/core/dtype.h"
+#include "muninn/core/status.h"
+#include "muninn/core/tensor.h"
+
+namespace muninn {
+
+enum class OpKind : uint8_t {
+  kCopy,       // dtype conversion / packing copy: f32 <-> f16/bf16, f32 -> q8_0/q4_0/q4_1, any -> f32
+  kMatMul,
+  kGetRows,    // embedding lookup
+  kRmsNorm,
+  kLayerNorm,
+  kRope,
+  kSoftmax,
+  kSilu,
+  kGelu,
+  kSwiGlu,
+  kAdd,
+  kMul,
+  kScale,
+  kAttention,
+};
+
+// What SupportsOp is asked: the op and the dtype of its main operand (the weight for MatMul and
+// GetRows, K/V for Attention, the destination for Copy, the input otherwise).
+struct OpDesc {
+  OpKind kind;
+  DType dtype = DType::kF32;
+};
+
+enum class RopeLayout : uint8_t {
+  kHalves,       // "rotate_half" (Llama/HF): pair i is (x[i], x[i + d/2])
+  kInterleaved,  // GPT-J/Huginn: pair i is (x[2i], x[2i+1])
+};
+
+enum class RopeScaling : uint8_t {
+  kNone,
+  kLinear,  // positions divided by `factor`
+  kNtk,     // base multiplied by factor^(d/(d-2)) ("NTK-aware")
+  kYarn,    // YaRN: per-frequency ramp between interpolation and extrapolation, plus attn factor
+};
+
+struct RopeParams {
+  RopeLayout layout = RopeLayout::kHalves;
+  int n_rot = 0;             // rotated dims per head (even); 0 = the whole head
+  float freq_base = 10000.0f;
+  RopeScaling scaling = RopeScaling::kNone;
+  float factor = 1.0f;       // scaling factor (> 0)
+  // YaRN only (defaults follow the YaRN paper / llama.cpp):
+  int original_ctx = 4096;   // context the model was trained with
+  float beta_fast = 32.0f;
+  float beta_slow = 1.0f;
+  float attn_factor = 1.0f;  // extra multiplier on the magnitude (mscale) of the rotated dims
+  Status Validate() const;
+};
+
+enum class GeluMode : uint8_t { kErf, kTanh };
+
+struct AttentionParams {
+  float scale = 0.0f;  // multiplier on q·k; 0 means 1/sqrt(head_dim)
+  bool causal = true;  // local keys: query t sees key s iff s <= t + (n_kv - n_q)
+                       // (bottom-right aligned, as with a KV cache)
+  Status Validate() const;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+
+  // Allocates a contiguous tensor on this backend's device.
+  virtual StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) = 0;
+  // Copies between host and this device (same dtype and shape; either side may be host).
+  virtual Status Transfer(const Tensor& src, Tensor* dst) = 0;
+  virtual bool SupportsOp(const OpDesc& op) const = 0;
+  // Waits for all queued work on this backend.
+  virtual Status Synchronize() = 0;
+
+  // ---- ops (see the file comment for the conventions) ----
+  // dst = src converted to dst's dtype (same shape).
+  virtual Status Copy(const Tensor& src, Tensor* dst) = 0;
+  // out[M, N] = x[M, K] · w[N, K]ᵀ.
+  virtual Status MatMul(const Tensor& x, const Tensor& w, Tensor* out) = 0;
+  // out[T, D] (f32) = table[ids[t], :] for ids: [T] i32, table: [V, D] any dtype.
+  // InvalidArgument for an id outside [0, V).
+  virtual Status GetRows(const Tensor& table, const Tensor& ids, Tensor* out) = 0;
+  // out = x / sqrt(mean(x²) + eps) * weight, per row; weight [D] f32 or undefined (= 1).
+  virtual Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor* out) = 0;
+  // out = (x - mean) / sqrt(var + eps) * weight + bias, per row; weight/bias [D] f32 or undefined.
+  virtual Status LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                           Tensor* out) = 0;
+  // x: [T, n_head, head_dim] f32, positions: [T] i32. out may alias x.
+  virtual Status Rope(const Tensor& x, const Tensor& positions, const RopeParams& params,
+                      Tensor* out) = 0;
+  // Row-wise softmax of x * scale (f32).
+  virtual Status Softmax(const Tensor& x, float scale, Tensor* out) = 0;
+  virtual Status Silu(const Tensor& x, Tensor* out) = 0;
+  virtual Status Gelu(const Tensor& x, GeluMode mode, Tensor* out) = 0;
+  // out = silu(gate) * up.
+  virtual Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor* out) = 0;
+  // out = a + b / a * b; b has a's shape or is a single row [D] broadcast over a's rows.
+  virtual Status Add(const Tensor& a, const Tensor& b, Tensor* out) = 0;
+  virtual Status Mul(const Tensor& a, const Tensor& b, Tensor* out) = 0;
+  virtual Status Scale(const Tensor& x, float s, Tensor* out) = 0;
+  // Attention with an optional memory block (MemLong retrieval attention):
+  //   q: [T, n_head, d] f32;  k: [S, n_head_kv, d], v: [S, n_head_kv, dv] (f32 or f16);
+  //   mem_k: [M, n_head_kv, d], mem_v: [M, n_head_kv, dv] (f32 or f16), or undefined;
+  //   out: [T, n_head, dv] f32.
+  // Each query head h uses kv head h / (n_head / n_head_kv) (grouped-query attention). Every query
+  // sees every memory key (no mask); local keys are masked as AttentionParams says; one softmax
+  // runs jointly over [memory ; local]. Computed with online-softmax tiling: no [T, S] scores.
+  virtual Status Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
+                           const Tensor& mem_v, const AttentionParams& params, Tensor* out) = 0;
+};
+
+}  // namespace muninn

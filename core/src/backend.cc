@@ -1,0 +1,36 @@
+#include "muninn/core/backend.h"
+
+#include <cmath>
+
+namespace muninn {
+
+Status RopeParams::Validate() const {
+  if (n_rot < 0 || n_rot % 2 != 0) {
+    return InvalidArgumentError("RoPE n_rot must be even and >= 0, got " + std::to_string(n_rot));
+  }
+  if (!(freq_base > 0.0f) || !std::isfinite(freq_base)) {
+    return InvalidArgumentError("RoPE freq_base must be a positive finite number");
+  }
+  if (!(factor > 0.0f) || !std::isfinite(factor)) {
+    return InvalidArgumentError("RoPE scaling factor must be a positive finite number");
+  }
+  if (scaling == RopeScaling::kYarn) {
+    if (original_ctx <= 0) return InvalidArgumentError("YaRN original_ctx must be > 0");
+    if (!(beta_fast > beta_slow) || !(beta_slow > 0.0f)) {
+      return InvalidArgumentError("YaRN needs beta_fast > beta_slow > 0");
+    }
+  }
+  if (!(attn_factor > 0.0f) || !std::isfinite(attn_factor)) {
+    return InvalidArgumentError("RoPE attn_factor must be a positive finite number");
+  }
+  return Status::Ok();
+}
+
+Status AttentionParams::Validate() const {
+  if (!std::isfinite(scale) || scale < 0.0f) {
+    return InvalidArgumentError("attention scale must be finite and >= 0 (0 = 1/sqrt(head_dim))");
+  }
+  return Status::Ok();
+}
+
+}  // namespace muninn
