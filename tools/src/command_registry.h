@@ -1,0 +1,11 @@
+// Private: one registration function per command family (tools/src/<family>_commands.cc).
+#pragma once
+
+#include "muninn/tools/commands.h"
+
+namespace muninn::tools {
+
+// `muninn system` — what this machine and build can do (CPU features, kernels, threads).
+void RegisterSystemCommands(CLI::App& app, CommandContext& ctx);
+
+}  // namespace muninn::tools
