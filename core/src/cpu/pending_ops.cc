@@ -4,9 +4,6 @@
 
 namespace muninn::cpu {
 
-Status CopyOp(const CpuContext&, const Tensor&, Tensor*) { return UnimplementedError("Copy"); }
-Status MatMulOp(const CpuContext&, const Tensor&, const Tensor&, Tensor*) { return UnimplementedError("MatMul"); }
-Status GetRowsOp(const CpuContext&, const Tensor&, const Tensor&, Tensor*) { return UnimplementedError("GetRows"); }
 Status RmsNormOp(const CpuContext&, const Tensor&, const Tensor&, float, Tensor*) { return UnimplementedError("RmsNorm"); }
 Status LayerNormOp(const CpuContext&, const Tensor&, const Tensor&, const Tensor&, float, Tensor*) { return UnimplementedError("LayerNorm"); }
 Status RopeOp(const CpuContext&, const Tensor&, const Tensor&, const RopeParams&, Tensor*) { return UnimplementedError("Rope"); }

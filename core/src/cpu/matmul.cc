@@ -1,0 +1,167 @@
+// MatMul on the CPU: out[M, N] = x[M, K] · w[N, K]ᵀ (convention in backend.h).
+//
+//  - f32 weights with M > 1: OpenBLAS sgemm (prefill, training).
+//  - everything else: each activation row is converted once to the weight's activation format
+//    (q8_0 / q8_1 / q8_K, or kept as f32 for f32/f16/bf16 weights), then one dot kernel per
+//    (weight row, activation row) on the weight's own encoding. Output rows are split across the
+//    thread pool by weight row, so each thread streams a disjoint slice of w exactly once; within
+//    a slice, tiles of weight rows stay in cache while every activation row passes over them.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "cpu/cpu_ops.h"
+#include "cpu/quant_dot.h"
+#include "cpu/view_checks.h"
+#include "muninn/core/quant.h"
+
+namespace muninn::cpu {
+namespace {
+
+constexpr const char* kOp = "MatMul";
+
+Status Validate(const Tensor& x, const Tensor& w, const Tensor& out) {
+  if (!x.defined() || !w.defined() || !out.defined()) {
+    return InvalidArgumentError("MatMul: x, w and out must all be defined tensors");
+  }
+  if (!x.device().is_cpu() || !w.device().is_cpu() || !out.device().is_cpu()) {
+    return InvalidArgumentError("MatMul on the CPU backend needs host tensors; got x on " +
+                                x.device().ToString() + ", w on " + w.device().ToString() +
+                                ", out on " + out.device().ToString());
+  }
+  if (x.dtype() != DType::kF32 || out.dtype() != DType::kF32) {
+    return InvalidArgumentError("MatMul: x and out must be f32, got x " +
+                                std::string(DTypeName(x.dtype())) + " and out " +
+                                std::string(DTypeName(out.dtype())));
+  }
+  if (ScalarVecDot(w.dtype()) == nullptr) {
+    return InvalidArgumentError("MatMul: weight dtype " + std::string(DTypeName(w.dtype())) +
+                                " is not supported (use f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, "
+                                "q8_0, q4_K, q5_K or q6_K)");
+  }
+  if (w.ndim() != 2 || x.ndim() < 1 || x.ndim() > 2 || out.ndim() != x.ndim()) {
+    return InvalidArgumentError("MatMul: expected w [N, K], x [M, K] or [K], out [M, N] or [N]; "
+                                "got w " + w.shape().ToString() + ", x " + x.shape().ToString() +
+                                ", out " + out.shape().ToString());
+  }
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
+  if (x.dim(-1) != k) {
+    return InvalidArgumentError("MatMul: x has " + std::to_string(x.dim(-1)) +
+                                " columns but w [N, K] = " + w.shape().ToString() + " has K = " +
+                                std::to_string(k));
+  }
+  if (out.dim(-1) != n || (out.ndim() == 2 && out.dim(0) != m)) {
+    return InvalidArgumentError("MatMul: out " + out.shape().ToString() + " should be [" +
+                                (x.ndim() == 2 ? std::to_string(m) + ", " : std::string()) +
+                                std::to_string(n) + "]");
+  }
+  if (!x.rows_contiguous() || !out.rows_contiguous() || !w.rows_contiguous()) {
+    return InvalidArgumentError("MatMul: the innermost dimension of x, w and out must be packed "
+                                "(row strides may be anything); got x " + x.DebugString() +
+                                ", w " + w.DebugString() + ", out " + out.DebugString());
+  }
+  RETURN_IF_ERROR(CheckRowAlignment(kOp, "x", x, 4));
+  RETURN_IF_ERROR(CheckRowAlignment(kOp, "out", out, 4));
+  RETURN_IF_ERROR(CheckRowAlignment(kOp, "w", w, RowAlignment(w.dtype())));
+  if (out.ndim() == 2 && out.dim(0) > 1 && out.stride(0) < 4 * out.dim(1)) {
+    return InvalidArgumentError("MatMul: out " + out.DebugString() + " has overlapping rows");
+  }
+  if (Overlaps(out, x) || Overlaps(out, w)) {
+    return InvalidArgumentError("MatMul: out must not overlap x or w");
+  }
+  return Status::Ok();
+}
+
+// Weight rows per tile: the tile is reused by every activation row, so it should stay in L1/L2.
+int64_t TileRows(size_t w_row_bytes) {
+  return std::clamp<int64_t>(static_cast<int64_t>((32u << 10) / std::max<size_t>(w_row_bytes, 1)),
+                             1, 64);
+}
+
+void Sgemm(const Tensor& x, const Tensor& w, Tensor* out, int64_t m,
+           int64_t n, int64_t k) {
+  // Row-major: out[m, n] = x[m, k] · w[n, k]ᵀ, with the row strides of the views as leading
+  // dimensions (all three have packed rows, checked above).
+  const auto ld = [](const Tensor& t, int64_t cols) {
+    return t.ndim() == 2 && t.dim(0) > 1 ? static_cast<blasint>(t.stride(0) / 4)
+                                         : static_cast<blasint>(std::max<int64_t>(cols, 1));
+  };
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, x.data_as<const float>(),
+              ld(x, k), w.data_as<const float>(), ld(w, k), 0.0f, out->data_as<float>(),
+              ld(*out, n));
+}
+
+}  // namespace
+
+Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out) {
+  if (out == nullptr) return InvalidArgumentError("MatMul: out is null");
+  RETURN_IF_ERROR(Validate(x, w, *out));
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
+  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;      // bytes
+  const int64_t out_stride = out->ndim() == 2 ? out->stride(0) : 0;  // bytes
+  if (m == 0 || n == 0) return Status::Ok();
+  auto* out_base = static_cast<char*>(out->data());
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i) std::memset(out_base + i * out_stride, 0, sizeof(float) * n);
+    return Status::Ok();
+  }
+  // sgemm needs leading dimensions >= K; views with overlapping rows (a broadcast x, say) take the
+  // dot-kernel path below, which accepts any row stride.
+  const bool blas_strides = (m == 1 || x_stride >= 4 * k) && (n == 1 || w.stride(0) >= 4 * k);
+  if (w.dtype() == DType::kF32 && m > 1 && blas_strides) {
+    Sgemm(x, w, out, m, n, k);
+    return Status::Ok();
+  }
+
+  const VecDotFn dot = SelectVecDot(w.dtype(), ctx.isa);
+  const DType act = ActivationDType(w.dtype());
+  // Activation rows in the kernel's format: [M, row_bytes(act, K)] packed, or x itself for f32.
+  const char* act_base = static_cast<const char*>(x.data());
+  int64_t act_stride = x_stride;
+  std::unique_ptr<float[]> act_storage;  // float-typed so q8_K's f32 fields are aligned
+  if (act != DType::kF32) {
+    const std::optional<size_t> row_bytes = RowBytes(act, k);
+    if (!row_bytes) {
+      return InvalidArgumentError("MatMul: K = " + std::to_string(k) + " is not a multiple of the " +
+                                  std::string(DTypeName(act)) + " block size");
+    }
+    act_stride = static_cast<int64_t>(*row_bytes);
+    act_storage.reset(new float[(static_cast<size_t>(m) * *row_bytes + 3) / 4]);
+    char* dst = reinterpret_cast<char*>(act_storage.get());
+    ParallelFor(ctx.pool, m, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const auto* src = reinterpret_cast<const float*>(act_base + i * x_stride);
+        // Cannot fail: act is quantizable and K is block-aligned (checked above).
+        QuantizeRow(act, src, dst + i * act_stride, k).IgnoreError();
+      }
+    });
+    act_base = dst;
+  }
+
+  const size_t w_row_bytes = *RowBytes(w.dtype(), k);
+  const int64_t w_stride = w.stride(0);
+  const auto* w_base = static_cast<const char*>(w.data());
+  const int64_t tile = TileRows(w_row_bytes);
+  // Enough rows per thread that waking the pool is worth it (~64 KiB of weights x activations).
+  const int64_t min_chunk =
+      std::max<int64_t>(1, static_cast<int64_t>((64u << 10) / (w_row_bytes * static_cast<size_t>(m))));
+  ParallelFor(ctx.pool, n, min_chunk, [&](int64_t begin, int64_t end) {
+    for (int64_t t0 = begin; t0 < end; t0 += tile) {
+      const int64_t t1 = std::min(end, t0 + tile);
+      for (int64_t i = 0; i < m; ++i) {
+        const char* xr = act_base + i * act_stride;
+        auto* orow = reinterpret_cast<float*>(out_base + i * out_stride);
+        for (int64_t j = t0; j < t1; ++j) orow[j] = dot(k, w_base + j * w_stride, xr);
+      }
+    }
+  });
+  return Status::Ok();
+}
+
+}  // namespace muninn::cpu
