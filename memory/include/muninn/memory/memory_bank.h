@@ -1,0 +1,200 @@
+// MemoryBank: the durable store of every past chunk (MemLong memory): memory-layer K/V, retrieval
+// embedding, tokens and text, with top-k inner-product search over the embeddings.
+//
+// Storage. RocksDB is the source of truth (column families records / content / kv / embeddings /
+// documents, written through its WAL). The FAISS index is derived state: it is written to
+// `<path>/index.mnx` together with the bank mutation sequence it reflects, and on open it is
+// loaded and caught up from the stored embeddings (or rebuilt when missing, corrupt or for
+// another shape), so search always agrees with RocksDB. docs/MEMORY_BANK.md has the byte layout.
+//
+// Atomicity. An Append (and the evictions it triggers) is one RocksDB WriteBatch: after a crash
+// either all of its chunks exist or none. DeleteDocument is one batch too.
+//
+// Thread safety. Thread-safe: any number of readers (Search, FetchKV, GetChunk, Info, Stats,
+// Verify, ListChunks) run concurrently; writers (Append, DeleteDocument, Flush, Compact) take
+// the bank exclusively, one at a time. Append encodes and quantizes its chunks before taking the
+// lock, so readers are blocked only for the RocksDB write and the index insert. Search bumps
+// retrieval counters with relaxed atomics under the shared lock; counters reach disk on Flush,
+// Compact, eviction and Close (a crash may lose counts since the last of those, never chunks).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "muninn/core/status.h"
+#include "muninn/core/tensor.h"
+#include "muninn/memory/chunk_record.h"
+#include "muninn/memory/memory_bank_options.h"
+
+namespace muninn::memory {
+
+namespace internal {
+class ChunkStore;
+class VectorIndex;
+}  // namespace internal
+
+// Restricts a search. Empty/unset fields do not filter.
+struct SearchFilter {
+  // Only chunks of these documents.
+  std::vector<DocumentId> doc_ids;
+  // Only chunks whose position (token offset) is < before_position, so that a window at token p
+  // retrieves neither itself nor the future. -1 = no limit.
+  int64_t before_position = -1;
+  // Only chunks with id < before_id (chunks appended before a given one). 0 = no limit.
+  ChunkId before_id = 0;
+};
+
+struct SearchHit {
+  ChunkId id = 0;
+  float score = 0.0f;  // inner product with the query
+  DocumentId doc_id = 0;
+  int64_t position = 0;
+  int64_t n_tokens = 0;
+};
+
+// K/V of several chunks, concatenated along the token axis in chronological (id) order.
+struct FetchedKV {
+  std::vector<ChunkId> ids;       // [n_chunks], ascending
+  std::vector<int64_t> lengths;   // [n_chunks] tokens per chunk
+  Tensor k;                       // [n_head_kv, M, head_dim], M = sum(lengths)
+  Tensor v;                       // [n_head_kv, M, head_dim]
+};
+
+struct BankStats {
+  int64_t n_chunks = 0;
+  int64_t n_documents = 0;
+  int64_t n_tokens = 0;
+  int64_t stored_bytes = 0;
+  int64_t kv_bytes = 0;
+  int64_t dim = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;
+  DType kv_dtype = DType::kBF16;
+  std::string index_factory;
+  int64_t index_ntotal = 0;      // vectors in the FAISS index(es), tombstones included
+  int64_t index_tombstones = 0;  // deleted chunks still in an index that cannot remove
+  uint64_t mutation_seq = 0;
+  ChunkId next_id = 0;
+  int64_t evicted_chunks = 0;    // since creation
+  int64_t capacity_tokens = 0;
+  int64_t capacity_bytes = 0;
+  std::string eviction;
+};
+
+struct VerifyReport {
+  int64_t records_checked = 0;
+  int64_t problems = 0;
+  std::vector<std::string> messages;  // one per problem (capped)
+  bool ok() const { return problems == 0; }
+};
+
+class MemoryBank {
+ public:
+  // Opens (or creates, per options) the bank. Errors: InvalidArgument for bad options or a shape
+  // mismatch with the stored bank, DataLoss for a corrupt record or header, IoError from disk.
+  static StatusOr<std::unique_ptr<MemoryBank>> Open(const MemoryBankOptions& options);
+
+  // Flushes counters and the index; errors are logged (call Close() to see them).
+  ~MemoryBank();
+  MemoryBank(const MemoryBank&) = delete;
+  MemoryBank& operator=(const MemoryBank&) = delete;
+
+  // Persists counters and the index, then closes RocksDB. Further calls fail with
+  // FailedPrecondition. Idempotent.
+  Status Close();
+
+  // Appends `chunks` atomically and returns their ids (ascending, in input order). Evicts first
+  // when capacity would be exceeded (in the same batch). InvalidArgument for a chunk whose shape
+  // does not fit the bank; ResourceExhausted when the chunks cannot fit even after eviction.
+  StatusOr<std::vector<ChunkId>> Append(std::span<const ChunkInput> chunks);
+
+  // Top-k by inner product for each of n_queries embeddings ([n_queries, dim] row-major).
+  // results[q] is sorted by descending score, ties by ascending id, and has min(k, matches)
+  // hits. Exact for Flat; approximate (over-fetched and filtered) for other indexes.
+  // `count_retrievals` increments the retrieval counter of each returned chunk once.
+  StatusOr<std::vector<std::vector<SearchHit>>> Search(std::span<const float> queries,
+                                                       int64_t n_queries, int64_t k,
+                                                       const SearchFilter& filter = {},
+                                                       bool count_retrievals = true);
+
+  // K/V of `ids` (any order, duplicates ignored) in chronological order, converted to
+  // out_dtype (kF32, or the bank's kv_dtype for a raw copy). NotFound for an unknown id.
+  StatusOr<FetchedKV> FetchKV(std::span<const ChunkId> ids, DType out_dtype = DType::kF32) const;
+
+  // Everything stored for one chunk. NotFound for an unknown id; DataLoss if it does not decode.
+  StatusOr<ChunkRecord> GetChunk(ChunkId id) const;
+
+  // Bookkeeping of one live chunk, or NotFound.
+  StatusOr<ChunkInfo> Info(ChunkId id) const;
+  // All live chunks, ascending id.
+  std::vector<ChunkInfo> ListChunks() const;
+
+  // Removes every chunk of `doc_id` (one batch); returns how many were removed.
+  StatusOr<int64_t> DeleteDocument(DocumentId doc_id);
+
+  // Writes retrieval counters and the index; with kNoSync also syncs the WAL.
+  Status Flush();
+  // Flush + index rebuild when tombstones exist + RocksDB compaction.
+  Status Compact();
+
+  // Reads every record back and checks that RocksDB and the index agree. The Status is an error
+  // only when verification itself could not run; problems are listed in the report.
+  StatusOr<VerifyReport> Verify() const;
+
+  BankStats Stats() const;
+
+  int64_t dim() const { return dim_; }
+  int64_t n_head_kv() const { return n_head_kv_; }
+  int64_t head_dim() const { return head_dim_; }
+  DType kv_dtype() const { return kv_dtype_; }
+
+ private:
+  struct Meta {
+    DocumentId doc_id = 0;
+    int64_t position = 0;
+    int64_t n_tokens = 0;
+    int64_t stored_bytes = 0;
+    int64_t kv_bytes = 0;
+    uint32_t persisted_count = 0;  // value on disk; written only by writers
+    mutable std::atomic<uint32_t> retrieval_count{0};
+  };
+
+  explicit MemoryBank(const MemoryBankOptions& options);
+  Status OpenImpl();
+  Status LoadOrRebuildIndex();
+  Status PersistIndexLocked();
+  Status RebuildIndexLocked();
+  Status FlushLocked();
+  ChunkInfo InfoOf(ChunkId id, const Meta& m) const;
+  // Plans evictions so that `add_tokens`/`add_bytes` fit; ids to delete, ascending.
+  StatusOr<std::vector<ChunkId>> PlanEvictionLocked(int64_t add_tokens, int64_t add_bytes) const;
+
+  MemoryBankOptions options_;
+  int64_t dim_ = 0;
+  int64_t n_head_kv_ = 0;
+  int64_t head_dim_ = 0;
+  DType kv_dtype_ = DType::kBF16;
+  std::string index_factory_;
+
+  mutable std::shared_mutex mu_;
+  std::unique_ptr<internal::ChunkStore> store_;
+  std::unique_ptr<internal::VectorIndex> index_;
+  std::unordered_map<ChunkId, Meta> metas_;
+  std::unordered_map<DocumentId, int64_t> doc_chunks_;  // live chunks per document
+  ChunkId next_id_ = 1;
+  uint64_t mutation_seq_ = 0;
+  uint64_t index_persisted_seq_ = 0;
+  int64_t evicted_chunks_ = 0;
+  int64_t n_tokens_ = 0;
+  int64_t stored_bytes_ = 0;
+  int64_t kv_bytes_ = 0;
+  bool closed_ = false;
+};
+
+}  // namespace muninn::memory

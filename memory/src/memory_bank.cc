@@ -1,0 +1,842 @@
+#include "muninn/memory/memory_bank.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <unordered_set>
+
+#include "chunk_store.h"
+#include "codec.h"
+#include "eviction.h"
+#include "vector_index.h"
+
+namespace muninn::memory {
+
+using internal::Cf;
+using internal::ChunkStore;
+using internal::VectorIndex;
+
+namespace {
+
+constexpr const char* kIndexFileName = "index.mnx";
+constexpr int64_t kRecordOverheadBytes = static_cast<int64_t>(internal::kRecordBytes);
+constexpr size_t kMaxProblems = 100;
+
+// A chunk encoded and checked before the writer lock is taken (the "prepare" step).
+struct PreparedChunk {
+  DocumentId doc_id = 0;
+  int64_t position = 0;
+  int64_t n_tokens = 0;
+  std::string content;
+  std::string embedding;
+  std::string kv;
+  int64_t stored_bytes() const {
+    return static_cast<int64_t>(content.size() + embedding.size() + kv.size()) +
+           kRecordOverheadBytes;
+  }
+};
+
+void AddProblem(VerifyReport* r, std::string msg) {
+  ++r->problems;
+  if (r->messages.size() < kMaxProblems) r->messages.push_back(std::move(msg));
+}
+
+}  // namespace
+
+MemoryBank::MemoryBank(const MemoryBankOptions& options) : options_(options) {
+  if (options_.logger == nullptr) options_.logger = DefaultNullLogger();
+}
+
+MemoryBank::~MemoryBank() {
+  Status s = Close();
+  if (!s.ok()) MUNINN_LOG(options_.logger, kError) << "memory bank close: " << s;
+}
+
+StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Open(const MemoryBankOptions& options) {
+  RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<MemoryBank> bank(new MemoryBank(options));
+  Status st = bank->OpenImpl();
+  if (!st.ok()) {
+    bank->closed_ = true;  // nothing to flush
+    return st.WithContext("open memory bank" +
+                          (options.in_memory ? std::string(" (in memory)") : " at " + options.path));
+  }
+  return bank;
+}
+
+Status MemoryBank::OpenImpl() {
+  ChunkStore::OpenOptions so;
+  so.path = options_.path;
+  so.in_memory = options_.in_memory;
+  so.create_if_missing = options_.create_if_missing;
+  so.sync = options_.sync == SyncPolicy::kSync;
+  if (!options_.in_memory && options_.create_if_missing) {
+    std::error_code ec;
+    std::filesystem::create_directories(options_.path, ec);
+    if (ec) return IoError("create directory " + options_.path + ": " + ec.message());
+  }
+  ASSIGN_OR_RETURN(store_, ChunkStore::Open(so));
+
+  if (store_->existed()) {
+    std::string bytes;
+    RETURN_IF_ERROR(store_->Get(Cf::kDefault, "bank", &bytes));
+    ASSIGN_OR_RETURN(internal::BankHeader h, internal::DecodeBankHeader(bytes));
+    auto mismatch = [](const char* what, const std::string& stored, const std::string& asked) {
+      return InvalidArgumentError(std::string("the bank stores ") + what + " " + stored +
+                                  " but the options ask for " + asked +
+                                  "; open it with matching options (or 0 to take the bank's)");
+    };
+    if (options_.dim != 0 && options_.dim != h.dim) {
+      return mismatch("dim", std::to_string(h.dim), std::to_string(options_.dim));
+    }
+    if (options_.n_head_kv != 0 && options_.n_head_kv != h.n_head_kv) {
+      return mismatch("n_head_kv", std::to_string(h.n_head_kv), std::to_string(options_.n_head_kv));
+    }
+    if (options_.head_dim != 0 && options_.head_dim != h.head_dim) {
+      return mismatch("head_dim", std::to_string(h.head_dim), std::to_string(options_.head_dim));
+    }
+    if (options_.kv_dtype != DType::kCount && options_.kv_dtype != h.kv_dtype) {
+      return mismatch("kv dtype", std::string(DTypeName(h.kv_dtype)),
+                      std::string(DTypeName(options_.kv_dtype)));
+    }
+    if (!options_.index_factory.empty() && options_.index_factory != h.index_factory) {
+      return mismatch("index factory", h.index_factory, options_.index_factory);
+    }
+    dim_ = h.dim;
+    n_head_kv_ = h.n_head_kv;
+    head_dim_ = h.head_dim;
+    kv_dtype_ = h.kv_dtype;
+    index_factory_ = h.index_factory;
+    RETURN_IF_ERROR(store_->Get(Cf::kDefault, "state", &bytes));
+    ASSIGN_OR_RETURN(internal::BankState state, internal::DecodeBankState(bytes));
+    next_id_ = state.next_id;
+    mutation_seq_ = state.mutation_seq;
+    evicted_chunks_ = static_cast<int64_t>(state.evicted_chunks);
+  } else {
+    if (options_.dim <= 0 || options_.n_head_kv <= 0 || options_.head_dim <= 0) {
+      return InvalidArgumentError("creating a bank needs dim, n_head_kv and head_dim > 0");
+    }
+    dim_ = options_.dim;
+    n_head_kv_ = options_.n_head_kv;
+    head_dim_ = options_.head_dim;
+    kv_dtype_ = options_.kv_dtype == DType::kCount ? DType::kBF16 : options_.kv_dtype;
+    index_factory_ = options_.index_factory.empty() ? "Flat" : options_.index_factory;
+    if (!internal::IsSupportedKvDType(kv_dtype_)) {
+      return UnimplementedError("K/V dtype " + std::string(DTypeName(kv_dtype_)) +
+                                " is not available in this build");
+    }
+    RETURN_IF_ERROR(internal::KvHalfBytes(kv_dtype_, n_head_kv_, 1, head_dim_).status());
+    // Reject a bad factory string before anything is written.
+    internal::VectorIndexOptions vo;
+    vo.dim = dim_;
+    vo.factory = index_factory_;
+    RETURN_IF_ERROR(VectorIndex::Create(vo).status());
+    internal::BankHeader h;
+    h.dim = dim_;
+    h.n_head_kv = n_head_kv_;
+    h.head_dim = head_dim_;
+    h.kv_dtype = kv_dtype_;
+    h.index_factory = index_factory_;
+    internal::WriteBatchBuilder batch = store_->NewBatch();
+    batch.Put(Cf::kDefault, "bank", internal::EncodeBankHeader(h));
+    batch.Put(Cf::kDefault, "state", internal::EncodeBankState({}));
+    RETURN_IF_ERROR(store_->Write(&batch));
+  }
+
+  // The records column family is small (48 bytes a chunk): load all bookkeeping into memory.
+  const int64_t emb_bytes = dim_ * 4 + 4;
+  RETURN_IF_ERROR(store_->ForEach(Cf::kRecords, "", [&](std::string_view k, std::string_view v) {
+    ASSIGN_OR_RETURN(uint64_t id, internal::ParseIdKey(k));
+    StatusOr<internal::RecordValue> rv = internal::DecodeRecord(v);
+    if (!rv.ok()) {
+      return rv.status().WithContext("chunk " + std::to_string(id) +
+                                     " (run `muninn bank verify` for a full report)");
+    }
+    if (id == 0 || id >= next_id_) {
+      return DataLossError("chunk id " + std::to_string(id) + " is beyond the bank's next id " +
+                           std::to_string(next_id_));
+    }
+    Meta& m = metas_[id];
+    m.doc_id = rv->doc_id;
+    m.position = rv->position;
+    m.n_tokens = rv->n_tokens;
+    m.kv_bytes = static_cast<int64_t>(rv->kv_bytes);
+    m.stored_bytes = static_cast<int64_t>(rv->kv_bytes + rv->content_bytes) + emb_bytes +
+                     kRecordOverheadBytes;
+    m.persisted_count = rv->retrieval_count;
+    m.retrieval_count.store(rv->retrieval_count, std::memory_order_relaxed);
+    ++doc_chunks_[m.doc_id];
+    n_tokens_ += m.n_tokens;
+    stored_bytes_ += m.stored_bytes;
+    kv_bytes_ += m.kv_bytes;
+    return Status::Ok();
+  }));
+  return LoadOrRebuildIndex();
+}
+
+Status MemoryBank::LoadOrRebuildIndex() {
+  internal::VectorIndexOptions vo;
+  vo.dim = dim_;
+  vo.factory = index_factory_;
+  vo.hnsw_ef_search = options_.hnsw_ef_search;
+  vo.train_min_chunks = options_.train_min_chunks;
+  vo.overfetch_factor = options_.overfetch_factor;
+  bool must_persist = false;
+  if (!options_.in_memory) {
+    const std::string path = options_.path + "/" + kIndexFileName;
+    uint64_t seq = 0;
+    StatusOr<std::unique_ptr<VectorIndex>> loaded = VectorIndex::Load(path, vo, &seq);
+    if (loaded.ok()) {
+      index_ = std::move(loaded).value();
+      index_persisted_seq_ = seq;
+      if (seq != mutation_seq_) {
+        MUNINN_LOG(options_.logger, kInfo) << "memory bank index reflects mutation " << seq
+                                           << ", the bank is at " << mutation_seq_
+                                           << ": catching up from stored embeddings";
+        must_persist = true;
+      }
+    } else {
+      if (loaded.status().code() != StatusCode::kNotFound || !metas_.empty()) {
+        MUNINN_LOG(options_.logger, kWarning)
+            << "memory bank index unusable (" << loaded.status() << "); rebuilding it from "
+            << metas_.size() << " stored embeddings";
+      }
+      must_persist = true;
+    }
+  }
+  if (!index_) {
+    ASSIGN_OR_RETURN(index_, VectorIndex::Create(vo));
+  }
+  // Reconcile: the index must hold exactly the live chunks (plus tombstones it cannot drop).
+  std::vector<int64_t> extra;
+  std::unordered_set<int64_t> present;
+  for (int64_t id : index_->Ids()) {
+    present.insert(id);
+    if (metas_.count(static_cast<ChunkId>(id)) == 0) extra.push_back(id);
+  }
+  std::vector<ChunkId> missing;
+  for (const auto& [id, m] : metas_) {
+    if (present.count(static_cast<int64_t>(id)) == 0) missing.push_back(id);
+  }
+  std::sort(missing.begin(), missing.end());
+  RETURN_IF_ERROR(index_->Remove(extra));
+  constexpr size_t kBatch = 4096;
+  std::vector<float> vecs;
+  std::vector<int64_t> ids;
+  for (size_t b = 0; b < missing.size(); b += kBatch) {
+    const size_t n = std::min(kBatch, missing.size() - b);
+    vecs.resize(n * static_cast<size_t>(dim_));
+    ids.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      const ChunkId id = missing[b + i];
+      ids[i] = static_cast<int64_t>(id);
+      RETURN_IF_ERROR(store_->GetWith(Cf::kEmbeddings, internal::IdKey(id), [&](std::string_view v) {
+        return internal::DecodeEmbedding(v, dim_, vecs.data() + i * static_cast<size_t>(dim_));
+      }).WithContext("embedding of chunk " + std::to_string(id)));
+    }
+    RETURN_IF_ERROR(index_->Add(static_cast<int64_t>(n), vecs.data(), ids.data()));
+  }
+  if (!extra.empty() || !missing.empty()) {
+    MUNINN_LOG(options_.logger, kInfo) << "memory bank index reconciled: +" << missing.size()
+                                       << " -" << extra.size();
+    must_persist = true;
+  }
+  if (index_->tombstones() > 0 &&
+      static_cast<double>(index_->tombstones()) >
+          options_.max_tombstone_fraction * static_cast<double>(index_->ntotal())) {
+    RETURN_IF_ERROR(RebuildIndexLocked());
+    must_persist = true;
+  }
+  if (must_persist && !options_.in_memory) {
+    Status s = PersistIndexLocked();
+    // A read-only disk must not make the bank unopenable: the index is derived state.
+    if (!s.ok()) MUNINN_LOG(options_.logger, kWarning) << "memory bank index not saved: " << s;
+  }
+  if (options_.in_memory) index_persisted_seq_ = mutation_seq_;
+  return Status::Ok();
+}
+
+Status MemoryBank::RebuildIndexLocked() {
+  internal::VectorIndexOptions vo;
+  vo.dim = dim_;
+  vo.factory = index_factory_;
+  vo.hnsw_ef_search = options_.hnsw_ef_search;
+  vo.train_min_chunks = options_.train_min_chunks;
+  vo.overfetch_factor = options_.overfetch_factor;
+  ASSIGN_OR_RETURN(std::unique_ptr<VectorIndex> fresh, VectorIndex::Create(vo));
+  std::vector<int64_t> ids;
+  std::vector<float> vecs;
+  ids.reserve(metas_.size());
+  for (const auto& [id, m] : metas_) ids.push_back(static_cast<int64_t>(id));
+  std::sort(ids.begin(), ids.end());
+  vecs.resize(ids.size() * static_cast<size_t>(dim_));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    RETURN_IF_ERROR(store_->GetWith(Cf::kEmbeddings, internal::IdKey(static_cast<uint64_t>(ids[i])),
+                                    [&](std::string_view v) {
+                                      return internal::DecodeEmbedding(
+                                          v, dim_, vecs.data() + i * static_cast<size_t>(dim_));
+                                    }));
+  }
+  RETURN_IF_ERROR(fresh->Add(static_cast<int64_t>(ids.size()), vecs.data(), ids.data()));
+  index_ = std::move(fresh);
+  index_persisted_seq_ = ~uint64_t{0};  // the file on disk no longer describes this index
+  return Status::Ok();
+}
+
+Status MemoryBank::PersistIndexLocked() {
+  if (options_.in_memory) {
+    index_persisted_seq_ = mutation_seq_;
+    return Status::Ok();
+  }
+  RETURN_IF_ERROR(index_->Save(options_.path + "/" + kIndexFileName, mutation_seq_));
+  index_persisted_seq_ = mutation_seq_;
+  return Status::Ok();
+}
+
+Status MemoryBank::FlushLocked() {
+  internal::WriteBatchBuilder batch = store_->NewBatch();
+  std::vector<std::pair<Meta*, uint32_t>> written;
+  for (auto& [id, m] : metas_) {
+    const uint32_t c = m.retrieval_count.load(std::memory_order_relaxed);
+    if (c == m.persisted_count) continue;
+    internal::RecordValue rv;
+    rv.doc_id = m.doc_id;
+    rv.position = m.position;
+    rv.n_tokens = static_cast<uint32_t>(m.n_tokens);
+    rv.retrieval_count = c;
+    rv.kv_bytes = static_cast<uint64_t>(m.kv_bytes);
+    rv.content_bytes = static_cast<uint64_t>(m.stored_bytes - m.kv_bytes - (dim_ * 4 + 4) -
+                                             kRecordOverheadBytes);
+    batch.Put(Cf::kRecords, internal::IdKey(id), internal::EncodeRecord(rv));
+    written.emplace_back(&m, c);
+  }
+  if (!written.empty()) {
+    RETURN_IF_ERROR(store_->Write(&batch));
+    for (auto& [m, c] : written) m->persisted_count = c;
+  }
+  if (options_.sync == SyncPolicy::kNoSync) RETURN_IF_ERROR(store_->SyncWal());
+  if (index_persisted_seq_ != mutation_seq_) RETURN_IF_ERROR(PersistIndexLocked());
+  return Status::Ok();
+}
+
+Status MemoryBank::Close() {
+  std::unique_lock lock(mu_);
+  if (closed_) return Status::Ok();
+  closed_ = true;
+  Status s = FlushLocked();
+  Status c = store_->Close();
+  return s.ok() ? c : s;
+}
+
+Status MemoryBank::Flush() {
+  std::unique_lock lock(mu_);
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  return FlushLocked();
+}
+
+Status MemoryBank::Compact() {
+  std::unique_lock lock(mu_);
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  if (index_->tombstones() > 0) RETURN_IF_ERROR(RebuildIndexLocked());
+  RETURN_IF_ERROR(FlushLocked());
+  return store_->CompactAll();
+}
+
+StatusOr<std::vector<ChunkId>> MemoryBank::PlanEvictionLocked(int64_t add_tokens,
+                                                              int64_t add_bytes) const {
+  internal::Capacity cap{options_.capacity_tokens, options_.capacity_bytes};
+  if (cap.tokens == 0 && cap.bytes == 0) return std::vector<ChunkId>{};
+  if ((cap.tokens == 0 || n_tokens_ + add_tokens <= cap.tokens) &&
+      (cap.bytes == 0 || stored_bytes_ + add_bytes <= cap.bytes) &&
+      (cap.tokens == 0 || add_tokens <= cap.tokens) && (cap.bytes == 0 || add_bytes <= cap.bytes)) {
+    return std::vector<ChunkId>{};  // fast path: no need to list the chunks
+  }
+  std::vector<internal::EvictionCandidate> by_age;
+  by_age.reserve(metas_.size());
+  for (const auto& [id, m] : metas_) {
+    by_age.push_back({id, m.n_tokens, m.stored_bytes,
+                      m.retrieval_count.load(std::memory_order_relaxed)});
+  }
+  std::sort(by_age.begin(), by_age.end(),
+            [](const auto& a, const auto& b) { return a.id < b.id; });
+  return internal::PlanEviction(by_age, cap, add_tokens, add_bytes, options_.eviction,
+                                options_.frequency);
+}
+
+StatusOr<std::vector<ChunkId>> MemoryBank::Append(std::span<const ChunkInput> chunks) {
+  // Prepare: check and encode everything without the lock; nothing changes if this fails.
+  std::vector<PreparedChunk> prepared(chunks.size());
+  int64_t add_tokens = 0, add_bytes = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const ChunkInput& c = chunks[i];
+    const std::string where = "chunk " + std::to_string(i) + " of the batch: ";
+    if (static_cast<int64_t>(c.embedding.size()) != dim_) {
+      return InvalidArgumentError(where + "embedding has " + std::to_string(c.embedding.size()) +
+                                  " values, the bank's dimension is " + std::to_string(dim_));
+    }
+    for (float x : c.embedding) {
+      if (!std::isfinite(x)) return InvalidArgumentError(where + "embedding is not finite");
+    }
+    if (c.position < 0) return InvalidArgumentError(where + "negative position");
+    if (c.tokens.empty() || c.tokens.size() > (1u << 30) || c.text.size() > (1u << 30)) {
+      return InvalidArgumentError(where + "needs 1..2^30 tokens and at most 1 GiB of text");
+    }
+    const int64_t nt = static_cast<int64_t>(c.tokens.size());
+    if (!c.k.defined() || c.k.ndim() != 3 || c.k.dim(0) != n_head_kv_ || c.k.dim(1) != nt ||
+        c.k.dim(2) != head_dim_) {
+      return InvalidArgumentError(where + "K must be [" + std::to_string(n_head_kv_) + ", " +
+                                  std::to_string(nt) + ", " + std::to_string(head_dim_) + "], got " +
+                                  (c.k.defined() ? c.k.shape().ToString() : "nothing"));
+    }
+    PreparedChunk& p = prepared[i];
+    p.doc_id = c.doc_id;
+    p.position = c.position;
+    p.n_tokens = nt;
+    StatusOr<std::string> kv = internal::EncodeKv(kv_dtype_, c.k, c.v);
+    if (!kv.ok()) return kv.status().WithContext(where);
+    p.kv = std::move(kv).value();
+    p.content = internal::EncodeContent(c.tokens, c.text);
+    p.embedding = internal::EncodeEmbedding(c.embedding);
+    add_tokens += nt;
+    add_bytes += p.stored_bytes();
+  }
+  if (prepared.empty()) return std::vector<ChunkId>{};
+
+  // Apply: one RocksDB batch (evictions + new chunks + state), then the in-memory mirror.
+  std::unique_lock lock(mu_);
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  ASSIGN_OR_RETURN(std::vector<ChunkId> evict, PlanEvictionLocked(add_tokens, add_bytes));
+  internal::WriteBatchBuilder batch = store_->NewBatch();
+  for (ChunkId id : evict) {
+    const std::string key = internal::IdKey(id);
+    for (Cf cf : {Cf::kRecords, Cf::kContent, Cf::kKv, Cf::kEmbeddings}) batch.Delete(cf, key);
+    batch.Delete(Cf::kDocuments, internal::DocKey(metas_.at(id).doc_id, id));
+  }
+  std::vector<ChunkId> ids(prepared.size());
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    const PreparedChunk& p = prepared[i];
+    ids[i] = next_id_ + i;
+    const std::string key = internal::IdKey(ids[i]);
+    internal::RecordValue rv;
+    rv.doc_id = p.doc_id;
+    rv.position = p.position;
+    rv.n_tokens = static_cast<uint32_t>(p.n_tokens);
+    rv.kv_bytes = p.kv.size();
+    rv.content_bytes = p.content.size();
+    batch.Put(Cf::kRecords, key, internal::EncodeRecord(rv));
+    batch.Put(Cf::kContent, key, p.content);
+    batch.Put(Cf::kKv, key, p.kv);
+    batch.Put(Cf::kEmbeddings, key, p.embedding);
+    batch.Put(Cf::kDocuments, internal::DocKey(p.doc_id, ids[i]), "");
+  }
+  internal::BankState state;
+  state.next_id = next_id_ + prepared.size();
+  state.mutation_seq = mutation_seq_ + 1;
+  state.evicted_chunks = static_cast<uint64_t>(evicted_chunks_) + evict.size();
+  batch.Put(Cf::kDefault, "state", internal::EncodeBankState(state));
+  RETURN_IF_ERROR(store_->Write(&batch));
+
+  // Durable from here on: mirror it in memory and in the index.
+  for (ChunkId id : evict) {
+    auto it = metas_.find(id);
+    n_tokens_ -= it->second.n_tokens;
+    stored_bytes_ -= it->second.stored_bytes;
+    kv_bytes_ -= it->second.kv_bytes;
+    if (--doc_chunks_[it->second.doc_id] == 0) doc_chunks_.erase(it->second.doc_id);
+    metas_.erase(it);
+  }
+  std::vector<float> vecs(prepared.size() * static_cast<size_t>(dim_));
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    const PreparedChunk& p = prepared[i];
+    Meta& m = metas_[ids[i]];
+    m.doc_id = p.doc_id;
+    m.position = p.position;
+    m.n_tokens = p.n_tokens;
+    m.kv_bytes = static_cast<int64_t>(p.kv.size());
+    m.stored_bytes = p.stored_bytes();
+    ++doc_chunks_[p.doc_id];
+    n_tokens_ += m.n_tokens;
+    stored_bytes_ += m.stored_bytes;
+    kv_bytes_ += m.kv_bytes;
+    std::memcpy(vecs.data() + i * static_cast<size_t>(dim_), chunks[i].embedding.data(),
+                static_cast<size_t>(dim_) * sizeof(float));
+  }
+  next_id_ = state.next_id;
+  mutation_seq_ = state.mutation_seq;
+  evicted_chunks_ = static_cast<int64_t>(state.evicted_chunks);
+  std::vector<int64_t> evict64(evict.begin(), evict.end());
+  std::vector<int64_t> ids64(ids.begin(), ids.end());
+  Status ist = index_->Remove(evict64);
+  if (ist.ok()) ist = index_->Add(static_cast<int64_t>(ids.size()), vecs.data(), ids64.data());
+  if (!ist.ok()) {
+    // The chunks are durable; bring the derived index back in line before acknowledging.
+    MUNINN_LOG(options_.logger, kWarning) << "memory bank index update failed (" << ist
+                                          << "); rebuilding it";
+    RETURN_IF_ERROR(RebuildIndexLocked().WithContext(
+        "the append is durable but the index could not be rebuilt; reopen the bank"));
+  }
+  if (index_->tombstones() > 0 &&
+      static_cast<double>(index_->tombstones()) >
+          options_.max_tombstone_fraction * static_cast<double>(index_->ntotal())) {
+    RETURN_IF_ERROR(RebuildIndexLocked());
+  }
+  if (!evict.empty() ||
+      mutation_seq_ - index_persisted_seq_ >= static_cast<uint64_t>(options_.index_persist_interval)) {
+    Status s = FlushLocked();  // counters of the survivors, and the index
+    if (!s.ok()) MUNINN_LOG(options_.logger, kWarning) << "memory bank flush after append: " << s;
+  }
+  return ids;
+}
+
+StatusOr<int64_t> MemoryBank::DeleteDocument(DocumentId doc_id) {
+  std::unique_lock lock(mu_);
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  std::vector<ChunkId> ids;
+  for (const auto& [id, m] : metas_) {
+    if (m.doc_id == doc_id) ids.push_back(id);
+  }
+  if (ids.empty()) return int64_t{0};
+  std::sort(ids.begin(), ids.end());
+  internal::WriteBatchBuilder batch = store_->NewBatch();
+  for (ChunkId id : ids) {
+    const std::string key = internal::IdKey(id);
+    for (Cf cf : {Cf::kRecords, Cf::kContent, Cf::kKv, Cf::kEmbeddings}) batch.Delete(cf, key);
+    batch.Delete(Cf::kDocuments, internal::DocKey(doc_id, id));
+  }
+  internal::BankState state;
+  state.next_id = next_id_;
+  state.mutation_seq = mutation_seq_ + 1;
+  state.evicted_chunks = static_cast<uint64_t>(evicted_chunks_);
+  batch.Put(Cf::kDefault, "state", internal::EncodeBankState(state));
+  RETURN_IF_ERROR(store_->Write(&batch));
+  for (ChunkId id : ids) {
+    auto it = metas_.find(id);
+    n_tokens_ -= it->second.n_tokens;
+    stored_bytes_ -= it->second.stored_bytes;
+    kv_bytes_ -= it->second.kv_bytes;
+    metas_.erase(it);
+  }
+  doc_chunks_.erase(doc_id);
+  mutation_seq_ = state.mutation_seq;
+  std::vector<int64_t> ids64(ids.begin(), ids.end());
+  Status ist = index_->Remove(ids64);
+  const bool too_many_tombstones =
+      index_->tombstones() > 0 &&
+      static_cast<double>(index_->tombstones()) >
+          options_.max_tombstone_fraction * static_cast<double>(index_->ntotal());
+  if (!ist.ok() || too_many_tombstones) {
+    RETURN_IF_ERROR(RebuildIndexLocked().WithContext(
+        "the delete is durable but the index could not be rebuilt; reopen the bank"));
+  }
+  if (mutation_seq_ - index_persisted_seq_ >= static_cast<uint64_t>(options_.index_persist_interval)) {
+    Status s = PersistIndexLocked();
+    if (!s.ok()) MUNINN_LOG(options_.logger, kWarning) << "memory bank index not saved: " << s;
+  }
+  return static_cast<int64_t>(ids.size());
+}
+
+StatusOr<std::vector<std::vector<SearchHit>>> MemoryBank::Search(std::span<const float> queries,
+                                                                 int64_t n_queries, int64_t k,
+                                                                 const SearchFilter& filter,
+                                                                 bool count_retrievals) {
+  if (n_queries < 0 || k < 0) return InvalidArgumentError("search: n_queries and k must be >= 0");
+  if (static_cast<int64_t>(queries.size()) != n_queries * dim_) {
+    return InvalidArgumentError("search: got " + std::to_string(queries.size()) +
+                                " query values, want n_queries * dim = " +
+                                std::to_string(n_queries * dim_));
+  }
+  std::shared_lock lock(mu_);
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  const bool filtered =
+      !filter.doc_ids.empty() || filter.before_position >= 0 || filter.before_id != 0;
+  // Filters on many documents use a set; the common one-document filter stays a linear probe.
+  std::unordered_set<DocumentId> doc_set;
+  if (filter.doc_ids.size() > 8) doc_set.insert(filter.doc_ids.begin(), filter.doc_ids.end());
+  std::function<bool(int64_t)> accept;
+  if (filtered) {
+    accept = [&](int64_t id64) {
+      const auto id = static_cast<ChunkId>(id64);
+      if (filter.before_id != 0 && id >= filter.before_id) return false;
+      auto it = metas_.find(id);
+      if (it == metas_.end()) return false;
+      const Meta& m = it->second;
+      if (filter.before_position >= 0 && m.position >= filter.before_position) return false;
+      if (!filter.doc_ids.empty()) {
+        if (!doc_set.empty()) return doc_set.count(m.doc_id) != 0;
+        return std::find(filter.doc_ids.begin(), filter.doc_ids.end(), m.doc_id) !=
+               filter.doc_ids.end();
+      }
+      return true;
+    };
+  }
+  std::vector<std::vector<internal::IndexHit>> raw;
+  RETURN_IF_ERROR(index_->Search(queries.data(), n_queries, k, accept, &raw));
+  std::vector<std::vector<SearchHit>> out(raw.size());
+  for (size_t q = 0; q < raw.size(); ++q) {
+    for (const internal::IndexHit& h : raw[q]) {
+      auto it = metas_.find(static_cast<ChunkId>(h.id));
+      MUNINN_CHECK(it != metas_.end()) << "index returned chunk " << h.id << " unknown to the bank";
+      const Meta& m = it->second;
+      out[q].push_back({it->first, h.score, m.doc_id, m.position, m.n_tokens});
+      if (count_retrievals) m.retrieval_count.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  return out;
+}
+
+StatusOr<FetchedKV> MemoryBank::FetchKV(std::span<const ChunkId> ids_in, DType out_dtype) const {
+  if (out_dtype != DType::kF32 && out_dtype != kv_dtype_) {
+    return InvalidArgumentError("FetchKV: out_dtype must be f32 or the bank's " +
+                                std::string(DTypeName(kv_dtype_)));
+  }
+  std::vector<ChunkId> ids(ids_in.begin(), ids_in.end());
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::shared_lock lock(mu_);
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  FetchedKV out;
+  int64_t total = 0;
+  for (ChunkId id : ids) {
+    auto it = metas_.find(id);
+    if (it == metas_.end()) return NotFoundError("FetchKV: no chunk " + std::to_string(id));
+    out.lengths.push_back(it->second.n_tokens);
+    total += it->second.n_tokens;
+  }
+  out.ids = ids;
+  ASSIGN_OR_RETURN(out.k, Tensor::Empty(out_dtype, Shape{n_head_kv_, total, head_dim_}));
+  ASSIGN_OR_RETURN(out.v, Tensor::Empty(out_dtype, Shape{n_head_kv_, total, head_dim_}));
+  const size_t src_row = *RowBytes(kv_dtype_, head_dim_);
+  const size_t dst_row = *RowBytes(out_dtype, head_dim_);
+  int64_t t0 = 0;
+  for (size_t c = 0; c < ids.size(); ++c) {
+    const int64_t nt = out.lengths[c];
+    RETURN_IF_ERROR(store_->GetWith(Cf::kKv, internal::IdKey(ids[c]), [&](std::string_view v) -> Status {
+      ASSIGN_OR_RETURN(internal::KvHeader h, internal::DecodeKvHeader(v));
+      if (h.dtype != kv_dtype_ || h.n_head_kv != n_head_kv_ || h.head_dim != head_dim_ ||
+          h.n_tokens != nt) {
+        return DataLossError("K/V blob of chunk " + std::to_string(ids[c]) +
+                             " does not match its record or the bank's shape");
+      }
+      // RocksDB checks its block and blob checksums on read; the payload CRC is left to Verify.
+      const char* payload = v.data() + internal::kKvHeaderBytes;
+      for (int half = 0; half < 2; ++half) {
+        const Tensor& dst = half == 0 ? out.k : out.v;
+        for (int64_t hd = 0; hd < n_head_kv_; ++hd) {
+          const char* src = payload + (static_cast<size_t>(half * n_head_kv_ + hd) *
+                                       static_cast<size_t>(nt)) * src_row;
+          char* d = static_cast<char*>(dst.data()) +
+                    (static_cast<size_t>(hd) * static_cast<size_t>(total) +
+                     static_cast<size_t>(t0)) * dst_row;
+          if (out_dtype == kv_dtype_) {
+            std::memcpy(d, src, static_cast<size_t>(nt) * src_row);
+          } else {
+            for (int64_t t = 0; t < nt; ++t) {
+              internal::DequantizeKvRow(kv_dtype_, src + static_cast<size_t>(t) * src_row,
+                                        reinterpret_cast<float*>(d + static_cast<size_t>(t) * dst_row),
+                                        head_dim_);
+            }
+          }
+        }
+      }
+      return Status::Ok();
+    }).WithContext("FetchKV chunk " + std::to_string(ids[c])));
+    t0 += nt;
+  }
+  return out;
+}
+
+ChunkInfo MemoryBank::InfoOf(ChunkId id, const Meta& m) const {
+  ChunkInfo info;
+  info.id = id;
+  info.doc_id = m.doc_id;
+  info.position = m.position;
+  info.n_tokens = m.n_tokens;
+  info.retrieval_count = m.retrieval_count.load(std::memory_order_relaxed);
+  info.stored_bytes = m.stored_bytes;
+  return info;
+}
+
+StatusOr<ChunkInfo> MemoryBank::Info(ChunkId id) const {
+  std::shared_lock lock(mu_);
+  auto it = metas_.find(id);
+  if (it == metas_.end()) return NotFoundError("no chunk " + std::to_string(id));
+  return InfoOf(id, it->second);
+}
+
+std::vector<ChunkInfo> MemoryBank::ListChunks() const {
+  std::shared_lock lock(mu_);
+  std::vector<ChunkInfo> out;
+  out.reserve(metas_.size());
+  for (const auto& [id, m] : metas_) out.push_back(InfoOf(id, m));
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return out;
+}
+
+StatusOr<ChunkRecord> MemoryBank::GetChunk(ChunkId id) const {
+  std::shared_lock lock(mu_);
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  auto it = metas_.find(id);
+  if (it == metas_.end()) return NotFoundError("no chunk " + std::to_string(id));
+  ChunkRecord rec;
+  rec.info = InfoOf(id, it->second);
+  const std::string key = internal::IdKey(id);
+  const std::string ctx = "chunk " + std::to_string(id);
+  RETURN_IF_ERROR(store_->GetWith(Cf::kContent, key, [&](std::string_view v) {
+    return internal::DecodeContent(v, &rec.tokens, &rec.text);
+  }).WithContext(ctx));
+  rec.embedding.resize(static_cast<size_t>(dim_));
+  RETURN_IF_ERROR(store_->GetWith(Cf::kEmbeddings, key, [&](std::string_view v) {
+    return internal::DecodeEmbedding(v, dim_, rec.embedding.data());
+  }).WithContext(ctx));
+  std::string kv;
+  RETURN_IF_ERROR(store_->Get(Cf::kKv, key, &kv).WithContext(ctx));
+  RETURN_IF_ERROR(internal::VerifyKv(kv).WithContext(ctx));
+  lock.unlock();
+  ASSIGN_OR_RETURN(internal::KvHeader h, internal::DecodeKvHeader(kv));
+  if (h.n_tokens != rec.info.n_tokens || static_cast<int64_t>(rec.tokens.size()) != h.n_tokens) {
+    return DataLossError(ctx + ": token count differs between record, content and K/V");
+  }
+  ASSIGN_OR_RETURN(rec.k, Tensor::Empty(DType::kF32, Shape{h.n_head_kv, h.n_tokens, h.head_dim}));
+  ASSIGN_OR_RETURN(rec.v, Tensor::Empty(DType::kF32, Shape{h.n_head_kv, h.n_tokens, h.head_dim}));
+  const size_t row = *RowBytes(h.dtype, h.head_dim);
+  const char* src = kv.data() + internal::kKvHeaderBytes;
+  const int64_t rows = h.n_head_kv * h.n_tokens;
+  for (int64_t r = 0; r < rows; ++r) {
+    internal::DequantizeKvRow(h.dtype, src + static_cast<size_t>(r) * row,
+                              rec.k.data_as<float>() + r * h.head_dim, h.head_dim);
+    internal::DequantizeKvRow(h.dtype, src + static_cast<size_t>(rows + r) * row,
+                              rec.v.data_as<float>() + r * h.head_dim, h.head_dim);
+  }
+  return rec;
+}
+
+StatusOr<VerifyReport> MemoryBank::Verify() const {
+  std::shared_lock lock(mu_);
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  VerifyReport report;
+  std::unordered_set<ChunkId> seen;
+  std::vector<float> emb(static_cast<size_t>(dim_)), rec_vec(static_cast<size_t>(dim_));
+  RETURN_IF_ERROR(store_->ForEach(Cf::kRecords, "", [&](std::string_view k, std::string_view v) {
+    ++report.records_checked;
+    StatusOr<uint64_t> id = internal::ParseIdKey(k);
+    if (!id.ok()) {
+      AddProblem(&report, "records: " + std::string(id.status().message()));
+      return Status::Ok();
+    }
+    const std::string name = "chunk " + std::to_string(*id) + ": ";
+    seen.insert(*id);
+    StatusOr<internal::RecordValue> rv = internal::DecodeRecord(v);
+    if (!rv.ok()) {
+      AddProblem(&report, name + std::string(rv.status().message()));
+      return Status::Ok();
+    }
+    auto it = metas_.find(*id);
+    if (it == metas_.end() || it->second.doc_id != rv->doc_id ||
+        it->second.position != rv->position || it->second.n_tokens != rv->n_tokens) {
+      AddProblem(&report, name + "record disagrees with the bank's bookkeeping");
+    }
+    const std::string key = internal::IdKey(*id);
+    std::string value;
+    std::vector<int32_t> tokens;
+    std::string text;
+    Status s = store_->Get(Cf::kContent, key, &value);
+    if (s.ok()) s = internal::DecodeContent(value, &tokens, &text);
+    if (s.ok() && (tokens.size() != rv->n_tokens || value.size() != rv->content_bytes)) {
+      s = DataLossError("content does not match the record");
+    }
+    if (!s.ok()) AddProblem(&report, name + "content: " + std::string(s.message()));
+    s = store_->Get(Cf::kEmbeddings, key, &value);
+    if (s.ok()) s = internal::DecodeEmbedding(value, dim_, emb.data());
+    if (!s.ok()) AddProblem(&report, name + "embedding: " + std::string(s.message()));
+    if (s.ok()) {
+      // FAISS and RocksDB must agree on the vector itself, not only on the id.
+      Status r = index_->Reconstruct(static_cast<int64_t>(*id), rec_vec.data());
+      if (r.code() == StatusCode::kNotFound) {
+        AddProblem(&report, name + "missing from the vector index");
+      } else if (r.ok() && std::memcmp(rec_vec.data(), emb.data(), emb.size() * 4) != 0) {
+        AddProblem(&report, name + "vector index holds a different embedding");
+      }
+    }
+    s = store_->Get(Cf::kKv, key, &value);
+    if (s.ok()) s = internal::VerifyKv(value);
+    if (s.ok()) {
+      StatusOr<internal::KvHeader> h = internal::DecodeKvHeader(value);
+      if (h->dtype != kv_dtype_ || h->n_head_kv != n_head_kv_ || h->head_dim != head_dim_ ||
+          h->n_tokens != static_cast<int64_t>(rv->n_tokens) || value.size() != rv->kv_bytes) {
+        s = DataLossError("K/V shape does not match the record or the bank");
+      }
+    }
+    if (!s.ok()) AddProblem(&report, name + "K/V: " + std::string(s.message()));
+    s = store_->Get(Cf::kDocuments, internal::DocKey(rv->doc_id, *id), &value);
+    if (!s.ok()) AddProblem(&report, name + "not listed under its document");
+    return Status::Ok();
+  }));
+  if (seen.size() != metas_.size()) {
+    AddProblem(&report, "the bank tracks " + std::to_string(metas_.size()) +
+                                     " chunks but RocksDB holds " + std::to_string(seen.size()));
+  }
+  // Orphans: values or document entries without a record (a partial chunk).
+  for (Cf cf : {Cf::kContent, Cf::kKv, Cf::kEmbeddings}) {
+    RETURN_IF_ERROR(store_->ForEach(cf, "", [&](std::string_view k, std::string_view) {
+      StatusOr<uint64_t> id = internal::ParseIdKey(k);
+      if (!id.ok() || seen.count(*id) == 0) {
+        AddProblem(&report, "orphan value without a chunk record in column family " +
+                                         std::to_string(static_cast<int>(cf)));
+      }
+      return Status::Ok();
+    }));
+  }
+  RETURN_IF_ERROR(store_->ForEach(Cf::kDocuments, "", [&](std::string_view k, std::string_view) {
+    if (k.size() != 16 || seen.count(*internal::ParseIdKey(k.substr(8))) == 0) {
+      AddProblem(&report, "document entry without a chunk record");
+    }
+    return Status::Ok();
+  }));
+  // Index side: every indexed id is live or a tombstone.
+  int64_t dead = 0;
+  for (int64_t id : index_->Ids()) {
+    if (metas_.count(static_cast<ChunkId>(id)) == 0) ++dead;
+  }
+  if (dead != index_->tombstones()) {
+    AddProblem(&report, "the vector index holds " + std::to_string(dead) +
+                                     " deleted chunks but tracks " +
+                                     std::to_string(index_->tombstones()) + " tombstones");
+  }
+  if (index_->ntotal() - index_->tombstones() != static_cast<int64_t>(metas_.size())) {
+    AddProblem(&report, "the vector index holds " +
+                                     std::to_string(index_->ntotal() - index_->tombstones()) +
+                                     " live vectors, RocksDB " + std::to_string(metas_.size()));
+  }
+  for (const auto& [id, m] : metas_) {
+    if (id >= next_id_) AddProblem(&report, "chunk id beyond the stored next id");
+  }
+  return report;
+}
+
+BankStats MemoryBank::Stats() const {
+  std::shared_lock lock(mu_);
+  BankStats s;
+  s.n_chunks = static_cast<int64_t>(metas_.size());
+  s.n_documents = static_cast<int64_t>(doc_chunks_.size());
+  s.n_tokens = n_tokens_;
+  s.stored_bytes = stored_bytes_;
+  s.kv_bytes = kv_bytes_;
+  s.dim = dim_;
+  s.n_head_kv = n_head_kv_;
+  s.head_dim = head_dim_;
+  s.kv_dtype = kv_dtype_;
+  s.index_factory = index_factory_;
+  s.index_ntotal = index_ ? index_->ntotal() : 0;
+  s.index_tombstones = index_ ? index_->tombstones() : 0;
+  s.mutation_seq = mutation_seq_;
+  s.next_id = next_id_;
+  s.evicted_chunks = evicted_chunks_;
+  s.capacity_tokens = options_.capacity_tokens;
+  s.capacity_bytes = options_.capacity_bytes;
+  s.eviction = std::string(EvictionPolicyName(options_.eviction));
+  return s;
+}
+
+}  // namespace muninn::memory
