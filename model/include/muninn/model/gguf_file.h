@@ -88,9 +88,4 @@ class GgufFile {
   std::map<std::string, size_t, std::less<>> tensor_index_;
 };
 
-// A view of `info` (absolute offset into `buffer`), copying only when the bytes are misaligned
-// for the dtype. Shared by the GGUF and safetensors readers. `source` names the file in errors.
-StatusOr<Tensor> MakeTensorView(const std::shared_ptr<Buffer>& buffer, const TensorInfo& info,
-                                std::string_view source);
-
 }  // namespace muninn::model
