@@ -14,6 +14,5 @@ Status SwiGluOp(const CpuContext&, const Tensor&, const Tensor&, Tensor*) { retu
 Status AddOp(const CpuContext&, const Tensor&, const Tensor&, Tensor*) { return UnimplementedError("Add"); }
 Status MulOp(const CpuContext&, const Tensor&, const Tensor&, Tensor*) { return UnimplementedError("Mul"); }
 Status ScaleOp(const CpuContext&, const Tensor&, float, Tensor*) { return UnimplementedError("Scale"); }
-Status AttentionOp(const CpuContext&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AttentionParams&, Tensor*) { return UnimplementedError("Attention"); }
 
 }  // namespace muninn::cpu

@@ -1,0 +1,428 @@
+// AttentionOp: attention over [memory ; local] keys with one joint softmax (MemLong retrieval
+// attention, specs/memlong.md §6 and rule D4), computed with online-softmax tiling. The contract is
+// Backend::Attention's (backend.h); the kernel layout is described in attention_kernel.h.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cpu/attention_kernel.h"
+#include "cpu/cpu_ops.h"
+#include "muninn/core/fp16.h"
+
+namespace muninn::cpu {
+namespace attn {
+namespace {
+
+// The portable reference traits: one float per "vector", std::exp.
+struct ScalarIsa {
+  using V = float;
+  static constexpr int kW = 1;
+  static constexpr int kMaxRb = 4;
+  static constexpr int kMaxNv = 4;
+  static V Zero() { return 0.0f; }
+  static V Set1(float x) { return x; }
+  static V Load(const float* p) { return *p; }
+  static void Store(float* p, V v) { *p = v; }
+  static V Fma(V a, V b, V c) { return a * b + c; }
+  static V Mul(V a, V b) { return a * b; }
+  static V Add(V a, V b) { return a + b; }
+  static V Sub(V a, V b) { return a - b; }
+  static V Max(V a, V b) { return a > b ? a : b; }
+  static float ReduceAdd(V v) { return v; }
+  static V Exp(V x) { return std::exp(x); }
+  static V ZeroIfNegInf(V x) { return x == -std::numeric_limits<float>::infinity() ? 0.0f : x; }
+  static V LoadF16(const uint16_t* p) { return Fp16ToFp32(*p); }
+  static V LoadF16Partial(const uint16_t* p, int) { return Fp16ToFp32(*p); }
+};
+
+int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+int64_t CeilDiv(int64_t x, int64_t m) { return (x + m - 1) / m; }
+
+}  // namespace
+
+void AttendTileScalar(const QueryBlock& qb, const KeyTile& tile, const TileScratch& sc,
+                      const RunState& st) {
+  AttendTile<ScalarIsa>(qb, tile, sc, st);
+}
+
+AttentionPlan PlanAttention(int64_t T, int64_t S, int64_t M, int64_t n_head, int64_t n_head_kv,
+                            int64_t d, int64_t dv, int num_threads) {
+  AttentionPlan p;
+  p.group = n_head / n_head_kv;
+  p.tq = std::clamp<int64_t>(kTargetRows / p.group, 1, std::max<int64_t>(T, 1));
+  p.rows_max = p.tq * p.group;
+  p.rp_max = RoundUp(p.rows_max, kPad);
+  p.dp = RoundUp(d, kPad);
+  p.dvp = RoundUp(dv, kPad);
+  p.n_qtiles = CeilDiv(T, p.tq);
+  p.n_items = p.n_qtiles * n_head_kv;
+  const int64_t total_keys = M + S;
+  p.n_split = 1;
+  const int64_t threads = std::max(num_threads, 1);
+  // Aim for >= 8 tasks per thread so the dynamic schedule balances an uneven count of blocks
+  // (decode with 3 kv heads on 2 threads), but never split below kMinSplitKeys keys.
+  if (threads > 1 && p.n_items > 0 && p.n_items < 8 * threads) {
+    const int64_t want = CeilDiv(8 * threads, p.n_items);
+    p.n_split = std::max<int64_t>(1, std::min(want, total_keys / kMinSplitKeys));
+  }
+  p.split_keys = RoundUp(std::max<int64_t>(CeilDiv(total_keys, p.n_split), 1), kKeyTile);
+  p.n_split = std::max<int64_t>(1, CeilDiv(total_keys, p.split_keys));
+  p.workspace_floats = p.rows_max * p.dp       // q
+                       + d * p.rp_max          // qt
+                       + kKeyTile * p.dp       // kf
+                       + kKeyTile * p.dvp      // vf
+                       + kKeyTile * p.rp_max   // p
+                       + 3 * p.rp_max          // corr, m, l
+                       + p.rp_max * p.dvp;     // acc
+  p.workspace_ints = p.rows_max;               // visible
+  p.partial_floats = p.n_split > 1 ? p.n_items * p.n_split * p.rp_max * (2 + p.dvp) : 0;
+  return p;
+}
+
+}  // namespace attn
+
+namespace {
+
+using attn::AttentionPlan;
+using attn::kKeyTile;
+
+// Inputs after validation: base pointers and byte strides of the [rows, heads, dim] operands.
+struct Operand {
+  const char* data = nullptr;
+  int64_t s0 = 0, s1 = 0;  // bytes per row, per head
+  DType dtype = DType::kF32;
+};
+
+Operand OperandOf(const Tensor& t) {
+  return Operand{static_cast<const char*>(t.data()), t.stride(0), t.stride(1), t.dtype()};
+}
+
+Status CheckOperand(const Tensor& t, const char* name, bool f16_ok) {
+  if (!t.defined()) return InvalidArgumentError(std::string("Attention: ") + name + " is undefined");
+  if (!t.device().is_cpu()) {
+    return InvalidArgumentError(std::string("Attention: ") + name +
+                                " is not a host tensor; transfer it to the CPU first");
+  }
+  if (t.ndim() != 3) {
+    return InvalidArgumentError(std::string("Attention: ") + name +
+                                " must be 3-d [rows, heads, head_dim], got " + t.DebugString());
+  }
+  const bool dtype_ok = t.dtype() == DType::kF32 || (f16_ok && t.dtype() == DType::kF16);
+  if (!dtype_ok) {
+    return InvalidArgumentError(std::string("Attention: ") + name + " must be f32" +
+                                (f16_ok ? " or f16" : "") + ", got " + t.DebugString());
+  }
+  if (t.stride(2) != static_cast<int64_t>(GetDTypeInfo(t.dtype()).block_bytes)) {
+    return InvalidArgumentError(std::string("Attention: ") + name +
+                                " must have a packed innermost dimension (head_dim), got " +
+                                t.DebugString() + "; make it contiguous first");
+  }
+  return Status::Ok();
+}
+
+// [first byte, one past the last byte) that a tensor addresses; empty for no elements.
+struct ByteRange {
+  uintptr_t begin = 0, end = 0;
+};
+
+ByteRange RangeOf(const Tensor& t) {
+  if (!t.defined() || t.numel() == 0) return {};
+  uintptr_t last = reinterpret_cast<uintptr_t>(t.data());
+  for (int i = 0; i < t.ndim(); ++i) last += static_cast<uintptr_t>((t.dim(i) - 1) * t.stride(i));
+  return {reinterpret_cast<uintptr_t>(t.data()),
+          last + static_cast<uintptr_t>(GetDTypeInfo(t.dtype()).block_bytes)};
+}
+
+bool Overlaps(const ByteRange& a, const ByteRange& b) {
+  return a.begin < a.end && b.begin < b.end && a.begin < b.end && b.begin < a.end;
+}
+
+struct Dims {
+  int64_t T = 0, S = 0, M = 0, n_head = 0, n_head_kv = 0, d = 0, dv = 0;
+};
+
+StatusOr<Dims> Validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
+                        const Tensor& mem_v, const AttentionParams& params, const Tensor* out) {
+  RETURN_IF_ERROR(params.Validate());
+  if (out == nullptr) return InvalidArgumentError("Attention: out is null");
+  RETURN_IF_ERROR(CheckOperand(q, "q", false));
+  RETURN_IF_ERROR(CheckOperand(k, "k", true));
+  RETURN_IF_ERROR(CheckOperand(v, "v", true));
+  RETURN_IF_ERROR(CheckOperand(*out, "out", false));
+  Dims d;
+  d.T = q.dim(0);
+  d.n_head = q.dim(1);
+  d.d = q.dim(2);
+  d.S = k.dim(0);
+  d.n_head_kv = k.dim(1);
+  d.dv = v.dim(2);
+  auto shapes = [&] {
+    return " (q " + q.shape().ToString() + ", k " + k.shape().ToString() + ", v " +
+           v.shape().ToString() + ")";
+  };
+  if (d.n_head < 1 || d.n_head_kv < 1 || d.d < 1 || d.dv < 1) {
+    return InvalidArgumentError("Attention: head counts and head dims must be >= 1" + shapes());
+  }
+  if (k.dim(2) != d.d) {
+    return InvalidArgumentError("Attention: k's head_dim differs from q's" + shapes());
+  }
+  if (v.dim(0) != d.S || v.dim(1) != d.n_head_kv) {
+    return InvalidArgumentError("Attention: v must have k's rows and heads" + shapes());
+  }
+  if (d.n_head % d.n_head_kv != 0) {
+    return InvalidArgumentError("Attention: n_head must be a multiple of n_head_kv" + shapes());
+  }
+  // Bounds that keep every block's row and scratch arithmetic small; far above real models.
+  constexpr int64_t kMaxGroup = 4096, kMaxHeadDim = 65536;
+  if (d.n_head / d.n_head_kv > kMaxGroup || d.d > kMaxHeadDim || d.dv > kMaxHeadDim) {
+    return InvalidArgumentError("Attention: more than 4096 query heads per kv head or a head dim "
+                                "above 65536 is not supported" + shapes());
+  }
+  if (mem_k.defined() != mem_v.defined()) {
+    return InvalidArgumentError("Attention: mem_k and mem_v must both be given or both undefined");
+  }
+  if (mem_k.defined()) {
+    RETURN_IF_ERROR(CheckOperand(mem_k, "mem_k", true));
+    RETURN_IF_ERROR(CheckOperand(mem_v, "mem_v", true));
+    d.M = mem_k.dim(0);
+    if (mem_v.dim(0) != d.M || mem_k.dim(1) != d.n_head_kv || mem_v.dim(1) != d.n_head_kv ||
+        mem_k.dim(2) != d.d || mem_v.dim(2) != d.dv) {
+      return InvalidArgumentError("Attention: memory block must be mem_k [M, n_head_kv, d] and "
+                                  "mem_v [M, n_head_kv, dv], got mem_k " +
+                                  mem_k.shape().ToString() + ", mem_v " +
+                                  mem_v.shape().ToString() + shapes());
+    }
+  }
+  if (!(out->shape() == Shape{d.T, d.n_head, d.dv})) {
+    return InvalidArgumentError("Attention: out must be [T, n_head, dv] = " +
+                                Shape{d.T, d.n_head, d.dv}.ToString() + ", got " +
+                                out->shape().ToString());
+  }
+  if (params.causal && d.T > d.S) {
+    return InvalidArgumentError("Attention: causal attention needs T <= S (the queries are the "
+                                "last T of the S local positions), got T = " +
+                                std::to_string(d.T) + ", S = " + std::to_string(d.S));
+  }
+  if (d.T > 0 && d.S + d.M == 0) {
+    return InvalidArgumentError("Attention: no keys to attend to (S = 0 and no memory block)");
+  }
+  const ByteRange out_range = RangeOf(*out);
+  for (const Tensor* in : {&q, &k, &v, &mem_k, &mem_v}) {
+    if (Overlaps(out_range, RangeOf(*in))) {
+      return InvalidArgumentError("Attention: out must not overlap q, k, v or the memory block");
+    }
+  }
+  return d;
+}
+
+attn::AttendTileFn SelectKernel(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512: return attn::AttendTileAvx512;
+    case CpuIsa::kAvx2: return attn::AttendTileAvx2;
+    case CpuIsa::kScalar: break;
+  }
+  return attn::AttendTileScalar;
+}
+
+// Runs one (block, key split) task; see attention_kernel.h for the cut.
+class AttentionRunner {
+ public:
+  AttentionRunner(const Dims& dims, const AttentionPlan& plan, float scale, bool causal,
+                  attn::AttendTileFn kernel, const Tensor& q, const Tensor& k, const Tensor& v,
+                  const Tensor& mem_k, const Tensor& mem_v, Tensor* out)
+      : dims_(dims), plan_(plan), scale_(scale), causal_(causal), kernel_(kernel),
+        q_(OperandOf(q)), k_(OperandOf(k)), v_(OperandOf(v)),
+        mk_(mem_k.defined() ? OperandOf(mem_k) : Operand{}),
+        mv_(mem_v.defined() ? OperandOf(mem_v) : Operand{}), out_(OperandOf(*out)),
+        out_data_(static_cast<char*>(out->data())) {
+    if (plan_.partial_floats > 0) partial_.resize(static_cast<size_t>(plan_.partial_floats));
+  }
+
+  int64_t num_tasks() const { return plan_.n_items * plan_.n_split; }
+
+  // Per-thread scratch for RunTask.
+  struct Workspace {
+    std::vector<float> f;
+    std::vector<int> i;
+  };
+  Workspace MakeWorkspace() const {
+    return Workspace{std::vector<float>(static_cast<size_t>(plan_.workspace_floats)),
+                     std::vector<int>(static_cast<size_t>(plan_.workspace_ints))};
+  }
+
+  void RunTask(int64_t task, Workspace* ws) {
+    const int64_t item = task / plan_.n_split;
+    const int64_t split = task % plan_.n_split;
+    // The last query tiles first: under a causal mask they see the most keys.
+    const int64_t qtile = plan_.n_qtiles - 1 - item / dims_.n_head_kv;
+    const int64_t g = item % dims_.n_head_kv;
+    const int64_t G = plan_.group;
+    const int64_t t0 = qtile * plan_.tq;
+    const int64_t tn = std::min(plan_.tq, dims_.T - t0);
+    const int rows = static_cast<int>(tn * G);
+    const int64_t rp = (rows + attn::kPad - 1) / attn::kPad * attn::kPad;
+    const int64_t d = dims_.d, dp = plan_.dp, dvp = plan_.dvp;
+
+    float* f = ws->f.data();
+    float* qb = f;                    f += plan_.rows_max * dp;    // [rows, dp]
+    float* qt = f;                    f += d * plan_.rp_max;       // [d, rp]
+    attn::TileScratch sc;
+    sc.kf = f;                        f += kKeyTile * dp;          // [kKeyTile, dp]
+    sc.vf = f;                        f += kKeyTile * dvp;         // [kKeyTile, dvp]
+    sc.p = f;                         f += kKeyTile * plan_.rp_max;  // [kKeyTile, rp]
+    sc.corr = f;                      f += plan_.rp_max;           // [rp]
+    attn::RunState st;
+    st.m = f;                         f += plan_.rp_max;           // [rp]
+    st.l = f;                         f += plan_.rp_max;           // [rp]
+    st.acc = f;                                                    // [rp, dvp]
+    int* visible = ws->i.data();                                   // [rows]
+
+    // Gather the block's query rows, scaled, in both layouts the kernels use.
+    std::fill(qt, qt + d * rp, 0.0f);
+    for (int r = 0; r < rows; ++r) {
+      const float* src = QueryRow(t0 + r / G, g * G + r % G);
+      float* dst = qb + r * dp;
+      for (int64_t i = 0; i < d; ++i) {
+        dst[i] = src[i] * scale_;
+        qt[i * rp + r] = dst[i];
+      }
+      std::fill(dst + d, dst + dp, 0.0f);
+    }
+    std::fill(st.m, st.m + rp, -std::numeric_limits<float>::infinity());
+    std::fill(st.l, st.l + rp, 0.0f);
+    std::fill(st.acc, st.acc + rp * dvp, 0.0f);
+    const attn::QueryBlock block{qb, qt, rows, rp, d, dp, dims_.dv, dvp};
+
+    // This task's keys, as indices into [memory ; local].
+    const int64_t kb = split * plan_.split_keys;
+    const int64_t ke = std::min(dims_.M + dims_.S, kb + plan_.split_keys);
+    // Memory keys: every row sees all of them.
+    for (int64_t j0 = kb; j0 < std::min(ke, dims_.M); j0 += kKeyTile) {
+      const int n = static_cast<int>(std::min<int64_t>(kKeyTile, std::min(ke, dims_.M) - j0));
+      kernel_(block, Tile(mk_, mv_, g, j0, n, nullptr), sc, st);
+    }
+    // Local keys: row r sees [0, Limit(t_r)).
+    const int64_t lim_first = Limit(t0), lim_last = Limit(t0 + tn - 1);
+    const int64_t lb = std::max(kb, dims_.M) - dims_.M;
+    const int64_t le = std::min(ke - dims_.M, lim_last);
+    for (int64_t j0 = lb; j0 < le; j0 += kKeyTile) {
+      const int n = static_cast<int>(std::min<int64_t>(kKeyTile, le - j0));
+      const int* vis = nullptr;
+      if (j0 + n > lim_first) {
+        for (int r = 0; r < rows; ++r) {
+          visible[r] = static_cast<int>(std::clamp<int64_t>(Limit(t0 + r / G) - j0, 0, n));
+        }
+        vis = visible;
+      }
+      kernel_(block, Tile(k_, v_, g, j0, n, vis), sc, st);
+    }
+
+    if (plan_.n_split == 1) {
+      for (int r = 0; r < rows; ++r) {
+        WriteRow(t0 + r / G, g * G + r % G, st.acc + r * dvp, 1.0f / st.l[r]);
+      }
+      return;
+    }
+    float* part = PartialState(task);
+    std::copy(st.m, st.m + rows, part);
+    std::copy(st.l, st.l + rows, part + plan_.rp_max);
+    std::copy(st.acc, st.acc + rows * dvp, part + 2 * plan_.rp_max);
+  }
+
+  // Combines the split states of every block into out (after all tasks ran).
+  void Merge() {
+    if (plan_.n_split == 1) return;
+    const int64_t G = plan_.group, dvp = plan_.dvp;
+    std::vector<float> acc(static_cast<size_t>(dvp));
+    for (int64_t item = 0; item < plan_.n_items; ++item) {
+      const int64_t qtile = plan_.n_qtiles - 1 - item / dims_.n_head_kv;
+      const int64_t g = item % dims_.n_head_kv;
+      const int64_t t0 = qtile * plan_.tq;
+      const int64_t rows = std::min(plan_.tq, dims_.T - t0) * G;
+      for (int64_t r = 0; r < rows; ++r) {
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t s = 0; s < plan_.n_split; ++s) {
+          m = std::max(m, PartialState(item * plan_.n_split + s)[r]);
+        }
+        float l = 0.0f;
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int64_t s = 0; s < plan_.n_split; ++s) {
+          const float* part = PartialState(item * plan_.n_split + s);
+          if (part[plan_.rp_max + r] == 0.0f) continue;  // this split saw no key of the row
+          const float w = std::exp(part[r] - m);
+          l += w * part[plan_.rp_max + r];
+          const float* pa = part + 2 * plan_.rp_max + r * dvp;
+          for (int64_t c = 0; c < dims_.dv; ++c) acc[static_cast<size_t>(c)] += w * pa[c];
+        }
+        WriteRow(t0 + r / G, g * G + r % G, acc.data(), 1.0f / l);
+      }
+    }
+  }
+
+ private:
+  // Local keys visible to query t: [0, Limit(t)).
+  int64_t Limit(int64_t t) const { return causal_ ? t + (dims_.S - dims_.T) + 1 : dims_.S; }
+
+  const float* QueryRow(int64_t t, int64_t h) const {
+    return reinterpret_cast<const float*>(q_.data + t * q_.s0 + h * q_.s1);
+  }
+
+  void WriteRow(int64_t t, int64_t h, const float* acc, float inv_l) const {
+    float* dst = reinterpret_cast<float*>(out_data_ + t * out_.s0 + h * out_.s1);
+    for (int64_t c = 0; c < dims_.dv; ++c) dst[c] = acc[c] * inv_l;
+  }
+
+  static attn::KeyTile Tile(const Operand& k, const Operand& v, int64_t g, int64_t j0, int n,
+                            const int* visible) {
+    return attn::KeyTile{k.data + g * k.s1 + j0 * k.s0, k.s0, k.dtype,
+                         v.data + g * v.s1 + j0 * v.s0, v.s0, v.dtype, n, visible};
+  }
+
+  float* PartialState(int64_t task) {
+    return partial_.data() + task * plan_.rp_max * (2 + plan_.dvp);
+  }
+
+  const Dims dims_;
+  const AttentionPlan plan_;
+  const float scale_;
+  const bool causal_;
+  const attn::AttendTileFn kernel_;
+  const Operand q_, k_, v_, mk_, mv_, out_;
+  char* const out_data_;  // out_.data, writable
+  std::vector<float> partial_;  // [n_items * n_split] x ([rp] m, [rp] l, [rp, dvp] acc)
+};
+
+}  // namespace
+
+Status AttentionOp(const CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                   const Tensor& mem_k, const Tensor& mem_v, const AttentionParams& p,
+                   Tensor* out) {
+  ASSIGN_OR_RETURN(const Dims dims, Validate(q, k, v, mem_k, mem_v, p, out));
+  if (dims.T == 0) return Status::Ok();
+  const float scale = p.scale > 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(dims.d));
+  const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
+  const AttentionPlan plan = attn::PlanAttention(dims.T, dims.S, dims.M, dims.n_head,
+                                                 dims.n_head_kv, dims.d, dims.dv, threads);
+  AttentionRunner runner(dims, plan, scale, p.causal, SelectKernel(ctx.isa), q, k, v, mem_k, mem_v,
+                         out);
+  const int64_t tasks = runner.num_tasks();
+  if (threads > 1 && tasks > 1) {
+    // Dynamic schedule: blocks differ in cost (causal masks), so threads pull tasks.
+    std::atomic<int64_t> next{0};
+    ctx.pool->RunOnAll([&](int, int) {
+      AttentionRunner::Workspace ws = runner.MakeWorkspace();
+      for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) runner.RunTask(t, &ws);
+    });
+  } else {
+    AttentionRunner::Workspace ws = runner.MakeWorkspace();
+    for (int64_t t = 0; t < tasks; ++t) runner.RunTask(t, &ws);
+  }
+  runner.Merge();
+  return Status::Ok();
+}
+
+}  // namespace muninn::cpu

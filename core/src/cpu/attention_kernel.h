@@ -1,0 +1,287 @@
+// Private to the CPU backend: the tiled online-softmax ("flash") attention kernel behind
+// AttentionOp (attention.cc), shared by the scalar, AVX2 and AVX-512 paths.
+//
+// How the work is cut (the driver in attention.cc):
+//  - A *block* is up to tq consecutive queries times the G = n_head / n_head_kv query heads that
+//    share one kv head, so every key and value loaded is used by all G heads (grouped-query
+//    attention). Row r of a block is query t0 + r / G, head g * G + r % G.
+//  - Keys are visited in tiles of kKeyTile, memory block first, then local keys; each tile updates a
+//    running (max m, sum l, accumulator acc) per row, so one softmax runs over [memory ; local]
+//    without ever materialising more than a [kKeyTile, rows] block of scores.
+//  - When there are few blocks (decode: T = 1), the key range is also split across tasks and the
+//    partial (m, l, acc) states are merged afterwards, so every thread streams part of K and V.
+//
+// The tile kernel itself is written once, as templates over an ISA "traits" type that wraps one
+// vector register type (see AttendTile below); attention.cc instantiates it with a scalar traits
+// type, attention_avx2.cc / attention_avx512.cc with their intrinsics. The traits types live in
+// anonymous namespaces, so every instantiation has internal linkage: code compiled with AVX-512
+// flags can never be picked by the linker for a baseline caller.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "muninn/core/dtype.h"
+
+namespace muninn::cpu::attn {
+
+inline constexpr int kKeyTile = 64;   // keys per tile
+inline constexpr int kPad = 16;       // rows, d and dv are padded to a multiple of this (16 floats,
+                                      // the widest vector), so kernels only do whole vectors
+inline constexpr int kTargetRows = 64;        // query rows per block (tq * G), when T allows
+inline constexpr int64_t kMinSplitKeys = 1024;  // a key split below this is not worth a merge
+
+// One block of query rows sharing a kv head, prepared by the driver for every tile call.
+struct QueryBlock {
+  const float* q;   // [rows, dp] query rows times the softmax scale, zero-padded to dp
+  const float* qt;  // [d, rp] the same values transposed, rows zero-padded to rp
+  int rows;         // real rows (<= rp)
+  int64_t rp;       // rows rounded up to kPad
+  int64_t d, dp;    // key/query head dim and its padded size
+  int64_t dv, dvp;  // value head dim and its padded size
+};
+
+// Up to kKeyTile consecutive keys of one kv head: key j at k + j * k_stride ([d] elements of
+// k_dtype, packed), value j at v + j * v_stride ([dv] elements of v_dtype). Dtypes: f32 or f16.
+struct KeyTile {
+  const char* k;
+  int64_t k_stride;
+  DType k_dtype;
+  const char* v;
+  int64_t v_stride;
+  DType v_dtype;
+  int n;               // 1..kKeyTile
+  const int* visible;  // [rows] row r sees keys [0, visible[r]) of this tile; null: all n
+};
+
+// Per-thread scratch, sized by AttentionPlan::workspace_floats.
+struct TileScratch {
+  float* kf;    // [kKeyTile, dp]  keys converted to f32, zero-padded
+  float* vf;    // [kKeyTile, dvp] values converted to f32, zero-padded
+  float* p;     // [kKeyTile, rp]  scores, then exp(score - m): key-major, one column per row
+  float* corr;  // [rp]            exp(m_old - m_new) of the last tile
+};
+
+// The running online-softmax state of a block.
+struct RunState {
+  float* m;    // [rp]       running max of the scores seen (-inf before any key)
+  float* l;    // [rp]       running sum of exp(score - m)
+  float* acc;  // [rp, dvp]  running sum of exp(score - m) * v
+};
+
+// Folds one key tile into the running state of a block.
+using AttendTileFn = void (*)(const QueryBlock& qb, const KeyTile& tile, const TileScratch& sc,
+                              const RunState& st);
+void AttendTileScalar(const QueryBlock& qb, const KeyTile& tile, const TileScratch& sc,
+                      const RunState& st);  // attention.cc
+void AttendTileAvx2(const QueryBlock& qb, const KeyTile& tile, const TileScratch& sc,
+                    const RunState& st);  // attention_avx2.cc
+void AttendTileAvx512(const QueryBlock& qb, const KeyTile& tile, const TileScratch& sc,
+                      const RunState& st);  // attention_avx512.cc
+
+// How AttentionOp cuts a problem; every buffer it allocates is sized here, which is what lets
+// tests check that memory stays O(tile), independent of the number of keys.
+struct AttentionPlan {
+  int64_t group = 1;         // G = n_head / n_head_kv
+  int64_t tq = 1;            // queries per block
+  int64_t rows_max = 1;      // tq * G
+  int64_t rp_max = kPad;     // rows_max rounded up to kPad
+  int64_t dp = kPad;         // d rounded up
+  int64_t dvp = kPad;        // dv rounded up
+  int64_t n_qtiles = 0;      // ceil(T / tq)
+  int64_t n_items = 0;       // n_qtiles * n_head_kv blocks
+  int64_t n_split = 1;       // key splits per block (> 1 only when blocks are fewer than threads)
+  int64_t split_keys = 0;    // keys per split, a multiple of kKeyTile ([memory ; local] indices)
+  int64_t workspace_floats = 0;  // per running thread
+  int64_t workspace_ints = 0;    // per running thread
+  int64_t partial_floats = 0;    // shared, for the split states (0 when n_split == 1)
+};
+
+AttentionPlan PlanAttention(int64_t T, int64_t S, int64_t M, int64_t n_head, int64_t n_head_kv,
+                            int64_t d, int64_t dv, int num_threads);
+
+// ---------------------------------------------------------------------------------------------
+// The tile kernel, generic over an ISA traits type A that provides:
+//   using V (a vector of kW floats); kW; kMaxRb, kMaxNv (register blocking limits);
+//   Zero, Set1, Load, Store (unaligned), Fma(a, b, c) = a * b + c, Mul, Add, Sub, Max,
+//   ReduceAdd (sum of lanes), Exp (e^x for x <= 0, exactly 0 below -87 and for -inf),
+//   ZeroIfNegInf, LoadF16 (kW halves), LoadF16Partial (count < kW halves, rest 0).
+
+template <class A>
+void ConvertRows(const char* src, int64_t stride, DType dtype, int n, int64_t len, int64_t lenp,
+                 float* dst) {
+  constexpr int W = A::kW;
+  for (int j = 0; j < n; ++j) {
+    const char* row = src + j * stride;
+    float* out = dst + j * lenp;
+    int64_t c = 0;
+    if (dtype == DType::kF32) {
+      const float* s = reinterpret_cast<const float*>(row);
+      for (; c + W <= len; c += W) A::Store(out + c, A::Load(s + c));
+      for (; c < len; ++c) out[c] = s[c];
+    } else {
+      const uint16_t* s = reinterpret_cast<const uint16_t*>(row);
+      for (; c + W <= len; c += W) A::Store(out + c, A::LoadF16(s + c));
+      if (c < len) {  // lenp is a multiple of W, so a whole vector still fits
+        A::Store(out + c, A::LoadF16Partial(s + c, static_cast<int>(len - c)));
+        c += W;
+      }
+    }
+    for (; c < lenp; ++c) out[c] = 0.0f;
+  }
+}
+
+// Few rows (decode): one dot product per (key, row), reduced across lanes.
+template <class A>
+void ScoresByKey(const QueryBlock& qb, int n, const float* kf, float* p) {
+  constexpr int W = A::kW;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int j = 0; j < n; ++j) {
+    const float* kj = kf + j * qb.dp;
+    float* pj = p + j * qb.rp;
+    for (int r = 0; r < qb.rows; ++r) {
+      const float* qr = qb.q + r * qb.dp;
+      typename A::V acc = A::Zero();
+      for (int64_t c = 0; c < qb.dp; c += W) acc = A::Fma(A::Load(qr + c), A::Load(kj + c), acc);
+      pj[r] = A::ReduceAdd(acc);
+    }
+    for (int64_t r = qb.rows; r < qb.rp; ++r) pj[r] = kNegInf;
+  }
+}
+
+// Many rows (prefill): JB keys x RB row-vectors of scores, q transposed so rows are lanes.
+template <class A, int JB, int RB>
+void ScoresMicro(const QueryBlock& qb, const float* kf, int j0, int64_t r0, float* p) {
+  using V = typename A::V;
+  constexpr int W = A::kW;
+  V acc[JB][RB];
+  for (int a = 0; a < JB; ++a) {
+    for (int b = 0; b < RB; ++b) acc[a][b] = A::Zero();
+  }
+  const float* kbase = kf + j0 * qb.dp;
+  for (int64_t i = 0; i < qb.d; ++i) {
+    V qv[RB];
+    for (int b = 0; b < RB; ++b) qv[b] = A::Load(qb.qt + i * qb.rp + r0 + b * W);
+    for (int a = 0; a < JB; ++a) {
+      const V kv = A::Set1(kbase[a * qb.dp + i]);
+      for (int b = 0; b < RB; ++b) acc[a][b] = A::Fma(kv, qv[b], acc[a][b]);
+    }
+  }
+  for (int a = 0; a < JB; ++a) {
+    for (int b = 0; b < RB; ++b) A::Store(p + (j0 + a) * qb.rp + r0 + b * W, acc[a][b]);
+  }
+}
+
+template <class A, int JB>
+void ScoresRowsForKeys(const QueryBlock& qb, const float* kf, int j0, float* p) {
+  constexpr int W = A::kW;
+  constexpr int RB = A::kMaxRb;
+  int64_t r0 = 0;
+  for (; r0 + RB * W <= qb.rp; r0 += RB * W) ScoresMicro<A, JB, RB>(qb, kf, j0, r0, p);
+  for (; r0 < qb.rp; r0 += W) ScoresMicro<A, JB, 1>(qb, kf, j0, r0, p);
+}
+
+template <class A>
+void ScoresByRowVector(const QueryBlock& qb, int n, const float* kf, float* p) {
+  int j = 0;
+  for (; j + 4 <= n; j += 4) ScoresRowsForKeys<A, 4>(qb, kf, j, p);
+  for (; j < n; ++j) ScoresRowsForKeys<A, 1>(qb, kf, j, p);
+}
+
+// acc[r0 .. r0+RB) [x0 .. x0 + NV*W) += p[j][r] * vf[j][...] over the tile's keys.
+template <class A, int RB, int NV>
+void PvMicro(const QueryBlock& qb, int n, const float* p, const float* vf, int r0, int64_t x0,
+             float* acc) {
+  using V = typename A::V;
+  constexpr int W = A::kW;
+  V a[RB][NV];
+  for (int r = 0; r < RB; ++r) {
+    for (int b = 0; b < NV; ++b) a[r][b] = A::Load(acc + (r0 + r) * qb.dvp + x0 + b * W);
+  }
+  for (int j = 0; j < n; ++j) {
+    V v[NV];
+    for (int b = 0; b < NV; ++b) v[b] = A::Load(vf + j * qb.dvp + x0 + b * W);
+    const float* pj = p + j * qb.rp + r0;
+    for (int r = 0; r < RB; ++r) {
+      const V pr = A::Set1(pj[r]);
+      for (int b = 0; b < NV; ++b) a[r][b] = A::Fma(pr, v[b], a[r][b]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    for (int b = 0; b < NV; ++b) A::Store(acc + (r0 + r) * qb.dvp + x0 + b * W, a[r][b]);
+  }
+}
+
+template <class A, int RB>
+void PvRows(const QueryBlock& qb, int n, const float* p, const float* vf, int r0, float* acc) {
+  constexpr int W = A::kW;
+  constexpr int NV = A::kMaxNv;
+  int64_t x0 = 0;
+  for (; x0 + NV * W <= qb.dvp; x0 += NV * W) PvMicro<A, RB, NV>(qb, n, p, vf, r0, x0, acc);
+  for (; x0 < qb.dvp; x0 += W) PvMicro<A, RB, 1>(qb, n, p, vf, r0, x0, acc);
+}
+
+template <class A>
+void AttendTile(const QueryBlock& qb, const KeyTile& tile, const TileScratch& sc,
+                const RunState& st) {
+  using V = typename A::V;
+  constexpr int W = A::kW;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int n = tile.n;
+  ConvertRows<A>(tile.k, tile.k_stride, tile.k_dtype, n, qb.d, qb.dp, sc.kf);
+  ConvertRows<A>(tile.v, tile.v_stride, tile.v_dtype, n, qb.dv, qb.dvp, sc.vf);
+
+  // Scores p[j][r] = q_r . k_j (the scale is already in q).
+  if (qb.rows * 2 <= W) {
+    ScoresByKey<A>(qb, n, sc.kf, sc.p);
+  } else {
+    ScoresByRowVector<A>(qb, n, sc.kf, sc.p);
+  }
+  if (tile.visible != nullptr) {  // causal mask: row r sees a prefix of the tile
+    for (int r = 0; r < qb.rows; ++r) {
+      for (int j = tile.visible[r]; j < n; ++j) sc.p[j * qb.rp + r] = kNegInf;
+    }
+  }
+
+  // Online softmax, rows as lanes: new max, correction of the old state, p = exp(s - m).
+  for (int64_t c = 0; c < qb.rp; c += W) {
+    V mx = A::Set1(kNegInf);
+    for (int j = 0; j < n; ++j) mx = A::Max(mx, A::Load(sc.p + j * qb.rp + c));
+    const V m_old = A::Load(st.m + c);
+    const V m_new = A::Max(m_old, mx);
+    // A row that has seen no key yet keeps m = -inf; subtracting 0 instead keeps exp's argument
+    // -inf (-> 0) rather than NaN.
+    const V m_ref = A::ZeroIfNegInf(m_new);
+    const V corr = A::Exp(A::Sub(m_old, m_ref));
+    V sum = A::Zero();
+    for (int j = 0; j < n; ++j) {
+      float* pj = sc.p + j * qb.rp + c;
+      const V e = A::Exp(A::Sub(A::Load(pj), m_ref));
+      A::Store(pj, e);
+      sum = A::Add(sum, e);
+    }
+    A::Store(st.l + c, A::Fma(A::Load(st.l + c), corr, sum));
+    A::Store(st.m + c, m_new);
+    A::Store(sc.corr + c, corr);
+  }
+  for (int r = 0; r < qb.rows; ++r) {
+    const float cr = sc.corr[r];
+    if (cr == 1.0f) continue;  // the max did not move: the common case after the first tiles
+    const V cv = A::Set1(cr);
+    float* ar = st.acc + r * qb.dvp;
+    for (int64_t x = 0; x < qb.dvp; x += W) A::Store(ar + x, A::Mul(A::Load(ar + x), cv));
+  }
+
+  // acc += p . V
+  int r0 = 0;
+  for (; r0 + 4 <= qb.rows; r0 += 4) PvRows<A, 4>(qb, n, sc.p, sc.vf, r0, st.acc);
+  switch (qb.rows - r0) {
+    case 3: PvRows<A, 3>(qb, n, sc.p, sc.vf, r0, st.acc); break;
+    case 2: PvRows<A, 2>(qb, n, sc.p, sc.vf, r0, st.acc); break;
+    case 1: PvRows<A, 1>(qb, n, sc.p, sc.vf, r0, st.acc); break;
+    default: break;
+  }
+}
+
+}  // namespace muninn::cpu::attn
