@@ -1,0 +1,199 @@
+// MatMul on the CPU backend: every weight dtype x every kernel family this CPU runs x several
+// shapes (odd M/N, strided x/out/w views), against a float64 reference computed from the
+// dequantized weights, plus cross-family agreement and argument checks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "muninn/core/cpu_backend.h"
+#include "muninn/core/quant.h"
+#include "tests/core/quant_test_util.h"
+
+namespace muninn {
+namespace {
+
+using testing::RandomMatrix;
+using testing::RowAsFloat;
+
+std::vector<CpuIsa> AvailableIsas() {
+  std::vector<CpuIsa> isas = {CpuIsa::kScalar};
+  const CpuIsa best = GetCpuFeatures().BestIsa();
+  if (best >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  if (best >= CpuIsa::kAvx512) isas.push_back(CpuIsa::kAvx512);
+  return isas;
+}
+
+std::unique_ptr<Backend> MakeBackend(CpuIsa isa, ThreadPool* pool) {
+  CpuBackendOptions o;
+  o.isa = isa;
+  o.pool = pool;
+  return CreateCpuBackend(o).value();
+}
+
+const std::vector<DType> kWeightDTypes = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0,
+                                          DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+                                          DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+
+// Bounds on the normalised MSE (see Nmse). f32/f16/bf16 weights see only float accumulation
+// error; the block formats also quantize the activations to 8 bits, an error variance of about
+// (amax/127)^2/12 per element, i.e. ~3e-5 of x's variance for q8_0/q8_1 (amax over 32 elements)
+// and ~6e-5 for q8_K (over 256). With only a few outputs per case the estimate is noisy
+// (chi-square with few degrees of freedom), so the bounds leave ~6x headroom; a wrong kernel gives
+// errors of order 1.
+double Bound(DType w) {
+  switch (w) {
+    case DType::kF32: case DType::kF16: case DType::kBF16: return 1e-10;
+    case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K: return 4e-4;
+    default: return 2.5e-4;
+  }
+}
+
+struct Case {
+  int64_t m, n, k;
+  int64_t x_pad, out_pad, w_pad;  // extra elements per row: strided views when > 0
+  bool x_1d;
+};
+
+// Squared error of out (f32 [M, N] or [N]) against float64 x · dequant(w)ᵀ, normalised by
+// sum_{m,n,i} (x[m,i] w[n,i])^2, the expected squared result for independent inputs: unlike the
+// squared results themselves it does not collapse when a few outputs happen to cancel.
+double Nmse(const Tensor& x, const Tensor& w, const Tensor& out, int64_t m) {
+  double err = 0, norm = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const std::vector<float> xr = RowAsFloat(x, i);
+    const std::vector<float> orow = RowAsFloat(out, i);
+    for (int64_t j = 0; j < w.dim(0); ++j) {
+      const std::vector<float> wr = RowAsFloat(w, j);
+      double r = 0;
+      for (size_t c = 0; c < wr.size(); ++c) {
+        r += double(xr[c]) * wr[c];
+        norm += (double(xr[c]) * wr[c]) * (double(xr[c]) * wr[c]);
+      }
+      err += (orow[static_cast<size_t>(j)] - r) * (orow[static_cast<size_t>(j)] - r);
+    }
+  }
+  return err / norm;
+}
+
+TEST(MatMulTest, EveryDTypeEveryIsaMatchesFloat64Reference) {
+  const std::vector<Case> cases = {
+      {1, 7, 256, 0, 0, 0, true},     {1, 33, 512, 0, 0, 256, false}, {3, 17, 256, 8, 3, 0, false},
+      {5, 64, 768, 0, 0, 0, false},   {2, 1, 256, 1, 0, 0, false},    {7, 9, 1024, 64, 5, 256, false},
+  };
+  ThreadPool pool(2);
+  uint32_t seed = 42;
+  for (CpuIsa isa : AvailableIsas()) {
+    auto backend = MakeBackend(isa, &pool);
+    for (DType wt : kWeightDTypes) {
+      for (const Case& c : cases) {
+        SCOPED_TRACE(std::string(CpuIsaName(isa)) + " w=" + std::string(DTypeName(wt)) +
+                     " M=" + std::to_string(c.m) + " N=" + std::to_string(c.n) +
+                     " K=" + std::to_string(c.k) + " seed=" + std::to_string(seed));
+        std::mt19937 rng(seed++);
+        const Tensor w = RandomMatrix(wt, c.n, c.k, c.w_pad, rng);
+        Tensor x = RandomMatrix(DType::kF32, c.m, c.k, c.x_pad, rng);
+        Tensor out = Tensor::Zeros(DType::kF32, Shape{c.m, c.n + c.out_pad}).value();
+        out = out.Slice(1, 0, c.n).value();
+        if (c.x_1d) {
+          x = x.Select(0).value();
+          out = out.Select(0).value();
+        }
+        ASSERT_TRUE(backend->MatMul(x, w, &out).ok());
+        const double nmse = Nmse(x, w, out, c.m);
+        EXPECT_LE(nmse, Bound(wt));
+        if (c.out_pad > 0) {  // the padding columns stay untouched
+          const float* row0 = out.data_as<float>();
+          for (int64_t j = c.n; j < c.n + c.out_pad; ++j) EXPECT_EQ(row0[j], 0.0f);
+        }
+      }
+    }
+  }
+}
+
+// The SIMD families compute the same integer block sums as the scalar reference; only the float
+// accumulation order differs, so they agree far more tightly than either agrees with float64.
+TEST(MatMulTest, SimdFamiliesAgreeWithScalar) {
+  if (AvailableIsas().size() < 2) GTEST_SKIP() << "no SIMD kernels on this CPU";
+  auto scalar = MakeBackend(CpuIsa::kScalar, nullptr);
+  for (DType wt : kWeightDTypes) {
+    std::mt19937 rng(7 + static_cast<uint32_t>(wt));
+    const Tensor w = RandomMatrix(wt, 13, 2048, 0, rng);
+    const Tensor x = RandomMatrix(DType::kF32, 1, 2048, 0, rng);
+    Tensor want = Tensor::Zeros(DType::kF32, Shape{1, 13}).value();
+    ASSERT_TRUE(scalar->MatMul(x, w, &want).ok());
+    // Float summation error scales with sum |w_i x_i| (over both weights and the 8-bit
+    // activations, which are the same in every family).
+    std::vector<double> abs_sum(13, 0.0);
+    const std::vector<float> xr = RowAsFloat(x, 0);
+    for (int j = 0; j < 13; ++j) {
+      const std::vector<float> wr = RowAsFloat(w, j);
+      for (size_t c = 0; c < wr.size(); ++c) abs_sum[j] += std::fabs(double(wr[c]) * xr[c]);
+    }
+    for (CpuIsa isa : AvailableIsas()) {
+      auto b = MakeBackend(isa, nullptr);
+      Tensor got = Tensor::Zeros(DType::kF32, Shape{1, 13}).value();
+      ASSERT_TRUE(b->MatMul(x, w, &got).ok());
+      for (int j = 0; j < 13; ++j) {
+        const float a = got.data_as<float>()[j], e = want.data_as<float>()[j];
+        EXPECT_NEAR(a, e, 2e-6 * abs_sum[static_cast<size_t>(j)])
+            << DTypeName(wt) << " " << CpuIsaName(isa) << " row " << j;
+      }
+    }
+  }
+}
+
+TEST(MatMulTest, EmptyAndZeroK) {
+  auto b = MakeBackend(GetCpuFeatures().BestIsa(), nullptr);
+  Tensor x = Tensor::Zeros(DType::kF32, Shape{2, 0}).value();
+  Tensor w = Tensor::Zeros(DType::kF32, Shape{3, 0}).value();
+  Tensor out = Tensor::FromVector(Shape{2, 3}, {1, 2, 3, 4, 5, 6}).value();
+  ASSERT_TRUE(b->MatMul(x, w, &out).ok());
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(out.data_as<float>()[i], 0.0f);
+  Tensor x0 = Tensor::Zeros(DType::kF32, Shape{0, 32}).value();
+  Tensor w0 = Tensor::Zeros(DType::kQ4_0, Shape{3, 32}).value();
+  Tensor o0 = Tensor::Zeros(DType::kF32, Shape{0, 3}).value();
+  EXPECT_TRUE(b->MatMul(x0, w0, &o0).ok());
+}
+
+TEST(MatMulTest, RejectsBadArguments) {
+  auto b = MakeBackend(GetCpuFeatures().BestIsa(), nullptr);
+  std::mt19937 rng(3);
+  const Tensor x = RandomMatrix(DType::kF32, 2, 64, 0, rng);
+  const Tensor w = RandomMatrix(DType::kQ4_0, 4, 64, 0, rng);
+  Tensor out = Tensor::Zeros(DType::kF32, Shape{2, 4}).value();
+  const std::vector<float> before(out.data_as<float>(), out.data_as<float>() + 8);
+  auto expect_invalid = [&](const Tensor& xx, const Tensor& ww, Tensor* oo, const char* what) {
+    const Status s = b->MatMul(xx, ww, oo);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << what << ": " << s;
+  };
+  // K mismatch.
+  expect_invalid(RandomMatrix(DType::kF32, 2, 32, 0, rng), w, &out, "K mismatch");
+  // Wrong out shape.
+  Tensor out_bad = Tensor::Zeros(DType::kF32, Shape{2, 5}).value();
+  expect_invalid(x, w, &out_bad, "out shape");
+  // x not f32.
+  expect_invalid(RandomMatrix(DType::kF16, 2, 64, 0, rng), w, &out, "x dtype");
+  // An activation-only format as the weight.
+  expect_invalid(x, RandomMatrix(DType::kQ8_K, 4, 256, 0, rng), &out, "q8_K weight");
+  // out overlapping x.
+  Tensor xo = Tensor::Zeros(DType::kF32, Shape{2, 64}).value();
+  Tensor alias = xo.Slice(1, 0, 4).value();
+  expect_invalid(xo, w, &alias, "aliasing");
+  // Innermost dim of x not packed (a transposed view).
+  Tensor xt = RandomMatrix(DType::kF32, 64, 2, 0, rng).Transpose(0, 1).value();
+  expect_invalid(xt, w, &out, "strided innermost x");
+  // Misaligned x rows.
+  auto buf = AllocateHostBuffer(2 * 64 * 4 + 4).value();
+  Tensor xm = Tensor::FromBuffer(buf, 2, DType::kF32, Shape{2, 64}).value();
+  expect_invalid(xm, w, &out, "misaligned x");
+  EXPECT_EQ(b->MatMul(x, w, nullptr).code(), StatusCode::kInvalidArgument);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(out.data_as<float>()[i], before[static_cast<size_t>(i)]);
+}
+
+}  // namespace
+}  // namespace muninn
