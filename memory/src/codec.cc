@@ -6,10 +6,7 @@
 #include "crc32c.h"
 #include "muninn/core/fp16.h"
 
-#if __has_include("muninn/core/quant.h")
 #include "muninn/core/quant.h"
-#define MUNINN_MEMORY_HAVE_QUANT 1
-#endif
 
 namespace muninn::memory::internal {
 namespace {
@@ -90,12 +87,7 @@ Status ConvertRow(DType dtype, const float* src, void* dst, int64_t n) {
       return Status::Ok();
     }
     default:
-#ifdef MUNINN_MEMORY_HAVE_QUANT
       return QuantizeRow(dtype, src, dst, n);
-#else
-      return UnimplementedError(std::string("K/V dtype ") + std::string(DTypeName(dtype)) +
-                                " needs muninn/core/quant.h, which this build lacks");
-#endif
   }
 }
 
@@ -283,12 +275,7 @@ Status DecodeEmbedding(std::string_view bytes, int64_t dim, float* out) {
 }
 
 bool IsSupportedKvDType(DType dtype) {
-  if (dtype == DType::kF16 || dtype == DType::kBF16) return true;
-#ifdef MUNINN_MEMORY_HAVE_QUANT
-  return dtype == DType::kQ8_0;
-#else
-  return false;
-#endif
+  return dtype == DType::kF16 || dtype == DType::kBF16 || dtype == DType::kQ8_0;
 }
 
 StatusOr<size_t> KvHalfBytes(DType dtype, int64_t n_head_kv, int64_t n_tokens, int64_t head_dim) {
@@ -411,12 +398,8 @@ void DequantizeKvRow(DType dtype, const void* src, float* dst, int64_t n) {
       return;
     }
     default:
-#ifdef MUNINN_MEMORY_HAVE_QUANT
       DequantizeRow(dtype, src, dst, n);
       return;
-#else
-      MUNINN_CHECK(false) << "K/V dtype " << DTypeName(dtype) << " without quant.h";
-#endif
   }
 }
 

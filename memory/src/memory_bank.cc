@@ -49,6 +49,16 @@ MemoryBank::MemoryBank(const MemoryBankOptions& options) : options_(options) {
   if (options_.logger == nullptr) options_.logger = DefaultNullLogger();
 }
 
+std::shared_lock<std::shared_mutex> MemoryBank::ReaderLock() const {
+  std::lock_guard gate(gate_);
+  return std::shared_lock(mu_);
+}
+
+std::unique_lock<std::shared_mutex> MemoryBank::WriterLock() const {
+  std::lock_guard gate(gate_);
+  return std::unique_lock(mu_);
+}
+
 MemoryBank::~MemoryBank() {
   Status s = Close();
   if (!s.ok()) MUNINN_LOG(options_.logger, kError) << "memory bank close: " << s;
@@ -322,7 +332,7 @@ Status MemoryBank::FlushLocked() {
 }
 
 Status MemoryBank::Close() {
-  std::unique_lock lock(mu_);
+  auto lock = WriterLock();
   if (closed_) return Status::Ok();
   closed_ = true;
   Status s = FlushLocked();
@@ -331,13 +341,13 @@ Status MemoryBank::Close() {
 }
 
 Status MemoryBank::Flush() {
-  std::unique_lock lock(mu_);
+  auto lock = WriterLock();
   if (closed_) return FailedPreconditionError("memory bank is closed");
   return FlushLocked();
 }
 
 Status MemoryBank::Compact() {
-  std::unique_lock lock(mu_);
+  auto lock = WriterLock();
   if (closed_) return FailedPreconditionError("memory bank is closed");
   if (index_->tombstones() > 0) RETURN_IF_ERROR(RebuildIndexLocked());
   RETURN_IF_ERROR(FlushLocked());
@@ -405,7 +415,7 @@ StatusOr<std::vector<ChunkId>> MemoryBank::Append(std::span<const ChunkInput> ch
   if (prepared.empty()) return std::vector<ChunkId>{};
 
   // Apply: one RocksDB batch (evictions + new chunks + state), then the in-memory mirror.
-  std::unique_lock lock(mu_);
+  auto lock = WriterLock();
   if (closed_) return FailedPreconditionError("memory bank is closed");
   ASSIGN_OR_RETURN(std::vector<ChunkId> evict, PlanEvictionLocked(add_tokens, add_bytes));
   internal::WriteBatchBuilder batch = store_->NewBatch();
@@ -491,7 +501,7 @@ StatusOr<std::vector<ChunkId>> MemoryBank::Append(std::span<const ChunkInput> ch
 }
 
 StatusOr<int64_t> MemoryBank::DeleteDocument(DocumentId doc_id) {
-  std::unique_lock lock(mu_);
+  auto lock = WriterLock();
   if (closed_) return FailedPreconditionError("memory bank is closed");
   std::vector<ChunkId> ids;
   for (const auto& [id, m] : metas_) {
@@ -547,7 +557,7 @@ StatusOr<std::vector<std::vector<SearchHit>>> MemoryBank::Search(std::span<const
                                 " query values, want n_queries * dim = " +
                                 std::to_string(n_queries * dim_));
   }
-  std::shared_lock lock(mu_);
+  auto lock = ReaderLock();
   if (closed_) return FailedPreconditionError("memory bank is closed");
   const bool filtered =
       !filter.doc_ids.empty() || filter.before_position >= 0 || filter.before_id != 0;
@@ -594,7 +604,7 @@ StatusOr<FetchedKV> MemoryBank::FetchKV(std::span<const ChunkId> ids_in, DType o
   std::vector<ChunkId> ids(ids_in.begin(), ids_in.end());
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  std::shared_lock lock(mu_);
+  auto lock = ReaderLock();
   if (closed_) return FailedPreconditionError("memory bank is closed");
   FetchedKV out;
   int64_t total = 0;
@@ -659,14 +669,14 @@ ChunkInfo MemoryBank::InfoOf(ChunkId id, const Meta& m) const {
 }
 
 StatusOr<ChunkInfo> MemoryBank::Info(ChunkId id) const {
-  std::shared_lock lock(mu_);
+  auto lock = ReaderLock();
   auto it = metas_.find(id);
   if (it == metas_.end()) return NotFoundError("no chunk " + std::to_string(id));
   return InfoOf(id, it->second);
 }
 
 std::vector<ChunkInfo> MemoryBank::ListChunks() const {
-  std::shared_lock lock(mu_);
+  auto lock = ReaderLock();
   std::vector<ChunkInfo> out;
   out.reserve(metas_.size());
   for (const auto& [id, m] : metas_) out.push_back(InfoOf(id, m));
@@ -675,7 +685,7 @@ std::vector<ChunkInfo> MemoryBank::ListChunks() const {
 }
 
 StatusOr<ChunkRecord> MemoryBank::GetChunk(ChunkId id) const {
-  std::shared_lock lock(mu_);
+  auto lock = ReaderLock();
   if (closed_) return FailedPreconditionError("memory bank is closed");
   auto it = metas_.find(id);
   if (it == metas_.end()) return NotFoundError("no chunk " + std::to_string(id));
@@ -713,7 +723,7 @@ StatusOr<ChunkRecord> MemoryBank::GetChunk(ChunkId id) const {
 }
 
 StatusOr<VerifyReport> MemoryBank::Verify() const {
-  std::shared_lock lock(mu_);
+  auto lock = ReaderLock();
   if (closed_) return FailedPreconditionError("memory bank is closed");
   VerifyReport report;
   std::unordered_set<ChunkId> seen;
@@ -816,7 +826,7 @@ StatusOr<VerifyReport> MemoryBank::Verify() const {
 }
 
 BankStats MemoryBank::Stats() const {
-  std::shared_lock lock(mu_);
+  auto lock = ReaderLock();
   BankStats s;
   s.n_chunks = static_cast<int64_t>(metas_.size());
   s.n_documents = static_cast<int64_t>(doc_chunks_.size());

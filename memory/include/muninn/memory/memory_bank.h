@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -182,7 +183,13 @@ class MemoryBank {
   DType kv_dtype_ = DType::kBF16;
   std::string index_factory_;
 
+  // Readers hold mu_ shared, writers exclusive. Both pass gate_ first (readers only for an
+  // instant), so a waiting writer stops new readers from entering: std::shared_mutex alone lets
+  // a steady stream of readers starve the writer.
+  mutable std::mutex gate_;
   mutable std::shared_mutex mu_;
+  std::shared_lock<std::shared_mutex> ReaderLock() const;
+  std::unique_lock<std::shared_mutex> WriterLock() const;
   std::unique_ptr<internal::ChunkStore> store_;
   std::unique_ptr<internal::VectorIndex> index_;
   std::unordered_map<ChunkId, Meta> metas_;
