@@ -33,11 +33,6 @@
 
 namespace muninn::model {
 
-struct MetadataEntry {
-  std::string key;
-  MetadataValue value;
-};
-
 class GgufFile {
  public:
   static constexpr int kMaxArrayDepth = 4;           // arrays of arrays of ... (huggingface.js: 4)

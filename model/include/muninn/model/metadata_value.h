@@ -131,4 +131,10 @@ class MetadataValue {
   std::vector<MetadataValue> arrays_;   // arrays of arrays
 };
 
+// One key/value pair of checkpoint metadata.
+struct MetadataEntry {
+  std::string key;
+  MetadataValue value;
+};
+
 }  // namespace muninn::model
