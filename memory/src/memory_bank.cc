@@ -125,6 +125,9 @@ Status MemoryBank::OpenImpl() {
     mutation_seq_ = state.mutation_seq;
     evicted_chunks_ = static_cast<int64_t>(state.evicted_chunks);
   } else {
+    if (!options_.create_if_missing) {
+      return NotFoundError("no memory bank here (create it, or set create_if_missing)");
+    }
     if (options_.dim <= 0 || options_.n_head_kv <= 0 || options_.head_dim <= 0) {
       return InvalidArgumentError("creating a bank needs dim, n_head_kv and head_dim > 0");
     }
