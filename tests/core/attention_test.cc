@@ -288,7 +288,7 @@ TEST(AttentionTest, ExplicitScale) {
 TEST(AttentionTest, HundredThousandKeysBoundedWorkspace) {
   constexpr int64_t T = 4, S = 100000, n_head = 9, n_head_kv = 3, d = 64;
   const auto big = cpu::attn::PlanAttention(T, S, 0, n_head, n_head_kv, d, d, 2);
-  const auto small = cpu::attn::PlanAttention(T, 1000, 0, n_head, n_head_kv, d, d, 2);
+  const auto small = cpu::attn::PlanAttention(T, 4096, 0, n_head, n_head_kv, d, d, 2);
   EXPECT_EQ(big.workspace_floats, small.workspace_floats);
   EXPECT_EQ(big.workspace_ints, small.workspace_ints);
   const int64_t scores = T * S * n_head;  // what a materialised score matrix would need

@@ -59,27 +59,34 @@ AttentionPlan PlanAttention(int64_t T, int64_t S, int64_t M, int64_t n_head, int
   p.dp = RoundUp(d, kPad);
   p.dvp = RoundUp(dv, kPad);
   p.n_qtiles = CeilDiv(T, p.tq);
-  p.n_items = p.n_qtiles * n_head_kv;
   const int64_t total_keys = M + S;
-  p.n_split = 1;
   const int64_t threads = std::max(num_threads, 1);
-  // Aim for >= 8 tasks per thread so the dynamic schedule balances an uneven count of blocks
-  // (decode with 3 kv heads on 2 threads), but never split below kMinSplitKeys keys.
-  if (threads > 1 && p.n_items > 0 && p.n_items < 8 * threads) {
-    const int64_t want = CeilDiv(8 * threads, p.n_items);
+  const int64_t blocks = p.n_qtiles * n_head_kv;
+  // Few blocks for the threads (decode: 3 kv heads on 2 threads) and enough keys: split the keys
+  // into ranges, aiming for >= 8 tasks per thread so the dynamic schedule balances, never below
+  // kMinSplitKeys keys. A split task then takes every kv head of its query tile, so it streams
+  // whole K/V rows ([n_head_kv, d] contiguous) rather than one head's strided slice of each.
+  p.heads_per_task = 1;
+  p.n_split = 1;
+  if (threads > 1 && blocks < 8 * threads && total_keys >= 2 * kMinSplitKeys) {
+    p.heads_per_task = n_head_kv;
+    const int64_t want = CeilDiv(8 * threads, p.n_qtiles);
     p.n_split = std::max<int64_t>(1, std::min(want, total_keys / kMinSplitKeys));
   }
+  p.n_items = p.n_qtiles * (n_head_kv / p.heads_per_task);
   p.split_keys = RoundUp(std::max<int64_t>(CeilDiv(total_keys, p.n_split), 1), kKeyTile);
   p.n_split = std::max<int64_t>(1, CeilDiv(total_keys, p.split_keys));
-  p.workspace_floats = p.rows_max * p.dp       // q
-                       + d * p.rp_max          // qt
-                       + kKeyTile * p.dp       // kf
-                       + kKeyTile * p.dvp      // vf
-                       + kKeyTile * p.rp_max   // p
-                       + 3 * p.rp_max          // corr, m, l
-                       + p.rp_max * p.dvp;     // acc
-  p.workspace_ints = p.rows_max;               // visible
-  p.partial_floats = p.n_split > 1 ? p.n_items * p.n_split * p.rp_max * (2 + p.dvp) : 0;
+  p.state_floats = 2 * p.rp_max + p.rp_max * p.dvp;  // m, l, acc of one block
+  p.workspace_floats = p.heads_per_task * (p.rows_max * p.dp      // q, per head
+                                           + d * p.rp_max          // qt, per head
+                                           + p.state_floats)       // state, per head
+                       + kKeyTile * p.dp                           // kf
+                       + kKeyTile * p.dvp                          // vf
+                       + kKeyTile * p.rp_max                       // p
+                       + p.rp_max;                                 // corr
+  p.workspace_ints = p.rows_max;                                   // visible
+  p.partial_floats =
+      p.n_split > 1 ? p.n_items * p.n_split * p.heads_per_task * p.state_floats : 0;
   return p;
 }
 
@@ -228,7 +235,8 @@ attn::AttendTileFn SelectKernel(CpuIsa isa) {
   return attn::AttendTileScalar;
 }
 
-// Runs one (block, key split) task; see attention_kernel.h for the cut.
+// Runs one task: a query tile, one kv head (or all of them when keys are split) and one key
+// range; see attention_kernel.h for the cut.
 class AttentionRunner {
  public:
   AttentionRunner(const Dims& dims, const AttentionPlan& plan, float scale, bool causal,
@@ -257,9 +265,11 @@ class AttentionRunner {
   void RunTask(int64_t task, Workspace* ws) {
     const int64_t item = task / plan_.n_split;
     const int64_t split = task % plan_.n_split;
+    const int64_t chunks = dims_.n_head_kv / plan_.heads_per_task;
     // The last query tiles first: under a causal mask they see the most keys.
-    const int64_t qtile = plan_.n_qtiles - 1 - item / dims_.n_head_kv;
-    const int64_t g = item % dims_.n_head_kv;
+    const int64_t qtile = plan_.n_qtiles - 1 - item / chunks;
+    const int64_t g0 = (item % chunks) * plan_.heads_per_task;
+    const int64_t n_heads = plan_.heads_per_task;
     const int64_t G = plan_.group;
     const int64_t t0 = qtile * plan_.tq;
     const int64_t tn = std::min(plan_.tq, dims_.T - t0);
@@ -267,43 +277,55 @@ class AttentionRunner {
     const int64_t rp = (rows + attn::kPad - 1) / attn::kPad * attn::kPad;
     const int64_t d = dims_.d, dp = plan_.dp, dvp = plan_.dvp;
 
-    float* f = ws->f.data();
-    float* qb = f;                    f += plan_.rows_max * dp;    // [rows, dp]
-    float* qt = f;                    f += d * plan_.rp_max;       // [d, rp]
+    // Workspace: per head [q | qt | m | l | acc], then the tile scratch shared by the heads.
+    const int64_t per_head = plan_.rows_max * dp + d * plan_.rp_max + plan_.state_floats;
+    float* shared = ws->f.data() + n_heads * per_head;
     attn::TileScratch sc;
-    sc.kf = f;                        f += kKeyTile * dp;          // [kKeyTile, dp]
-    sc.vf = f;                        f += kKeyTile * dvp;         // [kKeyTile, dvp]
-    sc.p = f;                         f += kKeyTile * plan_.rp_max;  // [kKeyTile, rp]
-    sc.corr = f;                      f += plan_.rp_max;           // [rp]
-    attn::RunState st;
-    st.m = f;                         f += plan_.rp_max;           // [rp]
-    st.l = f;                         f += plan_.rp_max;           // [rp]
-    st.acc = f;                                                    // [rp, dvp]
-    int* visible = ws->i.data();                                   // [rows]
+    sc.kf = shared;                                       // [kKeyTile, dp]
+    sc.vf = sc.kf + kKeyTile * dp;                        // [kKeyTile, dvp]
+    sc.p = sc.vf + kKeyTile * dvp;                        // [kKeyTile, rp]
+    sc.corr = sc.p + kKeyTile * plan_.rp_max;             // [rp]
+    int* visible = ws->i.data();                          // [rows]
+    auto block_of = [&](int64_t hh) {
+      const float* base = ws->f.data() + hh * per_head;
+      return attn::QueryBlock{base, base + plan_.rows_max * dp, rows, rp, d, dp, dims_.dv, dvp};
+    };
+    auto state_of = [&](int64_t hh) {
+      float* base = ws->f.data() + hh * per_head + plan_.rows_max * dp + d * plan_.rp_max;
+      return attn::RunState{base, base + plan_.rp_max, base + 2 * plan_.rp_max};
+    };
 
-    // Gather the block's query rows, scaled, in both layouts the kernels use.
-    std::fill(qt, qt + d * rp, 0.0f);
-    for (int r = 0; r < rows; ++r) {
-      const float* src = QueryRow(t0 + r / G, g * G + r % G);
-      float* dst = qb + r * dp;
-      for (int64_t i = 0; i < d; ++i) {
-        dst[i] = src[i] * scale_;
-        qt[i * rp + r] = dst[i];
+    // Gather each head's query rows, scaled, in both layouts the kernels use; reset its state.
+    for (int64_t hh = 0; hh < n_heads; ++hh) {
+      const int64_t g = g0 + hh;
+      float* qb = ws->f.data() + hh * per_head;               // [rows, dp]
+      float* qt = qb + plan_.rows_max * dp;                   // [d, rp]
+      std::fill(qt, qt + d * rp, 0.0f);
+      for (int r = 0; r < rows; ++r) {
+        const float* src = QueryRow(t0 + r / G, g * G + r % G);
+        float* dst = qb + r * dp;
+        for (int64_t i = 0; i < d; ++i) {
+          dst[i] = src[i] * scale_;
+          qt[i * rp + r] = dst[i];
+        }
+        std::fill(dst + d, dst + dp, 0.0f);
       }
-      std::fill(dst + d, dst + dp, 0.0f);
+      const attn::RunState st = state_of(hh);
+      std::fill(st.m, st.m + rp, -std::numeric_limits<float>::infinity());
+      std::fill(st.l, st.l + rp, 0.0f);
+      std::fill(st.acc, st.acc + rp * dvp, 0.0f);
     }
-    std::fill(st.m, st.m + rp, -std::numeric_limits<float>::infinity());
-    std::fill(st.l, st.l + rp, 0.0f);
-    std::fill(st.acc, st.acc + rp * dvp, 0.0f);
-    const attn::QueryBlock block{qb, qt, rows, rp, d, dp, dims_.dv, dvp};
 
-    // This task's keys, as indices into [memory ; local].
+    // This task's keys, as indices into [memory ; local]. The heads walk each tile together, so
+    // a tile's rows are read whole while they are in cache.
     const int64_t kb = split * plan_.split_keys;
     const int64_t ke = std::min(dims_.M + dims_.S, kb + plan_.split_keys);
     // Memory keys: every row sees all of them.
     for (int64_t j0 = kb; j0 < std::min(ke, dims_.M); j0 += kKeyTile) {
       const int n = static_cast<int>(std::min<int64_t>(kKeyTile, std::min(ke, dims_.M) - j0));
-      kernel_(block, Tile(mk_, mv_, g, j0, n, nullptr), sc, st);
+      for (int64_t hh = 0; hh < n_heads; ++hh) {
+        kernel_(block_of(hh), Tile(mk_, mv_, g0 + hh, j0, n, nullptr), sc, state_of(hh));
+      }
     }
     // Local keys: row r sees [0, Limit(t_r)).
     const int64_t lim_first = Limit(t0), lim_last = Limit(t0 + tn - 1);
@@ -318,47 +340,56 @@ class AttentionRunner {
         }
         vis = visible;
       }
-      kernel_(block, Tile(k_, v_, g, j0, n, vis), sc, st);
+      for (int64_t hh = 0; hh < n_heads; ++hh) {
+        kernel_(block_of(hh), Tile(k_, v_, g0 + hh, j0, n, vis), sc, state_of(hh));
+      }
     }
 
-    if (plan_.n_split == 1) {
-      for (int r = 0; r < rows; ++r) {
-        WriteRow(t0 + r / G, g * G + r % G, st.acc + r * dvp, 1.0f / st.l[r]);
+    for (int64_t hh = 0; hh < n_heads; ++hh) {
+      const attn::RunState st = state_of(hh);
+      if (plan_.n_split == 1) {
+        for (int r = 0; r < rows; ++r) {
+          WriteRow(t0 + r / G, (g0 + hh) * G + r % G, st.acc + r * dvp, 1.0f / st.l[r]);
+        }
+      } else {
+        float* part = PartialState(task * n_heads + hh);
+        std::copy(st.m, st.m + rows, part);
+        std::copy(st.l, st.l + rows, part + plan_.rp_max);
+        std::copy(st.acc, st.acc + rows * dvp, part + 2 * plan_.rp_max);
       }
-      return;
     }
-    float* part = PartialState(task);
-    std::copy(st.m, st.m + rows, part);
-    std::copy(st.l, st.l + rows, part + plan_.rp_max);
-    std::copy(st.acc, st.acc + rows * dvp, part + 2 * plan_.rp_max);
   }
 
   // Combines the split states of every block into out (after all tasks ran).
   void Merge() {
     if (plan_.n_split == 1) return;
-    const int64_t G = plan_.group, dvp = plan_.dvp;
+    const int64_t G = plan_.group, dvp = plan_.dvp, n_heads = plan_.heads_per_task;
+    const int64_t chunks = dims_.n_head_kv / n_heads;
     std::vector<float> acc(static_cast<size_t>(dvp));
     for (int64_t item = 0; item < plan_.n_items; ++item) {
-      const int64_t qtile = plan_.n_qtiles - 1 - item / dims_.n_head_kv;
-      const int64_t g = item % dims_.n_head_kv;
+      const int64_t qtile = plan_.n_qtiles - 1 - item / chunks;
+      const int64_t g0 = (item % chunks) * n_heads;
       const int64_t t0 = qtile * plan_.tq;
       const int64_t rows = std::min(plan_.tq, dims_.T - t0) * G;
-      for (int64_t r = 0; r < rows; ++r) {
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t s = 0; s < plan_.n_split; ++s) {
-          m = std::max(m, PartialState(item * plan_.n_split + s)[r]);
+      for (int64_t hh = 0; hh < n_heads; ++hh) {
+        auto part_of = [&](int64_t s) {
+          return PartialState((item * plan_.n_split + s) * n_heads + hh);
+        };
+        for (int64_t r = 0; r < rows; ++r) {
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t s = 0; s < plan_.n_split; ++s) m = std::max(m, part_of(s)[r]);
+          float l = 0.0f;
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          for (int64_t s = 0; s < plan_.n_split; ++s) {
+            const float* part = part_of(s);
+            if (part[plan_.rp_max + r] == 0.0f) continue;  // this split saw no key of the row
+            const float w = std::exp(part[r] - m);
+            l += w * part[plan_.rp_max + r];
+            const float* pa = part + 2 * plan_.rp_max + r * dvp;
+            for (int64_t c = 0; c < dims_.dv; ++c) acc[static_cast<size_t>(c)] += w * pa[c];
+          }
+          WriteRow(t0 + r / G, (g0 + hh) * G + r % G, acc.data(), 1.0f / l);
         }
-        float l = 0.0f;
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t s = 0; s < plan_.n_split; ++s) {
-          const float* part = PartialState(item * plan_.n_split + s);
-          if (part[plan_.rp_max + r] == 0.0f) continue;  // this split saw no key of the row
-          const float w = std::exp(part[r] - m);
-          l += w * part[plan_.rp_max + r];
-          const float* pa = part + 2 * plan_.rp_max + r * dvp;
-          for (int64_t c = 0; c < dims_.dv; ++c) acc[static_cast<size_t>(c)] += w * pa[c];
-        }
-        WriteRow(t0 + r / G, g * G + r % G, acc.data(), 1.0f / l);
       }
     }
   }
@@ -382,8 +413,9 @@ class AttentionRunner {
                          v.data + g * v.s1 + j0 * v.s0, v.s0, v.dtype, n, visible};
   }
 
-  float* PartialState(int64_t task) {
-    return partial_.data() + task * plan_.rp_max * (2 + plan_.dvp);
+  // The saved state of one block of one task: [rp] m, [rp] l, [rp, dvp] acc.
+  float* PartialState(int64_t task_block) {
+    return partial_.data() + task_block * plan_.state_floats;
   }
 
   const Dims dims_;
@@ -393,7 +425,7 @@ class AttentionRunner {
   const attn::AttendTileFn kernel_;
   const Operand q_, k_, v_, mk_, mv_, out_;
   char* const out_data_;  // out_.data, writable
-  std::vector<float> partial_;  // [n_items * n_split] x ([rp] m, [rp] l, [rp, dvp] acc)
+  std::vector<float> partial_;  // [n_items * n_split * heads_per_task] block states
 };
 
 }  // namespace

@@ -9,7 +9,8 @@
 //    running (max m, sum l, accumulator acc) per row, so one softmax runs over [memory ; local]
 //    without ever materialising more than a [kKeyTile, rows] block of scores.
 //  - When there are few blocks (decode: T = 1), the key range is also split across tasks and the
-//    partial (m, l, acc) states are merged afterwards, so every thread streams part of K and V.
+//    partial (m, l, acc) states are merged afterwards, so every thread streams part of K and V;
+//    such a task walks all kv heads of its tiles, so K/V rows are read whole, not head-strided.
 //
 // The tile kernel itself is written once, as templates over an ISA "traits" type that wraps one
 // vector register type (see AttendTile below); attention.cc instantiates it with a scalar traits
@@ -90,9 +91,11 @@ struct AttentionPlan {
   int64_t dp = kPad;         // d rounded up
   int64_t dvp = kPad;        // dv rounded up
   int64_t n_qtiles = 0;      // ceil(T / tq)
-  int64_t n_items = 0;       // n_qtiles * n_head_kv blocks
-  int64_t n_split = 1;       // key splits per block (> 1 only when blocks are fewer than threads)
+  int64_t heads_per_task = 1;  // kv heads (blocks) one task walks together: 1, or all when split
+  int64_t n_items = 0;       // n_qtiles * n_head_kv / heads_per_task
+  int64_t n_split = 1;       // key splits per item (> 1 only when blocks are fewer than threads)
   int64_t split_keys = 0;    // keys per split, a multiple of kKeyTile ([memory ; local] indices)
+  int64_t state_floats = 0;  // one block's running state: m, l ([rp_max] each), acc ([rp_max, dvp])
   int64_t workspace_floats = 0;  // per running thread
   int64_t workspace_ints = 0;    // per running thread
   int64_t partial_floats = 0;    // shared, for the split states (0 when n_split == 1)
