@@ -64,11 +64,13 @@ struct Case {
 // squared results themselves it does not collapse when a few outputs happen to cancel.
 double Nmse(const Tensor& x, const Tensor& w, const Tensor& out, int64_t m) {
   double err = 0, norm = 0;
+  std::vector<std::vector<float>> wrows;
+  for (int64_t j = 0; j < w.dim(0); ++j) wrows.push_back(RowAsFloat(w, j));
   for (int64_t i = 0; i < m; ++i) {
     const std::vector<float> xr = RowAsFloat(x, i);
     const std::vector<float> orow = RowAsFloat(out, i);
     for (int64_t j = 0; j < w.dim(0); ++j) {
-      const std::vector<float> wr = RowAsFloat(w, j);
+      const std::vector<float>& wr = wrows[static_cast<size_t>(j)];
       double r = 0;
       for (size_t c = 0; c < wr.size(); ++c) {
         r += double(xr[c]) * wr[c];

@@ -1,6 +1,7 @@
 // MatMul on the CPU: out[M, N] = x[M, K] · w[N, K]ᵀ (convention in backend.h).
 //
-//  - f32 weights with M > 1: OpenBLAS sgemm (prefill, training).
+//  - f32 weights with M > 1: OpenBLAS sgemm (prefill, training); f16/bf16 weights with M >= 16:
+//    sgemm on tiles of weight rows converted to f32.
 //  - everything else: each activation row is converted once to the weight's activation format
 //    (q8_0 / q8_1 / q8_K, or kept as f32 for f32/f16/bf16 weights), then one dot kernel per
 //    (weight row, activation row) on the weight's own encoding. Output rows are split across the
@@ -96,6 +97,35 @@ void Sgemm(const Tensor& x, const Tensor& w, Tensor* out, int64_t m,
               ld(*out, n));
 }
 
+// f16/bf16 weights with a batch of rows: converting a tile of weight rows to f32 once and
+// multiplying it with sgemm beats converting every weight row once per activation row in the dot
+// kernels. Tiles are small ([kTile, K] f32), never a full f32 copy of w.
+void HalfWeightsSgemm(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out,
+                      int64_t m, int64_t n, int64_t k) {
+  constexpr int64_t kTile = 128;
+  std::unique_ptr<float[]> tile(new float[static_cast<size_t>(kTile * k)]);  // [kTile, K]
+  const auto* w_base = static_cast<const char*>(w.data());
+  const auto ld = [](const Tensor& t, int64_t cols) {
+    return t.ndim() == 2 && t.dim(0) > 1 ? static_cast<blasint>(t.stride(0) / 4)
+                                         : static_cast<blasint>(std::max<int64_t>(cols, 1));
+  };
+  for (int64_t t0 = 0; t0 < n; t0 += kTile) {
+    const int64_t rows = std::min(kTile, n - t0);
+    ParallelFor(ctx.pool, rows, 16, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        DequantizeRow(w.dtype(), w_base + (t0 + r) * w.stride(0), tile.get() + r * k, k);
+      }
+    });
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
+                static_cast<blasint>(rows), static_cast<blasint>(k), 1.0f,
+                x.data_as<const float>(), ld(x, k), tile.get(), static_cast<blasint>(k), 0.0f,
+                out->data_as<float>() + t0, ld(*out, n));
+  }
+}
+
+// Below this many activation rows the f16/bf16 dot kernels win over tile conversion + sgemm.
+constexpr int64_t kHalfSgemmMinRows = 16;
+
 }  // namespace
 
 Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out) {
@@ -116,6 +146,11 @@ Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
   const bool blas_strides = (m == 1 || x_stride >= 4 * k) && (n == 1 || w.stride(0) >= 4 * k);
   if (w.dtype() == DType::kF32 && m > 1 && blas_strides) {
     Sgemm(x, w, out, m, n, k);
+    return Status::Ok();
+  }
+  if ((w.dtype() == DType::kF16 || w.dtype() == DType::kBF16) && m >= kHalfSgemmMinRows &&
+      (m == 1 || x_stride >= 4 * k)) {
+    HalfWeightsSgemm(ctx, x, w, out, m, n, k);
     return Status::Ok();
   }
 
