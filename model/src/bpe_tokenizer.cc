@@ -131,12 +131,11 @@ void BpeTokenizer::EncodeWord(std::string_view word, std::vector<TokenId>* out) 
     consider(c.left);
   }
   for (int32_t i = 0; i >= 0; i = sym[static_cast<size_t>(i)].next) {
+    // A byte the vocabulary cannot spell is dropped, never mapped to <unk>: in byte-level
+    // vocabularies "unk" is usually an end-of-text alias (SmolLM2: <|endoftext|>), and emitting
+    // it mid-text would change what the model sees far more than one missing byte.
     const TokenId id = sym[static_cast<size_t>(i)].id;
-    if (id != kNoToken) {
-      out->push_back(id);
-    } else if (unk_id_ != kNoToken) {
-      out->push_back(unk_id_);
-    }
+    if (id != kNoToken) out->push_back(id);
   }
 }
 

@@ -1,6 +1,8 @@
 // Byte-level BPE (GPT-2 family: SmolLM2, Llama-3, Qwen2, Huginn). Text is split into words by the
 // pre-tokenizer, each byte of a word is mapped to a printable code point (GPT-2's byte<->unicode
-// table), and merges are applied lowest rank first. Every byte sequence round-trips.
+// table), and merges are applied lowest rank first. Every byte sequence round-trips when the
+// vocabulary has all 256 byte tokens; bytes it lacks (SmolLM2 has no token for some bytes that
+// never occur in UTF-8 text) are dropped.
 #pragma once
 
 #include <array>

@@ -76,12 +76,14 @@ StatusOr<ChatTemplate> ChatTemplate::FromJinja(std::string_view jinja) {
     return Of(ChatTemplateKind::kHuginn);
   }
   if (jinja.empty()) {
-    return UnimplementedError("the checkpoint has no chat template; use plain text prompts or "
-                              "ask for the plain fallback template");
+    return UnimplementedError(
+        "the checkpoint has no chat template; use plain text prompts or "
+        "ask for the plain fallback template");
   }
-  return UnimplementedError("unrecognised chat template (muninn knows ChatML/SmolLM2, Llama-3 "
-                            "and Huginn); it starts with: " +
-                            std::string(jinja.substr(0, 120)));
+  return UnimplementedError(
+      "unrecognised chat template (muninn knows ChatML/SmolLM2, Llama-3 "
+      "and Huginn); it starts with: " +
+      std::string(jinja.substr(0, 120)));
 }
 
 ChatTemplate ChatTemplate::Of(ChatTemplateKind kind, std::string default_system) {

@@ -3,12 +3,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "muninn/model/tokenizer_factory.h"
+#include "pretokenizer.h"
 
 namespace muninn::model {
 
@@ -85,19 +85,8 @@ StatusOr<std::string> ByteLevelFlavor(const json& pre, bool* add_prefix_space) {
       return UnimplementedError("Split pre-tokenizer without a Regex pattern is not supported");
     }
     const std::string regex = pattern["Regex"].get<std::string>();
-    // Recognised by exact text; the pre-tokenizer names the factory understands.
-    static const std::pair<std::string_view, std::string_view> kKnown[] = {
-        {R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)", "gpt2"},
-        {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
-         "llama3"},
-        {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
-         "qwen2"},
-    };
-    for (const auto& [known, name] : kKnown) {
-      if (regex == known) return std::string(name);
-    }
-    return UnimplementedError("the tokenizer's Split pre-tokenizer regex is not one muninn "
-                              "implements (GPT-2, Llama-3, Qwen2): " + regex.substr(0, 160));
+    ASSIGN_OR_RETURN(internal::PreTokenizerFlavor flavor, internal::PreTokenizerFromRegex(regex));
+    return std::string(internal::PreTokenizerName(flavor));
   }
   if (const json* digits = FindComponent(pre, "Digits")) {
     if (digits->value("individual_digits", false)) return std::string("smollm");
@@ -240,9 +229,10 @@ Status ApplyConfig(std::string_view config_text, VocabSpec* spec) {
     }
     return kNoToken;
   };
-  for (const auto& [key, field] :
-       {std::pair<const char*, TokenId*>{"bos_token", &spec->bos_id}, {"eos_token", &spec->eos_id},
-        {"unk_token", &spec->unk_id}, {"pad_token", &spec->pad_id}}) {
+  for (const auto& [key, field] : {std::pair<const char*, TokenId*>{"bos_token", &spec->bos_id},
+                                   {"eos_token", &spec->eos_id},
+                                   {"unk_token", &spec->unk_id},
+                                   {"pad_token", &spec->pad_id}}) {
     if (!cfg.contains(key)) continue;
     const std::string text = TokenString(cfg[key]);
     if (text.empty()) continue;
@@ -270,8 +260,9 @@ Status ParseTokenizerJson(std::string_view text, std::string_view config_text, V
   const std::string type = model.value("type", std::string());
   if (!model.contains("vocab") || !model["vocab"].is_object()) {
     if (type == "Unigram") {
-      return UnimplementedError("Unigram tokenizer.json models are not supported; use the "
-                                "checkpoint's tokenizer.model or GGUF vocabulary");
+      return UnimplementedError(
+          "Unigram tokenizer.json models are not supported; use the "
+          "checkpoint's tokenizer.model or GGUF vocabulary");
     }
     return InvalidArgumentError("tokenizer.json model has no vocab object");
   }
@@ -290,7 +281,8 @@ Status ParseTokenizerJson(std::string_view text, std::string_view config_text, V
     }
   }
   for (size_t i = 0; i < spec->tokens.size(); ++i) {
-    if (spec->token_types[i] == static_cast<int32_t>(TokenType::kUnused) && spec->tokens[i].empty()) {
+    if (spec->token_types[i] == static_cast<int32_t>(TokenType::kUnused) &&
+        spec->tokens[i].empty()) {
       // A hole in the id space: give it a name no text can produce by accident.
       spec->tokens[i] = "<muninn:unused:" + std::to_string(i) + ">";
     }

@@ -12,9 +12,11 @@ namespace {
 constexpr std::string_view kGpt2Regex =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kLlama3Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3})"
+    R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kQwen2Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N})"
+    R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 enum class Cls : uint8_t { kLetter, kNumber, kSpace, kOther };
 
@@ -152,16 +154,35 @@ StatusOr<PreTokenizerFlavor> PreTokenizerFromGgufName(std::string_view name) {
   }
   if (name == "qwen2") return PreTokenizerFlavor::kQwen2;
   if (name == "none") return PreTokenizerFlavor::kNone;
-  return UnimplementedError("byte-level BPE pre-tokenizer '" + std::string(name) +
-                            "' is not supported (known: default, gpt2, smollm, llama-bpe, qwen2, none)");
+  return UnimplementedError(
+      "byte-level BPE pre-tokenizer '" + std::string(name) +
+      "' is not supported (known: default, gpt2, smollm, llama-bpe, qwen2, none)");
 }
 
 StatusOr<PreTokenizerFlavor> PreTokenizerFromRegex(std::string_view pattern) {
   if (pattern == kGpt2Regex) return PreTokenizerFlavor::kGpt2;
   if (pattern == kLlama3Regex) return PreTokenizerFlavor::kLlama3;
   if (pattern == kQwen2Regex) return PreTokenizerFlavor::kQwen2;
-  return UnimplementedError("pre-tokenizer regex is not one muninn implements (GPT-2, Llama-3, "
-                            "Qwen2): " + std::string(pattern.substr(0, 200)));
+  return UnimplementedError(
+      "pre-tokenizer regex is not one muninn implements (GPT-2, Llama-3, "
+      "Qwen2): " +
+      std::string(pattern.substr(0, 200)));
+}
+
+const char* PreTokenizerName(PreTokenizerFlavor flavor) {
+  switch (flavor) {
+    case PreTokenizerFlavor::kNone:
+      return "none";
+    case PreTokenizerFlavor::kGpt2:
+      return "gpt2";
+    case PreTokenizerFlavor::kSmollm:
+      return "smollm";
+    case PreTokenizerFlavor::kLlama3:
+      return "llama-bpe";
+    case PreTokenizerFlavor::kQwen2:
+      return "qwen2";
+  }
+  return "gpt2";
 }
 
 void PreTokenize(PreTokenizerFlavor flavor, std::string_view text,
@@ -178,8 +199,8 @@ void PreTokenize(PreTokenizerFlavor flavor, std::string_view text,
       while (pos < text.size()) {
         const unicode::Utf8Unit u = unicode::DecodeOne(text, pos);
         if (u.cp != unicode::kInvalidCodePoint && unicode::IsNumber(u.cp)) {
-          if (pos > start) SplitWith(PreTokenizerFlavor::kGpt2, text.substr(start, pos - start),
-                                     words);
+          if (pos > start)
+            SplitWith(PreTokenizerFlavor::kGpt2, text.substr(start, pos - start), words);
           words->push_back(text.substr(pos, u.length));
           start = pos + u.length;
         }

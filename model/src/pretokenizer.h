@@ -24,6 +24,9 @@ StatusOr<PreTokenizerFlavor> PreTokenizerFromGgufName(std::string_view name);
 // Recognises the regex of an HF Split pre-tokenizer; Unimplemented for other patterns.
 StatusOr<PreTokenizerFlavor> PreTokenizerFromRegex(std::string_view pattern);
 
+// The GGUF name PreTokenizerFromGgufName maps to `flavor`.
+const char* PreTokenizerName(PreTokenizerFlavor flavor);
+
 // Appends the words of `text` (views into it, tiling it exactly) to `words`.
 void PreTokenize(PreTokenizerFlavor flavor, std::string_view text,
                  std::vector<std::string_view>* words);

@@ -75,7 +75,8 @@ class SentencePieceModelTokenizer final : public Tokenizer {
     if (id < 0 || id >= vocab_size()) return {};
     const std::string& piece = sp_.IdToPiece(id);
     if (sp_.IsByte(id) && piece.size() == 6) {
-      return std::string(1, static_cast<char>(std::strtol(piece.substr(3, 2).c_str(), nullptr, 16)));
+      return std::string(1,
+                         static_cast<char>(std::strtol(piece.substr(3, 2).c_str(), nullptr, 16)));
     }
     if (sp_.IsControl(id)) return piece;
     std::string out;

@@ -13,8 +13,8 @@ namespace muninn::model {
 
 void AddKnownEogTokens(VocabSpec* spec) {
   static constexpr std::string_view kEogTexts[] = {
-      "<|im_end|>", "<|eot_id|>", "<|end_turn|>", "<|end_text|>", "<|end_of_text|>",
-      "<|endoftext|>", "<end_of_turn>", "<|eom_id|>", "</s>"};
+      "<|im_end|>",    "<|eot_id|>",    "<|end_turn|>", "<|end_text|>", "<|end_of_text|>",
+      "<|endoftext|>", "<end_of_turn>", "<|eom_id|>",   "</s>"};
   for (size_t i = 0; i < spec->tokens.size(); ++i) {
     const bool is_control = i < spec->token_types.size() &&
                             spec->token_types[i] == static_cast<int32_t>(TokenType::kControl);
@@ -146,7 +146,8 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path) {
   const fs::path p(path);
   if (fs::is_directory(p, ec)) return LoadHfTokenizer(path);
   if (!fs::exists(p, ec)) {
-    return NotFoundError("tokenizer source '" + path + "' does not exist; give a .gguf file, an "
+    return NotFoundError("tokenizer source '" + path +
+                         "' does not exist; give a .gguf file, an "
                          "HF folder, a tokenizer.json or a tokenizer.model");
   }
   const std::string ext = p.extension().string();

@@ -149,9 +149,8 @@ CategoryClass Category(uint32_t cp) {
   if (cp > 0x10FFFF) return CategoryClass::kUnassigned;
   const ui::CategoryRange* begin = ui::kCategoryRanges;
   const ui::CategoryRange* end = begin + ui::kCategoryRangesSize;
-  const auto* it = std::upper_bound(begin, end, cp, [](uint32_t v, const ui::CategoryRange& r) {
-    return v < r.first;
-  });
+  const auto* it = std::upper_bound(
+      begin, end, cp, [](uint32_t v, const ui::CategoryRange& r) { return v < r.first; });
   if (it == begin) return CategoryClass::kUnassigned;
   --it;
   if (cp > it->last) return CategoryClass::kUnassigned;
@@ -160,8 +159,20 @@ CategoryClass Category(uint32_t cp) {
 
 bool IsWhitespace(uint32_t cp) {
   switch (cp) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x20: case 0x85: case 0xA0:
-    case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
+    case 0x09:
+    case 0x0A:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x20:
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000:
       return true;
     default:
       return cp >= 0x2000 && cp <= 0x200A;
@@ -171,9 +182,8 @@ bool IsWhitespace(uint32_t cp) {
 bool IsMarkNonspacing(uint32_t cp) {
   const ui::CodeRange* begin = ui::kMarkNonspacing;
   const ui::CodeRange* end = begin + ui::kMarkNonspacingSize;
-  const auto* it = std::upper_bound(begin, end, cp, [](uint32_t v, const ui::CodeRange& r) {
-    return v < r.first;
-  });
+  const auto* it = std::upper_bound(begin, end, cp,
+                                    [](uint32_t v, const ui::CodeRange& r) { return v < r.first; });
   if (it == begin) return false;
   --it;
   return cp <= it->last;
@@ -184,8 +194,8 @@ namespace {
 template <typename Mapping>
 const Mapping* FindMapping(const Mapping* table, size_t size, uint32_t cp) {
   const Mapping* end = table + size;
-  const Mapping* it = std::lower_bound(table, end, cp,
-                                       [](const Mapping& m, uint32_t v) { return m.cp < v; });
+  const Mapping* it =
+      std::lower_bound(table, end, cp, [](const Mapping& m, uint32_t v) { return m.cp < v; });
   return (it != end && it->cp == cp) ? it : nullptr;
 }
 

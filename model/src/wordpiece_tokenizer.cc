@@ -59,8 +59,9 @@ Status WordPieceTokenizer::Init(const VocabSpec& spec) {
   sep_id_ = spec.sep_id != kNoToken ? spec.sep_id : TokenIdOf("[SEP]");
   if (unk_id_ == kNoToken) unk_id_ = TokenIdOf("[UNK]");
   if (unk_id_ == kNoToken) {
-    return InvalidArgumentError("WordPiece vocabulary has no [UNK] token; words it cannot spell "
-                                "would be lost");
+    return InvalidArgumentError(
+        "WordPiece vocabulary has no [UNK] token; words it cannot spell "
+        "would be lost");
   }
   add_cls_sep_ = spec.add_bos.value_or(true);
   lowercase_ = spec.lowercase;
@@ -131,7 +132,8 @@ void WordPieceTokenizer::EncodeFragment(std::string_view text, bool at_text_star
   size_t word_start = 0;
   size_t pos = 0;
   auto flush = [&](size_t end) {
-    if (end > word_start) EncodeWord(std::string_view(norm).substr(word_start, end - word_start), out);
+    if (end > word_start)
+      EncodeWord(std::string_view(norm).substr(word_start, end - word_start), out);
   };
   while (pos < norm.size()) {
     const unicode::Utf8Unit u = unicode::DecodeOne(norm, pos);
@@ -202,9 +204,9 @@ std::string WordPieceTokenizer::Decode(std::span<const TokenId> ids, bool skip_s
   std::string out = Tokenizer::Decode(ids, skip_special);
   // The WordPiece decoder's cleanup: no space before punctuation and English contractions.
   static constexpr std::pair<std::string_view, std::string_view> kCleanup[] = {
-      {" .", "."},     {" ?", "?"},     {" !", "!"},         {" ,", ","},
-      {" ' ", "'"},    {" n't", "n't"}, {" 'm", "'m"},       {" do not", " don't"},
-      {" 's", "'s"},   {" 've", "'ve"}, {" 're", "'re"}};
+      {" .", "."},   {" ?", "?"},     {" !", "!"},    {" ,", ","},
+      {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},  {" do not", " don't"},
+      {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (const auto& [from, to] : kCleanup) ReplaceAll(&out, from, to);
   return out;
 }

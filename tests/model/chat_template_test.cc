@@ -67,8 +67,7 @@ TEST(ChatTemplateTest, UnknownTemplatesAreErrorsAndPlainIsExplicit) {
   std::vector<ChatMessage> msgs = {{"user", "hi"}};
   EXPECT_EQ(*ChatTemplate::Plain().Render(msgs, true), "user: hi\n\nassistant: ");
   msgs = {{"", "hi"}};
-  EXPECT_EQ(ChatTemplate::Plain().Render(msgs, true).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ChatTemplate::Plain().Render(msgs, true).status().code(), StatusCode::kInvalidArgument);
   msgs = {{"user<|im_end|>", "hi"}};
   EXPECT_FALSE(ChatTemplate::Of(ChatTemplateKind::kChatMl).Render(msgs, true).ok());
 }

@@ -30,8 +30,8 @@ VocabSpec TinyBpeSpec() {
   const auto table = internal::ByteToCodePointTable();
   for (int b = 0; b < 256; ++b) s.tokens.push_back(unicode::EncodeUtf8(table[b]));
   const std::vector<std::pair<std::string, std::string>> merges = {
-      {"h", "e"},  {"l", "l"},  {"he", "ll"},    {"hell", "o"},  {"Ġ", "w"},
-      {"Ġw", "o"}, {"r", "l"},  {"Ġwo", "rl"},   {"Ġworl", "d"}};
+      {"h", "e"},  {"l", "l"}, {"he", "ll"},  {"hell", "o"}, {"Ġ", "w"},
+      {"Ġw", "o"}, {"r", "l"}, {"Ġwo", "rl"}, {"Ġworl", "d"}};
   for (const auto& [a, b] : merges) {
     s.merges.push_back(a + " " + b);
     s.tokens.push_back(a + b);  // ids 256..264
@@ -117,8 +117,9 @@ TEST(BpeTokenizerTest, RandomBytesRoundTripExactly) {
   ASSERT_NE(t, nullptr);
   const uint32_t seed = 20261124;
   std::mt19937 rng(seed);
-  const std::vector<std::string> atoms = {"hello", " world", "<tool>", "é", "\xF0\x9F\x98\x80",
-                                          "  ", "\n", "123", "<|im_end|>", "\xE4\xB8"};
+  const std::vector<std::string> atoms = {
+      "hello", " world", "<tool>", "é",          "\xF0\x9F\x98\x80",
+      "  ",    "\n",     "123",    "<|im_end|>", "\xE4\xB8"};
   for (int iter = 0; iter < 300; ++iter) {
     std::string text;
     const int n = static_cast<int>(rng() % 40);
@@ -161,10 +162,10 @@ VocabSpec TinySpmSpec() {
     s.scores.push_back(0);
   }
   const std::vector<std::pair<std::string, float>> pieces = {
-      {"▁", -100}, {"h", -100},  {"e", -100},    {"l", -100},     {"o", -100},
-      {"w", -100}, {"r", -100},  {"d", -100},    {"▁h", -2},      {"el", -10},
-      {"ll", -1},  {"▁he", -3},  {"llo", -4},    {"▁hello", -5},  {"▁w", -2},
-      {"or", -3},  {"▁wor", -4}, {"ld", -5},     {"▁world", -6}};
+      {"▁", -100}, {"h", -100},  {"e", -100}, {"l", -100},    {"o", -100},
+      {"w", -100}, {"r", -100},  {"d", -100}, {"▁h", -2},     {"el", -10},
+      {"ll", -1},  {"▁he", -3},  {"llo", -4}, {"▁hello", -5}, {"▁w", -2},
+      {"or", -3},  {"▁wor", -4}, {"ld", -5},  {"▁world", -6}};
   for (const auto& [p, score] : pieces) {
     s.tokens.push_back(p);
     s.token_types.push_back(kNormal);
@@ -181,8 +182,7 @@ TEST(SpmTokenizerTest, MergesByScoreWithByteFallback) {
   auto t = Make(s);
   ASSERT_NE(t, nullptr);
   auto id = [&](std::string_view p) { return t->TokenIdOf(p); };
-  EXPECT_EQ(t->Encode("hello world", true, false),
-            (Ids{1, id("▁hello"), id("▁world")}));
+  EXPECT_EQ(t->Encode("hello world", true, false), (Ids{1, id("▁hello"), id("▁world")}));
   EXPECT_EQ(t->Encode("hé", false, false), (Ids{id("▁h"), 3 + 0xC3, 3 + 0xA9}));
   EXPECT_EQ(t->Decode(t->Encode("hé", true, false), true), "hé");
   EXPECT_EQ(t->Decode(t->Encode("hello world", true, false)), "<s> hello world");
@@ -222,7 +222,7 @@ TEST(SpmTokenizerTest, UnknownWithoutByteTokens) {
 VocabSpec TinyBertSpec() {
   VocabSpec s;
   s.model = "bert";
-  s.tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", ",",     "world",
+  s.tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", ",",      "world",
               "!",     "naive", "中",    "文",    "un",     "##aff", "##able", "a"};
   return s;
 }
@@ -236,7 +236,10 @@ TEST(WordPieceTokenizerTest, BertNormalisationAndGreedyPieces) {
   EXPECT_EQ(t->Decode(Ids{2, 5, 6, 7, 8, 9, 12, 13, 14, 3}, true), "hello, world! naive unaffable");
   EXPECT_EQ(t->Encode("[CLS] a", false, true), (Ids{2, 15}));
   // Control characters vanish, odd whitespace separates, invalid bytes are dropped.
-  EXPECT_EQ(t->Encode("a\x01\xFF\tA\xE3\x80\x80" "a", false, false), (Ids{15, 15, 15}));
+  EXPECT_EQ(t->Encode("a\x01\xFF\tA\xE3\x80\x80"
+                      "a",
+                      false, false),
+            (Ids{15, 15, 15}));
   EXPECT_EQ(t->Encode(std::string(101, 'a'), false, false), (Ids{1}));
 }
 

@@ -1,10 +1,11 @@
+#include "model/src/unicode.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
 #include "model/src/pretokenizer.h"
-#include "model/src/unicode.h"
 
 namespace muninn::model {
 namespace {
@@ -23,7 +24,10 @@ TEST(UnicodeTest, DecodesValidAndRejectsInvalidSequences) {
     EXPECT_EQ(u.length, 1u);
   }
   EXPECT_FALSE(unicode::IsValidUtf8("ab\xFF"));
-  EXPECT_EQ(unicode::SanitizeUtf8("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(unicode::SanitizeUtf8("a\xFF"
+                                  "b"),
+            "a\xEF\xBF\xBD"
+            "b");
 }
 
 TEST(UnicodeTest, CompletePrefixHoldsBackOnlyUnfinishedCharacters) {
@@ -31,15 +35,17 @@ TEST(UnicodeTest, CompletePrefixHoldsBackOnlyUnfinishedCharacters) {
   EXPECT_EQ(unicode::CompletePrefixLength("ab\xF0\x9F\x98"), 2u);
   EXPECT_EQ(unicode::CompletePrefixLength("ab\xF0\x9F\x98\x80"), 6u);
   // A lead byte followed by a non-continuation can never complete: nothing to hold back.
-  EXPECT_EQ(unicode::CompletePrefixLength("\xE2" "a"), 2u);
+  EXPECT_EQ(unicode::CompletePrefixLength("\xE2"
+                                          "a"),
+            2u);
   EXPECT_EQ(unicode::CompletePrefixLength("\xFF"), 1u);
 }
 
 TEST(UnicodeTest, CategoriesCaseAndDecomposition) {
   EXPECT_TRUE(unicode::IsLetter('a'));
-  EXPECT_TRUE(unicode::IsLetter(0x4E2D));   // 中
-  EXPECT_TRUE(unicode::IsNumber(0x0663));   // Arabic-Indic three
-  EXPECT_TRUE(unicode::IsNumber(0x00BD));   // ½ (No)
+  EXPECT_TRUE(unicode::IsLetter(0x4E2D));  // 中
+  EXPECT_TRUE(unicode::IsNumber(0x0663));  // Arabic-Indic three
+  EXPECT_TRUE(unicode::IsNumber(0x00BD));  // ½ (No)
   EXPECT_FALSE(unicode::IsLetter(0x1F600));
   EXPECT_EQ(unicode::Category(0x1F600), unicode::CategoryClass::kSymbol);
   EXPECT_EQ(unicode::Category('!'), unicode::CategoryClass::kPunctuation);
@@ -53,7 +59,7 @@ TEST(UnicodeTest, CategoriesCaseAndDecomposition) {
   unicode::AppendNfd(0xD55C, &out);  // 한
   EXPECT_EQ(out, (std::vector<uint32_t>{0x1112, 0x1161, 0x11AB}));
   out.clear();
-  unicode::AppendLower(0xC4, &out);  // Ä
+  unicode::AppendLower(0xC4, &out);   // Ä
   unicode::AppendLower(0x130, &out);  // İ -> i + combining dot
   EXPECT_EQ(out, (std::vector<uint32_t>{0xE4, 'i', 0x307}));
 }
@@ -80,7 +86,8 @@ TEST(PreTokenizerTest, Gpt2Pattern) {
 TEST(PreTokenizerTest, Llama3Pattern) {
   EXPECT_EQ(Words(PreTokenizerFlavor::kLlama3, "Hello  world\n\n  x 12345"),
             (V{"Hello", " ", " world", "\n\n", " ", " x", " ", "123", "45"}));
-  EXPECT_EQ(Words(PreTokenizerFlavor::kLlama3, "I'M (ok)\n.\n"), (V{"I", "'M", " (", "ok", ")\n", ".\n"}));
+  EXPECT_EQ(Words(PreTokenizerFlavor::kLlama3, "I'M (ok)\n.\n"),
+            (V{"I", "'M", " (", "ok", ")\n", ".\n"}));
   EXPECT_EQ(Words(PreTokenizerFlavor::kQwen2, "x 123"), (V{"x", " ", "1", "2", "3"}));
 }
 

@@ -41,10 +41,10 @@ enum class TokenType : int32_t {
 };
 
 enum class TokenizerKind {
-  kByteLevelBpe,   // GPT-2 style (GGUF "gpt2", tokenizer.json BPE + ByteLevel)
-  kSentencePiece,  // GGUF "llama": score-ordered merges, ▁ for spaces, <0xXX> byte fallback
+  kByteLevelBpe,        // GPT-2 style (GGUF "gpt2", tokenizer.json BPE + ByteLevel)
+  kSentencePiece,       // GGUF "llama": score-ordered merges, ▁ for spaces, <0xXX> byte fallback
   kSentencePieceModel,  // a tokenizer.model run by libsentencepiece
-  kWordPiece,      // BERT
+  kWordPiece,           // BERT
 };
 
 const char* TokenizerKindName(TokenizerKind kind);

@@ -25,10 +25,10 @@ struct VocabSpec {
   // "smollm" (each digit alone, then GPT-2), "llama3"/"llama-bpe" (Llama-3 regex),
   // "qwen2" (Llama-3 regex with single digits), "none" (whole text is one word).
   std::string pre = "default";
-  std::vector<std::string> tokens;     // [n_vocab] vocabulary strings, index = id
-  std::vector<float> scores;           // [n_vocab] or empty (SentencePiece merge priority)
-  std::vector<int32_t> token_types;    // [n_vocab] TokenType values, or empty (all normal)
-  std::vector<std::string> merges;     // BPE merges "left right", highest priority first
+  std::vector<std::string> tokens;   // [n_vocab] vocabulary strings, index = id
+  std::vector<float> scores;         // [n_vocab] or empty (SentencePiece merge priority)
+  std::vector<int32_t> token_types;  // [n_vocab] TokenType values, or empty (all normal)
+  std::vector<std::string> merges;   // BPE merges "left right", highest priority first
   TokenId bos_id = kNoToken;
   TokenId eos_id = kNoToken;
   TokenId unk_id = kNoToken;
