@@ -1,0 +1,124 @@
+#include "muninn/model/kv_cache.h"
+
+#include <string>
+
+namespace muninn::model {
+
+Status KvCacheOptions::Validate() const {
+  if (n_ctx <= 0) {
+    return InvalidArgumentError("KV cache n_ctx must be positive, got " + std::to_string(n_ctx));
+  }
+  if (dtype != DType::kF16 && dtype != DType::kF32) {
+    return InvalidArgumentError("KV cache dtype must be f16 or f32, got " +
+                                std::string(DTypeName(dtype)));
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, int n_layer, int n_head_kv,
+                                                   int head_dim, const KvCacheOptions& options) {
+  MUNINN_CHECK(backend != nullptr);
+  RETURN_IF_ERROR(options.Validate());
+  if (n_layer <= 0 || n_head_kv <= 0 || head_dim <= 0) {
+    return InvalidArgumentError("KV cache needs positive n_layer, n_head_kv, head_dim; got " +
+                                std::to_string(n_layer) + ", " + std::to_string(n_head_kv) +
+                                ", " + std::to_string(head_dim));
+  }
+  std::unique_ptr<KvCache> cache(new KvCache());
+  cache->n_head_kv_ = n_head_kv;
+  cache->head_dim_ = head_dim;
+  cache->n_ctx_ = options.n_ctx;
+  cache->dtype_ = options.dtype;
+  const Shape shape{options.n_ctx, n_head_kv, head_dim};
+  for (int l = 0; l < n_layer; ++l) {
+    auto k = backend->Allocate(options.dtype, shape);
+    if (!k.ok()) return k.status().WithContext("allocating the KV cache");
+    auto v = backend->Allocate(options.dtype, shape);
+    if (!v.ok()) return v.status().WithContext("allocating the KV cache");
+    cache->k_.push_back(std::move(k).value());
+    cache->v_.push_back(std::move(v).value());
+  }
+  return cache;
+}
+
+size_t KvCache::nbytes() const {
+  size_t total = 0;
+  for (size_t l = 0; l < k_.size(); ++l) total += k_[l].nbytes() + v_[l].nbytes();
+  return total;
+}
+
+StatusOr<KvUpdate> KvCache::Prepare(std::span<const TokenId> ids) const {
+  if (ids.empty()) return InvalidArgumentError("a KV cache update needs at least one token");
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (n > n_ctx_ - n_past_) {
+    return ResourceExhaustedError(
+        "context full: " + std::to_string(n) + " new tokens do not fit, the KV cache holds " +
+        std::to_string(n_past_) + " of " + std::to_string(n_ctx_) +
+        " positions; use a larger context (n_ctx) or a long-context session");
+  }
+  KvUpdate u;
+  u.begin = n_past_;
+  u.n = n;
+  u.ids.assign(ids.begin(), ids.end());
+  u.epoch = epoch_;
+  return u;
+}
+
+namespace {
+Tensor Rows(const Tensor& t, int64_t begin, int64_t end) {
+  auto s = t.Slice(0, begin, end);
+  MUNINN_CHECK(s.ok()) << s.status();
+  return std::move(s).value();
+}
+}  // namespace
+
+Tensor KvCache::KeySlots(int layer, const KvUpdate& u) const {
+  MUNINN_CHECK(layer >= 0 && layer < n_layer()) << "layer " << layer;
+  MUNINN_CHECK(u.epoch == epoch_ && u.begin == n_past_) << "stale KV update";
+  return Rows(k_[static_cast<size_t>(layer)], u.begin, u.begin + u.n);
+}
+
+Tensor KvCache::ValueSlots(int layer, const KvUpdate& u) const {
+  MUNINN_CHECK(layer >= 0 && layer < n_layer()) << "layer " << layer;
+  MUNINN_CHECK(u.epoch == epoch_ && u.begin == n_past_) << "stale KV update";
+  return Rows(v_[static_cast<size_t>(layer)], u.begin, u.begin + u.n);
+}
+
+Tensor KvCache::Keys(int layer, int64_t end) const {
+  MUNINN_CHECK(layer >= 0 && layer < n_layer()) << "layer " << layer;
+  MUNINN_CHECK(end > 0 && end <= n_ctx_) << "end " << end;
+  return Rows(k_[static_cast<size_t>(layer)], 0, end);
+}
+
+Tensor KvCache::Values(int layer, int64_t end) const {
+  MUNINN_CHECK(layer >= 0 && layer < n_layer()) << "layer " << layer;
+  MUNINN_CHECK(end > 0 && end <= n_ctx_) << "end " << end;
+  return Rows(v_[static_cast<size_t>(layer)], 0, end);
+}
+
+void KvCache::Apply(const KvUpdate& u) {
+  MUNINN_CHECK(u.epoch == epoch_ && u.begin == n_past_) << "stale KV update";
+  MUNINN_CHECK(u.n == static_cast<int64_t>(u.ids.size()) && u.begin + u.n <= n_ctx_);
+  tokens_.insert(tokens_.end(), u.ids.begin(), u.ids.end());
+  n_past_ += u.n;
+  ++epoch_;
+}
+
+Status KvCache::Rollback(int64_t k) {
+  if (k < 0 || k > n_past_) {
+    return OutOfRangeError("cannot roll back " + std::to_string(k) + " positions; the KV cache holds " +
+                           std::to_string(n_past_));
+  }
+  n_past_ -= k;
+  tokens_.resize(static_cast<size_t>(n_past_));
+  ++epoch_;
+  return Status::Ok();
+}
+
+void KvCache::Clear() {
+  n_past_ = 0;
+  tokens_.clear();
+  ++epoch_;
+}
+
+}  // namespace muninn::model

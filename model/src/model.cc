@@ -1,0 +1,378 @@
+#include "muninn/model/model.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+namespace muninn::model {
+
+namespace {
+
+std::string Dims(const Tensor& t) { return t.defined() ? t.DebugString() : "<missing>"; }
+
+Status CheckWeight(Backend* backend, const Tensor& t, const std::string& name, const Shape& want,
+                   OpKind op) {
+  if (!t.defined()) return InvalidArgumentError("model weight " + name + " is missing");
+  if (!(t.shape() == want)) {
+    return InvalidArgumentError("model weight " + name + " has shape " + t.shape().ToString() +
+                                ", expected " + want.ToString());
+  }
+  if (!t.rows_contiguous()) {
+    return InvalidArgumentError("model weight " + name + " must have packed rows: " + Dims(t));
+  }
+  if (!backend->SupportsOp(OpDesc{op, t.dtype()})) {
+    return UnimplementedError("model weight " + name + " has dtype " +
+                              std::string(DTypeName(t.dtype())) + ", which backend " +
+                              backend->name() + " cannot use for this op");
+  }
+  return Status::Ok();
+}
+
+Status CheckNorm(const Tensor& t, const std::string& name, int64_t n) {
+  if (!t.defined()) return InvalidArgumentError("model weight " + name + " is missing");
+  if (t.dtype() != DType::kF32 || !(t.shape() == Shape{n}) || !t.is_contiguous()) {
+    return InvalidArgumentError("norm weight " + name + " must be a contiguous f32 [" +
+                                std::to_string(n) + "], got " + Dims(t));
+  }
+  return Status::Ok();
+}
+
+// A [n, ...] prefix view of a scratch buffer reshaped to `shape`.
+Tensor View(const Tensor& buf, const Shape& shape) {
+  auto rows = buf.Slice(0, 0, shape[0]);
+  MUNINN_CHECK(rows.ok()) << rows.status();
+  auto v = rows->Reshape(shape);
+  MUNINN_CHECK(v.ok()) << v.status();
+  return std::move(v).value();
+}
+
+}  // namespace
+
+Status ModelConfig::Validate() const {
+  auto positive = [](int32_t v) { return v > 0; };
+  if (!positive(n_vocab) || !positive(n_embd) || !positive(n_layer) || !positive(n_head) ||
+      !positive(n_head_kv) || !positive(head_dim) || !positive(n_ff)) {
+    return InvalidArgumentError(
+        "model config needs positive n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff; "
+        "got " + std::to_string(n_vocab) + ", " + std::to_string(n_embd) + ", " +
+        std::to_string(n_layer) + ", " + std::to_string(n_head) + ", " +
+        std::to_string(n_head_kv) + ", " + std::to_string(head_dim) + ", " + std::to_string(n_ff));
+  }
+  if (n_head % n_head_kv != 0) {
+    return InvalidArgumentError("n_head (" + std::to_string(n_head) +
+                                ") must be a multiple of n_head_kv (" +
+                                std::to_string(n_head_kv) + ")");
+  }
+  if (!(norm_eps >= 0.0f) || norm_eps > 1.0f) {
+    return InvalidArgumentError("norm eps must be in [0, 1], got " + std::to_string(norm_eps));
+  }
+  if (rope.n_rot > head_dim) {
+    return InvalidArgumentError("RoPE rotates " + std::to_string(rope.n_rot) +
+                                " dims but a head has only " + std::to_string(head_dim));
+  }
+  return rope.Validate();
+}
+
+ModelLayout ModelLayout::Plain(int32_t n_layer) {
+  ModelLayout l;
+  l.stages.push_back(Stage{"core", 0, n_layer, 1});
+  return l;
+}
+
+ModelLayout ModelLayout::Split(int32_t n_layer, int32_t core_first, int32_t core_end,
+                               int32_t repeats) {
+  ModelLayout l;
+  if (core_first > 0) l.stages.push_back(Stage{"prelude", 0, core_first, 1});
+  l.stages.push_back(Stage{"core", core_first, core_end, repeats});
+  if (core_end < n_layer) l.stages.push_back(Stage{"coda", core_end, n_layer, 1});
+  return l;
+}
+
+Status ModelLayout::Validate(int32_t n_layer) const {
+  int32_t next = 0;
+  for (const Stage& s : stages) {
+    if (s.first != next || s.end <= s.first || s.end > n_layer) {
+      return InvalidArgumentError("stage '" + s.name + "' covers layers [" +
+                                  std::to_string(s.first) + ", " + std::to_string(s.end) +
+                                  "), but stages must tile [0, " + std::to_string(n_layer) +
+                                  ") in order; the next stage must start at " +
+                                  std::to_string(next));
+    }
+    if (s.repeats != 1) {
+      return UnimplementedError("stage '" + s.name + "' repeats " + std::to_string(s.repeats) +
+                                " times; recurrent cores (r > 1) need the Huginn generation state, "
+                                "which this build does not have yet");
+    }
+    next = s.end;
+  }
+  if (next != n_layer) {
+    return InvalidArgumentError("stages cover layers [0, " + std::to_string(next) +
+                                ") but the model has " + std::to_string(n_layer));
+  }
+  return Status::Ok();
+}
+
+// Per-forward working buffers, sized for `capacity` tokens and reused while T fits.
+struct Model::Scratch {
+  int64_t capacity = 0;
+  Tensor h;       // [cap, n_embd] residual stream
+  Tensor x;       // [cap, n_embd] normed input of a sub-block
+  Tensor q;       // [cap, n_head · hd]
+  Tensor k;       // [cap, n_head_kv · hd]
+  Tensor v;       // [cap, n_head_kv · hd]
+  Tensor att;     // [cap, n_head · hd]
+  Tensor proj;    // [cap, n_embd] output of Wo or Wdown
+  Tensor gate;    // [cap, n_ff]
+  Tensor up;      // [cap, n_ff]
+  Tensor ids;     // [cap] i32
+  Tensor pos;     // [cap] i32
+};
+
+StatusOr<std::unique_ptr<Model>> Model::Create(Backend* backend, const ModelConfig& config,
+                                               ModelWeights weights, ModelLayout layout) {
+  MUNINN_CHECK(backend != nullptr);
+  RETURN_IF_ERROR(config.Validate());
+  RETURN_IF_ERROR(layout.Validate(config.n_layer));
+  const int64_t n_embd = config.n_embd;
+  const int64_t n_q = int64_t{config.n_head} * config.head_dim;
+  const int64_t n_kv = int64_t{config.n_head_kv} * config.head_dim;
+  RETURN_IF_ERROR(
+      CheckWeight(backend, weights.tok_embd, "token_embd", Shape{config.n_vocab, n_embd},
+                  OpKind::kGetRows));
+  RETURN_IF_ERROR(CheckNorm(weights.output_norm, "output_norm", n_embd));
+  RETURN_IF_ERROR(CheckWeight(backend, weights.output, "output", Shape{config.n_vocab, n_embd},
+                              OpKind::kMatMul));
+  if (weights.layers.size() != static_cast<size_t>(config.n_layer)) {
+    return InvalidArgumentError("model has " + std::to_string(weights.layers.size()) +
+                                " layers of weights, config says " +
+                                std::to_string(config.n_layer));
+  }
+  for (int32_t i = 0; i < config.n_layer; ++i) {
+    const LayerWeights& l = weights.layers[static_cast<size_t>(i)];
+    const std::string p = "blk." + std::to_string(i) + ".";
+    RETURN_IF_ERROR(CheckNorm(l.attn_norm, p + "attn_norm", n_embd));
+    RETURN_IF_ERROR(CheckNorm(l.ffn_norm, p + "ffn_norm", n_embd));
+    RETURN_IF_ERROR(CheckWeight(backend, l.wq, p + "attn_q", Shape{n_q, n_embd}, OpKind::kMatMul));
+    RETURN_IF_ERROR(CheckWeight(backend, l.wk, p + "attn_k", Shape{n_kv, n_embd}, OpKind::kMatMul));
+    RETURN_IF_ERROR(CheckWeight(backend, l.wv, p + "attn_v", Shape{n_kv, n_embd}, OpKind::kMatMul));
+    RETURN_IF_ERROR(
+        CheckWeight(backend, l.wo, p + "attn_output", Shape{n_embd, n_q}, OpKind::kMatMul));
+    RETURN_IF_ERROR(CheckWeight(backend, l.w_gate, p + "ffn_gate", Shape{config.n_ff, n_embd},
+                                OpKind::kMatMul));
+    RETURN_IF_ERROR(CheckWeight(backend, l.w_up, p + "ffn_up", Shape{config.n_ff, n_embd},
+                                OpKind::kMatMul));
+    RETURN_IF_ERROR(CheckWeight(backend, l.w_down, p + "ffn_down", Shape{n_embd, config.n_ff},
+                                OpKind::kMatMul));
+  }
+  return std::unique_ptr<Model>(
+      new Model(backend, config, std::move(weights), std::move(layout)));
+}
+
+size_t Model::weight_bytes() const {
+  size_t total = weights_.tok_embd.nbytes() + weights_.output_norm.nbytes();
+  if (weights_.output.data() != weights_.tok_embd.data()) total += weights_.output.nbytes();
+  for (const LayerWeights& l : weights_.layers) {
+    for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate,
+                            &l.w_up, &l.w_down}) {
+      total += t->nbytes();
+    }
+  }
+  return total;
+}
+
+Status Model::SetLayout(ModelLayout layout) {
+  RETURN_IF_ERROR(layout.Validate(config_.n_layer));
+  layout_ = std::move(layout);
+  return Status::Ok();
+}
+
+StatusOr<std::unique_ptr<KvCache>> Model::NewKvCache(const KvCacheOptions& options) const {
+  return KvCache::Create(backend_, config_.n_layer, config_.n_head_kv, config_.head_dim, options);
+}
+
+Status Model::EnsureScratch(int64_t n_tokens) {
+  if (scratch_ && scratch_->capacity >= n_tokens) return Status::Ok();
+  // Grow geometrically so a prefill followed by decode steps allocates once.
+  const int64_t cap = std::max<int64_t>(n_tokens, scratch_ ? scratch_->capacity * 2 : 1);
+  auto s = std::make_shared<Scratch>();
+  s->capacity = cap;
+  const int64_t n_q = int64_t{config_.n_head} * config_.head_dim;
+  const int64_t n_kv = int64_t{config_.n_head_kv} * config_.head_dim;
+  struct Want {
+    Tensor* t;
+    DType dtype;
+    Shape shape;
+  };
+  const Want wants[] = {
+      {&s->h, DType::kF32, Shape{cap, config_.n_embd}},
+      {&s->x, DType::kF32, Shape{cap, config_.n_embd}},
+      {&s->q, DType::kF32, Shape{cap, n_q}},
+      {&s->k, DType::kF32, Shape{cap, n_kv}},
+      {&s->v, DType::kF32, Shape{cap, n_kv}},
+      {&s->att, DType::kF32, Shape{cap, n_q}},
+      {&s->proj, DType::kF32, Shape{cap, config_.n_embd}},
+      {&s->gate, DType::kF32, Shape{cap, config_.n_ff}},
+      {&s->up, DType::kF32, Shape{cap, config_.n_ff}},
+  };
+  for (const Want& w : wants) {
+    ASSIGN_OR_RETURN(*w.t, backend_->Allocate(w.dtype, w.shape));
+  }
+  // ids and positions are read on the host by GetRows/Rope.
+  ASSIGN_OR_RETURN(s->ids, Tensor::Empty(DType::kI32, Shape{cap}));
+  ASSIGN_OR_RETURN(s->pos, Tensor::Empty(DType::kI32, Shape{cap}));
+  scratch_ = std::move(s);
+  return Status::Ok();
+}
+
+Status Model::RunLayer(int32_t layer, int64_t n_tokens, const Tensor& positions, KvCache* cache,
+                       const KvUpdate* update, const ForwardOptions& options,
+                       ForwardResult* result) {
+  Scratch& s = *scratch_;
+  const LayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
+  const int64_t T = n_tokens;
+  const int64_t hd = config_.head_dim;
+  auto observe = [&](std::string_view name, const Tensor& t) {
+    if (options.observer) options.observer(Intermediate{name, layer, t});
+  };
+
+  Tensor h = View(s.h, Shape{T, config_.n_embd});          // [T, n_embd]
+  Tensor x = View(s.x, Shape{T, config_.n_embd});          // [T, n_embd]
+  Tensor q2 = View(s.q, Shape{T, config_.n_head * hd});    // [T, n_head·hd]
+  Tensor k2 = View(s.k, Shape{T, config_.n_head_kv * hd}); // [T, n_head_kv·hd]
+  Tensor v2 = View(s.v, Shape{T, config_.n_head_kv * hd});
+  Tensor q3 = View(s.q, Shape{T, config_.n_head, hd});     // [T, n_head, hd]
+  Tensor k3 = View(s.k, Shape{T, config_.n_head_kv, hd});  // [T, n_head_kv, hd]
+  Tensor v3 = View(s.v, Shape{T, config_.n_head_kv, hd});
+  Tensor att3 = View(s.att, Shape{T, config_.n_head, hd}); // [T, n_head, hd]
+  Tensor att2 = View(s.att, Shape{T, config_.n_head * hd});
+  Tensor proj = View(s.proj, Shape{T, config_.n_embd});    // [T, n_embd]
+  Tensor gate = View(s.gate, Shape{T, config_.n_ff});      // [T, n_ff]
+  Tensor up = View(s.up, Shape{T, config_.n_ff});
+
+  // ---- attention ----
+  RETURN_IF_ERROR(backend_->RmsNorm(h, w.attn_norm, config_.norm_eps, &x));
+  observe("attn_norm", x);
+  RETURN_IF_ERROR(backend_->MatMul(x, w.wq, &q2));
+  RETURN_IF_ERROR(backend_->MatMul(x, w.wk, &k2));
+  RETURN_IF_ERROR(backend_->MatMul(x, w.wv, &v2));
+  observe("k_pre_rope", k3);
+  observe("v", v3);
+  if (layer == options.capture_layer) {
+    ASSIGN_OR_RETURN(result->captured_k, k3.Contiguous());
+    ASSIGN_OR_RETURN(result->captured_v, v3.Contiguous());
+  }
+  RETURN_IF_ERROR(backend_->Rope(q3, positions, config_.rope, &q3));
+  RETURN_IF_ERROR(backend_->Rope(k3, positions, config_.rope, &k3));
+  observe("q", q3);
+
+  Tensor keys = k3;
+  Tensor values = v3;
+  if (cache != nullptr) {
+    Tensor k_slots = cache->KeySlots(layer, *update);
+    Tensor v_slots = cache->ValueSlots(layer, *update);
+    RETURN_IF_ERROR(backend_->Copy(k3, &k_slots));
+    RETURN_IF_ERROR(backend_->Copy(v3, &v_slots));
+    keys = cache->Keys(layer, update->begin + update->n);
+    values = cache->Values(layer, update->begin + update->n);
+  }
+  Tensor mem_k, mem_v;
+  if (options.memory != nullptr) {
+    if (const LayerMemoryKV* m = options.memory->ForLayer(layer)) {
+      mem_k = m->k;
+      mem_v = m->v;
+    }
+  }
+  AttentionParams ap;
+  ap.causal = true;
+  Status st = backend_->Attention(q3, keys, values, mem_k, mem_v, ap, &att3);
+  if (!st.ok()) return st.WithContext("layer " + std::to_string(layer) + " attention");
+  RETURN_IF_ERROR(backend_->MatMul(att2, w.wo, &proj));
+  observe("attn_out", proj);
+  RETURN_IF_ERROR(backend_->Add(h, proj, &h));
+
+  // ---- MLP ----
+  RETURN_IF_ERROR(backend_->RmsNorm(h, w.ffn_norm, config_.norm_eps, &x));
+  observe("ffn_norm", x);
+  RETURN_IF_ERROR(backend_->MatMul(x, w.w_gate, &gate));
+  RETURN_IF_ERROR(backend_->MatMul(x, w.w_up, &up));
+  RETURN_IF_ERROR(backend_->SwiGlu(gate, up, &gate));
+  RETURN_IF_ERROR(backend_->MatMul(gate, w.w_down, &proj));
+  observe("mlp_out", proj);
+  RETURN_IF_ERROR(backend_->Add(h, proj, &h));
+  observe("hidden", h);
+  return Status::Ok();
+}
+
+StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* cache,
+                                       const ForwardOptions& options) {
+  if (ids.empty()) return InvalidArgumentError("Forward needs at least one token");
+  const int64_t T = static_cast<int64_t>(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= config_.n_vocab) {
+      return InvalidArgumentError("token id " + std::to_string(ids[i]) + " at index " +
+                                  std::to_string(i) + " is outside the vocabulary [0, " +
+                                  std::to_string(config_.n_vocab) + ")");
+    }
+  }
+  if (options.capture_layer < -1 || options.capture_layer >= config_.n_layer) {
+    return InvalidArgumentError("capture_layer " + std::to_string(options.capture_layer) +
+                                " is not a layer of this model (0.." +
+                                std::to_string(config_.n_layer - 1) + ")");
+  }
+  if (cache != nullptr &&
+      (cache->n_layer() != config_.n_layer || cache->n_head_kv() != config_.n_head_kv ||
+       cache->head_dim() != config_.head_dim)) {
+    return InvalidArgumentError("the KV cache was made for a different model shape");
+  }
+
+  // Step 1 of the cache update: reserve (may fail, changes nothing).
+  KvUpdate update;
+  int64_t start = options.start_pos;
+  if (cache != nullptr) {
+    ASSIGN_OR_RETURN(update, cache->Prepare(ids));
+    start = update.begin;
+  }
+  if (start < 0 || start + T > int64_t{INT32_MAX}) {
+    return InvalidArgumentError("positions " + std::to_string(start) + ".." +
+                                std::to_string(start + T) + " do not fit int32");
+  }
+
+  RETURN_IF_ERROR(EnsureScratch(T));
+  Scratch& s = *scratch_;
+  Tensor ids_t = View(s.ids, Shape{T});
+  Tensor pos_t = View(s.pos, Shape{T});
+  for (int64_t t = 0; t < T; ++t) {
+    ids_t.data_as<int32_t>()[t] = ids[static_cast<size_t>(t)];
+    pos_t.data_as<int32_t>()[t] = static_cast<int32_t>(start + t);
+  }
+  Tensor h = View(s.h, Shape{T, config_.n_embd});  // [T, n_embd]
+  RETURN_IF_ERROR(backend_->GetRows(weights_.tok_embd, ids_t, &h));
+
+  ForwardResult result;
+  for (const Stage& stage : layout_.stages) {
+    for (int32_t r = 0; r < stage.repeats; ++r) {
+      for (int32_t layer = stage.first; layer < stage.end; ++layer) {
+        RETURN_IF_ERROR(RunLayer(layer, T, pos_t, cache, &update, options, &result));
+      }
+    }
+  }
+
+  if (options.compute_logits) {
+    // Only the rows whose logits are wanted go through the final norm and the head.
+    const int64_t first = options.all_logits ? 0 : T - 1;
+    const int64_t n = T - first;
+    ASSIGN_OR_RETURN(Tensor rows, h.Slice(0, first, T));          // [n, n_embd]
+    Tensor normed = View(s.x, Shape{n, config_.n_embd});         // [n, n_embd]
+    RETURN_IF_ERROR(backend_->RmsNorm(rows, weights_.output_norm, config_.norm_eps, &normed));
+    if (options.observer) options.observer(Intermediate{"output_norm", -1, normed});
+    ASSIGN_OR_RETURN(result.logits, backend_->Allocate(DType::kF32, Shape{n, config_.n_vocab}));
+    RETURN_IF_ERROR(backend_->MatMul(normed, weights_.output, &result.logits));
+    if (options.observer) options.observer(Intermediate{"logits", -1, result.logits});
+  }
+
+  // Step 2: the forward succeeded, commit the new K/V.
+  if (cache != nullptr) cache->Apply(update);
+  return result;
+}
+
+}  // namespace muninn::model
