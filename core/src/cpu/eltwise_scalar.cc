@@ -31,9 +31,12 @@ void LayerNormRow(const float* x, const float* w, const float* b, float eps, flo
     var += d * d;
   }
   const float r = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(n) + eps));
+  // Centre in two float steps: m is the mean rounded to float and c what that rounding lost, so
+  // (x - m) is exact for x near m and the result keeps full precision when |mean| >> stddev.
   const float m = static_cast<float>(mean);
+  const float c = static_cast<float>(mean - m);
   for (int64_t i = 0; i < n; ++i) {
-    float v = (x[i] - m) * r;
+    float v = ((x[i] - m) - c) * r;
     if (w) v *= w[i];
     if (b) v += b[i];
     y[i] = v;

@@ -14,6 +14,7 @@
 // (lane 2i <-> 2i+1), ReduceAdd, ReduceMax.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -144,33 +145,42 @@ template <class V>
 void LayerNormRow(const float* x, const float* w, const float* b, float eps, float* y, int64_t n) {
   using F = typename V::F;
   if (n == 0) return;
+  // Corrected two-pass: m is the float mean, which can be off by half an ulp of |mean| (a lot
+  // when |mean| >> stddev). The second pass sums d = x - m and d² together; c = mean(d) is what
+  // m missed, so the centred values are (x - m) - c and the variance is mean(d²) - c².
   const float mean = SumMap<V>(x, n, [](F v) { return v; }) / static_cast<float>(n);
   const F m = V::Set1(mean);
-  // The tail lanes are zero-filled, so (0 - mean)² must not count: mask via LoadN's fill = mean.
   constexpr int64_t W = V::kWidth;
-  F acc0 = V::Zero(), acc1 = V::Zero();
+  F sd0 = V::Zero(), sd1 = V::Zero(), sq0 = V::Zero(), sq1 = V::Zero();
   int64_t i = 0;
   for (; i + 2 * W <= n; i += 2 * W) {
     const F d0 = V::Sub(V::Load(x + i), m);
     const F d1 = V::Sub(V::Load(x + i + W), m);
-    acc0 = V::Fma(d0, d0, acc0);
-    acc1 = V::Fma(d1, d1, acc1);
+    sd0 = V::Add(sd0, d0);
+    sd1 = V::Add(sd1, d1);
+    sq0 = V::Fma(d0, d0, sq0);
+    sq1 = V::Fma(d1, d1, sq1);
   }
   for (; i < n; i += W) {
+    // Dead tail lanes are filled with the mean, so they add 0 to both sums.
     const F d = V::Sub(n - i >= W ? V::Load(x + i) : V::LoadN(x + i, n - i, mean), m);
-    acc0 = V::Fma(d, d, acc0);
+    sd0 = V::Add(sd0, d);
+    sq0 = V::Fma(d, d, sq0);
   }
-  const float var = V::ReduceAdd(V::Add(acc0, acc1)) / static_cast<float>(n);
-  const F r = V::Set1(static_cast<float>(1.0 / std::sqrt(static_cast<double>(var) + eps)));
+  const double inv_n = 1.0 / static_cast<double>(n);
+  const double c = static_cast<double>(V::ReduceAdd(V::Add(sd0, sd1))) * inv_n;
+  const double var =
+      std::max(static_cast<double>(V::ReduceAdd(V::Add(sq0, sq1))) * inv_n - c * c, 0.0);
+  const F r = V::Set1(static_cast<float>(1.0 / std::sqrt(var + eps)));
+  const F cv = V::Set1(static_cast<float>(c));
   const F one = V::Set1(1.0f), zero = V::Zero();
-  i = 0;
-  for (; i < n; i += W) {
+  for (i = 0; i < n; i += W) {
     const int64_t k = n - i;
     const bool full = k >= W;
     const F xv = full ? V::Load(x + i) : V::LoadN(x + i, k, 0.0f);
     const F wv = w ? (full ? V::Load(w + i) : V::LoadN(w + i, k, 1.0f)) : one;
     const F bv = b ? (full ? V::Load(b + i) : V::LoadN(b + i, k, 0.0f)) : zero;
-    const F v = V::Fma(V::Mul(V::Sub(xv, m), r), wv, bv);
+    const F v = V::Fma(V::Mul(V::Sub(V::Sub(xv, m), cv), r), wv, bv);
     if (full) {
       V::Store(y + i, v);
     } else {

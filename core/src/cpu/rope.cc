@@ -16,8 +16,10 @@
 //       factor, with a linear blend in between;
 //     mscale = (0.1 ln(factor) + 1) * attn_factor multiplies cos and sin (the rotated dims only).
 //
-// Angles are computed in double: at position 100000 a float angle would already be off by
-// ~0.004 rad. One cos/sin table per token is shared by all heads of that token.
+// Angles are computed in double (at position 100000 a float angle would already be off by
+// ~0.004 rad), reduced to [-pi, pi] in double, and only then rounded to float for sinf/cosf
+// (error <= 1.2e-7 rad, below the float rounding of the result; about twice as fast as double
+// sin/cos, which dominate for short heads). One cos/sin table per token serves all its heads.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -136,6 +138,8 @@ Status RopeOp(const CpuContext& ctx, const Tensor& x, const Tensor& positions, c
   const int64_t x_hs = x.stride(1) / 4, y_hs = out->stride(1) / 4;  // head strides in floats
   const auto* pos_base = static_cast<const char*>(positions.data());
   const int64_t pos_stride = positions.stride(0);
+  const auto mscale = static_cast<float>(plan.mscale);
+  constexpr double kTwoPi = 2.0 * std::numbers::pi;
   const size_t tail_bytes = static_cast<size_t>(head_dim - n_rot) * sizeof(float);
   ParallelFor(ctx.pool, n_tokens, RowsPerTask(n_head * head_dim), [&](int64_t begin, int64_t end) {
     // [n_rot] each: halves uses the first `half` entries, interleaved all n_rot.
@@ -146,8 +150,10 @@ Status RopeOp(const CpuContext& ctx, const Tensor& x, const Tensor& positions, c
       const double scaled_pos = static_cast<double>(pos) * plan.pos_scale;
       for (int64_t i = 0; i < half; ++i) {
         const double angle = scaled_pos * plan.inv_freq[static_cast<size_t>(i)];
-        const float c = static_cast<float>(std::cos(angle) * plan.mscale);
-        const float s = static_cast<float>(std::sin(angle) * plan.mscale);
+        const auto reduced =
+            static_cast<float>(angle - kTwoPi * std::nearbyint(angle * (1.0 / kTwoPi)));
+        const float c = std::cos(reduced) * mscale;
+        const float s = std::sin(reduced) * mscale;
         if (interleaved) {
           cos_t[static_cast<size_t>(2 * i)] = c;
           cos_t[static_cast<size_t>(2 * i + 1)] = c;
