@@ -319,6 +319,13 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
                                 " is not a layer of this model (0.." +
                                 std::to_string(config_.n_layer - 1) + ")");
   }
+  if (options.last_layer < -1 || options.last_layer >= config_.n_layer) {
+    return InvalidArgumentError("last_layer " + std::to_string(options.last_layer) +
+                                " is not a layer of this model");
+  }
+  if (options.last_layer >= 0 && (cache != nullptr || options.compute_logits)) {
+    return InvalidArgumentError("last_layer needs a forward without a KV cache and without logits");
+  }
   if (cache != nullptr &&
       (cache->n_layer() != config_.n_layer || cache->n_head_kv() != config_.n_head_kv ||
        cache->head_dim() != config_.head_dim)) {
@@ -347,14 +354,21 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
   }
   Tensor h = View(s.h, Shape{T, config_.n_embd});  // [T, n_embd]
   RETURN_IF_ERROR(backend_->GetRows(weights_.tok_embd, ids_t, &h));
+  if (options.observer) options.observer(Intermediate{"embeddings", -1, h});
 
   ForwardResult result;
+  bool done = false;
   for (const Stage& stage : layout_.stages) {
-    for (int32_t r = 0; r < stage.repeats; ++r) {
+    for (int32_t r = 0; r < stage.repeats && !done; ++r) {
       for (int32_t layer = stage.first; layer < stage.end; ++layer) {
+        if (options.last_layer >= 0 && layer > options.last_layer) {
+          done = true;
+          break;
+        }
         RETURN_IF_ERROR(RunLayer(layer, T, pos_t, cache, &update, options, &result));
       }
     }
+    if (done) break;
   }
 
   if (options.compute_logits) {

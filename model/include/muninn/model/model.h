@@ -107,7 +107,8 @@ struct ModelLayout {
 // during the call (copy what you keep). Names per layer (`layer` >= 0):
 //   attn_norm, q, k_pre_rope, v, attn_out (after Wo, before the residual), ffn_norm,
 //   mlp_out (after Wdown, before the residual), hidden (the layer's output)
-// and after the stack (`layer` = -1): output_norm (all positions), logits.
+// before the stack (`layer` = -1): embeddings (the token embeddings entering layer 0),
+// and after the stack (`layer` = -1): output_norm (the rows whose logits are computed), logits.
 struct Intermediate {
   std::string_view name;
   int32_t layer;
@@ -126,6 +127,10 @@ struct ForwardOptions {
   int32_t capture_layer = -1;
   // Without a cache: the position of the first token (positions are start_pos..start_pos+T-1).
   int64_t start_pos = 0;
+  // Stop after this physical layer (inclusive): memory ingest needs nothing above the memory
+  // layer. -1 runs every layer. Only without a cache (a partial pass would leave the upper layers'
+  // cache rows unwritten) and with compute_logits = false; InvalidArgument otherwise.
+  int32_t last_layer = -1;
   ForwardObserver observer;  // may be empty
 };
 

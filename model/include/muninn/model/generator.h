@@ -1,0 +1,67 @@
+// Generate: prompt ids in, sampled continuation out, through a Model and its KV cache.
+//
+// One batched prefill of the prompt (continuing whatever the cache already holds), then one
+// decode step per token until: an end-of-generation token (the tokenizer's eog ids, not emitted
+// as text), a stop string (the text up to it is kept, the stop string itself is not emitted),
+// max_tokens, the callback asking to stop, or the context being full.
+//
+// Streaming: on_text receives text as soon as it is certain, i.e. complete UTF-8 characters (the
+// tokenizer's IncrementalDetokenizer) that cannot be the start of a stop string; the
+// concatenation of all on_text calls equals GenerateResult::text.
+//
+// Context: a prompt that does not fit in the cache is ResourceExhausted before any work (the
+// cache is unchanged); running out of room while generating ends with StopReason::kContextFull.
+// Longer inputs belong to the long-context session (retriever/), not here.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "muninn/core/status.h"
+#include "muninn/model/kv_cache.h"
+#include "muninn/model/model.h"
+#include "muninn/model/sampler.h"
+#include "muninn/model/tokenizer.h"
+
+namespace muninn::model {
+
+enum class StopReason : uint8_t {
+  kEog,          // an end-of-generation token
+  kStopString,   // one of GenerateOptions::stop
+  kMaxTokens,
+  kContextFull,  // the KV cache has no room for another token
+  kCallback,     // on_token returned false
+};
+const char* StopReasonName(StopReason reason);
+
+struct GenerateOptions {
+  int32_t max_tokens = 128;        // >= 0
+  SamplerOptions sampler;
+  std::vector<std::string> stop;   // stop strings (non-empty)
+  bool stop_at_eog = true;         // end at the tokenizer's eog ids
+  // Per sampled token (eog included), before its text is streamed; return false to stop.
+  std::function<bool(TokenId)> on_token;
+  // Streamed text (see the file comment).
+  std::function<void(std::string_view)> on_text;
+  Status Validate() const;
+};
+
+struct GenerateResult {
+  std::vector<TokenId> tokens;  // the sampled ids, eog included when it ended the generation
+  std::string text;             // the streamed text (without a stop string)
+  StopReason stop_reason = StopReason::kMaxTokens;
+  int64_t n_prompt = 0;
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;  // all decode steps, sampling included
+};
+
+// `tokenizer` may be null: then no text is produced and stop strings cannot match (an error if
+// any are given). `cache` must have been made by `model`.
+StatusOr<GenerateResult> Generate(Model& model, KvCache& cache, const Tokenizer* tokenizer,
+                                  std::span<const TokenId> prompt, const GenerateOptions& options);
+
+}  // namespace muninn::model
