@@ -204,6 +204,7 @@ Status MemoryBank::LoadOrRebuildIndex() {
     if (loaded.ok()) {
       index_ = std::move(loaded).value();
       index_persisted_seq_ = seq;
+      index_recovery_ = "loaded";
       if (seq != mutation_seq_) {
         MUNINN_LOG(options_.logger, kInfo) << "memory bank index reflects mutation " << seq
                                            << ", the bank is at " << mutation_seq_
@@ -211,6 +212,9 @@ Status MemoryBank::LoadOrRebuildIndex() {
         must_persist = true;
       }
     } else {
+      index_recovery_ = metas_.empty() && loaded.status().code() == StatusCode::kNotFound
+                            ? "created"
+                            : "rebuilt (" + std::string(loaded.status().message()) + ")";
       if (loaded.status().code() != StatusCode::kNotFound || !metas_.empty()) {
         MUNINN_LOG(options_.logger, kWarning)
             << "memory bank index unusable (" << loaded.status() << "); rebuilding it from "
@@ -254,6 +258,10 @@ Status MemoryBank::LoadOrRebuildIndex() {
   if (!extra.empty() || !missing.empty()) {
     MUNINN_LOG(options_.logger, kInfo) << "memory bank index reconciled: +" << missing.size()
                                        << " -" << extra.size();
+    if (index_recovery_ == "loaded") {
+      index_recovery_ = "caught up (+" + std::to_string(missing.size()) + " -" +
+                        std::to_string(extra.size()) + ")";
+    }
     must_persist = true;
   }
   if (index_->tombstones() > 0 &&
@@ -267,7 +275,10 @@ Status MemoryBank::LoadOrRebuildIndex() {
     // A read-only disk must not make the bank unopenable: the index is derived state.
     if (!s.ok()) MUNINN_LOG(options_.logger, kWarning) << "memory bank index not saved: " << s;
   }
-  if (options_.in_memory) index_persisted_seq_ = mutation_seq_;
+  if (options_.in_memory) {
+    index_persisted_seq_ = mutation_seq_;
+    index_recovery_ = "in memory";
+  }
   return Status::Ok();
 }
 
@@ -849,6 +860,7 @@ BankStats MemoryBank::Stats() const {
   s.capacity_tokens = options_.capacity_tokens;
   s.capacity_bytes = options_.capacity_bytes;
   s.eviction = std::string(EvictionPolicyName(options_.eviction));
+  s.index_recovery = index_recovery_;
   return s;
 }
 

@@ -86,6 +86,9 @@ struct BankStats {
   int64_t capacity_tokens = 0;
   int64_t capacity_bytes = 0;
   std::string eviction;
+  // What opening did with the persisted index: "loaded", "caught up (+a -r)", "rebuilt (why)",
+  // "created" or "in memory".
+  std::string index_recovery;
 };
 
 struct VerifyReport {
@@ -198,6 +201,7 @@ class MemoryBank {
   uint64_t mutation_seq_ = 0;
   uint64_t index_persisted_seq_ = 0;
   int64_t evicted_chunks_ = 0;
+  std::string index_recovery_;
   int64_t n_tokens_ = 0;
   int64_t stored_bytes_ = 0;
   int64_t kv_bytes_ = 0;

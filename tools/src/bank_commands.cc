@@ -1,0 +1,160 @@
+// `muninn bank stats|verify|compact --bank DIR`: inspect and maintain a memory bank on disk.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "command_registry.h"
+#include "muninn/core/logging.h"
+#include "muninn/memory/memory_bank.h"
+
+namespace muninn::tools {
+namespace {
+
+using memory::BankStats;
+using memory::MemoryBank;
+using memory::MemoryBankOptions;
+
+nlohmann::json StatsJson(const BankStats& s) {
+  return {{"chunks", s.n_chunks},
+          {"documents", s.n_documents},
+          {"tokens", s.n_tokens},
+          {"stored_bytes", s.stored_bytes},
+          {"kv_bytes", s.kv_bytes},
+          {"dim", s.dim},
+          {"n_head_kv", s.n_head_kv},
+          {"head_dim", s.head_dim},
+          {"kv_dtype", std::string(DTypeName(s.kv_dtype))},
+          {"index_factory", s.index_factory},
+          {"index_ntotal", s.index_ntotal},
+          {"index_tombstones", s.index_tombstones},
+          {"index_recovery", s.index_recovery},
+          {"mutation_seq", s.mutation_seq},
+          {"next_id", s.next_id},
+          {"evicted_chunks", s.evicted_chunks}};
+}
+
+void PrintStats(const BankStats& s) {
+  std::printf(
+      "chunks:           %lld in %lld documents, %lld tokens\n"
+      "stored:           %.1f MiB (K/V %.1f MiB, %s, %lld heads x %lld)\n"
+      "embeddings:       dim %lld\n"
+      "index:            %s, %lld vectors (%lld tombstones), on open: %s\n"
+      "mutation seq:     %llu (next chunk id %llu, %lld evicted so far)\n",
+      static_cast<long long>(s.n_chunks), static_cast<long long>(s.n_documents),
+      static_cast<long long>(s.n_tokens), static_cast<double>(s.stored_bytes) / (1 << 20),
+      static_cast<double>(s.kv_bytes) / (1 << 20), std::string(DTypeName(s.kv_dtype)).c_str(),
+      static_cast<long long>(s.n_head_kv), static_cast<long long>(s.head_dim),
+      static_cast<long long>(s.dim), s.index_factory.c_str(), static_cast<long long>(s.index_ntotal),
+      static_cast<long long>(s.index_tombstones), s.index_recovery.c_str(),
+      static_cast<unsigned long long>(s.mutation_seq), static_cast<unsigned long long>(s.next_id),
+      static_cast<long long>(s.evicted_chunks));
+}
+
+// Opens an existing bank taking every shape from it. Prints the error and returns null on failure.
+std::unique_ptr<MemoryBank> OpenExisting(const std::string& dir, Logger* logger) {
+  MemoryBankOptions o;
+  o.path = dir;
+  o.create_if_missing = false;
+  o.logger = logger;
+  auto bank = MemoryBank::Open(o);
+  if (!bank.ok()) {
+    std::fprintf(stderr, "muninn bank: %s\n", bank.status().ToString().c_str());
+    return nullptr;
+  }
+  return std::move(bank).value();
+}
+
+struct BankArgs {
+  std::string dir;
+  bool json = false;
+};
+
+}  // namespace
+
+void RegisterBankCommands(CLI::App& app, CommandContext& ctx) {
+  auto* bank = app.add_subcommand("bank", "Inspect and maintain a memory bank");
+  bank->require_subcommand(1);
+  auto logger = std::make_shared<StderrLogger>(LogLevel::kWarning);
+
+  auto stats_args = std::make_shared<BankArgs>();
+  auto* stats = bank->add_subcommand("stats", "Chunks, documents, bytes and index state");
+  stats->add_option("--bank", stats_args->dir, "Bank directory")->required();
+  stats->add_flag("--json", stats_args->json, "Print JSON");
+  stats->callback([&ctx, stats_args, logger] {
+    auto b = OpenExisting(stats_args->dir, logger.get());
+    if (!b) {
+      ctx.exit_code = 1;
+      return;
+    }
+    const BankStats s = b->Stats();
+    if (stats_args->json) {
+      std::printf("%s\n", StatsJson(s).dump(2).c_str());
+    } else {
+      PrintStats(s);
+    }
+    Status st = b->Close();
+    if (!st.ok()) std::fprintf(stderr, "muninn bank stats: %s\n", st.ToString().c_str());
+    ctx.exit_code = st.ok() ? 0 : 1;
+  });
+
+  auto verify_args = std::make_shared<BankArgs>();
+  auto* verify = bank->add_subcommand(
+      "verify", "Decode every record and check that RocksDB and the FAISS index agree; exit 0 "
+                "only if all is well");
+  verify->add_option("--bank", verify_args->dir, "Bank directory")->required();
+  verify->add_flag("--json", verify_args->json, "Print JSON");
+  verify->callback([&ctx, verify_args, logger] {
+    auto b = OpenExisting(verify_args->dir, logger.get());
+    if (!b) {
+      ctx.exit_code = 1;
+      return;
+    }
+    auto report = b->Verify();
+    if (!report.ok()) {
+      std::fprintf(stderr, "muninn bank verify: %s\n", report.status().ToString().c_str());
+      ctx.exit_code = 1;
+      return;
+    }
+    const BankStats s = b->Stats();
+    if (verify_args->json) {
+      nlohmann::json j = {{"ok", report->ok()},
+                          {"records_checked", report->records_checked},
+                          {"problems", report->problems},
+                          {"messages", report->messages},
+                          {"index_recovery", s.index_recovery}};
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      for (const std::string& m : report->messages) std::printf("problem: %s\n", m.c_str());
+      std::printf("%s: %lld records checked, %lld problems (index on open: %s)\n",
+                  report->ok() ? "OK" : "FAILED", static_cast<long long>(report->records_checked),
+                  static_cast<long long>(report->problems), s.index_recovery.c_str());
+    }
+    Status st = b->Close();
+    ctx.exit_code = report->ok() && st.ok() ? 0 : 1;
+  });
+
+  auto compact_args = std::make_shared<BankArgs>();
+  auto* compact = bank->add_subcommand(
+      "compact", "Write counters, rebuild the index when it holds deleted vectors, compact RocksDB");
+  compact->add_option("--bank", compact_args->dir, "Bank directory")->required();
+  compact->callback([&ctx, compact_args, logger] {
+    auto b = OpenExisting(compact_args->dir, logger.get());
+    if (!b) {
+      ctx.exit_code = 1;
+      return;
+    }
+    Status st = b->Compact();
+    if (st.ok()) st = b->Close();
+    if (!st.ok()) {
+      std::fprintf(stderr, "muninn bank compact: %s\n", st.ToString().c_str());
+      ctx.exit_code = 1;
+      return;
+    }
+    std::printf("compacted %s\n", compact_args->dir.c_str());
+    ctx.exit_code = 0;
+  });
+}
+
+}  // namespace muninn::tools
