@@ -99,10 +99,10 @@ void Sgemm(const Tensor& x, const Tensor& w, Tensor* out, int64_t m,
 
 // f16/bf16 weights with a batch of rows: converting a tile of weight rows to f32 once and
 // multiplying it with sgemm beats converting every weight row once per activation row in the dot
-// kernels. Tiles are small ([kTile, K] f32), never a full f32 copy of w.
+// kernels. Tiles are bounded ([kTile, K] f32, 4 MiB at K = 2048), never a full f32 copy of w.
 void HalfWeightsSgemm(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out,
                       int64_t m, int64_t n, int64_t k) {
-  constexpr int64_t kTile = 128;
+  constexpr int64_t kTile = 512;
   std::unique_ptr<float[]> tile(new float[static_cast<size_t>(kTile * k)]);  // [kTile, K]
   const auto* w_base = static_cast<const char*>(w.data());
   const auto ld = [](const Tensor& t, int64_t cols) {
@@ -113,7 +113,12 @@ void HalfWeightsSgemm(const CpuContext& ctx, const Tensor& x, const Tensor& w, T
     const int64_t rows = std::min(kTile, n - t0);
     ParallelFor(ctx.pool, rows, 16, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
-        DequantizeRow(w.dtype(), w_base + (t0 + r) * w.stride(0), tile.get() + r * k, k);
+        const char* src = w_base + (t0 + r) * w.stride(0);
+        if (ctx.isa != CpuIsa::kScalar) {
+          Avx2HalfToF32(w.dtype(), reinterpret_cast<const uint16_t*>(src), tile.get() + r * k, k);
+        } else {
+          DequantizeRow(w.dtype(), src, tile.get() + r * k, k);
+        }
       }
     });
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),

@@ -33,4 +33,8 @@ VecDotFn Avx512VecDot(DType weight);  // quant_dot_avx512.cc
 // where no AVX-512 one exists); nullptr when the dtype is not supported at all.
 VecDotFn SelectVecDot(DType weight, CpuIsa isa);
 
+// Converts n f16 or bf16 values to f32 with F16C/AVX2 (quant_dot_avx2.cc); `dtype` is kF16 or
+// kBF16. Same results as DequantizeRow, which is the portable path.
+void Avx2HalfToF32(DType dtype, const uint16_t* src, float* dst, int64_t n);
+
 }  // namespace muninn::cpu

@@ -291,6 +291,17 @@ float DotBF16(int64_t n, const void* vw, const void* vx) {
 
 }  // namespace
 
+void Avx2HalfToF32(DType dtype, const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  if (dtype == DType::kF16) {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadF16x8(src + i));
+    for (; i < n; ++i) dst[i] = Fp16ToFp32(src[i]);
+  } else {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadBF16x8(src + i));
+    for (; i < n; ++i) dst[i] = Bf16ToFp32(src[i]);
+  }
+}
+
 VecDotFn Avx2VecDot(DType weight) {
   switch (weight) {
     case DType::kF32: return DotF32;
