@@ -1,4 +1,5 @@
-// BertEncoder::Load: a Hugging Face BERT folder, plus the sentence-transformers files that say how
+// BertEncoder::Load: a Hugging Face BERT folder (hyperparameters and tensor names from
+// model_hparams.h), plus the sentence-transformers files that say how
 // to cut, pool and normalise (sentence_bert_config.json, modules.json, <pooling>/config.json).
 #include <sys/stat.h>
 
@@ -12,6 +13,7 @@
 #include "muninn/core/mapped_file.h"
 #include "muninn/model/bert_encoder.h"
 #include "muninn/model/checkpoint.h"
+#include "muninn/model/model_hparams.h"
 #include "muninn/model/tokenizer_factory.h"
 
 namespace muninn::model {
@@ -57,15 +59,6 @@ bool IsSafeRelativePath(const std::string& p) {
 
 bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-StatusOr<int32_t> GetInt32(const Checkpoint& ckpt, std::string_view key) {
-  ASSIGN_OR_RETURN(int64_t v, ckpt.GetInt(key));
-  if (v < INT32_MIN || v > INT32_MAX) {
-    return InvalidArgumentError(ckpt.path() + ": config key '" + std::string(key) + "' = " +
-                                std::to_string(v) + " is out of range");
-  }
-  return static_cast<int32_t>(v);
 }
 
 // Pooling module config: exactly one supported mode must be on.
@@ -146,85 +139,59 @@ Status ReadSentenceTransformers(const std::string& dir, BertConfig* config) {
   return Status::Ok();
 }
 
-StatusOr<BertConfig> ReadConfig(const Checkpoint& ckpt) {
-  const std::string arch = ckpt.architecture();
-  if (arch != "bert") {
-    return UnimplementedError(ckpt.path() + ": model_type '" + arch +
-                              "' is not a BERT encoder (expected 'bert')");
+// The architecture from ckpt's hparams loader (model_hparams.h): it checks model_type "bert",
+// absolute positions and the "gelu" (erf) activation, and finds the optional "bert." prefix.
+StatusOr<BertConfig> ToBertConfig(const ModelHParams& hp, const std::string& path) {
+  if (hp.arch != ModelArch::kBert) {
+    return UnimplementedError(path + ": architecture '" + std::string(ModelArchName(hp.arch)) +
+                              "' is not a BERT encoder");
+  }
+  for (int64_t v : {hp.n_vocab, hp.n_embd, hp.n_layer, hp.n_head, hp.n_ff, hp.n_ctx_train,
+                    hp.n_token_types}) {
+    if (v > INT32_MAX) return InvalidArgumentError(path + ": a BERT size is out of range");
   }
   BertConfig c;
-  ASSIGN_OR_RETURN(c.n_vocab, GetInt32(ckpt, "vocab_size"));
-  ASSIGN_OR_RETURN(c.n_embd, GetInt32(ckpt, "hidden_size"));
-  ASSIGN_OR_RETURN(c.n_layer, GetInt32(ckpt, "num_hidden_layers"));
-  ASSIGN_OR_RETURN(c.n_head, GetInt32(ckpt, "num_attention_heads"));
-  ASSIGN_OR_RETURN(c.n_ff, GetInt32(ckpt, "intermediate_size"));
-  ASSIGN_OR_RETURN(c.n_pos, GetInt32(ckpt, "max_position_embeddings"));
-  ASSIGN_OR_RETURN(int64_t n_type, ckpt.GetIntOr("type_vocab_size", 2));
-  if (n_type < 1 || n_type > INT32_MAX) {
-    return InvalidArgumentError(ckpt.path() + ": type_vocab_size " + std::to_string(n_type) +
-                                " must be >= 1");
-  }
-  c.n_token_type = static_cast<int32_t>(n_type);
-  ASSIGN_OR_RETURN(double eps, ckpt.GetFloatOr("layer_norm_eps", 1e-12));
-  c.norm_eps = static_cast<float>(eps);
-  ASSIGN_OR_RETURN(std::string act, ckpt.GetStringOr("hidden_act", "gelu"));
-  if (act == "gelu") {
-    c.gelu = GeluMode::kErf;
-  } else if (act == "gelu_new" || act == "gelu_pytorch_tanh") {
-    c.gelu = GeluMode::kTanh;
-  } else {
-    return UnimplementedError(ckpt.path() + ": hidden_act '" + act +
-                              "' is not supported (gelu, gelu_new, gelu_pytorch_tanh)");
-  }
-  ASSIGN_OR_RETURN(std::string pos_type,
-                   ckpt.GetStringOr("position_embedding_type", "absolute"));
-  if (pos_type != "absolute") {
-    return UnimplementedError(ckpt.path() + ": position_embedding_type '" + pos_type +
-                              "' is not supported (absolute only)");
-  }
+  c.n_vocab = static_cast<int32_t>(hp.n_vocab);
+  c.n_embd = static_cast<int32_t>(hp.n_embd);
+  c.n_layer = static_cast<int32_t>(hp.n_layer);
+  c.n_head = static_cast<int32_t>(hp.n_head);
+  c.n_ff = static_cast<int32_t>(hp.n_ff);
+  c.n_pos = static_cast<int32_t>(hp.n_ctx_train);
+  c.n_token_type = static_cast<int32_t>(hp.n_token_types);
+  c.norm_eps = hp.norm_eps;
+  c.gelu = GeluMode::kErf;
   RETURN_IF_ERROR(c.Validate());
   return c;
 }
 
-StatusOr<BertWeights> ReadWeights(const Checkpoint& ckpt, const BertConfig& c) {
-  // BertModel checkpoints name tensors "embeddings...."; BertFor* heads prefix them with "bert.".
-  const std::string prefix =
-      ckpt.FindTensor("embeddings.word_embeddings.weight") == nullptr &&
-              ckpt.FindTensor("bert.embeddings.word_embeddings.weight") != nullptr
-          ? "bert."
-          : "";
-  auto get = [&](const std::string& name, const Shape& shape) {
-    return ckpt.GetTensor(prefix + name, shape);
-  };
-  const int64_t d = c.n_embd;
-  const int64_t ff = c.n_ff;
+StatusOr<BertWeights> ReadWeights(const Checkpoint& ckpt, const ModelHParams& hp) {
+  using R = WeightRole;
+  auto get = [&](R role, int64_t layer = -1) { return GetWeight(ckpt, hp, role, layer); };
   BertWeights w;
-  ASSIGN_OR_RETURN(w.word_embd, get("embeddings.word_embeddings.weight", Shape{c.n_vocab, d}));
-  ASSIGN_OR_RETURN(w.pos_embd, get("embeddings.position_embeddings.weight", Shape{c.n_pos, d}));
-  ASSIGN_OR_RETURN(w.type_embd,
-                   get("embeddings.token_type_embeddings.weight", Shape{c.n_token_type, d}));
-  ASSIGN_OR_RETURN(w.emb_ln_w, get("embeddings.LayerNorm.weight", Shape{d}));
-  ASSIGN_OR_RETURN(w.emb_ln_b, get("embeddings.LayerNorm.bias", Shape{d}));
-  w.layers.resize(static_cast<size_t>(c.n_layer));
-  for (int32_t i = 0; i < c.n_layer; ++i) {
+  ASSIGN_OR_RETURN(w.word_embd, get(R::kTokenEmbd));
+  ASSIGN_OR_RETURN(w.pos_embd, get(R::kPosEmbd));
+  ASSIGN_OR_RETURN(w.type_embd, get(R::kTokenTypes));
+  ASSIGN_OR_RETURN(w.emb_ln_w, get(R::kEmbdNorm));
+  ASSIGN_OR_RETURN(w.emb_ln_b, get(R::kEmbdNormBias));
+  w.layers.resize(static_cast<size_t>(hp.n_layer));
+  for (int64_t i = 0; i < hp.n_layer; ++i) {
     BertLayerWeights& l = w.layers[static_cast<size_t>(i)];
-    const std::string p = "encoder.layer." + std::to_string(i) + ".";
-    ASSIGN_OR_RETURN(l.wq, get(p + "attention.self.query.weight", Shape{d, d}));
-    ASSIGN_OR_RETURN(l.bq, get(p + "attention.self.query.bias", Shape{d}));
-    ASSIGN_OR_RETURN(l.wk, get(p + "attention.self.key.weight", Shape{d, d}));
-    ASSIGN_OR_RETURN(l.bk, get(p + "attention.self.key.bias", Shape{d}));
-    ASSIGN_OR_RETURN(l.wv, get(p + "attention.self.value.weight", Shape{d, d}));
-    ASSIGN_OR_RETURN(l.bv, get(p + "attention.self.value.bias", Shape{d}));
-    ASSIGN_OR_RETURN(l.wo, get(p + "attention.output.dense.weight", Shape{d, d}));
-    ASSIGN_OR_RETURN(l.bo, get(p + "attention.output.dense.bias", Shape{d}));
-    ASSIGN_OR_RETURN(l.attn_ln_w, get(p + "attention.output.LayerNorm.weight", Shape{d}));
-    ASSIGN_OR_RETURN(l.attn_ln_b, get(p + "attention.output.LayerNorm.bias", Shape{d}));
-    ASSIGN_OR_RETURN(l.w_up, get(p + "intermediate.dense.weight", Shape{ff, d}));
-    ASSIGN_OR_RETURN(l.b_up, get(p + "intermediate.dense.bias", Shape{ff}));
-    ASSIGN_OR_RETURN(l.w_down, get(p + "output.dense.weight", Shape{d, ff}));
-    ASSIGN_OR_RETURN(l.b_down, get(p + "output.dense.bias", Shape{d}));
-    ASSIGN_OR_RETURN(l.ffn_ln_w, get(p + "output.LayerNorm.weight", Shape{d}));
-    ASSIGN_OR_RETURN(l.ffn_ln_b, get(p + "output.LayerNorm.bias", Shape{d}));
+    ASSIGN_OR_RETURN(l.wq, get(R::kAttnQ, i));
+    ASSIGN_OR_RETURN(l.bq, get(R::kAttnQBias, i));
+    ASSIGN_OR_RETURN(l.wk, get(R::kAttnK, i));
+    ASSIGN_OR_RETURN(l.bk, get(R::kAttnKBias, i));
+    ASSIGN_OR_RETURN(l.wv, get(R::kAttnV, i));
+    ASSIGN_OR_RETURN(l.bv, get(R::kAttnVBias, i));
+    ASSIGN_OR_RETURN(l.wo, get(R::kAttnOut, i));
+    ASSIGN_OR_RETURN(l.bo, get(R::kAttnOutBias, i));
+    ASSIGN_OR_RETURN(l.attn_ln_w, get(R::kAttnOutNorm, i));
+    ASSIGN_OR_RETURN(l.attn_ln_b, get(R::kAttnOutNormBias, i));
+    ASSIGN_OR_RETURN(l.w_up, get(R::kFfnUp, i));
+    ASSIGN_OR_RETURN(l.b_up, get(R::kFfnUpBias, i));
+    ASSIGN_OR_RETURN(l.w_down, get(R::kFfnDown, i));
+    ASSIGN_OR_RETURN(l.b_down, get(R::kFfnDownBias, i));
+    ASSIGN_OR_RETURN(l.ffn_ln_w, get(R::kLayerOutNorm, i));
+    ASSIGN_OR_RETURN(l.ffn_ln_b, get(R::kLayerOutNormBias, i));
   }
   return w;
 }
@@ -238,10 +205,11 @@ StatusOr<std::unique_ptr<BertEncoder>> BertEncoder::Load(const std::string& dir,
   if (ckpt->format() != CheckpointFormat::kHuggingFace) {
     return UnimplementedError(dir + ": BERT encoders load from Hugging Face folders only");
   }
-  ASSIGN_OR_RETURN(BertConfig config, ReadConfig(*ckpt));
+  ASSIGN_OR_RETURN(ModelHParams hp, ReadHParams(*ckpt));
+  ASSIGN_OR_RETURN(BertConfig config, ToBertConfig(hp, dir));
   RETURN_IF_ERROR(ReadSentenceTransformers(dir, &config));
   // Tensors share ownership of the mapped files, so the checkpoint object may go.
-  ASSIGN_OR_RETURN(BertWeights weights, ReadWeights(*ckpt, config));
+  ASSIGN_OR_RETURN(BertWeights weights, ReadWeights(*ckpt, hp));
   auto tokenizer = LoadHfTokenizer(dir);
   if (!tokenizer.ok()) return tokenizer.status().WithContext(dir + ": BERT tokenizer");
   return Create(options, config, std::move(weights), std::move(tokenizer).value());

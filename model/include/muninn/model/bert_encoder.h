@@ -49,7 +49,7 @@ struct BertConfig {
   int32_t n_pos = 0;         // max_position_embeddings
   int32_t n_token_type = 0;  // type_vocab_size (>= 1: row 0 is used)
   float norm_eps = 1e-12f;   // layer_norm_eps
-  GeluMode gelu = GeluMode::kErf;  // hidden_act "gelu" (erf) or "gelu_new"/"gelu_pytorch_tanh"
+  GeluMode gelu = GeluMode::kErf;  // hidden_act "gelu" is the erf form
   int32_t max_tokens = 0;    // texts are cut to this many tokens; 0 = n_pos
   BertPooling pooling = BertPooling::kMean;
   bool normalize = true;     // L2-normalise the pooled vector
