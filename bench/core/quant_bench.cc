@@ -45,9 +45,15 @@ void BM_MemCopy(benchmark::State& state) {
     benchmark::DoNotOptimize(dst.data());
   }
   // Bytes copied (each is read once and written once).
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(kDramBytes));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(kDramBytes));
 }
-BENCHMARK(BM_MemCopy)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MemCopy)
+    ->Arg(1)
+    ->Arg(2)
+    ->ArgName("threads")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void BM_MemRead(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
@@ -74,9 +80,15 @@ void BM_MemRead(benchmark::State& state) {
     });
     benchmark::DoNotOptimize(sums.data());
   }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(kDramBytes));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(kDramBytes));
 }
-BENCHMARK(BM_MemRead)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MemRead)
+    ->Arg(1)
+    ->Arg(2)
+    ->ArgName("threads")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void FillF32(Tensor& t, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -102,8 +114,11 @@ void BM_SgemmF32(benchmark::State& state) {
       benchmark::Counter::kIsRate);
 }
 // OpenBLAS uses its own threads for sgemm; the pool argument only affects MatMul's other paths.
-BENCHMARK(BM_SgemmF32)->Args({512, 2048, 2048, 2})->ArgNames({"M", "N", "K", "threads"})
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SgemmF32)
+    ->Args({512, 2048, 2048, 2})
+    ->ArgNames({"M", "N", "K", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // Weight copies of `dtype` [n, k] whose total passes kDramBytes (at least 2).
 std::vector<Tensor> MakeWeights(DType dtype, int64_t n, int64_t k) {
@@ -186,8 +201,11 @@ void MatVecArgs(benchmark::internal::Benchmark* b) {
     if (best > 1) b->Args({d, 8192, 2048, 1, 1});  // AVX2 on an AVX-512 machine
   }
 }
-BENCHMARK(BM_MatVec)->Apply(MatVecArgs)->ArgNames({"dtype", "N", "K", "threads", "isa"})
-    ->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MatVec)
+    ->Apply(MatVecArgs)
+    ->ArgNames({"dtype", "N", "K", "threads", "isa"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 // Prefill-style batches: M activation rows at once, GFLOP/s (2·M·N·K per call).
 // Args: dtype index, M, N, K, threads.
@@ -221,7 +239,9 @@ void BM_MatMulBatch(benchmark::State& state) {
 }
 BENCHMARK(BM_MatMulBatch)
     ->ArgsProduct({{0, 1, 2, 3, 4, 5, 8, 10}, {64}, {2048}, {2048}, {2}})
-    ->ArgNames({"dtype", "M", "N", "K", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+    ->ArgNames({"dtype", "M", "N", "K", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace muninn

@@ -331,10 +331,19 @@ void QuantQ8_K(const float* x, void* dst, int64_t nb) {
 
 bool CanDequantize(DType dtype) {
   switch (dtype) {
-    case DType::kF32: case DType::kF16: case DType::kBF16:
-    case DType::kQ4_0: case DType::kQ4_1: case DType::kQ5_0: case DType::kQ5_1:
-    case DType::kQ8_0: case DType::kQ8_1: case DType::kQ4_K: case DType::kQ5_K:
-    case DType::kQ6_K: case DType::kQ8_K:
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ8_0:
+    case DType::kQ8_1:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+    case DType::kQ8_K:
       return true;
     default:
       return false;
@@ -343,9 +352,16 @@ bool CanDequantize(DType dtype) {
 
 bool CanQuantize(DType dtype) {
   switch (dtype) {
-    case DType::kF32: case DType::kF16: case DType::kBF16:
-    case DType::kQ4_0: case DType::kQ4_1: case DType::kQ5_0: case DType::kQ5_1:
-    case DType::kQ8_0: case DType::kQ8_1: case DType::kQ8_K:
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ8_0:
+    case DType::kQ8_1:
+    case DType::kQ8_K:
       return true;
     default:
       return false;
@@ -376,17 +392,28 @@ void DequantizeRow(DType dtype, const void* src, float* dst, int64_t n) {
         dst[i] = Bf16ToFp32(h);
       }
       return;
-    case DType::kQ4_0: return DequantQ4_0(src, dst, nb);
-    case DType::kQ4_1: return DequantQ4_1(src, dst, nb);
-    case DType::kQ5_0: return DequantQ5_0(src, dst, nb);
-    case DType::kQ5_1: return DequantQ5_1(src, dst, nb);
-    case DType::kQ8_0: return DequantQ8_0(src, dst, nb);
-    case DType::kQ8_1: return DequantQ8_1(src, dst, nb);
-    case DType::kQ4_K: return DequantQ4_K(src, dst, nb);
-    case DType::kQ5_K: return DequantQ5_K(src, dst, nb);
-    case DType::kQ6_K: return DequantQ6_K(src, dst, nb);
-    case DType::kQ8_K: return DequantQ8_K(src, dst, nb);
-    default: break;
+    case DType::kQ4_0:
+      return DequantQ4_0(src, dst, nb);
+    case DType::kQ4_1:
+      return DequantQ4_1(src, dst, nb);
+    case DType::kQ5_0:
+      return DequantQ5_0(src, dst, nb);
+    case DType::kQ5_1:
+      return DequantQ5_1(src, dst, nb);
+    case DType::kQ8_0:
+      return DequantQ8_0(src, dst, nb);
+    case DType::kQ8_1:
+      return DequantQ8_1(src, dst, nb);
+    case DType::kQ4_K:
+      return DequantQ4_K(src, dst, nb);
+    case DType::kQ5_K:
+      return DequantQ5_K(src, dst, nb);
+    case DType::kQ6_K:
+      return DequantQ6_K(src, dst, nb);
+    case DType::kQ8_K:
+      return DequantQ8_K(src, dst, nb);
+    default:
+      break;
   }
   MUNINN_CHECK(false) << "unreachable";
 }
@@ -399,8 +426,10 @@ Status QuantizeRow(DType dtype, const float* src, void* dst, int64_t n) {
   }
   const int64_t bs = BlockSize(dtype);
   if (n < 0 || n % bs != 0) {
-    return InvalidArgumentError("QuantizeRow: " + std::to_string(n) + " elements is not a multiple "
-                                "of the " + std::string(DTypeName(dtype)) + " block size " +
+    return InvalidArgumentError("QuantizeRow: " + std::to_string(n) +
+                                " elements is not a multiple "
+                                "of the " +
+                                std::string(DTypeName(dtype)) + " block size " +
                                 std::to_string(bs));
   }
   const int64_t nb = n / bs;
@@ -421,14 +450,29 @@ Status QuantizeRow(DType dtype, const float* src, void* dst, int64_t n) {
         std::memcpy(d + 2 * i, &h, 2);
       }
       break;
-    case DType::kQ4_0: QuantQ4_0(src, dst, nb); break;
-    case DType::kQ4_1: QuantQ4_1(src, dst, nb); break;
-    case DType::kQ5_0: QuantQ5_0(src, dst, nb); break;
-    case DType::kQ5_1: QuantQ5_1(src, dst, nb); break;
-    case DType::kQ8_0: QuantQ8_0(src, dst, nb); break;
-    case DType::kQ8_1: QuantQ8_1(src, dst, nb); break;
-    case DType::kQ8_K: QuantQ8_K(src, dst, nb); break;
-    default: MUNINN_CHECK(false) << "unreachable";
+    case DType::kQ4_0:
+      QuantQ4_0(src, dst, nb);
+      break;
+    case DType::kQ4_1:
+      QuantQ4_1(src, dst, nb);
+      break;
+    case DType::kQ5_0:
+      QuantQ5_0(src, dst, nb);
+      break;
+    case DType::kQ5_1:
+      QuantQ5_1(src, dst, nb);
+      break;
+    case DType::kQ8_0:
+      QuantQ8_0(src, dst, nb);
+      break;
+    case DType::kQ8_1:
+      QuantQ8_1(src, dst, nb);
+      break;
+    case DType::kQ8_K:
+      QuantQ8_K(src, dst, nb);
+      break;
+    default:
+      MUNINN_CHECK(false) << "unreachable";
   }
   return Status::Ok();
 }

@@ -89,7 +89,8 @@ TEST(CopyTest, F32ToEveryQuantizableDTypeMatchesQuantizeRow) {
     std::vector<uint8_t> want(row);
     for (int64_t r = 0; r < 6; ++r) {
       const int64_t idx[1] = {r};
-      ASSERT_TRUE(QuantizeRow(dt, static_cast<const float*>(src.row_ptr(idx)), want.data(), 256).ok());
+      ASSERT_TRUE(
+          QuantizeRow(dt, static_cast<const float*>(src.row_ptr(idx)), want.data(), 256).ok());
       ASSERT_EQ(std::memcmp(want.data(), dst.row_ptr(idx), row), 0) << "row " << r;
     }
     // And back to f32: exactly the dequantized values.

@@ -47,9 +47,16 @@ const std::vector<DType> kWeightDTypes = {DType::kF32,  DType::kF16,  DType::kBF
 // errors of order 1.
 double Bound(DType w) {
   switch (w) {
-    case DType::kF32: case DType::kF16: case DType::kBF16: return 1e-10;
-    case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K: return 4e-4;
-    default: return 2.5e-4;
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+      return 1e-10;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return 4e-4;
+    default:
+      return 2.5e-4;
   }
 }
 
@@ -84,8 +91,9 @@ double Nmse(const Tensor& x, const Tensor& w, const Tensor& out, int64_t m) {
 
 TEST(MatMulTest, EveryDTypeEveryIsaMatchesFloat64Reference) {
   const std::vector<Case> cases = {
-      {1, 7, 256, 0, 0, 0, true},     {1, 33, 512, 0, 0, 256, false}, {3, 17, 256, 8, 3, 0, false},
-      {5, 64, 768, 0, 0, 0, false},   {2, 1, 256, 1, 0, 0, false},    {7, 9, 1024, 64, 5, 256, false},
+      {1, 7, 256, 0, 0, 0, true},     {1, 33, 512, 0, 0, 256, false},
+      {3, 17, 256, 8, 3, 0, false},   {5, 64, 768, 0, 0, 0, false},
+      {2, 1, 256, 1, 0, 0, false},    {7, 9, 1024, 64, 5, 256, false},
       {17, 520, 256, 8, 3, 0, false},  // f32/f16/bf16 take the sgemm paths (tiles of 512 rows)
   };
   ThreadPool pool(2);

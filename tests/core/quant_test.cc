@@ -56,8 +56,8 @@ std::vector<Record> ReadVectors(const std::string& path) {
   std::vector<Record> records;
   char magic[4];
   uint32_t version = 0, count = 0;
-  if (!take(magic, 4) || std::memcmp(magic, "MQV1", 4) != 0 || !take(&version, 4) ||
-      version != 1 || !take(&count, 4)) {
+  if (!take(magic, 4) || std::memcmp(magic, "MQV1", 4) != 0 || !take(&version, 4) || version != 1 ||
+      !take(&count, 4)) {
     ADD_FAILURE() << "bad header in " << path;
     return records;
   }
@@ -87,7 +87,8 @@ uint32_t Bits(float f) {
 }
 
 TEST(QuantTest, BitExactWithGgufPy) {
-  const auto records = ReadVectors(std::string(MUNINN_SOURCE_DIR) + "/tests/data/quant_vectors.bin");
+  const auto records =
+      ReadVectors(std::string(MUNINN_SOURCE_DIR) + "/tests/data/quant_vectors.bin");
   ASSERT_FALSE(records.empty());
   std::map<std::string, int> dequant_seen, quant_seen;
   for (const Record& rec : records) {
@@ -100,8 +101,7 @@ TEST(QuantTest, BitExactWithGgufPy) {
       DequantizeRow(*dtype, rec.bytes.data(), got.data(), n);
       for (int64_t i = 0; i < n; ++i) {
         ASSERT_EQ(Bits(got[i]), Bits(rec.floats[i]))
-            << rec.dtype << " element " << i << ": got " << got[i] << ", gguf-py "
-            << rec.floats[i];
+            << rec.dtype << " element " << i << ": got " << got[i] << ", gguf-py " << rec.floats[i];
       }
       ++dequant_seen[rec.dtype];
     } else {
@@ -116,8 +116,8 @@ TEST(QuantTest, BitExactWithGgufPy) {
       ++quant_seen[rec.dtype];
     }
   }
-  for (const char* name : {"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q5_K",
-                           "q6_K"}) {
+  for (const char* name :
+       {"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q5_K", "q6_K"}) {
     EXPECT_GT(dequant_seen[name], 0) << "no dequantization vectors for " << name;
   }
   for (const char* name : {"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0"}) {
@@ -146,10 +146,9 @@ double RoundTripNmse(DType dtype, uint32_t seed) {
 TEST(QuantTest, RoundTripErrorBounds) {
   // Bounds: uniform rounding noise of each format on Gaussian data, with ~1.5-2x headroom.
   const std::map<DType, double> bounds = {
-      {DType::kF32, 0.0},     {DType::kF16, 2e-7},    {DType::kBF16, 2e-5},
-      {DType::kQ8_0, 6e-5},   {DType::kQ8_1, 6e-5},   {DType::kQ8_K, 1e-4},
-      {DType::kQ5_1, 2.5e-3}, {DType::kQ5_0, 3e-3},   {DType::kQ4_1, 1e-2},
-      {DType::kQ4_0, 1e-2}};
+      {DType::kF32, 0.0},   {DType::kF16, 2e-7},  {DType::kBF16, 2e-5},   {DType::kQ8_0, 6e-5},
+      {DType::kQ8_1, 6e-5}, {DType::kQ8_K, 1e-4}, {DType::kQ5_1, 2.5e-3}, {DType::kQ5_0, 3e-3},
+      {DType::kQ4_1, 1e-2}, {DType::kQ4_0, 1e-2}};
   for (const auto& [dtype, bound] : bounds) {
     const double nmse = RoundTripNmse(dtype, 1234);
     EXPECT_LE(nmse, bound) << DTypeName(dtype);
@@ -190,8 +189,7 @@ TEST(QuantTest, QuantizeRowRejectsBadArguments) {
   std::vector<uint8_t> out(1024);
   EXPECT_EQ(QuantizeRow(DType::kQ4_K, x.data(), out.data(), 256).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(QuantizeRow(DType::kI32, x.data(), out.data(), 4).code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeRow(DType::kI32, x.data(), out.data(), 4).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(QuantizeRow(DType::kQ4_0, x.data(), out.data(), 33).code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(QuantizeRow(DType::kQ8_0, x.data(), out.data(), -32).code(),

@@ -15,9 +15,13 @@ namespace muninn::testing {
 // the block is random bytes (every code, scale and min pattern is legal).
 inline std::vector<size_t> KHalfFields(DType d) {
   switch (d) {
-    case DType::kQ4_K: case DType::kQ5_K: return {0, 2};
-    case DType::kQ6_K: return {208};
-    default: return {};
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+      return {0, 2};
+    case DType::kQ6_K:
+      return {208};
+    default:
+      return {};
   }
 }
 

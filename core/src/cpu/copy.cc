@@ -52,14 +52,16 @@ Status Validate(const Tensor& src, const Tensor& dst) {
     if (!CanDequantize(src.dtype()) || !CanQuantize(dst.dtype())) {
       return InvalidArgumentError(
           "Copy: no conversion from " + std::string(DTypeName(src.dtype())) + " to " +
-          std::string(DTypeName(dst.dtype())) + "; sources: f32, f16, bf16 and every block format; "
+          std::string(DTypeName(dst.dtype())) +
+          "; sources: f32, f16, bf16 and every block format; "
           "destinations: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, q8_K");
     }
     if (src.ndim() == 0) return InvalidArgumentError("Copy: converting a 0-d tensor");
   }
   for (int i = 0; i < dst.ndim(); ++i) {
     if (dst.dim(i) > 1 && dst.stride(i) == 0) {
-      return InvalidArgumentError("Copy: dst " + dst.DebugString() + " repeats elements (stride 0)");
+      return InvalidArgumentError("Copy: dst " + dst.DebugString() +
+                                  " repeats elements (stride 0)");
     }
   }
   if (Overlaps(src, dst) && !SameView(src, dst)) {
@@ -88,7 +90,8 @@ Status CopyOp(const CpuContext& ctx, const Tensor& src, Tensor* dst) {
   const size_t d_elem = GetDTypeInfo(dst->dtype()).block_bytes;
   const size_t s_row = *RowBytes(src.dtype(), n), d_row = *RowBytes(dst->dtype(), n);
   const int64_t s_inner = src.stride(-1), d_inner = dst->stride(-1);
-  const int64_t min_chunk = std::max<int64_t>(1, (64 << 10) / static_cast<int64_t>(s_row + d_row + 1));
+  const int64_t min_chunk =
+      std::max<int64_t>(1, (64 << 10) / static_cast<int64_t>(s_row + d_row + 1));
 
   ParallelFor(ctx.pool, rows, min_chunk, [&](int64_t begin, int64_t end) {
     // Per-thread row buffers: the packed source row, the f32 row, the packed destination row.

@@ -64,8 +64,8 @@ Status Validate(const Tensor& table, const Tensor& ids, const Tensor& out) {
   for (int64_t t = 0; t < ids.dim(0); ++t) {
     const int64_t id = IdAt(ids, t);
     if (id < 0 || id >= v) {
-      return InvalidArgumentError("GetRows: ids[" + std::to_string(t) + "] = " +
-                                  std::to_string(id) + " is outside the table's " +
+      return InvalidArgumentError("GetRows: ids[" + std::to_string(t) +
+                                  "] = " + std::to_string(id) + " is outside the table's " +
                                   std::to_string(v) + " rows");
     }
   }

@@ -44,16 +44,17 @@ Status Validate(const Tensor& x, const Tensor& w, const Tensor& out) {
                                 "q8_0, q4_K, q5_K or q6_K)");
   }
   if (w.ndim() != 2 || x.ndim() < 1 || x.ndim() > 2 || out.ndim() != x.ndim()) {
-    return InvalidArgumentError("MatMul: expected w [N, K], x [M, K] or [K], out [M, N] or [N]; "
-                                "got w " + w.shape().ToString() + ", x " + x.shape().ToString() +
-                                ", out " + out.shape().ToString());
+    return InvalidArgumentError(
+        "MatMul: expected w [N, K], x [M, K] or [K], out [M, N] or [N]; "
+        "got w " +
+        w.shape().ToString() + ", x " + x.shape().ToString() + ", out " + out.shape().ToString());
   }
   const int64_t n = w.dim(0), k = w.dim(1);
   const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
   if (x.dim(-1) != k) {
     return InvalidArgumentError("MatMul: x has " + std::to_string(x.dim(-1)) +
-                                " columns but w [N, K] = " + w.shape().ToString() + " has K = " +
-                                std::to_string(k));
+                                " columns but w [N, K] = " + w.shape().ToString() +
+                                " has K = " + std::to_string(k));
   }
   if (out.dim(-1) != n || (out.ndim() == 2 && out.dim(0) != m)) {
     return InvalidArgumentError("MatMul: out " + out.shape().ToString() + " should be [" +
@@ -61,9 +62,10 @@ Status Validate(const Tensor& x, const Tensor& w, const Tensor& out) {
                                 std::to_string(n) + "]");
   }
   if (!x.rows_contiguous() || !out.rows_contiguous() || !w.rows_contiguous()) {
-    return InvalidArgumentError("MatMul: the innermost dimension of x, w and out must be packed "
-                                "(row strides may be anything); got x " + x.DebugString() +
-                                ", w " + w.DebugString() + ", out " + out.DebugString());
+    return InvalidArgumentError(
+        "MatMul: the innermost dimension of x, w and out must be packed "
+        "(row strides may be anything); got x " +
+        x.DebugString() + ", w " + w.DebugString() + ", out " + out.DebugString());
   }
   RETURN_IF_ERROR(CheckRowAlignment(kOp, "x", x, 4));
   RETURN_IF_ERROR(CheckRowAlignment(kOp, "out", out, 4));
@@ -83,8 +85,7 @@ int64_t TileRows(size_t w_row_bytes) {
                              1, 64);
 }
 
-void Sgemm(const Tensor& x, const Tensor& w, Tensor* out, int64_t m,
-           int64_t n, int64_t k) {
+void Sgemm(const Tensor& x, const Tensor& w, Tensor* out, int64_t m, int64_t n, int64_t k) {
   // Row-major: out[m, n] = x[m, k] · w[n, k]ᵀ, with the row strides of the views as leading
   // dimensions (all three have packed rows, checked above).
   const auto ld = [](const Tensor& t, int64_t cols) {
@@ -122,9 +123,9 @@ void HalfWeightsSgemm(const CpuContext& ctx, const Tensor& x, const Tensor& w, T
       }
     });
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
-                static_cast<blasint>(rows), static_cast<blasint>(k), 1.0f,
-                x.data_as<const float>(), ld(x, k), tile.get(), static_cast<blasint>(k), 0.0f,
-                out->data_as<float>() + t0, ld(*out, n));
+                static_cast<blasint>(rows), static_cast<blasint>(k), 1.0f, x.data_as<const float>(),
+                ld(x, k), tile.get(), static_cast<blasint>(k), 0.0f, out->data_as<float>() + t0,
+                ld(*out, n));
   }
 }
 
@@ -138,7 +139,7 @@ Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
   RETURN_IF_ERROR(Validate(x, w, *out));
   const int64_t n = w.dim(0), k = w.dim(1);
   const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
-  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;      // bytes
+  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;          // bytes
   const int64_t out_stride = out->ndim() == 2 ? out->stride(0) : 0;  // bytes
   if (m == 0 || n == 0) return Status::Ok();
   auto* out_base = static_cast<char*>(out->data());
@@ -168,8 +169,9 @@ Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
   if (act != DType::kF32) {
     const std::optional<size_t> row_bytes = RowBytes(act, k);
     if (!row_bytes) {
-      return InvalidArgumentError("MatMul: K = " + std::to_string(k) + " is not a multiple of the " +
-                                  std::string(DTypeName(act)) + " block size");
+      return InvalidArgumentError("MatMul: K = " + std::to_string(k) +
+                                  " is not a multiple of the " + std::string(DTypeName(act)) +
+                                  " block size");
     }
     act_stride = static_cast<int64_t>(*row_bytes);
     act_storage.reset(new float[(static_cast<size_t>(m) * *row_bytes + 3) / 4]);
@@ -189,8 +191,8 @@ Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
   const auto* w_base = static_cast<const char*>(w.data());
   const int64_t tile = TileRows(w_row_bytes);
   // Enough rows per thread that waking the pool is worth it (~64 KiB of weights x activations).
-  const int64_t min_chunk =
-      std::max<int64_t>(1, static_cast<int64_t>((64u << 10) / (w_row_bytes * static_cast<size_t>(m))));
+  const int64_t min_chunk = std::max<int64_t>(
+      1, static_cast<int64_t>((64u << 10) / (w_row_bytes * static_cast<size_t>(m))));
   ParallelFor(ctx.pool, n, min_chunk, [&](int64_t begin, int64_t end) {
     for (int64_t t0 = begin; t0 < end; t0 += tile) {
       const int64_t t1 = std::min(end, t0 + tile);

@@ -207,13 +207,20 @@ float DotBF16(int64_t n, const void* vw, const void* vx) {
 
 DType ActivationDType(DType weight) {
   switch (weight) {
-    case DType::kF32: case DType::kF16: case DType::kBF16:
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
       return DType::kF32;
-    case DType::kQ4_0: case DType::kQ5_0: case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ5_0:
+    case DType::kQ8_0:
       return DType::kQ8_0;
-    case DType::kQ4_1: case DType::kQ5_1:
+    case DType::kQ4_1:
+    case DType::kQ5_1:
       return DType::kQ8_1;
-    case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
       return DType::kQ8_K;
     default:
       return DType::kCount;
@@ -222,18 +229,30 @@ DType ActivationDType(DType weight) {
 
 VecDotFn ScalarVecDot(DType weight) {
   switch (weight) {
-    case DType::kF32: return DotF32;
-    case DType::kF16: return DotF16;
-    case DType::kBF16: return DotBF16;
-    case DType::kQ4_0: return DotQ4_0;
-    case DType::kQ4_1: return DotQ4_1;
-    case DType::kQ5_0: return DotQ5_0;
-    case DType::kQ5_1: return DotQ5_1;
-    case DType::kQ8_0: return DotQ8_0;
-    case DType::kQ4_K: return DotQ4_K;
-    case DType::kQ5_K: return DotQ5_K;
-    case DType::kQ6_K: return DotQ6_K;
-    default: return nullptr;
+    case DType::kF32:
+      return DotF32;
+    case DType::kF16:
+      return DotF16;
+    case DType::kBF16:
+      return DotBF16;
+    case DType::kQ4_0:
+      return DotQ4_0;
+    case DType::kQ4_1:
+      return DotQ4_1;
+    case DType::kQ5_0:
+      return DotQ5_0;
+    case DType::kQ5_1:
+      return DotQ5_1;
+    case DType::kQ8_0:
+      return DotQ8_0;
+    case DType::kQ4_K:
+      return DotQ4_K;
+    case DType::kQ5_K:
+      return DotQ5_K;
+    case DType::kQ6_K:
+      return DotQ6_K;
+    default:
+      return nullptr;
   }
 }
 

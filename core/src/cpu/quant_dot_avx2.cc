@@ -33,10 +33,10 @@ inline __m256i UnpackNibbles16(const uint8_t* qs) {
 
 // Byte i is 0xFF when bit i of `bits` is set, else 0.
 inline __m256i BitsToBytes(uint32_t bits) {
-  const __m256i spread = _mm256_shuffle_epi8(
-      _mm256_set1_epi32(static_cast<int>(bits)),
-      _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
-                         0x0303030303030303));
+  const __m256i spread =
+      _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                          _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                             0x0202020202020202, 0x0303030303030303));
   const __m256i mask = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
   return _mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask);
 }
@@ -88,8 +88,8 @@ float DotQ5_0(int64_t n, const void* vw, const void* vx) {
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQK; ++i) {
     const __m256i hi = _mm256_and_si256(BitsToBytes(LoadU32(w[i].qh)), _mm256_set1_epi8(0x10));
-    const __m256i q = _mm256_sub_epi8(_mm256_or_si256(UnpackNibbles16(w[i].qs), hi),
-                                      _mm256_set1_epi8(16));
+    const __m256i q =
+        _mm256_sub_epi8(_mm256_or_si256(UnpackNibbles16(w[i].qs), hi), _mm256_set1_epi8(16));
     const __m256i p = DotI8I8(q, Load256(x[i].qs));
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(F16(w[i].d) * F16(x[i].d)), acc);
   }
@@ -227,8 +227,8 @@ float DotQ6_K(int64_t n, const void* vw, const void* vx) {
       for (int k = 0; k < 4; ++k) {
         const __m256i p = _mm256_maddubs_epi16(q[k], Load256(x[i].qs + 128 * h + 32 * k));
         const int g = 8 * h + 2 * k;
-        const __m256i s = _mm256_set_m128i(_mm_set1_epi16(w[i].scales[g + 1]),
-                                           _mm_set1_epi16(w[i].scales[g]));
+        const __m256i s =
+            _mm256_set_m128i(_mm_set1_epi16(w[i].scales[g + 1]), _mm_set1_epi16(w[i].scales[g]));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
       }
     }
@@ -304,18 +304,30 @@ void Avx2HalfToF32(DType dtype, const uint16_t* src, float* dst, int64_t n) {
 
 VecDotFn Avx2VecDot(DType weight) {
   switch (weight) {
-    case DType::kF32: return DotF32;
-    case DType::kF16: return DotF16;
-    case DType::kBF16: return DotBF16;
-    case DType::kQ4_0: return DotQ4_0;
-    case DType::kQ4_1: return DotQ4_1;
-    case DType::kQ5_0: return DotQ5_0;
-    case DType::kQ5_1: return DotQ5_1;
-    case DType::kQ8_0: return DotQ8_0;
-    case DType::kQ4_K: return DotQ4_K;
-    case DType::kQ5_K: return DotQ5_K;
-    case DType::kQ6_K: return DotQ6_K;
-    default: return nullptr;
+    case DType::kF32:
+      return DotF32;
+    case DType::kF16:
+      return DotF16;
+    case DType::kBF16:
+      return DotBF16;
+    case DType::kQ4_0:
+      return DotQ4_0;
+    case DType::kQ4_1:
+      return DotQ4_1;
+    case DType::kQ5_0:
+      return DotQ5_0;
+    case DType::kQ5_1:
+      return DotQ5_1;
+    case DType::kQ8_0:
+      return DotQ8_0;
+    case DType::kQ4_K:
+      return DotQ4_K;
+    case DType::kQ5_K:
+      return DotQ5_K;
+    case DType::kQ6_K:
+      return DotQ6_K;
+    default:
+      return nullptr;
   }
 }
 

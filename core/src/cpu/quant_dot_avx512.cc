@@ -1,7 +1,8 @@
-// AVX-512 (F/BW/VL/DQ) dot kernels for the formats where the wider registers pay: the plain float
-// formats (16 lanes per instruction) and the 32-element block formats (two blocks per register).
-// The K-quants use the AVX2 kernels on AVX-512 machines (their per-sub-block scales already fill
-// 256-bit registers). Called only when the CPU supports AVX-512.
+// AVX-512 (F/BW/VL/DQ) dot kernels: the plain float formats (16 lanes per instruction) and the
+// q4_0/q4_1/q8_0 block formats (two blocks per register). The other block formats use the AVX2
+// kernels on AVX-512 machines. First measurements (on a loaded 2-core Zen 4 VM) put the block
+// kernels level with AVX2, not ahead; bench/core/quant_bench.cc (BM_MatVec isa:1 vs isa:2) is the
+// check to re-run before keeping them. Called only when the CPU supports AVX-512.
 // GCC 12 reports its own _mm512_undefined_*() placeholders (the pass-through operand of many
 // AVX-512 intrinsics) as uninitialized once they are inlined here; that is a false positive
 // (GCC bug 105593), so these two warnings are off for the intrinsic headers included below.
@@ -69,9 +70,9 @@ float DotQ4_0(int64_t n, const void* vw, const void* vx) {
   if (i < nb) {  // odd block count: the last block on 256 bits
     const __m256i q = _mm256_sub_epi8(UnpackNibbles16(w[i].qs), _mm256_set1_epi8(8));
     const __m256i xq = Load256(x[i].qs);
-    const __m256i p = _mm256_madd_epi16(
-        _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xq, q)),
-        _mm256_set1_epi16(1));
+    const __m256i p =
+        _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xq, q)),
+                          _mm256_set1_epi16(1));
     sum += Hsum256(_mm256_cvtepi32_ps(p)) * (F16(w[i].d) * F16(x[i].d));
   }
   return sum;
@@ -95,8 +96,7 @@ float DotQ4_1(int64_t n, const void* vw, const void* vx) {
   if (i < nb) {
     const __m256i p = _mm256_madd_epi16(
         _mm256_maddubs_epi16(UnpackNibbles16(w[i].qs), Load256(x[i].qs)), _mm256_set1_epi16(1));
-    sum += Hsum256(_mm256_cvtepi32_ps(p)) * (F16(w[i].d) * F16(x[i].d)) +
-           F16(w[i].m) * F16(x[i].s);
+    sum += Hsum256(_mm256_cvtepi32_ps(p)) * (F16(w[i].d) * F16(x[i].d)) + F16(w[i].m) * F16(x[i].s);
   }
   return sum;
 }
@@ -176,13 +176,20 @@ float DotHalf(int64_t n, const void* vw, const void* vx) {
 
 VecDotFn Avx512VecDot(DType weight) {
   switch (weight) {
-    case DType::kF32: return DotF32;
-    case DType::kF16: return DotHalf<LoadF16x16>;
-    case DType::kBF16: return DotHalf<LoadBF16x16>;
-    case DType::kQ4_0: return DotQ4_0;
-    case DType::kQ4_1: return DotQ4_1;
-    case DType::kQ8_0: return DotQ8_0;
-    default: return nullptr;
+    case DType::kF32:
+      return DotF32;
+    case DType::kF16:
+      return DotHalf<LoadF16x16>;
+    case DType::kBF16:
+      return DotHalf<LoadBF16x16>;
+    case DType::kQ4_0:
+      return DotQ4_0;
+    case DType::kQ4_1:
+      return DotQ4_1;
+    case DType::kQ8_0:
+      return DotQ8_0;
+    default:
+      return nullptr;
   }
 }
 

@@ -53,11 +53,18 @@ inline Status CheckRowAlignment(const char* op, const char* name, const Tensor& 
 // block's widest field for block formats.
 inline size_t RowAlignment(DType dtype) {
   switch (dtype) {
-    case DType::kF32: case DType::kI32: return 4;
-    case DType::kF64: case DType::kI64: return 8;
-    case DType::kU8: return 1;
-    case DType::kQ8_K: return 4;
-    default: return 2;
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kF64:
+    case DType::kI64:
+      return 8;
+    case DType::kU8:
+      return 1;
+    case DType::kQ8_K:
+      return 4;
+    default:
+      return 2;
   }
 }
 

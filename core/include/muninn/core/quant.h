@@ -17,7 +17,7 @@
 
 namespace muninn {
 
-inline constexpr int kQK = 32;    // elements per block of the *_0 / *_1 formats
+inline constexpr int kQK = 32;     // elements per block of the *_0 / *_1 formats
 inline constexpr int kQK_K = 256;  // elements per super-block of the K formats
 
 // q4_0, 18 bytes. x = (q - 8) * d.
