@@ -7,6 +7,8 @@ namespace muninn::tools {
 
 // `muninn system` — what this machine and build can do (CPU features, kernels, threads).
 void RegisterSystemCommands(CLI::App& app, CommandContext& ctx);
+// `muninn embed` — sentence embeddings from a BERT encoder folder (all-MiniLM-L6-v2 by default).
+void RegisterEmbedCommands(CLI::App& app, CommandContext& ctx);
 // `muninn bank stats|verify|compact` — inspect and maintain a memory bank.
 void RegisterBankCommands(CLI::App& app, CommandContext& ctx);
 // `muninn model info` — what a checkpoint holds (architecture, hyperparameters, tensors).

@@ -8,6 +8,7 @@ namespace muninn::tools {
 
 void RegisterCommands(CLI::App& app, CommandContext& ctx) {
   RegisterSystemCommands(app, ctx);
+  RegisterEmbedCommands(app, ctx);
   RegisterBankCommands(app, ctx);
   RegisterModelCommands(app, ctx);
 }
