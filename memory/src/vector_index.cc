@@ -1,6 +1,7 @@
 #include "vector_index.h"
 
 #include <fcntl.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <limits>
 
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
@@ -56,6 +58,28 @@ std::unique_ptr<faiss::IndexIDMap2> NewFlatIdMap(int64_t dim) {
   map->own_fields = true;
   return map;
 }
+
+// FAISS parallelises a search over its queries (Flat below its BLAS threshold, HNSW, IVF), so
+// threads beyond the number of queries only wait at barriers, and on a busy machine a barrier
+// waiting for a descheduled thread turns a 100 us query into milliseconds. Limits the calling
+// thread's OpenMP team to the number of queries for the duration of one search.
+class OmpTeamLimit {
+ public:
+  explicit OmpTeamLimit(int64_t n_queries) : prev_(omp_get_max_threads()) {
+#if defined(__SANITIZE_THREAD__)
+    // libgomp is not instrumented: ThreadSanitizer cannot see its barriers and would report the
+    // team's reads of the bank's bookkeeping as races with later writers. Search single-threaded.
+    n_queries = 1;
+#endif
+    if (n_queries < prev_) omp_set_num_threads(static_cast<int>(std::max<int64_t>(1, n_queries)));
+  }
+  ~OmpTeamLimit() { omp_set_num_threads(prev_); }
+  OmpTeamLimit(const OmpTeamLimit&) = delete;
+  OmpTeamLimit& operator=(const OmpTeamLimit&) = delete;
+
+ private:
+  int prev_;
+};
 
 void SortHits(std::vector<IndexHit>* hits, int64_t k) {
   std::sort(hits->begin(), hits->end(), [](const IndexHit& a, const IndexHit& b) {
@@ -217,6 +241,7 @@ Status VectorIndex::Reconstruct(int64_t id, float* out) const {
 Status VectorIndex::Add(int64_t n, const float* x, const int64_t* ids) {
   if (n == 0) return Status::Ok();
   static_assert(sizeof(idx_t) == sizeof(int64_t));
+  OmpTeamLimit team(std::numeric_limits<int64_t>::max());
   RETURN_IF_ERROR(Guard("index add", [&]() -> Status {
     faiss::IndexIDMap2* target = maps_->staging ? maps_->staging.get() : maps_->main.get();
     target->add_with_ids(n, x, reinterpret_cast<const idx_t*>(ids));
@@ -248,6 +273,7 @@ Status VectorIndex::MaybeTrain() {
 
 Status VectorIndex::Remove(std::span<const int64_t> ids) {
   if (ids.empty()) return Status::Ok();
+  OmpTeamLimit team(std::numeric_limits<int64_t>::max());
   return Guard("index remove", [&]() -> Status {
     std::vector<idx_t> in_main, in_staging;
     for (int64_t id : ids) {
@@ -361,6 +387,7 @@ Status VectorIndex::Search(const float* queries, int64_t n_queries, int64_t k,
   results->assign(static_cast<size_t>(n_queries), {});
   if (k <= 0 || n_queries <= 0) return Status::Ok();
   return Guard("index search", [&]() -> Status {
+    OmpTeamLimit team(n_queries);
     RETURN_IF_ERROR(SearchOne(*maps_->main, main_is_flat_, options_, tombstones_, queries,
                               n_queries, k, accept, results));
     if (maps_->staging) {

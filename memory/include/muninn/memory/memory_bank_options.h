@@ -69,8 +69,9 @@ struct MemoryBankOptions {
   // Non-Flat indexes: extra candidates fetched when a filter is set (results are filtered after
   // the search). Flat indexes are filtered inside the search and are always exact.
   int64_t overfetch_factor = 4;
-  // HNSW search depth (efSearch). 0 keeps FAISS's default (16).
-  int64_t hnsw_ef_search = 64;
+  // HNSW search depth (efSearch). 0 keeps FAISS's default (16). 128 gives recall@8 >= 0.95 on
+  // the benchmark's data at 100k chunks (bench/memory/memory_bank_bench.cc).
+  int64_t hnsw_ef_search = 128;
   // Indexes that need training (IVF...) keep vectors in an exact staging index until this many
   // exist, then train on them.
   int64_t train_min_chunks = 10000;
