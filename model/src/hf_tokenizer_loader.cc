@@ -16,8 +16,9 @@ namespace {
 
 using nlohmann::json;
 
-// Ids beyond this are treated as corrupt rather than allocated for.
-constexpr int64_t kMaxVocab = 1 << 24;
+// Ids beyond this are treated as corrupt rather than allocated for (the largest real
+// vocabularies have ~260k tokens).
+constexpr int64_t kMaxVocab = 1 << 21;
 constexpr uintmax_t kMaxTokenizerFileBytes = 1ull << 30;
 
 StatusOr<std::string> ReadTextFile(const std::string& path) {

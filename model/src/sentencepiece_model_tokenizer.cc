@@ -129,6 +129,7 @@ class SentencePieceModelTokenizer final : public Tokenizer {
     for (int id = 0; id < vocab_size(); ++id) {
       if (sp_.IsControl(id)) controls_.Add(sp_.IdToPiece(id), id, /*is_control=*/true);
     }
+    controls_.Build();
     const std::vector<int> probe = sp_.EncodeAsIds("a");
     dummy_prefix_ = !probe.empty() && sp_.IdToPiece(probe[0]).starts_with(kSpaceMark);
   }

@@ -68,11 +68,15 @@ void SpecialTokenMatcher::Add(std::string text, TokenId id, bool is_control) {
   if (text.empty()) return;
   const auto first = static_cast<uint8_t>(text[0]);
   entries_.push_back({std::move(text), id, is_control});
-  auto& bucket = by_first_byte_[first];
-  bucket.push_back(static_cast<uint32_t>(entries_.size() - 1));
-  std::stable_sort(bucket.begin(), bucket.end(), [this](uint32_t a, uint32_t b) {
-    return entries_[a].text.size() > entries_[b].text.size();
-  });
+  by_first_byte_[first].push_back(static_cast<uint32_t>(entries_.size() - 1));
+}
+
+void SpecialTokenMatcher::Build() {
+  for (auto& bucket : by_first_byte_) {
+    std::stable_sort(bucket.begin(), bucket.end(), [this](uint32_t a, uint32_t b) {
+      return entries_[a].text.size() > entries_[b].text.size();
+    });
+  }
 }
 
 const SpecialTokenMatcher::Entry* SpecialTokenMatcher::MatchAt(std::string_view text, size_t pos,
@@ -136,6 +140,7 @@ Status VocabTokenizer::InitVocab(const VocabSpec& spec, bool default_add_bos) {
       special_.Add(tokens_[i], static_cast<TokenId>(i), types_[i] == TokenType::kControl);
     }
   }
+  special_.Build();
   bos_id_ = spec.bos_id;
   eos_id_ = spec.eos_id;
   unk_id_ = spec.unk_id;

@@ -17,7 +17,10 @@ namespace muninn::model::internal {
 // Finds atomic special tokens in text. Longest match wins at each position.
 class SpecialTokenMatcher {
  public:
+  // Adds a token; call Build() after the last Add and before Split.
   void Add(std::string text, TokenId id, bool is_control);
+  // Orders the candidates of each first byte longest first.
+  void Build();
   // Calls on_text(fragment) for ordinary text and on_token(id) for matched tokens, in order.
   // Control tokens are matched only when `parse_control` is true.
   template <typename OnText, typename OnToken>

@@ -82,6 +82,7 @@ Status WordPieceTokenizer::Init(const VocabSpec& spec) {
       special_.Add(name, id, /*is_control=*/true);
     }
   }
+  special_.Build();
   return Status::Ok();
 }
 

@@ -314,5 +314,37 @@ TEST(TokenizerFactoryTest, RejectsBadVocabularies) {
   EXPECT_EQ(CreateTokenizer(b).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(TokenizerFactoryTest, MutatedTokenizerJsonNeverCrashes) {
+  const std::string base =
+      R"({"added_tokens": [{"id": 3, "content": "[CLS]", "special": true}],)"
+      R"("normalizer": {"type": "BertNormalizer", "lowercase": true},)"
+      R"("post_processor": {"type": "TemplateProcessing", "single": [)"
+      R"({"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A"}}],)"
+      R"("special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [3]}}},)"
+      R"("model": {"type": "WordPiece", "unk_token": "[UNK]",)"
+      R"("vocab": {"[UNK]": 0, "a": 1, "##b": 2, "[CLS]": 3}}})";
+  auto ok = ParseHfTokenizerJson(base);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)->Encode("ab", true, false), (Ids{3, 1, 2}));
+  const uint32_t seed = 99;
+  std::mt19937 rng(seed);
+  const std::string alphabet = "{}[]\":,0123456789-eE.tfn \\";
+  int parsed = 0;
+  for (int iter = 0; iter < 400; ++iter) {
+    std::string text = base;
+    for (int m = 1 + static_cast<int>(rng() % 3); m > 0; --m) {
+      const size_t pos = rng() % text.size();
+      text[pos] = rng() % 2 ? alphabet[rng() % alphabet.size()] : static_cast<char>(rng());
+    }
+    auto t = ParseHfTokenizerJson(text);  // must return, never crash or throw
+    if (!t.ok()) continue;
+    ++parsed;
+    for (TokenId id : (*t)->Encode("a ab [CLS] b", true, true)) {
+      ASSERT_TRUE(id >= 0 && id < (*t)->vocab_size()) << "seed " << seed << " iteration " << iter;
+    }
+  }
+  EXPECT_GT(parsed, 0);
+}
+
 }  // namespace
 }  // namespace muninn::model
