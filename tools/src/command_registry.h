@@ -13,5 +13,9 @@ void RegisterEmbedCommands(CLI::App& app, CommandContext& ctx);
 void RegisterBankCommands(CLI::App& app, CommandContext& ctx);
 // `muninn model info` — what a checkpoint holds (architecture, hyperparameters, tensors).
 void RegisterModelCommands(CLI::App& app, CommandContext& ctx);
+// `muninn generate`, `muninn logits` — text generation and last-position logits (llama models).
+void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx);
+// `muninn bench` — llama-bench style ppN / tgN throughput.
+void RegisterBenchCommands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace muninn::tools

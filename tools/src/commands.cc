@@ -8,6 +8,8 @@ namespace muninn::tools {
 
 void RegisterCommands(CLI::App& app, CommandContext& ctx) {
   RegisterSystemCommands(app, ctx);
+  RegisterGenerateCommands(app, ctx);
+  RegisterBenchCommands(app, ctx);
   RegisterEmbedCommands(app, ctx);
   RegisterBankCommands(app, ctx);
   RegisterModelCommands(app, ctx);

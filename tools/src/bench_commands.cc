@@ -1,0 +1,179 @@
+// `muninn bench`: prompt-processing (ppN) and text-generation (tgN) throughput, measured the way
+// llama-bench measures it: random token ids, a fresh (empty) KV cache per repetition, one warm-up
+// run that is not counted; ppN = N tokens in one batched forward, tgN = N single-token decode steps
+// from an empty context; tokens/s reported as mean ± sample stddev over the repetitions.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "command_registry.h"
+#include "llm_cli.h"
+#include "muninn/core/cpu_features.h"
+
+namespace muninn::tools {
+namespace {
+
+struct BenchFlags {
+  std::string model;
+  int32_t n_prompt = 512;
+  int32_t n_gen = 128;
+  int threads = 0;
+  int32_t reps = 5;
+  bool json = false;
+};
+
+struct BenchResult {
+  std::string test;  // "pp512", "tg128"
+  int32_t n_prompt = 0;
+  int32_t n_gen = 0;
+  std::vector<double> samples_ts;
+  double mean = 0.0;
+  double stddev = 0.0;
+};
+
+using Clock = std::chrono::steady_clock;
+
+// Token ids from a fixed xorshift stream: the same "text" in every run and repetition.
+std::vector<model::TokenId> RandomIds(int32_t n, int32_t n_vocab, uint64_t seed) {
+  std::vector<model::TokenId> ids(static_cast<size_t>(n));
+  uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+  for (auto& id : ids) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    id = static_cast<model::TokenId>(x % static_cast<uint64_t>(n_vocab));
+  }
+  return ids;
+}
+
+// Seconds for one repetition of the test; the cache is cleared first.
+StatusOr<double> RunOnce(model::Model& m, model::KvCache& cache, const BenchResult& b,
+                         const std::vector<model::TokenId>& ids) {
+  cache.Clear();
+  const auto t0 = Clock::now();
+  if (b.n_prompt > 0) {
+    RETURN_IF_ERROR(m.Forward(ids, &cache).status());
+  } else {
+    for (int32_t i = 0; i < b.n_gen; ++i) {
+      const model::TokenId one[] = {ids[static_cast<size_t>(i)]};
+      RETURN_IF_ERROR(m.Forward(one, &cache).status());
+    }
+  }
+  RETURN_IF_ERROR(m.backend()->Synchronize());
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+int RunBench(const BenchFlags& f) {
+  if (f.n_prompt < 0 || f.n_gen < 0 || f.reps < 1 || (f.n_prompt == 0 && f.n_gen == 0)) {
+    std::fprintf(stderr, "muninn bench: need -p >= 0, -n >= 0 (not both 0) and -r >= 1\n");
+    return 1;
+  }
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false);
+  if (!cm.ok()) {
+    std::fprintf(stderr, "muninn bench: %s\n", cm.status().ToString().c_str());
+    return 1;
+  }
+  model::Model& m = *(*cm)->loaded.model;
+  model::KvCacheOptions co;
+  co.n_ctx = std::max(f.n_prompt, f.n_gen);
+  auto cache = m.NewKvCache(co);
+  if (!cache.ok()) {
+    std::fprintf(stderr, "muninn bench: %s\n", cache.status().ToString().c_str());
+    return 1;
+  }
+  std::vector<BenchResult> tests;
+  if (f.n_prompt > 0) tests.push_back({"pp" + std::to_string(f.n_prompt), f.n_prompt, 0, {}, 0, 0});
+  if (f.n_gen > 0) tests.push_back({"tg" + std::to_string(f.n_gen), 0, f.n_gen, {}, 0, 0});
+
+  for (BenchResult& b : tests) {
+    const int32_t n = b.n_prompt > 0 ? b.n_prompt : b.n_gen;
+    const std::vector<model::TokenId> ids = RandomIds(n, m.config().n_vocab, 42);
+    for (int32_t r = -1; r < f.reps; ++r) {  // r = -1: warm-up
+      auto secs = RunOnce(m, **cache, b, ids);
+      if (!secs.ok()) {
+        std::fprintf(stderr, "muninn bench: %s: %s\n", b.test.c_str(),
+                     secs.status().ToString().c_str());
+        return 1;
+      }
+      if (r >= 0) b.samples_ts.push_back(n / *secs);
+    }
+    double sum = 0.0;
+    for (double v : b.samples_ts) sum += v;
+    b.mean = sum / b.samples_ts.size();
+    double var = 0.0;
+    for (double v : b.samples_ts) var += (v - b.mean) * (v - b.mean);
+    b.stddev = b.samples_ts.size() > 1 ? std::sqrt(var / (b.samples_ts.size() - 1)) : 0.0;
+  }
+
+  int64_t n_params = 0;
+  const model::ModelWeights& w = m.weights();
+  n_params += w.tok_embd.numel() + w.output_norm.numel();
+  if (w.output.data() != w.tok_embd.data()) n_params += w.output.numel();
+  for (const model::LayerWeights& l : w.layers) {
+    for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate,
+                            &l.w_up, &l.w_down}) {
+      n_params += t->numel();
+    }
+  }
+  const int threads = (*cm)->pool->num_threads();
+  const std::string backend = m.backend()->name();
+  if (f.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const BenchResult& b : tests) {
+      out.push_back({{"model", (*cm)->path},
+                     {"model_size", m.weight_bytes()},
+                     {"model_n_params", n_params},
+                     {"backend", backend},
+                     {"n_threads", threads},
+                     {"test", b.test},
+                     {"n_prompt", b.n_prompt},
+                     {"n_gen", b.n_gen},
+                     {"avg_ts", b.mean},
+                     {"stddev_ts", b.stddev},
+                     {"samples_ts", b.samples_ts}});
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::printf("| %-40s | %10s | %8s | %-12s | %7s | %8s | %20s |\n", "model", "size", "params",
+              "backend", "threads", "test", "t/s");
+  std::printf("| %.40s | %.10s | %.8s | %.12s | %.7s | %.8s | %.20s |\n",
+              "----------------------------------------", "----------", "--------",
+              "------------", "-------", "--------", "--------------------");
+  const std::string name = std::filesystem::path((*cm)->path).filename().string();
+  for (const BenchResult& b : tests) {
+    char ts[64];
+    std::snprintf(ts, sizeof(ts), "%.2f ± %.2f", b.mean, b.stddev);
+    std::printf("| %-40.40s | %6.2f MiB | %6.1f M | %-12s | %7d | %8s | %20s |\n", name.c_str(),
+                m.weight_bytes() / 1048576.0, n_params / 1e6, backend.c_str(), threads,
+                b.test.c_str(), ts);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
+  auto* cmd = app.add_subcommand(
+      "bench", "Prompt processing (ppN) and generation (tgN) speed, llama-bench style");
+  auto f = std::make_shared<BenchFlags>();
+  cmd->add_option("-m,--model", f->model,
+                  std::string("GGUF file or Hugging Face folder (default: ") + kDefaultLlmPath + ")");
+  cmd->add_option("-p,--n-prompt", f->n_prompt, "Prompt tokens per pp test (0 = skip)")
+      ->capture_default_str();
+  cmd->add_option("-n,--n-gen", f->n_gen, "Generated tokens per tg test (0 = skip)")
+      ->capture_default_str();
+  cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("-r,--repetitions", f->reps, "Repetitions per test")->capture_default_str();
+  cmd->add_flag("--json", f->json, "Print JSON");
+  cmd->callback([&ctx, f] { ctx.exit_code = RunBench(*f); });
+}
+
+}  // namespace muninn::tools

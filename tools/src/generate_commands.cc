@@ -1,0 +1,242 @@
+// `muninn generate` (streamed text generation) and `muninn logits` (last-position top-K logits).
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "command_registry.h"
+#include "llm_cli.h"
+#include "muninn/model/chat_template.h"
+#include "muninn/model/generator.h"
+
+namespace muninn::tools {
+namespace {
+
+struct GenerateFlags {
+  std::string model;
+  std::string prompt;
+  std::string system;
+  int32_t n_predict = 128;
+  float temp = 0.8f;
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  int32_t repeat_last_n = 64;
+  int64_t seed = -1;  // -1: a fresh seed, printed so the run can be repeated
+  int64_t ctx = 0;    // 0: min(trained context, 4096)
+  std::vector<std::string> stop;
+  bool chat = false;
+  bool ignore_eos = false;
+  int threads = 0;
+};
+
+int Fail(const char* cmd, const Status& s) {
+  std::fprintf(stderr, "muninn %s: %s\n", cmd, s.ToString().c_str());
+  return 1;
+}
+
+// The prompt ids: rendered through the checkpoint's chat template with --chat, plain otherwise.
+// Special-token text (<|im_start|>) in the prompt is parsed as the special token either way.
+StatusOr<std::vector<model::TokenId>> PromptIds(const model::LoadedModel& lm,
+                                                const std::string& prompt, bool chat,
+                                                const std::string& system) {
+  const model::Tokenizer& tok = *lm.tokenizer;
+  if (!chat) return tok.Encode(prompt, /*add_special=*/true, /*parse_special=*/true);
+  auto tmpl = model::ChatTemplate::FromJinja(lm.chat_template);
+  if (!tmpl.ok()) {
+    std::fprintf(stderr, "muninn generate: %s; using the plain 'role: content' format\n",
+                 tmpl.status().ToString().c_str());
+    tmpl = model::ChatTemplate::Plain();
+  }
+  std::vector<model::ChatMessage> messages;
+  if (!system.empty()) messages.push_back({"system", system});
+  messages.push_back({"user", prompt});
+  ASSIGN_OR_RETURN(std::string text, tmpl->Render(messages, /*add_generation_prompt=*/true));
+  return tok.Encode(text, /*add_special=*/false, /*parse_special=*/true);
+}
+
+int RunGenerate(const GenerateFlags& f) {
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true);
+  if (!cm.ok()) return Fail("generate", cm.status());
+  model::LoadedModel& lm = (*cm)->loaded;
+  auto ids = PromptIds(lm, f.prompt, f.chat, f.system);
+  if (!ids.ok()) return Fail("generate", ids.status());
+
+  model::KvCacheOptions co;
+  const int64_t trained = lm.model->config().n_ctx_train;
+  co.n_ctx = f.ctx > 0 ? f.ctx : (trained > 0 ? std::min<int64_t>(trained, 4096) : 4096);
+  auto cache = lm.model->NewKvCache(co);
+  if (!cache.ok()) return Fail("generate", cache.status());
+
+  model::GenerateOptions go;
+  go.max_tokens = f.n_predict;
+  go.sampler.temperature = f.temp;
+  go.sampler.top_k = f.top_k;
+  go.sampler.top_p = f.top_p;
+  go.sampler.min_p = f.min_p;
+  go.sampler.repeat_penalty = f.repeat_penalty;
+  go.sampler.repeat_last_n = f.repeat_last_n;
+  go.sampler.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
+  go.stop = f.stop;
+  go.stop_at_eog = !f.ignore_eos;
+  go.on_text = [](std::string_view s) {
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+  };
+  auto res = model::Generate(*lm.model, **cache, lm.tokenizer.get(), *ids, go);
+  std::printf("\n");
+  std::fflush(stdout);  // the stats line on stderr comes after the text
+  if (!res.ok()) return Fail("generate", res.status());
+  const double pp = res->prefill_seconds > 0 ? res->n_prompt / res->prefill_seconds : 0.0;
+  const double tg = res->decode_seconds > 0 ? res->tokens.size() / res->decode_seconds : 0.0;
+  std::fprintf(stderr,
+               "[%lld prompt tokens, %.1f t/s | %zu generated, %.1f t/s | stop: %s | seed %llu]\n",
+               static_cast<long long>(res->n_prompt), pp, res->tokens.size(), tg,
+               model::StopReasonName(res->stop_reason),
+               static_cast<unsigned long long>(go.sampler.seed));
+  if (res->stop_reason == model::StopReason::kContextFull) {
+    std::fprintf(stderr,
+                 "muninn generate: the context (%lld tokens) is full; raise --ctx or use "
+                 "`muninn ask`/`summarize` for long inputs\n",
+                 static_cast<long long>(co.n_ctx));
+    return 2;
+  }
+  return 0;
+}
+
+struct LogitsFlags {
+  std::string model;
+  std::string prompt;
+  std::string ids;
+  int32_t top = 10;
+  bool json = false;
+  int threads = 0;
+};
+
+StatusOr<std::vector<model::TokenId>> ParseIds(const std::string& text) {
+  std::vector<model::TokenId> ids;
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t j = text.find(',', i);
+    if (j == std::string::npos) j = text.size();
+    const std::string item = text.substr(i, j - i);
+    long long v = -1;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    const bool ok = !item.empty() && ec == std::errc() && end == item.data() + item.size();
+    if (!ok || v < 0 || v > INT32_MAX) {
+      return InvalidArgumentError("--ids must be comma-separated non-negative token ids, got '" +
+                                  item + "'");
+    }
+    ids.push_back(static_cast<model::TokenId>(v));
+    i = j + 1;
+  }
+  if (ids.empty()) return InvalidArgumentError("--ids is empty");
+  return ids;
+}
+
+int RunLogits(const LogitsFlags& f) {
+  if (f.prompt.empty() == f.ids.empty()) {
+    return Fail("logits", InvalidArgumentError("give exactly one of -p PROMPT and --ids 1,2,3"));
+  }
+  if (f.top <= 0) return Fail("logits", InvalidArgumentError("--top must be positive"));
+  std::vector<model::TokenId> ids;
+  if (!f.ids.empty()) {
+    auto parsed = ParseIds(f.ids);
+    if (!parsed.ok()) return Fail("logits", parsed.status());
+    ids = std::move(parsed).value();
+  }
+  // --ids bypasses the tokenizer entirely.
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/ids.empty());
+  if (!cm.ok()) return Fail("logits", cm.status());
+  model::LoadedModel& lm = (*cm)->loaded;
+  if (ids.empty()) ids = lm.tokenizer->Encode(f.prompt, /*add_special=*/true, true);
+  if (ids.empty()) return Fail("logits", InvalidArgumentError("the prompt gives no tokens"));
+
+  auto res = lm.model->Forward(ids, nullptr);
+  if (!res.ok()) return Fail("logits", res.status());
+  const float* row = res->logits.data_as<float>();
+  const int32_t n_vocab = lm.model->config().n_vocab;
+  std::vector<model::TokenId> order(static_cast<size_t>(n_vocab));
+  for (int32_t i = 0; i < n_vocab; ++i) order[static_cast<size_t>(i)] = i;
+  const size_t k = std::min<size_t>(static_cast<size_t>(f.top), order.size());
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
+                    [&](model::TokenId a, model::TokenId b) {
+                      return row[a] > row[b] || (row[a] == row[b] && a < b);
+                    });
+  order.resize(k);
+  if (f.json) {
+    nlohmann::json j;
+    j["model"] = (*cm)->path;
+    j["n_tokens"] = ids.size();
+    j["ids"] = ids;
+    nlohmann::json top = nlohmann::json::array();
+    for (model::TokenId id : order) {
+      nlohmann::json e = {{"id", id}, {"logit", row[id]}};
+      if (lm.tokenizer) e["piece"] = lm.tokenizer->TokenToPiece(id);
+      top.push_back(std::move(e));
+    }
+    j["top"] = std::move(top);
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  for (model::TokenId id : order) {
+    std::printf("%8d %12.5f", id, row[id]);
+    if (lm.tokenizer) std::printf("  '%s'", lm.tokenizer->TokenToPiece(id).c_str());
+    std::printf("\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
+  const std::string model_help =
+      std::string("GGUF file or Hugging Face folder (default: ") + kDefaultLlmPath + ")";
+  {
+    auto* cmd = app.add_subcommand("generate", "Generate text from a prompt, streamed to stdout");
+    auto f = std::make_shared<GenerateFlags>();
+    cmd->add_option("-m,--model", f->model, model_help);
+    cmd->add_option("-p,--prompt", f->prompt, "Prompt text")->required();
+    cmd->add_option("-n,--n-predict", f->n_predict, "Tokens to generate at most")
+        ->capture_default_str();
+    cmd->add_option("--temp", f->temp, "Temperature (0 = greedy)")->capture_default_str();
+    cmd->add_option("--top-k", f->top_k, "Top-k (0 = off)")->capture_default_str();
+    cmd->add_option("--top-p", f->top_p, "Top-p (1 = off)")->capture_default_str();
+    cmd->add_option("--min-p", f->min_p, "Min-p (0 = off)")->capture_default_str();
+    cmd->add_option("--repeat-penalty", f->repeat_penalty, "Repetition penalty (1 = off)")
+        ->capture_default_str();
+    cmd->add_option("--repeat-last-n", f->repeat_last_n,
+                    "Recent tokens the penalty looks at (-1 = all)")
+        ->capture_default_str();
+    cmd->add_option("--seed", f->seed, "Sampling seed (-1 = random, printed at the end)")
+        ->capture_default_str();
+    cmd->add_option("-c,--ctx", f->ctx, "Context size in tokens (0 = min(trained, 4096))")
+        ->capture_default_str();
+    cmd->add_option("--stop", f->stop, "Stop string (repeatable)");
+    cmd->add_flag("--chat", f->chat, "Wrap the prompt in the model's chat template");
+    cmd->add_option("--system", f->system, "System message for --chat");
+    cmd->add_flag("--ignore-eos", f->ignore_eos, "Keep going after end-of-generation tokens");
+    cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+    cmd->callback([&ctx, f] { ctx.exit_code = RunGenerate(*f); });
+  }
+  {
+    auto* cmd = app.add_subcommand("logits", "Last-position top-K logits of a prompt");
+    auto f = std::make_shared<LogitsFlags>();
+    cmd->add_option("-m,--model", f->model, model_help);
+    cmd->add_option("-p,--prompt", f->prompt, "Prompt text (tokenized with BOS if the model adds one)");
+    cmd->add_option("--ids", f->ids, "Comma-separated token ids (bypasses the tokenizer)");
+    cmd->add_option("--top", f->top, "How many logits to print")->capture_default_str();
+    cmd->add_flag("--json", f->json, "Print JSON");
+    cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+    cmd->callback([&ctx, f] { ctx.exit_code = RunLogits(*f); });
+  }
+}
+
+}  // namespace muninn::tools
