@@ -36,7 +36,7 @@ packages=(
   libfaiss-dev librocksdb-dev libboost-dev libboost-system-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin
   libsentencepiece-dev libcli11-dev libspdlog-dev libfmt-dev
-  bible-kjv bible-kjv-text
+  bible-kjv bible-kjv-text gnuplot-nox
 )
 missing=()
 for p in "${packages[@]}"; do

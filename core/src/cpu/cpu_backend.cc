@@ -32,7 +32,8 @@ bool CpuSupportsOp(const OpDesc& op) {
     case OpKind::kCopy:
       switch (op.dtype) {
         case DType::kF32: case DType::kF16: case DType::kBF16:
-        case DType::kQ8_0: case DType::kQ4_0: case DType::kQ4_1:
+        case DType::kQ8_0: case DType::kQ4_0: case DType::kQ4_1: case DType::kQ5_0:
+        case DType::kQ5_1: case DType::kQ8_1: case DType::kQ8_K:
           return true;
         default:
           return false;

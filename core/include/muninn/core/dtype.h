@@ -2,7 +2,7 @@
 //
 // A quantized dtype packs `block_size` consecutive elements of a row into a block of `block_bytes`
 // bytes; the innermost dimension of such a tensor must be a multiple of block_size and contiguous.
-// The byte layouts are GGUF's (ggml's), described in core/include/muninn/core/quant_blocks.h.
+// The byte layouts are GGUF's (ggml's), described in core/include/muninn/core/quant.h.
 #pragma once
 
 #include <cstddef>

@@ -1,0 +1,162 @@
+// LongContextSession: a model reading, remembering and answering over text far longer than its
+// window (MemLong, specs/memlong.md), on top of a MemoryBank and a Retriever.
+//
+// Write path (Ingest): the document is tokenized and cut into windows of τ = chunk_tokens tokens.
+// Each window runs through the model independently (no local cache, §8) only as far as the memory
+// layer m — its pre-RoPE K/V at layer m do not depend on retrieved memory, so no retrieval and no
+// logits are needed — and is appended to the bank as one chunk (K/V, embedding of its own text,
+// tokens, text, position). Memory use is O(τ) whatever the document length.
+//
+// Read path (Begin / Step / Generate): a prompt is the local window. Before it runs, the
+// retriever embeds the query text, takes the top-k earlier chunks (the caller's filter keeps a
+// window from retrieving itself or the future: read before write), sorts them chronologically and
+// every retrieval layer attends jointly over [memory ; local] with one softmax. Memory keys sit at
+// RoPE position 0 (kZero, MemLong's "Zero" mode) or, as an option to compare, at the positions
+// just before the window (kBeforeWindow: memory token i of M at position i - M). Generation that
+// fills the local window moves its oldest half into the bank (as chunks of the session's overflow
+// document, embedded from exactly those tokens' text, specs/memlong.md D5), re-retrieves, and
+// re-runs the kept half at positions from 0; a token is never in both memory and the window.
+//
+// Thread-compatible: one call at a time (the model, its cache and the embedder are stateful).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "muninn/core/status.h"
+#include "muninn/memory/memory_bank.h"
+#include "muninn/model/kv_cache.h"
+#include "muninn/model/model.h"
+#include "muninn/model/sampler.h"
+#include "muninn/model/tokenizer.h"
+#include "muninn/retriever/embedder.h"
+#include "muninn/retriever/retriever.h"
+
+namespace muninn::retriever {
+
+enum class MemoryPosition : uint8_t {
+  kZero,          // every memory token at RoPE position 0 (MemLong default)
+  kBeforeWindow,  // memory token i of M at position i - M, i.e. just before the window's first token
+};
+const char* MemoryPositionName(MemoryPosition p);
+bool ParseMemoryPosition(std::string_view name, MemoryPosition* out);
+
+struct LongContextOptions {
+  int32_t memory_layer = 0;               // m: its pre-RoPE K/V are stored per chunk
+  std::vector<int32_t> retrieval_layers;  // layers attending to [memory ; local]; all >= m
+  int64_t chunk_tokens = 128;             // τ
+  int64_t top_k = 8;                      // chunks retrieved per window
+  int64_t local_window = 2048;            // positions in the local KV cache
+  MemoryPosition memory_position = MemoryPosition::kZero;
+  bool use_memory = true;                 // false: a plain sliding window (for comparisons)
+  DType kv_cache_dtype = DType::kF16;
+  // Document id under which generation overflow is stored.
+  memory::DocumentId overflow_doc_id = ~memory::DocumentId{0};
+  // Checks ranges against the model's shape.
+  Status Validate(const model::ModelConfig& config) const;
+};
+
+struct IngestStats {
+  int64_t n_tokens = 0;
+  int64_t n_chunks = 0;
+  std::vector<memory::ChunkId> chunk_ids;
+};
+
+// Called after each stored window with (tokens done, tokens total).
+using IngestProgress = std::function<void(int64_t done, int64_t total)>;
+
+struct GenerateOptions {
+  int64_t max_tokens = 256;
+  std::vector<std::string> stop_strings;  // generation ends before any of these
+  bool stop_at_eos = true;
+};
+
+struct GenerateResult {
+  std::string text;
+  std::vector<model::TokenId> tokens;
+  std::string stop_reason;  // "eos", "stop_string", "max_tokens"
+};
+
+// Receives each complete piece of UTF-8 text as it is generated.
+using TextCallback = std::function<void(std::string_view piece)>;
+
+class LongContextSession {
+ public:
+  // Nothing is owned; all must outlive the session. `bank` may be null only with
+  // use_memory = false. The bank's K/V shape must match the model's memory layer.
+  static StatusOr<std::unique_ptr<LongContextSession>> Create(model::Model* model,
+                                                              const model::Tokenizer* tokenizer,
+                                                              memory::MemoryBank* bank,
+                                                              Embedder* embedder,
+                                                              const LongContextOptions& options);
+
+  // ---- write path ----
+  StatusOr<IngestStats> IngestText(memory::DocumentId doc_id, std::string_view text,
+                                   const IngestProgress& progress = {});
+  // `tokens` start at token offset `first_position` of document `doc_id`.
+  StatusOr<IngestStats> IngestTokens(memory::DocumentId doc_id,
+                                     std::span<const model::TokenId> tokens,
+                                     int64_t first_position, const IngestProgress& progress = {});
+
+  // ---- read path ----
+  // Starts a new local window holding `prompt`: retrieves memory for `query_text` under `filter`
+  // (nothing when use_memory is off or the bank is empty) and runs the prompt. Afterwards
+  // logits() is the next-token distribution. ResourceExhausted when the prompt does not fit the
+  // local window.
+  Status Begin(std::span<const model::TokenId> prompt, std::string_view query_text,
+               const memory::SearchFilter& filter = {});
+  // Appends one token to the window (overflowing into memory when full) and runs it.
+  Status Step(model::TokenId id);
+  // Samples up to max_tokens tokens after Begin, streaming text to `on_text`.
+  StatusOr<GenerateResult> Generate(const GenerateOptions& options, model::Sampler& sampler,
+                                    const TextCallback& on_text = {});
+
+  // Scores `window` as one local window (retrieving for `query_text` under `filter` first):
+  // result[i] = log p(window[i + 1] | window[0..i], memory), i in [0, size - 1). The window is run
+  // in pieces so the logits held at once stay small. Leaves the window in the session like Begin.
+  StatusOr<std::vector<float>> TokenLogProbs(std::span<const model::TokenId> window,
+                                             std::string_view query_text,
+                                             const memory::SearchFilter& filter = {});
+
+  // Last-position logits of the most recent Begin/Step ([n_vocab]).
+  std::span<const float> logits() const { return logits_; }
+  // Chunks the current window attends to (chronological).
+  const Retrieved& retrieved() const { return retrieved_; }
+  // Tokens now in the local window.
+  std::span<const model::TokenId> window_tokens() const { return cache_->tokens(); }
+  const LongContextOptions& options() const { return options_; }
+  model::Model* model() const { return model_; }
+  const model::Tokenizer* tokenizer() const { return tokenizer_; }
+  memory::MemoryBank* bank() const { return bank_; }
+
+ private:
+  LongContextSession(model::Model* model, const model::Tokenizer* tokenizer,
+                     memory::MemoryBank* bank, Embedder* embedder, const LongContextOptions& o);
+  // Retrieves for `query_text` and prepares memory_ (rotated for kBeforeWindow).
+  Status Retrieve(std::string_view query_text, const memory::SearchFilter& filter);
+  // Runs `ids` through the model on the current cache and memory; stores last logits.
+  Status Run(std::span<const model::TokenId> ids);
+  // Moves the oldest half of the window into the bank and re-runs the rest.
+  Status Overflow();
+
+  model::Model* model_;
+  const model::Tokenizer* tokenizer_;
+  memory::MemoryBank* bank_;
+  Embedder* embedder_;
+  LongContextOptions options_;
+  std::unique_ptr<model::KvCache> cache_;
+  std::unique_ptr<Retriever> retriever_;
+  Retrieved retrieved_;
+  model::MemoryKV memory_;
+  memory::SearchFilter filter_;
+  std::string query_text_;
+  std::vector<float> logits_;
+  int64_t overflow_position_ = 0;  // token offset of the next overflow chunk
+};
+
+}  // namespace muninn::retriever

@@ -1,0 +1,340 @@
+#include "muninn/retriever/long_context_session.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace muninn::retriever {
+
+const char* MemoryPositionName(MemoryPosition p) {
+  return p == MemoryPosition::kZero ? "zero" : "before_window";
+}
+
+bool ParseMemoryPosition(std::string_view name, MemoryPosition* out) {
+  if (name == "zero") *out = MemoryPosition::kZero;
+  else if (name == "before_window" || name == "before-window") *out = MemoryPosition::kBeforeWindow;
+  else return false;
+  return true;
+}
+
+Status LongContextOptions::Validate(const model::ModelConfig& config) const {
+  if (memory_layer < 0 || memory_layer >= config.n_layer) {
+    return InvalidArgumentError("memory_layer " + std::to_string(memory_layer) +
+                                " is outside the model's layers [0, " +
+                                std::to_string(config.n_layer) + ")");
+  }
+  for (int32_t l : retrieval_layers) {
+    if (l < memory_layer || l >= config.n_layer) {
+      return InvalidArgumentError("retrieval layer " + std::to_string(l) + " must be in [memory_layer " +
+                                  std::to_string(memory_layer) + ", " + std::to_string(config.n_layer) +
+                                  "): memory holds layer-" + std::to_string(memory_layer) +
+                                  " K/V, which layers below it cannot use");
+    }
+  }
+  if (chunk_tokens < 1 || chunk_tokens > 65536) {
+    return InvalidArgumentError("chunk_tokens must be in [1, 65536], got " + std::to_string(chunk_tokens));
+  }
+  if (top_k < 0 || top_k > 4096) return InvalidArgumentError("top_k must be in [0, 4096]");
+  if (local_window < 2) return InvalidArgumentError("local_window must be at least 2 tokens");
+  if (config.n_ctx_train > 0 && local_window > config.n_ctx_train) {
+    return InvalidArgumentError("local_window " + std::to_string(local_window) +
+                                " exceeds the context the model was trained with (" +
+                                std::to_string(config.n_ctx_train) + ")");
+  }
+  if (kv_cache_dtype != DType::kF16 && kv_cache_dtype != DType::kF32) {
+    return InvalidArgumentError("the KV cache dtype must be f16 or f32");
+  }
+  return Status::Ok();
+}
+
+LongContextSession::LongContextSession(model::Model* model, const model::Tokenizer* tokenizer,
+                                       memory::MemoryBank* bank, Embedder* embedder,
+                                       const LongContextOptions& o)
+    : model_(model), tokenizer_(tokenizer), bank_(bank), embedder_(embedder), options_(o) {}
+
+StatusOr<std::unique_ptr<LongContextSession>> LongContextSession::Create(
+    model::Model* model, const model::Tokenizer* tokenizer, memory::MemoryBank* bank,
+    Embedder* embedder, const LongContextOptions& options) {
+  if (model == nullptr || tokenizer == nullptr) {
+    return InvalidArgumentError("a long-context session needs a model and a tokenizer");
+  }
+  const model::ModelConfig& cfg = model->config();
+  RETURN_IF_ERROR(options.Validate(cfg));
+  if (options.use_memory && (bank == nullptr || embedder == nullptr)) {
+    return InvalidArgumentError("use_memory needs a memory bank and an embedder");
+  }
+  if (bank != nullptr && (bank->n_head_kv() != cfg.n_head_kv || bank->head_dim() != cfg.head_dim)) {
+    return InvalidArgumentError(
+        "the memory bank stores K/V of " + std::to_string(bank->n_head_kv()) + " heads × " +
+        std::to_string(bank->head_dim()) + " but the model's layers have " +
+        std::to_string(cfg.n_head_kv) + " × " + std::to_string(cfg.head_dim) +
+        "; use a bank built with this model");
+  }
+  auto session = std::unique_ptr<LongContextSession>(
+      new LongContextSession(model, tokenizer, bank, embedder, options));
+  model::KvCacheOptions kv;
+  kv.n_ctx = options.local_window;
+  kv.dtype = options.kv_cache_dtype;
+  ASSIGN_OR_RETURN(session->cache_, model->NewKvCache(kv));
+  if (bank != nullptr && embedder != nullptr) {
+    RetrieverOptions ro;
+    ro.top_k = options.top_k;
+    ASSIGN_OR_RETURN(Retriever r, Retriever::Create(bank, embedder, ro));
+    session->retriever_ = std::make_unique<Retriever>(std::move(r));
+  }
+  return session;
+}
+
+StatusOr<IngestStats> LongContextSession::IngestText(memory::DocumentId doc_id,
+                                                     std::string_view text,
+                                                     const IngestProgress& progress) {
+  const std::vector<model::TokenId> ids = tokenizer_->Encode(text, /*add_special=*/false,
+                                                             /*parse_special=*/false);
+  return IngestTokens(doc_id, ids, 0, progress);
+}
+
+StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id,
+                                                       std::span<const model::TokenId> tokens,
+                                                       int64_t first_position,
+                                                       const IngestProgress& progress) {
+  if (bank_ == nullptr || embedder_ == nullptr) {
+    return FailedPreconditionError("ingest needs a memory bank and an embedder");
+  }
+  if (first_position < 0) return InvalidArgumentError("first_position must be >= 0");
+  IngestStats stats;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t tau = options_.chunk_tokens;
+  // Windows are embedded and appended in groups: one embedder call and one atomic bank append
+  // per group keeps both efficient; the group is small so memory stays O(τ).
+  constexpr int64_t kGroup = 8;
+  model::ForwardOptions fo;
+  fo.compute_logits = false;
+  fo.capture_layer = options_.memory_layer;
+  fo.last_layer = options_.memory_layer;
+  for (int64_t group_begin = 0; group_begin < n; group_begin += kGroup * tau) {
+    const int64_t group_end = std::min(n, group_begin + kGroup * tau);
+    std::vector<std::string> texts;
+    std::vector<model::ForwardResult> kvs;
+    std::vector<std::span<const model::TokenId>> spans;
+    for (int64_t b = group_begin; b < group_end; b += tau) {
+      const int64_t e = std::min(group_end, b + tau);
+      auto window = tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(e - b));
+      ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, fo));
+      kvs.push_back(std::move(r));
+      spans.push_back(window);
+      texts.push_back(tokenizer_->Decode(window, /*skip_special=*/true));
+    }
+    std::vector<EmbedRequest> requests;
+    for (size_t i = 0; i < texts.size(); ++i) requests.push_back({texts[i], spans[i]});
+    ASSIGN_OR_RETURN(std::vector<float> emb, embedder_->Embed(requests));
+    std::vector<memory::ChunkInput> chunks(texts.size());
+    for (size_t i = 0; i < texts.size(); ++i) {
+      memory::ChunkInput& c = chunks[i];
+      c.doc_id = doc_id;
+      c.position = first_position + group_begin + static_cast<int64_t>(i) * tau;
+      c.tokens = spans[i];
+      c.text = texts[i];
+      c.embedding = std::span<const float>(emb).subspan(i * static_cast<size_t>(embedder_->dim()),
+                                                        static_cast<size_t>(embedder_->dim()));
+      // Captured [T, n_head_kv, head_dim] → the bank's [n_head_kv, T, head_dim]: a view.
+      ASSIGN_OR_RETURN(c.k, kvs[i].captured_k.Transpose(0, 1));
+      ASSIGN_OR_RETURN(c.v, kvs[i].captured_v.Transpose(0, 1));
+    }
+    ASSIGN_OR_RETURN(std::vector<memory::ChunkId> ids, bank_->Append(chunks));
+    stats.chunk_ids.insert(stats.chunk_ids.end(), ids.begin(), ids.end());
+    stats.n_chunks += static_cast<int64_t>(ids.size());
+    stats.n_tokens = group_end;
+    if (progress) progress(group_end, n);
+  }
+  return stats;
+}
+
+Status LongContextSession::Retrieve(std::string_view query_text,
+                                    const memory::SearchFilter& filter) {
+  retrieved_ = Retrieved{};
+  memory_ = model::MemoryKV{};
+  if (!options_.use_memory || retriever_ == nullptr || options_.retrieval_layers.empty()) {
+    return Status::Ok();
+  }
+  const std::vector<model::TokenId> qtok =
+      tokenizer_->Encode(query_text, /*add_special=*/false, /*parse_special=*/false);
+  ASSIGN_OR_RETURN(retrieved_, retriever_->Retrieve({query_text, qtok}, filter));
+  if (retrieved_.empty()) return Status::Ok();
+  if (options_.memory_position == MemoryPosition::kBeforeWindow) {
+    // Memory keys are stored before RoPE; place memory token i of M at position i - M.
+    const int64_t m = retrieved_.n_tokens();
+    ASSIGN_OR_RETURN(Tensor k, retrieved_.k.Contiguous());
+    ASSIGN_OR_RETURN(Tensor pos, Tensor::Empty(DType::kI32, {m}));
+    for (int64_t i = 0; i < m; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(i - m);
+    RETURN_IF_ERROR(model_->backend()->Rope(k, pos, model_->config().rope, &k));
+    retrieved_.k = k;
+  }
+  memory_ = retrieved_.ForLayers(options_.retrieval_layers);
+  return Status::Ok();
+}
+
+Status LongContextSession::Run(std::span<const model::TokenId> ids) {
+  model::ForwardOptions fo;
+  fo.memory = memory_.layers.empty() ? nullptr : &memory_;
+  ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(ids, cache_.get(), fo));
+  const int64_t n_vocab = r.logits.dim(-1);
+  const float* last = r.logits.data_as<float>() + (r.logits.dim(0) - 1) * n_vocab;
+  logits_.assign(last, last + n_vocab);
+  return Status::Ok();
+}
+
+Status LongContextSession::Begin(std::span<const model::TokenId> prompt,
+                                 std::string_view query_text, const memory::SearchFilter& filter) {
+  if (prompt.empty()) return InvalidArgumentError("the prompt is empty");
+  if (static_cast<int64_t>(prompt.size()) > options_.local_window) {
+    return ResourceExhaustedError("the prompt has " + std::to_string(prompt.size()) +
+                                  " tokens but the local window holds " +
+                                  std::to_string(options_.local_window) +
+                                  "; ingest the rest into memory or raise local_window");
+  }
+  cache_->Clear();
+  logits_.clear();
+  filter_ = filter;
+  query_text_ = std::string(query_text);
+  RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+  return Run(prompt);
+}
+
+StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
+    std::span<const model::TokenId> window, std::string_view query_text,
+    const memory::SearchFilter& filter) {
+  if (window.size() < 2) return InvalidArgumentError("scoring needs at least two tokens");
+  if (static_cast<int64_t>(window.size()) > options_.local_window) {
+    return ResourceExhaustedError("a scored window of " + std::to_string(window.size()) +
+                                  " tokens does not fit the local window of " +
+                                  std::to_string(options_.local_window));
+  }
+  cache_->Clear();
+  logits_.clear();
+  filter_ = filter;
+  query_text_ = std::string(query_text);
+  RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+  std::vector<float> out;
+  out.reserve(window.size() - 1);
+  constexpr size_t kPiece = 256;  // [256, n_vocab] logits at a time
+  model::ForwardOptions fo;
+  fo.memory = memory_.layers.empty() ? nullptr : &memory_;
+  fo.all_logits = true;
+  for (size_t b = 0; b < window.size(); b += kPiece) {
+    const size_t e = std::min(window.size(), b + kPiece);
+    ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window.subspan(b, e - b), cache_.get(), fo));
+    const int64_t n_vocab = r.logits.dim(-1);
+    for (size_t i = b; i < e; ++i) {
+      const float* row = r.logits.data_as<float>() + static_cast<int64_t>(i - b) * n_vocab;
+      if (i + 1 < window.size()) {
+        const model::TokenId next = window[i + 1];
+        if (next < 0 || next >= n_vocab) return InvalidArgumentError("token id outside the vocabulary");
+        float mx = row[0];
+        for (int64_t j = 1; j < n_vocab; ++j) mx = std::max(mx, row[j]);
+        double sum = 0.0;
+        for (int64_t j = 0; j < n_vocab; ++j) sum += std::exp(static_cast<double>(row[j] - mx));
+        out.push_back(static_cast<float>(row[next] - mx - std::log(sum)));
+      } else {
+        logits_.assign(row, row + n_vocab);
+      }
+    }
+  }
+  return out;
+}
+
+Status LongContextSession::Overflow() {
+  const std::vector<model::TokenId> all(cache_->tokens().begin(), cache_->tokens().end());
+  const size_t half = all.size() / 2;
+  std::span<const model::TokenId> dropped(all.data(), half);
+  std::span<const model::TokenId> kept(all.data() + half, all.size() - half);
+  if (options_.use_memory && bank_ != nullptr && embedder_ != nullptr) {
+    RETURN_IF_ERROR(IngestTokens(options_.overflow_doc_id, dropped, overflow_position_).status());
+    overflow_position_ += static_cast<int64_t>(half);
+    // Keep seeing the overflow even when the caller filtered by document.
+    if (!filter_.doc_ids.empty() &&
+        std::find(filter_.doc_ids.begin(), filter_.doc_ids.end(), options_.overflow_doc_id) ==
+            filter_.doc_ids.end()) {
+      filter_.doc_ids.push_back(options_.overflow_doc_id);
+    }
+    query_text_ = tokenizer_->Decode(kept, /*skip_special=*/true);
+    RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+  }
+  cache_->Clear();
+  return Run(kept);
+}
+
+Status LongContextSession::Step(model::TokenId id) {
+  if (logits_.empty()) return FailedPreconditionError("Step before Begin");
+  if (cache_->n_free() < 1) RETURN_IF_ERROR(Overflow());
+  return Run(std::span<const model::TokenId>(&id, 1));
+}
+
+namespace {
+
+// Length of the longest suffix of `text` that is a proper prefix of some stop string: that much
+// text must be held back because the next token may complete a stop string.
+size_t HoldBack(std::string_view text, const std::vector<std::string>& stops) {
+  size_t hold = 0;
+  for (const std::string& s : stops) {
+    for (size_t len = std::min(s.size() - 1, text.size()); len > hold; --len) {
+      if (text.substr(text.size() - len) == std::string_view(s).substr(0, len)) {
+        hold = len;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
+}  // namespace
+
+StatusOr<GenerateResult> LongContextSession::Generate(const GenerateOptions& options,
+                                                      model::Sampler& sampler,
+                                                      const TextCallback& on_text) {
+  if (logits_.empty()) return FailedPreconditionError("Generate before Begin");
+  if (options.max_tokens < 0) return InvalidArgumentError("max_tokens must be >= 0");
+  for (const std::string& s : options.stop_strings) {
+    if (s.empty()) return InvalidArgumentError("stop strings must not be empty");
+  }
+  std::vector<model::TokenId> stop_ids;
+  if (tokenizer_->eos_id() != model::kNoToken) stop_ids.push_back(tokenizer_->eos_id());
+  for (const char* t : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>"}) {
+    const model::TokenId id = tokenizer_->TokenIdOf(t);
+    if (id != model::kNoToken) stop_ids.push_back(id);
+  }
+  GenerateResult result;
+  result.stop_reason = "max_tokens";
+  model::IncrementalDetokenizer detok(*tokenizer_, /*skip_special=*/true);
+  std::vector<model::TokenId> history(cache_->tokens().begin(), cache_->tokens().end());
+  size_t emitted = 0;
+  auto emit_until = [&](size_t end) {
+    if (end > emitted && on_text) on_text(std::string_view(result.text).substr(emitted, end - emitted));
+    emitted = std::max(emitted, end);
+  };
+  for (int64_t i = 0; i < options.max_tokens; ++i) {
+    const model::TokenId id = sampler.Sample(logits_, history);
+    if (options.stop_at_eos && std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end()) {
+      result.stop_reason = "eos";
+      break;
+    }
+    result.tokens.push_back(id);
+    history.push_back(id);
+    result.text += detok.Push(id);
+    size_t stop_at = std::string::npos;
+    for (const std::string& s : options.stop_strings) {
+      stop_at = std::min(stop_at, result.text.find(s));
+    }
+    if (stop_at != std::string::npos) {
+      result.text.resize(stop_at);
+      result.stop_reason = "stop_string";
+      break;
+    }
+    emit_until(result.text.size() - HoldBack(result.text, options.stop_strings));
+    if (i + 1 < options.max_tokens) RETURN_IF_ERROR(Step(id));
+  }
+  if (result.stop_reason != "stop_string") result.text += detok.Flush();
+  emit_until(result.text.size());
+  return result;
+}
+
+}  // namespace muninn::retriever

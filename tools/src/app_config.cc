@@ -1,0 +1,132 @@
+#include "app_config.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace muninn::tools {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool LooksLikeRoot(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_directory(p / "configs", ec) && fs::exists(p / "configs" / "smollm2-135m.json", ec);
+}
+
+std::string Absolute(const std::string& root, const std::string& p) {
+  if (p.empty() || p == "hidden" || fs::path(p).is_absolute()) return p;
+  return (fs::path(root) / p).lexically_normal().string();
+}
+
+}  // namespace
+
+std::string RepoRoot() {
+  if (const char* home = std::getenv("MUNINN_HOME"); home != nullptr && *home != '\0') return home;
+  std::error_code ec;
+  std::vector<fs::path> starts;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) starts.push_back(exe.parent_path());
+  starts.push_back(fs::current_path(ec));
+  for (fs::path p : starts) {
+    for (int depth = 0; depth < 8 && !p.empty(); ++depth) {
+      if (LooksLikeRoot(p)) return p.string();
+      if (p == p.parent_path()) break;
+      p = p.parent_path();
+    }
+  }
+  return fs::current_path(ec).string();
+}
+
+std::string DefaultConfigPath() { return (fs::path(RepoRoot()) / "configs" / "smollm2-135m.json").string(); }
+
+StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFoundError("cannot read config '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return InvalidArgumentError("config '" + path + "' is not a JSON object");
+  }
+  const std::string root = RepoRoot();
+  AppConfig c;
+  auto err = [&](const std::string& key, const std::string& what) {
+    return InvalidArgumentError("config '" + path + "': '" + key + "' " + what);
+  };
+  auto get_string = [&](const nlohmann::json& o, const char* key, std::string* out) -> Status {
+    if (!o.contains(key)) return Status::Ok();
+    if (!o[key].is_string()) return err(key, "must be a string");
+    *out = o[key].get<std::string>();
+    return Status::Ok();
+  };
+  auto get_int = [&](const nlohmann::json& o, const char* key, auto* out) -> Status {
+    if (!o.contains(key)) return Status::Ok();
+    if (!o[key].is_number_integer()) return err(key, "must be an integer");
+    *out = o[key].get<int64_t>();
+    return Status::Ok();
+  };
+  RETURN_IF_ERROR(get_string(j, "model", &c.model_path));
+  RETURN_IF_ERROR(get_string(j, "embedder", &c.embedder));
+  if (c.model_path.empty()) return err("model", "is required");
+  if (c.embedder.empty()) c.embedder = "hidden";
+  c.model_path = Absolute(root, c.model_path);
+  c.embedder = Absolute(root, c.embedder);
+
+  if (j.contains("long_context")) {
+    const auto& lc = j["long_context"];
+    if (!lc.is_object()) return err("long_context", "must be an object");
+    auto& o = c.long_context;
+    int64_t m = o.memory_layer;
+    RETURN_IF_ERROR(get_int(lc, "memory_layer", &m));
+    o.memory_layer = static_cast<int32_t>(m);
+    if (lc.contains("retrieval_layers")) {
+      if (!lc["retrieval_layers"].is_array()) return err("retrieval_layers", "must be an array");
+      o.retrieval_layers.clear();
+      for (const auto& v : lc["retrieval_layers"]) {
+        if (!v.is_number_integer()) return err("retrieval_layers", "must hold integers");
+        o.retrieval_layers.push_back(v.get<int32_t>());
+      }
+    }
+    RETURN_IF_ERROR(get_int(lc, "chunk_tokens", &o.chunk_tokens));
+    RETURN_IF_ERROR(get_int(lc, "top_k", &o.top_k));
+    RETURN_IF_ERROR(get_int(lc, "local_window", &o.local_window));
+    std::string pos = "zero";
+    RETURN_IF_ERROR(get_string(lc, "memory_position", &pos));
+    if (!retriever::ParseMemoryPosition(pos, &o.memory_position)) {
+      return err("memory_position", "must be \"zero\" or \"before_window\"");
+    }
+  }
+  if (j.contains("bank")) {
+    const auto& b = j["bank"];
+    if (!b.is_object()) return err("bank", "must be an object");
+    std::string dt = "bf16";
+    RETURN_IF_ERROR(get_string(b, "kv_dtype", &dt));
+    auto d = DTypeFromName(dt);
+    if (!d || (*d != DType::kBF16 && *d != DType::kF16 && *d != DType::kQ8_0)) {
+      return err("kv_dtype", "must be bf16, f16 or q8_0");
+    }
+    c.bank_kv_dtype = *d;
+    RETURN_IF_ERROR(get_string(b, "index", &c.bank_index));
+    RETURN_IF_ERROR(get_int(b, "capacity_tokens", &c.bank_capacity_tokens));
+    std::string ev = "frequency";
+    RETURN_IF_ERROR(get_string(b, "eviction", &ev));
+    if (!memory::ParseEvictionPolicy(ev, &c.bank_eviction)) return err("eviction", "is not a known policy");
+  }
+  if (j.contains("summarize")) {
+    const auto& s = j["summarize"];
+    if (!s.is_object()) return err("summarize", "must be an object");
+    RETURN_IF_ERROR(get_int(s, "section_tokens", &c.summarize.section_tokens));
+    RETURN_IF_ERROR(get_int(s, "section_summary_tokens", &c.summarize.section_summary_tokens));
+    RETURN_IF_ERROR(get_int(s, "max_tokens", &c.summarize.max_tokens));
+  }
+  RETURN_IF_ERROR(c.summarize.Validate().WithContext("config '" + path + "'"));
+  return c;
+}
+
+}  // namespace muninn::tools

@@ -1,0 +1,37 @@
+// Private to tools/: the per-model configuration file (configs/*.json) and where things live.
+// Only tools/ reads configs and the environment (DESIGN.md); it turns them into the options
+// structs of the other modules.
+#pragma once
+
+#include <string>
+
+#include "muninn/core/status.h"
+#include "muninn/memory/memory_bank_options.h"
+#include "muninn/retriever/long_context_session.h"
+#include "muninn/tools/summarizer.h"
+
+namespace muninn::tools {
+
+struct AppConfig {
+  std::string model_path;     // absolute
+  std::string embedder;       // absolute folder path, or "hidden" (the model's own hidden states)
+  retriever::LongContextOptions long_context;
+  DType bank_kv_dtype = DType::kBF16;
+  std::string bank_index = "Flat";
+  int64_t bank_capacity_tokens = 0;
+  memory::EvictionPolicy bank_eviction = memory::EvictionPolicy::kFrequency;
+  SummarizerOptions summarize;
+};
+
+// The repository root: $MUNINN_HOME, else the nearest ancestor of the executable or of the
+// working directory that holds configs/ and models/ (or configs/ alone).
+std::string RepoRoot();
+
+// configs/smollm2-135m.json under the repository root.
+std::string DefaultConfigPath();
+
+// Parses a config file; relative paths in it are taken from the repository root. Errors name the
+// file and the key.
+StatusOr<AppConfig> LoadAppConfig(const std::string& path);
+
+}  // namespace muninn::tools

@@ -1,0 +1,49 @@
+#include "progress.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace muninn::tools {
+
+Progress::Progress(std::string prefix) : prefix_(std::move(prefix)), tty_(::isatty(2) == 1) {}
+
+Progress::~Progress() {
+  if (open_line_) std::fputc('\n', stderr);
+}
+
+void Progress::Update(std::string_view stage, int64_t done, int64_t total) {
+  const int pct = total > 0 ? static_cast<int>(100 * done / total) : 100;
+  if (stage != last_stage_) {
+    if (open_line_) std::fputc('\n', stderr);
+    open_line_ = false;
+    last_decile_ = -1;
+    last_stage_ = std::string(stage);
+  }
+  if (tty_) {
+    constexpr int kWidth = 30;
+    const int filled = pct * kWidth / 100;
+    std::fprintf(stderr, "\r[%s] %-9.*s [%.*s%*s] %lld/%lld (%d%%)", prefix_.c_str(),
+                 static_cast<int>(stage.size()), stage.data(), filled,
+                 "##############################", kWidth - filled, "",
+                 static_cast<long long>(done), static_cast<long long>(total), pct);
+    open_line_ = done < total;
+    if (!open_line_) std::fputc('\n', stderr);
+  } else {
+    const int decile = pct / 10;
+    if (decile == last_decile_ && done < total) return;
+    last_decile_ = decile;
+    std::fprintf(stderr, "[%s] %.*s %lld/%lld (%d%%)\n", prefix_.c_str(), static_cast<int>(stage.size()),
+                 stage.data(), static_cast<long long>(done), static_cast<long long>(total), pct);
+  }
+  std::fflush(stderr);
+}
+
+void Progress::Message(std::string_view text) {
+  if (open_line_) std::fputc('\n', stderr);
+  open_line_ = false;
+  std::fprintf(stderr, "[%s] %.*s\n", prefix_.c_str(), static_cast<int>(text.size()), text.data());
+  std::fflush(stderr);
+}
+
+}  // namespace muninn::tools

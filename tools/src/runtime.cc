@@ -1,0 +1,125 @@
+#include "runtime.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "muninn/core/cpu_backend.h"
+#include "muninn/model/bert_encoder.h"
+#include "muninn/retriever/bert_embedder.h"
+#include "muninn/retriever/hidden_state_embedder.h"
+
+namespace muninn::tools {
+
+void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* f) {
+  cmd->add_option("--config", f->config, "Per-model configuration (default configs/smollm2-135m.json)");
+  cmd->add_option("-m,--model", f->model, "Model: GGUF file or Hugging Face folder (default from the config)");
+  cmd->add_option("--embedder", f->embedder,
+                  "Retrieval embedder: a sentence-encoder folder, or 'hidden' for the model's own "
+                  "memory-layer hidden states (default from the config)");
+  cmd->add_option("--bank", f->bank, "Memory bank directory (default: a bank in RAM for this run)");
+  cmd->add_option("-t,--threads", f->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_flag("--no-memory", f->no_memory, "Plain sliding window: no retrieval attention");
+}
+
+Runtime::~Runtime() {
+  session_.reset();
+  if (bank_) bank_->Close().IgnoreError();
+}
+
+StatusOr<std::unique_ptr<memory::MemoryBank>> Runtime::OpenBank(bool create) const {
+  memory::MemoryBankOptions bo;
+  bo.in_memory = flags_.bank.empty();
+  bo.path = flags_.bank;
+  bo.create_if_missing = create;
+  bo.dim = embedder_->dim();
+  bo.n_head_kv = loaded_.model->config().n_head_kv;
+  bo.head_dim = loaded_.model->config().head_dim;
+  if (!bo.in_memory && std::filesystem::exists(bo.path)) {
+    bo.kv_dtype = DType::kCount;  // take the stored bank's
+    bo.index_factory.clear();
+  } else {
+    bo.kv_dtype = config_.bank_kv_dtype;
+    bo.index_factory = config_.bank_index;
+  }
+  bo.capacity_tokens = config_.bank_capacity_tokens;
+  bo.eviction = config_.bank_eviction;
+  if (!create && !bo.in_memory && !std::filesystem::exists(bo.path)) {
+    return NotFoundError("no memory bank at '" + bo.path + "'; create one with `muninn ingest FILE --bank " +
+                         bo.path + "`");
+  }
+  return memory::MemoryBank::Open(bo);
+}
+
+StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
+  auto rt = std::unique_ptr<Runtime>(new Runtime());
+  rt->flags_ = flags;
+  const std::string config_path = flags.config.empty() ? DefaultConfigPath() : flags.config;
+  ASSIGN_OR_RETURN(rt->config_, LoadAppConfig(config_path));
+  if (!flags.model.empty()) rt->config_.model_path = flags.model;
+  if (!flags.embedder.empty()) rt->config_.embedder = flags.embedder;
+  if (flags.no_memory) rt->config_.long_context.use_memory = false;
+  if (!std::filesystem::exists(rt->config_.model_path)) {
+    return NotFoundError("model '" + rt->config_.model_path +
+                         "' not found; run scripts/setup.sh to fetch the default model, or pass -m");
+  }
+  rt->pool_ = std::make_unique<ThreadPool>(flags.threads);
+  CpuBackendOptions cpu;
+  cpu.pool = rt->pool_.get();
+  ASSIGN_OR_RETURN(rt->backend_, CreateCpuBackend(cpu));
+  ASSIGN_OR_RETURN(rt->loaded_, model::LoadModel(rt->config_.model_path, rt->backend_.get()));
+  if (rt->loaded_.tokenizer == nullptr) {
+    return InvalidArgumentError("model '" + rt->config_.model_path + "' carries no tokenizer");
+  }
+  auto chat = model::ChatTemplate::FromJinja(rt->loaded_.chat_template);
+  rt->chat_ = chat.ok() ? *chat : model::ChatTemplate::Plain();
+
+  const auto& mc = rt->loaded_.model->config();
+  auto& lc = rt->config_.long_context;
+  if (lc.memory_layer >= mc.n_layer) {
+    return InvalidArgumentError("the config's memory_layer " + std::to_string(lc.memory_layer) +
+                                " does not exist in a " + std::to_string(mc.n_layer) +
+                                "-layer model; pass a --config made for this model");
+  }
+  if (rt->config_.embedder == "hidden") {
+    ASSIGN_OR_RETURN(rt->embedder_, retriever::HiddenStateEmbedder::Create(rt->loaded_.model.get(),
+                                                                          lc.memory_layer));
+  } else {
+    model::BertEncoderOptions bo;
+    bo.backend = rt->backend_.get();
+    auto enc = model::BertEncoder::Load(rt->config_.embedder, bo);
+    if (!enc.ok()) {
+      return enc.status().WithContext("loading the embedder '" + rt->config_.embedder +
+                                      "' (run scripts/setup.sh, or pass --embedder hidden)");
+    }
+    rt->embedder_ = std::make_unique<retriever::BertEmbedder>(std::move(*enc));
+  }
+  if (lc.use_memory || !flags.bank.empty()) {
+    ASSIGN_OR_RETURN(rt->bank_, rt->OpenBank(flags.create_bank));
+  }
+  ASSIGN_OR_RETURN(rt->session_, retriever::LongContextSession::Create(
+                                     rt->loaded_.model.get(), rt->loaded_.tokenizer.get(),
+                                     rt->bank_.get(), rt->embedder_.get(), lc));
+  return rt;
+}
+
+StatusOr<std::unique_ptr<retriever::LongContextSession>> Runtime::NewSession(
+    const retriever::LongContextOptions& options) {
+  return retriever::LongContextSession::Create(loaded_.model.get(), loaded_.tokenizer.get(),
+                                               bank_.get(), embedder_.get(), options);
+}
+
+Status Runtime::ResetBank() {
+  if (!flags_.bank.empty()) return FailedPreconditionError("only an in-RAM bank can be reset");
+  if (!bank_) return Status::Ok();
+  // Sessions hold a raw pointer to the bank, so it is emptied in place: every document deleted.
+  std::vector<memory::DocumentId> docs;
+  for (const auto& info : bank_->ListChunks()) {
+    if (docs.empty() || docs.back() != info.doc_id) docs.push_back(info.doc_id);
+  }
+  std::sort(docs.begin(), docs.end());
+  docs.erase(std::unique(docs.begin(), docs.end()), docs.end());
+  for (memory::DocumentId d : docs) RETURN_IF_ERROR(bank_->DeleteDocument(d).status());
+  return Status::Ok();
+}
+
+}  // namespace muninn::tools

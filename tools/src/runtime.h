@@ -1,0 +1,69 @@
+// Private to tools/: everything a long-context command needs, loaded from an AppConfig and flags:
+// thread pool → CPU backend → model (+ tokenizer, chat template) → embedder → memory bank →
+// session. Owns them all; members are declared in dependency order so they die in reverse.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "app_config.h"
+#include "muninn/core/backend.h"
+#include "muninn/core/thread_pool.h"
+#include "muninn/memory/memory_bank.h"
+#include "muninn/model/chat_template.h"
+#include "muninn/model/model_loader.h"
+#include "muninn/retriever/embedder.h"
+#include "muninn/retriever/long_context_session.h"
+
+namespace muninn::tools {
+
+struct RuntimeFlags {
+  std::string config;       // "" = DefaultConfigPath()
+  std::string model;        // overrides the config's model
+  std::string embedder;     // overrides the config's embedder ("hidden" or a folder)
+  std::string bank;         // "" = a bank in RAM, dropped at exit
+  int threads = 0;          // 0 = all cores
+  bool no_memory = false;   // plain sliding window
+  bool create_bank = true;  // false: the bank must exist (ask)
+};
+
+// Registers the flags every long-context command shares.
+void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* flags);
+
+class Runtime {
+ public:
+  static StatusOr<std::unique_ptr<Runtime>> Open(const RuntimeFlags& flags);
+  ~Runtime();
+
+  const AppConfig& config() const { return config_; }
+  model::Model& model() { return *loaded_.model; }
+  const model::Tokenizer& tokenizer() { return *loaded_.tokenizer; }
+  const model::ChatTemplate& chat() const { return *chat_; }
+  memory::MemoryBank* bank() { return bank_.get(); }
+  retriever::Embedder* embedder() { return embedder_.get(); }
+  retriever::LongContextSession& session() { return *session_; }
+  // A second session over the same model/bank with different options (e.g. memory off).
+  StatusOr<std::unique_ptr<retriever::LongContextSession>> NewSession(
+      const retriever::LongContextOptions& options);
+  // Drops every chunk of the in-RAM bank (a fresh bank; only for banks without a path).
+  Status ResetBank();
+
+ private:
+  Runtime() = default;
+  StatusOr<std::unique_ptr<memory::MemoryBank>> OpenBank(bool create) const;
+
+  AppConfig config_;
+  RuntimeFlags flags_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<Backend> backend_;
+  model::LoadedModel loaded_;
+  std::optional<model::ChatTemplate> chat_;
+  std::unique_ptr<retriever::Embedder> embedder_;
+  std::unique_ptr<memory::MemoryBank> bank_;
+  std::unique_ptr<retriever::LongContextSession> session_;
+};
+
+}  // namespace muninn::tools
