@@ -149,6 +149,7 @@ struct SpanReader final : faiss::IOReader {
   size_t operator()(void* ptr, size_t size, size_t nitems) override {
     if (size == 0) return nitems;
     const size_t n = std::min(nitems, left / size);
+    if (n == 0) return 0;  // also keeps a null `ptr` (empty FAISS vectors) away from memcpy
     std::memcpy(ptr, p, n * size);
     p += n * size;
     left -= n * size;
