@@ -1,0 +1,46 @@
+// Private to tools/: one chat turn through a LongContextSession — render the messages with the
+// model's chat template, start a local window on them (retrieving memory for `query_text` when
+// the session uses memory), and generate. `muninn ask` and the server's /v1/ask and
+// /v1/chat/completions share it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "muninn/core/status.h"
+#include "muninn/memory/memory_bank.h"
+#include "muninn/model/chat_template.h"
+#include "muninn/model/sampler.h"
+#include "muninn/model/tokenizer.h"
+#include "muninn/retriever/long_context_session.h"
+
+namespace muninn::tools {
+
+struct ChatTurnOptions {
+  retriever::GenerateOptions generate;
+  model::SamplerOptions sampling = model::SamplerOptions::Greedy();
+  memory::SearchFilter filter;  // which chunks retrieval may return
+};
+
+struct ChatTurnResult {
+  retriever::GenerateResult generation;
+  int64_t prompt_tokens = 0;
+  std::vector<memory::SearchHit> hits;  // chunks the answer attended to (chronological)
+};
+
+// ResourceExhausted when the rendered prompt does not fit the session's local window.
+StatusOr<ChatTurnResult> RunChatTurn(retriever::LongContextSession& session,
+                                     const model::ChatTemplate& chat,
+                                     std::span<const model::ChatMessage> messages,
+                                     std::string_view query_text, const ChatTurnOptions& options,
+                                     const retriever::TextCallback& on_text = {});
+
+// The same for a raw prompt (no template): encoded with the vocabulary's BOS as it asks.
+StatusOr<ChatTurnResult> RunCompletion(retriever::LongContextSession& session,
+                                       std::string_view prompt, const ChatTurnOptions& options,
+                                       const retriever::TextCallback& on_text = {});
+
+}  // namespace muninn::tools

@@ -1,0 +1,88 @@
+// Private to tools/: the Engine behind `muninn serve` — a Runtime (model, embedder, memory bank,
+// long-context sessions) plus the document catalog beside the bank.
+//
+// Model work (generation, ingest, summaries, embeddings) takes turns through a bounded
+// ModelQueue: the model, its sessions, the embedder and the backend they share are not
+// thread-safe. The bank is: listing and deleting documents do not wait for the model, and a
+// delete runs while an ask or an ingest of another document generates. Document ids are handed
+// out under a lock; a document being ingested cannot be deleted (FailedPrecondition) until its
+// ingest returned, and its catalog entry is written only after the bank acknowledged its chunks.
+//
+// Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "document_catalog.h"
+#include "runtime.h"
+#include "server_engine.h"
+#include "server_queue.h"
+
+namespace muninn::tools::server {
+
+struct RuntimeEngineOptions {
+  std::string bank_dir;         // the Runtime's bank directory (the catalog lives there)
+  int64_t max_waiting = 8;      // requests that may wait for the model
+  size_t max_sessions = 8;      // cached sessions (one per retrieval setting in use)
+};
+
+class RuntimeEngine final : public Engine {
+ public:
+  static StatusOr<std::unique_ptr<RuntimeEngine>> Create(std::unique_ptr<Runtime> runtime,
+                                                         const RuntimeEngineOptions& options);
+  // Closes the bank cleanly (after every request ended: the server is shut down first).
+  ~RuntimeEngine() override;
+
+  std::string model_id() const override { return model_id_; }
+  std::string embedding_model_id() const override { return embedding_model_id_; }
+  StatusOr<GenerationOutput> Chat(std::span<const model::ChatMessage> messages,
+                                  const GenerationParams& params,
+                                  const TextSink& on_text) override;
+  StatusOr<GenerationOutput> Complete(std::string_view prompt, const GenerationParams& params,
+                                      const TextSink& on_text) override;
+  StatusOr<AskOutput> Ask(std::string_view question, const GenerationParams& params,
+                          bool include_chunk_text, const TextSink& on_text) override;
+  StatusOr<SummaryOutput> Summarize(std::string_view name, std::string_view text,
+                                    std::optional<uint64_t> document_id, int64_t max_tokens,
+                                    const TextSink& on_text) override;
+  StatusOr<EmbeddingOutput> Embed(std::span<const std::string> texts) override;
+  StatusOr<IngestOutput> Ingest(std::string_view name, std::string_view text) override;
+  StatusOr<std::vector<DocumentInfo>> ListDocuments() override;
+  Status DeleteDocument(uint64_t id) override;
+  EngineStats Stats() override;
+
+  // Persists the index and counters and closes the bank; later bank calls fail. Idempotent.
+  Status Close();
+
+ private:
+  RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options,
+                DocumentCatalog catalog);
+  // A session with memory on/off and the given top-k (-1: configured). Caller holds the lease.
+  StatusOr<retriever::LongContextSession*> SessionFor(bool use_memory, int64_t top_k);
+  // Reserves a fresh document id (released by FinishDocument).
+  uint64_t ReserveId();
+  // Records the document in the catalog (when `stored`) and releases the reservation.
+  Status FinishDocument(uint64_t id, bool stored, const std::string& name, int64_t tokens);
+
+  std::unique_ptr<Runtime> runtime_;
+  RuntimeEngineOptions options_;
+  std::string model_id_;
+  std::string embedding_model_id_;
+  ModelQueue queue_;
+  // Guarded by a queue lease.
+  std::map<std::pair<bool, int64_t>, std::unique_ptr<retriever::LongContextSession>> sessions_;
+
+  std::mutex catalog_mu_;
+  DocumentCatalog catalog_;
+  std::set<uint64_t> ingesting_;
+  uint64_t next_id_ = 1;
+  bool closed_ = false;
+};
+
+}  // namespace muninn::tools::server
