@@ -17,5 +17,7 @@ void RegisterModelCommands(CLI::App& app, CommandContext& ctx);
 void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx);
 // `muninn bench` — llama-bench style ppN / tgN throughput.
 void RegisterBenchCommands(CLI::App& app, CommandContext& ctx);
+// `muninn tokenize` — token ids and pieces of a text under a model's tokenizer.
+void RegisterTokenizeCommands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace muninn::tools

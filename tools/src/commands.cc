@@ -8,6 +8,7 @@ namespace muninn::tools {
 
 void RegisterCommands(CLI::App& app, CommandContext& ctx) {
   RegisterSystemCommands(app, ctx);
+  RegisterTokenizeCommands(app, ctx);
   RegisterGenerateCommands(app, ctx);
   RegisterBenchCommands(app, ctx);
   RegisterEmbedCommands(app, ctx);
