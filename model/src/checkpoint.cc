@@ -25,7 +25,12 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) 
     std::fclose(f);
     if (got == 4 && magic == kGgufMagic) return internal::OpenGgufCheckpoint(path);
   }
-  if (path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0) {
+  auto ends_with = [&path](std::string_view suffix) {
+    return path.size() >= suffix.size() &&
+           path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends_with(".gguf")) return internal::OpenGgufCheckpoint(path);  // reports the bad magic
+  if (ends_with(".safetensors")) {
     return internal::OpenHfCheckpoint(path);
   }
   return InvalidArgumentError("'" + path + "' is neither a GGUF file, a .safetensors file nor a "

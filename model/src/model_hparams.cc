@@ -1,5 +1,6 @@
 #include "muninn/model/model_hparams.h"
 
+#include <algorithm>
 #include <sstream>
 
 namespace muninn::model {
