@@ -296,12 +296,6 @@ StatusOr<GenerateResult> LongContextSession::Generate(const GenerateOptions& opt
   for (const std::string& s : options.stop_strings) {
     if (s.empty()) return InvalidArgumentError("stop strings must not be empty");
   }
-  std::vector<model::TokenId> stop_ids;
-  if (tokenizer_->eos_id() != model::kNoToken) stop_ids.push_back(tokenizer_->eos_id());
-  for (const char* t : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>"}) {
-    const model::TokenId id = tokenizer_->TokenIdOf(t);
-    if (id != model::kNoToken) stop_ids.push_back(id);
-  }
   GenerateResult result;
   result.stop_reason = "max_tokens";
   model::IncrementalDetokenizer detok(*tokenizer_, /*skip_special=*/true);
@@ -313,7 +307,7 @@ StatusOr<GenerateResult> LongContextSession::Generate(const GenerateOptions& opt
   };
   for (int64_t i = 0; i < options.max_tokens; ++i) {
     const model::TokenId id = sampler.Sample(logits_, history);
-    if (options.stop_at_eos && std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end()) {
+    if (options.stop_at_eos && (tokenizer_->IsEog(id) || id == tokenizer_->eos_id())) {
       result.stop_reason = "eos";
       break;
     }

@@ -17,7 +17,7 @@ namespace {
 
 using memory::testing::OwnedChunk;
 
-int Run(std::vector<std::string> args, std::string* out) {
+int RunCli(std::vector<std::string> args, std::string* out) {
   args.insert(args.begin(), "muninn");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -50,19 +50,19 @@ TEST(BankCommandsTest, StatsVerifyCompactOnAHealthyBank) {
   memory::testing::TempDir dir("cli_bank");
   MakeBank(dir.path());
   std::string out;
-  ASSERT_EQ(Run({"bank", "stats", "--bank", dir.path(), "--json"}, &out), 0) << out;
+  ASSERT_EQ(RunCli({"bank", "stats", "--bank", dir.path(), "--json"}, &out), 0) << out;
   auto j = nlohmann::json::parse(out);
   EXPECT_EQ(j["chunks"], 6);
   EXPECT_EQ(j["documents"], 2);
   EXPECT_EQ(j["tokens"], 24);
   EXPECT_EQ(j["kv_dtype"], "bf16");
   EXPECT_EQ(j["index_recovery"], "loaded");
-  ASSERT_EQ(Run({"bank", "stats", "--bank", dir.path()}, &out), 0);
+  ASSERT_EQ(RunCli({"bank", "stats", "--bank", dir.path()}, &out), 0);
   EXPECT_NE(out.find("6 in 2 documents"), std::string::npos) << out;
-  ASSERT_EQ(Run({"bank", "verify", "--bank", dir.path()}, &out), 0) << out;
+  ASSERT_EQ(RunCli({"bank", "verify", "--bank", dir.path()}, &out), 0) << out;
   EXPECT_NE(out.find("OK: 6 records checked"), std::string::npos) << out;
-  ASSERT_EQ(Run({"bank", "compact", "--bank", dir.path()}, &out), 0) << out;
-  ASSERT_EQ(Run({"bank", "verify", "--bank", dir.path(), "--json"}, &out), 0) << out;
+  ASSERT_EQ(RunCli({"bank", "compact", "--bank", dir.path()}, &out), 0) << out;
+  ASSERT_EQ(RunCli({"bank", "verify", "--bank", dir.path(), "--json"}, &out), 0) << out;
   EXPECT_EQ(nlohmann::json::parse(out)["ok"], true);
 }
 
@@ -82,10 +82,10 @@ TEST(BankCommandsTest, VerifyFailsOnACorruptChunkAndAMissingBank) {
     ASSERT_TRUE(store->Write(&b).ok());
   }
   std::string out;
-  EXPECT_EQ(Run({"bank", "verify", "--bank", dir.path()}, &out), 1);
+  EXPECT_EQ(RunCli({"bank", "verify", "--bank", dir.path()}, &out), 1);
   EXPECT_NE(out.find("FAILED"), std::string::npos) << out;
   EXPECT_NE(out.find("chunk " + std::to_string(ids[2])), std::string::npos) << out;
-  EXPECT_EQ(Run({"bank", "stats", "--bank", dir.path() + "/missing"}, &out), 1);
+  EXPECT_EQ(RunCli({"bank", "stats", "--bank", dir.path() + "/missing"}, &out), 1);
 }
 
 }  // namespace

@@ -43,7 +43,8 @@ StatusOr<std::string> Ask(retriever::LongContextSession& session, const model::C
   retriever::GenerateOptions go;
   go.max_tokens = max_tokens;
   ASSIGN_OR_RETURN(retriever::GenerateResult r, session.Generate(go, sampler, on_text));
-  return Trim(std::move(r.text));
+  // Streamed text is returned as streamed; only text nobody saw yet is tidied.
+  return on_text ? std::move(r.text) : Trim(std::move(r.text));
 }
 
 }  // namespace
@@ -90,10 +91,11 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
     memory::SearchFilter filter;
     filter.doc_ids = {options.doc_id};
     filter.before_position = b;  // earlier parts only: never the section itself or the future
+    // The instruction follows the passage: small models keep to it better when it comes last.
     const std::string instruction =
-        "Summarize the following passage (part " + std::to_string(s + 1) + " of " +
-        std::to_string(result.n_sections) + " of a longer text) in two or three sentences.\n\n" +
-        body;
+        "Passage (part " + std::to_string(s + 1) + " of " + std::to_string(result.n_sections) +
+        " of a longer text):\n\n" + body +
+        "\n\nSummarize the passage above in two or three sentences.";
     ASSIGN_OR_RETURN(std::string summary,
                      Ask(session, chat, instruction, body, filter, options.section_summary_tokens,
                          options.sampling, {}));

@@ -27,7 +27,13 @@ struct SummarizerOptions {
   int64_t section_tokens = 1536;       // tokens of document text per section
   int64_t section_summary_tokens = 96; // generation budget per section summary
   int64_t max_tokens = 256;            // budget of the final summary
-  model::SamplerOptions sampling = model::SamplerOptions::Greedy();
+  // Greedy with a repetition penalty: small models loop on greedy alone.
+  model::SamplerOptions sampling = [] {
+    model::SamplerOptions o = model::SamplerOptions::Greedy();
+    o.repeat_penalty = 1.3f;
+    o.repeat_last_n = 128;
+    return o;
+  }();
   bool ingest = true;                  // false: the document is already in the bank
   memory::DocumentId doc_id = 1;
   Status Validate() const;
