@@ -71,8 +71,9 @@ class Tensor {
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
   int ndim() const { return shape_.ndim(); }
-  int64_t dim(int i) const { return shape_[i < 0 ? i + ndim() : i]; }
-  int64_t stride(int i) const { return strides_[static_cast<size_t>(i < 0 ? i + ndim() : i)]; }
+  // Dimension i; negative i counts from the innermost (-1). Out of range is a programmer error.
+  int64_t dim(int i) const { return shape_[AxisIndex(i)]; }
+  int64_t stride(int i) const { return strides_[static_cast<size_t>(AxisIndex(i))]; }
   int64_t numel() const { return shape_.numel(); }
   Device device() const { return buffer_ ? buffer_->device() : Device::Cpu(); }
   const std::shared_ptr<Buffer>& buffer() const { return buffer_; }
@@ -111,6 +112,12 @@ class Tensor {
   std::string DebugString() const;  // "f32[2, 3] strides=[12, 4]"
 
  private:
+  int AxisIndex(int i) const {
+    const int j = i < 0 ? i + ndim() : i;
+    MUNINN_CHECK(j >= 0 && j < ndim()) << "axis " << i << " of a " << ndim() << "-d tensor";
+    return j;
+  }
+
   std::shared_ptr<Buffer> buffer_;
   size_t offset_ = 0;
   DType dtype_ = DType::kF32;
