@@ -3,6 +3,7 @@
 // dequantized weights, plus cross-family agreement and argument checks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -28,10 +29,11 @@ std::vector<CpuIsa> AvailableIsas() {
   return isas;
 }
 
-std::unique_ptr<Backend> MakeBackend(CpuIsa isa, ThreadPool* pool) {
+std::unique_ptr<Backend> MakeBackend(CpuIsa isa, ThreadPool* pool, bool exact = false) {
   CpuBackendOptions o;
   o.isa = isa;
   o.pool = pool;
+  o.exact_matmul = exact;
   return CreateCpuBackend(o).value();
 }
 
@@ -205,6 +207,90 @@ TEST(MatMulTest, RejectsBadArguments) {
   expect_invalid(xm, w, &out, "misaligned x");
   EXPECT_EQ(b->MatMul(x, w, nullptr).code(), StatusCode::kInvalidArgument);
   for (int i = 0; i < 8; ++i) EXPECT_EQ(out.data_as<float>()[i], before[static_cast<size_t>(i)]);
+}
+
+// Exact mode never quantizes activations: against float64 x · dequant(w)ᵀ only float32 rounding
+// remains. Every output must be within 2e-6 · sum_i |x_i w_i| (a few float32 ulps of accumulated
+// rounding for K <= 1024; quantized activations miss by ~1e-2 of that sum), and the normalised
+// MSE must be at the f32-weight bound, six orders below the quantized-activation ones. Both the
+// dot path (M < 16, any strides) and the tile + sgemm path (M >= 16) are covered, on 1 and 2
+// threads; the dot path must give bit-identical results on both, and there each row of a batch
+// must equal the same row multiplied alone.
+TEST(MatMulTest, ExactModeMatchesFloat64WithinFloat32Rounding) {
+  const std::vector<Case> cases = {
+      {1, 7, 256, 0, 0, 0, true},   {1, 33, 512, 0, 0, 256, false}, {3, 17, 256, 8, 3, 0, false},
+      {5, 70, 768, 0, 0, 0, false}, {2, 1, 256, 1, 0, 0, false},    {7, 9, 1024, 64, 5, 256, false},
+      {17, 45, 256, 8, 3, 0, false},  // the dequantized-tile sgemm path
+  };
+  ThreadPool pool(2);
+  uint32_t seed = 1234;
+  for (CpuIsa isa : AvailableIsas()) {
+    auto serial = MakeBackend(isa, nullptr, /*exact=*/true);
+    auto threaded = MakeBackend(isa, &pool, /*exact=*/true);
+    auto quantized = MakeBackend(isa, nullptr);
+    for (DType wt : kWeightDTypes) {
+      for (const Case& c : cases) {
+        SCOPED_TRACE(std::string(CpuIsaName(isa)) + " w=" + std::string(DTypeName(wt)) +
+                     " M=" + std::to_string(c.m) + " N=" + std::to_string(c.n) +
+                     " K=" + std::to_string(c.k) + " seed=" + std::to_string(seed));
+        std::mt19937 rng(seed++);
+        const Tensor w = RandomMatrix(wt, c.n, c.k, c.w_pad, rng);
+        Tensor x = RandomMatrix(DType::kF32, c.m, c.k, c.x_pad, rng);
+        if (c.x_1d) x = x.Select(0).value();
+        const auto make_out = [&] {
+          Tensor o = Tensor::Zeros(DType::kF32, Shape{c.m, c.n + c.out_pad}).value();
+          o = o.Slice(1, 0, c.n).value();
+          return c.x_1d ? o.Select(0).value() : o;
+        };
+        Tensor out1 = make_out(), out2 = make_out(), outq = make_out();
+        ASSERT_TRUE(serial->MatMul(x, w, &out1).ok());
+        ASSERT_TRUE(threaded->MatMul(x, w, &out2).ok());
+        ASSERT_TRUE(quantized->MatMul(x, w, &outq).ok());
+        EXPECT_LE(Nmse(x, w, out1, c.m), 1e-10);
+        EXPECT_LE(Nmse(x, w, out2, c.m), 1e-10);
+        // f32 weights with M > 1 go to sgemm (not the per-row dot kernels) in either mode.
+        const bool dot_path = c.m < 16 && (wt != DType::kF32 || c.m == 1);
+        double worst_exact = 0, worst_quant = 0;  // in units of sum |x w|
+        for (int64_t i = 0; i < c.m; ++i) {
+          const std::vector<float> xr = RowAsFloat(x, i);
+          const std::vector<float> o1 = RowAsFloat(out1, i), o2 = RowAsFloat(out2, i);
+          const std::vector<float> oq = RowAsFloat(outq, i);
+          for (int64_t j = 0; j < c.n; ++j) {
+            const std::vector<float> wr = RowAsFloat(w, j);
+            double ref = 0, abs_sum = 0;
+            for (size_t e = 0; e < wr.size(); ++e) {
+              ref += double(xr[e]) * wr[e];
+              abs_sum += std::fabs(double(xr[e]) * wr[e]);
+            }
+            const size_t jj = static_cast<size_t>(j);
+            EXPECT_NEAR(o1[jj], ref, 2e-6 * abs_sum) << "row " << i << " col " << j;
+            EXPECT_NEAR(o2[jj], ref, 2e-6 * abs_sum) << "row " << i << " col " << j;
+            if (dot_path) {
+              EXPECT_EQ(o1[jj], o2[jj]) << "row " << i << " col " << j;
+            }
+            worst_exact = std::max(worst_exact, std::fabs(o1[jj] - ref) / abs_sum);
+            worst_quant = std::max(worst_quant, std::fabs(oq[jj] - ref) / abs_sum);
+          }
+        }
+        // The default path quantizes activations of block-quantized weights; exact mode must be
+        // far closer there (and is the same path for f32/f16/bf16).
+        if (IsQuantized(wt)) {
+          EXPECT_LT(worst_exact * 50, worst_quant);
+        }
+        if (dot_path && c.m > 1) {
+          for (int64_t i = 0; i < c.m; ++i) {
+            const Tensor xi = x.Select(i).value();
+            Tensor oi = Tensor::Zeros(DType::kF32, Shape{c.n}).value();
+            ASSERT_TRUE(threaded->MatMul(xi, w, &oi).ok());
+            const std::vector<float> o1 = RowAsFloat(out1, i);
+            for (int64_t j = 0; j < c.n; ++j) {
+              ASSERT_EQ(oi.data_as<float>()[j], o1[static_cast<size_t>(j)]) << i << "," << j;
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -49,9 +49,11 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuBackendOptions& o) : ctx_{o.pool, o.isa} {}
+  explicit CpuBackend(const CpuBackendOptions& o) : ctx_{o.pool, o.isa, o.exact_matmul} {}
 
-  std::string name() const override { return std::string("cpu-") + CpuIsaName(ctx_.isa); }
+  std::string name() const override {
+    return std::string("cpu-") + CpuIsaName(ctx_.isa) + (ctx_.exact_matmul ? "-exact" : "");
+  }
   Device device() const override { return Device::Cpu(); }
   StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) override {
     return Tensor::Empty(dtype, shape);

@@ -9,6 +9,7 @@ namespace muninn::cpu {
 struct CpuContext {
   ThreadPool* pool = nullptr;  // may be null: run on the calling thread
   CpuIsa isa = CpuIsa::kScalar;
+  bool exact_matmul = false;   // CpuBackendOptions::exact_matmul
 };
 
 }  // namespace muninn::cpu

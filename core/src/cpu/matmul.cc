@@ -2,6 +2,10 @@
 //
 //  - f32 weights with M > 1: OpenBLAS sgemm (prefill, training); f16/bf16 weights with M >= 16:
 //    sgemm on tiles of weight rows converted to f32.
+//  - exact mode (CpuBackendOptions::exact_matmul) with block-quantized weights: activations stay
+//    f32. Tiles of weight rows are dequantized to f32 (DequantizeRow, per thread, never the whole
+//    matrix) and multiplied in f32: sgemm on the tile for M >= 16, f32 SIMD dots otherwise. The
+//    only rounding is float32's, as in a framework that runs on dequantized weights.
 //  - everything else: each activation row is converted once to the weight's activation format
 //    (q8_0 / q8_1 / q8_K, or kept as f32 for f32/f16/bf16 weights), then one dot kernel per
 //    (weight row, activation row) on the weight's own encoding. Output rows are split across the
@@ -98,14 +102,16 @@ void Sgemm(const Tensor& x, const Tensor& w, Tensor* out, int64_t m, int64_t n, 
               ld(*out, n));
 }
 
-// f16/bf16 weights with a batch of rows: converting a tile of weight rows to f32 once and
-// multiplying it with sgemm beats converting every weight row once per activation row in the dot
-// kernels. Tiles are bounded ([kTile, K] f32, 4 MiB at K = 2048), never a full f32 copy of w.
-void HalfWeightsSgemm(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out,
+// f16/bf16 weights with a batch of rows (and, in exact mode, block-quantized ones): converting a
+// tile of weight rows to f32 once and multiplying it with sgemm beats converting every weight row
+// once per activation row in the dot kernels. Tiles are bounded ([kTile, K] f32, 4 MiB at
+// K = 2048), never a full f32 copy of w.
+void DequantTileSgemm(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out,
                       int64_t m, int64_t n, int64_t k) {
   constexpr int64_t kTile = 512;
   std::unique_ptr<float[]> tile(new float[static_cast<size_t>(kTile * k)]);  // [kTile, K]
   const auto* w_base = static_cast<const char*>(w.data());
+  const bool half = w.dtype() == DType::kF16 || w.dtype() == DType::kBF16;
   const auto ld = [](const Tensor& t, int64_t cols) {
     return t.ndim() == 2 && t.dim(0) > 1 ? static_cast<blasint>(t.stride(0) / 4)
                                          : static_cast<blasint>(std::max<int64_t>(cols, 1));
@@ -115,7 +121,7 @@ void HalfWeightsSgemm(const CpuContext& ctx, const Tensor& x, const Tensor& w, T
     ParallelFor(ctx.pool, rows, 16, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const char* src = w_base + (t0 + r) * w.stride(0);
-        if (ctx.isa != CpuIsa::kScalar) {
+        if (half && ctx.isa != CpuIsa::kScalar) {
           Avx2HalfToF32(w.dtype(), reinterpret_cast<const uint16_t*>(src), tile.get() + r * k, k);
         } else {
           DequantizeRow(w.dtype(), src, tile.get() + r * k, k);
@@ -129,7 +135,42 @@ void HalfWeightsSgemm(const CpuContext& ctx, const Tensor& x, const Tensor& w, T
   }
 }
 
-// Below this many activation rows the f16/bf16 dot kernels win over tile conversion + sgemm.
+// Exact mode with few activation rows (decode): each thread dequantizes a tile of its weight rows
+// into its own buffer ([tile, K] f32, about 32 KiB) and dots every activation row with it in f32,
+// so the weights are still streamed once and the activations are never quantized. Any row
+// strides are accepted (x may be a broadcast view).
+void ExactDotMatMul(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out,
+                    int64_t m, int64_t n, int64_t k) {
+  const VecDotFn dot = SelectVecDot(DType::kF32, ctx.isa);
+  const auto* x_base = static_cast<const char*>(x.data());
+  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;           // bytes
+  const int64_t out_stride = out->ndim() == 2 ? out->stride(0) : 0;   // bytes
+  auto* out_base = static_cast<char*>(out->data());
+  const auto* w_base = static_cast<const char*>(w.data());
+  const int64_t w_stride = w.stride(0);
+  const int64_t tile = TileRows(sizeof(float) * static_cast<size_t>(k));
+  // Dequantizing a row costs about as much as a few dots with it: ~64 KiB of f32 work per chunk.
+  const int64_t min_chunk = std::max<int64_t>(
+      1, static_cast<int64_t>((64u << 10) / (sizeof(float) * static_cast<size_t>(k * (m + 1)))));
+  ParallelFor(ctx.pool, n, min_chunk, [&](int64_t begin, int64_t end) {
+    const int64_t rows = std::min(tile, end - begin);
+    std::unique_ptr<float[]> buf(new float[static_cast<size_t>(rows * k)]);  // [rows, K]
+    for (int64_t t0 = begin; t0 < end; t0 += tile) {
+      const int64_t t1 = std::min(end, t0 + tile);
+      for (int64_t j = t0; j < t1; ++j) {
+        DequantizeRow(w.dtype(), w_base + j * w_stride, buf.get() + (j - t0) * k, k);
+      }
+      for (int64_t i = 0; i < m; ++i) {
+        const char* xr = x_base + i * x_stride;
+        auto* orow = reinterpret_cast<float*>(out_base + i * out_stride);
+        for (int64_t j = t0; j < t1; ++j) orow[j] = dot(k, buf.get() + (j - t0) * k, xr);
+      }
+    }
+  });
+}
+
+// Below this many activation rows the f16/bf16 (and exact-mode) dot kernels win over tile
+// conversion + sgemm.
 constexpr int64_t kHalfSgemmMinRows = 16;
 
 }  // namespace
@@ -156,7 +197,15 @@ Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
   }
   if ((w.dtype() == DType::kF16 || w.dtype() == DType::kBF16) && m >= kHalfSgemmMinRows &&
       (m == 1 || x_stride >= 4 * k)) {
-    HalfWeightsSgemm(ctx, x, w, out, m, n, k);
+    DequantTileSgemm(ctx, x, w, out, m, n, k);
+    return Status::Ok();
+  }
+  if (ctx.exact_matmul && ActivationDType(w.dtype()) != DType::kF32) {
+    if (m >= kHalfSgemmMinRows && blas_strides) {
+      DequantTileSgemm(ctx, x, w, out, m, n, k);
+    } else {
+      ExactDotMatMul(ctx, x, w, out, m, n, k);
+    }
     return Status::Ok();
   }
 

@@ -15,6 +15,14 @@ struct CpuBackendOptions {
   // Kernel family to use. Defaults to the best the CPU supports; asking for more than the CPU
   // supports is an error from Validate(). kScalar selects the portable reference kernels.
   CpuIsa isa = GetCpuFeatures().BestIsa();
+  // When true, MatMul with a block-quantized weight never quantizes the activations: weight rows
+  // are dequantized to f32 tile by tile (bounded per-thread buffers, never the whole matrix) and
+  // multiplied in f32, so results differ from a float64 product of the dequantized weights only by
+  // float32 rounding — what a framework running on dequantized weights computes, and what
+  // identical greedy continuations against such goldens need. Slower than the default, which
+  // quantizes activations to q8_0/q8_1/q8_K and uses integer dot products (logits within ~0.5).
+  // f32/f16/bf16 weights already use f32 activations either way.
+  bool exact_matmul = false;
   Status Validate() const;
 };
 
