@@ -108,7 +108,10 @@ constexpr int kQueries = 200;
 
 // Builds (once per factory and size) a bank and, for the exact reference, a Flat bank.
 SearchFixture* GetFixture(const std::string& factory, int64_t n) {
-  static std::map<std::pair<std::string, int64_t>, std::unique_ptr<SearchFixture>> cache;
+  // Built once per process and deliberately never destroyed: the banks would otherwise close
+  // during static destruction, after RocksDB's own statics are gone.
+  static auto& cache =
+      *new std::map<std::pair<std::string, int64_t>, std::unique_ptr<SearchFixture>>();
   auto key = std::make_pair(factory, n);
   if (auto it = cache.find(key); it != cache.end()) return it->second.get();
   auto fx = std::make_unique<SearchFixture>();
