@@ -45,6 +45,7 @@ struct GenerationOutput {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   std::string finish_reason;  // OpenAI's: "stop" or "length"
+  double model_seconds = 0.0; // time spent on the model, queue wait excluded (0 = unknown)
 };
 
 // A chunk of the bank that a generation attended to.

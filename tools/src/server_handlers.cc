@@ -44,6 +44,12 @@ std::string StringOf(const json& obj, const char* key) {
   return it != obj.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+// Seconds on the model as the engine measured them (queue wait excluded), else wall time.
+double ModelSeconds(const GenerationOutput& out, Clock::time_point start) {
+  return out.model_seconds > 0.0 ? out.model_seconds
+                                 : std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 std::string SseEvent(const json& j) { return "data: " + Dump(j) + "\n\n"; }
 
 constexpr std::string_view kSseDone = "data: [DONE]\n\n";
@@ -418,7 +424,7 @@ Response Handler::ChatCompletions(const Request& request, Engine& engine) const 
     if (!out.ok()) return ErrorResponseOf(out.status());
     if (metrics) {
       metrics->RecordGeneration(out->prompt_tokens, out->completion_tokens,
-                                std::chrono::duration<double>(Clock::now() - start).count());
+                                ModelSeconds(*out, start));
     }
     return JsonResponse(
         200, {{"id", id},
@@ -461,7 +467,7 @@ Response Handler::ChatCompletions(const Request& request, Engine& engine) const 
     }
     if (metrics) {
       metrics->RecordGeneration(out->prompt_tokens, out->completion_tokens,
-                                std::chrono::duration<double>(Clock::now() - start).count());
+                                ModelSeconds(*out, start));
     }
     if (!sse.wrote) sse.Send(SseEvent(chunk({{"role", "assistant"}, {"content", ""}}, nullptr)));
     sse.Send(SseEvent(chunk(json::object(), out->finish_reason)));
@@ -519,7 +525,7 @@ Response Handler::Completions(const Request& request, Engine& engine) const {
     if (!out.ok()) return ErrorResponseOf(out.status());
     if (metrics) {
       metrics->RecordGeneration(out->prompt_tokens, out->completion_tokens,
-                                std::chrono::duration<double>(Clock::now() - start).count());
+                                ModelSeconds(*out, start));
     }
     return JsonResponse(200, {{"id", id},
                               {"object", "text_completion"},
@@ -552,7 +558,7 @@ Response Handler::Completions(const Request& request, Engine& engine) const {
     }
     if (metrics) {
       metrics->RecordGeneration(out->prompt_tokens, out->completion_tokens,
-                                std::chrono::duration<double>(Clock::now() - start).count());
+                                ModelSeconds(*out, start));
     }
     sse.Send(SseEvent(chunk("", out->finish_reason)));
     if (include_usage) {
@@ -806,7 +812,7 @@ Response Handler::Ask(const Request& request, Engine& engine) const {
     if (!out.ok()) return ErrorResponseOf(out.status());
     if (metrics) {
       metrics->RecordGeneration(out->generation.prompt_tokens, out->generation.completion_tokens,
-                                std::chrono::duration<double>(Clock::now() - start).count());
+                                ModelSeconds(out->generation, start));
     }
     return JsonResponse(200, result_json(*out));
   }
@@ -827,7 +833,7 @@ Response Handler::Ask(const Request& request, Engine& engine) const {
     }
     if (metrics) {
       metrics->RecordGeneration(out->generation.prompt_tokens, out->generation.completion_tokens,
-                                std::chrono::duration<double>(Clock::now() - start).count());
+                                ModelSeconds(out->generation, start));
     }
     sse.Send(SseEvent(result_json(*out)));
     sse.Send(std::string(kSseDone));

@@ -1,6 +1,7 @@
 #include "server_runtime_engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 
 #include "chat_generation.h"
@@ -31,8 +32,11 @@ ChatTurnOptions TurnOptions(const GenerationParams& p) {
   return o;
 }
 
-GenerationOutput ToOutput(const ChatTurnResult& r) {
+using Clock = std::chrono::steady_clock;
+
+GenerationOutput ToOutput(const ChatTurnResult& r, Clock::time_point start) {
   GenerationOutput out;
+  out.model_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   out.text = r.generation.text;
   out.prompt_tokens = r.prompt_tokens;
   out.completion_tokens = static_cast<int64_t>(r.generation.tokens.size());
@@ -124,6 +128,7 @@ StatusOr<GenerationOutput> RuntimeEngine::Chat(std::span<const model::ChatMessag
                                                const GenerationParams& params,
                                                const TextSink& on_text) {
   ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+  const auto start = Clock::now();
   ASSIGN_OR_RETURN(auto* session, SessionFor(params.use_memory, params.top_k_chunks));
   // Retrieval (when on) looks for the last user message.
   std::string query;
@@ -135,23 +140,26 @@ StatusOr<GenerationOutput> RuntimeEngine::Chat(std::span<const model::ChatMessag
   }
   ASSIGN_OR_RETURN(auto r, RunChatTurn(*session, runtime_->chat(), messages, query,
                                        TurnOptions(params), on_text));
-  return ToOutput(r);
+  return ToOutput(r, start);
 }
 
 StatusOr<GenerationOutput> RuntimeEngine::Complete(std::string_view prompt,
                                                    const GenerationParams& params,
                                                    const TextSink& on_text) {
   ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+  const auto start = Clock::now();
   ASSIGN_OR_RETURN(auto* session, SessionFor(params.use_memory, params.top_k_chunks));
   ASSIGN_OR_RETURN(auto r, RunCompletion(*session, prompt, TurnOptions(params), on_text));
-  return ToOutput(r);
+  return ToOutput(r, start);
 }
 
 StatusOr<AskOutput> RuntimeEngine::Ask(std::string_view question, const GenerationParams& params,
                                        bool include_chunk_text, const TextSink& on_text) {
   ChatTurnResult r;
+  Clock::time_point start;
   {
     ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+    start = Clock::now();
     ASSIGN_OR_RETURN(auto* session, SessionFor(true, params.top_k_chunks));
     const model::ChatMessage msg{"user", std::string(question)};
     ASSIGN_OR_RETURN(r, RunChatTurn(*session, runtime_->chat(),
@@ -159,7 +167,7 @@ StatusOr<AskOutput> RuntimeEngine::Ask(std::string_view question, const Generati
                                     TurnOptions(params), on_text));
   }
   AskOutput out;
-  out.generation = ToOutput(r);
+  out.generation = ToOutput(r, start);
   std::lock_guard<std::mutex> lock(catalog_mu_);
   for (const memory::SearchHit& h : r.hits) {
     ChunkRef c;
