@@ -27,6 +27,7 @@ struct BenchFlags {
   int threads = 0;
   int32_t reps = 5;
   bool json = false;
+  bool exact = false;
 };
 
 struct BenchResult {
@@ -75,7 +76,7 @@ int RunBench(const BenchFlags& f) {
     std::fprintf(stderr, "muninn bench: need -p >= 0, -n >= 0 (not both 0) and -r >= 1\n");
     return 1;
   }
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false);
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false, f.exact);
   if (!cm.ok()) {
     std::fprintf(stderr, "muninn bench: %s\n", cm.status().ToString().c_str());
     return 1;
@@ -171,6 +172,8 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("-n,--n-gen", f->n_gen, "Generated tokens per tg test (0 = skip)")
       ->capture_default_str();
   cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+  cmd->add_flag("--exact", f->exact,
+                "Exact MatMul: f32 activations and dequantized weight rows (see generate --exact)");
   cmd->add_option("-r,--repetitions", f->reps, "Repetitions per test")->capture_default_str();
   cmd->add_flag("--json", f->json, "Print JSON");
   cmd->callback([&ctx, f] { ctx.exit_code = RunBench(*f); });

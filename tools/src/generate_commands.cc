@@ -34,8 +34,13 @@ struct GenerateFlags {
   std::vector<std::string> stop;
   bool chat = false;
   bool ignore_eos = false;
+  bool exact = false;
   int threads = 0;
 };
+
+constexpr const char* kExactHelp =
+    "Exact MatMul: keep activations f32 and dequantize weight rows to f32 (slower; matches "
+    "frameworks that run on dequantized weights, e.g. for identical greedy output)";
 
 int Fail(const char* cmd, const Status& s) {
   std::fprintf(stderr, "muninn %s: %s\n", cmd, s.ToString().c_str());
@@ -63,7 +68,7 @@ StatusOr<std::vector<model::TokenId>> PromptIds(const model::LoadedModel& lm,
 }
 
 int RunGenerate(const GenerateFlags& f) {
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true);
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true, f.exact);
   if (!cm.ok()) return Fail("generate", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
   auto ids = PromptIds(lm, f.prompt, f.chat, f.system);
@@ -117,6 +122,7 @@ struct LogitsFlags {
   std::string ids;
   int32_t top = 10;
   bool json = false;
+  bool exact = false;
   int threads = 0;
 };
 
@@ -153,7 +159,7 @@ int RunLogits(const LogitsFlags& f) {
     ids = std::move(parsed).value();
   }
   // --ids bypasses the tokenizer entirely.
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/ids.empty());
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/ids.empty(), f.exact);
   if (!cm.ok()) return Fail("logits", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
   if (ids.empty()) ids = lm.tokenizer->Encode(f.prompt, /*add_special=*/true, true);
@@ -223,6 +229,7 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--chat", f->chat, "Wrap the prompt in the model's chat template");
     cmd->add_option("--system", f->system, "System message for --chat");
     cmd->add_flag("--ignore-eos", f->ignore_eos, "Keep going after end-of-generation tokens");
+    cmd->add_flag("--exact", f->exact, kExactHelp);
     cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
     cmd->callback([&ctx, f] { ctx.exit_code = RunGenerate(*f); });
   }
@@ -234,6 +241,7 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--ids", f->ids, "Comma-separated token ids (bypasses the tokenizer)");
     cmd->add_option("--top", f->top, "How many logits to print")->capture_default_str();
     cmd->add_flag("--json", f->json, "Print JSON");
+    cmd->add_flag("--exact", f->exact, kExactHelp);
     cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
     cmd->callback([&ctx, f] { ctx.exit_code = RunLogits(*f); });
   }

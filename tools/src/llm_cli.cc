@@ -29,13 +29,14 @@ StatusOr<std::string> ResolveLlmPath(const std::string& flag) {
 }
 
 StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, int threads,
-                                                 bool load_tokenizer) {
+                                                 bool load_tokenizer, bool exact_matmul) {
   if (threads < 0) return InvalidArgumentError("threads must be >= 0 (0 = all cores)");
   auto m = std::make_unique<CliModel>();
   ASSIGN_OR_RETURN(m->path, ResolveLlmPath(path_flag));
   m->pool = std::make_unique<ThreadPool>(threads);
   CpuBackendOptions bo;
   bo.pool = m->pool.get();
+  bo.exact_matmul = exact_matmul;
   ASSIGN_OR_RETURN(m->backend, CreateCpuBackend(bo));
   model::LoadModelOptions lo;
   lo.load_tokenizer = load_tokenizer;

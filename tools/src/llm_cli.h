@@ -27,8 +27,9 @@ struct CliModel {
   model::LoadedModel loaded;
 };
 
-// Loads `path_flag` (see ResolveLlmPath) with `threads` threads (0 = all cores).
+// Loads `path_flag` (see ResolveLlmPath) with `threads` threads (0 = all cores). `exact_matmul`
+// builds the backend with CpuBackendOptions::exact_matmul (f32 activations for quantized weights).
 StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, int threads,
-                                                 bool load_tokenizer);
+                                                 bool load_tokenizer, bool exact_matmul = false);
 
 }  // namespace muninn::tools
