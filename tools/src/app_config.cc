@@ -14,11 +14,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool LooksLikeRoot(const fs::path& p) {
-  std::error_code ec;
-  return fs::is_directory(p / "configs", ec) && fs::exists(p / "configs" / "smollm2-135m.json", ec);
-}
-
 std::string Absolute(const std::string& root, const std::string& p) {
   if (p.empty() || p == "hidden" || fs::path(p).is_absolute()) return p;
   return (fs::path(root) / p).lexically_normal().string();
@@ -26,8 +21,7 @@ std::string Absolute(const std::string& root, const std::string& p) {
 
 }  // namespace
 
-std::string RepoRoot() {
-  if (const char* home = std::getenv("MUNINN_HOME"); home != nullptr && *home != '\0') return home;
+std::optional<std::string> FindAboveExeOrCwd(const std::string& relative) {
   std::error_code ec;
   std::vector<fs::path> starts;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
@@ -35,11 +29,20 @@ std::string RepoRoot() {
   starts.push_back(fs::current_path(ec));
   for (fs::path p : starts) {
     for (int depth = 0; depth < 8 && !p.empty(); ++depth) {
-      if (LooksLikeRoot(p)) return p.string();
+      if (fs::exists(p / relative, ec)) return (p / relative).string();
       if (p == p.parent_path()) break;
       p = p.parent_path();
     }
   }
+  return std::nullopt;
+}
+
+std::string RepoRoot() {
+  if (const char* home = std::getenv("MUNINN_HOME"); home != nullptr && *home != '\0') return home;
+  if (auto cfg = FindAboveExeOrCwd("configs/smollm2-135m.json")) {
+    return fs::path(*cfg).parent_path().parent_path().string();
+  }
+  std::error_code ec;
   return fs::current_path(ec).string();
 }
 

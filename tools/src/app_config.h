@@ -3,6 +3,7 @@
 // structs of the other modules.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "muninn/core/status.h"
@@ -26,6 +27,10 @@ struct AppConfig {
 // The repository root: $MUNINN_HOME, else the nearest ancestor of the executable or of the
 // working directory that holds configs/ and models/ (or configs/ alone).
 std::string RepoRoot();
+
+// The nearest ancestor of the executable, then of the working directory, under which `relative`
+// exists, joined with it; nullopt when there is none.
+std::optional<std::string> FindAboveExeOrCwd(const std::string& relative);
 
 // configs/smollm2-135m.json under the repository root.
 std::string DefaultConfigPath();

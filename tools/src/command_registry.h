@@ -13,11 +13,16 @@ void RegisterEmbedCommands(CLI::App& app, CommandContext& ctx);
 void RegisterBankCommands(CLI::App& app, CommandContext& ctx);
 // `muninn model info` — what a checkpoint holds (architecture, hyperparameters, tensors).
 void RegisterModelCommands(CLI::App& app, CommandContext& ctx);
+// `muninn summarize`, `ingest`, `ask`, `eval passkey|perplexity` — the long-context pipelines.
+void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx);
+// `muninn tokenize` — token ids and pieces of a text under a model's tokenizer.
+void RegisterTokenizeCommands(CLI::App& app, CommandContext& ctx);
+// `muninn serve` — the HTTP retrieval-augmented QA server (OpenAI-compatible API + documents);
+// `muninn loadtest` — a loopback load client for it.
+void RegisterServeCommands(CLI::App& app, CommandContext& ctx);
 // `muninn generate`, `muninn logits` — text generation and last-position logits (llama models).
 void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx);
 // `muninn bench` — llama-bench style ppN / tgN throughput.
 void RegisterBenchCommands(CLI::App& app, CommandContext& ctx);
-// `muninn tokenize` — token ids and pieces of a text under a model's tokenizer.
-void RegisterTokenizeCommands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace muninn::tools

@@ -8,12 +8,14 @@ namespace muninn::tools {
 
 void RegisterCommands(CLI::App& app, CommandContext& ctx) {
   RegisterSystemCommands(app, ctx);
-  RegisterTokenizeCommands(app, ctx);
   RegisterGenerateCommands(app, ctx);
   RegisterBenchCommands(app, ctx);
+  RegisterTokenizeCommands(app, ctx);
   RegisterEmbedCommands(app, ctx);
   RegisterBankCommands(app, ctx);
   RegisterModelCommands(app, ctx);
+  RegisterLongContextCommands(app, ctx);
+  RegisterServeCommands(app, ctx);
 }
 
 int RunMuninn(int argc, char** argv) {

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "app_config.h"
 #include "command_registry.h"
 #include "muninn/core/cpu_backend.h"
 #include "muninn/core/thread_pool.h"
@@ -23,24 +24,11 @@ namespace fs = std::filesystem;
 
 constexpr const char* kDefaultEmbedder = "models/all-MiniLM-L6-v2";
 
-// The default model folder: the nearest ancestor of the executable or of the working directory
-// that holds models/all-MiniLM-L6-v2 (the relative path itself when none does).
+// The default model folder above the executable or the working directory; the relative path
+// itself when none is found (the error then names it).
 std::string DefaultEmbedderDir() {
-  std::error_code ec;
-  std::vector<fs::path> starts;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) starts.push_back(exe.parent_path());
-  starts.push_back(fs::current_path(ec));
-  for (fs::path p : starts) {
-    for (int depth = 0; depth < 8 && !p.empty(); ++depth) {
-      if (fs::exists(p / kDefaultEmbedder / "config.json", ec)) {
-        return (p / kDefaultEmbedder).string();
-      }
-      if (p == p.parent_path()) break;
-      p = p.parent_path();
-    }
-  }
-  return kDefaultEmbedder;
+  auto cfg = FindAboveExeOrCwd(std::string(kDefaultEmbedder) + "/config.json");
+  return cfg ? fs::path(*cfg).parent_path().string() : kDefaultEmbedder;
 }
 
 struct EmbedFlags {

@@ -96,7 +96,12 @@ StatusOr<std::vector<PasskeyTrial>> RunPasskey(retriever::LongContextSession& se
         if (static_cast<int64_t>(window.size()) > session.options().local_window) {
           window.erase(window.begin(), window.end() - session.options().local_window);
         }
-        RETURN_IF_ERROR(session.Begin(window, p.window_text));
+        // The query is the question at the end of the window: the window's filler would make
+        // every chunk look alike to the embedder.
+        const size_t q = std::min<size_t>(window.size(), 32);
+        const std::string query =
+            tok.Decode(std::span<const model::TokenId>(window).subspan(window.size() - q), true);
+        RETURN_IF_ERROR(session.Begin(window, query));
         trial.retrieved_chunks = static_cast<int64_t>(session.retrieved().hits.size());
         for (const auto& h : session.retrieved().hits) {
           if (session.bank() == nullptr) break;

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "app_config.h"
 #include "command_registry.h"
 #include "muninn/model/chat_template.h"
 #include "muninn/model/gguf_file.h"
@@ -22,23 +23,9 @@ namespace fs = std::filesystem;
 
 constexpr const char* kDefaultModel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-// The nearest ancestor of the executable or of the working directory that holds the default
-// model; the relative path itself when none does (the error then names it).
-std::string DefaultModelPath() {
-  std::error_code ec;
-  std::vector<fs::path> starts;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) starts.push_back(exe.parent_path());
-  starts.push_back(fs::current_path(ec));
-  for (fs::path p : starts) {
-    for (int depth = 0; depth < 8 && !p.empty(); ++depth) {
-      if (fs::exists(p / kDefaultModel, ec)) return (p / kDefaultModel).string();
-      if (p == p.parent_path()) break;
-      p = p.parent_path();
-    }
-  }
-  return kDefaultModel;
-}
+// The default model above the executable or the working directory; the relative path itself when
+// none is found (the error then names it).
+std::string DefaultModelPath() { return FindAboveExeOrCwd(kDefaultModel).value_or(kDefaultModel); }
 
 // Printable form of a piece: control characters and bytes that are not valid UTF-8 as escapes.
 std::string Escape(std::string_view piece) {

@@ -2,8 +2,9 @@
 //
 // Passkey retrieval: filler text with a 5-digit key at a chosen depth and the question at the end.
 // The last `local_tokens` of the prompt form the local window; everything before it is ingested
-// into memory (memory on) or dropped (memory off: a plain sliding window). A trial passes when the
-// greedy answer contains the key.
+// into memory (memory on) or dropped (memory off: a plain sliding window). Retrieval is queried with
+// the last 32 tokens of the window (the question). A trial passes when the greedy answer contains
+// the key.
 //
 // Perplexity (MemLong protocol): the text is cut into consecutive evaluation windows of seq_len
 // tokens; in each, the prefix (all but the last `scored_tokens`) is ingested into memory, which
