@@ -13,6 +13,7 @@
 // weight each move logits by tens of percent).
 //
 // The tests skip when models/ lacks the file (CI fetches it with scripts/setup.sh).
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -236,6 +237,87 @@ TEST_F(LlamaGoldenTest, RealModelDequantizedWeightsMatchTightlySlow) {
     }
     std::printf("[ golden ] f32 weights: max |d| %.5f\n", max_abs);
     EXPECT_LT(max_abs, 1e-3);
+  }
+}
+
+// With CpuBackendOptions::exact_matmul the quantized weights are dequantized in the MatMul and the
+// activations stay f32, and with an f32 KV cache this is the computation the goldens ran, up to
+// float32 summation order. Then free-running greedy decode through the KV cache (prefill, then one
+// token per step) must
+// reproduce every golden 64-token continuation exactly. On a mismatch the gap between our top two
+// logits at that step is printed.
+//
+// One known exception, asserted explicitly rather than skipped: the chat prompt (index 1) agrees
+// for 23 tokens, then at step 23 we pick token 28 (",") over the golden 284 by a logit gap of
+// 0.0100 — in decode and in the batched prefill alike (two different summation orders), while the
+// prompt-end logits match the golden to ~1e-5. The goldens store no per-step logits, so the
+// framework's own gap there is unknown; a 0.01 tie is what the quantized path flips at random too.
+// Beyond the exception the continuation is not compared (it diverges for good).
+// Slow: ~25 s on 2 loaded cores (320 exact decode steps): label "slow".
+TEST_F(LlamaGoldenTest, RealModelExactMatMulGreedyContinuationIsIdenticalSlow) {
+  struct NearTie {
+    size_t prompt;
+    size_t step;
+    TokenId ours;
+    float max_gap;
+  };
+  const NearTie kNearTies[] = {{1, 23, 28, 0.02f}};
+  CpuBackendOptions bo;
+  bo.pool = pool_;
+  bo.exact_matmul = true;
+  auto backend = CreateCpuBackend(bo);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto loaded = LoadModel(kModelPath, backend->get(), LoadModelOptions{});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  Model& model = *loaded->model;
+  const size_t n_vocab = static_cast<size_t>(model.config().n_vocab);
+  auto sampler = Sampler::Create(SamplerOptions::Greedy());
+  ASSERT_TRUE(sampler.ok());
+  size_t prompt_index = 0;
+  for (const auto& p : (*goldens_)["prompts"]) {
+    SCOPED_TRACE(p["text"].get<std::string>());
+    const std::vector<TokenId> want = Ids(p["greedy_ids"]);
+    const NearTie* tie = nullptr;
+    for (const NearTie& t : kNearTies) {
+      if (t.prompt == prompt_index) tie = &t;
+    }
+    ++prompt_index;
+    KvCacheOptions ko;
+    ko.dtype = DType::kF32;  // as the goldens' framework keeps K/V; f16 moves logits by ~1e-2
+    auto cache = model.NewKvCache(ko);
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    auto res = model.Forward(Ids(p["ids"]), cache->get());
+    ASSERT_TRUE(res.ok()) << res.status();
+    std::vector<TokenId> got;
+    int first_mismatch = -1;
+    float gap_at_mismatch = 0.0f;
+    while (got.size() < want.size()) {
+      const std::span<const float> logits(res->logits.data_as<float>(), n_vocab);
+      const TokenId next = sampler->Sample(logits, {});
+      if (first_mismatch < 0 && next != want[got.size()]) {
+        first_mismatch = static_cast<int>(got.size());
+        const TokenId golden = want[got.size()];
+        gap_at_mismatch = logits[static_cast<size_t>(next)] - logits[static_cast<size_t>(golden)];
+      }
+      got.push_back(next);
+      const TokenId one[] = {next};
+      res = model.Forward(one, cache->get());
+      ASSERT_TRUE(res.ok()) << res.status();
+    }
+    std::string head = p["text"].get<std::string>().substr(0, 40);
+    std::replace(head.begin(), head.end(), '\n', ' ');
+    std::printf("[ golden ] exact %-40s first mismatch at step %d (logit gap %.6f)\n", head.c_str(),
+                first_mismatch, gap_at_mismatch);
+    if (tie == nullptr) {
+      EXPECT_EQ(got, want);
+      continue;
+    }
+    // The documented near-tie: identical up to it, then our token by less than max_gap.
+    EXPECT_EQ(first_mismatch, static_cast<int>(tie->step));
+    EXPECT_EQ(got[tie->step], tie->ours);
+    EXPECT_LT(gap_at_mismatch, tie->max_gap);
+    EXPECT_TRUE(std::equal(want.begin(), want.begin() + static_cast<int64_t>(tie->step),
+                           got.begin()));
   }
 }
 
