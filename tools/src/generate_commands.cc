@@ -77,6 +77,7 @@ int RunGenerate(const GenerateFlags& f) {
   model::KvCacheOptions co;
   const int64_t trained = lm.model->config().n_ctx_train;
   co.n_ctx = f.ctx > 0 ? f.ctx : (trained > 0 ? std::min<int64_t>(trained, 4096) : 4096);
+  if (f.exact) co.dtype = DType::kF32;  // f16 K/V would move logits by ~1e-2 again
   auto cache = lm.model->NewKvCache(co);
   if (!cache.ok()) return Fail("generate", cache.status());
 
