@@ -1,28 +1,15 @@
 #include "llm_cli.h"
 
-#include <filesystem>
 #include <vector>
 
+#include "app_config.h"
 #include "muninn/core/cpu_backend.h"
 
 namespace muninn::tools {
 
-namespace fs = std::filesystem;
-
 StatusOr<std::string> ResolveLlmPath(const std::string& flag) {
   if (!flag.empty()) return flag;
-  std::error_code ec;
-  std::vector<fs::path> starts;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) starts.push_back(exe.parent_path());
-  starts.push_back(fs::current_path(ec));
-  for (fs::path p : starts) {
-    for (int depth = 0; depth < 8 && !p.empty(); ++depth) {
-      if (fs::exists(p / kDefaultLlmPath, ec)) return (p / kDefaultLlmPath).string();
-      if (p == p.parent_path()) break;
-      p = p.parent_path();
-    }
-  }
+  if (auto found = FindAboveExeOrCwd(kDefaultLlmPath)) return *found;
   return NotFoundError(std::string("the default model ") + kDefaultLlmPath +
                        " was not found above the executable or the working directory; run "
                        "scripts/setup.sh to fetch it, or pass -m MODEL");
