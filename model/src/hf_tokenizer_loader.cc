@@ -188,10 +188,16 @@ void ParsePostProcessor(const json& root, VocabSpec* spec) {
   const json& single = (*tp)["single"];
   const json& specials = tp->contains("special_tokens") ? (*tp)["special_tokens"] : json();
   auto special_id = [&](const json& item) -> TokenId {
+    // const json::operator[] on a missing key or a non-object is undefined behaviour: every
+    // level is checked with contains()/is_object() first (found by ASan on mutated input).
     if (!item.is_object() || !item.contains("SpecialToken")) return kNoToken;
-    const std::string name = item["SpecialToken"].value("id", std::string());
+    const json& st = item["SpecialToken"];
+    if (!st.is_object() || !st.contains("id") || !st["id"].is_string()) return kNoToken;
+    const std::string name = st["id"].get<std::string>();
     if (!specials.is_object() || !specials.contains(name)) return kNoToken;
-    const json& ids = specials[name]["ids"];
+    const json& entry = specials[name];
+    if (!entry.is_object() || !entry.contains("ids")) return kNoToken;
+    const json& ids = entry["ids"];
     if (!ids.is_array() || ids.size() != 1 || !ids[0].is_number_integer()) return kNoToken;
     const int64_t id = ids[0].get<int64_t>();
     return id >= 0 && id < kMaxVocab ? static_cast<TokenId>(id) : kNoToken;
