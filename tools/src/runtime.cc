@@ -1,7 +1,7 @@
 #include "runtime.h"
 
-#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "muninn/core/cpu_backend.h"
 #include "muninn/model/bert_encoder.h"
@@ -112,12 +112,8 @@ Status Runtime::ResetBank() {
   if (!flags_.bank.empty()) return FailedPreconditionError("only an in-RAM bank can be reset");
   if (!bank_) return Status::Ok();
   // Sessions hold a raw pointer to the bank, so it is emptied in place: every document deleted.
-  std::vector<memory::DocumentId> docs;
-  for (const auto& info : bank_->ListChunks()) {
-    if (docs.empty() || docs.back() != info.doc_id) docs.push_back(info.doc_id);
-  }
-  std::sort(docs.begin(), docs.end());
-  docs.erase(std::unique(docs.begin(), docs.end()), docs.end());
+  std::set<memory::DocumentId> docs;
+  for (const auto& info : bank_->ListChunks()) docs.insert(info.doc_id);
   for (memory::DocumentId d : docs) RETURN_IF_ERROR(bank_->DeleteDocument(d).status());
   return Status::Ok();
 }
