@@ -150,6 +150,9 @@ Status VocabTokenizer::InitVocab(const VocabSpec& spec, bool default_add_bos) {
   eog_ids_.clear();
   if (eos_id_ != kNoToken) eog_ids_.push_back(eos_id_);
   for (TokenId id : spec.extra_eog_ids) {
+    // kNoToken passes CheckOptionalId ("none") but is no end-of-generation id (found by
+    // tests/fuzz/vocab_spec_fuzz.cc).
+    if (id == kNoToken) continue;
     if (std::find(eog_ids_.begin(), eog_ids_.end(), id) == eog_ids_.end()) eog_ids_.push_back(id);
   }
   return Status::Ok();

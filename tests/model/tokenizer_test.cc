@@ -314,6 +314,19 @@ TEST(TokenizerFactoryTest, RejectsBadVocabularies) {
   EXPECT_EQ(CreateTokenizer(b).status().code(), StatusCode::kInvalidArgument);
 }
 
+// Regression (tests/fuzz/vocab_spec_fuzz.cc): an extra end-of-turn id of kNoToken ("none") was
+// accepted and then listed in eog_ids() as -1.
+TEST(TokenizerFactoryTest, NoTokenExtraEogIdIsIgnored) {
+  VocabSpec s = TinyBpeSpec();
+  s.extra_eog_ids = {kNoToken, 265, kNoToken};
+  auto t = Make(s);
+  ASSERT_NE(t, nullptr);
+  for (TokenId id : t->eog_ids()) EXPECT_TRUE(id >= 0 && id < t->vocab_size()) << id;
+  EXPECT_FALSE(t->IsEog(kNoToken));
+  EXPECT_TRUE(t->IsEog(265));
+  EXPECT_TRUE(t->IsEog(266));
+}
+
 TEST(TokenizerFactoryTest, MutatedTokenizerJsonNeverCrashes) {
   const std::string base =
       R"({"added_tokens": [{"id": 3, "content": "[CLS]", "special": true}],)"
