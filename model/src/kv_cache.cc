@@ -12,19 +12,38 @@ Status KvCacheOptions::Validate() const {
     return InvalidArgumentError("KV cache dtype must be f16 or f32, got " +
                                 std::string(DTypeName(dtype)));
   }
+  if (max_steps < 0 || (share != KvShare::kFull && share_k <= 0)) {
+    return InvalidArgumentError("KV cache max_steps must be >= 0 and a shared layout needs K > 0; "
+                                "got max_steps " + std::to_string(max_steps) + ", K " +
+                                std::to_string(share_k));
+  }
   return Status::Ok();
 }
 
 StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, int n_layer, int n_head_kv,
                                                    int head_dim, const KvCacheOptions& options) {
+  if (n_layer <= 0) {
+    return InvalidArgumentError("KV cache needs positive n_layer, n_head_kv, head_dim; got " +
+                                std::to_string(n_layer) + ", " + std::to_string(n_head_kv) +
+                                ", " + std::to_string(head_dim));
+  }
+  return Create(backend, KvSlotLayout::PerLayer(n_layer), n_head_kv, head_dim, options);
+}
+
+StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, const KvSlotLayout& layout,
+                                                   int n_head_kv, int head_dim,
+                                                   const KvCacheOptions& options) {
   MUNINN_CHECK(backend != nullptr);
   RETURN_IF_ERROR(options.Validate());
+  RETURN_IF_ERROR(layout.Validate());
+  const int n_layer = layout.n_slots();
   if (n_layer <= 0 || n_head_kv <= 0 || head_dim <= 0) {
     return InvalidArgumentError("KV cache needs positive n_layer, n_head_kv, head_dim; got " +
                                 std::to_string(n_layer) + ", " + std::to_string(n_head_kv) +
                                 ", " + std::to_string(head_dim));
   }
   std::unique_ptr<KvCache> cache(new KvCache());
+  cache->slot_layout_ = layout;
   cache->n_head_kv_ = n_head_kv;
   cache->head_dim_ = head_dim;
   cache->n_ctx_ = options.n_ctx;
@@ -45,6 +64,10 @@ size_t KvCache::nbytes() const {
   size_t total = 0;
   for (size_t l = 0; l < k_.size(); ++l) total += k_[l].nbytes() + v_[l].nbytes();
   return total;
+}
+
+size_t KvCache::bytes_per_token() const {
+  return n_ctx_ > 0 ? nbytes() / static_cast<size_t>(n_ctx_) : 0;
 }
 
 StatusOr<KvUpdate> KvCache::Prepare(std::span<const TokenId> ids) const {

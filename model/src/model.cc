@@ -1,6 +1,7 @@
 #include "muninn/model/model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <utility>
 
@@ -49,6 +50,10 @@ Tensor View(const Tensor& buf, const Shape& shape) {
 }  // namespace
 
 Status ModelConfig::Validate() const {
+  if (!(embd_scale > 0.0f) || !std::isfinite(embd_scale)) {
+    return InvalidArgumentError("embedding scale must be finite and > 0, got " +
+                                std::to_string(embd_scale));
+  }
   auto positive = [](int32_t v) { return v > 0; };
   if (!positive(n_vocab) || !positive(n_embd) || !positive(n_layer) || !positive(n_head) ||
       !positive(n_head_kv) || !positive(head_dim) || !positive(n_ff)) {
@@ -98,10 +103,9 @@ Status ModelLayout::Validate(int32_t n_layer) const {
                                   ") in order; the next stage must start at " +
                                   std::to_string(next));
     }
-    if (s.repeats != 1) {
-      return UnimplementedError("stage '" + s.name + "' repeats " + std::to_string(s.repeats) +
-                                " times; recurrent cores (r > 1) need the Huginn generation state, "
-                                "which this build does not have yet");
+    if (s.repeats < 1 || (s.repeats != 1 && s.name != "core")) {
+      return InvalidArgumentError("stage '" + s.name + "' repeats " + std::to_string(s.repeats) +
+                                  " times; only the stage named 'core' may repeat, at least once");
     }
     next = s.end;
   }
@@ -110,6 +114,13 @@ Status ModelLayout::Validate(int32_t n_layer) const {
                                 ") but the model has " + std::to_string(n_layer));
   }
   return Status::Ok();
+}
+
+const Stage* ModelLayout::core() const {
+  for (const Stage& s : stages) {
+    if (s.name == "core") return &s;
+  }
+  return nullptr;
 }
 
 // Per-forward working buffers, sized for `capacity` tokens and reused while T fits.
@@ -124,6 +135,9 @@ struct Model::Scratch {
   Tensor proj;    // [cap, n_embd] output of Wo or Wdown
   Tensor gate;    // [cap, n_ff]
   Tensor up;      // [cap, n_ff]
+  Tensor e;       // [cap, n_embd] prelude output (recurrent models)
+  Tensor cat;     // [cap, 2·n_embd] adapter input [s ; e]
+  Tensor saved;   // [cap, n_embd] the state while a read-out runs the coda
   Tensor ids;     // [cap] i32
   Tensor pos;     // [cap] i32
 };
@@ -163,6 +177,19 @@ StatusOr<std::unique_ptr<Model>> Model::Create(Backend* backend, const ModelConf
                                 OpKind::kMatMul));
     RETURN_IF_ERROR(CheckWeight(backend, l.w_down, p + "ffn_down", Shape{n_embd, config.n_ff},
                                 OpKind::kMatMul));
+    if (l.type == BlockType::kSandwich) {
+      RETURN_IF_ERROR(CheckNorm(l.attn_post_norm, p + "attn_post_norm", n_embd));
+      RETURN_IF_ERROR(CheckNorm(l.ffn_post_norm, p + "ffn_post_norm", n_embd));
+    }
+    if (l.q_bias.defined()) RETURN_IF_ERROR(CheckNorm(l.q_bias, p + "attn_q_bias", n_q));
+    if (l.k_bias.defined()) RETURN_IF_ERROR(CheckNorm(l.k_bias, p + "attn_k_bias", n_kv));
+  }
+  if (weights.adapter.defined()) {
+    RETURN_IF_ERROR(CheckWeight(backend, weights.adapter, "adapter", Shape{n_embd, 2 * n_embd},
+                                OpKind::kMatMul));
+    if (layout.core() == nullptr) {
+      return InvalidArgumentError("a model with an input-injection adapter needs a 'core' stage");
+    }
   }
   return std::unique_ptr<Model>(
       new Model(backend, config, std::move(weights), std::move(layout)));
@@ -173,10 +200,12 @@ size_t Model::weight_bytes() const {
   if (weights_.output.data() != weights_.tok_embd.data()) total += weights_.output.nbytes();
   for (const LayerWeights& l : weights_.layers) {
     for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate,
-                            &l.w_up, &l.w_down}) {
-      total += t->nbytes();
+                            &l.w_up, &l.w_down, &l.attn_post_norm, &l.ffn_post_norm, &l.q_bias,
+                            &l.k_bias}) {
+      if (t->defined()) total += t->nbytes();
     }
   }
+  if (weights_.adapter.defined()) total += weights_.adapter.nbytes();
   return total;
 }
 
@@ -186,8 +215,32 @@ Status Model::SetLayout(ModelLayout layout) {
   return Status::Ok();
 }
 
+bool Model::is_recurrent() const {
+  const Stage* core = layout_.core();
+  return weights_.adapter.defined() || (core != nullptr && core->repeats > 1);
+}
+
+int32_t Model::default_steps() const {
+  const Stage* core = layout_.core();
+  return core != nullptr ? core->repeats : 1;
+}
+
+KvSlotLayout Model::SlotLayoutFor(const KvCacheOptions& options) const {
+  const Stage* core = layout_.core();
+  if (!is_recurrent() || core == nullptr) return KvSlotLayout::PerLayer(config_.n_layer);
+  KvSlotLayout l;
+  l.n_prelude = core->first;
+  l.n_core = core->end - core->first;
+  l.n_coda = config_.n_layer - core->end;
+  l.max_steps = options.max_steps > 0 ? options.max_steps : core->repeats;
+  l.share = options.share;
+  l.share_k = options.share_k;
+  return l;
+}
+
 StatusOr<std::unique_ptr<KvCache>> Model::NewKvCache(const KvCacheOptions& options) const {
-  return KvCache::Create(backend_, config_.n_layer, config_.n_head_kv, config_.head_dim, options);
+  return KvCache::Create(backend_, SlotLayoutFor(options), config_.n_head_kv, config_.head_dim,
+                         options);
 }
 
 Status Model::EnsureScratch(int64_t n_tokens) {
@@ -214,6 +267,13 @@ Status Model::EnsureScratch(int64_t n_tokens) {
       {&s->gate, DType::kF32, Shape{cap, config_.n_ff}},
       {&s->up, DType::kF32, Shape{cap, config_.n_ff}},
   };
+  if (is_recurrent()) {
+    ASSIGN_OR_RETURN(s->e, backend_->Allocate(DType::kF32, Shape{cap, config_.n_embd}));
+    ASSIGN_OR_RETURN(s->saved, backend_->Allocate(DType::kF32, Shape{cap, config_.n_embd}));
+    if (weights_.adapter.defined()) {
+      ASSIGN_OR_RETURN(s->cat, backend_->Allocate(DType::kF32, Shape{cap, 2 * config_.n_embd}));
+    }
+  }
   for (const Want& w : wants) {
     ASSIGN_OR_RETURN(*w.t, backend_->Allocate(w.dtype, w.shape));
   }
@@ -224,15 +284,16 @@ Status Model::EnsureScratch(int64_t n_tokens) {
   return Status::Ok();
 }
 
-Status Model::RunLayer(int32_t layer, int64_t n_tokens, const Tensor& positions, KvCache* cache,
-                       const KvUpdate* update, const ForwardOptions& options,
-                       ForwardResult* result) {
+Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
+                       const Tensor& positions, KvCache* cache, const KvUpdate* update,
+                       const ForwardOptions& options, ForwardResult* result) {
   Scratch& s = *scratch_;
   const LayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
+  const bool sandwich = w.type == BlockType::kSandwich;
   const int64_t T = n_tokens;
   const int64_t hd = config_.head_dim;
   auto observe = [&](std::string_view name, const Tensor& t) {
-    if (options.observer) options.observer(Intermediate{name, layer, t});
+    if (options.observer) options.observer(Intermediate{name, layer, t, iteration});
   };
 
   Tensor h = View(s.h, Shape{T, config_.n_embd});          // [T, n_embd]
@@ -255,6 +316,8 @@ Status Model::RunLayer(int32_t layer, int64_t n_tokens, const Tensor& positions,
   RETURN_IF_ERROR(backend_->MatMul(x, w.wq, &q2));
   RETURN_IF_ERROR(backend_->MatMul(x, w.wk, &k2));
   RETURN_IF_ERROR(backend_->MatMul(x, w.wv, &v2));
+  if (w.q_bias.defined()) RETURN_IF_ERROR(backend_->Add(q2, w.q_bias, &q2));
+  if (w.k_bias.defined()) RETURN_IF_ERROR(backend_->Add(k2, w.k_bias, &k2));
   observe("k_pre_rope", k3);
   observe("v", v3);
   if (layer == options.capture_layer) {
@@ -268,12 +331,13 @@ Status Model::RunLayer(int32_t layer, int64_t n_tokens, const Tensor& positions,
   Tensor keys = k3;
   Tensor values = v3;
   if (cache != nullptr) {
-    Tensor k_slots = cache->KeySlots(layer, *update);
-    Tensor v_slots = cache->ValueSlots(layer, *update);
+    const int slot = cache->slot_layout().Slot(layer, iteration);
+    Tensor k_slots = cache->KeySlots(slot, *update);
+    Tensor v_slots = cache->ValueSlots(slot, *update);
     RETURN_IF_ERROR(backend_->Copy(k3, &k_slots));
     RETURN_IF_ERROR(backend_->Copy(v3, &v_slots));
-    keys = cache->Keys(layer, update->begin + update->n);
-    values = cache->Values(layer, update->begin + update->n);
+    keys = cache->Keys(slot, update->begin + update->n);
+    values = cache->Values(slot, update->begin + update->n);
   }
   Tensor mem_k, mem_v;
   if (options.memory != nullptr) {
@@ -289,6 +353,7 @@ Status Model::RunLayer(int32_t layer, int64_t n_tokens, const Tensor& positions,
   RETURN_IF_ERROR(backend_->MatMul(att2, w.wo, &proj));
   observe("attn_out", proj);
   RETURN_IF_ERROR(backend_->Add(h, proj, &h));
+  if (sandwich) RETURN_IF_ERROR(backend_->RmsNorm(h, w.attn_post_norm, config_.norm_eps, &h));
 
   // ---- MLP ----
   RETURN_IF_ERROR(backend_->RmsNorm(h, w.ffn_norm, config_.norm_eps, &x));
@@ -299,7 +364,38 @@ Status Model::RunLayer(int32_t layer, int64_t n_tokens, const Tensor& positions,
   RETURN_IF_ERROR(backend_->MatMul(gate, w.w_down, &proj));
   observe("mlp_out", proj);
   RETURN_IF_ERROR(backend_->Add(h, proj, &h));
+  if (sandwich) RETURN_IF_ERROR(backend_->RmsNorm(h, w.ffn_post_norm, config_.norm_eps, &h));
   observe("hidden", h);
+  return Status::Ok();
+}
+
+Status Model::RunStage(const Stage& stage, int32_t iteration, int64_t n_tokens,
+                       const Tensor& positions, KvCache* cache, const KvUpdate* update,
+                       const ForwardOptions& options, ForwardResult* result, bool* done) {
+  for (int32_t layer = stage.first; layer < stage.end; ++layer) {
+    if (options.last_layer >= 0 && layer > options.last_layer) {
+      *done = true;
+      return Status::Ok();
+    }
+    RETURN_IF_ERROR(
+        RunLayer(layer, iteration, n_tokens, positions, cache, update, options, result));
+  }
+  return Status::Ok();
+}
+
+Status Model::Head(int64_t first, int64_t n_tokens, const ForwardOptions& options,
+                   Tensor* logits) {
+  // Only the rows whose logits are wanted go through the final norm and the head.
+  Scratch& s = *scratch_;
+  const int64_t n = n_tokens - first;
+  Tensor h = View(s.h, Shape{n_tokens, config_.n_embd});
+  ASSIGN_OR_RETURN(Tensor rows, h.Slice(0, first, n_tokens));  // [n, n_embd]
+  Tensor normed = View(s.x, Shape{n, config_.n_embd});         // [n, n_embd]
+  RETURN_IF_ERROR(backend_->RmsNorm(rows, weights_.output_norm, config_.norm_eps, &normed));
+  if (options.observer) options.observer(Intermediate{"output_norm", -1, normed});
+  ASSIGN_OR_RETURN(*logits, backend_->Allocate(DType::kF32, Shape{n, config_.n_vocab}));
+  RETURN_IF_ERROR(backend_->MatMul(normed, weights_.output, logits));
+  if (options.observer) options.observer(Intermediate{"logits", -1, *logits});
   return Status::Ok();
 }
 
@@ -326,10 +422,43 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
   if (options.last_layer >= 0 && (cache != nullptr || options.compute_logits)) {
     return InvalidArgumentError("last_layer needs a forward without a KV cache and without logits");
   }
-  if (cache != nullptr &&
-      (cache->n_layer() != config_.n_layer || cache->n_head_kv() != config_.n_head_kv ||
-       cache->head_dim() != config_.head_dim)) {
-    return InvalidArgumentError("the KV cache was made for a different model shape");
+  if (options.steps < 0 || options.steps > (1 << 16)) {
+    return InvalidArgumentError("recurrent steps must be in 1..65536 (0 = the model's default " +
+                                std::to_string(default_steps()) + "), got " +
+                                std::to_string(options.steps));
+  }
+  const int32_t steps = options.steps > 0 ? options.steps : default_steps();
+  if (cache != nullptr) {
+    const KvSlotLayout& sl = cache->slot_layout();
+    const KvSlotLayout want = SlotLayoutFor(KvCacheOptions{});
+    if (cache->n_head_kv() != config_.n_head_kv || cache->head_dim() != config_.head_dim ||
+        sl.n_prelude != want.n_prelude || sl.n_core != want.n_core || sl.n_coda != want.n_coda) {
+      return InvalidArgumentError("the KV cache was made for a different model shape");
+    }
+    if (is_recurrent() && !sl.SupportsSteps(steps)) {
+      return InvalidArgumentError("the KV cache has " + sl.ToString() + " slots for " +
+                                  std::to_string(sl.max_steps) + " core iterations, but " +
+                                  std::to_string(steps) +
+                                  " were asked; make the cache with max_steps >= steps or share "
+                                  "slots (compress-sK)");
+    }
+    if (!is_recurrent() && steps != 1) {
+      return InvalidArgumentError("a KV cache of a non-recurrent model has one slot per layer; "
+                                  "steps must be 1, got " + std::to_string(steps));
+    }
+  }
+  const bool has_adapter = weights_.adapter.defined();
+  if (options.init_state.defined()) {
+    if (!has_adapter) {
+      return InvalidArgumentError("an initial recurrent state needs a model with an "
+                                  "input-injection adapter (Huginn)");
+    }
+    if (options.init_state.dtype() != DType::kF32 ||
+        !(options.init_state.shape() == Shape{T, config_.n_embd})) {
+      return InvalidArgumentError("the initial state must be f32 [" + std::to_string(T) + ", " +
+                                  std::to_string(config_.n_embd) + "], got " +
+                                  options.init_state.DebugString());
+    }
   }
 
   // Step 1 of the cache update: reserve (may fail, changes nothing).
@@ -352,36 +481,106 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
     ids_t.data_as<int32_t>()[t] = ids[static_cast<size_t>(t)];
     pos_t.data_as<int32_t>()[t] = static_cast<int32_t>(start + t);
   }
-  Tensor h = View(s.h, Shape{T, config_.n_embd});  // [T, n_embd]
+  const int64_t n_embd = config_.n_embd;
+  Tensor h = View(s.h, Shape{T, n_embd});  // [T, n_embd]
   RETURN_IF_ERROR(backend_->GetRows(weights_.tok_embd, ids_t, &h));
+  if (config_.embd_scale != 1.0f) RETURN_IF_ERROR(backend_->Scale(h, config_.embd_scale, &h));
   if (options.observer) options.observer(Intermediate{"embeddings", -1, h});
 
   ForwardResult result;
+  const bool recurrent = is_recurrent();
   bool done = false;
-  for (const Stage& stage : layout_.stages) {
-    for (int32_t r = 0; r < stage.repeats && !done; ++r) {
-      for (int32_t layer = stage.first; layer < stage.end; ++layer) {
-        if (options.last_layer >= 0 && layer > options.last_layer) {
-          done = true;
-          break;
+  const std::vector<Stage>& stages = layout_.stages;
+  for (size_t si = 0; si < stages.size() && !done; ++si) {
+    const Stage& stage = stages[si];
+    if (!(recurrent && &stage == layout_.core())) {
+      RETURN_IF_ERROR(RunStage(stage, 0, T, pos_t, cache, &update, options, &result, &done));
+      continue;
+    }
+    // ---- the recurrent core ----
+    Tensor e = View(s.e, Shape{T, n_embd});
+    Tensor saved = View(s.saved, Shape{T, n_embd});
+    RETURN_IF_ERROR(backend_->Copy(h, &e));
+    if (options.observer) options.observer(Intermediate{"prelude_out", -1, e});
+    Tensor cat, cat_s, cat_e;
+    if (has_adapter) {
+      cat = View(s.cat, Shape{T, 2 * n_embd});                   // [T, 2·n_embd] = [s ; e]
+      ASSIGN_OR_RETURN(cat_s, cat.Slice(1, 0, n_embd));
+      ASSIGN_OR_RETURN(cat_e, cat.Slice(1, n_embd, 2 * n_embd));
+      RETURN_IF_ERROR(backend_->Copy(e, &cat_e));
+      if (options.init_state.defined()) {
+        RETURN_IF_ERROR(backend_->Transfer(options.init_state, &saved));
+        RETURN_IF_ERROR(backend_->Copy(saved, &cat_s));
+      } else {
+        RETURN_IF_ERROR(backend_->Scale(e, 0.0f, &saved));       // zeros, same shape
+        RETURN_IF_ERROR(backend_->Copy(saved, &cat_s));
+      }
+    }
+    Tensor step_logits;
+    int32_t ran = 0;
+    for (int32_t it = 0; it < steps && !done; ++it) {
+      if (has_adapter) {
+        if (it > 0) RETURN_IF_ERROR(backend_->Copy(h, &cat_s));
+        RETURN_IF_ERROR(backend_->MatMul(cat, weights_.adapter, &h));
+        if (options.observer) options.observer(Intermediate{"adapter_out", -1, h, it});
+      }
+      RETURN_IF_ERROR(RunStage(stage, it, T, pos_t, cache, &update, options, &result, &done));
+      ran = it + 1;
+      if (done) break;
+      if (options.observer) options.observer(Intermediate{"state", -1, h, it});
+      if (!options.on_step) continue;
+      const Tensor* logits_ptr = nullptr;
+      if (options.step_logits) {
+        // Read out the current state through the coda without disturbing it.
+        RETURN_IF_ERROR(backend_->Copy(h, &saved));
+        if (config_.latent_norm) {
+          RETURN_IF_ERROR(backend_->RmsNorm(h, weights_.output_norm, config_.norm_eps, &h));
         }
-        RETURN_IF_ERROR(RunLayer(layer, T, pos_t, cache, &update, options, &result));
+        ForwardOptions quiet = options;
+        quiet.observer = nullptr;
+        quiet.capture_layer = -1;
+        ForwardResult scratch_result;
+        for (size_t sj = si + 1; sj < stages.size(); ++sj) {
+          bool unused = false;
+          RETURN_IF_ERROR(RunStage(stages[sj], 0, T, pos_t, cache, &update, quiet,
+                                   &scratch_result, &unused));
+        }
+        RETURN_IF_ERROR(Head(T - 1, T, quiet, &step_logits));
+        logits_ptr = &step_logits;
+        RETURN_IF_ERROR(backend_->Copy(saved, &h));
+      }
+      ASSIGN_OR_RETURN(bool stop, options.on_step(StepView{it + 1, h, logits_ptr}));
+      if (stop) break;
+    }
+    result.steps = ran;
+    // Under full sharing, iterations the token did not run read its deepest one (latest-m4).
+    if (cache != nullptr && ran > 0) {
+      const KvSlotLayout& sl = cache->slot_layout();
+      if (sl.share == KvShare::kFull) {
+        for (int32_t it = ran; it < sl.max_steps; ++it) {
+          for (int32_t layer = stage.first; layer < stage.end; ++layer) {
+            const int from = sl.Slot(layer, ran - 1), to = sl.Slot(layer, it);
+            Tensor k_from = cache->KeySlots(from, update), k_to = cache->KeySlots(to, update);
+            Tensor v_from = cache->ValueSlots(from, update), v_to = cache->ValueSlots(to, update);
+            RETURN_IF_ERROR(backend_->Copy(k_from, &k_to));
+            RETURN_IF_ERROR(backend_->Copy(v_from, &v_to));
+          }
+        }
       }
     }
     if (done) break;
+    ASSIGN_OR_RETURN(result.state, Tensor::Empty(DType::kF32, Shape{T, n_embd}));
+    RETURN_IF_ERROR(backend_->Transfer(h, &result.state));
+    if (config_.latent_norm) {
+      RETURN_IF_ERROR(backend_->RmsNorm(h, weights_.output_norm, config_.norm_eps, &h));
+    }
+    if (options.observer) options.observer(Intermediate{"latent", -1, h});
+    ASSIGN_OR_RETURN(result.latent, Tensor::Empty(DType::kF32, Shape{T, n_embd}));
+    RETURN_IF_ERROR(backend_->Transfer(h, &result.latent));
   }
 
   if (options.compute_logits) {
-    // Only the rows whose logits are wanted go through the final norm and the head.
-    const int64_t first = options.all_logits ? 0 : T - 1;
-    const int64_t n = T - first;
-    ASSIGN_OR_RETURN(Tensor rows, h.Slice(0, first, T));          // [n, n_embd]
-    Tensor normed = View(s.x, Shape{n, config_.n_embd});         // [n, n_embd]
-    RETURN_IF_ERROR(backend_->RmsNorm(rows, weights_.output_norm, config_.norm_eps, &normed));
-    if (options.observer) options.observer(Intermediate{"output_norm", -1, normed});
-    ASSIGN_OR_RETURN(result.logits, backend_->Allocate(DType::kF32, Shape{n, config_.n_vocab}));
-    RETURN_IF_ERROR(backend_->MatMul(normed, weights_.output, &result.logits));
-    if (options.observer) options.observer(Intermediate{"logits", -1, result.logits});
+    RETURN_IF_ERROR(Head(options.all_logits ? 0 : T - 1, T, options, &result.logits));
   }
 
   // Step 2: the forward succeeded, commit the new K/V.

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <sstream>
 
+#include "huginn_hparams.h"
+
 namespace muninn::model {
 namespace {
 
@@ -31,6 +33,12 @@ std::string_view GgufName(WeightRole role) {
     case R::kEmbdNormBias: return "token_embd_norm.bias";
     case R::kOutputNorm: return "output_norm.weight";
     case R::kOutput: return "output.weight";
+    case R::kAdapter: return "adapter.weight";
+    case R::kAttnQkv: return "attn_qkv.weight";
+    case R::kAttnQkBias: return "attn_qk_bias";
+    case R::kAttnPostNorm: return "attn_post_norm.weight";
+    case R::kFfnGateUp: return "ffn_gate_up.weight";
+    case R::kFfnPostNorm: return "ffn_post_norm.weight";
     case R::kAttnNorm: return "attn_norm.weight";
     case R::kAttnQ: return "attn_q.weight";
     case R::kAttnQBias: return "attn_q.bias";
@@ -273,7 +281,12 @@ Status Positive(std::string_view name, int64_t v, int64_t cap) {
 }  // namespace
 
 std::string_view ModelArchName(ModelArch arch) {
-  return arch == ModelArch::kLlama ? "llama" : "bert";
+  switch (arch) {
+    case ModelArch::kLlama: return "llama";
+    case ModelArch::kBert: return "bert";
+    case ModelArch::kHuginn: return "huginn";
+  }
+  return "?";
 }
 
 std::string_view WeightRoleName(WeightRole role) {
@@ -310,6 +323,7 @@ Status ModelHParams::Validate() const {
   if (arch == ModelArch::kBert) {
     RETURN_IF_ERROR(Positive("n_token_types", n_token_types, 1024));
   }
+  if (arch == ModelArch::kHuginn) RETURN_IF_ERROR(internal::ValidateHuginn(*this));
   if (use_rope) {
     if (rope.n_rot <= 0 || rope.n_rot % 2 != 0 || rope.n_rot > n_embd_head) {
       return InvalidArgumentError("rope n_rot " + std::to_string(rope.n_rot) +
@@ -335,6 +349,12 @@ std::string ModelHParams::ToString() const {
      << "norm_eps        " << norm_eps << "\n"
      << "tied_embeddings " << (tied_embeddings ? "yes" : "no") << "\n";
   if (arch == ModelArch::kBert) os << "n_token_types   " << n_token_types << "\n";
+  if (arch == ModelArch::kHuginn) {
+    os << "layers          prelude " << n_layer_prelude << ", core " << n_layer_core << " x r "
+       << n_recurrence << " (default), coda " << n_layer_coda << "\n"
+       << "embd_scale      " << embd_scale << "\n"
+       << "qk_bias         " << (qk_bias ? "yes" : "no") << "\n";
+  }
   if (use_rope) {
     static constexpr const char* kScaling[] = {"none", "linear", "ntk", "yarn"};
     os << "rope            base " << rope.freq_base << ", n_rot " << rope.n_rot << ", layout "
@@ -358,9 +378,10 @@ StatusOr<ModelHParams> ReadHParams(const Checkpoint& ckpt) {
     } else {
       if (arch == "llama") return ReadHfLlama(ckpt);
       if (arch == "bert") return ReadBert(ckpt);
+      if (arch == "huginn_raven") return internal::ReadHfHuginn(ckpt);
     }
     return UnimplementedError(ckpt.path() + ": architecture '" + arch +
-                              "' is not supported (muninn runs llama and bert)");
+                              "' is not supported (muninn runs llama, huginn_raven and bert)");
   }();
   if (!hp.ok()) return hp;
   Status valid = hp->Validate();
@@ -372,6 +393,8 @@ std::string TensorName(const ModelHParams& hp, WeightRole role, int64_t layer) {
   std::string_view base;
   if (hp.format == CheckpointFormat::kGguf) {
     base = GgufName(role);
+  } else if (hp.arch == ModelArch::kHuginn) {
+    return internal::HuginnTensorName(hp, role, layer);
   } else if (hp.arch == ModelArch::kLlama) {
     base = HfLlamaName(role);
   } else {
@@ -392,6 +415,10 @@ std::string TensorName(const ModelHParams& hp, WeightRole role, int64_t layer) {
 
 Shape ExpectedShape(const ModelHParams& hp, WeightRole role) {
   switch (role) {
+    case R::kAdapter: return Shape{hp.n_embd, 2 * hp.n_embd};
+    case R::kAttnQkv: return Shape{hp.n_embd_q() + 2 * hp.n_embd_kv(), hp.n_embd};
+    case R::kAttnQkBias: return Shape{2, 1, hp.n_head, hp.n_embd_head};
+    case R::kFfnGateUp: return Shape{2 * hp.n_ff, hp.n_embd};
     case R::kTokenEmbd:
     case R::kOutput: return Shape{hp.n_vocab, hp.n_embd};
     case R::kPosEmbd: return Shape{hp.n_ctx_train, hp.n_embd};
@@ -413,6 +440,7 @@ Shape ExpectedShape(const ModelHParams& hp, WeightRole role) {
 
 std::span<const WeightRole> RolesOf(const ModelHParams& hp) {
   if (hp.arch == ModelArch::kBert) return kBert;
+  if (hp.arch == ModelArch::kHuginn) return internal::HuginnRoles(hp);
   if (hp.tied_embeddings) return kLlamaTied;
   return kLlamaUntied;
 }

@@ -47,12 +47,16 @@ StatusOr<Tensor> AsF32(const Tensor& t) {
 }  // namespace
 
 StatusOr<ModelConfig> LlamaConfigFromHParams(const ModelHParams& hp) {
-  if (hp.arch != ModelArch::kLlama) {
-    return UnimplementedError("muninn generates with llama-family decoders; this checkpoint is '" +
-                              std::string(ModelArchName(hp.arch)) + "'");
+  if (hp.arch != ModelArch::kLlama && hp.arch != ModelArch::kHuginn) {
+    return UnimplementedError("muninn generates with llama-family and Huginn decoders; this "
+                              "checkpoint is '" + std::string(ModelArchName(hp.arch)) + "'");
   }
   ModelConfig c;
-  c.architecture = "llama";
+  c.architecture = std::string(ModelArchName(hp.arch));
+  if (hp.arch == ModelArch::kHuginn) {
+    c.embd_scale = hp.embd_scale;
+    c.latent_norm = true;
+  }
   ASSIGN_OR_RETURN(c.n_vocab, ToInt32(hp.n_vocab, "n_vocab"));
   ASSIGN_OR_RETURN(c.n_embd, ToInt32(hp.n_embd, "n_embd"));
   ASSIGN_OR_RETURN(c.n_layer, ToInt32(hp.n_layer, "n_layer"));
@@ -107,10 +111,14 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
   ASSIGN_OR_RETURN(out.checkpoint, Checkpoint::Open(path));
   ASSIGN_OR_RETURN(out.hparams, ReadHParams(*out.checkpoint));
   ASSIGN_OR_RETURN(ModelConfig config, LlamaConfigFromHParams(out.hparams));
-  auto weights = LoadLlamaWeights(*out.checkpoint, out.hparams);
+  const bool huginn = out.hparams.arch == ModelArch::kHuginn;
+  auto weights = huginn ? LoadHuginnWeights(*out.checkpoint, out.hparams,
+                                            options.huginn_matrix_dtype)
+                        : LoadLlamaWeights(*out.checkpoint, out.hparams);
   if (!weights.ok()) return weights.status().WithContext(path);
   auto model = Model::Create(backend, config, std::move(weights).value(),
-                             ModelLayout::Plain(config.n_layer));
+                             huginn ? HuginnLayout(out.hparams)
+                                    : ModelLayout::Plain(config.n_layer));
   if (!model.ok()) return model.status().WithContext(path);
   out.model = std::move(model).value();
   if (options.load_tokenizer) {

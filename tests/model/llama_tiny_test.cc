@@ -471,8 +471,13 @@ TEST_F(TinyLlamaTest, StageSplitsGiveTheSameResult) {
   for (int v = 0; v < kVocab; ++v) {
     EXPECT_EQ(before->logits.data_as<float>()[v], after->logits.data_as<float>()[v]);
   }
-  EXPECT_EQ(m.model->SetLayout(ModelLayout::Split(kLayers, 1, 2, 4)).code(),
-            StatusCode::kUnimplemented);
+  // A repeated core (no adapter) is a looped llama; only the stage named "core" may repeat.
+  ASSERT_TRUE(m.model->SetLayout(ModelLayout::Split(kLayers, 1, 2, 4)).ok());
+  EXPECT_TRUE(m.model->is_recurrent());
+  EXPECT_EQ(m.model->default_steps(), 4);
+  ModelLayout coda_repeats = ModelLayout::Split(kLayers, 0, 1, 1);
+  coda_repeats.stages.back().repeats = 2;
+  EXPECT_EQ(m.model->SetLayout(coda_repeats).code(), StatusCode::kInvalidArgument);
   ModelLayout gap;
   gap.stages = {Stage{"prelude", 0, 1, 1}};
   EXPECT_EQ(m.model->SetLayout(gap).code(), StatusCode::kInvalidArgument);

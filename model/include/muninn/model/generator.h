@@ -12,6 +12,10 @@
 // Context: a prompt that does not fit in the cache is ResourceExhausted before any work (the
 // cache is unchanged); running out of room while generating ends with StopReason::kContextFull.
 // Longer inputs belong to the long-context session (retriever/), not here.
+//
+// Recurrent-depth models (Huginn) take GenerateOptions::recurrence (recurrence.h): iterations,
+// initial state, adaptive per-token exit, warm start, and self-speculative decoding, which
+// replaces the one-token decode loop by draft/verify rounds (same stop rules, same result).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +28,7 @@
 #include "muninn/core/status.h"
 #include "muninn/model/kv_cache.h"
 #include "muninn/model/model.h"
+#include "muninn/model/recurrence.h"
 #include "muninn/model/sampler.h"
 #include "muninn/model/tokenizer.h"
 
@@ -47,6 +52,7 @@ struct GenerateOptions {
   std::function<bool(TokenId)> on_token;
   // Streamed text (see the file comment).
   std::function<void(std::string_view)> on_text;
+  RecurrenceOptions recurrence;  // recurrent models only
   Status Validate() const;
 };
 
@@ -57,6 +63,18 @@ struct GenerateResult {
   int64_t n_prompt = 0;
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;  // all decode steps, sampling included
+  // Recurrent models: core iterations summed over the decode forwards (prefill excluded) and
+  // their count, so mean_steps() is the mean exit step under adaptive exit.
+  int64_t decode_core_steps = 0;
+  int64_t decode_forwards = 0;
+  int32_t prefill_steps = 0;
+  // Self-speculative decoding: tokens drafted and accepted by the verifier, rounds run.
+  int64_t n_drafted = 0;
+  int64_t n_accepted = 0;
+  int64_t n_rounds = 0;
+  double mean_steps() const {
+    return decode_forwards > 0 ? static_cast<double>(decode_core_steps) / decode_forwards : 0.0;
+  }
 };
 
 // `tokenizer` may be null: then no text is produced and stop strings cannot match (an error if

@@ -1,9 +1,13 @@
-// KvCache: per-layer keys and values of the tokens a sequence has seen so far.
+// KvCache: per-slot keys and values of the tokens a sequence has seen so far.
 //
-// Layout: for each physical layer, K and V are [n_ctx, n_head_kv, head_dim] in the cache dtype
+// Layout: for each slot, K and V are [n_ctx, n_head_kv, head_dim] in the cache dtype
 // (f16 by default, halving the bytes decode reads; f32 for exactness), allocated once on the
 // backend's device. Position p of the sequence lives in row p. Keys are stored AFTER RoPE (the
 // pre-RoPE keys a memory layer needs are captured separately, see ForwardOptions::capture_layer).
+//
+// A slot is one physical layer for plain models; recurrent models (a core iterated r times) have
+// slots per (iteration, core layer) as the cache's KvSlotLayout says (kv_slot_layout.h), and the
+// accessors below take a slot index.
 //
 // Changes happen in two steps (CONVENTIONS.md, "State that changes"):
 //   1. Prepare(ids) reserves rows [n_past, n_past + n); it fails with ResourceExhausted when they do
@@ -24,6 +28,7 @@
 #include "muninn/core/backend.h"
 #include "muninn/core/status.h"
 #include "muninn/core/tensor.h"
+#include "muninn/model/kv_slot_layout.h"
 #include "muninn/model/tokenizer.h"
 
 namespace muninn::model {
@@ -31,6 +36,11 @@ namespace muninn::model {
 struct KvCacheOptions {
   int64_t n_ctx = 2048;         // positions the cache can hold (> 0)
   DType dtype = DType::kF16;    // kF16 or kF32
+  // Recurrent models only (ignored by plain ones): core iterations that get their own slots under
+  // kFull / kCompressR sharing (0: the model's default r), and the sharing rule.
+  int32_t max_steps = 0;
+  KvShare share = KvShare::kFull;
+  int32_t share_k = 0;          // K of compress-sK / compress-rK
   Status Validate() const;
 };
 
@@ -47,8 +57,17 @@ class KvCache {
   // InvalidArgument for bad dimensions or options; ResourceExhausted when allocation fails.
   static StatusOr<std::unique_ptr<KvCache>> Create(Backend* backend, int n_layer, int n_head_kv,
                                                    int head_dim, const KvCacheOptions& options);
+  // A cache with layout.n_slots() slots (a recurrent model's per-iteration slots).
+  static StatusOr<std::unique_ptr<KvCache>> Create(Backend* backend, const KvSlotLayout& layout,
+                                                   int n_head_kv, int head_dim,
+                                                   const KvCacheOptions& options);
 
+  // Number of slots (= physical layers for a plain model).
   int n_layer() const { return static_cast<int>(k_.size()); }
+  int n_slots() const { return static_cast<int>(k_.size()); }
+  const KvSlotLayout& slot_layout() const { return slot_layout_; }
+  // Bytes one position occupies over all slots (K and V).
+  size_t bytes_per_token() const;
   int n_head_kv() const { return n_head_kv_; }
   int head_dim() const { return head_dim_; }
   int64_t n_ctx() const { return n_ctx_; }
@@ -64,10 +83,10 @@ class KvCache {
   // Step 1: reserves the next ids.size() positions. ResourceExhausted (saying how many positions
   // are free) when they do not fit, InvalidArgument when `ids` is empty; changes nothing.
   StatusOr<KvUpdate> Prepare(std::span<const TokenId> ids) const;
-  // Rows [u.begin, u.begin + u.n) of layer `layer`: [n, n_head_kv, head_dim] views to write.
+  // Rows [u.begin, u.begin + u.n) of slot `layer`: [n, n_head_kv, head_dim] views to write.
   Tensor KeySlots(int layer, const KvUpdate& u) const;
   Tensor ValueSlots(int layer, const KvUpdate& u) const;
-  // Rows [0, end) of layer `layer`: what attention reads; `end` may include reserved rows.
+  // Rows [0, end) of slot `layer`: what attention reads; `end` may include reserved rows.
   Tensor Keys(int layer, int64_t end) const;
   Tensor Values(int layer, int64_t end) const;
   // Step 2: commits `u`. `u` must come from Prepare on the current state (programmer invariant).
@@ -81,12 +100,13 @@ class KvCache {
  private:
   KvCache() = default;
 
+  KvSlotLayout slot_layout_;
   int n_head_kv_ = 0;
   int head_dim_ = 0;
   int64_t n_ctx_ = 0;
   DType dtype_ = DType::kF16;
-  std::vector<Tensor> k_;  // per layer [n_ctx, n_head_kv, head_dim]
-  std::vector<Tensor> v_;  // per layer [n_ctx, n_head_kv, head_dim]
+  std::vector<Tensor> k_;  // per slot [n_ctx, n_head_kv, head_dim]
+  std::vector<Tensor> v_;  // per slot [n_ctx, n_head_kv, head_dim]
   int64_t n_past_ = 0;
   std::vector<TokenId> tokens_;  // [n_past]
   uint64_t epoch_ = 0;           // bumped by every change, so stale updates are caught

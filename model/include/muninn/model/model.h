@@ -5,8 +5,7 @@
 // Each stage is a range of physical layers [first, end) with a repeat count; every layer has a
 // block type. A plain llama checkpoint is one stage holding every layer, r = 1, no adapter
 // (ModelLayout::Plain). Splitting it, e.g. for MemLong, only moves stage boundaries; the math is
-// unchanged. Recurrent cores (r > 1, Huginn's input-injection adapter) need per-iteration state
-// that belongs to generation and arrive with that issue: Validate rejects r != 1 for now.
+// unchanged.
 //
 // Llama block (BlockType::kLlama), for T tokens at positions p..p+T-1 (buffers [T, ·] f32):
 //   x  = RmsNorm(h) · attn_norm                                  // [T, n_embd]
@@ -18,6 +17,22 @@
 //   x  = RmsNorm(h) · ffn_norm
 //   h += (silu(x·Wgateᵀ) ⊙ x·Wupᵀ)·Wdownᵀ                         // mlp_out
 // then logits = RmsNorm(h_last) · output_norm · Wheadᵀ (Whead = the embedding table when tied).
+//
+// Sandwich block (BlockType::kSandwich, Huginn; specs/huginn.md §3): the same attention and MLP
+// with q/k biases added before RoPE and four norms, the residual stream re-normalised after each
+// sub-block:  h = N2(h + Attn(N1(h)));  h = N4(h + MLP(N3(h))).  The checkpoint's fused Wqkv and
+// gate;up matrices are used as row-range views (wq/wk/wv, w_gate/w_up), no copies.
+//
+// Recurrent core (Huginn, §4): with an input-injection adapter W [n_embd, 2·n_embd], the prelude's
+// output e is kept and every core iteration t = 1..r starts from  s ← [s ; e]·Wᵀ  (state first),
+// s₀ given by the caller (ForwardOptions::init_state; zeros when absent). After the last iteration
+// s is normed with output_norm when ModelConfig::latent_norm (the "latent" state), the coda runs,
+// and output_norm is applied again before the head. Without an adapter a core of r > 1 simply runs
+// its layers r times. The embeddings are multiplied by ModelConfig::embd_scale (√n_embd for Huginn).
+// KV slots per (iteration, core layer) come from the cache's KvSlotLayout (kv_slot_layout.h).
+// Per-iteration decisions (adaptive exit, warm start, speculative drafts) belong to generation:
+// the forward reports each iteration to ForwardOptions::on_step and stops when it says so.
+//
 // Weights stay in their checkpoint dtype (e.g. Q4_1) and go to Backend::MatMul as they are.
 //
 // Thread-compatible: one Forward at a time per Model (it reuses scratch buffers); the weights are
@@ -57,10 +72,12 @@ struct ModelConfig {
   // RoPE as the stored Q/K rows need it: GGUF llama files store Q/K rows permuted so that pairs are
   // adjacent (kInterleaved); Hugging Face checkpoints keep rotate-half order (kHalves).
   RopeParams rope;
+  float embd_scale = 1.0f;   // multiplier on the token embeddings (Huginn: √n_embd)
+  bool latent_norm = false;  // output_norm also applied to the core's output (Huginn's ln_f twice)
   Status Validate() const;
 };
 
-enum class BlockType : uint8_t { kLlama };
+enum class BlockType : uint8_t { kLlama, kSandwich };
 
 // One physical layer's weights, as the checkpoint stores them (w: [n_out, n_in], any MatMul dtype;
 // norm weights [n_embd] f32).
@@ -75,6 +92,13 @@ struct LayerWeights {
   Tensor w_gate;     // [n_ff, n_embd]
   Tensor w_up;       // [n_ff, n_embd]
   Tensor w_down;     // [n_embd, n_ff]
+  // kSandwich only:
+  Tensor attn_post_norm;  // [n_embd] N2
+  Tensor ffn_post_norm;   // [n_embd] N4 (attn_norm is N1, ffn_norm is N3)
+  Tensor q_bias;          // [n_head · hd] f32, or undefined
+  Tensor k_bias;          // [n_head_kv · hd] f32, or undefined
+  Tensor wqkv;            // [n_q + 2·n_kv, n_embd] the fused tensor wq/wk/wv view (may be undefined)
+  Tensor w_gate_up;       // [2·n_ff, n_embd] the fused tensor w_gate/w_up view (may be undefined)
 };
 
 struct ModelWeights {
@@ -82,6 +106,7 @@ struct ModelWeights {
   Tensor output_norm;  // [n_embd] f32
   Tensor output;       // [n_vocab, n_embd]; the same tensor as tok_embd when the head is tied
   std::vector<LayerWeights> layers;  // [n_layer]
+  Tensor adapter;  // [n_embd, 2·n_embd] Huginn's input injection, or undefined
 };
 
 // A range of physical layers [first, end) run `repeats` times.
@@ -98,9 +123,11 @@ struct ModelLayout {
   static ModelLayout Plain(int32_t n_layer);
   // prelude [0, a), core [a, b) × r, coda [b, n_layer): the MemLong / Huginn split.
   static ModelLayout Split(int32_t n_layer, int32_t core_first, int32_t core_end, int32_t repeats);
-  // InvalidArgument unless the stages cover [0, n_layer) in order without gaps or overlaps;
-  // Unimplemented for repeats != 1 (recurrent cores need the generation-side state).
+  // InvalidArgument unless the stages cover [0, n_layer) in order without gaps or overlaps and
+  // every repeat count is >= 1; only the stage named "core" may repeat.
   Status Validate(int32_t n_layer) const;
+  // The stage named "core", or nullptr.
+  const Stage* core() const;
 };
 
 // A named intermediate, handed to a ForwardObserver while the forward runs. `value` is only valid
@@ -109,12 +136,24 @@ struct ModelLayout {
 //   mlp_out (after Wdown, before the residual), hidden (the layer's output)
 // before the stack (`layer` = -1): embeddings (the token embeddings entering layer 0),
 // and after the stack (`layer` = -1): output_norm (the rows whose logits are computed), logits.
+// Recurrent models add (`layer` = -1): prelude_out (e), adapter_out and state (the core's output)
+// per iteration, latent (the normed final state); core layers' intermediates carry `iteration`.
 struct Intermediate {
   std::string_view name;
   int32_t layer;
   const Tensor& value;  // [T, ...] f32
+  int32_t iteration = 0;  // core iteration (0-based); 0 outside the core
 };
 using ForwardObserver = std::function<void(const Intermediate&)>;
+
+// What ForwardOptions::on_step sees after core iteration `step` (1-based).
+struct StepView {
+  int32_t step;
+  const Tensor& state;   // [T, n_embd] f32 the core's output s_step (only valid during the call)
+  const Tensor* logits;  // [1, n_vocab] read-out of the last position, or nullptr (step_logits)
+};
+// Returns true to stop iterating (early exit); an error aborts the forward.
+using StepCallback = std::function<StatusOr<bool>(const StepView&)>;
 
 struct ForwardOptions {
   // Retrieved memory per layer (not owned; may be null).
@@ -132,12 +171,28 @@ struct ForwardOptions {
   // cache rows unwritten) and with compute_logits = false; InvalidArgument otherwise.
   int32_t last_layer = -1;
   ForwardObserver observer;  // may be empty
+  // ---- recurrent core ----
+  // Core iterations (0: the layout's repeat count, e.g. config mean_recurrence); any value >= 1
+  // (a plain model with r > 1 reruns its core stage's layers).
+  int32_t steps = 0;
+  // s₀, [T, n_embd] f32 host tensor; undefined: zeros. Only used with an adapter.
+  Tensor init_state;
+  // Called after every core iteration; may stop the loop (adaptive exit). May be empty.
+  StepCallback on_step;
+  // on_step also gets logits read out from the current state (latent norm → coda → norm → head,
+  // last position). The read-out writes the coda's KV rows; the final pass rewrites them.
+  bool step_logits = false;
 };
 
 struct ForwardResult {
   Tensor logits;      // [1 or T, n_vocab] f32 (undefined when !compute_logits)
   Tensor captured_k;  // [T, n_head_kv, head_dim] f32, pre-RoPE (only with capture_layer >= 0)
   Tensor captured_v;  // [T, n_head_kv, head_dim] f32
+  // Recurrent models (with an adapter or r > 1): the core's raw output after the last iteration
+  // and its normed form (what the coda received), [T, n_embd] f32 host tensors.
+  Tensor state;
+  Tensor latent;
+  int32_t steps = 0;  // core iterations run
 };
 
 class Model {
@@ -157,6 +212,12 @@ class Model {
   // Replaces the stage layout (e.g. to mark MemLong's memory layer as the coda's first layer).
   Status SetLayout(ModelLayout layout);
 
+  // Whether the core is recurrent: an adapter or a core stage that repeats.
+  bool is_recurrent() const;
+  // The default core iterations (the core stage's repeat count; 1 without a core stage).
+  int32_t default_steps() const;
+  // The KV slot layout a cache made with `options` gets (per-iteration slots when recurrent).
+  KvSlotLayout SlotLayoutFor(const KvCacheOptions& options) const;
   // A KV cache shaped for this model.
   StatusOr<std::unique_ptr<KvCache>> NewKvCache(const KvCacheOptions& options) const;
 
@@ -174,8 +235,15 @@ class Model {
         layout_(std::move(layout)) {}
   struct Scratch;
   Status EnsureScratch(int64_t n_tokens);
-  Status RunLayer(int32_t layer, int64_t n_tokens, const Tensor& positions, KvCache* cache,
-                  const KvUpdate* update, const ForwardOptions& options, ForwardResult* result);
+  Status RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens, const Tensor& positions,
+                  KvCache* cache, const KvUpdate* update, const ForwardOptions& options,
+                  ForwardResult* result);
+  // Runs stage `stage` once (iteration `iteration`) on the scratch residual stream.
+  Status RunStage(const Stage& stage, int32_t iteration, int64_t n_tokens, const Tensor& positions,
+                  KvCache* cache, const KvUpdate* update, const ForwardOptions& options,
+                  ForwardResult* result, bool* done);
+  // Logits of rows [first, T) of the residual stream into *logits.
+  Status Head(int64_t first, int64_t n_tokens, const ForwardOptions& options, Tensor* logits);
 
   Backend* backend_;
   ModelConfig config_;

@@ -4,7 +4,9 @@
 //
 // Supported: llama-family decoders (GGUF arch "llama"; HF model_type "llama") and BERT encoders
 // (HF model_type "bert" such as all-MiniLM-L6-v2, names with or without a "bert." prefix; GGUF
-// arch "bert" as llama.cpp writes it). Anything else is Unimplemented naming the architecture.
+// arch "bert" as llama.cpp writes it) and Huginn recurrent-depth decoders (HF model_type
+// "huginn_raven": config.json with its own keys, "transformer.*" tensor names; specs/huginn.md §2,
+// §6). Anything else is Unimplemented naming the architecture.
 //
 // RoPE and the two formats' Q/K rows (this matters; getting it wrong gives fluent garbage):
 //  - Hugging Face llama weights are in "rotate_half" order: within each head of q_proj/k_proj,
@@ -32,8 +34,8 @@
 
 namespace muninn::model {
 
-enum class ModelArch : uint8_t { kLlama, kBert };
-std::string_view ModelArchName(ModelArch arch);  // "llama", "bert"
+enum class ModelArch : uint8_t { kLlama, kBert, kHuginn };
+std::string_view ModelArchName(ModelArch arch);  // "llama", "bert", "huginn"
 
 // Model roles of weight tensors. Per-layer roles need a layer index; biases are separate roles.
 enum class WeightRole : uint8_t {
@@ -45,6 +47,7 @@ enum class WeightRole : uint8_t {
   kEmbdNormBias,   // bert: [n_embd]
   kOutputNorm,     // llama: [n_embd]
   kOutput,         // llama: [n_vocab, n_embd]; absent when tied_embeddings
+  kAdapter,        // huginn: input-injection adapter [n_embd, 2·n_embd]
   // per layer
   kAttnNorm,       // llama: [n_embd]
   kAttnQ,          // [n_head * n_embd_head, n_embd]
@@ -65,6 +68,12 @@ enum class WeightRole : uint8_t {
   kFfnDownBias,    // bert: [n_embd]
   kLayerOutNorm,   // bert: post-FFN LayerNorm [n_embd]
   kLayerOutNormBias,
+  // huginn sandwich block (kAttnNorm = norm_1, kFfnNorm = norm_3, kAttnOut, kFfnDown as above)
+  kAttnQkv,        // fused [n_embd_q + 2·n_embd_kv, n_embd], rows Q;K;V
+  kAttnQkBias,     // [2, 1, n_head, n_embd_head]: q bias (0), k bias (1)
+  kAttnPostNorm,   // norm_2 [n_embd]
+  kFfnGateUp,      // fused [2·n_ff, n_embd], rows gate;up
+  kFfnPostNorm,    // norm_4 [n_embd]
 };
 std::string_view WeightRoleName(WeightRole role);  // "attn_q", ...
 bool IsPerLayer(WeightRole role);
@@ -88,6 +97,15 @@ struct ModelHParams {
   bool tied_embeddings = false;  // the output head is token_embd (no separate output weight)
   bool use_rope = true;          // false for bert
   RopeParams rope;               // layout per the header comment; n_rot = rotated dims per head
+  // huginn: layers of the prelude / recurrent core / coda (sum n_layer), default iterations
+  // (mean_recurrence), embedding scale (√n_embd unless config init_values.embed_scale says
+  // otherwise) and whether the attention has q/k biases.
+  int64_t n_layer_prelude = 0;
+  int64_t n_layer_core = 0;
+  int64_t n_layer_coda = 0;
+  int64_t n_recurrence = 1;
+  float embd_scale = 1.0f;
+  bool qk_bias = false;
 
   int64_t n_embd_q() const { return n_head * n_embd_head; }
   int64_t n_embd_kv() const { return n_head_kv * n_embd_head; }

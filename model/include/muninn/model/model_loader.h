@@ -1,9 +1,12 @@
-// Loading a llama-family checkpoint (GGUF file or Hugging Face folder) into a ready Model, with
-// its tokenizer and chat template.
+// Loading a llama-family or Huginn checkpoint (GGUF file or Hugging Face folder) into a ready
+// Model, with its tokenizer and chat template.
 //
 // Weights stay views of the mapped file in their stored dtype (no dequantized copy); only norm
 // weights stored as f16/bf16 are converted to small f32 copies, because RmsNorm takes f32.
-// Errors name the file and what is wrong: Unimplemented for architectures other than llama,
+// Huginn (HF model_type "huginn_raven", stored in F32) may have its matrices converted to bf16 or
+// f16 at load (LoadModelOptions::huginn_matrix_dtype, bf16 by default: half the resident bytes,
+// the precision the authors evaluate in); its layout is prelude / core × mean_recurrence / coda.
+// Errors name the file and what is wrong: Unimplemented for architectures other than these,
 // NotFound / InvalidArgument for missing or misshapen tensors (checked before any byte is read).
 #pragma once
 
@@ -21,6 +24,8 @@ namespace muninn::model {
 
 struct LoadModelOptions {
   bool load_tokenizer = true;
+  // Huginn only: the dtype f32 matrices are converted to at load (kF32 keeps mmap views).
+  DType huginn_matrix_dtype = DType::kBF16;
 };
 
 struct LoadedModel {
@@ -31,11 +36,19 @@ struct LoadedModel {
   std::string chat_template;             // the checkpoint's Jinja template, or ""
 };
 
-// The ModelConfig of a llama checkpoint's hyperparameters.
+// The ModelConfig of a llama (or Huginn) checkpoint's hyperparameters.
 StatusOr<ModelConfig> LlamaConfigFromHParams(const ModelHParams& hp);
 
 // Reads every llama weight of `ckpt` (views; norms converted to f32 when stored otherwise).
 StatusOr<ModelWeights> LoadLlamaWeights(const Checkpoint& ckpt, const ModelHParams& hp);
+
+// Huginn: prelude [0, a), core [a, b) × mean_recurrence, coda [b, n_layer).
+ModelLayout HuginnLayout(const ModelHParams& hp);
+// Reads every Huginn weight (fused Wqkv and gate;up kept whole, wq/wk/wv and w_gate/w_up are
+// row views of them; lm_head tied to wte unless tie_embeddings is false; freqs_cis ignored).
+// f32 matrices are converted to `matrix_dtype` (kF32: left as views).
+StatusOr<ModelWeights> LoadHuginnWeights(const Checkpoint& ckpt, const ModelHParams& hp,
+                                         DType matrix_dtype = DType::kF32);
 
 // Opens `path` and builds the Model on `backend` (not owned; must outlive the model).
 StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
