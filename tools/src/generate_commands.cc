@@ -36,7 +36,34 @@ struct GenerateFlags {
   bool ignore_eos = false;
   bool exact = false;
   int threads = 0;
+  // recurrent-depth models (Huginn)
+  int32_t steps = 0;
+  std::string init = "random";
+  std::string exit = "none";
+  double exit_threshold = -1.0;
+  int32_t exit_min_steps = 0;
+  int32_t exit_every = 1;
+  std::string kv_share = "full";
+  std::string warm_start;  // "": normed, or off with --draft-steps
+  int32_t draft_steps = 0;
+  int32_t lookahead = 8;
 };
+
+// Fills the recurrence options from the flags (InvalidArgument naming a bad value).
+Status ParseRecurrence(const GenerateFlags& f, model::RecurrenceOptions* ro) {
+  ro->steps = f.steps;
+  RETURN_IF_ERROR(model::RecurrenceOptions::ParseInit(f.init, &ro->init));
+  RETURN_IF_ERROR(model::ExitOptions::ParseKind(f.exit, &ro->exit.kind));
+  ro->exit.threshold = f.exit_threshold;
+  ro->exit.min_steps = f.exit_min_steps;
+  ro->exit.check_every = f.exit_every;
+  const std::string warm = !f.warm_start.empty() ? f.warm_start
+                                                 : (f.draft_steps > 0 ? "off" : "normed");
+  RETURN_IF_ERROR(model::RecurrenceOptions::ParseWarmStart(warm, &ro->warm_start));
+  ro->draft_steps = f.draft_steps;
+  ro->lookahead = f.lookahead;
+  return ro->Validate();
+}
 
 constexpr const char* kExactHelp =
     "Exact MatMul: keep activations f32 and dequantize weight rows to f32 (slower; matches "
@@ -74,14 +101,23 @@ int RunGenerate(const GenerateFlags& f) {
   auto ids = PromptIds(lm, f.prompt, f.chat, f.system);
   if (!ids.ok()) return Fail("generate", ids.status());
 
+  model::GenerateOptions go;
+  if (Status st = ParseRecurrence(f, &go.recurrence); !st.ok()) return Fail("generate", st);
+  const bool recurrent = lm.model->is_recurrent();
   model::KvCacheOptions co;
   const int64_t trained = lm.model->config().n_ctx_train;
   co.n_ctx = f.ctx > 0 ? f.ctx : (trained > 0 ? std::min<int64_t>(trained, 4096) : 4096);
   if (f.exact) co.dtype = DType::kF32;  // f16 K/V would move logits by ~1e-2 again
+  if (recurrent) {
+    co.max_steps = f.steps > 0 ? f.steps : lm.model->default_steps();
+    if (Status st = model::KvSlotLayout::ParseShare(f.kv_share, &co.share, &co.share_k);
+        !st.ok()) {
+      return Fail("generate", st);
+    }
+  }
   auto cache = lm.model->NewKvCache(co);
   if (!cache.ok()) return Fail("generate", cache.status());
 
-  model::GenerateOptions go;
   go.max_tokens = f.n_predict;
   go.sampler.temperature = f.temp;
   go.sampler.top_k = f.top_k;
@@ -90,6 +126,7 @@ int RunGenerate(const GenerateFlags& f) {
   go.sampler.repeat_penalty = f.repeat_penalty;
   go.sampler.repeat_last_n = f.repeat_last_n;
   go.sampler.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
+  go.recurrence.seed = go.sampler.seed;
   go.stop = f.stop;
   go.stop_at_eog = !f.ignore_eos;
   go.on_text = [](std::string_view s) {
@@ -107,6 +144,21 @@ int RunGenerate(const GenerateFlags& f) {
                static_cast<long long>(res->n_prompt), pp, res->tokens.size(), tg,
                model::StopReasonName(res->stop_reason),
                static_cast<unsigned long long>(go.sampler.seed));
+  if (recurrent) {
+    std::fprintf(stderr,
+                 "[recurrent core: r %d, prefill %d steps, mean %.2f steps/decode forward | KV %s, "
+                 "%.1f KiB/token",
+                 go.recurrence.steps > 0 ? go.recurrence.steps : lm.model->default_steps(),
+                 res->prefill_steps, res->mean_steps(),
+                 (*cache)->slot_layout().ToString().c_str(),
+                 static_cast<double>((*cache)->bytes_per_token()) / 1024.0);
+    if (res->n_rounds > 0) {
+      std::fprintf(stderr, " | speculative: %lld/%lld drafts accepted in %lld rounds",
+                   static_cast<long long>(res->n_accepted), static_cast<long long>(res->n_drafted),
+                   static_cast<long long>(res->n_rounds));
+    }
+    std::fprintf(stderr, "]\n");
+  }
   if (res->stop_reason == model::StopReason::kContextFull) {
     std::fprintf(stderr,
                  "muninn generate: the context (%lld tokens) is full; raise --ctx or use "
@@ -125,6 +177,9 @@ struct LogitsFlags {
   bool json = false;
   bool exact = false;
   int threads = 0;
+  int32_t steps = 0;               // recurrent models: core iterations (0 = the model's default)
+  std::string init = "random";     // recurrent models: initial state (seeded: reproducible)
+  int64_t seed = 0;                // for --init random
 };
 
 StatusOr<std::vector<model::TokenId>> ParseIds(const std::string& text) {
@@ -166,7 +221,25 @@ int RunLogits(const LogitsFlags& f) {
   if (ids.empty()) ids = lm.tokenizer->Encode(f.prompt, /*add_special=*/true, true);
   if (ids.empty()) return Fail("logits", InvalidArgumentError("the prompt gives no tokens"));
 
-  auto res = lm.model->Forward(ids, nullptr);
+  model::ForwardOptions fo;
+  if (lm.model->is_recurrent()) {
+    model::StateInit init;
+    if (Status st = model::RecurrenceOptions::ParseInit(f.init, &init); !st.ok()) {
+      return Fail("logits", st);
+    }
+    fo.steps = f.steps;
+    std::mt19937_64 rng(static_cast<uint64_t>(f.seed));
+    if (lm.model->weights().adapter.defined()) {
+      auto s0 = model::MakeInitialState(init, static_cast<int64_t>(ids.size()),
+                                        lm.model->config().n_embd, lm.model->config().embd_scale,
+                                        &rng);
+      if (!s0.ok()) return Fail("logits", s0.status());
+      fo.init_state = std::move(s0).value();
+    }
+  } else if (f.steps > 1) {
+    return Fail("logits", InvalidArgumentError("--steps needs a model with a recurrent core"));
+  }
+  auto res = lm.model->Forward(ids, nullptr, fo);
   if (!res.ok()) return Fail("logits", res.status());
   const float* row = res->logits.data_as<float>();
   const int32_t n_vocab = lm.model->config().n_vocab;
@@ -232,6 +305,35 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--ignore-eos", f->ignore_eos, "Keep going after end-of-generation tokens");
     cmd->add_flag("--exact", f->exact, kExactHelp);
     cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+    cmd->add_option("--steps", f->steps,
+                    "Recurrent core iterations r (Huginn; 0 = the model's mean_recurrence)")
+        ->capture_default_str();
+    cmd->add_option("--init", f->init, "Initial recurrent state: random (seeded by --seed) or zero")
+        ->capture_default_str();
+    cmd->add_option("--exit", f->exit,
+                    "Adaptive per-token exit: none, kl, minp-kl, entropy-diff, latent-diff, "
+                    "cosine, argmax-stability")
+        ->capture_default_str();
+    cmd->add_option("--exit-threshold", f->exit_threshold,
+                    "Exit threshold (-1 = the criterion's default: kl 5e-4, minp-kl 1e-5, "
+                    "entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5)")
+        ->capture_default_str();
+    cmd->add_option("--exit-min-steps", f->exit_min_steps, "No exit before this iteration")
+        ->capture_default_str();
+    cmd->add_option("--exit-every", f->exit_every, "Check the exit criterion every n iterations")
+        ->capture_default_str();
+    cmd->add_option("--kv-share,--kv-compress", f->kv_share,
+                    "KV slots across iterations: full (one per iteration and core layer), sK "
+                    "(compress-sK: K shared core slots, s4 = one per core layer), rK")
+        ->capture_default_str();
+    cmd->add_option("--warm-start", f->warm_start,
+                    "Continuous chain of thought: off, normed (default), raw; off with "
+                    "--draft-steps");
+    cmd->add_option("--draft-steps", f->draft_steps,
+                    "Self-speculative decoding: draft with this many iterations (0 = off)")
+        ->capture_default_str();
+    cmd->add_option("--lookahead", f->lookahead, "Tokens drafted per speculative round")
+        ->capture_default_str();
     cmd->callback([&ctx, f] { ctx.exit_code = RunGenerate(*f); });
   }
   {
@@ -244,6 +346,12 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--json", f->json, "Print JSON");
     cmd->add_flag("--exact", f->exact, kExactHelp);
     cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+    cmd->add_option("--steps", f->steps,
+                    "Recurrent core iterations r (Huginn; 0 = the model's mean_recurrence)")
+        ->capture_default_str();
+    cmd->add_option("--init", f->init, "Initial recurrent state: random (seeded by --seed) or zero")
+        ->capture_default_str();
+    cmd->add_option("--seed", f->seed, "Seed of --init random")->capture_default_str();
     cmd->callback([&ctx, f] { ctx.exit_code = RunLogits(*f); });
   }
 }

@@ -27,6 +27,7 @@ StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, i
   ASSIGN_OR_RETURN(m->backend, CreateCpuBackend(bo));
   model::LoadModelOptions lo;
   lo.load_tokenizer = load_tokenizer;
+  if (exact_matmul) lo.huginn_matrix_dtype = DType::kF32;  // Huginn's F32 shards as stored
   ASSIGN_OR_RETURN(m->loaded, model::LoadModel(m->path, m->backend.get(), lo));
   return m;
 }
