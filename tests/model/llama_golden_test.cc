@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -173,33 +174,46 @@ TEST_F(LlamaGoldenTest, RealModelGreedyContinuationMatches) {
   EXPECT_GE(exact, total * 95 / 100) << exact << " of " << total << " steps agree exactly";
 }
 
-// Free-running decode through the KV cache (one token per step) reproduces the golden greedy
-// tokens up to the first step that the teacher-forced test above identified as a near-tie; the
-// chat prompt (index 1) has none in its first 48 tokens.
+// Free-running decode through the KV cache (one token per step, default q8 activations)
+// reproduces each prompt's golden greedy tokens up to the first step where the reference's own
+// top1 - top2 margin (greedy_margins) is below the teacher-forced test's kTieMargin: before it,
+// the q8 activation error (logits within ~0.5) cannot flip the argmax. (Until 2026-12-01 this
+// compared the chat prompt's first 32 tokens against goldens HF had made with the prompt's
+// <|im_end|> masked out; the corrected reference has margins 0.49, 0.19, 0.01 at steps 13, 17, 23.)
 TEST_F(LlamaGoldenTest, RealModelDecodeThroughCacheMatchesGreedyPrefix) {
+  constexpr float kTieMargin = 0.5f;
   Model& model = *loaded_->model;
-  const auto& p = (*goldens_)["prompts"][1];
-  const std::vector<TokenId> ids = Ids(p["ids"]);
-  std::vector<TokenId> want = Ids(p["greedy_ids"]);
-  want.resize(32);
+  const size_t n_vocab = static_cast<size_t>(model.config().n_vocab);
   auto sampler = Sampler::Create(SamplerOptions::Greedy());
   ASSERT_TRUE(sampler.ok());
-  auto cache = model.NewKvCache(KvCacheOptions{});
-  ASSERT_TRUE(cache.ok());
-  auto res = model.Forward(ids, cache->get());
-  ASSERT_TRUE(res.ok()) << res.status();
-  std::vector<TokenId> got;
-  const size_t n_vocab = static_cast<size_t>(model.config().n_vocab);
-  while (got.size() < want.size()) {
-    const TokenId next =
-        sampler->Sample(std::span<const float>(res->logits.data_as<float>(), n_vocab), {});
-    got.push_back(next);
-    const TokenId one[] = {next};
-    res = model.Forward(one, cache->get());
+  size_t compared = 0;
+  for (const auto& p : (*goldens_)["prompts"]) {
+    SCOPED_TRACE(p["text"].get<std::string>());
+    const std::vector<TokenId> ids = Ids(p["ids"]);
+    std::vector<TokenId> want = Ids(p["greedy_ids"]);
+    const auto margins = p["greedy_margins"].get<std::vector<float>>();
+    const size_t n = static_cast<size_t>(
+        std::find_if(margins.begin(), margins.end(), [](float m) { return m < kTieMargin; }) -
+        margins.begin());
+    want.resize(n);
+    compared += n;
+    auto cache = model.NewKvCache(KvCacheOptions{});
+    ASSERT_TRUE(cache.ok());
+    auto res = model.Forward(ids, cache->get());
     ASSERT_TRUE(res.ok()) << res.status();
+    std::vector<TokenId> got;
+    while (got.size() < want.size()) {
+      const TokenId next =
+          sampler->Sample(std::span<const float>(res->logits.data_as<float>(), n_vocab), {});
+      got.push_back(next);
+      const TokenId one[] = {next};
+      res = model.Forward(one, cache->get());
+      ASSERT_TRUE(res.ok()) << res.status();
+    }
+    EXPECT_EQ(got, want);
+    EXPECT_EQ((*cache)->n_past(), static_cast<int64_t>(ids.size() + want.size()));
   }
-  EXPECT_EQ(got, want);
-  EXPECT_EQ((*cache)->n_past(), static_cast<int64_t>(ids.size() + want.size()));
+  EXPECT_GE(compared, 20u) << "the goldens leave too few steps above the q8 tie margin";
 }
 
 // The same weights dequantized to f32 (so MatMul runs in float, with no activation quantization)
@@ -242,26 +256,30 @@ TEST_F(LlamaGoldenTest, RealModelDequantizedWeightsMatchTightlySlow) {
 
 // With CpuBackendOptions::exact_matmul the quantized weights are dequantized in the MatMul and the
 // activations stay f32, and with an f32 KV cache this is the computation the goldens ran, up to
-// float32 summation order. Then free-running greedy decode through the KV cache (prefill, then one
-// token per step) must
-// reproduce every golden 64-token continuation exactly. On a mismatch the gap between our top two
-// logits at that step is printed.
+// float32 summation order. Free-running greedy decode through the KV cache (prefill, then one token
+// per step) must then reproduce every golden 64-token continuation, token for token, up to the
+// first step where the REFERENCE itself saw a near-tie: the goldens record HF's own top1 - top2
+// logit margin at every step (greedy_margins), and a step whose margin is below kRefTieMargin may
+// flip on summation order alone, so the comparison of that prompt stops there.
 //
-// One known exception, asserted explicitly rather than skipped: the chat prompt (index 1) agrees
-// for 23 tokens, then at step 23 we pick token 28 (",") over the golden 284 by a logit gap of
-// 0.0100 — in decode and in the batched prefill alike (two different summation orders), while the
-// prompt-end logits match the golden to ~1e-5. The goldens store no per-step logits, so the
-// framework's own gap there is unknown; a 0.01 tie is what the quantized path flips at random too.
-// Beyond the exception the continuation is not compared (it diverges for good).
+// kMarginTolerance, the numerical claim: at every compared step our logit gap between the
+// reference's top-2 tokens equals the reference's margin within 2e-4. The f32-weight test above
+// measures |our logit - HF logit| <= ~2e-5 at prompt ends; the exact path reads the same f32 block
+// values as gguf-py's dequantization, and the cached decode adds float32 summation-order noise
+// only. Measured (2026-12-01, AVX-512): max |our margin - reference margin| over all 320 steps
+// 2.4e-5, so 2e-4 is a ~8x margin for other ISAs' summation orders.
+// kRefTieMargin = 1e-3: five times that tolerance, so a reference margin above it cannot flip
+// unless something is really wrong. The smallest reference margin of these goldens is 0.0100
+// (chat prompt, step 23: "," over " and", which we reproduce to 2e-5), so today no prompt stops
+// early; the rule is there for regenerated or extended goldens.
+// History: before 2026-12-01 the chat prompt "diverged" at step 23 (HF margin 0.024 one way, ours
+// 0.010 the other). The cause was in the reference: generate() without an attention mask infers
+// one from pad_token_id (<|im_end|> there) and masked the prompt's <|im_end|> out, so HF's
+// continuation came from a different input (our margins were off by 1.26 from step 0).
 // Slow: ~25 s on 2 loaded cores (320 exact decode steps): label "slow".
 TEST_F(LlamaGoldenTest, RealModelExactMatMulGreedyContinuationIsIdenticalSlow) {
-  struct NearTie {
-    size_t prompt;
-    size_t step;
-    TokenId ours;
-    float max_gap;
-  };
-  const NearTie kNearTies[] = {{1, 23, 28, 0.02f}};
+  constexpr float kMarginTolerance = 2e-4f;
+  constexpr float kRefTieMargin = 1e-3f;
   CpuBackendOptions bo;
   bo.pool = pool_;
   bo.exact_matmul = true;
@@ -273,51 +291,50 @@ TEST_F(LlamaGoldenTest, RealModelExactMatMulGreedyContinuationIsIdenticalSlow) {
   const size_t n_vocab = static_cast<size_t>(model.config().n_vocab);
   auto sampler = Sampler::Create(SamplerOptions::Greedy());
   ASSERT_TRUE(sampler.ok());
-  size_t prompt_index = 0;
   for (const auto& p : (*goldens_)["prompts"]) {
     SCOPED_TRACE(p["text"].get<std::string>());
+    ASSERT_TRUE(p.contains("greedy_margins")) << "regenerate " << kGoldenPath
+                                              << " with tools/reference/make_llama_goldens.py";
     const std::vector<TokenId> want = Ids(p["greedy_ids"]);
-    const NearTie* tie = nullptr;
-    for (const NearTie& t : kNearTies) {
-      if (t.prompt == prompt_index) tie = &t;
-    }
-    ++prompt_index;
+    const std::vector<TokenId> runner_up = Ids(p["greedy_runner_up_ids"]);
+    const auto ref_margin = p["greedy_margins"].get<std::vector<float>>();
+    ASSERT_EQ(ref_margin.size(), want.size());
     KvCacheOptions ko;
     ko.dtype = DType::kF32;  // as the goldens' framework keeps K/V; f16 moves logits by ~1e-2
     auto cache = model.NewKvCache(ko);
     ASSERT_TRUE(cache.ok()) << cache.status();
     auto res = model.Forward(Ids(p["ids"]), cache->get());
     ASSERT_TRUE(res.ok()) << res.status();
-    std::vector<TokenId> got;
-    int first_mismatch = -1;
-    float gap_at_mismatch = 0.0f;
-    while (got.size() < want.size()) {
+    size_t step = 0;
+    int ref_tie = -1;
+    float max_margin_dev = 0.0f;
+    for (; step < want.size(); ++step) {
+      if (ref_margin[step] < kRefTieMargin) {
+        ref_tie = static_cast<int>(step);  // the reference's own near-tie: stop comparing
+        break;
+      }
       const std::span<const float> logits(res->logits.data_as<float>(), n_vocab);
       const TokenId next = sampler->Sample(logits, {});
-      if (first_mismatch < 0 && next != want[got.size()]) {
-        first_mismatch = static_cast<int>(got.size());
-        const TokenId golden = want[got.size()];
-        gap_at_mismatch = logits[static_cast<size_t>(next)] - logits[static_cast<size_t>(golden)];
+      const float ours = logits[static_cast<size_t>(want[step])] -
+                         logits[static_cast<size_t>(runner_up[step])];
+      max_margin_dev = std::max(max_margin_dev, std::abs(ours - ref_margin[step]));
+      EXPECT_NEAR(ours, ref_margin[step], kMarginTolerance)
+          << "step " << step << ": margin of golden " << want[step] << " over " << runner_up[step];
+      if (next != want[step]) {
+        ADD_FAILURE() << "step " << step << ": we pick " << next << ", the golden is "
+                      << want[step] << " (reference margin " << ref_margin[step] << ", ours "
+                      << ours << ")";
+        break;
       }
-      got.push_back(next);
       const TokenId one[] = {next};
       res = model.Forward(one, cache->get());
       ASSERT_TRUE(res.ok()) << res.status();
     }
     std::string head = p["text"].get<std::string>().substr(0, 40);
     std::replace(head.begin(), head.end(), '\n', ' ');
-    std::printf("[ golden ] exact %-40s first mismatch at step %d (logit gap %.6f)\n", head.c_str(),
-                first_mismatch, gap_at_mismatch);
-    if (tie == nullptr) {
-      EXPECT_EQ(got, want);
-      continue;
-    }
-    // The documented near-tie: identical up to it, then our token by less than max_gap.
-    EXPECT_EQ(first_mismatch, static_cast<int>(tie->step));
-    EXPECT_EQ(got[tie->step], tie->ours);
-    EXPECT_LT(gap_at_mismatch, tie->max_gap);
-    EXPECT_TRUE(std::equal(want.begin(), want.begin() + static_cast<int64_t>(tie->step),
-                           got.begin()));
+    std::printf("[ golden ] exact %-40s %zu/%zu steps identical, reference tie at %d, "
+                "max |our margin - reference margin| %.2e\n",
+                head.c_str(), step, want.size(), ref_tie, max_margin_dev);
   }
 }
 

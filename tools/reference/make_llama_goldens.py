@@ -2,7 +2,7 @@
 """Writes tests/data/llama_goldens.json: reference outputs of the default model from an
 independent implementation (Hugging Face transformers + PyTorch).
 
-Run by a developer (not CI), with torch, transformers and gguf installed:
+Run by a developer (not CI), with torch, transformers, gguf and accelerate installed:
     python3 tools/reference/make_llama_goldens.py \
         [--model models/SmolLM2-135M-Instruct.Q4_1.gguf] [--out tests/data/llama_goldens.json]
 
@@ -22,12 +22,19 @@ For each prompt the file holds:
   layer_output_rms_all       RMS over all positions and features after decoder layer i
   final_norm_norm            L2 norm of the last position after the final RMSNorm
   greedy_ids                 64 tokens of greedy continuation (argmax, no EOS stop)
+  greedy_margins             at each of those 64 steps, the reference's own top1 - top2 gap of
+                             the raw float32 logits it picked the token from (a small value is
+                             a near-tie that float32 summation order alone may flip)
+  greedy_runner_up_ids       the top-2 token at each step
+The top level records the versions of transformers, torch and gguf that made the file.
 """
 import argparse
+import importlib.metadata
 import json
 import os
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 PROMPTS = [
@@ -84,11 +91,25 @@ def main():
         layer_norms = [float(captured[i][0, -1].double().norm()) for i in range(len(layers))]
         layer_rms = [float(captured[i][0].double().pow(2).mean().sqrt()) for i in range(len(layers))]
         final = res.hidden_states[-1][0, -1].double().norm()
+        # The attention mask must be given: without one, generate() infers it as
+        # `input_ids != pad_token_id` and, pad being <|im_end|> here, masked the chat prompt's
+        # <|im_end|> out of attention (the goldens before 2026-12-01 carried that error).
         with torch.no_grad():
-            gen = model.generate(x, max_new_tokens=N_GREEDY, min_new_tokens=N_GREEDY,
+            gen = model.generate(x, attention_mask=torch.ones_like(x),
+                                 max_new_tokens=N_GREEDY, min_new_tokens=N_GREEDY,
                                  do_sample=False, num_beams=1, eos_token_id=None,
-                                 pad_token_id=tok.eos_token_id or 0)
-        greedy = gen[0, len(ids):].tolist()
+                                 pad_token_id=tok.eos_token_id or 0,
+                                 return_dict_in_generate=True, output_logits=True)
+        greedy = gen.sequences[0, len(ids):].tolist()
+        # Raw float32 logits of each decode step (before any logits processor).
+        margins, runners_up = [], []
+        for step, step_logits in enumerate(gen.logits):
+            top2 = torch.topk(step_logits[0].float(), 2)
+            if int(top2.indices[0]) != greedy[step]:
+                raise SystemExit(f"step {step}: generate picked {greedy[step]}, "
+                                 f"raw argmax is {int(top2.indices[0])}")
+            margins.append(float(top2.values[0] - top2.values[1]))
+            runners_up.append(int(top2.indices[1]))
         out_prompts.append({
             "text": text,
             "ids": ids,
@@ -103,16 +124,22 @@ def main():
             "layer_output_rms_all": [round(v, 6) for v in layer_rms],
             "final_norm_norm": round(float(final), 6),
             "greedy_ids": greedy,
+            "greedy_margins": [round(v, 6) for v in margins],
+            "greedy_runner_up_ids": runners_up,
             "greedy_text": tok.decode(greedy),
         })
+        low = min(range(len(margins)), key=lambda i: margins[i])
         print(f"{text[:40]!r}: {len(ids)} ids, argmax {int(logits.argmax())}, "
-              f"greedy {tok.decode(greedy)[:60]!r}")
+              f"greedy {tok.decode(greedy)[:60]!r}, smallest margin {margins[low]:.6f} "
+              f"at step {low}")
 
     doc = {
         "generator": "tools/reference/make_llama_goldens.py",
         "model": gguf_name,
-        "framework": f"transformers {__import__('transformers').__version__}, "
+        "framework": f"transformers {transformers.__version__}, "
                      f"torch {torch.__version__}, float32",
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__,
+                     "gguf": importlib.metadata.version("gguf")},
         "n_layer": len(layers),
         "vocab_size": int(model.config.vocab_size),
         "prompts": out_prompts,
