@@ -51,18 +51,31 @@ class SentencePieceModelTokenizer final : public Tokenizer {
     return out;
   }
 
+  // Runs of ordinary ids between control tokens go to libsentencepiece, which drops the leading
+  // space of every run it decodes; only the text's first one may go (as Tokenizer::Decode and
+  // IncrementalDetokenizer do), so a later run gets it back, and a skipped control token does
+  // not split a run at all (found by tests/fuzz/tokenizer_text_fuzz.cc: stream != Decode).
   std::string Decode(std::span<const TokenId> ids, bool skip_special) const override {
     std::string out;
     std::vector<int> run;
+    bool at_start = true;
     auto flush = [&] {
-      if (!run.empty()) out += sp_.DecodeIds(run);
+      if (run.empty()) return;
+      std::string text = sp_.DecodeIds(run);
+      if (!at_start && dummy_prefix_ && sp_.IdToPiece(run[0]).starts_with(kSpaceMark)) {
+        text.insert(0, 1, ' ');
+      }
+      out += text;
       run.clear();
+      at_start = false;
     };
     for (TokenId id : ids) {
       if (id < 0 || id >= vocab_size()) continue;
       if (sp_.IsControl(id)) {
+        if (skip_special) continue;
         flush();
-        if (!skip_special) out += sp_.IdToPiece(id);
+        out += sp_.IdToPiece(id);
+        at_start = false;
         continue;
       }
       run.push_back(id);

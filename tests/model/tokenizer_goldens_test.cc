@@ -212,6 +212,30 @@ TEST(SentencePieceGoldenTest, LibSentencePieceAdapter) {
             StatusCode::kInvalidArgument);
 }
 
+// Regression (tests/fuzz/tokenizer_text_fuzz.cc): Decode handed each run between control tokens
+// to libsentencepiece on its own, which dropped the leading space of every run, so Decode and
+// the streaming IncrementalDetokenizer disagreed after a <s> or </s> in the ids.
+TEST(SentencePieceGoldenTest, DecodeAcrossControlTokensEqualsStream) {
+  const json& c = Case("tiny_spm");
+  auto t = LoadSentencePieceModel(kRoot + "/" + c["model_file"].get<std::string>());
+  ASSERT_TRUE(t.ok()) << t.status();
+  for (const char* text : {"the cat<s> sat on</s>  the mat<s>", "<s>a b</s></s> c", " x<s>"}) {
+    const std::vector<TokenId> ids = (*t)->Encode(text, /*add_special=*/true, true);
+    for (bool skip : {true, false}) {
+      IncrementalDetokenizer d(**t, skip);
+      std::string streamed;
+      for (TokenId id : ids) streamed += d.Push(id);
+      streamed += d.Flush();
+      EXPECT_EQ((*t)->Decode(ids, skip), streamed) << text << " skip_special=" << skip;
+    }
+  }
+  // The fragment after a control token gets its own dummy-prefix ▁ (as in llama.cpp and HF's
+  // legacy SentencePiece tokenizers), which decodes as a space.
+  const std::vector<TokenId> ids = (*t)->Encode("the cat<s>sat", false, true);
+  EXPECT_EQ((*t)->Decode(ids, /*skip_special=*/true), "the cat sat");
+  EXPECT_EQ((*t)->Decode(ids, /*skip_special=*/false), "the cat<s> sat");
+}
+
 TEST(SentencePieceGoldenTest, OwnImplementationMatchesSentencePieceBpe) {
   const json& c = Case("tiny_spm");
   const json& v = c["vocab"];
