@@ -2,12 +2,15 @@
 // tokenizer.json flavours), SentencePiece from GGUF-style vocabulary data, SentencePiece-style BPE
 // from tokenizer.json, WordPiece from tokenizer.json and a tokenizer.model run by
 // libsentencepiece. The first input byte picks the tokenizer (and whether the text is first
-// rendered as a chat message); the rest is the text, any bytes at all.
+// rendered as a chat message); the rest is the text, any bytes at all. Also the trainer-made
+// tests/data/tiny_spm.model.
 //
 // Beyond ExerciseTokenizer's checks, the round-trip contract of tokenizer.h:
 //  - byte-level BPE: Decode(Encode(x)) == x for every byte string x;
 //  - the in-house SentencePiece (byte fallback): the same, except that a U+2581 "▁" already in x
-//    comes back as a space (SentencePiece writes spaces as ▁; HF's tokenizers do the same);
+//    comes back as a space (SentencePiece writes spaces as ▁; HF's tokenizers do the same), for
+//    texts without user-defined tokens (the fragment after an atomic token gets its own ▁ prefix,
+//    as in llama.cpp's and HF's legacy SentencePiece tokenizers, so " " is added there);
 //  - streaming: IncrementalDetokenizer's output == Decode's output with invalid UTF-8 replaced
 //    (SanitizeUtf8), for every tokenizer but WordPiece (whose Decode also removes the spaces
 //    before punctuation, as HF's WordPiece decoder does; nothing streams BERT output).
@@ -32,6 +35,14 @@ struct Fixed {
   bool stream_equals_decode;  // StreamDecode(ids) == SanitizeUtf8(Decode(ids))
 };
 
+bool HasAtomicToken(const model::Tokenizer& t, const std::vector<model::TokenId>& ids) {
+  for (model::TokenId id : ids) {
+    const model::TokenType type = t.GetTokenType(id);
+    if (type == model::TokenType::kControl || type == model::TokenType::kUserDefined) return true;
+  }
+  return false;
+}
+
 std::vector<Fixed>* fixed = nullptr;
 
 std::unique_ptr<model::Tokenizer> MustLoad(StatusOr<std::unique_ptr<model::Tokenizer>> t,
@@ -46,7 +57,13 @@ std::unique_ptr<model::Tokenizer> MustLoad(StatusOr<std::unique_ptr<model::Token
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  // One long seed, so that libFuzzer's length limit starts above the short ones' ~50 bytes.
+  std::string long_text(1, '\x03');
+  for (int i = 0; i < 24; ++i) {
+    long_text += "the café  東京\t\n\n 12345 <tool>\xE2\x96\x81hello\xC3 world!! ";
+  }
   fuzz::WriteSeedsIfAsked({
+      {"long", long_text},
       {"hello", std::string("\x00hello world", 12)},
       {"chat", std::string("\x16") + "What is 東京? <|im_end|> 123,456 café\n\n  x"},
       {"bytes", std::string("\x02\xF0\x9F\x98\x80\xC3\x28\xE2\x82\xA1\xED\xA0\x80 <s></s>\xFF", 21)},
@@ -70,6 +87,11 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
                     Fixed::kNone, false});
   fixed->push_back({MustLoad(fuzz::LoadSentencePieceModelBytes(fuzz::TinySentencePieceModelProto()),
                              "tokenizer.model"),
+                    Fixed::kNone, true});
+  // The trainer-made tests/data/tiny_spm.model (libsentencepiece's own normalizer tables).
+  fixed->push_back({MustLoad(model::LoadSentencePieceModel(MUNINN_SOURCE_DIR
+                                                           "/tests/data/tiny_spm.model"),
+                             "tests/data/tiny_spm.model"),
                     Fixed::kNone, true});
   return 0;
 }
@@ -100,7 +122,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<model::TokenId> ids = fuzz::ExerciseTokenizer(t, text, /*max_vocab_walk=*/0);
   const std::string decoded = t.Decode(ids, /*skip_special=*/true);
   if (f.round_trip == Fixed::kExact) fuzz::FuzzCheck(decoded == text, "Decode(Encode(x)) == x");
-  if (f.round_trip == Fixed::kSpaceMarkIsSpace) {
+  if (f.round_trip == Fixed::kSpaceMarkIsSpace && !HasAtomicToken(t, ids)) {
     std::string want = text;
     for (size_t pos; (pos = want.find("\xE2\x96\x81")) != std::string::npos;) {
       want.replace(pos, 3, " ");

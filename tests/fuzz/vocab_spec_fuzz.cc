@@ -193,18 +193,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
-  VocabSpec spec;
-  switch (in.ConsumeIntegralInRange<int>(0, 2)) {
-    case 0:
-      spec = fuzz::TinyByteLevelSpec();
-      break;
-    case 1:
-      spec = fuzz::TinySpmSpec();
-      break;
-    default:
-      spec = fuzz::TinyWordPieceSpec();
-      break;
-  }
+  static const VocabSpec* const kBase =
+      new VocabSpec[3]{fuzz::TinyByteLevelSpec(), fuzz::TinySpmSpec(), fuzz::TinyWordPieceSpec()};
+  VocabSpec spec = kBase[in.ConsumeIntegralInRange<int>(0, 2)];
   for (int edits = in.ConsumeIntegralInRange<int>(0, 24); edits > 0; --edits) Edit(in, &spec);
   const std::string text = in.ConsumeRemainingBytesAsString();
   auto t = model::CreateTokenizer(spec);
