@@ -134,6 +134,11 @@ TEST_F(HuginnGenerateTest, AdaptiveExitStopsEarlyAtDefaultThresholds) {
     // The same under compress-s4 sharing (any number of iterations fits).
     const GenerateResult s4 = Run(go, 1, "s4");
     EXPECT_LT(s4.mean_steps(), 32.0) << ExitKindName(kind);
+    // do_not_exit_in_prefill: the prompt runs the full r.
+    go.recurrence.exit.no_exit_in_prefill = true;
+    const GenerateResult full_prefill = Run(go, 32);
+    EXPECT_EQ(full_prefill.prefill_steps, 32) << ExitKindName(kind);
+    EXPECT_LT(full_prefill.mean_steps(), 32.0) << ExitKindName(kind);
   }
 }
 

@@ -8,6 +8,7 @@
 //
 // Tolerances: f32 weights and activations against float64 over up to 132 layers. The core is
 // contractive (as a trained one converges), so errors do not grow with r: 2e-4·(1 + |ref|).
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -199,6 +200,41 @@ TEST_F(HuginnTest, MatchesFloat64ReferenceLayerByLayer) {
       }
     }
     ExpectRowsNear(r->logits, run["logits"], "logits");
+  }
+}
+
+// The default load converts the F32 matrices to bf16 (as huginn-0125 is evaluated). Against the
+// float64 forward of the F32 weights: the same top-1 token at every position, and the top
+// token's log-probability within 0.05 (measured: up to 0.023 here). The spec's 0.01 rule
+// (§14.6) compares bf16 with a bf16 reference; here bf16 weight rounding is the whole error.
+TEST_F(HuginnTest, Bf16MatricesKeepTopTokensAndLogProbs) {
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  auto m = LoadModel(*dir_, backend_.get(), lo);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->model->weights().adapter.dtype(), DType::kBF16);
+  EXPECT_EQ(m->model->weights().layers[2].wq.dtype(), DType::kBF16);
+  for (const auto& run : (*goldens_)["runs"]) {
+    ForwardOptions fo;
+    fo.all_logits = true;
+    fo.steps = run["steps"].get<int>();
+    auto r = m->model->Forward(Prompt(), nullptr, fo);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const int64_t V = r->logits.dim(1);
+    for (size_t t = 0; t < run["logits"].size(); ++t) {
+      const auto want = run["logits"][t].get<std::vector<double>>();
+      const float* got = r->logits.data_as<const float>() + t * static_cast<size_t>(V);
+      const size_t top = static_cast<size_t>(std::max_element(want.begin(), want.end()) -
+                                             want.begin());
+      EXPECT_EQ(static_cast<size_t>(std::max_element(got, got + V) - got), top)
+          << "r " << fo.steps << " position " << t;
+      double lse_w = 0.0, lse_g = 0.0;
+      for (int64_t i = 0; i < V; ++i) {
+        lse_w += std::exp(want[static_cast<size_t>(i)] - want[top]);
+        lse_g += std::exp(double{got[i]} - got[top]);
+      }
+      EXPECT_NEAR(-std::log(lse_g), -std::log(lse_w), 0.05) << "position " << t;
+    }
   }
 }
 
