@@ -54,7 +54,7 @@ TEST_F(HuginnCommandsTest, GenerateRunsWithEveryRecurrenceOption) {
   const std::vector<std::vector<std::string>> variants = {
       {"--steps", "8"},
       {"--steps", "8", "--init", "zero", "--warm-start", "off"},
-      {"--steps", "16", "--exit", "kl", "--exit-min-steps", "2"},
+      {"--steps", "16", "--exit", "kl", "--exit-min-steps", "2", "--exit-not-in-prefill"},
       {"--steps", "16", "--exit", "latent-diff", "--kv-share", "s4"},
       {"--steps", "8", "--draft-steps", "2", "--lookahead", "4", "--init", "zero"},
       {"--steps", "4", "--warm-start", "raw", "--kv-compress", "compress-s16"},

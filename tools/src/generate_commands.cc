@@ -43,6 +43,7 @@ struct GenerateFlags {
   double exit_threshold = -1.0;
   int32_t exit_min_steps = 0;
   int32_t exit_every = 1;
+  bool exit_not_in_prefill = false;
   std::string kv_share = "full";
   std::string warm_start;  // "": normed, or off with --draft-steps
   int32_t draft_steps = 0;
@@ -57,6 +58,7 @@ Status ParseRecurrence(const GenerateFlags& f, model::RecurrenceOptions* ro) {
   ro->exit.threshold = f.exit_threshold;
   ro->exit.min_steps = f.exit_min_steps;
   ro->exit.check_every = f.exit_every;
+  ro->exit.no_exit_in_prefill = f.exit_not_in_prefill;
   const std::string warm = !f.warm_start.empty() ? f.warm_start
                                                  : (f.draft_steps > 0 ? "off" : "normed");
   RETURN_IF_ERROR(model::RecurrenceOptions::ParseWarmStart(warm, &ro->warm_start));
@@ -322,6 +324,8 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
         ->capture_default_str();
     cmd->add_option("--exit-every", f->exit_every, "Check the exit criterion every n iterations")
         ->capture_default_str();
+    cmd->add_flag("--exit-not-in-prefill", f->exit_not_in_prefill,
+                  "The prompt always runs the full r (adaptive exit only while decoding)");
     cmd->add_option("--kv-share,--kv-compress", f->kv_share,
                     "KV slots across iterations: full (one per iteration and core layer), sK "
                     "(compress-sK: K shared core slots, s4 = one per core layer), rK")
