@@ -1,5 +1,6 @@
 // Hugging Face tokenizer files -> VocabSpec -> Tokenizer. This is the one adapter that calls
 // nlohmann::json in the tokenizer code; its exceptions (type errors on hostile files) stop here.
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -81,6 +82,11 @@ StatusOr<std::string> ByteLevelFlavor(const json& pre, bool* add_prefix_space) {
     *add_prefix_space = (*byte_level)["add_prefix_space"].get<bool>();
   }
   if (const json* split = FindComponent(pre, "Split")) {
+    // Every const operator[] below has its key checked first: on a missing key it is undefined
+    // behaviour in nlohmann::json (it dereferences the object's end()), not an exception.
+    if (!split->contains("pattern")) {
+      return InvalidArgumentError("Split pre-tokenizer without a pattern");
+    }
     const json& pattern = (*split)["pattern"];
     if (!pattern.is_object() || !pattern.contains("Regex")) {
       return UnimplementedError("Split pre-tokenizer without a Regex pattern is not supported");
@@ -107,8 +113,12 @@ Status ParseBpe(const json& root, const json& model, VocabSpec* spec) {
       return UnimplementedError(std::string("BPE with ") + key + " is not supported");
     }
   }
+  // Checked with contains() first: const operator[] on a missing key reads past the object's
+  // end (heap-use-after-free found by tests/fuzz/tokenizer_json_fuzz.cc).
+  if (!model.contains("merges") || !model["merges"].is_array()) {
+    return InvalidArgumentError("BPE model has no merges array");
+  }
   const json& merges = model["merges"];
-  if (!merges.is_array()) return InvalidArgumentError("BPE model has no merges array");
   std::vector<std::string> merge_strings;
   merge_strings.reserve(merges.size());
   for (const json& m : merges) {
@@ -164,7 +174,15 @@ Status ParseBpe(const json& root, const json& model, VocabSpec* spec) {
 Status ParseWordPiece(const json& root, const json& model, VocabSpec* spec) {
   spec->model = "bert";
   spec->continuing_subword_prefix = model.value("continuing_subword_prefix", std::string("##"));
-  spec->max_input_chars_per_word = model.value("max_input_chars_per_word", 100);
+  if (model.contains("max_input_chars_per_word")) {
+    // value<int32_t>() would static_cast a float like 1e300 to int: undefined behaviour.
+    const json& max_chars = model["max_input_chars_per_word"];
+    if (!max_chars.is_number_integer() || max_chars.get<int64_t>() < 1 ||
+        max_chars.get<int64_t>() > INT32_MAX) {
+      return InvalidArgumentError("WordPiece max_input_chars_per_word must be a positive integer");
+    }
+    spec->max_input_chars_per_word = static_cast<int32_t>(max_chars.get<int64_t>());
+  }
   if (root.contains("normalizer") && root["normalizer"].is_object()) {
     const json* bert = FindComponent(root["normalizer"], "BertNormalizer");
     if (bert == nullptr) {

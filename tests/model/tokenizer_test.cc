@@ -327,6 +327,33 @@ TEST(TokenizerFactoryTest, NoTokenExtraEogIdIsIgnored) {
   EXPECT_TRUE(t->IsEog(266));
 }
 
+// Regressions (tests/fuzz/tokenizer_json_fuzz.cc): keys that nlohmann's const operator[] was
+// asked for without a contains() check (a read past the object's end under ASan), and a float
+// where an int is expected (an undefined float-to-int cast).
+TEST(TokenizerFactoryTest, TokenizerJsonWithMissingKeysIsAnError) {
+  const std::string bpe_no_merges =
+      R"({"decoder": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": 0}}})";
+  EXPECT_EQ(ParseHfTokenizerJson(bpe_no_merges).status().code(), StatusCode::kInvalidArgument);
+  const std::string split_no_pattern =
+      R"({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split"},)"
+      R"( {"type": "ByteLevel"}]}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})";
+  EXPECT_EQ(ParseHfTokenizerJson(split_no_pattern).status().code(),
+            StatusCode::kInvalidArgument);
+  for (const char* max_chars : {"1e300", "-5", "0", "99999999999", "\"x\""}) {
+    const std::string wordpiece =
+        std::string(R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "a": 1},)") +
+        R"( "unk_token": "[UNK]", "max_input_chars_per_word": )" + max_chars + "}}";
+    EXPECT_EQ(ParseHfTokenizerJson(wordpiece).status().code(), StatusCode::kInvalidArgument)
+        << max_chars;
+  }
+  const std::string wordpiece_ok =
+      R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "a": 1}, "unk_token": "[UNK]",)"
+      R"( "max_input_chars_per_word": 3}})";
+  auto t = ParseHfTokenizerJson(wordpiece_ok);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->Encode("a aaaa", false, false), (Ids{1, 0}));
+}
+
 TEST(TokenizerFactoryTest, MutatedTokenizerJsonNeverCrashes) {
   const std::string base =
       R"({"added_tokens": [{"id": 3, "content": "[CLS]", "special": true}],)"
