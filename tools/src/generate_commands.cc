@@ -117,6 +117,18 @@ int RunGenerate(const GenerateFlags& f) {
       return Fail("generate", st);
     }
   }
+  if (recurrent && co.share == model::KvShare::kFull) {
+    const double gib = static_cast<double>(lm.model->SlotLayoutFor(co).n_slots()) *
+                       static_cast<double>(co.n_ctx) * lm.model->config().n_head_kv *
+                       lm.model->config().head_dim * 2.0 *
+                       (co.dtype == DType::kF32 ? 4.0 : 2.0) / (1024.0 * 1024.0 * 1024.0);
+    if (gib > 4.0) {
+      std::fprintf(stderr,
+                   "muninn generate: the full KV layout needs %.1f GiB for %lld positions at r = "
+                   "%d; --kv-share s4 or a smaller --ctx reduce it\n",
+                   gib, static_cast<long long>(co.n_ctx), co.max_steps);
+    }
+  }
   auto cache = lm.model->NewKvCache(co);
   if (!cache.ok()) return Fail("generate", cache.status());
 
