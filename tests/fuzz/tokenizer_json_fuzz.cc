@@ -42,6 +42,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   std::string tmpl = (std::filesystem::temp_directory_path() / "muninn_fuzz_XXXXXX").string();
   fuzz::FuzzCheck(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
   scratch_dir = new std::string(tmpl);
+  std::atexit([] {
+    std::error_code ec;
+    std::filesystem::remove_all(*scratch_dir, ec);
+  });
   return 0;
 }
 
