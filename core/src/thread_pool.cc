@@ -1,10 +1,36 @@
 #include "muninn/core/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MUNINN_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define MUNINN_CPU_RELAX() asm volatile("yield" ::: "memory")
+#else
+#define MUNINN_CPU_RELAX() ((void)0)
+#endif
 
 namespace muninn {
 namespace {
+
 thread_local bool tls_in_pool_task = false;
+
+// Polls `done()` for about `micros` microseconds; true as soon as it holds. The clock is read
+// once per 64 polls so the loop stays cheap.
+template <typename Pred>
+bool SpinUntil(Pred done, int64_t micros) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      MUNINN_CPU_RELAX();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
+
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
@@ -15,32 +41,30 @@ ThreadPool::ThreadPool(int num_threads) {
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  work_cv_.notify_all();
+  stop_.store(true);
+  generation_.fetch_add(1);
+  generation_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
 void ThreadPool::WorkerLoop(int index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    const std::function<void(int, int)>* job;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
+    const auto changed = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+    if (!SpinUntil(changed, kSpinMicros)) {
+      // Announce the sleep before the last check, so a caller that bumps the generation after
+      // that check sees the count and notifies (both sides are seq_cst).
+      worker_sleepers_.fetch_add(1);
+      while (generation_.load() == seen) generation_.wait(seen);
+      worker_sleepers_.fetch_sub(1);
     }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
+    const std::function<void(int, int)>* job = job_;
     tls_in_pool_task = true;
     (*job)(index, num_threads_);
     tls_in_pool_task = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
-    }
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load() != 0) pending_.notify_one();
   }
 }
 
@@ -51,18 +75,18 @@ void ThreadPool::RunOnAll(const std::function<void(int, int)>& fn) {
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    pending_ = num_threads_ - 1;
-    ++generation_;
-  }
-  work_cv_.notify_all();
+  job_ = &fn;
+  pending_.store(num_threads_ - 1);
+  generation_.fetch_add(1);  // seq_cst: publishes job_ and pending_
+  if (worker_sleepers_.load() != 0) generation_.notify_all();
   tls_in_pool_task = true;
   fn(0, num_threads_);
   tls_in_pool_task = false;
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [&] { return pending_ == 0; });
+  if (!SpinUntil([&] { return pending_.load(std::memory_order_acquire) == 0; }, kSpinMicros)) {
+    caller_sleeping_.store(1);
+    for (int32_t p = pending_.load(); p != 0; p = pending_.load()) pending_.wait(p);
+    caller_sleeping_.store(0);
+  }
   job_ = nullptr;
 }
 
