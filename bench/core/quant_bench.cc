@@ -208,12 +208,16 @@ BENCHMARK(BM_MatVec)
     ->Unit(benchmark::kMicrosecond);
 
 // Prefill-style batches: M activation rows at once, GFLOP/s (2·M·N·K per call).
-// Args: dtype index, M, N, K, threads.
+// Args: dtype index, M, N, K, threads, int8_gemm (1: the VNNI GEMM where the CPU has it, 0: the
+// per-row dot kernels).
 void BM_MatMulBatch(benchmark::State& state) {
   const DType dtype = kBenchDTypes[state.range(0)];
   const int64_t m = state.range(1), n = state.range(2), k = state.range(3);
   ThreadPool pool(static_cast<int>(state.range(4)));
-  auto backend = MakeBackend(&pool, GetCpuFeatures().BestIsa());
+  CpuBackendOptions o;
+  o.pool = &pool;
+  o.int8_gemm = state.range(5) != 0;
+  auto backend = CreateCpuBackend(o).value();
   Tensor w = Tensor::Empty(dtype, Shape{n, k}).value();
   {
     Tensor wf = Tensor::Empty(DType::kF32, Shape{n, k}).value();
@@ -238,8 +242,13 @@ void BM_MatMulBatch(benchmark::State& state) {
       benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_MatMulBatch)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 8, 10}, {64}, {2048}, {2048}, {2}})
-    ->ArgNames({"dtype", "M", "N", "K", "threads"})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 8, 10}, {64}, {2048}, {2048}, {2}, {1}})
+    // q8_0 / q4_0 / q4_1 / q5_0 / q5_1 with and without the VNNI GEMM
+    ->ArgsProduct({{3, 4, 5, 6, 7}, {64}, {2048}, {2048}, {2}, {0}})
+    // SmolLM2-135M prefill shapes (FFN up/gate and down) at 512 tokens
+    ->ArgsProduct({{5}, {512}, {1536}, {576}, {1, 2}, {0, 1}})
+    ->ArgsProduct({{5}, {512}, {576}, {1536}, {1, 2}, {0, 1}})
+    ->ArgNames({"dtype", "M", "N", "K", "threads", "int8_gemm"})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

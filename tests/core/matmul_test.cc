@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/src/cpu/quant_gemm.h"
 #include "muninn/core/cpu_backend.h"
 #include "muninn/core/quant.h"
 #include "tests/core/quant_test_util.h"
@@ -97,6 +98,8 @@ TEST(MatMulTest, EveryDTypeEveryIsaMatchesFloat64Reference) {
       {3, 17, 256, 8, 3, 0, false},   {5, 64, 768, 0, 0, 0, false},
       {2, 1, 256, 1, 0, 0, false},    {7, 9, 1024, 64, 5, 256, false},
       {17, 520, 256, 8, 3, 0, false},  // f32/f16/bf16 take the sgemm paths (tiles of 512 rows)
+      {6, 13, 96, 0, 2, 0, false},     // odd block count; the VNNI GEMM's row/column edges
+      {9, 70, 288, 4, 0, 64, false},
   };
   ThreadPool pool(2);
   uint32_t seed = 42;
@@ -105,6 +108,7 @@ TEST(MatMulTest, EveryDTypeEveryIsaMatchesFloat64Reference) {
     for (DType wt : kWeightDTypes) {
       for (const Case& c : cases) {
         if (c.n > 256 && IsQuantized(wt)) continue;  // the big case is for the sgemm paths only
+        if (c.k % GetDTypeInfo(wt).block_size != 0) continue;  // K-quants need K % 256 == 0
         SCOPED_TRACE(std::string(CpuIsaName(isa)) + " w=" + std::string(DTypeName(wt)) +
                      " M=" + std::to_string(c.m) + " N=" + std::to_string(c.n) +
                      " K=" + std::to_string(c.k) + " seed=" + std::to_string(seed));
@@ -158,6 +162,90 @@ TEST(MatMulTest, SimdFamiliesAgreeWithScalar) {
             << DTypeName(wt) << " " << CpuIsaName(isa) << " row " << j;
       }
     }
+  }
+}
+
+// The VNNI GEMM (batched q4_0/q4_1/q5_0/q5_1/q8_0) and the grouped q4 decode kernel compute the same integer block sums on the
+// same q8_0 activations (and the same f16 s = d_x * sum(q_x) as q8_1) as the dot kernels; results
+// differ only by float accumulation order.
+TEST(MatMulTest, Int8GemmAgreesWithDotKernels) {
+  if (GetCpuFeatures().BestIsa() < CpuIsa::kAvx512 || !GetCpuFeatures().avx512vnni) {
+    GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  }
+  ThreadPool pool(2);
+  CpuBackendOptions o;
+  o.isa = CpuIsa::kAvx512;
+  o.pool = &pool;
+  o.int8_gemm = false;
+  auto dots = CreateCpuBackend(o).value();
+  o.int8_gemm = true;
+  auto gemm = CreateCpuBackend(o).value();
+  const std::vector<Case> cases = {
+      {4, 4, 32, 0, 0, 0, false},   {5, 17, 96, 3, 1, 0, false},   {8, 64, 576, 0, 0, 32, false},
+      {13, 5, 1536, 8, 2, 0, false}, {33, 301, 256, 0, 0, 0, false},
+      // M < 4: q4_0/q4_1 take the grouped decode kernel (partial groups of 1..3 blocks)
+      {1, 33, 576, 0, 0, 0, false},  {2, 7, 96, 5, 3, 0, false},    {3, 5, 32, 0, 0, 64, false},
+      {1, 9, 128, 0, 0, 0, false},
+  };
+  for (DType wt : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0}) {
+    const double tol = 2e-6;
+    for (const Case& c : cases) {
+      SCOPED_TRACE(std::string(DTypeName(wt)) + " M=" + std::to_string(c.m) +
+                   " N=" + std::to_string(c.n) + " K=" + std::to_string(c.k));
+      std::mt19937 rng(11 + static_cast<uint32_t>(c.k + c.n));
+      const Tensor w = RandomMatrix(wt, c.n, c.k, c.w_pad, rng);
+      const Tensor x = RandomMatrix(DType::kF32, c.m, c.k, c.x_pad, rng);
+      Tensor want = Tensor::Zeros(DType::kF32, Shape{c.m, c.n + c.out_pad}).value();
+      Tensor got = Tensor::Zeros(DType::kF32, Shape{c.m, c.n + c.out_pad}).value();
+      want = want.Slice(1, 0, c.n).value();
+      got = got.Slice(1, 0, c.n).value();
+      ASSERT_TRUE(dots->MatMul(x, w, &want).ok());
+      ASSERT_TRUE(gemm->MatMul(x, w, &got).ok());
+      std::vector<std::vector<float>> wrows;
+      for (int64_t j = 0; j < c.n; ++j) wrows.push_back(RowAsFloat(w, j));
+      for (int64_t i = 0; i < c.m; ++i) {
+        const std::vector<float> xr = RowAsFloat(x, i);
+        const std::vector<float> g = RowAsFloat(got, i), e = RowAsFloat(want, i);
+        for (int64_t j = 0; j < c.n; ++j) {
+          double abs_sum = 0;
+          for (int64_t q = 0; q < c.k; ++q) {
+            abs_sum += std::fabs(double(wrows[static_cast<size_t>(j)][static_cast<size_t>(q)]) *
+                                 xr[static_cast<size_t>(q)]);
+          }
+          ASSERT_NEAR(g[static_cast<size_t>(j)], e[static_cast<size_t>(j)], tol * abs_sum)
+              << "row " << i << " col " << j;
+        }
+      }
+      if (c.out_pad > 0) {  // the padding columns stay untouched
+        const float* row0 = got.data_as<float>();
+        for (int64_t j = c.n; j < c.n + c.out_pad; ++j) EXPECT_EQ(row0[j], 0.0f);
+      }
+    }
+  }
+}
+
+// The vectorized activation quantizer the AVX-512 dot path uses is bit-identical to QuantizeRow,
+// ties (x / d exactly k + 0.5) and all-zero blocks included.
+TEST(MatMulTest, Avx512ActivationQuantizerIsBitExact) {
+  if (GetCpuFeatures().BestIsa() < CpuIsa::kAvx512) GTEST_SKIP() << "no AVX-512 on this CPU";
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  const int64_t k = 32 * 9;
+  std::vector<float> x(static_cast<size_t>(k));
+  for (auto& v : x) v = normal(rng);
+  for (int j = 0; j < 32; ++j) x[static_cast<size_t>(32 + j)] = 0.0f;  // a zero block
+  // A block with amax 127 (d = 1) and halves: 2.5 -> 3, -2.5 -> -3, 0.5 -> 1.
+  x[64] = 127.0f;
+  x[65] = 2.5f;
+  x[66] = -2.5f;
+  x[67] = 0.5f;
+  x[68] = -0.5f;
+  for (DType act : {DType::kQ8_0, DType::kQ8_1}) {
+    const size_t bytes = *RowBytes(act, k);
+    std::vector<char> want(bytes), got(bytes);
+    ASSERT_TRUE(QuantizeRow(act, x.data(), want.data(), k).ok());
+    cpu::Avx512QuantizeQ8Row(act, x.data(), got.data(), k);
+    EXPECT_EQ(std::memcmp(want.data(), got.data(), bytes), 0) << DTypeName(act);
   }
 }
 

@@ -49,7 +49,8 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuBackendOptions& o) : ctx_{o.pool, o.isa, o.exact_matmul} {}
+  explicit CpuBackend(const CpuBackendOptions& o) : ctx_{o.pool, o.isa, o.exact_matmul,
+             o.int8_gemm && o.isa == CpuIsa::kAvx512 && GetCpuFeatures().avx512vnni} {}
 
   std::string name() const override {
     return std::string("cpu-") + CpuIsaName(ctx_.isa) + (ctx_.exact_matmul ? "-exact" : "");

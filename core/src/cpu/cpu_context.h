@@ -10,6 +10,8 @@ struct CpuContext {
   ThreadPool* pool = nullptr;  // may be null: run on the calling thread
   CpuIsa isa = CpuIsa::kScalar;
   bool exact_matmul = false;   // CpuBackendOptions::exact_matmul
+  // CpuBackendOptions::int8_gemm, and the CPU runs AVX-512 kernels with VNNI.
+  bool vnni_gemm = false;
 };
 
 }  // namespace muninn::cpu

@@ -6,6 +6,10 @@
 //    f32. Tiles of weight rows are dequantized to f32 (DequantizeRow, per thread, never the whole
 //    matrix) and multiplied in f32: sgemm on the tile for M >= 16, f32 SIMD dots otherwise. The
 //    only rounding is float32's, as in a framework that runs on dequantized weights.
+//  - q4_0/q4_1/q5_0/q5_1/q8_0 weights with M >= kVnniGemmMinRows on AVX-512 VNNI machines: the
+//    register-blocked integer GEMM of quant_gemm.h (same q8_0 activations as the dot path);
+//    q4_0/q4_1 with fewer rows (decode): quant_gemm.h's grouped kernel, activations laid out to
+//    match four weight blocks at a time.
 //  - everything else: each activation row is converted once to the weight's activation format
 //    (q8_0 / q8_1 / q8_K, or kept as f32 for f32/f16/bf16 weights), then one dot kernel per
 //    (weight row, activation row) on the weight's own encoding. Output rows are split across the
@@ -20,6 +24,7 @@
 
 #include "cpu/cpu_ops.h"
 #include "cpu/quant_dot.h"
+#include "cpu/quant_gemm.h"
 #include "cpu/view_checks.h"
 #include "muninn/core/quant.h"
 
@@ -173,6 +178,58 @@ void ExactDotMatMul(const CpuContext& ctx, const Tensor& x, const Tensor& w, Ten
 // conversion + sgemm.
 constexpr int64_t kHalfSgemmMinRows = 16;
 
+// From this many activation rows on, unpacking a tile of weight rows once for the VNNI GEMM costs
+// less than unpacking every weight block once per activation row in the dot kernels.
+constexpr int64_t kVnniGemmMinRows = 4;
+
+void VnniMatMul(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out, int64_t m,
+                int64_t n, int64_t k) {
+  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;          // bytes
+  const int64_t out_stride = out->ndim() == 2 ? out->stride(0) : 0;  // bytes
+  VnniGemmActs acts(m, k);
+  const auto* x_base = static_cast<const char*>(x.data());
+  ParallelFor(ctx.pool, m, 16, [&](int64_t begin, int64_t end) {
+    acts.Pack(w.dtype(), x_base, x_stride, begin, end);
+  });
+  const auto* w_base = static_cast<const char*>(w.data());
+  auto* out_base = static_cast<char*>(out->data());
+  // Weight rows split across threads; each thread unpacks and streams its own slice once.
+  ParallelFor(ctx.pool, n, 32, [&](int64_t begin, int64_t end) {
+    VnniGemm(w.dtype(), w_base, w.stride(0), begin, end, acts, out_base, out_stride);
+  });
+}
+
+// Decode with q4_0/q4_1 weights on VNNI machines: activations packed for the grouped q4 kernel
+// (quant_gemm.h), weight rows split across threads as in the dot path below.
+void VnniQ4MatVec(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out, int64_t m,
+                  int64_t n, int64_t k) {
+  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;          // bytes
+  const int64_t out_stride = out->ndim() == 2 ? out->stride(0) : 0;  // bytes
+  const int64_t act_bytes = VnniQ4ActBytes(k);
+  // [M, act_bytes], 64-byte aligned (the kernel loads whole cache lines)
+  std::unique_ptr<char[]> storage(new char[static_cast<size_t>(m * act_bytes + 64)]);
+  char* acts = storage.get() + (64 - reinterpret_cast<uintptr_t>(storage.get()) % 64) % 64;
+  const auto* x_base = static_cast<const char*>(x.data());
+  for (int64_t i = 0; i < m; ++i) {
+    VnniQ4PackAct(w.dtype(), reinterpret_cast<const float*>(x_base + i * x_stride), k,
+                  acts + i * act_bytes);
+  }
+  const auto* w_base = static_cast<const char*>(w.data());
+  const int64_t w_stride = w.stride(0);
+  auto* out_base = static_cast<char*>(out->data());
+  const size_t w_row_bytes = *RowBytes(w.dtype(), k);
+  const int64_t min_chunk = std::max<int64_t>(
+      1, static_cast<int64_t>((64u << 10) / (w_row_bytes * static_cast<size_t>(m))));
+  const DType wt = w.dtype();
+  ParallelFor(ctx.pool, n, min_chunk, [&](int64_t begin, int64_t end) {
+    for (int64_t i = 0; i < m; ++i) {
+      const char* a = acts + i * act_bytes;
+      auto* orow = reinterpret_cast<float*>(out_base + i * out_stride);
+      for (int64_t j = begin; j < end; ++j) orow[j] = VnniQ4Dot(wt, k, w_base + j * w_stride, a);
+    }
+  });
+}
+
 }  // namespace
 
 Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out) {
@@ -209,6 +266,15 @@ Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
     return Status::Ok();
   }
 
+  if (ctx.vnni_gemm && m >= kVnniGemmMinRows && VnniGemmSupports(w.dtype())) {
+    VnniMatMul(ctx, x, w, out, m, n, k);
+    return Status::Ok();
+  }
+  if (ctx.vnni_gemm && (w.dtype() == DType::kQ4_0 || w.dtype() == DType::kQ4_1)) {
+    VnniQ4MatVec(ctx, x, w, out, m, n, k);
+    return Status::Ok();
+  }
+
   const VecDotFn dot = SelectVecDot(w.dtype(), ctx.isa);
   const DType act = ActivationDType(w.dtype());
   // Activation rows in the kernel's format: [M, row_bytes(act, K)] packed, or x itself for f32.
@@ -228,8 +294,12 @@ Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
     ParallelFor(ctx.pool, m, 4, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const auto* src = reinterpret_cast<const float*>(act_base + i * x_stride);
-        // Cannot fail: act is quantizable and K is block-aligned (checked above).
-        QuantizeRow(act, src, dst + i * act_stride, k).IgnoreError();
+        if (ctx.isa == CpuIsa::kAvx512 && (act == DType::kQ8_0 || act == DType::kQ8_1)) {
+          Avx512QuantizeQ8Row(act, src, dst + i * act_stride, k);
+        } else {
+          // Cannot fail: act is quantizable and K is block-aligned (checked above).
+          QuantizeRow(act, src, dst + i * act_stride, k).IgnoreError();
+        }
       }
     });
     act_base = dst;

@@ -258,7 +258,8 @@ VecDotFn ScalarVecDot(DType weight) {
 
 VecDotFn SelectVecDot(DType weight, CpuIsa isa) {
   VecDotFn fn = nullptr;
-  if (isa == CpuIsa::kAvx512) fn = Avx512VecDot(weight);
+  if (isa == CpuIsa::kAvx512 && GetCpuFeatures().avx512vnni) fn = Avx512VnniVecDot(weight);
+  if (fn == nullptr && isa == CpuIsa::kAvx512) fn = Avx512VecDot(weight);
   if (fn == nullptr && (isa == CpuIsa::kAvx512 || isa == CpuIsa::kAvx2)) fn = Avx2VecDot(weight);
   if (fn == nullptr) fn = ScalarVecDot(weight);
   return fn;

@@ -28,9 +28,10 @@ DType ActivationDType(DType weight);
 VecDotFn ScalarVecDot(DType weight);  // quant_dot.cc (every weight dtype MatMul supports)
 VecDotFn Avx2VecDot(DType weight);    // quant_dot_avx2.cc
 VecDotFn Avx512VecDot(DType weight);  // quant_dot_avx512.cc
+VecDotFn Avx512VnniVecDot(DType weight);  // quant_dot_vnni_avx512.cc (needs VNNI as well)
 
-// The best kernel for `weight` that `isa` allows (AVX-512 machines also run the AVX2 kernels
-// where no AVX-512 one exists); nullptr when the dtype is not supported at all.
+// The best kernel for `weight` that `isa` allows (AVX-512 machines with VNNI prefer the VNNI
+// kernels, and run the AVX2 kernels where no AVX-512 one exists); nullptr when the dtype is not supported at all.
 VecDotFn SelectVecDot(DType weight, CpuIsa isa);
 
 // Converts n f16 or bf16 values to f32 with F16C/AVX2 (quant_dot_avx2.cc); `dtype` is kF16 or

@@ -23,6 +23,10 @@ struct CpuBackendOptions {
   // quantizes activations to q8_0/q8_1/q8_K and uses integer dot products (logits within ~0.5).
   // f32/f16/bf16 weights already use f32 activations either way.
   bool exact_matmul = false;
+  // Batched MatMul (prefill) with q4_0/q4_1/q5_0/q5_1/q8_0 weights uses the register-blocked
+  // VNNI integer GEMM when the CPU has AVX-512 VNNI and `isa` is kAvx512; false keeps the
+  // per-row dot kernels (for A/B measurements). Same activations and integer sums either way.
+  bool int8_gemm = true;
   Status Validate() const;
 };
 
