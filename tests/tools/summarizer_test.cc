@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "muninn/tools/evals.h"
 #include "retriever/tiny_stack.h"
@@ -85,6 +86,45 @@ TEST_F(SummarizerTest, AnyBytesAreAccepted) {
   auto r = Summarize(*session_, model::ChatTemplate::Plain(), junk, o);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->n_sections, 3);
+}
+
+// RunPasskey on the tiny stack: one trial per (length, depth, trial) in order, each tagged with
+// the length it was asked for (what the per-length tally groups by), the bank reset before each,
+// and the key found in the retrieved chunks whenever the keyword embedder can see it.
+TEST_F(SummarizerTest, PasskeyTrialsAreTaggedWithTheirRequestedLength) {
+  PasskeyOptions o;
+  o.lengths = {600, 900};
+  o.depths = {0.0, 0.5};
+  o.trials = 2;
+  o.local_tokens = 128;
+  int resets = 0;
+  int seen = 0;
+  auto r = RunPasskey(*session_, o,
+                      [&] {
+                        ++resets;
+                        std::set<memory::DocumentId> docs;
+                        for (const auto& c : bank_->ListChunks()) docs.insert(c.doc_id);
+                        for (auto d : docs) RETURN_IF_ERROR(bank_->DeleteDocument(d).status());
+                        return Status::Ok();
+                      },
+                      [&](const PasskeyTrial&) { ++seen; });
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 8u);
+  EXPECT_EQ(resets, 8);
+  EXPECT_EQ(seen, 8);
+  for (size_t i = 0; i < r->size(); ++i) {
+    const PasskeyTrial& t = (*r)[i];
+    EXPECT_EQ(t.requested_length, i < 4 ? 600 : 900) << i;
+    EXPECT_NEAR(static_cast<double>(t.length), static_cast<double>(t.requested_length), 100.0);
+    EXPECT_EQ(t.depth, (i / 2) % 2 == 0 ? 0.0 : 0.5) << i;
+    EXPECT_EQ(t.key.size(), 5u);
+    EXPECT_FALSE(t.key_in_window) << i;  // depth <= 0.5 of >= 600 tokens, window 128
+    EXPECT_LE(t.retrieved_chunks, session_->options().top_k);
+    EXPECT_EQ(ToJson(t)["requested_length"], t.requested_length);
+  }
+  PasskeyOptions bad = o;
+  bad.lengths.clear();
+  EXPECT_EQ(RunPasskey(*session_, bad, {}, {}).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(PasskeyPromptTest, KeySitsAtTheRequestedDepth) {

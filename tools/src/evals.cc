@@ -84,6 +84,7 @@ StatusOr<std::vector<PasskeyTrial>> RunPasskey(retriever::LongContextSession& se
         ASSIGN_OR_RETURN(PasskeyPrompt p, BuildPasskeyPrompt(tok, length, depth, options.local_tokens, seed++));
         if (reset_bank) RETURN_IF_ERROR(reset_bank());
         PasskeyTrial trial;
+        trial.requested_length = length;
         trial.depth = depth;
         trial.key = p.key;
         trial.key_in_window = p.window_text.find(p.key) != std::string::npos;
@@ -187,7 +188,7 @@ StatusOr<PerplexityResult> RunPerplexity(retriever::LongContextSession& memory_s
 }
 
 nlohmann::json ToJson(const PasskeyTrial& t) {
-  return {{"length", t.length}, {"depth", t.depth}, {"key", t.key}, {"answer", t.answer},
+  return {{"requested_length", t.requested_length}, {"length", t.length}, {"depth", t.depth}, {"key", t.key}, {"answer", t.answer},
           {"pass", t.pass}, {"key_in_window", t.key_in_window},
           {"retrieved_chunks", t.retrieved_chunks}, {"key_retrieved", t.key_retrieved}};
 }

@@ -34,7 +34,8 @@ struct PasskeyOptions {
 };
 
 struct PasskeyTrial {
-  int64_t length = 0;      // prompt tokens, as built
+  int64_t requested_length = 0;  // the length asked for (PasskeyOptions::lengths)
+  int64_t length = 0;            // prompt tokens, as built
   double depth = 0.0;
   std::string key;
   std::string answer;
