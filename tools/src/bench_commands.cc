@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command_registry.h"
+#include "context_bench.h"
 #include "llm_cli.h"
 #include "muninn/core/cpu_features.h"
 
@@ -28,6 +29,11 @@ struct BenchFlags {
   int32_t reps = 5;
   bool json = false;
   bool exact = false;
+  // --memory-depth N: the long-context benchmark (context_bench.h) instead of ppN/tgN.
+  int64_t memory_depth = 0;
+  RuntimeFlags rt;
+  std::string text;
+  int32_t depth_prompt = 64;
 };
 
 struct BenchResult {
@@ -176,7 +182,38 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
                 "Exact MatMul: f32 activations and dequantized weight rows (see generate --exact)");
   cmd->add_option("-r,--repetitions", f->reps, "Repetitions per test")->capture_default_str();
   cmd->add_flag("--json", f->json, "Print JSON");
-  cmd->callback([&ctx, f] { ctx.exit_code = RunBench(*f); });
+  cmd->add_option("--memory-depth", f->memory_depth,
+                  "Long-context benchmark: ingest this many tokens of --text into a bank (time, "
+                  "peak RSS, bytes per 1k tokens), then tgN with memory at depth 0 vs at this depth")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  cmd->add_option("--text", f->text, "Text for --memory-depth (default data/kjv.txt)");
+  cmd->add_option("--prompt-tokens", f->depth_prompt, "Prompt tokens before decoding (--memory-depth)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--config", f->rt.config,
+                  "Long-context configuration for --memory-depth (default configs/smollm2-135m.json)");
+  cmd->add_option("--embedder", f->rt.embedder, "Embedder for --memory-depth (default from the config)");
+  cmd->callback([&ctx, f] {
+    if (f->memory_depth > 0) {
+      if (f->exact) {
+        std::fprintf(stderr, "muninn bench: --exact does not apply to --memory-depth\n");
+        ctx.exit_code = 2;
+        return;
+      }
+      RuntimeFlags rt = f->rt;
+      rt.model = f->model;
+      rt.threads = f->threads;
+      ContextBenchOptions o;
+      o.depth_tokens = f->memory_depth;
+      o.n_gen = f->n_gen > 0 ? f->n_gen : 128;
+      o.n_prompt = f->depth_prompt;
+      o.reps = f->reps;
+      o.text_path = f->text;
+      o.json = f->json;
+      ctx.exit_code = RunContextBench(rt, o);
+      return;
+    }
+    ctx.exit_code = RunBench(*f);
+  });
 }
 
 }  // namespace muninn::tools
