@@ -251,6 +251,7 @@ constexpr int kC = 4;  // activation rows per micro-kernel call
 
 // ---- decode kernel (layout in quant_gemm.h) ----
 
+constexpr int64_t kPrefetchBytes = 2048;  // software prefetch distance in the weight stream
 constexpr int64_t kGroupBytes = 192;  // 4 blocks: 64 + 64 bytes of values, 8 f32 of scales, pad
 
 // One group of 4 q4 blocks starting at `blk` (block stride `bstride`, nibbles at +qs_off):
@@ -304,7 +305,12 @@ float DotQ4Grouped(int64_t k, const void* w_row, const void* act) {
                           _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(prod)), acc);
   };
   int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) group(w + b * bstride, a + (b / 4) * kGroupBytes);
+  for (; b + 4 <= nb; b += 4) {
+    // The rows of w follow each other, so a fixed distance ahead also runs into the next row.
+    _mm_prefetch(w + b * bstride + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(w + b * bstride + kPrefetchBytes + 64, _MM_HINT_T0);
+    group(w + b * bstride, a + (b / 4) * kGroupBytes);
+  }
   if (b < nb) {  // partial group: copy the remaining blocks into zeroed storage
     alignas(64) char tail[4 * bstride] = {};
     std::memcpy(tail, w + b * bstride, static_cast<size_t>((nb - b) * bstride));
