@@ -17,17 +17,26 @@ namespace {
 
 thread_local bool tls_in_pool_task = false;
 
+// Spinning with pause only, before SpinUntil starts yielding.
+constexpr int64_t kPauseOnlyMicros = 5;
+
 // Polls `done()` for about `micros` microseconds; true as soon as it holds. The clock is read
-// once per 64 polls so the loop stays cheap.
+// once per 64 polls so the loop stays cheap. After the first few microseconds every round also
+// yields the CPU: when the machine is oversubscribed the thread being waited for may be queued
+// behind this one, and pure spinning would burn the time slice it needs.
 template <typename Pred>
 bool SpinUntil(Pred done, int64_t micros) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  const auto start = std::chrono::steady_clock::now();
+  const auto yield_after = start + std::chrono::microseconds(kPauseOnlyMicros);
+  const auto deadline = start + std::chrono::microseconds(micros);
   for (;;) {
     for (int i = 0; i < 64; ++i) {
       if (done()) return true;
       MUNINN_CPU_RELAX();
     }
-    if (std::chrono::steady_clock::now() >= deadline) return done();
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return done();
+    if (now >= yield_after) std::this_thread::yield();
   }
 }
 
