@@ -9,7 +9,9 @@
 // GCC 12 false positives on the intrinsic headers: see quant_dot_avx512.cc.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#if !defined(__clang__)
 #pragma GCC target("avx512vnni")
+#endif
 #include <immintrin.h>
 
 #include <cstring>
@@ -17,6 +19,11 @@
 
 #include "cpu/quant_dot.h"
 #include "muninn/core/quant.h"
+
+// VNNI for this file only (the other _avx512.cc files must run on AVX-512 CPUs without it).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512vnni"))), apply_to = function)
+#endif
 
 namespace muninn::cpu {
 namespace {
@@ -170,3 +177,7 @@ VecDotFn Avx512VnniVecDot(DType weight) {
 }
 
 }  // namespace muninn::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

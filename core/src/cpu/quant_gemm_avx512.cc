@@ -5,7 +5,9 @@
 // 105593); see quant_dot_avx512.cc.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#if !defined(__clang__)
 #pragma GCC target("avx512vnni")
+#endif
 #include <immintrin.h>
 
 #include <algorithm>
@@ -17,6 +19,11 @@
 #include "muninn/core/check.h"
 #include "muninn/core/fp16.h"
 #include "muninn/core/quant.h"
+
+// VNNI for this file only (the other _avx512.cc files must run on AVX-512 CPUs without it).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512vnni"))), apply_to = function)
+#endif
 
 namespace muninn::cpu {
 namespace {
@@ -449,3 +456,7 @@ void VnniGemm(DType weight, const char* w, int64_t w_stride, int64_t n_begin, in
 }
 
 }  // namespace muninn::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
