@@ -1,0 +1,97 @@
+// `muninn bench --memory-depth N` on a tiny random Huginn folder (the committed text files of
+// tests/data/huginn_tiny plus weights from HuginnWriter) with the model's own hidden states as the
+// embedder: the JSON report counts what was ingested, the bank exists on disk while it runs and is
+// removed afterwards, decode at depth attends to top-k chunks; bad flags are clear errors.
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "muninn/model/huginn_writer.h"
+#include "muninn/tools/commands.h"
+
+namespace muninn::tools {
+namespace {
+
+int RunCli(std::vector<std::string> args, std::string* out) {
+  args.insert(args.begin(), "muninn");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  ::testing::internal::CaptureStdout();
+  const int rc = RunMuninn(static_cast<int>(argv.size()), argv.data());
+  *out = ::testing::internal::GetCapturedStdout();
+  return rc;
+}
+
+class ContextBenchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/muninn_ctxbench_test_" + std::to_string(::getpid());
+    std::filesystem::create_directories(dir_ + "/model");
+    const std::filesystem::path src = std::string(MUNINN_SOURCE_DIR) + "/tests/data/huginn_tiny";
+    for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json"}) {
+      std::filesystem::copy_file(src / f, std::filesystem::path(dir_) / "model" / f,
+                                 std::filesystem::copy_options::overwrite_existing);
+    }
+    model::HuginnWriterOptions o;
+    o.write_config = false;
+    ASSERT_TRUE(model::WriteRandomHuginn(dir_ + "/model", o).ok());
+    // Memory layer: the prelude's last layer; retrieval: the coda (layers 6 and 7 of 2/4/2).
+    config_ = dir_ + "/config.json";
+    std::ofstream(config_) << R"({"model": ")" << dir_ << R"(/model", "embedder": "hidden",
+        "long_context": {"memory_layer": 1, "retrieval_layers": [6, 7], "chunk_tokens": 16,
+                         "top_k": 2, "local_window": 256}})";
+    text_ = dir_ + "/text.txt";
+    std::ofstream t(text_);
+    for (int i = 0; i < 200; ++i) t << "In the beginning was the word " << i << ". ";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string dir_, config_, text_;
+};
+
+TEST_F(ContextBenchTest, ReportsIngestBankAndDecodeAtDepth) {
+  std::string out;
+  const int rc = RunCli({"bench", "--memory-depth", "200", "--config", config_, "--text", text_,
+                         "-n", "4", "-r", "1", "--prompt-tokens", "8", "-t", "1", "--json"},
+                        &out);
+  ASSERT_EQ(rc, 0) << out;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["ingest_tokens"], 200);
+  EXPECT_EQ(j["ingest_chunks"], 13);  // ceil(200 / 16)
+  EXPECT_GT(j["ingest_tokens_per_s"].get<double>(), 0.0);
+  EXPECT_GT(j["peak_rss_bytes"].get<int64_t>(), j["rss_before_ingest_bytes"].get<int64_t>() / 2);
+  EXPECT_GE(j["bank_disk_bytes"].get<int64_t>(), j["bank_kv_bytes"].get<int64_t>());
+  EXPECT_GT(j["bank_kv_bytes"].get<int64_t>(), 0);
+  EXPECT_EQ(j["decode_depthN_memory_tokens"], 32);  // top-2 chunks of 16 tokens
+  EXPECT_GT(j["decode_depth0_ts"].get<double>(), 0.0);
+  EXPECT_GT(j["decode_depthN_ts"].get<double>(), 0.0);
+  EXPECT_EQ(j["n_gen"], 4);
+  // The temporary bank is gone afterwards.
+  for (const auto& e : std::filesystem::directory_iterator(std::filesystem::temp_directory_path())) {
+    EXPECT_NE(e.path().filename().string(), "muninn_ctxbench_" + std::to_string(::getpid()));
+  }
+}
+
+TEST_F(ContextBenchTest, BadInputIsAClearError) {
+  std::string out;
+  // More depth than the text has tokens.
+  EXPECT_EQ(RunCli({"bench", "--memory-depth", "1000000", "--config", config_, "--text", text_,
+                    "-r", "1", "-t", "1"},
+                   &out),
+            2);
+  EXPECT_EQ(RunCli({"bench", "--memory-depth", "100", "--config", config_, "--text",
+                    dir_ + "/missing.txt", "-t", "1"},
+                   &out),
+            2);
+  EXPECT_EQ(RunCli({"bench", "--memory-depth", "100", "--exact", "--config", config_}, &out), 2);
+}
+
+}  // namespace
+}  // namespace muninn::tools
