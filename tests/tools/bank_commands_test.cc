@@ -11,21 +11,14 @@
 #include "muninn/memory/memory_bank.h"
 #include "muninn/tools/commands.h"
 #include "tests/memory/memory_test_util.h"
+#include "tests/tools/run_cli.h"
 
 namespace muninn::tools {
 namespace {
 
 using memory::testing::OwnedChunk;
 
-int RunCli(std::vector<std::string> args, std::string* out) {
-  args.insert(args.begin(), "muninn");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  ::testing::internal::CaptureStdout();
-  const int rc = RunMuninn(static_cast<int>(argv.size()), argv.data());
-  *out = ::testing::internal::GetCapturedStdout();
-  return rc;
-}
+using testing::RunCli;
 
 std::vector<memory::ChunkId> MakeBank(const std::string& dir) {
   memory::MemoryBankOptions o;

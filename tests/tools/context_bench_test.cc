@@ -13,19 +13,12 @@
 
 #include "muninn/model/huginn_writer.h"
 #include "muninn/tools/commands.h"
+#include "tests/tools/run_cli.h"
 
 namespace muninn::tools {
 namespace {
 
-int RunCli(std::vector<std::string> args, std::string* out) {
-  args.insert(args.begin(), "muninn");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  ::testing::internal::CaptureStdout();
-  const int rc = RunMuninn(static_cast<int>(argv.size()), argv.data());
-  *out = ::testing::internal::GetCapturedStdout();
-  return rc;
-}
+using testing::RunCli;
 
 class ContextBenchTest : public ::testing::Test {
  protected:
