@@ -46,14 +46,21 @@ std::string RepoRoot() {
   return fs::current_path(ec).string();
 }
 
+StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFoundError("cannot read '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return IoError("error while reading '" + path + "'");
+  return ss.str();
+}
+
 std::string DefaultConfigPath() { return (fs::path(RepoRoot()) / "configs" / "smollm2-135m.json").string(); }
 
 StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return NotFoundError("cannot read config '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status().WithContext("reading config");
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return InvalidArgumentError("config '" + path + "' is not a JSON object");
   }

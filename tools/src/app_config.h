@@ -32,6 +32,9 @@ std::string RepoRoot();
 // exists, joined with it; nullopt when there is none.
 std::optional<std::string> FindAboveExeOrCwd(const std::string& relative);
 
+// The whole file as bytes: NotFound when it cannot be opened, IoError when reading fails.
+StatusOr<std::string> ReadFile(const std::string& path);
+
 // configs/smollm2-135m.json under the repository root.
 std::string DefaultConfigPath();
 

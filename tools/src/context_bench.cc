@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -100,14 +99,11 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
     return Fail(InvalidArgumentError("--memory-depth measures memory; drop --no-memory"));
   }
   const std::string text_path = o.text_path.empty() ? RepoRoot() + "/data/kjv.txt" : o.text_path;
-  std::ifstream in(text_path, std::ios::binary);
-  if (!in) {
-    return Fail(NotFoundError("cannot read '" + text_path +
-                              "' (run scripts/setup.sh for data/kjv.txt, or pass --text)"));
+  auto read = ReadFile(text_path);
+  if (!read.ok()) {
+    return Fail(read.status().WithContext("run scripts/setup.sh for data/kjv.txt, or pass --text"));
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
+  const std::string text = std::move(read).value();
 
   // A fresh on-disk bank, so that its size on disk is measured; removed at the end.
   const std::filesystem::path bank_dir =

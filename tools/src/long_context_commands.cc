@@ -17,15 +17,6 @@
 namespace muninn::tools {
 namespace {
 
-StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFoundError("cannot read '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return IoError("error while reading '" + path + "'");
-  return ss.str();
-}
-
 int Fail(const Status& s) {
   std::fprintf(stderr, "muninn: %s\n", s.ToString().c_str());
   return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kNotFound ? 2 : 1;
