@@ -112,7 +112,16 @@ TEST_F(RereadTest, ChatTurnPutsExcerptsBeforeTheQuestion) {
   ASSERT_NE(at_excerpt, std::string::npos) << window;
   ASSERT_NE(at_question, std::string::npos) << window;
   EXPECT_LT(at_excerpt, at_question);
-  EXPECT_EQ(WithExcerpts({}, "q?"), "q?");
+  const model::ChatMessage q{"user", "q?"};
+  EXPECT_EQ(WithExcerpts({}, std::span<const model::ChatMessage>(&q, 1)).size(), 1u);
+  // An existing system message keeps its text after the excerpts.
+  const std::vector<model::ChatMessage> conv{{"system", "Be brief."}, {"user", "q?"}};
+  retriever::Excerpt e;
+  e.text = "some text";
+  const auto with = WithExcerpts(std::span<const retriever::Excerpt>(&e, 1), conv);
+  ASSERT_EQ(with.size(), 2u);
+  EXPECT_EQ(with[0].content, "Answer the question using the text below.\n\n[1] some text\n\nBe brief.");
+  EXPECT_EQ(with[1].content, "q?");
 }
 
 TEST_F(RereadTest, ExcerptsThatDoNotFitTheWindowAreDropped) {

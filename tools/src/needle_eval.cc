@@ -115,12 +115,13 @@ StatusOr<std::vector<NeedleTrial>> RunNeedle(retriever::LongContextSession& sess
           trial.ceiling = options.ceiling;
           ChatTurnOptions turn;
           turn.generate.max_tokens = options.max_tokens;
-          std::string question = fact.question;
+          const model::ChatMessage msg{"user", fact.question};
+          std::vector<model::ChatMessage> msgs{msg};
           if (options.ceiling) {
             // The passage in the prompt exactly as the re-read mode shows excerpts.
             retriever::Excerpt passage;
             passage.text = doc;
-            question = WithExcerpts(std::span<const retriever::Excerpt>(&passage, 1), fact.question);
+            msgs = WithExcerpts(std::span<const retriever::Excerpt>(&passage, 1), msgs);
             trial.fact_retrieved = true;
           } else {
             if (reset_bank) RETURN_IF_ERROR(reset_bank());
@@ -128,10 +129,7 @@ StatusOr<std::vector<NeedleTrial>> RunNeedle(retriever::LongContextSession& sess
               RETURN_IF_ERROR(session.IngestText(/*doc_id=*/1, doc).status());
             }
           }
-          const model::ChatMessage msg{"user", question};
-          ASSIGN_OR_RETURN(ChatTurnResult r,
-                           RunChatTurn(session, chat, std::span<const model::ChatMessage>(&msg, 1),
-                                       fact.question, turn));
+          ASSIGN_OR_RETURN(ChatTurnResult r, RunChatTurn(session, chat, msgs, fact.question, turn));
           trial.response = r.generation.text;
           trial.pass = Lower(r.generation.text).find(Lower(fact.answer)) != std::string::npos;
           for (const memory::SearchHit& h : r.hits) {
