@@ -9,6 +9,7 @@
 #include "muninn/tools/evals.h"
 #include "muninn/tools/needle_eval.h"
 #include "retriever/tiny_stack.h"
+#include "tools/src/caching_embedder.h"
 #include "tools/src/chat_generation.h"
 
 namespace muninn::tools {
@@ -138,6 +139,26 @@ TEST_F(RereadTest, ExcerptsThatDoNotFitTheWindowAreDropped) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_LE(r->prompt_tokens, 80 - 16);
   EXPECT_LT(r->hits.size(), 4u);
+}
+
+TEST(CachingEmbedderTest, SameVectorsFewerCalls) {
+  KeywordEmbedder inner;
+  CachingEmbedder cache(&inner, /*max_entries=*/3);
+  const std::vector<retriever::EmbedRequest> reqs = {{"aab", {}}, {"cd", {}}, {"aab", {}}};
+  auto direct = inner.Embed(reqs);
+  const int calls = inner.calls;
+  auto first = cache.Embed(reqs);
+  auto second = cache.Embed(reqs);
+  ASSERT_TRUE(direct.ok() && first.ok() && second.ok());
+  EXPECT_EQ(*first, *direct);
+  EXPECT_EQ(*second, *direct);
+  EXPECT_EQ(inner.calls, calls + 1);  // the second call was served from the cache
+  EXPECT_EQ(cache.hits(), 3);
+  EXPECT_EQ(cache.misses(), 3);
+  // Past max_entries the cache starts over; results stay the same.
+  const std::vector<retriever::EmbedRequest> more = {{"a", {}}, {"b", {}}, {"c", {}}};
+  ASSERT_TRUE(cache.Embed(more).ok());
+  EXPECT_EQ(*cache.Embed(reqs), *direct);
 }
 
 TEST(HaystackTest, ProseStretchesAndDepths) {

@@ -103,7 +103,10 @@ StatusOr<std::vector<NeedleTrial>> RunNeedle(retriever::LongContextSession& sess
       for (double depth : options.depths) {
         for (int64_t t = 0; t < options.trials; ++t, ++seed) {
           const NeedleFact fact = MakeNeedleFact(seed);
-          ASSIGN_OR_RETURN(std::string hay, HaystackText(tok, filler, length, seed));
+          // One haystack per (filler, length): the trials differ in the fact and its depth, and
+          // chunks before the fact repeat across trials (an embedding cache can reuse them).
+          ASSIGN_OR_RETURN(std::string hay,
+                           HaystackText(tok, filler, length, options.seed * 1000003u + static_cast<uint64_t>(length)));
           const std::string doc = InsertAtDepth(hay, "\n" + fact.sentence + "\n", depth);
           NeedleTrial trial;
           trial.filler = filler.name;

@@ -137,9 +137,11 @@ StatusOr<std::unique_ptr<retriever::LongContextSession>> Runtime::NewSession(
 }
 
 StatusOr<std::unique_ptr<retriever::LongContextSession>> Runtime::NewSession(
-    const retriever::LongContextOptions& options, memory::MemoryBank* bank) {
+    const retriever::LongContextOptions& options, memory::MemoryBank* bank,
+    retriever::Embedder* embedder) {
   return retriever::LongContextSession::Create(loaded_.model.get(), loaded_.tokenizer.get(), bank,
-                                               embedder_.get(), options);
+                                               embedder != nullptr ? embedder : embedder_.get(),
+                                               options);
 }
 
 Status Runtime::ResetBank() {
