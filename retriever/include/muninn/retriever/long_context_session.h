@@ -88,8 +88,8 @@ struct ContextMemoryOptions {
 };
 
 struct RereadOptions {
-  int64_t top_k = 8;            // chunks retrieved per question
-  int64_t budget_tokens = 1024; // most excerpt tokens put in the prompt (best chunks first;
+  int64_t top_k = 4;            // chunks retrieved per question
+  int64_t budget_tokens = 512;  // most excerpt tokens put in the prompt (best chunks first;
                                 // never more than the local window)
 };
 
