@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstring>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -225,6 +226,24 @@ Status SafetensorsFile::ParseAll() {
   }
   std::sort(tensors_.begin(), tensors_.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.offset < b.offset; });
+  // No two tensors may share bytes: a dtype or shape edited without moving the data would make
+  // one tensor read another's. Every range was checked to lie inside the data section above.
+  std::vector<std::tuple<uint64_t, uint64_t, const std::string*>> ranges;
+  for (const TensorInfo& t : tensors_) {
+    if (t.nbytes > 0) ranges.emplace_back(t.offset, t.offset + t.nbytes, &t.name);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    const auto& [b0, e0, n0] = ranges[i - 1];
+    const auto& [b1, e1, n1] = ranges[i];
+    if (e0 > b1) {
+      return InvalidArgumentError(name_ + ": tensor '" + *n0 + "' (data bytes " +
+                                  std::to_string(b0 - data_offset_) + ".." +
+                                  std::to_string(e0 - data_offset_) + ") overlaps tensor '" + *n1 +
+                                  "' (from byte " + std::to_string(b1 - data_offset_) +
+                                  "); the file is corrupt");
+    }
+  }
   for (size_t i = 0; i < tensors_.size(); ++i) tensor_index_.emplace(tensors_[i].name, i);
   return Status::Ok();
 }

@@ -166,6 +166,27 @@ TEST(SafetensorsFileTest, RejectsMalformedHeaders) {
   EXPECT_TRUE(ParseCopy(WithHeader("{}", 0)).ok());
 }
 
+TEST(SafetensorsFileTest, RejectsTensorsWhoseBytesOverlap) {
+  EXPECT_TRUE(ParseCopy(WithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                   R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                                   16))
+                  .ok());
+  // "a" was F16 [4] at bytes 0..8 and became F32 [4]: it now runs into "b".
+  ExpectError(WithHeader(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                         R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                         16),
+              "overlaps tensor 'b'");
+  ExpectError(WithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                         R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                         16),
+              "overlaps");
+  // Empty tensors take no bytes.
+  EXPECT_TRUE(ParseCopy(WithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                   R"("e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})",
+                                   8))
+                  .ok());
+}
+
 TEST(SafetensorsFileTest, RejectsTruncationAtEveryByte) {
   const std::vector<uint8_t> full = SmallFile();
   ASSERT_TRUE(ParseCopy(full).ok());
