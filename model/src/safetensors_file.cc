@@ -176,12 +176,12 @@ Status SafetensorsFile::ParseAll() {
     if (shape_it == entry.end() || !shape_it->is_array()) {
       return InvalidArgumentError(where + " has no 'shape' array");
     }
-    if (shape_it->size() > static_cast<size_t>(kMaxDims)) {
+    if (shape_it->size() > static_cast<size_t>(kMaxHeaderDims)) {
       return InvalidArgumentError(where + " has " + std::to_string(shape_it->size()) +
-                                  " dimensions; muninn supports at most " +
-                                  std::to_string(kMaxDims));
+                                  " dimensions; a safetensors header may give at most " +
+                                  std::to_string(kMaxHeaderDims));
     }
-    int64_t dims[kMaxDims] = {};
+    int64_t dims[kMaxHeaderDims] = {};
     uint64_t numel = 1;
     for (size_t d = 0; d < shape_it->size(); ++d) {
       uint64_t n = 0;
@@ -215,6 +215,18 @@ Status SafetensorsFile::ParseAll() {
                                   shape_it->dump() + ") needs " + std::to_string(nbytes) +
                                   " bytes but data_offsets span " + std::to_string(end - begin));
     }
+    if (shape_it->size() > static_cast<size_t>(kMaxDims)) {
+      // Kept aside (see skipped_tensors()): a loader that needs it gets a clear error, one that
+      // does not (Huginn and its freqs_cis buffer) loads.
+      SkippedTensor t;
+      t.name = key;
+      t.type_name = Lower(dt->name);
+      t.dims.assign(dims, dims + shape_it->size());
+      t.offset = data_offset_ + begin;
+      t.nbytes = nbytes;
+      skipped_.push_back(std::move(t));
+      continue;
+    }
     TensorInfo t;
     t.name = key;
     t.type_name = Lower(dt->name);
@@ -230,6 +242,9 @@ Status SafetensorsFile::ParseAll() {
   // one tensor read another's. Every range was checked to lie inside the data section above.
   std::vector<std::tuple<uint64_t, uint64_t, const std::string*>> ranges;
   for (const TensorInfo& t : tensors_) {
+    if (t.nbytes > 0) ranges.emplace_back(t.offset, t.offset + t.nbytes, &t.name);
+  }
+  for (const SkippedTensor& t : skipped_) {
     if (t.nbytes > 0) ranges.emplace_back(t.offset, t.offset + t.nbytes, &t.name);
   }
   std::sort(ranges.begin(), ranges.end());
@@ -256,6 +271,14 @@ const TensorInfo* SafetensorsFile::FindTensor(std::string_view name) const {
 StatusOr<Tensor> SafetensorsFile::GetTensor(std::string_view name) const {
   const TensorInfo* info = FindTensor(name);
   if (info == nullptr) {
+    for (const SkippedTensor& t : skipped_) {
+      if (t.name == name) {
+        return UnimplementedError(name_ + ": tensor '" + t.name + "' has " +
+                                  std::to_string(t.dims.size()) +
+                                  " dimensions; muninn reads tensors of at most " +
+                                  std::to_string(kMaxDims));
+      }
+    }
     return NotFoundError(name_ + ": no tensor named '" + std::string(name) + "'");
   }
   return GetTensor(*info);
