@@ -76,12 +76,15 @@ StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Open(const MemoryBankOptions& 
   return bank;
 }
 
+Status MemoryBank::Repair(const std::string& path) { return ChunkStore::Repair(path); }
+
 Status MemoryBank::OpenImpl() {
   ChunkStore::OpenOptions so;
   so.path = options_.path;
   so.in_memory = options_.in_memory;
   so.create_if_missing = options_.create_if_missing;
   so.sync = options_.sync == SyncPolicy::kSync;
+  so.verify_checksums = options_.verify_on_open && !options_.in_memory;
   if (!options_.in_memory && options_.create_if_missing) {
     std::error_code ec;
     std::filesystem::create_directories(options_.path, ec);

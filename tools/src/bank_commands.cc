@@ -1,5 +1,9 @@
-// `muninn bank stats|verify|compact --bank DIR`: inspect and maintain a memory bank on disk.
+// `muninn bank stats|verify|compact|repair --bank DIR`: inspect and maintain a memory bank on
+// disk.
+#include <chrono>
 #include <cstdio>
+#include <ctime>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -133,6 +137,53 @@ void RegisterBankCommands(CLI::App& app, CommandContext& ctx) {
     }
     Status st = b->Close();
     ctx.exit_code = report->ok() && st.ok() ? 0 : 1;
+  });
+
+  auto repair_args = std::make_shared<BankArgs>();
+  auto repair_backup = std::make_shared<std::string>();
+  auto* repair = bank->add_subcommand(
+      "repair", "Salvage a damaged bank (RocksDB repair), after copying the directory to a backup; "
+                "then verify it");
+  repair->add_option("--bank", repair_args->dir, "Bank directory")->required();
+  repair->add_option("--backup", *repair_backup,
+                     "Where to copy the bank first (default DIR.backup-YYYYMMDDTHHMMSSZ); must not "
+                     "exist");
+  repair->callback([&ctx, repair_args, repair_backup, logger] {
+    namespace fs = std::filesystem;
+    const std::string dir = repair_args->dir;
+    auto fail = [&](const std::string& msg) {
+      std::fprintf(stderr, "muninn bank repair: %s\n", msg.c_str());
+      ctx.exit_code = 1;
+    };
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return fail("no bank directory " + dir);
+    std::string backup = *repair_backup;
+    if (backup.empty()) {
+      const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+      std::tm tm{};
+      gmtime_r(&now, &tm);
+      char stamp[32];
+      std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+      backup = fs::path(dir).lexically_normal().string();
+      if (!backup.empty() && backup.back() == '/') backup.pop_back();
+      backup += std::string(".backup-") + stamp;
+    }
+    if (fs::exists(backup, ec)) return fail("the backup path " + backup + " exists already");
+    fs::copy(dir, backup, fs::copy_options::recursive, ec);
+    if (ec) return fail("backing up " + dir + " to " + backup + ": " + ec.message() + "; nothing was repaired");
+    std::printf("backed up %s to %s\n", dir.c_str(), backup.c_str());
+    if (Status st = MemoryBank::Repair(dir); !st.ok()) return fail(st.ToString());
+    auto b = OpenExisting(dir, logger.get());
+    if (!b) return fail("the repaired bank does not open; the original is in " + backup);
+    auto report = b->Verify();
+    if (!report.ok()) return fail(report.status().ToString());
+    for (const std::string& m : report->messages) std::printf("problem: %s\n", m.c_str());
+    std::printf("repaired %s: %lld records checked, %lld problems%s\n", dir.c_str(),
+                static_cast<long long>(report->records_checked),
+                static_cast<long long>(report->problems),
+                report->ok() ? "" : " (delete the affected documents with `muninn bank delete`)");
+    Status st = b->Close();
+    ctx.exit_code = st.ok() && report->ok() ? 0 : 1;
   });
 
   auto compact_args = std::make_shared<BankArgs>();

@@ -103,6 +103,10 @@ class MemoryBank {
   // Opens (or creates, per options) the bank. Errors: InvalidArgument for bad options or a shape
   // mismatch with the stored bank, DataLoss for a corrupt record or header, IoError from disk.
   static StatusOr<std::unique_ptr<MemoryBank>> Open(const MemoryBankOptions& options);
+  // Salvages a damaged bank directory (RocksDB repair: a fresh MANIFEST/CURRENT from the tables
+  // and logs that still read). Rows in corrupt tables may be lost, so back the directory up
+  // first; open the bank and run Verify afterwards. The bank must not be open.
+  static Status Repair(const std::string& path);
 
   // Flushes counters and the index; errors are logged (call Close() to see them).
   ~MemoryBank();
