@@ -96,6 +96,7 @@ TEST(BankCommandsTest, CommandsNeverCreateOrRepairUnasked) {
   std::filesystem::remove(bank + "/CURRENT");
   EXPECT_EQ(RunCli({"bank", "stats", "--bank", bank}, &out), 1);
   EXPECT_EQ(RunCli({"bank", "verify", "--bank", bank}, &out), 1);
+  EXPECT_EQ(RunCli({"bank", "documents", "--bank", bank}, &out), 1);
   EXPECT_FALSE(std::filesystem::exists(bank + "/CURRENT"));
   const std::string backup = dir.path() + "/backup";
   ASSERT_EQ(RunCli({"bank", "repair", "--bank", bank, "--backup", backup}, &out), 0) << out;
@@ -124,6 +125,7 @@ TEST(BankCommandsTest, ACorruptTableFailsStatsLikeVerify) {
   ASSERT_GT(corrupted, 0);
   EXPECT_EQ(RunCli({"bank", "verify", "--bank", dir.path()}, &out), 1);
   EXPECT_EQ(RunCli({"bank", "stats", "--bank", dir.path()}, &out), 1);
+  EXPECT_EQ(RunCli({"bank", "documents", "--bank", dir.path()}, &out), 1);
 }
 
 }  // namespace

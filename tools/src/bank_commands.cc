@@ -1,5 +1,5 @@
-// `muninn bank stats|verify|compact|repair --bank DIR`: inspect and maintain a memory bank on
-// disk.
+// `muninn bank stats|verify|compact|documents|delete|repair --bank DIR`: inspect and maintain a
+// memory bank on disk.
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command_registry.h"
+#include "document_catalog.h"
 #include "muninn/core/logging.h"
 #include "muninn/memory/memory_bank.h"
 
@@ -137,6 +138,76 @@ void RegisterBankCommands(CLI::App& app, CommandContext& ctx) {
     }
     Status st = b->Close();
     ctx.exit_code = report->ok() && st.ok() ? 0 : 1;
+  });
+
+  auto docs_args = std::make_shared<BankArgs>();
+  auto* docs = bank->add_subcommand(
+      "documents", "List the documents: id, name (\"NAME (partial)\" when an ingest did not "
+                   "finish), tokens, chunks");
+  docs->add_option("--bank", docs_args->dir, "Bank directory")->required();
+  docs->add_flag("--json", docs_args->json, "Print JSON");
+  docs->callback([&ctx, docs_args, logger] {
+    auto b = OpenExisting(docs_args->dir, logger.get());
+    if (!b) {
+      ctx.exit_code = 1;
+      return;
+    }
+    if (Status m = MigrateLegacyCatalog(docs_args->dir, b.get()); !m.ok()) {
+      std::fprintf(stderr, "muninn bank documents: %s\n", m.ToString().c_str());
+      ctx.exit_code = 1;
+      return;
+    }
+    nlohmann::json arr = nlohmann::json::array();
+    for (const memory::DocumentRecord& r : b->ListDocuments()) {
+      const bool partial = r.state == memory::DocumentState::kPartial;
+      if (docs_args->json) {
+        arr.push_back({{"id", r.id}, {"name", DisplayName(r)}, {"tokens", r.tokens},
+                       {"chunks", r.n_chunks}, {"partial", partial}});
+      } else {
+        std::printf("%llu\t%s\t%lld tokens\t%lld chunks\n", static_cast<unsigned long long>(r.id),
+                    DisplayName(r).c_str(), static_cast<long long>(r.tokens),
+                    static_cast<long long>(r.n_chunks));
+      }
+    }
+    if (docs_args->json) std::printf("%s\n", arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    Status st = b->Close();
+    ctx.exit_code = st.ok() ? 0 : 1;
+  });
+
+  auto delete_args = std::make_shared<BankArgs>();
+  auto delete_doc = std::make_shared<uint64_t>(0);
+  auto* del = bank->add_subcommand("delete", "Delete a document (its chunks and its record)");
+  del->add_option("--bank", delete_args->dir, "Bank directory")->required();
+  del->add_option("--doc", *delete_doc, "Document id (see `muninn bank documents`)")->required();
+  del->callback([&ctx, delete_args, delete_doc, logger] {
+    auto b = OpenExisting(delete_args->dir, logger.get());
+    if (!b) {
+      ctx.exit_code = 1;
+      return;
+    }
+    Status st = MigrateLegacyCatalog(delete_args->dir, b.get());
+    std::string name;
+    if (st.ok()) {
+      auto doc = b->GetDocument(*delete_doc);
+      st = doc.status();
+      if (st.ok()) name = DisplayName(*doc);
+    }
+    int64_t removed = 0;
+    if (st.ok()) {
+      auto n = b->DeleteDocument(*delete_doc);
+      st = n.status();
+      if (n.ok()) removed = *n;
+    }
+    if (st.ok()) st = b->Close();
+    if (!st.ok()) {
+      std::fprintf(stderr, "muninn bank delete: %s\n", st.ToString().c_str());
+      ctx.exit_code = st.code() == StatusCode::kNotFound ? 2 : 1;
+      return;
+    }
+    std::printf("deleted document %llu (%s): %lld chunks\n",
+                static_cast<unsigned long long>(*delete_doc), name.c_str(),
+                static_cast<long long>(removed));
+    ctx.exit_code = 0;
   });
 
   auto repair_args = std::make_shared<BankArgs>();

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "chat_generation.h"
+#include "document_catalog.h"
 #include "muninn/tools/summarizer.h"
 
 namespace muninn::tools::server {
@@ -46,12 +47,8 @@ GenerationOutput ToOutput(const ChatTurnResult& r, Clock::time_point start) {
 
 }  // namespace
 
-RuntimeEngine::RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options,
-                             DocumentCatalog catalog)
-    : runtime_(std::move(runtime)),
-      options_(options),
-      queue_(options.max_waiting),
-      catalog_(std::move(catalog)) {}
+RuntimeEngine::RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options)
+    : runtime_(std::move(runtime)), options_(options), queue_(options.max_waiting) {}
 
 StatusOr<std::unique_ptr<RuntimeEngine>> RuntimeEngine::Create(
     std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options) {
@@ -62,22 +59,13 @@ StatusOr<std::unique_ptr<RuntimeEngine>> RuntimeEngine::Create(
   if (runtime->bank() == nullptr) {
     return FailedPreconditionError("the runtime has no memory bank");
   }
-  ASSIGN_OR_RETURN(DocumentCatalog catalog, DocumentCatalog::Load(options.bank_dir));
-  auto engine = std::unique_ptr<RuntimeEngine>(
-      new RuntimeEngine(std::move(runtime), options, std::move(catalog)));
+  auto engine = std::unique_ptr<RuntimeEngine>(new RuntimeEngine(std::move(runtime), options));
   const AppConfig& config = engine->runtime_->config();
   engine->model_id_ = std::filesystem::path(config.model_path).stem().string();
   engine->embedding_model_id_ =
       config.embedder == "hidden"
           ? engine->model_id_ + "-hidden-states"
           : std::filesystem::path(config.embedder).filename().string();
-  // Ids continue after every document the catalog or the bank knows (the bank may hold
-  // documents whose catalog write was lost to a crash).
-  const memory::DocumentId overflow = engine->runtime_->session().options().overflow_doc_id;
-  engine->next_id_ = engine->catalog_.NextId();
-  for (const auto& info : engine->runtime_->bank()->ListChunks()) {
-    if (info.doc_id != overflow) engine->next_id_ = std::max(engine->next_id_, info.doc_id + 1);
-  }
   return engine;
 }
 
@@ -107,21 +95,28 @@ StatusOr<retriever::LongContextSession*> RuntimeEngine::SessionFor(bool use_memo
   return raw;
 }
 
-uint64_t RuntimeEngine::ReserveId() {
+StatusOr<uint64_t> RuntimeEngine::ReserveId(const std::string& name) {
   std::lock_guard<std::mutex> lock(catalog_mu_);
-  const uint64_t id = std::max(next_id_, catalog_.NextId());
-  next_id_ = id + 1;
+  if (closed_) return UnavailableError("the server is shutting down");
+  ASSIGN_OR_RETURN(const uint64_t id, runtime_->bank()->BeginDocument(name));
   ingesting_.insert(id);
   return id;
 }
 
-Status RuntimeEngine::FinishDocument(uint64_t id, bool stored, const std::string& name,
+Status RuntimeEngine::FinishDocument(uint64_t id, bool complete, const std::string& name,
                                      int64_t tokens) {
   std::lock_guard<std::mutex> lock(catalog_mu_);
   ingesting_.erase(id);
-  if (!stored) return Status::Ok();
-  catalog_.Put(id, {name, tokens});
-  return catalog_.Save();
+  if (closed_) return Status::Ok();  // the record stays partial
+  memory::MemoryBank* bank = runtime_->bank();
+  if (complete) {
+    return bank->PutDocument({id, name, tokens, memory::DocumentState::kComplete});
+  }
+  // A failed ingest keeps what it stored, listed as "NAME (partial)"; one that stored nothing
+  // leaves nothing behind.
+  ASSIGN_OR_RETURN(memory::DocumentRecord r, bank->GetDocument(id));
+  if (r.n_chunks == 0) return bank->DeleteDocument(id).status();
+  return bank->PutDocument({id, name, tokens, memory::DocumentState::kPartial});
 }
 
 StatusOr<GenerationOutput> RuntimeEngine::Chat(std::span<const model::ChatMessage> messages,
@@ -173,7 +168,7 @@ StatusOr<AskOutput> RuntimeEngine::Ask(std::string_view question, const Generati
     ChunkRef c;
     c.chunk_id = h.id;
     c.document_id = h.doc_id;
-    c.document = catalog_.NameOf(h.doc_id);
+    c.document = DocumentName(*runtime_->bank(), h.doc_id);
     c.token_offset = h.position;
     c.tokens = h.n_tokens;
     c.score = h.score;
@@ -213,13 +208,15 @@ StatusOr<SummaryOutput> RuntimeEngine::Summarize(std::string_view name, std::str
     text = stored_text;
   } else {
     o.ingest = true;
-    o.doc_id = ReserveId();
+    ASSIGN_OR_RETURN(o.doc_id, ReserveId(std::string(name)));
   }
+  const std::string doc_name =
+      name.empty() ? "summarize-" + std::to_string(o.doc_id) : std::string(name);
   StatusOr<SummaryResult> result = UnavailableError("not run");
   {
     auto lease = queue_.Acquire();
     if (!lease.ok()) {
-      if (!document_id) FinishDocument(o.doc_id, false, "", 0).IgnoreError();
+      if (!document_id) FinishDocument(o.doc_id, false, doc_name, 0).IgnoreError();
       return lease.status();
     }
     auto session = SessionFor(true, -1);
@@ -227,14 +224,9 @@ StatusOr<SummaryOutput> RuntimeEngine::Summarize(std::string_view name, std::str
                           : StatusOr<SummaryResult>(session.status());
   }
   if (!document_id) {
-    // A failed summary may still have stored the document's chunks; name it so it can be found
-    // and deleted.
-    bool stored = result.ok();
-    for (const auto& info : runtime_->bank()->ListChunks()) stored |= info.doc_id == o.doc_id;
-    const std::string doc_name =
-        name.empty() ? "summarize-" + std::to_string(o.doc_id) : std::string(name);
+    // A failed summary may still have stored chunks: they stay listed as "NAME (partial)".
     RETURN_IF_ERROR(
-        FinishDocument(o.doc_id, stored, doc_name, result.ok() ? result->n_tokens : 0));
+        FinishDocument(o.doc_id, result.ok(), doc_name, result.ok() ? result->n_tokens : 0));
   }
   if (!result.ok()) return result.status();
   SummaryOutput out;
@@ -271,12 +263,12 @@ StatusOr<EmbeddingOutput> RuntimeEngine::Embed(std::span<const std::string> text
 }
 
 StatusOr<IngestOutput> RuntimeEngine::Ingest(std::string_view name, std::string_view text) {
-  const uint64_t id = ReserveId();
+  ASSIGN_OR_RETURN(const uint64_t id, ReserveId(std::string(name)));
   StatusOr<retriever::IngestStats> stats = UnavailableError("not run");
   {
     auto lease = queue_.Acquire();
     if (!lease.ok()) {
-      FinishDocument(id, false, "", 0).IgnoreError();
+      FinishDocument(id, false, std::string(name), 0).IgnoreError();
       return lease.status();
     }
     // The memory-on session writes through the bank; its options give τ and the memory layer.
@@ -286,10 +278,7 @@ StatusOr<IngestOutput> RuntimeEngine::Ingest(std::string_view name, std::string_
   }
   const std::string doc_name = name.empty() ? "document-" + std::to_string(id) : std::string(name);
   if (!stats.ok()) {
-    // An ingest that failed part-way may have stored some windows: keep them findable by name.
-    bool partial = false;
-    for (const auto& info : runtime_->bank()->ListChunks()) partial |= info.doc_id == id;
-    RETURN_IF_ERROR(FinishDocument(id, partial, doc_name + " (partial)", 0));
+    RETURN_IF_ERROR(FinishDocument(id, false, doc_name, 0));
     return stats.status();
   }
   RETURN_IF_ERROR(FinishDocument(id, true, doc_name, stats->n_tokens));
@@ -301,31 +290,25 @@ StatusOr<IngestOutput> RuntimeEngine::Ingest(std::string_view name, std::string_
 }
 
 StatusOr<std::vector<DocumentInfo>> RuntimeEngine::ListDocuments() {
-  std::map<uint64_t, int64_t> chunks;
-  for (const auto& info : runtime_->bank()->ListChunks()) ++chunks[info.doc_id];
   std::lock_guard<std::mutex> lock(catalog_mu_);
+  if (closed_) return UnavailableError("the server is shutting down");
   std::vector<DocumentInfo> out;
-  for (const auto& [id, entry] : catalog_.docs()) {
-    if (ingesting_.count(id)) continue;
-    auto it = chunks.find(id);
-    out.push_back({id, entry.name, entry.tokens, it == chunks.end() ? 0 : it->second});
+  for (const memory::DocumentRecord& r : runtime_->bank()->ListDocuments()) {
+    if (ingesting_.count(r.id)) continue;
+    out.push_back({r.id, DisplayName(r), r.tokens, r.n_chunks});
   }
   return out;
 }
 
 Status RuntimeEngine::DeleteDocument(uint64_t id) {
   std::lock_guard<std::mutex> lock(catalog_mu_);
+  if (closed_) return UnavailableError("the server is shutting down");
   if (ingesting_.count(id)) {
     return FailedPreconditionError("document " + std::to_string(id) +
                                    " is being ingested; delete it after its ingest returned");
   }
-  const bool known = catalog_.docs().count(id) > 0;
-  ASSIGN_OR_RETURN(const int64_t removed, runtime_->bank()->DeleteDocument(id));
-  if (!known && removed == 0) {
-    return NotFoundError("no document " + std::to_string(id));
-  }
-  catalog_.Erase(id);
-  return catalog_.Save();
+  RETURN_IF_ERROR(runtime_->bank()->GetDocument(id).status());
+  return runtime_->bank()->DeleteDocument(id).status();
 }
 
 EngineStats RuntimeEngine::Stats() {

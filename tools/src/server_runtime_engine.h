@@ -1,12 +1,13 @@
 // Private to tools/: the Engine behind `muninn serve` — a Runtime (model, embedder, memory bank,
-// long-context sessions) plus the document catalog beside the bank.
+// long-context sessions). Document ids and names live in the bank (MemoryBank::BeginDocument).
 //
 // Model work (generation, ingest, summaries, embeddings) takes turns through a bounded
 // ModelQueue: the model, its sessions, the embedder and the backend they share are not
 // thread-safe. The bank is: listing and deleting documents do not wait for the model, and a
-// delete runs while an ask or an ingest of another document generates. Document ids are handed
-// out under a lock; a document being ingested cannot be deleted (FailedPrecondition) until its
-// ingest returned, and its catalog entry is written only after the bank acknowledged its chunks.
+// delete runs while an ask or an ingest of another document generates. Document ids come from the
+// bank, which records a document as partial before its first chunk and as complete after the
+// last; a document being ingested is not listed and cannot be deleted (FailedPrecondition) until
+// its ingest returned.
 //
 // Thread-safe.
 #pragma once
@@ -27,7 +28,7 @@
 namespace muninn::tools::server {
 
 struct RuntimeEngineOptions {
-  std::string bank_dir;         // the Runtime's bank directory (the catalog lives there)
+  std::string bank_dir;         // the Runtime's bank directory
   int64_t max_waiting = 8;      // requests that may wait for the model
   size_t max_sessions = 8;      // cached sessions (one per retrieval setting in use)
 };
@@ -61,14 +62,14 @@ class RuntimeEngine final : public Engine {
   Status Close();
 
  private:
-  RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options,
-                DocumentCatalog catalog);
+  RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options);
   // A session with memory on/off and the given top-k (-1: configured). Caller holds the lease.
   StatusOr<retriever::LongContextSession*> SessionFor(bool use_memory, int64_t top_k);
-  // Reserves a fresh document id (released by FinishDocument).
-  uint64_t ReserveId();
-  // Records the document in the catalog (when `stored`) and releases the reservation.
-  Status FinishDocument(uint64_t id, bool stored, const std::string& name, int64_t tokens);
+  // Records a new partial document in the bank and returns its id (released by FinishDocument).
+  StatusOr<uint64_t> ReserveId(const std::string& name);
+  // Marks the document complete under `name` (when `complete`), or leaves it partial when some of
+  // its chunks are stored, or drops its record when none is; releases the reservation.
+  Status FinishDocument(uint64_t id, bool complete, const std::string& name, int64_t tokens);
 
   std::unique_ptr<Runtime> runtime_;
   RuntimeEngineOptions options_;
@@ -79,9 +80,7 @@ class RuntimeEngine final : public Engine {
   std::map<std::pair<bool, int64_t>, std::unique_ptr<retriever::LongContextSession>> sessions_;
 
   std::mutex catalog_mu_;
-  DocumentCatalog catalog_;
   std::set<uint64_t> ingesting_;
-  uint64_t next_id_ = 1;
   bool closed_ = false;
 };
 

@@ -25,12 +25,14 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "muninn/core/status.h"
 #include "muninn/core/tensor.h"
 #include "muninn/memory/chunk_record.h"
+#include "muninn/memory/document_record.h"
 #include "muninn/memory/memory_bank_options.h"
 
 namespace muninn::memory {
@@ -143,8 +145,25 @@ class MemoryBank {
   // All live chunks, ascending id.
   std::vector<ChunkInfo> ListChunks() const;
 
-  // Removes every chunk of `doc_id` (one batch); returns how many were removed.
+  // Removes every chunk of `doc_id` and its document record (one batch); returns how many chunks
+  // were removed.
   StatusOr<int64_t> DeleteDocument(DocumentId doc_id);
+
+  // ---- document catalog (docs/MEMORY_BANK.md, "Document records") ----
+  // Assigns a new document id (never handed out before, above every id the bank holds) and
+  // durably records the document as kPartial under `name`, before any chunk is appended. Call
+  // PutDocument with kComplete once its chunks are in. InvalidArgument for a name over 4 KiB.
+  StatusOr<DocumentId> BeginDocument(std::string_view name);
+  // Creates or replaces the record of `record.id` (ids below kFirstReservedDocumentId, or
+  // reserved ids the caller owns). Later BeginDocument ids stay above it.
+  Status PutDocument(const DocumentRecord& record);
+  // NotFound when the bank has neither a record nor chunks for `id`.
+  StatusOr<DocumentRecord> GetDocument(DocumentId id) const;
+  // Every document with a record, plus every non-reserved document id that has chunks but no
+  // record (has_record = false, state kPartial), ascending id, with live chunk counts.
+  std::vector<DocumentRecord> ListDocuments() const;
+  // The id BeginDocument would hand out next.
+  DocumentId NextDocumentId() const;
 
   // Writes retrieval counters and the index; with kNoSync also syncs the WAL.
   Status Flush();
@@ -179,6 +198,8 @@ class MemoryBank {
   Status PersistIndexLocked();
   Status RebuildIndexLocked();
   Status FlushLocked();
+  Status LoadDocumentsLocked();
+  DocumentRecord DocumentOfLocked(DocumentId id) const;
   ChunkInfo InfoOf(ChunkId id, const Meta& m) const;
   // Plans evictions so that `add_tokens`/`add_bytes` fit; ids to delete, ascending.
   StatusOr<std::vector<ChunkId>> PlanEvictionLocked(int64_t add_tokens, int64_t add_bytes) const;
@@ -201,6 +222,8 @@ class MemoryBank {
   std::unique_ptr<internal::VectorIndex> index_;
   std::unordered_map<ChunkId, Meta> metas_;
   std::unordered_map<DocumentId, int64_t> doc_chunks_;  // live chunks per document
+  std::unordered_map<DocumentId, DocumentRecord> doc_records_;  // the catalog, mirrored
+  DocumentId next_doc_id_ = 1;  // persisted under "docs"; see BeginDocument
   ChunkId next_id_ = 1;
   uint64_t mutation_seq_ = 0;
   uint64_t index_persisted_seq_ = 0;
