@@ -75,17 +75,27 @@ struct IngestFlags {
   RuntimeFlags rt;
   std::vector<std::string> files;
   bool json = false;
+  int64_t max_input_bytes = kDefaultMaxInputBytes;
 };
+
+// The file's text, at most --max-input-bytes of it.
+StatusOr<std::string> ReadIngestInput(const IngestFlags& f, const std::string& file) {
+  return ReadFileBounded(file, f.max_input_bytes);
+}
 
 int RunIngest(const IngestFlags& f) {
   if (f.rt.bank.empty()) return Fail(InvalidArgumentError("ingest needs --bank DIR"));
+  // Every input is read once before the model loads or the bank is touched.
+  for (const std::string& file : f.files) {
+    if (auto text = ReadIngestInput(f, file); !text.ok()) return Fail(text.status());
+  }
   auto rt = Runtime::Open(f.rt);
   if (!rt.ok()) return Fail(rt.status());
   memory::MemoryBank* bank = (*rt)->bank();
   Progress progress("ingest");
   nlohmann::json out = nlohmann::json::array();
   for (const std::string& file : f.files) {
-    auto text = ReadFile(file);
+    auto text = ReadIngestInput(f, file);
     if (!text.ok()) return Fail(text.status());
     // The id comes from the bank, which records the document as partial before its first chunk:
     // if this process dies part-way, the chunks stay listed as "FILE (partial)".
@@ -306,6 +316,9 @@ void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx) {
     auto* cmd = app.add_subcommand("ingest", "Store documents in a memory bank");
     cmd->add_option("files", f->files, "Text files")->required();
     cmd->add_flag("--json", f->json, "Print JSON");
+    cmd->add_option("--max-input-bytes", f->max_input_bytes,
+                    "Refuse a file larger than this (default 256 MiB)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
     AddRuntimeFlags(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunIngest(*f); });
   }
