@@ -10,6 +10,7 @@
 #include "document_catalog.h"
 #include "plot.h"
 #include "progress.h"
+#include "text_input.h"
 #include "runtime.h"
 #include "muninn/tools/evals.h"
 #include "muninn/tools/summarizer.h"
@@ -76,16 +77,19 @@ struct IngestFlags {
   std::vector<std::string> files;
   bool json = false;
   int64_t max_input_bytes = kDefaultMaxInputBytes;
+  bool binary_ok = false;
 };
 
-// The file's text, at most --max-input-bytes of it.
+// The file's text, bounded and checked (not a directory, not empty, not binary).
 StatusOr<std::string> ReadIngestInput(const IngestFlags& f, const std::string& file) {
-  return ReadFileBounded(file, f.max_input_bytes);
+  ASSIGN_OR_RETURN(std::string text, ReadFileBounded(file, f.max_input_bytes));
+  RETURN_IF_ERROR(CheckTextInput(text, "'" + file + "'", f.binary_ok, "Pass --binary-ok"));
+  return text;
 }
 
 int RunIngest(const IngestFlags& f) {
   if (f.rt.bank.empty()) return Fail(InvalidArgumentError("ingest needs --bank DIR"));
-  // Every input is read once before the model loads or the bank is touched.
+  // Every input is checked before the model loads or the bank is touched.
   for (const std::string& file : f.files) {
     if (auto text = ReadIngestInput(f, file); !text.ok()) return Fail(text.status());
   }
@@ -319,6 +323,8 @@ void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--max-input-bytes", f->max_input_bytes,
                     "Refuse a file larger than this (default 256 MiB)")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+    cmd->add_flag("--binary-ok", f->binary_ok,
+                  "Store files that look binary (NUL bytes, mostly invalid UTF-8) as text anyway");
     AddRuntimeFlags(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunIngest(*f); });
   }

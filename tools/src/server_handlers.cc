@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server_validation.h"
+#include "text_input.h"
 
 namespace muninn::tools::server {
 namespace {
@@ -673,8 +674,14 @@ Response Handler::IngestDocuments(const Request& request, Engine& engine) const 
     if (Status s = f.String("name", options_.limits.max_name_bytes, false, &d->name); !s.ok()) {
       return ErrorResponse(400, std::string(where) + std::string(s.message()), f.param());
     }
-    if (d->text.find_first_not_of(" \t\r\n") == std::string::npos) {
-      return ErrorResponse(400, std::string(where) + "'text' is empty", "text");
+    bool binary_ok = false;
+    if (Status s = f.Bool("binary_ok", &binary_ok); !s.ok()) {
+      return ErrorResponse(400, std::string(where) + std::string(s.message()), f.param());
+    }
+    // The same checks as `muninn ingest`: no empty text, nothing that looks binary.
+    if (Status s = CheckTextInput(d->text, "'text'", binary_ok, "Send \"binary_ok\": true");
+        !s.ok()) {
+      return ErrorResponse(400, std::string(where) + std::string(s.message()), "text");
     }
     return Response{};
   };
