@@ -296,6 +296,33 @@ TEST_F(HttpTest, GracefulShutdownFinishesInFlight) {
   EXPECT_TRUE(ec);
 }
 
+TEST_F(HttpTest, ShutdownPastTheDrainDeadlineStopsWorkInProgress) {
+  HttpServerOptions o = TestOptions();
+  o.read_timeout = 5s;
+  o.drain_timeout = 300ms;
+  o.on_drain_deadline = [this] { engine_.RequestStop(); };
+  StartServer(o);
+  engine_.CloseGate();  // the request below would otherwise hold the model forever
+  auto in_flight = std::async(std::launch::async, [&] {
+    Client c(server_->port());
+    beast::error_code ec;
+    http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
+    req.set(http::field::host, "x");
+    req.set(http::field::content_type, "application/json");
+    req.body() = R"({"prompt":"never finishes"})";
+    req.prepare_payload();
+    http::write(c.socket(), req, ec);
+    return c.ClosedByServer(10s);
+  });
+  while (engine_.entered() < 1) std::this_thread::sleep_for(1ms);
+  const auto start = std::chrono::steady_clock::now();
+  auto stopped = std::async(std::launch::async, [&] { server_->Shutdown(); });
+  ASSERT_EQ(stopped.wait_for(5s), std::future_status::ready) << "shutdown waited past its deadline";
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 250ms);
+  EXPECT_TRUE(engine_.stop_requested());
+  EXPECT_TRUE(in_flight.get());
+}
+
 TEST_F(HttpTest, Http10StreamIsCloseDelimitedNotChunked) {
   StartServer();
   Client c(server_->port());

@@ -528,8 +528,14 @@ void HttpServer::Impl::Shutdown() {
       const bool force = !forced && SteadyClock::now() >= deadline;
       if (force) {
         forced = true;
-        Log(LogLevel::kWarning, "drain timeout: closing " + std::to_string(sessions_.size()) +
+        Log(LogLevel::kWarning, "drain timeout: stopping work in progress and closing " +
+                                    std::to_string(sessions_.size()) +
                                     " connections with requests still running");
+        if (options_.on_drain_deadline) {
+          lock.unlock();
+          options_.on_drain_deadline();
+          lock.lock();
+        }
       }
       std::vector<std::shared_ptr<Session>> live;
       for (auto& [ptr, weak] : sessions_) {

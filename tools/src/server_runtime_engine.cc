@@ -56,6 +56,9 @@ StatusOr<std::unique_ptr<RuntimeEngine>> RuntimeEngine::Create(
     return InvalidArgumentError("the server needs a bank directory (--bank DIR)");
   }
   if (options.max_waiting < 0) return InvalidArgumentError("max_waiting must be >= 0");
+  if (options.ingest_slice_windows < 1) {
+    return InvalidArgumentError("ingest_slice_windows must be >= 1");
+  }
   if (runtime->bank() == nullptr) {
     return FailedPreconditionError("the runtime has no memory bank");
   }
@@ -78,6 +81,16 @@ Status RuntimeEngine::Close() {
   sessions_.clear();
   return runtime_->bank()->Close();
 }
+
+StatusOr<ModelQueue::Lease> RuntimeEngine::AcquireModel() {
+  if (stop_requested_.load()) return UnavailableError("the server is shutting down");
+  ASSIGN_OR_RETURN(ModelQueue::Lease lease, queue_.Acquire());
+  // A request that waited in the queue while the drain deadline passed does not start.
+  if (stop_requested_.load()) return UnavailableError("the server is shutting down");
+  return lease;
+}
+
+void RuntimeEngine::RequestStop() { stop_requested_.store(true); }
 
 StatusOr<retriever::LongContextSession*> RuntimeEngine::SessionFor(bool use_memory,
                                                                   int64_t top_k) {
@@ -122,7 +135,7 @@ Status RuntimeEngine::FinishDocument(uint64_t id, bool complete, const std::stri
 StatusOr<GenerationOutput> RuntimeEngine::Chat(std::span<const model::ChatMessage> messages,
                                                const GenerationParams& params,
                                                const TextSink& on_text) {
-  ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+  ASSIGN_OR_RETURN(auto lease, AcquireModel());
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(auto* session, SessionFor(params.use_memory, params.top_k_chunks));
   // Retrieval (when on) looks for the last user message.
@@ -141,7 +154,7 @@ StatusOr<GenerationOutput> RuntimeEngine::Chat(std::span<const model::ChatMessag
 StatusOr<GenerationOutput> RuntimeEngine::Complete(std::string_view prompt,
                                                    const GenerationParams& params,
                                                    const TextSink& on_text) {
-  ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+  ASSIGN_OR_RETURN(auto lease, AcquireModel());
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(auto* session, SessionFor(params.use_memory, params.top_k_chunks));
   ASSIGN_OR_RETURN(auto r, RunCompletion(*session, prompt, TurnOptions(params), on_text));
@@ -153,7 +166,7 @@ StatusOr<AskOutput> RuntimeEngine::Ask(std::string_view question, const Generati
   ChatTurnResult r;
   Clock::time_point start;
   {
-    ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+    ASSIGN_OR_RETURN(auto lease, AcquireModel());
     start = Clock::now();
     ASSIGN_OR_RETURN(auto* session, SessionFor(true, params.top_k_chunks));
     const model::ChatMessage msg{"user", std::string(question)};
@@ -214,7 +227,7 @@ StatusOr<SummaryOutput> RuntimeEngine::Summarize(std::string_view name, std::str
       name.empty() ? "summarize-" + std::to_string(o.doc_id) : std::string(name);
   StatusOr<SummaryResult> result = UnavailableError("not run");
   {
-    auto lease = queue_.Acquire();
+    auto lease = AcquireModel();
     if (!lease.ok()) {
       if (!document_id) FinishDocument(o.doc_id, false, doc_name, 0).IgnoreError();
       return lease.status();
@@ -248,7 +261,7 @@ StatusOr<EmbeddingOutput> RuntimeEngine::Embed(std::span<const std::string> text
     requests[i] = {texts[i], tokens[i]};
     out.prompt_tokens += static_cast<int64_t>(tokens[i].size());
   }
-  ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+  ASSIGN_OR_RETURN(auto lease, AcquireModel());
   ASSIGN_OR_RETURN(std::vector<float> flat, runtime_->embedder()->Embed(requests));
   const int64_t dim = runtime_->embedder()->dim();
   if (dim <= 0 || flat.size() != texts.size() * static_cast<size_t>(dim)) {
@@ -262,18 +275,49 @@ StatusOr<EmbeddingOutput> RuntimeEngine::Embed(std::span<const std::string> text
   return out;
 }
 
+StatusOr<retriever::IngestStats> RuntimeEngine::IngestInSlices(
+    retriever::LongContextSession& session, uint64_t id, std::string_view text) {
+  // Ingest is the one unbounded piece of model work: it runs in slices of whole groups of τ-token
+  // windows (each window is processed on its own, so the chunks equal one IngestText call) and
+  // stops between two slices once RequestStop was called. What was appended stays, partial.
+  const std::vector<model::TokenId> ids =
+      runtime_->tokenizer().Encode(text, /*add_special=*/false, /*parse_special=*/false);
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const int64_t slice =
+      std::max<int64_t>(1, session.options().chunk_tokens) * options_.ingest_slice_windows;
+  retriever::IngestStats total;
+  for (int64_t begin = 0; begin < n; begin += slice) {
+    if (stop_requested_.load()) {
+      return UnavailableError("the server is shutting down: the ingest stopped after " +
+                              std::to_string(begin) + " of " + std::to_string(n) +
+                              " tokens; what was stored is listed as a partial document");
+    }
+    const int64_t end = std::min(n, begin + slice);
+    ASSIGN_OR_RETURN(retriever::IngestStats part,
+                     session.IngestTokens(id, std::span<const model::TokenId>(ids).subspan(
+                                                  static_cast<size_t>(begin),
+                                                  static_cast<size_t>(end - begin)),
+                                          begin));
+    total.n_tokens += part.n_tokens;
+    total.n_chunks += part.n_chunks;
+    total.chunk_ids.insert(total.chunk_ids.end(), part.chunk_ids.begin(), part.chunk_ids.end());
+    if (options_.on_ingest_slice) options_.on_ingest_slice(id, end);
+  }
+  return total;
+}
+
 StatusOr<IngestOutput> RuntimeEngine::Ingest(std::string_view name, std::string_view text) {
   ASSIGN_OR_RETURN(const uint64_t id, ReserveId(std::string(name)));
   StatusOr<retriever::IngestStats> stats = UnavailableError("not run");
   {
-    auto lease = queue_.Acquire();
+    auto lease = AcquireModel();
     if (!lease.ok()) {
       FinishDocument(id, false, std::string(name), 0).IgnoreError();
       return lease.status();
     }
     // The memory-on session writes through the bank; its options give τ and the memory layer.
     auto session = SessionFor(true, -1);
-    stats = session.ok() ? (*session)->IngestText(id, text)
+    stats = session.ok() ? IngestInSlices(**session, id, text)
                          : StatusOr<retriever::IngestStats>(session.status());
   }
   const std::string doc_name = name.empty() ? "document-" + std::to_string(id) : std::string(name);

@@ -12,7 +12,9 @@
 // Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,6 +33,12 @@ struct RuntimeEngineOptions {
   std::string bank_dir;         // the Runtime's bank directory
   int64_t max_waiting = 8;      // requests that may wait for the model
   size_t max_sessions = 8;      // cached sessions (one per retrieval setting in use)
+  // Ingest runs in slices of this many τ-token windows and checks for RequestStop between two
+  // (each window is processed on its own, so the stored chunks do not depend on this).
+  int64_t ingest_slice_windows = 64;
+  // Called after each ingested slice with (document id, tokens done); may be empty. Lets tests
+  // stop an ingest at a known point.
+  std::function<void(uint64_t, int64_t)> on_ingest_slice;
 };
 
 class RuntimeEngine final : public Engine {
@@ -57,12 +65,18 @@ class RuntimeEngine final : public Engine {
   StatusOr<std::vector<DocumentInfo>> ListDocuments() override;
   Status DeleteDocument(uint64_t id) override;
   EngineStats Stats() override;
+  void RequestStop() override;
 
   // Persists the index and counters and closes the bank; later bank calls fail. Idempotent.
   Status Close();
 
  private:
   RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options);
+  // IngestText of `text` as document `id`, stopping between slices after RequestStop.
+  StatusOr<retriever::IngestStats> IngestInSlices(retriever::LongContextSession& session,
+                                                  uint64_t id, std::string_view text);
+  // A queue lease for model work; Unavailable once RequestStop was called.
+  StatusOr<ModelQueue::Lease> AcquireModel();
   // A session with memory on/off and the given top-k (-1: configured). Caller holds the lease.
   StatusOr<retriever::LongContextSession*> SessionFor(bool use_memory, int64_t top_k);
   // Records a new partial document in the bank and returns its id (released by FinishDocument).
@@ -79,6 +93,7 @@ class RuntimeEngine final : public Engine {
   // Guarded by a queue lease.
   std::map<std::pair<bool, int64_t>, std::unique_ptr<retriever::LongContextSession>> sessions_;
 
+  std::atomic<bool> stop_requested_{false};
   std::mutex catalog_mu_;
   std::set<uint64_t> ingesting_;
   bool closed_ = false;
