@@ -15,9 +15,11 @@ std::string FinishReason(const std::string& stop_reason) {
   return stop_reason == "max_tokens" ? "length" : "stop";
 }
 
-ChatTurnOptions TurnOptions(const GenerationParams& p) {
+// `stop` (may be null) ends the generation at the next token once set (RequestStop).
+ChatTurnOptions TurnOptions(const GenerationParams& p, const std::atomic<bool>* stop) {
   ChatTurnOptions o;
   o.generate.max_tokens = p.max_tokens;
+  if (stop != nullptr) o.generate.should_stop = [stop] { return stop->load(); };
   o.generate.stop_strings = p.stop;
   if (p.temperature <= 0.0f) {
     o.sampling = model::SamplerOptions::Greedy();
@@ -147,7 +149,7 @@ StatusOr<GenerationOutput> RuntimeEngine::Chat(std::span<const model::ChatMessag
     }
   }
   ASSIGN_OR_RETURN(auto r, RunChatTurn(*session, runtime_->chat(), messages, query,
-                                       TurnOptions(params), on_text));
+                                       TurnOptions(params, &stop_requested_), on_text));
   return ToOutput(r, start);
 }
 
@@ -157,7 +159,7 @@ StatusOr<GenerationOutput> RuntimeEngine::Complete(std::string_view prompt,
   ASSIGN_OR_RETURN(auto lease, AcquireModel());
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(auto* session, SessionFor(params.use_memory, params.top_k_chunks));
-  ASSIGN_OR_RETURN(auto r, RunCompletion(*session, prompt, TurnOptions(params), on_text));
+  ASSIGN_OR_RETURN(auto r, RunCompletion(*session, prompt, TurnOptions(params, &stop_requested_), on_text));
   return ToOutput(r, start);
 }
 
@@ -172,7 +174,7 @@ StatusOr<AskOutput> RuntimeEngine::Ask(std::string_view question, const Generati
     const model::ChatMessage msg{"user", std::string(question)};
     ASSIGN_OR_RETURN(r, RunChatTurn(*session, runtime_->chat(),
                                     std::span<const model::ChatMessage>(&msg, 1), question,
-                                    TurnOptions(params), on_text));
+                                    TurnOptions(params, &stop_requested_), on_text));
   }
   AskOutput out;
   out.generation = ToOutput(r, start);
