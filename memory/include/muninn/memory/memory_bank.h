@@ -10,9 +10,14 @@
 // Atomicity. An Append (and the evictions it triggers) is one RocksDB WriteBatch: after a crash
 // either all of its chunks exist or none. DeleteDocument is one batch too.
 //
+// Documents. The bank hands out document ids (BeginDocument) and keeps each document's name,
+// size and state (partial until PutDocument marks it complete), so an ingest that dies leaves a
+// visible partial document whose id is never reused.
+//
 // Thread safety. Thread-safe: any number of readers (Search, FetchKV, GetChunk, Info, Stats,
-// Verify, ListChunks) run concurrently; writers (Append, DeleteDocument, Flush, Compact) take
-// the bank exclusively, one at a time. Append encodes and quantizes its chunks before taking the
+// Verify, ListChunks, GetDocument, ListDocuments, NextDocumentId) run concurrently; writers
+// (Append, DeleteDocument, BeginDocument, PutDocument, Flush, Compact) take the bank
+// exclusively, one at a time. Append encodes and quantizes its chunks before taking the
 // lock, so readers are blocked only for the RocksDB write and the index insert. Search bumps
 // retrieval counters with relaxed atomics under the shared lock; counters reach disk on Flush,
 // Compact, eviction and Close (a crash may lose counts since the last of those, never chunks).
