@@ -527,6 +527,10 @@ StatusOr<GenerateResult> LongContextSession::Generate(const GenerateOptions& opt
     emitted = std::max(emitted, end);
   };
   for (int64_t i = 0; i < options.max_tokens; ++i) {
+    if (options.should_stop && options.should_stop()) {
+      result.stop_reason = "cancelled";
+      break;
+    }
     const model::TokenId id = sampler.Sample(logits_, history);
     if (options.stop_at_eos && (tokenizer_->IsEog(id) || id == tokenizer_->eos_id())) {
       result.stop_reason = "eos";

@@ -154,12 +154,15 @@ struct GenerateOptions {
   int64_t max_tokens = 256;
   std::vector<std::string> stop_strings;  // generation ends before any of these
   bool stop_at_eos = true;
+  // Asked before each new token; when it returns true generation ends there with stop_reason
+  // "cancelled" (the server's shutdown deadline). May be empty.
+  std::function<bool()> should_stop;
 };
 
 struct GenerateResult {
   std::string text;
   std::vector<model::TokenId> tokens;
-  std::string stop_reason;  // "eos", "stop_string", "max_tokens"
+  std::string stop_reason;  // "eos", "stop_string", "max_tokens", "cancelled"
 };
 
 // Receives each complete piece of UTF-8 text as it is generated.
