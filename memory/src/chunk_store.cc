@@ -186,8 +186,25 @@ Status ChunkStore::Repair(const std::string& path) {
     std::error_code ec;
     if (!std::filesystem::is_directory(path, ec)) return NotFoundError("no directory " + path);
     rocksdb::DBOptions db_options;
-    return FromRocks(rocksdb::RepairDB(path, db_options, Descriptors(), rocksdb::ColumnFamilyOptions()),
-                     "repair RocksDB at " + path);
+    RETURN_IF_ERROR(FromRocks(
+        rocksdb::RepairDB(path, db_options, Descriptors(), rocksdb::ColumnFamilyOptions()),
+        "repair RocksDB at " + path));
+    // RepairDB brings back only the column families that held data; an empty one (e.g. `states`
+    // in a bank without token states) is recreated here, since repairing is what was asked for.
+    db_options.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = Descriptors();
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, path, cfs, &handles, &db),
+                              "reopen the repaired RocksDB at " + path));
+    Status result;
+    for (auto* h : handles) {
+      Status s = FromRocks(db->DestroyColumnFamilyHandle(h), "close column family");
+      if (result.ok()) result = s;
+    }
+    Status c = FromRocks(db->Close(), "close the repaired RocksDB");
+    delete db;
+    return result.ok() ? c : result;
   });
 }
 
