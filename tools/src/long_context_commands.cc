@@ -1,4 +1,4 @@
-// `muninn summarize`, `muninn ingest`, `muninn ask`, `muninn eval passkey|perplexity`.
+// `muninn ingest`, `muninn ask`, `muninn eval passkey|perplexity`.
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -12,7 +12,6 @@
 #include "progress.h"
 #include "runtime.h"
 #include "muninn/tools/evals.h"
-#include "muninn/tools/summarizer.h"
 
 namespace muninn::tools {
 namespace {
@@ -25,47 +24,6 @@ int Fail(const Status& s) {
 void PrintText(std::string_view piece) {
   std::fwrite(piece.data(), 1, piece.size(), stdout);
   std::fflush(stdout);
-}
-
-// ---- summarize -----------------------------------------------------------------------------
-struct SummarizeFlags {
-  RuntimeFlags rt;
-  std::string file;
-  int64_t max_tokens = 0;
-  bool json = false;
-};
-
-int RunSummarize(const SummarizeFlags& f) {
-  auto text = ReadFile(f.file);
-  if (!text.ok()) return Fail(text.status());
-  Progress progress("summarize");
-  progress.Message("loading the model");
-  auto rt = Runtime::Open(f.rt);
-  if (!rt.ok()) return Fail(rt.status());
-  SummarizerOptions o = (*rt)->config().summarize;
-  if (f.max_tokens > 0) o.max_tokens = f.max_tokens;
-  if (!f.rt.bank.empty()) {
-    auto catalog = DocumentCatalog::Load(f.rt.bank);
-    if (!catalog.ok()) return Fail(catalog.status());
-    o.doc_id = catalog->NextId();
-    catalog->Put(o.doc_id, {f.file, 0});
-    if (auto s = catalog->Save(); !s.ok()) return Fail(s);
-  }
-  auto result = Summarize((*rt)->session(), (*rt)->chat(), *text, o,
-                          [&](std::string_view stage, int64_t done, int64_t total) {
-                            progress.Update(stage, done, total);
-                          },
-                          f.json ? retriever::TextCallback{} : PrintText);
-  if (!result.ok()) return Fail(result.status());
-  if (f.json) {
-    nlohmann::json j = {{"file", f.file}, {"tokens", result->n_tokens},
-                        {"sections", result->n_sections}, {"summary", result->summary},
-                        {"section_summaries", result->section_summaries}};
-    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  } else {
-    std::printf("\n");
-  }
-  return 0;
 }
 
 // ---- ingest --------------------------------------------------------------------------------
@@ -284,15 +242,6 @@ int RunPerplexityCommand(const PerplexityFlags& f) {
 }  // namespace
 
 void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx) {
-  {
-    auto f = std::make_shared<SummarizeFlags>();
-    auto* cmd = app.add_subcommand("summarize", "Summarize a document of any length (summary on stdout)");
-    cmd->add_option("file", f->file, "Text file to summarize")->required();
-    cmd->add_option("--max-tokens", f->max_tokens, "Length budget of the final summary")->check(CLI::Range(1, 100000));
-    cmd->add_flag("--json", f->json, "Print JSON (summary and section summaries) instead of streaming");
-    AddRuntimeFlags(cmd, &f->rt);
-    cmd->callback([&ctx, f] { ctx.exit_code = RunSummarize(*f); });
-  }
   {
     auto f = std::make_shared<IngestFlags>();
     auto* cmd = app.add_subcommand("ingest", "Store documents in a memory bank");
