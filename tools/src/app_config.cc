@@ -133,6 +133,7 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
     if (!s.is_object()) return err("summarize", "must be an object");
     auto& o = c.summarize;
     RETURN_IF_ERROR(get_int(s, "section_tokens", &o.section_tokens));
+    RETURN_IF_ERROR(get_int(s, "min_sections", &o.min_sections));
     RETURN_IF_ERROR(get_int(s, "sentences_per_section", &o.sentences_per_section));
     RETURN_IF_ERROR(get_int(s, "merge_fanout", &o.merge_fanout));
     RETURN_IF_ERROR(get_int(s, "merge_keep", &o.merge_keep));

@@ -13,6 +13,7 @@ namespace muninn::tools {
 
 Status SummarizerOptions::Validate() const {
   if (section_tokens < 16) return InvalidArgumentError("section_tokens must be at least 16");
+  if (min_sections < 1) return InvalidArgumentError("min_sections must be >= 1");
   if (sentences_per_section < 1) return InvalidArgumentError("sentences_per_section must be >= 1");
   if (merge_fanout < 2) return InvalidArgumentError("merge_fanout must be >= 2");
   if (merge_keep < 1) return InvalidArgumentError("merge_keep must be >= 1");
@@ -37,30 +38,45 @@ bool IsFaithfulCondensation(std::string_view source, std::string_view candidate)
   }
   // Align the words (lower case) by longest common subsequence: the candidate must be the source
   // with words left out — >= 90 % of its words matched in order — and with at most one cut
-  // inside the kept part, so that no clause is stitched to another it did not belong to.
+  // inside the kept part, that cut a whole clause (see clause_break).
   std::vector<std::string> c(cw.size());
   std::vector<std::string> t(sw.size());
   for (size_t i = 0; i < cw.size(); ++i) c[i] = LowerAscii(cw[i]);
   for (size_t j = 0; j < sw.size(); ++j) t[j] = LowerAscii(sw[j]);
   const size_t n = c.size();
   const size_t m = t.size();
-  std::vector<std::vector<int32_t>> lcs(n + 1, std::vector<int32_t>(m + 1, 0));
-  for (size_t i = n; i-- > 0;) {
-    for (size_t j = m; j-- > 0;) {
-      lcs[i][j] = c[i] == t[j] ? lcs[i + 1][j + 1] + 1 : std::max(lcs[i + 1][j], lcs[i][j + 1]);
+  // (candidate word, source word) pairs of one LCS, matching each word as early as it can.
+  const auto align = [](const std::vector<std::string>& x, const std::vector<std::string>& y) {
+    std::vector<std::vector<int32_t>> lcs(x.size() + 1, std::vector<int32_t>(y.size() + 1, 0));
+    for (size_t i = x.size(); i-- > 0;) {
+      for (size_t j = y.size(); j-- > 0;) {
+        lcs[i][j] = x[i] == y[j] ? lcs[i + 1][j + 1] + 1 : std::max(lcs[i + 1][j], lcs[i][j + 1]);
+      }
     }
-  }
-  if (static_cast<double>(lcs[0][0]) < 0.9 * static_cast<double>(n)) return false;
-  std::vector<std::pair<size_t, size_t>> pairs;  // (candidate word, source word), in order
-  for (size_t i = 0, j = 0; i < n && j < m;) {
-    if (c[i] == t[j] && lcs[i][j] == lcs[i + 1][j + 1] + 1) {
-      pairs.emplace_back(i++, j++);
-    } else if (lcs[i + 1][j] >= lcs[i][j + 1]) {
-      ++i;
-    } else {
-      ++j;
+    std::vector<std::pair<size_t, size_t>> pairs;
+    for (size_t i = 0, j = 0; i < x.size() && j < y.size();) {
+      if (x[i] == y[j] && lcs[i][j] == lcs[i + 1][j + 1] + 1) {
+        pairs.emplace_back(i++, j++);
+      } else if (lcs[i + 1][j] >= lcs[i][j + 1]) {
+        ++i;
+      } else {
+        ++j;
+      }
     }
+    return pairs;
+  };
+  std::vector<std::pair<size_t, size_t>> early = align(c, t);
+  if (static_cast<double>(early.size()) < 0.9 * static_cast<double>(n)) return false;
+  // The same on the reversed words: each word matched as late as it can. Common words ("and")
+  // can be matched in several places; the candidate passes when either alignment does.
+  std::vector<std::string> rc(c.rbegin(), c.rend());
+  std::vector<std::string> rt(t.rbegin(), t.rend());
+  std::vector<std::pair<size_t, size_t>> late = align(rc, rt);
+  for (auto& [i, j] : late) {
+    i = n - 1 - i;
+    j = m - 1 - j;
   }
+  std::reverse(late.begin(), late.end());
   // Whether a clause mark separates source words j and j + 1.
   const auto clause_break = [&](size_t j) {
     const size_t from = static_cast<size_t>(sw[j].data() - source.data()) + sw[j].size();
@@ -68,18 +84,22 @@ bool IsFaithfulCondensation(std::string_view source, std::string_view candidate)
     const std::string_view between = source.substr(from, to - from);
     return between.find_first_of(",;:.!?") != std::string_view::npos;
   };
-  int cuts = 0;
-  for (size_t k = 1; k < pairs.size(); ++k) {
-    const size_t a = pairs[k - 1].second;
-    const size_t b = pairs[k].second;
-    const size_t skipped_source = b - a - 1;
-    const size_t skipped_candidate = pairs[k].first - pairs[k - 1].first - 1;
-    if (skipped_source <= skipped_candidate) continue;  // a word swapped, none dropped
-    // Source words were dropped: only a whole clause may go, so that the words kept on either
-    // side were neighbours across a clause mark ("healed Abimelech, and his wife" must not
-    // become "healed his wife").
-    if (++cuts > 1 || !clause_break(a) || !clause_break(b - 1)) return false;
-  }
+  // Source words dropped between two kept ones: only a whole clause may go, so that the words on
+  // either side were neighbours across clause marks ("healed Abimelech, and his wife" must not
+  // become "healed his wife"); and only once.
+  const auto cuts_ok = [&](const std::vector<std::pair<size_t, size_t>>& pairs) {
+    int cuts = 0;
+    for (size_t k = 1; k < pairs.size(); ++k) {
+      const size_t a = pairs[k - 1].second;
+      const size_t b = pairs[k].second;
+      const size_t skipped_source = b - a - 1;
+      const size_t skipped_candidate = pairs[k].first - pairs[k - 1].first - 1;
+      if (skipped_source <= skipped_candidate) continue;  // a word swapped, none dropped
+      if (++cuts > 1 || !clause_break(a) || !clause_break(b - 1)) return false;
+    }
+    return true;
+  };
+  if (!cuts_ok(early) && !cuts_ok(late)) return false;
   std::set<std::string> trigrams;
   for (size_t i = 0; i + 2 < n; ++i) {
     if (!trigrams.insert(c[i] + " " + c[i + 1] + " " + c[i + 2]).second) return false;  // looping
@@ -231,7 +251,7 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
     return InvalidArgumentError("the document has no sentence (no words outside headings): nothing to summarize");
   }
   const int64_t wanted = std::max<int64_t>(
-      1, (result.n_tokens + options.section_tokens / 2) / options.section_tokens);
+      options.min_sections, (result.n_tokens + options.section_tokens / 2) / options.section_tokens);
   const std::vector<Section> sections = CutSections(text, seg, wanted);
   result.n_sections = static_cast<int64_t>(sections.size());
   const NameWeights names = ComputeNameWeights(text);

@@ -42,6 +42,7 @@ namespace muninn::tools {
 
 struct SummarizerOptions {
   int64_t section_tokens = 4096;        // document tokens per section (cuts snap to headings)
+  int64_t min_sections = 4;             // a short text still gets a beginning, middle and end
   int64_t sentences_per_section = 2;    // lines extracted per section
   int64_t merge_fanout = 4;             // children per merge group
   int64_t merge_keep = 2;               // lines a merge group keeps
