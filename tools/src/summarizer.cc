@@ -165,7 +165,8 @@ StatusOr<std::string> Condense(retriever::LongContextSession& session, const mod
 // Picks a group's lines from its children's: the best line of each child first when the budget
 // allows one per child, then the best remaining by score with a redundancy penalty; document order.
 std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& children, size_t budget,
-                                    const std::map<int64_t, std::vector<float>>& vectors) {
+                                    const std::map<int64_t, std::vector<float>>& vectors,
+                                    const NameWeights& weights) {
   std::vector<SummaryLine> pool;
   std::vector<size_t> child_of;
   for (size_t c = 0; c < children.size(); ++c) {
@@ -189,6 +190,29 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
     }
   }
   const auto vec = [&](size_t i) -> const std::vector<float>& { return vectors.at(pool[i].begin); };
+  // The names each line brings; a line that brings names the picked lines lack is worth more,
+  // so that the merged summary covers more of the cast.
+  std::vector<std::vector<std::pair<std::string, double>>> line_names(pool.size());
+  for (size_t i = 0; i < pool.size(); ++i) {
+    std::set<std::string> seen;
+    for (const NameOccurrence& n : FindNames(pool[i].text)) {
+      auto it = weights.weight.find(n.name);
+      if (!n.number && it != weights.weight.end() && seen.insert(n.name).second) {
+        line_names[i].emplace_back(n.name, it->second);
+      }
+    }
+  }
+  std::set<std::string> covered;
+  for (size_t p : picked) {
+    for (const auto& nw : line_names[p]) covered.insert(nw.first);
+  }
+  const auto gain = [&](size_t i) {
+    double g = 0.0;
+    for (const auto& [name, w] : line_names[i]) g += covered.count(name) ? 0.0 : w;
+    return g;
+  };
+  double max_gain = 1e-9;
+  for (size_t i = 0; i < pool.size(); ++i) max_gain = std::max(max_gain, gain(i));
   while (picked.size() < budget) {
     size_t best = pool.size();
     double best_v = -1e300;
@@ -196,7 +220,7 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
       if (taken[i]) continue;
       double sim = 0.0;
       for (size_t p : picked) sim = std::max(sim, static_cast<double>(Dot(vec(i), vec(p))));
-      const double v = pool[i].score - 0.5 * sim;
+      const double v = pool[i].score + 0.5 * gain(i) / max_gain - 0.5 * sim;
       if (v > best_v) {
         best_v = v;
         best = i;
@@ -205,6 +229,7 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
     if (best == pool.size()) break;
     taken[best] = true;
     picked.push_back(best);
+    for (const auto& nw : line_names[best]) covered.insert(nw.first);
   }
   std::sort(picked.begin(), picked.end(), [&](size_t a, size_t b) { return pool[a].begin < pool[b].begin; });
   std::vector<SummaryLine> out;
@@ -363,7 +388,7 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
       node.label = SpanLabel(seg.headings, node.begin, node.end,
                              "parts " + std::to_string(g + 1) + "\u2013" + std::to_string(g + children.size()));
       const size_t budget = static_cast<size_t>(root ? options.brief_sentences : options.merge_keep);
-      node.lines = MergeLines(children, budget, vectors);
+      node.lines = MergeLines(children, budget, vectors, names);
       next.push_back(std::move(node));
     }
     result.levels.push_back(std::move(next));
