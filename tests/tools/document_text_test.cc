@@ -56,6 +56,14 @@ TEST(DocumentTextTest, SentencesKeepTheirSpansAndDropVerseNumbers) {
   EXPECT_EQ(seg.sentences[0].n_words, 10);
 }
 
+TEST(DocumentTextTest, AnEllipsisEndsASentence) {
+  // The summarizer ends a cut sentence with " …"; the next line must not run into it.
+  const SegmentedText seg = SegmentText("Darcy had been standing \xE2\x80\xA6 Elizabeth passed out.");
+  ASSERT_EQ(seg.sentences.size(), 2u);
+  EXPECT_EQ(seg.sentences[0].text, "Darcy had been standing \xE2\x80\xA6");
+  EXPECT_EQ(seg.sentences[1].text, "Elizabeth passed out.");
+}
+
 TEST(DocumentTextTest, HeadingsNeedAParagraphOfTheirOwn) {
   const SegmentedText seg = SegmentText("CHAPTER I.\n\nIt is a truth.\nShort line\n\nThe end,\n");
   ASSERT_EQ(seg.headings.size(), 1u);

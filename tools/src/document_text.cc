@@ -266,7 +266,11 @@ SegmentedText SegmentText(std::string_view text) {
       const char c = text[i];
       bool boundary = false;
       size_t after = i + 1;
-      if (c == '.' || c == '!' || c == '?') {
+      const bool ellipsis = i + 2 < p.end && static_cast<unsigned char>(c) == 0xE2 &&
+                            static_cast<unsigned char>(text[i + 1]) == 0x80 &&
+                            static_cast<unsigned char>(text[i + 2]) == 0xA6;  // U+2026
+      if (c == '.' || c == '!' || c == '?' || ellipsis) {
+        if (ellipsis) after = i + 3;
         while (after < p.end && (text[after] == '.' || text[after] == '!' || text[after] == '?')) ++after;
         while (after < p.end) {
           const size_t n = ClosingLength(text, after);

@@ -162,11 +162,12 @@ StatusOr<std::string> Condense(retriever::LongContextSession& session, const mod
   return AnswerLine(r.text);
 }
 
-// Picks a group's lines from its children's: the best line of each child first when the budget
-// allows one per child, then the best remaining by score with a redundancy penalty; document order.
+// Picks a group's lines from its children's: at the root the best line of each third of the
+// document first, then the best line of each child not yet represented when the budget allows,
+// then the best remaining by score with a redundancy penalty; document order.
 std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& children, size_t budget,
                                     const std::map<int64_t, std::vector<float>>& vectors,
-                                    const NameWeights& weights) {
+                                    const NameWeights& weights, bool root) {
   std::vector<SummaryLine> pool;
   std::vector<size_t> child_of;
   for (size_t c = 0; c < children.size(); ++c) {
@@ -177,12 +178,31 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
   }
   std::vector<bool> taken(pool.size(), false);
   std::vector<size_t> picked;
-  if (budget >= children.size()) {
-    for (size_t c = 0; c < children.size(); ++c) {
+  if (budget >= 3 && root) {
+    // The brief summary first gets the best line of each third of the document.
+    const int64_t b = children.front()->begin;
+    const double len = static_cast<double>(std::max<int64_t>(1, children.back()->end - b));
+    for (int third = 0; third < 3; ++third) {
       size_t best = pool.size();
       for (size_t i = 0; i < pool.size(); ++i) {
-        if (child_of[i] == c && (best == pool.size() || pool[i].score > pool[best].score)) best = i;
+        const int t = std::min(2, static_cast<int>(3.0 * static_cast<double>(pool[i].begin - b) / len));
+        if (t == third && (best == pool.size() || pool[i].score > pool[best].score)) best = i;
       }
+      if (best < pool.size()) {
+        taken[best] = true;
+        picked.push_back(best);
+      }
+    }
+  }
+  if (budget >= children.size() + picked.size()) {
+    for (size_t c = 0; c < children.size(); ++c) {
+      size_t best = pool.size();
+      bool has_one = false;
+      for (size_t i = 0; i < pool.size(); ++i) {
+        has_one |= taken[i] && child_of[i] == c;
+        if (!taken[i] && child_of[i] == c && (best == pool.size() || pool[i].score > pool[best].score)) best = i;
+      }
+      if (has_one) continue;
       if (best < pool.size()) {
         taken[best] = true;
         picked.push_back(best);
@@ -388,7 +408,7 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
       node.label = SpanLabel(seg.headings, node.begin, node.end,
                              "parts " + std::to_string(g + 1) + "\u2013" + std::to_string(g + children.size()));
       const size_t budget = static_cast<size_t>(root ? options.brief_sentences : options.merge_keep);
-      node.lines = MergeLines(children, budget, vectors, names);
+      node.lines = MergeLines(children, budget, vectors, names, root);
       next.push_back(std::move(node));
     }
     result.levels.push_back(std::move(next));

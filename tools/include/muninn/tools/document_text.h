@@ -44,7 +44,7 @@ struct SegmentedText {
   std::vector<Heading> headings;    // in order
 };
 
-// Cuts `text` into sentences: a sentence ends after '.', '!' or '?' (and any closing quotes or
+// Cuts `text` into sentences: a sentence ends after '.', '!', '?' or '…' (and any closing quotes or
 // brackets) followed by white space, except after a known abbreviation ("Mr.", "St.") or a single
 // capital initial, and at every paragraph break (a blank line). Headings are set apart.
 SegmentedText SegmentText(std::string_view text);
