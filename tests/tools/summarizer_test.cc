@@ -164,6 +164,14 @@ TEST(CondensationTest, OnlyTheSourceWithWordsOrWholeClausesLeftOutPasses) {
   EXPECT_FALSE(IsFaithfulCondensation(src, src));                        // not shorter
   EXPECT_FALSE(IsFaithfulCondensation(src, "God healed his wife and God healed his wife."));
   EXPECT_FALSE(IsFaithfulCondensation(src, "The king of the city went to war with many people."));
+  // A word of the model's own bridging a whole-clause cut changes who the covenant is with.
+  const std::string covenant =
+      "In the same day the LORD made a covenant with Abram, saying, Unto thy seed have I given this "
+      "land, from the river of Egypt unto the great river, the river Euphrates: The Kenites, and the "
+      "Kenizzites, and the Kadmonites.";
+  EXPECT_FALSE(IsFaithfulCondensation(
+      covenant, "The LORD made a covenant with Abram, and the Kenites, and the Kenizzites, and the Kadmonites."));
+  EXPECT_TRUE(IsFaithfulCondensation(covenant, "The LORD made a covenant with Abram."));
 }
 
 TEST_F(SummarizerTest, EmptyBinaryOversizedAndWordlessDocumentsAreClearErrors) {

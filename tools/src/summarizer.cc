@@ -95,6 +95,9 @@ bool IsFaithfulCondensation(std::string_view source, std::string_view candidate)
       const size_t skipped_source = b - a - 1;
       const size_t skipped_candidate = pairs[k].first - pairs[k - 1].first - 1;
       if (skipped_source <= skipped_candidate) continue;  // a word swapped, none dropped
+      // No word of the model's own may bridge the cut ("made a covenant with Abram, [saying ...:]
+      // The Kenites" must not become "with Abram, and the Kenites").
+      if (skipped_candidate > 0) return false;
       if (++cuts > 1 || !clause_break(a) || !clause_break(b - 1)) return false;
     }
     return true;

@@ -14,8 +14,8 @@
 //      line. Its sentence is kept only when it is verified: every name and number in it occurs
 //      in the sentence it condensed; it is that sentence with words left out (>= 90 % of its
 //      words match the source's in order; at most one cut inside the kept part, and that cut a
-//      whole clause: a clause mark right before and right after it, so no clause is stitched
-//      to one it did not belong to); it has at least 6 words and fewer than the original; it
+//      whole clause: a clause mark right before and right after it and no word of the model's
+//      own bridging it, so no clause is stitched to one it did not belong to); it has at least 6 words and fewer than the original; it
 //      does not repeat itself. Otherwise the extracted sentence stands;
 //   4. merge: consecutive nodes are grouped `merge_fanout` at a time, level by level, until one
 //      remains; a group keeps `merge_keep` of its children's lines (the root keeps up to
