@@ -110,8 +110,10 @@ TEST_F(SummarizerTest, SectionsAreCutAtHeadingsAndEveryLinePointsIntoTheSource) 
       }
     }
   }
-  // The root keeps one line from each of its 3 children first, then the best one more.
+  // The root keeps the earliest line, one line from each third and each of its 3 children, then
+  // the best ones up to 4; it opens where the document opens.
   EXPECT_EQ(r->root().lines.size(), 4u);
+  EXPECT_EQ(r->root().lines.front().begin, r->sections().front().lines.front().begin);
   // Every name of every line is in the source, and each third is represented.
   const SummaryEval e = EvaluateSummary(text, SummaryProse(*r, SummaryStyle::kSections));
   EXPECT_EQ(e.name_precision, 1.0);

@@ -165,8 +165,8 @@ StatusOr<std::string> Condense(retriever::LongContextSession& session, const mod
   return AnswerLine(r.text);
 }
 
-// Picks a group's lines from its children's: at the root the best line of each third of the
-// document first, then the best line of each child not yet represented when the budget allows,
+// Picks a group's lines from its children's: the earliest line; at the root the best line of
+// each third of the document not yet represented; then the best line of each child not yet represented when the budget allows,
 // then the best remaining by score with a redundancy penalty; document order.
 std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& children, size_t budget,
                                     const std::map<int64_t, std::vector<float>>& vectors,
@@ -181,16 +181,29 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
   }
   std::vector<bool> taken(pool.size(), false);
   std::vector<size_t> picked;
+  if (!pool.empty()) {
+    // A merged summary starts where its part starts: the earliest line always stays, so that the
+    // brief summary opens with the document's first section.
+    size_t first = 0;
+    for (size_t i = 1; i < pool.size(); ++i) {
+      if (pool[i].begin < pool[first].begin) first = i;
+    }
+    taken[first] = true;
+    picked.push_back(first);
+  }
   if (budget >= 3 && root) {
     // The brief summary first gets the best line of each third of the document.
     const int64_t b = children.front()->begin;
     const double len = static_cast<double>(std::max<int64_t>(1, children.back()->end - b));
     for (int third = 0; third < 3; ++third) {
       size_t best = pool.size();
+      bool has_one = false;
       for (size_t i = 0; i < pool.size(); ++i) {
         const int t = std::min(2, static_cast<int>(3.0 * static_cast<double>(pool[i].begin - b) / len));
-        if (t == third && (best == pool.size() || pool[i].score > pool[best].score)) best = i;
+        has_one |= taken[i] && t == third;
+        if (!taken[i] && t == third && (best == pool.size() || pool[i].score > pool[best].score)) best = i;
       }
+      if (has_one) continue;
       if (best < pool.size()) {
         taken[best] = true;
         picked.push_back(best);

@@ -19,7 +19,8 @@
 //      does not repeat itself. Otherwise the extracted sentence stands;
 //   4. merge: consecutive nodes are grouped `merge_fanout` at a time, level by level, until one
 //      remains; a group keeps `merge_keep` of its children's lines (the root keeps up to
-//      `brief_sentences`: one from each third of the document first, then one per child), chosen by score, by the weight of names the
+//      `brief_sentences`): its earliest line always (a summary opens where its part opens), at
+//      the root one from each third of the document, then one per child, chosen by score, by the weight of names the
 //      lines already kept lack, and against redundancy; always in document order.
 // The result is a tree: sections at the bottom, the brief summary at the root. RenderSummary
 // prints it as one paragraph, one line per section, or a nested outline.
