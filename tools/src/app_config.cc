@@ -213,9 +213,20 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
   if (j.contains("summarize")) {
     const auto& s = j["summarize"];
     if (!s.is_object()) return err("summarize", "must be an object");
-    RETURN_IF_ERROR(get_int(s, "section_tokens", &c.summarize.section_tokens));
-    RETURN_IF_ERROR(get_int(s, "section_summary_tokens", &c.summarize.section_summary_tokens));
-    RETURN_IF_ERROR(get_int(s, "max_tokens", &c.summarize.max_tokens));
+    auto& o = c.summarize;
+    RETURN_IF_ERROR(get_int(s, "section_tokens", &o.section_tokens));
+    RETURN_IF_ERROR(get_int(s, "min_sections", &o.min_sections));
+    RETURN_IF_ERROR(get_int(s, "sentences_per_section", &o.sentences_per_section));
+    RETURN_IF_ERROR(get_int(s, "merge_fanout", &o.merge_fanout));
+    RETURN_IF_ERROR(get_int(s, "merge_keep", &o.merge_keep));
+    RETURN_IF_ERROR(get_int(s, "brief_sentences", &o.brief_sentences));
+    RETURN_IF_ERROR(get_int(s, "max_tokens", &o.max_tokens));
+    RETURN_IF_ERROR(get_int(s, "max_sentence_words", &o.max_sentence_words));
+    RETURN_IF_ERROR(get_int(s, "condense_tokens", &o.condense_tokens));
+    if (s.contains("condense")) {
+      if (!s["condense"].is_boolean()) return err("condense", "must be true or false");
+      o.condense = s["condense"].get<bool>();
+    }
   }
   RETURN_IF_ERROR(c.summarize.Validate().WithContext("config '" + path + "'"));
   return c;

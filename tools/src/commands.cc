@@ -16,6 +16,7 @@ void RegisterCommands(CLI::App& app, CommandContext& ctx) {
   RegisterModelCommands(app, ctx);
   RegisterLongContextCommands(app, ctx);
   RegisterEvalCommands(app, ctx);
+  RegisterSummarizeCommands(app, ctx);
   RegisterServeCommands(app, ctx);
 }
 

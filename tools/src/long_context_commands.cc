@@ -1,4 +1,4 @@
-// `muninn summarize`, `muninn ingest`, `muninn ask`.
+// `muninn ingest`, `muninn ask`.
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -11,7 +11,6 @@
 #include "progress.h"
 #include "text_input.h"
 #include "runtime.h"
-#include "muninn/tools/summarizer.h"
 
 namespace muninn::tools {
 namespace {
@@ -24,49 +23,6 @@ int Fail(const Status& s) {
 void PrintText(std::string_view piece) {
   std::fwrite(piece.data(), 1, piece.size(), stdout);
   std::fflush(stdout);
-}
-
-// ---- summarize -----------------------------------------------------------------------------
-struct SummarizeFlags {
-  RuntimeFlags rt;
-  std::string file;
-  int64_t max_tokens = 0;
-  bool json = false;
-};
-
-int RunSummarize(const SummarizeFlags& f) {
-  auto text = ReadFile(f.file);
-  if (!text.ok()) return Fail(text.status());
-  Progress progress("summarize");
-  progress.Message("loading the model");
-  auto rt = Runtime::Open(f.rt);
-  if (!rt.ok()) return Fail(rt.status());
-  SummarizerOptions o = (*rt)->config().summarize;
-  if (f.max_tokens > 0) o.max_tokens = f.max_tokens;
-  if (!f.rt.bank.empty()) {
-    auto id = (*rt)->bank()->BeginDocument(f.file);
-    if (!id.ok()) return Fail(id.status());
-    o.doc_id = *id;
-  }
-  auto result = Summarize((*rt)->session(), (*rt)->chat(), *text, o,
-                          [&](std::string_view stage, int64_t done, int64_t total) {
-                            progress.Update(stage, done, total);
-                          },
-                          f.json ? retriever::TextCallback{} : PrintText);
-  if (!result.ok()) return Fail(result.status());
-  if (!f.rt.bank.empty()) {
-    memory::DocumentRecord r{o.doc_id, f.file, result->n_tokens, memory::DocumentState::kComplete};
-    if (auto s = (*rt)->bank()->PutDocument(r); !s.ok()) return Fail(s);
-  }
-  if (f.json) {
-    nlohmann::json j = {{"file", f.file}, {"tokens", result->n_tokens},
-                        {"sections", result->n_sections}, {"summary", result->summary},
-                        {"section_summaries", result->section_summaries}};
-    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  } else {
-    std::printf("\n");
-  }
-  return 0;
 }
 
 // ---- ingest --------------------------------------------------------------------------------
@@ -185,15 +141,6 @@ int RunAsk(AskFlags f) {
 }  // namespace
 
 void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx) {
-  {
-    auto f = std::make_shared<SummarizeFlags>();
-    auto* cmd = app.add_subcommand("summarize", "Summarize a document of any length (summary on stdout)");
-    cmd->add_option("file", f->file, "Text file to summarize")->required();
-    cmd->add_option("--max-tokens", f->max_tokens, "Length budget of the final summary")->check(CLI::Range(1, 100000));
-    cmd->add_flag("--json", f->json, "Print JSON (summary and section summaries) instead of streaming");
-    AddRuntimeFlags(cmd, &f->rt);
-    cmd->callback([&ctx, f] { ctx.exit_code = RunSummarize(*f); });
-  }
   {
     auto f = std::make_shared<IngestFlags>();
     auto* cmd = app.add_subcommand("ingest", "Store documents in a memory bank");

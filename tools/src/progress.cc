@@ -3,8 +3,22 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <string>
 
 namespace muninn::tools {
+namespace {
+
+// " eta 1m05s" from the pace so far, or "" before there is one.
+std::string Eta(std::chrono::steady_clock::time_point start, int64_t done, int64_t total) {
+  if (done <= 0 || done >= total) return {};
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto left = static_cast<long long>(elapsed * static_cast<double>(total - done) / static_cast<double>(done));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, " eta %lldm%02llds", left / 60, left % 60);
+  return buf;
+}
+
+}  // namespace
 
 Progress::Progress(std::string prefix) : prefix_(std::move(prefix)), tty_(::isatty(2) == 1) {}
 
@@ -19,22 +33,24 @@ void Progress::Update(std::string_view stage, int64_t done, int64_t total) {
     open_line_ = false;
     last_decile_ = -1;
     last_stage_ = std::string(stage);
+    stage_start_ = std::chrono::steady_clock::now();
   }
+  const std::string eta = Eta(stage_start_, done, total);
   if (tty_) {
     constexpr int kWidth = 30;
     const int filled = pct * kWidth / 100;
-    std::fprintf(stderr, "\r[%s] %-9.*s [%.*s%*s] %lld/%lld (%d%%)", prefix_.c_str(),
+    std::fprintf(stderr, "\r[%s] %-9.*s [%.*s%*s] %lld/%lld (%d%%)%-12s", prefix_.c_str(),
                  static_cast<int>(stage.size()), stage.data(), filled,
                  "##############################", kWidth - filled, "",
-                 static_cast<long long>(done), static_cast<long long>(total), pct);
+                 static_cast<long long>(done), static_cast<long long>(total), pct, eta.c_str());
     open_line_ = done < total;
     if (!open_line_) std::fputc('\n', stderr);
   } else {
     const int decile = pct / 10;
     if (decile == last_decile_ && done < total) return;
     last_decile_ = decile;
-    std::fprintf(stderr, "[%s] %.*s %lld/%lld (%d%%)\n", prefix_.c_str(), static_cast<int>(stage.size()),
-                 stage.data(), static_cast<long long>(done), static_cast<long long>(total), pct);
+    std::fprintf(stderr, "[%s] %.*s %lld/%lld (%d%%)%s\n", prefix_.c_str(), static_cast<int>(stage.size()),
+                 stage.data(), static_cast<long long>(done), static_cast<long long>(total), pct, eta.c_str());
   }
   std::fflush(stderr);
 }
