@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/retriever/tiny_stack.h"
+
 namespace muninn::retriever {
 namespace {
 
@@ -181,6 +183,38 @@ TEST(KnnLmTest, Scores1024PositionsAgainst4kStatesQuickly) {
   // ~4.8 GFLOP of SGEMM plus 4M partial-sort entries: well under a few seconds on one shared core.
   EXPECT_LT(s, 10.0);
   std::printf("[knn] 1024 queries x 4096 states x 576-d, k=64: %.3f s\n", s);
+}
+
+// The kNN keys: ForwardOptions::final_states returns every row's RmsNorm(h)·output_norm (the head's
+// input) without computing logits, equal to the rows the observer sees with all_logits.
+TEST(KnnLmTest, ForwardFinalStatesAreTheHeadInputWithoutLogits) {
+  std::unique_ptr<Backend> backend = std::move(*CreateCpuBackend({}));
+  auto m = testing::TinyModel(backend.get());
+  const std::vector<model::TokenId> ids = {10, 20, 30, 40, 50, 60, 70};
+  const int64_t T = static_cast<int64_t>(ids.size());
+  std::vector<float> observed;
+  model::ForwardOptions with_logits;
+  with_logits.all_logits = true;
+  with_logits.observer = [&](const model::Intermediate& im) {
+    if (im.name == "output_norm") {
+      observed.assign(im.value.data_as<float>(), im.value.data_as<float>() + im.value.numel());
+    }
+  };
+  ASSERT_TRUE(m->Forward(ids, nullptr, with_logits).ok());
+  ASSERT_EQ(observed.size(), static_cast<size_t>(T * testing::kEmbd));
+  model::ForwardOptions states_only;
+  states_only.compute_logits = false;
+  states_only.final_states = true;
+  auto r = m->Forward(ids, nullptr, states_only);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->logits.defined());
+  ASSERT_TRUE(r->final_states.defined());
+  ASSERT_EQ(r->final_states.shape(), (Shape{T, testing::kEmbd}));
+  for (int64_t i = 0; i < T * testing::kEmbd; ++i) {
+    EXPECT_FLOAT_EQ(r->final_states.data_as<float>()[i], observed[static_cast<size_t>(i)]);
+  }
+  states_only.last_layer = 1;
+  EXPECT_FALSE(m->Forward(ids, nullptr, states_only).ok());  // needs every layer
 }
 
 }  // namespace
