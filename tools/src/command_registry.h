@@ -15,6 +15,9 @@ void RegisterBankCommands(CLI::App& app, CommandContext& ctx);
 void RegisterModelCommands(CLI::App& app, CommandContext& ctx);
 // `muninn summarize`, `ingest`, `ask`, `eval passkey|perplexity` — the long-context pipelines.
 void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx);
+// `muninn eval diagnose loss|attention|heads` — memory diagnostics (after RegisterLongContextCommands,
+// which creates `eval`).
+void RegisterDiagnoseCommands(CLI::App& app, CommandContext& ctx);
 // `muninn tokenize` — token ids and pieces of a text under a model's tokenizer.
 void RegisterTokenizeCommands(CLI::App& app, CommandContext& ctx);
 // `muninn serve` — the HTTP retrieval-augmented QA server (OpenAI-compatible API + documents);
