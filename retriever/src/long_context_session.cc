@@ -3,8 +3,115 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <set>
 
 namespace muninn::retriever {
+
+namespace {
+
+struct ModeName {
+  MemoryMode mode;
+  const char* name;
+};
+constexpr ModeName kModeNames[] = {
+    {kModeMemLong, "memlong"}, {kModeContext, "context"}, {kModeReread, "reread"}, {kModeKnnLm, "knn"}};
+
+}  // namespace
+
+std::string MemoryModesName(uint32_t modes) {
+  std::string out;
+  for (const ModeName& m : kModeNames) {
+    if ((modes & m.mode) == 0) continue;
+    if (!out.empty()) out += "+";
+    out += m.name;
+  }
+  return out.empty() ? "none" : out;
+}
+
+Status ParseMemoryModes(std::string_view text, uint32_t* out) {
+  uint32_t modes = 0;
+  size_t b = 0;
+  bool any = false;
+  while (b <= text.size()) {
+    size_t e = text.find_first_of(",+", b);
+    if (e == std::string_view::npos) e = text.size();
+    const std::string_view word = text.substr(b, e - b);
+    b = e + 1;
+    if (word.empty()) continue;
+    any = true;
+    if (word == "none") continue;
+    bool found = false;
+    for (const ModeName& m : kModeNames) {
+      if (word == m.name || (word == "knn-lm" && m.mode == kModeKnnLm) ||
+          (word == "rag" && m.mode == kModeReread)) {
+        modes |= m.mode;
+        found = true;
+      }
+    }
+    if (!found) {
+      return InvalidArgumentError("unknown memory mode '" + std::string(word) +
+                                  "' (modes: memlong, context, reread, knn, none)");
+    }
+  }
+  if (!any) return InvalidArgumentError("no memory mode given (modes: memlong, context, reread, knn, none)");
+  *out = modes;
+  return Status::Ok();
+}
+
+const char* ContextPositionName(ContextPosition p) {
+  switch (p) {
+    case ContextPosition::kConstant: return "constant";
+    case ContextPosition::kContiguous: return "contiguous";
+    case ContextPosition::kZero: return "zero";
+  }
+  return "?";
+}
+
+bool ParseContextPosition(std::string_view name, ContextPosition* out) {
+  for (ContextPosition p : {ContextPosition::kConstant, ContextPosition::kContiguous, ContextPosition::kZero}) {
+    if (name == ContextPositionName(p)) {
+      *out = p;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* ChunkSelectionName(ChunkSelection s) {
+  return s == ChunkSelection::kEmbedder ? "embedder" : "representative_keys";
+}
+
+bool ParseChunkSelection(std::string_view name, ChunkSelection* out) {
+  if (name == "embedder") *out = ChunkSelection::kEmbedder;
+  else if (name == "representative_keys" || name == "repr_keys") *out = ChunkSelection::kRepresentativeKeys;
+  else return false;
+  return true;
+}
+
+std::vector<int32_t> ContextMemoryOptions::ResolvedLayers(int32_t n_layer) const {
+  if (!layers.empty()) {
+    std::vector<int32_t> out = layers;
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
+  std::vector<int32_t> out(static_cast<size_t>(std::max(0, n_layer)));
+  for (int32_t i = 0; i < n_layer; ++i) out[static_cast<size_t>(i)] = i;
+  return out;
+}
+
+std::vector<int32_t> LongContextOptions::KvLayers(const model::ModelConfig& config) const {
+  std::set<int32_t> layers;
+  if (has(kModeMemLong)) layers.insert(memory_layer);
+  if (has(kModeContext)) {
+    for (int32_t l : context.ResolvedLayers(config.n_layer)) layers.insert(l);
+  }
+  return {layers.begin(), layers.end()};
+}
+
+int64_t LongContextOptions::StateDim(const model::ModelConfig& config) const {
+  return has(kModeKnnLm) ? config.n_embd : 0;
+}
 
 const char* MemoryPositionName(MemoryPosition p) {
   return p == MemoryPosition::kZero ? "zero" : "before_window";
@@ -44,6 +151,45 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   if (kv_cache_dtype != DType::kF16 && kv_cache_dtype != DType::kF32) {
     return InvalidArgumentError("the KV cache dtype must be f16 or f32");
   }
+  if ((modes & ~kAllMemoryModes) != 0) return InvalidArgumentError("unknown memory mode bits");
+  for (int32_t l : context.layers) {
+    if (l < 0 || l >= config.n_layer) {
+      return InvalidArgumentError("context memory layer " + std::to_string(l) +
+                                  " is outside the model's layers [0, " +
+                                  std::to_string(config.n_layer) + ")");
+    }
+  }
+  if (context.sink_tokens < 0 || context.sink_tokens > 65536) {
+    return InvalidArgumentError("context memory sink_tokens must be in [0, 65536]");
+  }
+  if (context.representative_keys < 1 || context.representative_keys > 4096) {
+    return InvalidArgumentError("context memory representative_keys must be in [1, 4096]");
+  }
+  if (context.top_k < 0 || context.top_k > 4096) {
+    return InvalidArgumentError("context memory top_k must be in [0, 4096]");
+  }
+  if (reread.top_k < 0 || reread.top_k > 4096) {
+    return InvalidArgumentError("reread top_k must be in [0, 4096]");
+  }
+  if (reread.budget_tokens < 0) {
+    return InvalidArgumentError("reread budget_tokens must be >= 0 (it is also capped by the "
+                                "local window)");
+  }
+  if (knn.k < 1 || knn.k > 4096 || knn.chunks < 1 || knn.chunks > 4096) {
+    return InvalidArgumentError("knn k and chunks must be in [1, 4096]");
+  }
+  if (!(knn.lambda >= 0.0f && knn.lambda <= 1.0f)) {
+    return InvalidArgumentError("knn lambda must be in [0, 1]");
+  }
+  if (!(knn.temperature > 0.0f) || !std::isfinite(knn.temperature)) {
+    return InvalidArgumentError("knn temperature must be > 0");
+  }
+  if (has(kModeContext)) {
+    return UnimplementedError("the context memory mode is not in this build yet");
+  }
+  if (has(kModeKnnLm)) {
+    return UnimplementedError("the kNN-LM memory mode is not in this build yet");
+  }
   return Status::Ok();
 }
 
@@ -60,15 +206,40 @@ StatusOr<std::unique_ptr<LongContextSession>> LongContextSession::Create(
   }
   const model::ModelConfig& cfg = model->config();
   RETURN_IF_ERROR(options.Validate(cfg));
-  if (options.use_memory && (bank == nullptr || embedder == nullptr)) {
-    return InvalidArgumentError("use_memory needs a memory bank and an embedder");
+  if (options.use_memory && options.modes != 0 && (bank == nullptr || embedder == nullptr)) {
+    return InvalidArgumentError("memory needs a memory bank and an embedder");
   }
-  if (bank != nullptr && (bank->n_head_kv() != cfg.n_head_kv || bank->head_dim() != cfg.head_dim)) {
-    return InvalidArgumentError(
-        "the memory bank stores K/V of " + std::to_string(bank->n_head_kv()) + " heads × " +
-        std::to_string(bank->head_dim()) + " but the model's layers have " +
-        std::to_string(cfg.n_head_kv) + " × " + std::to_string(cfg.head_dim) +
-        "; use a bank built with this model");
+  if (bank != nullptr) {
+    const std::vector<int32_t> need = options.KvLayers(cfg);
+    if (!need.empty()) {
+      if (!bank->has_kv()) {
+        return InvalidArgumentError("the memory bank stores no K/V (a text-only bank) but memory "
+                                    "mode " + MemoryModesName(options.modes) +
+                                    " reads K/V; ingest into a bank made for this mode");
+      }
+      if (bank->n_head_kv() != cfg.n_head_kv || bank->head_dim() != cfg.head_dim) {
+        return InvalidArgumentError(
+            "the memory bank stores K/V of " + std::to_string(bank->n_head_kv()) + " heads × " +
+            std::to_string(bank->head_dim()) + " but the model's layers have " +
+            std::to_string(cfg.n_head_kv) + " × " + std::to_string(cfg.head_dim) +
+            "; use a bank built with this model");
+      }
+      // A bank that does not record its layers holds exactly one: MemLong's memory layer.
+      const std::vector<int32_t> have =
+          bank->kv_layers().empty() ? std::vector<int32_t>{options.memory_layer} : bank->kv_layers();
+      for (int32_t l : need) {
+        if (!std::binary_search(have.begin(), have.end(), l)) {
+          return InvalidArgumentError("the memory bank holds no K/V of layer " + std::to_string(l) +
+                                      ", which memory mode " + MemoryModesName(options.modes) +
+                                      " reads; ingest into a bank made for this mode and config");
+        }
+      }
+    }
+    if (options.StateDim(cfg) > 0 && bank->state_dim() != options.StateDim(cfg)) {
+      return InvalidArgumentError("the kNN-LM mode needs a bank with token states of width " +
+                                  std::to_string(options.StateDim(cfg)) + "; this bank has " +
+                                  std::to_string(bank->state_dim()));
+    }
   }
   auto session = std::unique_ptr<LongContextSession>(
       new LongContextSession(model, tokenizer, bank, embedder, options));
@@ -107,10 +278,22 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
   // Windows are embedded and appended in groups: one embedder call and one atomic bank append
   // per group keeps both efficient; the group is small so memory stays O(τ).
   constexpr int64_t kGroup = 8;
+  // What the bank stores decides what ingest computes: nothing but the embedding for a text-only
+  // bank; the K/V of the bank's layers otherwise (a bank that records no layer list holds the
+  // MemLong memory layer).
+  const bool need_kv = bank_->has_kv();
+  if (bank_->n_kv_layers() > 1) {
+    return UnimplementedError("ingesting K/V of several layers is not in this build yet");
+  }
+  if (bank_->state_dim() > 0) {
+    return UnimplementedError("ingesting token states (kNN-LM) is not in this build yet");
+  }
+  const int32_t kv_layer =
+      bank_->kv_layers().empty() ? options_.memory_layer : bank_->kv_layers().front();
   model::ForwardOptions fo;
   fo.compute_logits = false;
-  fo.capture_layer = options_.memory_layer;
-  fo.last_layer = options_.memory_layer;
+  fo.capture_layer = kv_layer;
+  fo.last_layer = kv_layer;
   for (int64_t group_begin = 0; group_begin < n; group_begin += kGroup * tau) {
     const int64_t group_end = std::min(n, group_begin + kGroup * tau);
     std::vector<std::string> texts;
@@ -119,8 +302,10 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
     for (int64_t b = group_begin; b < group_end; b += tau) {
       const int64_t e = std::min(group_end, b + tau);
       auto window = tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(e - b));
-      ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, fo));
-      kvs.push_back(std::move(r));
+      if (need_kv) {
+        ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, fo));
+        kvs.push_back(std::move(r));
+      }
       spans.push_back(window);
       texts.push_back(tokenizer_->Decode(window, /*skip_special=*/true));
     }
@@ -136,9 +321,11 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
       c.text = texts[i];
       c.embedding = std::span<const float>(emb).subspan(i * static_cast<size_t>(embedder_->dim()),
                                                         static_cast<size_t>(embedder_->dim()));
-      // Captured [T, n_head_kv, head_dim] → the bank's [n_head_kv, T, head_dim]: a view.
-      ASSIGN_OR_RETURN(c.k, kvs[i].captured_k.Transpose(0, 1));
-      ASSIGN_OR_RETURN(c.v, kvs[i].captured_v.Transpose(0, 1));
+      if (need_kv) {
+        // Captured [T, n_head_kv, head_dim] → the bank's [n_head_kv, T, head_dim]: a view.
+        ASSIGN_OR_RETURN(c.k, kvs[i].captured_k.Transpose(0, 1));
+        ASSIGN_OR_RETURN(c.v, kvs[i].captured_v.Transpose(0, 1));
+      }
     }
     ASSIGN_OR_RETURN(std::vector<memory::ChunkId> ids, bank_->Append(chunks));
     stats.chunk_ids.insert(stats.chunk_ids.end(), ids.begin(), ids.end());
@@ -153,7 +340,7 @@ Status LongContextSession::Retrieve(std::string_view query_text,
                                     const memory::SearchFilter& filter) {
   retrieved_ = Retrieved{};
   memory_ = model::MemoryKV{};
-  if (!options_.use_memory || retriever_ == nullptr || options_.retrieval_layers.empty()) {
+  if (!options_.has(kModeMemLong) || retriever_ == nullptr || options_.retrieval_layers.empty()) {
     return Status::Ok();
   }
   const std::vector<model::TokenId> qtok =
@@ -171,6 +358,31 @@ Status LongContextSession::Retrieve(std::string_view query_text,
   }
   memory_ = retrieved_.ForLayers(options_.retrieval_layers);
   return Status::Ok();
+}
+
+StatusOr<std::vector<Excerpt>> LongContextSession::RetrieveExcerpts(
+    std::string_view query_text, const memory::SearchFilter& filter) {
+  std::vector<Excerpt> out;
+  if (!options_.use_memory || retriever_ == nullptr || options_.reread.top_k == 0) return out;
+  const std::vector<model::TokenId> qtok =
+      tokenizer_->Encode(query_text, /*add_special=*/false, /*parse_special=*/false);
+  ASSIGN_OR_RETURN(std::vector<memory::SearchHit> hits,
+                   retriever_->Search({query_text, qtok}, filter, options_.reread.top_k));
+  // Best first until the budget is spent; a chunk that does not fit is skipped, a smaller one
+  // after it may still fit.
+  const int64_t budget = std::min(options_.reread.budget_tokens, options_.local_window);
+  int64_t used = 0;
+  for (const memory::SearchHit& h : hits) {
+    if (used + h.n_tokens > budget) continue;
+    ASSIGN_OR_RETURN(memory::ChunkRecord rec, bank_->GetChunk(h.id));
+    used += h.n_tokens;
+    out.push_back({h, std::move(rec.text), std::move(rec.tokens)});
+  }
+  std::sort(out.begin(), out.end(), [](const Excerpt& a, const Excerpt& b) {
+    return a.hit.doc_id != b.hit.doc_id ? a.hit.doc_id < b.hit.doc_id
+                                        : a.hit.position < b.hit.position;
+  });
+  return out;
 }
 
 Status LongContextSession::Run(std::span<const model::TokenId> ids) {
@@ -202,11 +414,15 @@ Status LongContextSession::Begin(std::span<const model::TokenId> prompt,
 
 StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
     std::span<const model::TokenId> window, std::string_view query_text,
-    const memory::SearchFilter& filter) {
+    const memory::SearchFilter& filter, std::span<const model::TokenId> prefix) {
   if (window.size() < 2) return InvalidArgumentError("scoring needs at least two tokens");
-  if (static_cast<int64_t>(window.size()) > options_.local_window) {
+  if (static_cast<int64_t>(window.size() + prefix.size()) > options_.local_window) {
     return ResourceExhaustedError("a scored window of " + std::to_string(window.size()) +
-                                  " tokens does not fit the local window of " +
+                                  " tokens" +
+                                  (prefix.empty() ? std::string()
+                                                  : " after " + std::to_string(prefix.size()) +
+                                                        " context tokens") +
+                                  " does not fit the local window of " +
                                   std::to_string(options_.local_window));
   }
   cache_->Clear();
@@ -214,6 +430,11 @@ StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
   filter_ = filter;
   query_text_ = std::string(query_text);
   RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+  if (!prefix.empty()) {
+    model::ForwardOptions pfo;
+    pfo.memory = memory_.layers.empty() ? nullptr : &memory_;
+    RETURN_IF_ERROR(model_->Forward(prefix, cache_.get(), pfo).status());
+  }
   std::vector<float> out;
   out.reserve(window.size() - 1);
   constexpr size_t kPiece = 256;  // [256, n_vocab] logits at a time

@@ -13,9 +13,11 @@ void RegisterEmbedCommands(CLI::App& app, CommandContext& ctx);
 void RegisterBankCommands(CLI::App& app, CommandContext& ctx);
 // `muninn model info` — what a checkpoint holds (architecture, hyperparameters, tensors).
 void RegisterModelCommands(CLI::App& app, CommandContext& ctx);
-// `muninn summarize`, `ingest`, `ask`, `eval passkey|perplexity` — the long-context pipelines.
+// `muninn summarize`, `ingest`, `ask` — the long-context pipelines.
 void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx);
-// `muninn eval diagnose loss|attention|heads` — memory diagnostics (after RegisterLongContextCommands,
+// `muninn eval passkey|needle|perplexity` — long-context evaluations, memory modes side by side.
+void RegisterEvalCommands(CLI::App& app, CommandContext& ctx);
+// `muninn eval diagnose loss|attention|heads` — memory diagnostics (after RegisterEvalCommands,
 // which creates `eval`).
 void RegisterDiagnoseCommands(CLI::App& app, CommandContext& ctx);
 // `muninn tokenize` — token ids and pieces of a text under a model's tokenizer.

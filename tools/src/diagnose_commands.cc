@@ -151,7 +151,7 @@ int RunHeads(const HeadsFlags& f) {
 }  // namespace
 
 void RegisterDiagnoseCommands(CLI::App& app, CommandContext& ctx) {
-  CLI::App* eval = app.get_subcommand("eval");  // registered by RegisterLongContextCommands
+  CLI::App* eval = app.get_subcommand("eval");  // registered by RegisterEvalCommands
   auto* diag = eval->add_subcommand("diagnose", "Diagnostics of memory mechanisms (specs/memory_modes.md §3)");
   diag->require_subcommand(1);
   {
