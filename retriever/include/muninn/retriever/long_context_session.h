@@ -35,6 +35,7 @@
 #include "muninn/model/sampler.h"
 #include "muninn/model/tokenizer.h"
 #include "muninn/retriever/embedder.h"
+#include "muninn/retriever/knn_lm.h"
 #include "muninn/retriever/retriever.h"
 
 namespace muninn::retriever {
@@ -222,6 +223,8 @@ class LongContextSession {
   model::Model* model() const { return model_; }
   const model::Tokenizer* tokenizer() const { return tokenizer_; }
   memory::MemoryBank* bank() const { return bank_; }
+  // kNN-LM mode: the token states searched for the current window (empty otherwise).
+  const KnnDatastore& knn_datastore() const { return knn_store_; }
 
  private:
   LongContextSession(model::Model* model, const model::Tokenizer* tokenizer,
@@ -246,6 +249,20 @@ class LongContextSession {
   std::string query_text_;
   std::vector<float> logits_;
   int64_t overflow_position_ = 0;  // token offset of the next overflow chunk
+
+  // ---- kNN-LM mode (knn_lm.h), kept apart from the K/V modes ----
+  // Two-stage search: the text embedder picks knn.chunks chunks for the query under the filter
+  // (so tokens still in the window are never their own neighbours), their token states become
+  // knn_store_ — bounded RAM whatever the document length. Empty datastore when the mode is off.
+  Status RetrieveKnn(std::string_view query_text, const memory::SearchFilter& filter);
+  // Rewrites logits_ (the last position) into the mixed distribution, `state` [n_embd] its final
+  // normed hidden state. No-op when the mode is off or the datastore is empty.
+  Status MixKnnIntoLogits(std::span<const float> state);
+  // log p of `next[i]` for rows i of `states` [n, n_embd], mixed in place into `logprobs` [n].
+  Status MixKnnIntoLogProbs(std::span<const float> states, std::span<const model::TokenId> next,
+                            std::span<float> logprobs);
+  bool knn_on() const { return options_.has(kModeKnnLm) && !knn_store_.empty(); }
+  KnnDatastore knn_store_;
 };
 
 }  // namespace muninn::retriever
