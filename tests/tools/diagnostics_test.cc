@@ -142,6 +142,45 @@ TEST(DiagnosticsTest, MemoryMassSeesTheGoldChunkOnlyWhenItIsInMemory) {
   EXPECT_EQ(j["with_gold"][0]["memory_mass_per_head"].size(), static_cast<size_t>(tt::kHeads));
 }
 
+TEST(DiagnosticsTest, LossRunsKeepEveryWindowsLogProbsOfBothSessions) {
+  auto backend = std::move(*CreateCpuBackend({}));
+  auto model = TinyModel(backend.get());
+  auto tok = ByteTokenizer();
+  auto bank = InMemoryBank(4);
+  KeywordEmbedder embedder;
+  retriever::LongContextOptions o;
+  o.memory_layer = 1;
+  o.retrieval_layers = {1, 3};
+  o.chunk_tokens = 32;
+  o.top_k = 2;
+  o.local_window = 256;
+  auto mem = std::move(*retriever::LongContextSession::Create(model.get(), tok.get(), bank.get(),
+                                                              &embedder, o));
+  o.use_memory = false;
+  auto plain = std::move(*retriever::LongContextSession::Create(model.get(), tok.get(), nullptr,
+                                                                nullptr, o));
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "abc dab cab " + std::to_string(i) + ". ";
+  PerplexityOptions po;
+  po.seq_len = 200;
+  po.scored_tokens = 64;
+  po.max_windows = 2;
+  auto runs = RunLossRuns(*mem, *plain, text, po);
+  ASSERT_TRUE(runs.ok()) << runs.status().ToString();
+  ASSERT_EQ(runs->memory.size(), 2u);
+  ASSERT_EQ(runs->none.size(), 2u);
+  EXPECT_EQ(runs->memory[1].size(), 63u);
+  // The no-memory run is the plain session's own scoring of window 1's scored tail.
+  const auto ids = tok->Encode(text, false, false);
+  auto direct = plain->TokenLogProbs(std::span<const model::TokenId>(ids).subspan(200 + 136, 64), "");
+  ASSERT_TRUE(direct.ok());
+  EXPECT_EQ(runs->none[1], *direct);
+  EXPECT_NE(runs->memory[1], runs->none[1]);  // memory was retrieved and changed the scores
+  auto buckets = LossDeltaByPosition(runs->memory, runs->none, 8);
+  ASSERT_TRUE(buckets.ok());
+  EXPECT_EQ(buckets->size(), 8u);
+}
+
 TEST(DiagnosticsTest, RetrievalHeadsScoreEveryHeadAndRankThem) {
   auto backend = std::move(*CreateCpuBackend({}));
   auto model = TinyModel(backend.get());

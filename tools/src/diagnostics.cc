@@ -63,36 +63,11 @@ StatusOr<std::vector<LossBucket>> LossDeltaByPosition(const std::vector<std::vec
 StatusOr<LossRuns> RunLossRuns(retriever::LongContextSession& memory_session,
                                retriever::LongContextSession& plain_session, std::string_view text,
                                const PerplexityOptions& options) {
-  RETURN_IF_ERROR(options.Validate());
-  const model::Tokenizer& tok = *memory_session.tokenizer();
-  const std::vector<model::TokenId> ids = tok.Encode(text, false, false);
-  int64_t n_windows = static_cast<int64_t>(ids.size()) / options.seq_len;
-  if (options.max_windows > 0) n_windows = std::min(n_windows, options.max_windows);
-  if (n_windows < 1) {
-    return InvalidArgumentError("the text has " + std::to_string(ids.size()) +
-                                " tokens, fewer than one window of " + std::to_string(options.seq_len));
-  }
-  LossRuns runs;
-  for (int64_t w = 0; w < n_windows; ++w) {
-    const auto win = std::span<const model::TokenId>(ids).subspan(
-        static_cast<size_t>(w * options.seq_len), static_cast<size_t>(options.seq_len));
-    const int64_t prefix = options.seq_len - options.scored_tokens;
-    const auto scored = win.subspan(static_cast<size_t>(prefix));
-    if (prefix > 0) {
-      RETURN_IF_ERROR(memory_session.IngestTokens(1, win.subspan(0, static_cast<size_t>(prefix)),
-                                                  w * options.seq_len).status());
-    }
-    memory::SearchFilter filter;
-    filter.doc_ids = {1};
-    filter.before_position = w * options.seq_len + prefix;
-    const std::string query = tok.Decode(scored, true);
-    ASSIGN_OR_RETURN(auto lp_mem, memory_session.TokenLogProbs(scored, query, filter));
-    ASSIGN_OR_RETURN(auto lp_none, plain_session.TokenLogProbs(scored, query));
-    runs.memory.push_back(std::move(lp_mem));
-    runs.none.push_back(std::move(lp_none));
-    RETURN_IF_ERROR(memory_session.IngestTokens(1, scored, w * options.seq_len + prefix).status());
-  }
-  return runs;
+  PerplexityOptions o = options;
+  o.keep_logprobs = true;
+  o.full_attention = false;
+  ASSIGN_OR_RETURN(PerplexityResult r, RunPerplexity(memory_session, plain_session, text, o));
+  return LossRuns{std::move(r.logprobs_memory), std::move(r.logprobs_sliding)};
 }
 
 // ---- attention recomputation ---------------------------------------------------------------
@@ -338,8 +313,9 @@ StatusOr<std::vector<HeadMass>> MassFor(retriever::LongContextSession& session,
 
 StatusOr<MemoryMassResult> RunMemoryMass(retriever::LongContextSession& session,
                                          const MemoryMassOptions& options) {
-  if (!session.options().use_memory || session.bank() == nullptr) {
-    return InvalidArgumentError("the memory-mass diagnostic needs a session with memory on");
+  if (!session.options().has(retriever::kModeMemLong) || session.bank() == nullptr) {
+    return InvalidArgumentError("the memory-mass diagnostic reads MemLong memory; run it with "
+                                "--memory-mode memlong");
   }
   if (session.options().retrieval_layers.empty()) {
     return InvalidArgumentError("the memory-mass diagnostic needs retrieval layers");

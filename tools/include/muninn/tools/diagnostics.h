@@ -44,8 +44,8 @@ StatusOr<std::vector<LossBucket>> LossDeltaByPosition(const std::vector<std::vec
                                                       const std::vector<std::vector<float>>& none,
                                                       int64_t n_buckets);
 
-// Runs the perplexity protocol's windows (evals.h) and returns both sessions' log-probs of the
-// scored tokens, window by window (memory_session's bank is fed as RunPerplexity feeds it).
+// Runs the perplexity protocol (RunPerplexity, evals.h; no full-attention pass) and returns both
+// sessions' log-probs of the scored tokens, window by window.
 struct LossRuns {
   std::vector<std::vector<float>> memory;
   std::vector<std::vector<float>> none;
