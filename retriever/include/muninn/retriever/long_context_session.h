@@ -17,6 +17,13 @@
 // document, embedded from exactly those tokens' text, specs/memlong.md D5), re-retrieves, and
 // re-runs the kept half at positions from 0; a token is never in both memory and the window.
 //
+// kNN-LM mode (kModeKnnLm, knn_lm.h): ingest runs every chunk through the whole stack once (no
+// logits) and stores each token's final normed hidden state (the output head's input) with the
+// token that follows it (-1 after the last token of an ingest call). Before a window runs, the
+// embedder picks knn.chunks chunks under the caller's filter and their states form the datastore;
+// every position's next-token distribution becomes (1 − λ)·p_LM + λ·p_kNN over its knn.k nearest
+// states by squared L2 (TokenLogProbs, and logits() after Begin/Step, as log-probabilities).
+//
 // Thread-compatible: one call at a time (the model, its cache and the embedder are stateful).
 #pragma once
 
