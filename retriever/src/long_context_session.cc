@@ -178,6 +178,9 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   if (knn.k < 1 || knn.k > 4096 || knn.chunks < 1 || knn.chunks > 4096) {
     return InvalidArgumentError("knn k and chunks must be in [1, 4096]");
   }
+  if (knn.context_tokens < 0 || knn.context_tokens > 65536) {
+    return InvalidArgumentError("knn context_tokens must be in [0, 65536]");
+  }
   if (!(knn.lambda >= 0.0f && knn.lambda <= 1.0f)) {
     return InvalidArgumentError("knn lambda must be in [0, 1]");
   }
@@ -313,9 +316,29 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
     for (int64_t b = group_begin; b < group_end; b += tau) {
       const int64_t e = std::min(group_end, b + tau);
       auto window = tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(e - b));
-      if (need_kv || need_states) {
-        ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, fo));
+      // kNN-LM states with context: the chunk runs after up to knn.context_tokens earlier tokens.
+      const int64_t warm = need_states ? std::min(options_.knn.context_tokens, b) : 0;
+      if (need_kv || (need_states && warm == 0)) {
+        model::ForwardOptions one = fo;
+        if (warm > 0) {  // K/V only here; the states come from the forward with context
+          one.final_states = false;
+          one.last_layer = kv_layer;
+        }
+        ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, one));
         kvs.push_back(std::move(r));
+      } else {
+        kvs.emplace_back();
+      }
+      if (warm > 0) {
+        model::ForwardOptions so;
+        so.compute_logits = false;
+        so.final_states = true;
+        ASSIGN_OR_RETURN(model::ForwardResult s,
+                         model_->Forward(tokens.subspan(static_cast<size_t>(b - warm),
+                                                        static_cast<size_t>(e - b + warm)),
+                                         nullptr, so));
+        ASSIGN_OR_RETURN(Tensor rows, s.final_states.Slice(0, warm, warm + e - b));
+        ASSIGN_OR_RETURN(kvs.back().final_states, rows.Contiguous());
       }
       spans.push_back(window);
       texts.push_back(tokenizer_->Decode(window, /*skip_special=*/true));

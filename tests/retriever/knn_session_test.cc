@@ -37,8 +37,10 @@ class KnnSessionTest : public ::testing::Test {
     for (int i = 0; i < 6; ++i) text_ += "abba cadd dab " + std::to_string(1000 + 37 * i) + " bcd; ";
     ids_ = tok_->Encode(text_, false, false);
   }
-  std::unique_ptr<LongContextSession> Session(float lambda, bool memory = true) {
+  std::unique_ptr<LongContextSession> Session(float lambda, bool memory = true,
+                                              int64_t context_tokens = 0) {
     LongContextOptions o;
+    o.knn.context_tokens = context_tokens;
     o.modes = kModeKnnLm;
     o.use_memory = memory;
     o.chunk_tokens = 32;
@@ -82,6 +84,38 @@ TEST_F(KnnSessionTest, IngestStoresEachChunksFinalStatesAndNextTokens) {
     const float want = r->final_states.data_as<float>()[i];
     EXPECT_NEAR(fs->states[static_cast<size_t>(32 * tt::kEmbd + i)], want, 2e-3 * (1 + std::abs(want)));
   }
+}
+
+// With knn.context_tokens the stored states of a chunk are those of the chunk run after the
+// tokens before it: rows [ctx, ctx + 32) of one forward over [b - ctx, b + 32).
+TEST_F(KnnSessionTest, ContextTokensGiveStoredStatesTheirPrecedingText) {
+  auto s = Session(0.25f, true, /*context_tokens=*/48);
+  auto st = s->IngestTokens(1, ids_, 0);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  auto fs = bank_->FetchStates(st->chunk_ids);
+  ASSERT_TRUE(fs.ok());
+  model::ForwardOptions fo;
+  fo.compute_logits = false;
+  fo.final_states = true;
+  const auto check = [&](int64_t chunk_begin, int64_t ctx) {
+    auto r = model_->Forward(std::span<const model::TokenId>(ids_).subspan(
+                                 static_cast<size_t>(chunk_begin - ctx), static_cast<size_t>(32 + ctx)),
+                             nullptr, fo);
+    ASSERT_TRUE(r.ok());
+    for (int64_t i = 0; i < 32 * tt::kEmbd; ++i) {
+      const float want = r->final_states.data_as<float>()[ctx * tt::kEmbd + i];
+      ASSERT_NEAR(fs->states[static_cast<size_t>(chunk_begin * tt::kEmbd + i)], want,
+                  2e-3 * (1 + std::abs(want)))
+          << "chunk at " << chunk_begin << " value " << i;
+    }
+  };
+  check(0, 0);    // nothing precedes the first chunk
+  check(32, 32);  // only 32 tokens precede the second
+  check(96, 48);  // capped at context_tokens
+  // And the context changed the states (a chunk alone gives different ones).
+  auto alone = model_->Forward(std::span<const model::TokenId>(ids_).subspan(96, 32), nullptr, fo);
+  ASSERT_TRUE(alone.ok());
+  EXPECT_GT(std::abs(alone->final_states.data_as<float>()[5] - fs->states[96 * tt::kEmbd + 5]), 1e-3);
 }
 
 TEST_F(KnnSessionTest, LambdaZeroEqualsNoMemoryExactly) {

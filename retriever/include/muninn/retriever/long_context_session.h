@@ -106,6 +106,10 @@ struct KnnLmOptions {
   float lambda = 0.25f;       // weight of the kNN distribution
   float temperature = 1.0f;   // p_kNN ∝ exp(-distance / temperature)
   int64_t chunks = 32;        // chunks whose token states are searched (by the text embedder)
+  // Ingest: up to this many tokens before each chunk (of the same ingest call) run first, so the
+  // stored states see context as the queries' states do; 0 = each chunk alone (one forward for
+  // K/V and states). > 0 costs a second forward per chunk when the bank also holds K/V.
+  int64_t context_tokens = 0;
 };
 
 enum class MemoryPosition : uint8_t {
