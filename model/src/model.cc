@@ -422,6 +422,9 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
   if (options.last_layer >= 0 && (cache != nullptr || options.compute_logits)) {
     return InvalidArgumentError("last_layer needs a forward without a KV cache and without logits");
   }
+  if (options.last_layer >= 0 && options.final_states) {
+    return InvalidArgumentError("final_states needs every layer; drop last_layer");
+  }
   if (options.steps < 0 || options.steps > (1 << 16)) {
     return InvalidArgumentError("recurrent steps must be in 1..65536 (0 = the model's default " +
                                 std::to_string(default_steps()) + "), got " +
@@ -579,6 +582,13 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
     RETURN_IF_ERROR(backend_->Transfer(h, &result.latent));
   }
 
+  if (options.final_states) {
+    // Every row through the final norm (the head itself is not run here; Head re-norms its rows).
+    ASSIGN_OR_RETURN(Tensor normed, backend_->Allocate(DType::kF32, Shape{T, n_embd}));
+    RETURN_IF_ERROR(backend_->RmsNorm(h, weights_.output_norm, config_.norm_eps, &normed));
+    ASSIGN_OR_RETURN(result.final_states, Tensor::Empty(DType::kF32, Shape{T, n_embd}));
+    RETURN_IF_ERROR(backend_->Transfer(normed, &result.final_states));
+  }
   if (options.compute_logits) {
     RETURN_IF_ERROR(Head(options.all_logits ? 0 : T - 1, T, options, &result.logits));
   }

@@ -178,6 +178,9 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   if (knn.k < 1 || knn.k > 4096 || knn.chunks < 1 || knn.chunks > 4096) {
     return InvalidArgumentError("knn k and chunks must be in [1, 4096]");
   }
+  if (knn.context_tokens < 0 || knn.context_tokens > 65536) {
+    return InvalidArgumentError("knn context_tokens must be in [0, 65536]");
+  }
   if (!(knn.lambda >= 0.0f && knn.lambda <= 1.0f)) {
     return InvalidArgumentError("knn lambda must be in [0, 1]");
   }
@@ -186,9 +189,6 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   }
   if (has(kModeContext)) {
     return UnimplementedError("the context memory mode is not in this build yet");
-  }
-  if (has(kModeKnnLm)) {
-    return UnimplementedError("the kNN-LM memory mode is not in this build yet");
   }
   return Status::Ok();
 }
@@ -285,15 +285,29 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
   if (bank_->n_kv_layers() > 1) {
     return UnimplementedError("ingesting K/V of several layers is not in this build yet");
   }
-  if (bank_->state_dim() > 0) {
-    return UnimplementedError("ingesting token states (kNN-LM) is not in this build yet");
+  // A bank with token states (kNN-LM) needs the whole stack once per chunk, no logits; the same
+  // forward captures the K/V when the bank holds them too.
+  const bool need_states = bank_->state_dim() > 0;
+  if (need_states && bank_->state_dim() != model_->config().n_embd) {
+    return InvalidArgumentError("the bank stores token states of width " +
+                                std::to_string(bank_->state_dim()) + " but the model's are " +
+                                std::to_string(model_->config().n_embd) +
+                                "; use a bank made for this model");
   }
   const int32_t kv_layer =
       bank_->kv_layers().empty() ? options_.memory_layer : bank_->kv_layers().front();
   model::ForwardOptions fo;
   fo.compute_logits = false;
-  fo.capture_layer = kv_layer;
-  fo.last_layer = kv_layer;
+  fo.capture_layer = need_kv ? kv_layer : -1;
+  fo.last_layer = need_states ? -1 : kv_layer;
+  fo.final_states = need_states;
+  // Next token of every ingested token ([n]): the following token of this call, -1 after the last
+  // (a later call's first token is not known here).
+  std::vector<int32_t> next_tokens;
+  if (need_states) {
+    next_tokens.assign(tokens.size(), -1);
+    for (size_t i = 0; i + 1 < tokens.size(); ++i) next_tokens[i] = tokens[i + 1];
+  }
   for (int64_t group_begin = 0; group_begin < n; group_begin += kGroup * tau) {
     const int64_t group_end = std::min(n, group_begin + kGroup * tau);
     std::vector<std::string> texts;
@@ -302,9 +316,29 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
     for (int64_t b = group_begin; b < group_end; b += tau) {
       const int64_t e = std::min(group_end, b + tau);
       auto window = tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(e - b));
-      if (need_kv) {
-        ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, fo));
+      // kNN-LM states with context: the chunk runs after up to knn.context_tokens earlier tokens.
+      const int64_t warm = need_states ? std::min(options_.knn.context_tokens, b) : 0;
+      if (need_kv || (need_states && warm == 0)) {
+        model::ForwardOptions one = fo;
+        if (warm > 0) {  // K/V only here; the states come from the forward with context
+          one.final_states = false;
+          one.last_layer = kv_layer;
+        }
+        ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, one));
         kvs.push_back(std::move(r));
+      } else {
+        kvs.emplace_back();
+      }
+      if (warm > 0) {
+        model::ForwardOptions so;
+        so.compute_logits = false;
+        so.final_states = true;
+        ASSIGN_OR_RETURN(model::ForwardResult s,
+                         model_->Forward(tokens.subspan(static_cast<size_t>(b - warm),
+                                                        static_cast<size_t>(e - b + warm)),
+                                         nullptr, so));
+        ASSIGN_OR_RETURN(Tensor rows, s.final_states.Slice(0, warm, warm + e - b));
+        ASSIGN_OR_RETURN(kvs.back().final_states, rows.Contiguous());
       }
       spans.push_back(window);
       texts.push_back(tokenizer_->Decode(window, /*skip_special=*/true));
@@ -326,6 +360,12 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
         ASSIGN_OR_RETURN(c.k, kvs[i].captured_k.Transpose(0, 1));
         ASSIGN_OR_RETURN(c.v, kvs[i].captured_v.Transpose(0, 1));
       }
+      if (need_states) {
+        const Tensor& st = kvs[i].final_states;  // [T, n_embd] f32 host
+        c.states = std::span<const float>(st.data_as<float>(), static_cast<size_t>(st.numel()));
+        c.next_tokens = std::span<const int32_t>(next_tokens).subspan(
+            static_cast<size_t>(group_begin) + i * static_cast<size_t>(tau), spans[i].size());
+      }
     }
     ASSIGN_OR_RETURN(std::vector<memory::ChunkId> ids, bank_->Append(chunks));
     stats.chunk_ids.insert(stats.chunk_ids.end(), ids.begin(), ids.end());
@@ -340,6 +380,7 @@ Status LongContextSession::Retrieve(std::string_view query_text,
                                     const memory::SearchFilter& filter) {
   retrieved_ = Retrieved{};
   memory_ = model::MemoryKV{};
+  RETURN_IF_ERROR(RetrieveKnn(query_text, filter));
   if (!options_.has(kModeMemLong) || retriever_ == nullptr || options_.retrieval_layers.empty()) {
     return Status::Ok();
   }
@@ -388,10 +429,16 @@ StatusOr<std::vector<Excerpt>> LongContextSession::RetrieveExcerpts(
 Status LongContextSession::Run(std::span<const model::TokenId> ids) {
   model::ForwardOptions fo;
   fo.memory = memory_.layers.empty() ? nullptr : &memory_;
+  fo.final_states = knn_on();
   ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(ids, cache_.get(), fo));
   const int64_t n_vocab = r.logits.dim(-1);
   const float* last = r.logits.data_as<float>() + (r.logits.dim(0) - 1) * n_vocab;
   logits_.assign(last, last + n_vocab);
+  if (fo.final_states) {
+    const int64_t d = r.final_states.dim(-1);
+    RETURN_IF_ERROR(MixKnnIntoLogits(std::span<const float>(
+        r.final_states.data_as<float>() + (r.final_states.dim(0) - 1) * d, static_cast<size_t>(d))));
+  }
   return Status::Ok();
 }
 
@@ -441,9 +488,11 @@ StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
   model::ForwardOptions fo;
   fo.memory = memory_.layers.empty() ? nullptr : &memory_;
   fo.all_logits = true;
+  fo.final_states = knn_on();
   for (size_t b = 0; b < window.size(); b += kPiece) {
     const size_t e = std::min(window.size(), b + kPiece);
     ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window.subspan(b, e - b), cache_.get(), fo));
+    const size_t scored_before = out.size();
     const int64_t n_vocab = r.logits.dim(-1);
     for (size_t i = b; i < e; ++i) {
       const float* row = r.logits.data_as<float>() + static_cast<int64_t>(i - b) * n_vocab;
@@ -459,8 +508,68 @@ StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
         logits_.assign(row, row + n_vocab);
       }
     }
+    if (fo.final_states) {
+      // Rows b..e-1 scored positions scored_before..out.size()-1 (the window's last row scores
+      // nothing and gives logits_ instead).
+      const int64_t d = r.final_states.dim(-1);
+      const size_t n_scored = out.size() - scored_before;
+      const std::span<const float> states(r.final_states.data_as<float>(),
+                                          static_cast<size_t>(r.final_states.numel()));
+      RETURN_IF_ERROR(MixKnnIntoLogProbs(states.subspan(0, n_scored * static_cast<size_t>(d)),
+                                         window.subspan(b + 1, n_scored),
+                                         std::span<float>(out).subspan(scored_before, n_scored)));
+      if (e == window.size()) {
+        RETURN_IF_ERROR(MixKnnIntoLogits(states.subspan((e - b - 1) * static_cast<size_t>(d),
+                                                        static_cast<size_t>(d))));
+      }
+    }
   }
   return out;
+}
+
+// ---- kNN-LM mode ------------------------------------------------------------------------------
+
+Status LongContextSession::RetrieveKnn(std::string_view query_text,
+                                       const memory::SearchFilter& filter) {
+  knn_store_ = KnnDatastore{};
+  if (!options_.has(kModeKnnLm) || retriever_ == nullptr || bank_->state_dim() == 0) {
+    return Status::Ok();
+  }
+  const std::vector<model::TokenId> qtok =
+      tokenizer_->Encode(query_text, /*add_special=*/false, /*parse_special=*/false);
+  ASSIGN_OR_RETURN(std::vector<memory::SearchHit> hits,
+                   retriever_->Search({query_text, qtok}, filter, options_.knn.chunks));
+  if (hits.empty()) return Status::Ok();
+  std::vector<memory::ChunkId> ids;
+  ids.reserve(hits.size());
+  for (const memory::SearchHit& h : hits) ids.push_back(h.id);
+  ASSIGN_OR_RETURN(memory::FetchedStates fs, bank_->FetchStates(ids));
+  ASSIGN_OR_RETURN(knn_store_, KnnDatastore::Create(fs.states, fs.next_tokens, bank_->state_dim()));
+  return Status::Ok();
+}
+
+Status LongContextSession::MixKnnIntoLogits(std::span<const float> state) {
+  if (!knn_on() || logits_.empty()) return Status::Ok();
+  ASSIGN_OR_RETURN(KnnNeighbours nb, knn_store_.Search(state, 1, options_.knn.k));
+  MixLogits(logits_, nb.dist, nb.token, options_.knn.lambda, options_.knn.temperature);
+  return Status::Ok();
+}
+
+Status LongContextSession::MixKnnIntoLogProbs(std::span<const float> states,
+                                              std::span<const model::TokenId> next,
+                                              std::span<float> logprobs) {
+  if (!knn_on() || logprobs.empty()) return Status::Ok();
+  const int64_t n = static_cast<int64_t>(logprobs.size());
+  ASSIGN_OR_RETURN(KnnNeighbours nb, knn_store_.Search(states, n, options_.knn.k));
+  const size_t k = static_cast<size_t>(nb.k);
+  for (int64_t i = 0; i < n; ++i) {
+    const size_t at = static_cast<size_t>(i) * k;
+    logprobs[static_cast<size_t>(i)] =
+        MixLogProb(logprobs[static_cast<size_t>(i)], std::span<const float>(nb.dist).subspan(at, k),
+                   std::span<const model::TokenId>(nb.token).subspan(at, k),
+                   next[static_cast<size_t>(i)], options_.knn.lambda, options_.knn.temperature);
+  }
+  return Status::Ok();
 }
 
 Status LongContextSession::Overflow() {

@@ -187,6 +187,7 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
       if (!kn.is_object()) return err("knn", "must be an object");
       RETURN_IF_ERROR(get_int(kn, "k", &o.knn.k));
       RETURN_IF_ERROR(get_int(kn, "chunks", &o.knn.chunks));
+      RETURN_IF_ERROR(get_int(kn, "context_tokens", &o.knn.context_tokens));
       for (const char* key : {"lambda", "temperature"}) {
         if (!kn.contains(key)) continue;
         if (!kn[key].is_number()) return err(std::string("knn.") + key, "must be a number");

@@ -20,6 +20,9 @@ void RegisterEvalCommands(CLI::App& app, CommandContext& ctx);
 // `muninn summarize`, `eval summary` — grounded summaries and their reference-free scores
 // (registered after the eval family, whose `eval` it joins).
 void RegisterSummarizeCommands(CLI::App& app, CommandContext& ctx);
+// `muninn eval diagnose loss|attention|heads` — memory diagnostics (after RegisterEvalCommands,
+// which creates `eval`).
+void RegisterDiagnoseCommands(CLI::App& app, CommandContext& ctx);
 // `muninn tokenize` — token ids and pieces of a text under a model's tokenizer.
 void RegisterTokenizeCommands(CLI::App& app, CommandContext& ctx);
 // `muninn serve` — the HTTP retrieval-augmented QA server (OpenAI-compatible API + documents);

@@ -17,6 +17,7 @@ void RegisterCommands(CLI::App& app, CommandContext& ctx) {
   RegisterLongContextCommands(app, ctx);
   RegisterEvalCommands(app, ctx);
   RegisterSummarizeCommands(app, ctx);
+  RegisterDiagnoseCommands(app, ctx);
   RegisterServeCommands(app, ctx);
 }
 

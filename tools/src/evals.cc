@@ -272,6 +272,10 @@ StatusOr<PerplexityResult> RunPerplexity(retriever::LongContextSession& memory_s
     ASSIGN_OR_RETURN(auto lp_slide, plain_session.TokenLogProbs(scored, query));
     nll_mem += MeanNll(lp_mem, 0);
     nll_slide += MeanNll(lp_slide, 0);
+    if (options.keep_logprobs) {
+      r.logprobs_memory.push_back(lp_mem);
+      r.logprobs_sliding.push_back(lp_slide);
+    }
     if (full) {
       ASSIGN_OR_RETURN(auto lp_full, plain_session.TokenLogProbs(win, query));
       // Score the same tokens: positions prefix+1 .. seq_len-1 of the window.

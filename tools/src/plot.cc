@@ -40,7 +40,14 @@ Status WriteLinePlot(const std::string& png_path, const std::string& title, cons
   script << "set terminal pngcairo size 900,540 noenhanced\n"
          << "set output " << Quote(png_path) << "\n"
          << "set title " << Quote(title) << "\nset xlabel " << Quote(xlabel) << "\nset ylabel "
-         << Quote(ylabel) << "\nset grid\nset key bottom left\nset yrange [0:*]\n";
+         << Quote(ylabel) << "\nset grid\nset key bottom left\n";
+  // Non-negative data (accuracies, perplexities) keeps its zero baseline; signed data (loss
+  // deltas) is not clipped.
+  bool negative = false;
+  for (const PlotSeries& s : series) {
+    for (const auto& [x, y] : s.points) negative = negative || y < 0;
+  }
+  script << (negative ? "set xzeroaxis\n" : "set yrange [0:*]\n");
   if (log_x) script << "set logscale x 2\n";
   script << "plot ";
   for (size_t i = 0; i < series.size(); ++i) {

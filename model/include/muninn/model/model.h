@@ -162,6 +162,10 @@ struct ForwardOptions {
   bool all_logits = false;
   // Skip the final norm and head (memory ingest needs only the captured K/V).
   bool compute_logits = true;
+  // Also return every row's final normed hidden state, RmsNorm(h)·output_norm — the head's input —
+  // in ForwardResult::final_states (kNN-LM keys). Independent of compute_logits, so ingest can take
+  // the states without computing the n_vocab-wide head. Not with last_layer >= 0.
+  bool final_states = false;
   // Layer whose pre-RoPE K and V are returned in ForwardResult (MemLong's memory layer); -1: none.
   int32_t capture_layer = -1;
   // Without a cache: the position of the first token (positions are start_pos..start_pos+T-1).
@@ -188,6 +192,7 @@ struct ForwardResult {
   Tensor logits;      // [1 or T, n_vocab] f32 (undefined when !compute_logits)
   Tensor captured_k;  // [T, n_head_kv, head_dim] f32, pre-RoPE (only with capture_layer >= 0)
   Tensor captured_v;  // [T, n_head_kv, head_dim] f32
+  Tensor final_states;  // [T, n_embd] f32 host tensor (only with ForwardOptions::final_states)
   // Recurrent models (with an adapter or r > 1): the core's raw output after the last iteration
   // and its normed form (what the coda received), [T, n_embd] f32 host tensors.
   Tensor state;

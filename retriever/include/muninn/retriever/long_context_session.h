@@ -17,6 +17,13 @@
 // document, embedded from exactly those tokens' text, specs/memlong.md D5), re-retrieves, and
 // re-runs the kept half at positions from 0; a token is never in both memory and the window.
 //
+// kNN-LM mode (kModeKnnLm, knn_lm.h): ingest runs every chunk through the whole stack once (no
+// logits) and stores each token's final normed hidden state (the output head's input) with the
+// token that follows it (-1 after the last token of an ingest call). Before a window runs, the
+// embedder picks knn.chunks chunks under the caller's filter and their states form the datastore;
+// every position's next-token distribution becomes (1 − λ)·p_LM + λ·p_kNN over its knn.k nearest
+// states by squared L2 (TokenLogProbs, and logits() after Begin/Step, as log-probabilities).
+//
 // Thread-compatible: one call at a time (the model, its cache and the embedder are stateful).
 #pragma once
 
@@ -35,6 +42,7 @@
 #include "muninn/model/sampler.h"
 #include "muninn/model/tokenizer.h"
 #include "muninn/retriever/embedder.h"
+#include "muninn/retriever/knn_lm.h"
 #include "muninn/retriever/retriever.h"
 
 namespace muninn::retriever {
@@ -98,6 +106,10 @@ struct KnnLmOptions {
   float lambda = 0.25f;       // weight of the kNN distribution
   float temperature = 1.0f;   // p_kNN ∝ exp(-distance / temperature)
   int64_t chunks = 32;        // chunks whose token states are searched (by the text embedder)
+  // Ingest: up to this many tokens before each chunk (of the same ingest call) run first, so the
+  // stored states see context as the queries' states do; 0 = each chunk alone (one forward for
+  // K/V and states). > 0 costs a second forward per chunk when the bank also holds K/V.
+  int64_t context_tokens = 0;
 };
 
 enum class MemoryPosition : uint8_t {
@@ -225,6 +237,8 @@ class LongContextSession {
   model::Model* model() const { return model_; }
   const model::Tokenizer* tokenizer() const { return tokenizer_; }
   memory::MemoryBank* bank() const { return bank_; }
+  // kNN-LM mode: the token states searched for the current window (empty otherwise).
+  const KnnDatastore& knn_datastore() const { return knn_store_; }
 
  private:
   LongContextSession(model::Model* model, const model::Tokenizer* tokenizer,
@@ -249,6 +263,20 @@ class LongContextSession {
   std::string query_text_;
   std::vector<float> logits_;
   int64_t overflow_position_ = 0;  // token offset of the next overflow chunk
+
+  // ---- kNN-LM mode (knn_lm.h), kept apart from the K/V modes ----
+  // Two-stage search: the text embedder picks knn.chunks chunks for the query under the filter
+  // (so tokens still in the window are never their own neighbours), their token states become
+  // knn_store_ — bounded RAM whatever the document length. Empty datastore when the mode is off.
+  Status RetrieveKnn(std::string_view query_text, const memory::SearchFilter& filter);
+  // Rewrites logits_ (the last position) into the mixed distribution, `state` [n_embd] its final
+  // normed hidden state. No-op when the mode is off or the datastore is empty.
+  Status MixKnnIntoLogits(std::span<const float> state);
+  // log p of `next[i]` for rows i of `states` [n, n_embd], mixed in place into `logprobs` [n].
+  Status MixKnnIntoLogProbs(std::span<const float> states, std::span<const model::TokenId> next,
+                            std::span<float> logprobs);
+  bool knn_on() const { return options_.has(kModeKnnLm) && !knn_store_.empty(); }
+  KnnDatastore knn_store_;
 };
 
 }  // namespace muninn::retriever

@@ -90,6 +90,7 @@ struct PerplexityOptions {
   int64_t max_windows = 8;       // 0 = the whole text
   bool full_attention = true;    // also score with the whole window as local context when it fits
   int64_t query_tokens = 128;    // retrieval query: the tokens just before the scored window
+  bool keep_logprobs = false;    // also return every window's log-probs (diagnostics.h)
   Status Validate() const;
 };
 
@@ -99,6 +100,9 @@ struct PerplexityResult {
   int64_t scored_tokens = 0;
   double ppl_memory = 0.0;
   double ppl_sliding = 0.0;
+  // With PerplexityOptions::keep_logprobs: [window][scored position] log p, memory and sliding.
+  std::vector<std::vector<float>> logprobs_memory;
+  std::vector<std::vector<float>> logprobs_sliding;
   double ppl_full = 0.0;  // 0 when not run
 };
 
