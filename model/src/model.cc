@@ -322,6 +322,7 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   RETURN_IF_ERROR(backend_->MatMul(x, w.wv, &v2));
   if (w.q_bias.defined()) RETURN_IF_ERROR(backend_->Add(q2, w.q_bias, &q2));
   if (w.k_bias.defined()) RETURN_IF_ERROR(backend_->Add(k2, w.k_bias, &k2));
+  observe("q_pre_rope", q3);
   observe("k_pre_rope", k3);
   observe("v", v3);
   if (layer == options.capture_layer) {

@@ -44,6 +44,13 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   if (kv_cache_dtype != DType::kF16 && kv_cache_dtype != DType::kF32) {
     return InvalidArgumentError("the KV cache dtype must be f16 or f32");
   }
+  if ((modes & kMemoryModeContext) != 0) {
+    RETURN_IF_ERROR(context.Validate(config));
+    if ((modes & kMemoryModeMemLong) != 0) {
+      return InvalidArgumentError("memory modes memlong and context both inject K/V into attention "
+                                  "and need differently shaped banks; pick one of them");
+    }
+  }
   return Status::Ok();
 }
 
@@ -63,7 +70,9 @@ StatusOr<std::unique_ptr<LongContextSession>> LongContextSession::Create(
   if (options.use_memory && (bank == nullptr || embedder == nullptr)) {
     return InvalidArgumentError("use_memory needs a memory bank and an embedder");
   }
-  if (bank != nullptr && (bank->n_head_kv() != cfg.n_head_kv || bank->head_dim() != cfg.head_dim)) {
+  const bool context = (options.modes & kMemoryModeContext) != 0;
+  if (!context && bank != nullptr &&
+      (bank->n_head_kv() != cfg.n_head_kv || bank->head_dim() != cfg.head_dim)) {
     return InvalidArgumentError(
         "the memory bank stores K/V of " + std::to_string(bank->n_head_kv()) + " heads × " +
         std::to_string(bank->head_dim()) + " but the model's layers have " +
@@ -76,6 +85,11 @@ StatusOr<std::unique_ptr<LongContextSession>> LongContextSession::Create(
   kv.n_ctx = options.local_window;
   kv.dtype = options.kv_cache_dtype;
   ASSIGN_OR_RETURN(session->cache_, model->NewKvCache(kv));
+  if (context && bank != nullptr) {
+    ASSIGN_OR_RETURN(session->context_, ContextMemory::Create(model, bank, embedder,
+                                                              options.context,
+                                                              options.local_window));
+  }
   if (bank != nullptr && embedder != nullptr) {
     RetrieverOptions ro;
     ro.top_k = options.top_k;
@@ -115,12 +129,19 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
     const int64_t group_end = std::min(n, group_begin + kGroup * tau);
     std::vector<std::string> texts;
     std::vector<model::ForwardResult> kvs;
+    std::vector<ContextMemory::Window> context_kvs;
     std::vector<std::span<const model::TokenId>> spans;
     for (int64_t b = group_begin; b < group_end; b += tau) {
       const int64_t e = std::min(group_end, b + tau);
       auto window = tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(e - b));
-      ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, fo));
-      kvs.push_back(std::move(r));
+      if (context_mode()) {
+        // Context memory: every context layer's own K/V, [n_layers · n_head_kv, T, head_dim].
+        ASSIGN_OR_RETURN(ContextMemory::Window w, context_->Ingest(window));
+        context_kvs.push_back(std::move(w));
+      } else {
+        ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, fo));
+        kvs.push_back(std::move(r));
+      }
       spans.push_back(window);
       texts.push_back(tokenizer_->Decode(window, /*skip_special=*/true));
     }
@@ -136,11 +157,22 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
       c.text = texts[i];
       c.embedding = std::span<const float>(emb).subspan(i * static_cast<size_t>(embedder_->dim()),
                                                         static_cast<size_t>(embedder_->dim()));
+      if (context_mode()) {
+        c.k = context_kvs[i].k;
+        c.v = context_kvs[i].v;
+        continue;
+      }
       // Captured [T, n_head_kv, head_dim] → the bank's [n_head_kv, T, head_dim]: a view.
       ASSIGN_OR_RETURN(c.k, kvs[i].captured_k.Transpose(0, 1));
       ASSIGN_OR_RETURN(c.v, kvs[i].captured_v.Transpose(0, 1));
     }
     ASSIGN_OR_RETURN(std::vector<memory::ChunkId> ids, bank_->Append(chunks));
+    if (context_mode()) {
+      for (size_t i = 0; i < ids.size(); ++i) {
+        context_->Remember(ids[i], doc_id, chunks[i].position,
+                           static_cast<int64_t>(spans[i].size()), std::move(context_kvs[i]));
+      }
+    }
     stats.chunk_ids.insert(stats.chunk_ids.end(), ids.begin(), ids.end());
     stats.n_chunks += static_cast<int64_t>(ids.size());
     stats.n_tokens = group_end;
@@ -153,7 +185,8 @@ Status LongContextSession::Retrieve(std::string_view query_text,
                                     const memory::SearchFilter& filter) {
   retrieved_ = Retrieved{};
   memory_ = model::MemoryKV{};
-  if (!options_.use_memory || retriever_ == nullptr || options_.retrieval_layers.empty()) {
+  if (!options_.use_memory || retriever_ == nullptr || options_.retrieval_layers.empty() ||
+      (options_.modes & kMemoryModeMemLong) == 0) {
     return Status::Ok();
   }
   const std::vector<model::TokenId> qtok =
@@ -170,6 +203,13 @@ Status LongContextSession::Retrieve(std::string_view query_text,
     retrieved_.k = k;
   }
   memory_ = retrieved_.ForLayers(options_.retrieval_layers);
+  return Status::Ok();
+}
+
+Status LongContextSession::RetrieveContext(std::span<const model::TokenId> window) {
+  if (!context_mode() || !options_.use_memory) return Status::Ok();
+  retrieved_ = Retrieved{};
+  ASSIGN_OR_RETURN(memory_, context_->Build(query_text_, window, filter_, &retrieved_.hits));
   return Status::Ok();
 }
 
@@ -197,6 +237,7 @@ Status LongContextSession::Begin(std::span<const model::TokenId> prompt,
   filter_ = filter;
   query_text_ = std::string(query_text);
   RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+  RETURN_IF_ERROR(RetrieveContext(prompt));
   return Run(prompt);
 }
 
@@ -214,6 +255,7 @@ StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
   filter_ = filter;
   query_text_ = std::string(query_text);
   RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+  RETURN_IF_ERROR(RetrieveContext(window));
   std::vector<float> out;
   out.reserve(window.size() - 1);
   constexpr size_t kPiece = 256;  // [256, n_vocab] logits at a time
@@ -258,6 +300,7 @@ Status LongContextSession::Overflow() {
     }
     query_text_ = tokenizer_->Decode(kept, /*skip_special=*/true);
     RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+    RETURN_IF_ERROR(RetrieveContext(kept));
   }
   cache_->Clear();
   return Run(kept);

@@ -644,7 +644,7 @@ TEST_F(TinyLlamaTest, CapturesPreRopeKeysAndObservesNamedIntermediates) {
                   "captured k");
   }
   const std::vector<std::string> expected = {
-      "embeddings@-1", "attn_norm@0", "k_pre_rope@0", "v@0",         "q@0",
+      "embeddings@-1", "attn_norm@0", "q_pre_rope@0", "k_pre_rope@0", "v@0", "q@0",
       "attn_out@0",    "ffn_norm@0",  "mlp_out@0",    "hidden@0", "output_norm@-1",
       "logits@-1"};
   EXPECT_EQ(names, expected);

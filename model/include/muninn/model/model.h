@@ -134,7 +134,8 @@ struct ModelLayout {
 
 // A named intermediate, handed to a ForwardObserver while the forward runs. `value` is only valid
 // during the call (copy what you keep). Names per layer (`layer` >= 0):
-//   attn_norm, q, k_pre_rope, v, attn_out (after Wo, before the residual), ffn_norm,
+//   attn_norm, q_pre_rope, k_pre_rope, v, q (after RoPE), attn_out (after Wo, before the
+//   residual), ffn_norm,
 //   mlp_out (after Wdown, before the residual), hidden (the layer's output)
 // before the stack (`layer` = -1): embeddings (the token embeddings entering layer 0),
 // and after the stack (`layer` = -1): output_norm (the rows whose logits are computed), logits.

@@ -17,6 +17,11 @@
 // document, embedded from exactly those tokens' text, specs/memlong.md D5), re-retrieves, and
 // re-runs the kept half at positions from 0; a token is never in both memory and the window.
 //
+// Context memory (modes & kMemoryModeContext, specs/memory_modes.md §2): ingest stores every
+// context layer's own pre-RoPE K/V per chunk (one pass up to the highest context layer), and
+// Begin / TokenLogProbs / overflow give each context layer [sinks ; its chosen chunks] of its own
+// K/V, placed as ContextMemoryOptions::position says (context_memory.h).
+//
 // Thread-compatible: one call at a time (the model, its cache and the embedder are stateful).
 #pragma once
 
@@ -34,6 +39,7 @@
 #include "muninn/model/model.h"
 #include "muninn/model/sampler.h"
 #include "muninn/model/tokenizer.h"
+#include "muninn/retriever/context_memory.h"
 #include "muninn/retriever/embedder.h"
 #include "muninn/retriever/retriever.h"
 
@@ -46,6 +52,15 @@ enum class MemoryPosition : uint8_t {
 const char* MemoryPositionName(MemoryPosition p);
 bool ParseMemoryPosition(std::string_view name, MemoryPosition* out);
 
+// How retrieved memory reaches the model (specs/memory_modes.md); LongContextOptions::modes is a
+// bit set of these.
+enum MemoryMode : uint32_t {
+  kMemoryModeMemLong = 1u << 0,  // one memory layer's K/V read by the retrieval layers
+  kMemoryModeContext = 1u << 1,  // every context layer reads its own K/V (ContextMemory)
+  kMemoryModeReread = 1u << 2,   // retrieved text re-read in the window
+  kMemoryModeKnnLm = 1u << 3,    // kNN-LM at the output
+};
+
 struct LongContextOptions {
   int32_t memory_layer = 0;               // m: its pre-RoPE K/V are stored per chunk
   std::vector<int32_t> retrieval_layers;  // layers attending to [memory ; local]; all >= m
@@ -55,6 +70,8 @@ struct LongContextOptions {
   MemoryPosition memory_position = MemoryPosition::kZero;
   bool use_memory = true;                 // false: a plain sliding window (for comparisons)
   DType kv_cache_dtype = DType::kF16;
+  uint32_t modes = kMemoryModeMemLong;  // MemoryMode bits
+  ContextMemoryOptions context;         // kMemoryModeContext (context_memory.h)
   // Document id under which generation overflow is stored.
   memory::DocumentId overflow_doc_id = ~memory::DocumentId{0};
   // Checks ranges against the model's shape.
@@ -143,6 +160,11 @@ class LongContextSession {
   Status Run(std::span<const model::TokenId> ids);
   // Moves the oldest half of the window into the bank and re-runs the rest.
   Status Overflow();
+  // ---- context memory (kMemoryModeContext) ----
+  bool context_mode() const { return context_ != nullptr; }
+  // Builds memory_ for a window of `window` tokens from context memory (after filter_ and
+  // query_text_ are set).
+  Status RetrieveContext(std::span<const model::TokenId> window);
 
   model::Model* model_;
   const model::Tokenizer* tokenizer_;
@@ -151,6 +173,7 @@ class LongContextSession {
   LongContextOptions options_;
   std::unique_ptr<model::KvCache> cache_;
   std::unique_ptr<Retriever> retriever_;
+  std::unique_ptr<ContextMemory> context_;  // kMemoryModeContext with use_memory
   Retrieved retrieved_;
   model::MemoryKV memory_;
   memory::SearchFilter filter_;
