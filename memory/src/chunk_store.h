@@ -31,6 +31,7 @@ enum class Cf : int {
   kKv,           // id -> K/V blob (large; RocksDB blob files)
   kEmbeddings,   // id -> float[dim]
   kDocuments,    // doc id ++ chunk id -> "" (a document's chunks, by prefix)
+  kStates,       // id -> per-token final hidden states + next tokens (kNN-LM datastore)
   kCount,
 };
 

@@ -125,6 +125,9 @@ std::string EncodeBankHeader(const BankHeader& h) {
   PutU8(&s, static_cast<uint8_t>(h.kv_dtype));
   PutU32(&s, static_cast<uint32_t>(h.index_factory.size()));
   s += h.index_factory;
+  PutU32(&s, static_cast<uint32_t>(h.kv_layers.size()));
+  for (int32_t l : h.kv_layers) PutU32(&s, static_cast<uint32_t>(l));
+  PutU64(&s, static_cast<uint64_t>(h.state_dim));
   PutCrc(&s);
   return s;
 }
@@ -132,32 +135,54 @@ std::string EncodeBankHeader(const BankHeader& h) {
 StatusOr<BankHeader> DecodeBankHeader(std::string_view bytes) {
   ASSIGN_OR_RETURN(std::string_view body, CheckTrailingCrc(bytes, "bank header"));
   Reader r(body);
-  uint32_t magic = 0, version = 0, flen = 0;
-  uint64_t dim = 0, nh = 0, hd = 0;
+  uint32_t magic = 0, version = 0, flen = 0, nl = 0;
+  uint64_t dim = 0, nh = 0, hd = 0, sd = 0;
   uint8_t dt = 0;
   std::string_view factory;
-  if (!r.U32(&magic) || !r.U32(&version) || !r.U64(&dim) || !r.U64(&nh) || !r.U64(&hd) ||
-      !r.U8(&dt) || !r.U32(&flen) || !r.Bytes(flen, &factory) || r.remaining() != 0) {
-    return DataLossError("bank header is malformed");
-  }
+  if (!r.U32(&magic) || !r.U32(&version)) return DataLossError("bank header is malformed");
   if (magic != kBankMagic) return DataLossError("not a muninn memory bank (bad header magic)");
+  if (version == 1) {
+    return FailedPreconditionError(
+        "this memory bank was written by an older muninn (bank format 1: one memory layer, no "
+        "memory modes); this build reads format " + std::to_string(kFormatVersion) +
+        ". Ingest the documents again into a new bank (`muninn ingest FILE --bank NEW_DIR`)");
+  }
   if (version != kFormatVersion) {
     return FailedPreconditionError("memory bank format version " + std::to_string(version) +
                                    " is not supported by this build (want " +
                                    std::to_string(kFormatVersion) + ")");
   }
+  BankHeader h;
+  if (!r.U64(&dim) || !r.U64(&nh) || !r.U64(&hd) || !r.U8(&dt) || !r.U32(&flen) ||
+      !r.Bytes(flen, &factory) || !r.U32(&nl) || nl > 4096 ||
+      static_cast<uint64_t>(nl) * 4 > r.remaining()) {
+    return DataLossError("bank header is malformed");
+  }
+  for (uint32_t i = 0; i < nl; ++i) {
+    uint32_t l = 0;
+    r.U32(&l);
+    h.kv_layers.push_back(static_cast<int32_t>(l));
+  }
+  if (!r.U64(&sd) || r.remaining() != 0) return DataLossError("bank header is malformed");
   constexpr uint64_t kMaxDim = 1u << 20;
-  if (dim == 0 || dim > kMaxDim || nh == 0 || nh > kMaxDim || hd == 0 || hd > kMaxDim ||
+  const bool no_kv = nh == 0 && hd == 0;
+  if (dim == 0 || dim > kMaxDim || nh > kMaxDim || hd > kMaxDim || sd > kMaxDim ||
+      (!no_kv && (nh == 0 || hd == 0)) || (no_kv && !h.kv_layers.empty()) ||
       dt >= static_cast<uint8_t>(DType::kCount) || !IsSupportedKvDType(static_cast<DType>(dt))) {
     return DataLossError("bank header holds an impossible shape or dtype");
   }
-  BankHeader h;
+  for (size_t i = 0; i < h.kv_layers.size(); ++i) {
+    if (h.kv_layers[i] < 0 || (i > 0 && h.kv_layers[i] <= h.kv_layers[i - 1])) {
+      return DataLossError("bank header lists its K/V layers out of order");
+    }
+  }
   h.version = version;
   h.dim = static_cast<int64_t>(dim);
   h.n_head_kv = static_cast<int64_t>(nh);
   h.head_dim = static_cast<int64_t>(hd);
   h.kv_dtype = static_cast<DType>(dt);
   h.index_factory = std::string(factory);
+  h.state_dim = static_cast<int64_t>(sd);
   return h;
 }
 
@@ -184,7 +209,7 @@ StatusOr<BankState> DecodeBankState(std::string_view bytes) {
 std::string EncodeRecord(const RecordValue& rv) {
   std::string s;
   s.reserve(kRecordBytes);
-  PutU8(&s, 1);  // record version
+  PutU8(&s, 2);  // record version
   PutU8(&s, 0);
   PutU16(&s, 0);
   PutU64(&s, rv.doc_id);
@@ -193,6 +218,7 @@ std::string EncodeRecord(const RecordValue& rv) {
   PutU32(&s, rv.retrieval_count);
   PutU64(&s, rv.kv_bytes);
   PutU64(&s, rv.content_bytes);
+  PutU64(&s, rv.states_bytes);
   PutCrc(&s);
   return s;
 }
@@ -217,7 +243,8 @@ StatusOr<RecordValue> DecodeRecord(std::string_view bytes) {
   r.U32(&rv.retrieval_count);
   r.U64(&rv.kv_bytes);
   r.U64(&rv.content_bytes);
-  if (version != 1) return DataLossError("chunk record version " + std::to_string(version) + " unknown");
+  r.U64(&rv.states_bytes);
+  if (version != 2) return DataLossError("chunk record version " + std::to_string(version) + " unknown");
   rv.position = static_cast<int64_t>(pos);
   if (rv.position < 0) return DataLossError("chunk record has a negative position");
   return rv;
@@ -271,6 +298,51 @@ Status DecodeEmbedding(std::string_view bytes, int64_t dim, float* out) {
                          " floats, the bank dimension is " + std::to_string(dim));
   }
   std::memcpy(out, body.data(), body.size());
+  return Status::Ok();
+}
+
+std::string EncodeStates(std::span<const float> states, std::span<const int32_t> next_tokens,
+                         int64_t state_dim) {
+  const size_t n = next_tokens.size();
+  MUNINN_CHECK_EQ(states.size(), n * static_cast<size_t>(state_dim));
+  std::string s;
+  s.reserve(20 + states.size() * 2 + n * 4 + 4);
+  PutU32(&s, kStatesMagic);
+  PutU16(&s, 1);
+  PutU16(&s, 0);
+  PutU32(&s, static_cast<uint32_t>(n));
+  PutU32(&s, static_cast<uint32_t>(state_dim));
+  for (float x : states) PutU16(&s, Fp32ToFp16(x));
+  for (int32_t t : next_tokens) PutU32(&s, static_cast<uint32_t>(t));
+  PutCrc(&s);
+  return s;
+}
+
+Status DecodeStates(std::string_view bytes, int64_t n_tokens, int64_t state_dim, float* states,
+                    int32_t* next_tokens) {
+  ASSIGN_OR_RETURN(std::string_view body, CheckTrailingCrc(bytes, "token states"));
+  Reader r(body);
+  uint32_t magic = 0, nt = 0, sd = 0;
+  uint16_t version = 0, pad = 0;
+  if (!r.U32(&magic) || !r.U16(&version) || !r.U16(&pad) || !r.U32(&nt) || !r.U32(&sd) ||
+      magic != kStatesMagic || version != 1) {
+    return DataLossError("token states have a bad magic or version");
+  }
+  if (nt != n_tokens || sd != state_dim ||
+      r.remaining() != static_cast<size_t>(n_tokens) * (static_cast<size_t>(state_dim) * 2 + 4)) {
+    return DataLossError("token states do not match the chunk's tokens or the bank's state width");
+  }
+  const int64_t total = n_tokens * state_dim;
+  for (int64_t i = 0; i < total; ++i) {
+    uint16_t h = 0;
+    r.U16(&h);
+    states[i] = Fp16ToFp32(h);
+  }
+  for (int64_t i = 0; i < n_tokens; ++i) {
+    uint32_t t = 0;
+    r.U32(&t);
+    next_tokens[i] = static_cast<int32_t>(t);
+  }
   return Status::Ok();
 }
 

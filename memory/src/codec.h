@@ -22,7 +22,10 @@ namespace muninn::memory::internal {
 inline constexpr uint32_t kBankMagic = 0x4B424E4Du;   // "MNBK"
 inline constexpr uint32_t kKvMagic = 0x564B4E4Du;     // "MNKV"
 inline constexpr uint32_t kIndexMagic = 0x58494E4Du;  // "MNIX"
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kStatesMagic = 0x54534E4Du;  // "MNST"
+// 2: K/V of a list of layers per chunk (or none), per-token states, 56-byte records.
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kIndexFormatVersion = 1;  // index.mnx (vector_index.cc)
 
 // ---- keys ----
 std::string IdKey(uint64_t id);                    // 8 bytes big-endian
@@ -38,6 +41,8 @@ struct BankHeader {
   int64_t head_dim = 0;
   DType kv_dtype = DType::kBF16;
   std::string index_factory;
+  std::vector<int32_t> kv_layers;  // model layers whose K/V each chunk holds (may be empty)
+  int64_t state_dim = 0;           // per-token state width (0: no states)
 };
 std::string EncodeBankHeader(const BankHeader& h);
 StatusOr<BankHeader> DecodeBankHeader(std::string_view bytes);
@@ -59,8 +64,9 @@ struct RecordValue {
   uint32_t retrieval_count = 0;
   uint64_t kv_bytes = 0;       // size of the kv CF value
   uint64_t content_bytes = 0;  // size of the content CF value
+  uint64_t states_bytes = 0;   // size of the states CF value (0: none)
 };
-inline constexpr size_t kRecordBytes = 48;
+inline constexpr size_t kRecordBytes = 56;
 std::string EncodeRecord(const RecordValue& r);
 StatusOr<RecordValue> DecodeRecord(std::string_view bytes);
 
@@ -93,6 +99,16 @@ StatusOr<KvHeader> DecodeKvHeader(std::string_view bytes);
 Status VerifyKv(std::string_view bytes);
 // Converts `n` stored elements of `dtype` to f32.
 void DequantizeKvRow(DType dtype, const void* src, float* dst, int64_t n);
+// ---- per-token states (states CF): kNN-LM datastore ----
+// u32 magic "MNST" | u16 version 1 | u16 0 | u32 n_tokens | u32 state_dim |
+// f16 states [n_tokens, state_dim] | i32 next_tokens [n_tokens] | crc
+std::string EncodeStates(std::span<const float> states, std::span<const int32_t> next_tokens,
+                         int64_t state_dim);
+// Checks the frame and the CRC against `n_tokens` and `state_dim`; writes f32 states and next
+// tokens.
+Status DecodeStates(std::string_view bytes, int64_t n_tokens, int64_t state_dim, float* states,
+                    int32_t* next_tokens);
+
 // Whether `dtype` can be a bank's kv_dtype.
 bool IsSupportedKvDType(DType dtype);
 

@@ -31,9 +31,10 @@ struct PreparedChunk {
   int64_t n_tokens = 0;
   std::string content;
   std::string embedding;
-  std::string kv;
+  std::string kv;      // empty in a bank without K/V
+  std::string states;  // empty in a bank without states
   int64_t stored_bytes() const {
-    return static_cast<int64_t>(content.size() + embedding.size() + kv.size()) +
+    return static_cast<int64_t>(content.size() + embedding.size() + kv.size() + states.size()) +
            kRecordOverheadBytes;
   }
 };
@@ -114,6 +115,20 @@ Status MemoryBank::OpenImpl() {
     if (!options_.index_factory.empty() && options_.index_factory != h.index_factory) {
       return mismatch("index factory", h.index_factory, options_.index_factory);
     }
+    auto layer_list = [](const std::vector<int32_t>& v) {
+      std::string out = "[";
+      for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
+      return out + "]";
+    };
+    if (!options_.kv_layers.empty() && options_.kv_layers != h.kv_layers) {
+      return mismatch("the K/V of layers", layer_list(h.kv_layers), layer_list(options_.kv_layers));
+    }
+    if (options_.state_dim != 0 && options_.state_dim != h.state_dim) {
+      return mismatch("token states of width", std::to_string(h.state_dim),
+                      std::to_string(options_.state_dim));
+    }
+    kv_layers_ = h.kv_layers;
+    state_dim_ = h.state_dim;
     dim_ = h.dim;
     n_head_kv_ = h.n_head_kv;
     head_dim_ = h.head_dim;
@@ -128,9 +143,15 @@ Status MemoryBank::OpenImpl() {
     if (!options_.create_if_missing) {
       return NotFoundError("no memory bank here (create it, or set create_if_missing)");
     }
-    if (options_.dim <= 0 || options_.n_head_kv <= 0 || options_.head_dim <= 0) {
-      return InvalidArgumentError("creating a bank needs dim, n_head_kv and head_dim > 0");
+    if (options_.dim <= 0) return InvalidArgumentError("creating a bank needs dim > 0");
+    if ((options_.n_head_kv > 0) != (options_.head_dim > 0) ||
+        (options_.n_head_kv == 0 && !options_.kv_layers.empty())) {
+      return InvalidArgumentError(
+          "creating a bank needs n_head_kv and head_dim both > 0 (K/V per chunk) or both 0 with "
+          "no kv_layers (a text-only bank)");
     }
+    kv_layers_ = options_.kv_layers;
+    state_dim_ = options_.state_dim;
     dim_ = options_.dim;
     n_head_kv_ = options_.n_head_kv;
     head_dim_ = options_.head_dim;
@@ -140,7 +161,9 @@ Status MemoryBank::OpenImpl() {
       return UnimplementedError("K/V dtype " + std::string(DTypeName(kv_dtype_)) +
                                 " is not available in this build");
     }
-    RETURN_IF_ERROR(internal::KvHalfBytes(kv_dtype_, n_head_kv_, 1, head_dim_).status());
+    if (n_head_kv_ > 0) {
+      RETURN_IF_ERROR(internal::KvHalfBytes(kv_dtype_, n_head_kv_, 1, head_dim_).status());
+    }
     // Reject a bad factory string before anything is written.
     internal::VectorIndexOptions vo;
     vo.dim = dim_;
@@ -152,13 +175,17 @@ Status MemoryBank::OpenImpl() {
     h.head_dim = head_dim_;
     h.kv_dtype = kv_dtype_;
     h.index_factory = index_factory_;
+    h.kv_layers = kv_layers_;
+    h.state_dim = state_dim_;
     internal::WriteBatchBuilder batch = store_->NewBatch();
     batch.Put(Cf::kDefault, "bank", internal::EncodeBankHeader(h));
     batch.Put(Cf::kDefault, "state", internal::EncodeBankState({}));
     RETURN_IF_ERROR(store_->Write(&batch));
   }
 
-  // The records column family is small (48 bytes a chunk): load all bookkeeping into memory.
+  n_kv_rows_ = n_head_kv_ == 0 ? 0
+               : n_head_kv_ * std::max<int64_t>(1, static_cast<int64_t>(kv_layers_.size()));
+  // The records column family is small (56 bytes a chunk): load all bookkeeping into memory.
   const int64_t emb_bytes = dim_ * 4 + 4;
   RETURN_IF_ERROR(store_->ForEach(Cf::kRecords, "", [&](std::string_view k, std::string_view v) {
     ASSIGN_OR_RETURN(uint64_t id, internal::ParseIdKey(k));
@@ -176,14 +203,16 @@ Status MemoryBank::OpenImpl() {
     m.position = rv->position;
     m.n_tokens = rv->n_tokens;
     m.kv_bytes = static_cast<int64_t>(rv->kv_bytes);
-    m.stored_bytes = static_cast<int64_t>(rv->kv_bytes + rv->content_bytes) + emb_bytes +
-                     kRecordOverheadBytes;
+    m.states_bytes = static_cast<int64_t>(rv->states_bytes);
+    m.stored_bytes = static_cast<int64_t>(rv->kv_bytes + rv->content_bytes + rv->states_bytes) +
+                     emb_bytes + kRecordOverheadBytes;
     m.persisted_count = rv->retrieval_count;
     m.retrieval_count.store(rv->retrieval_count, std::memory_order_relaxed);
     ++doc_chunks_[m.doc_id];
     n_tokens_ += m.n_tokens;
     stored_bytes_ += m.stored_bytes;
     kv_bytes_ += m.kv_bytes;
+    states_bytes_ += m.states_bytes;
     return Status::Ok();
   }));
   return LoadOrRebuildIndex();
@@ -331,8 +360,9 @@ Status MemoryBank::FlushLocked() {
     rv.n_tokens = static_cast<uint32_t>(m.n_tokens);
     rv.retrieval_count = c;
     rv.kv_bytes = static_cast<uint64_t>(m.kv_bytes);
-    rv.content_bytes = static_cast<uint64_t>(m.stored_bytes - m.kv_bytes - (dim_ * 4 + 4) -
-                                             kRecordOverheadBytes);
+    rv.states_bytes = static_cast<uint64_t>(m.states_bytes);
+    rv.content_bytes = static_cast<uint64_t>(m.stored_bytes - m.kv_bytes - m.states_bytes -
+                                             (dim_ * 4 + 4) - kRecordOverheadBytes);
     batch.Put(Cf::kRecords, internal::IdKey(id), internal::EncodeRecord(rv));
     written.emplace_back(&m, c);
   }
@@ -408,19 +438,45 @@ StatusOr<std::vector<ChunkId>> MemoryBank::Append(std::span<const ChunkInput> ch
       return InvalidArgumentError(where + "needs 1..2^30 tokens and at most 1 GiB of text");
     }
     const int64_t nt = static_cast<int64_t>(c.tokens.size());
-    if (!c.k.defined() || c.k.ndim() != 3 || c.k.dim(0) != n_head_kv_ || c.k.dim(1) != nt ||
-        c.k.dim(2) != head_dim_) {
-      return InvalidArgumentError(where + "K must be [" + std::to_string(n_head_kv_) + ", " +
-                                  std::to_string(nt) + ", " + std::to_string(head_dim_) + "], got " +
-                                  (c.k.defined() ? c.k.shape().ToString() : "nothing"));
-    }
     PreparedChunk& p = prepared[i];
+    if (n_kv_rows_ == 0) {
+      if (c.k.defined() || c.v.defined()) {
+        return InvalidArgumentError(where + "this bank stores no K/V (a text-only bank), but the "
+                                    "chunk carries K/V");
+      }
+    } else {
+      if (!c.k.defined() || c.k.ndim() != 3 || c.k.dim(0) != n_kv_rows_ || c.k.dim(1) != nt ||
+          c.k.dim(2) != head_dim_) {
+        return InvalidArgumentError(where + "K must be [" + std::to_string(n_kv_rows_) + ", " +
+                                    std::to_string(nt) + ", " + std::to_string(head_dim_) +
+                                    "] (K/V layers x heads, tokens, head_dim), got " +
+                                    (c.k.defined() ? c.k.shape().ToString() : "nothing"));
+      }
+      StatusOr<std::string> kv = internal::EncodeKv(kv_dtype_, c.k, c.v);
+      if (!kv.ok()) return kv.status().WithContext(where);
+      p.kv = std::move(kv).value();
+    }
+    if (state_dim_ == 0) {
+      if (!c.states.empty() || !c.next_tokens.empty()) {
+        return InvalidArgumentError(where + "this bank stores no token states");
+      }
+    } else {
+      if (static_cast<int64_t>(c.next_tokens.size()) != nt ||
+          static_cast<int64_t>(c.states.size()) != nt * state_dim_) {
+        return InvalidArgumentError(where + "token states must be [" + std::to_string(nt) + ", " +
+                                    std::to_string(state_dim_) + "] with " + std::to_string(nt) +
+                                    " next tokens, got " + std::to_string(c.states.size()) +
+                                    " values and " + std::to_string(c.next_tokens.size()) +
+                                    " next tokens");
+      }
+      for (float x : c.states) {
+        if (!std::isfinite(x)) return InvalidArgumentError(where + "token states are not finite");
+      }
+      p.states = internal::EncodeStates(c.states, c.next_tokens, state_dim_);
+    }
     p.doc_id = c.doc_id;
     p.position = c.position;
     p.n_tokens = nt;
-    StatusOr<std::string> kv = internal::EncodeKv(kv_dtype_, c.k, c.v);
-    if (!kv.ok()) return kv.status().WithContext(where);
-    p.kv = std::move(kv).value();
     p.content = internal::EncodeContent(c.tokens, c.text);
     p.embedding = internal::EncodeEmbedding(c.embedding);
     add_tokens += nt;
@@ -435,7 +491,9 @@ StatusOr<std::vector<ChunkId>> MemoryBank::Append(std::span<const ChunkInput> ch
   internal::WriteBatchBuilder batch = store_->NewBatch();
   for (ChunkId id : evict) {
     const std::string key = internal::IdKey(id);
-    for (Cf cf : {Cf::kRecords, Cf::kContent, Cf::kKv, Cf::kEmbeddings}) batch.Delete(cf, key);
+    for (Cf cf : {Cf::kRecords, Cf::kContent, Cf::kKv, Cf::kEmbeddings, Cf::kStates}) {
+      batch.Delete(cf, key);
+    }
     batch.Delete(Cf::kDocuments, internal::DocKey(metas_.at(id).doc_id, id));
   }
   std::vector<ChunkId> ids(prepared.size());
@@ -449,9 +507,11 @@ StatusOr<std::vector<ChunkId>> MemoryBank::Append(std::span<const ChunkInput> ch
     rv.n_tokens = static_cast<uint32_t>(p.n_tokens);
     rv.kv_bytes = p.kv.size();
     rv.content_bytes = p.content.size();
+    rv.states_bytes = p.states.size();
     batch.Put(Cf::kRecords, key, internal::EncodeRecord(rv));
     batch.Put(Cf::kContent, key, p.content);
-    batch.Put(Cf::kKv, key, p.kv);
+    if (!p.kv.empty()) batch.Put(Cf::kKv, key, p.kv);
+    if (!p.states.empty()) batch.Put(Cf::kStates, key, p.states);
     batch.Put(Cf::kEmbeddings, key, p.embedding);
     batch.Put(Cf::kDocuments, internal::DocKey(p.doc_id, ids[i]), "");
   }
@@ -468,6 +528,7 @@ StatusOr<std::vector<ChunkId>> MemoryBank::Append(std::span<const ChunkInput> ch
     n_tokens_ -= it->second.n_tokens;
     stored_bytes_ -= it->second.stored_bytes;
     kv_bytes_ -= it->second.kv_bytes;
+    states_bytes_ -= it->second.states_bytes;
     if (--doc_chunks_[it->second.doc_id] == 0) doc_chunks_.erase(it->second.doc_id);
     metas_.erase(it);
   }
@@ -479,11 +540,13 @@ StatusOr<std::vector<ChunkId>> MemoryBank::Append(std::span<const ChunkInput> ch
     m.position = p.position;
     m.n_tokens = p.n_tokens;
     m.kv_bytes = static_cast<int64_t>(p.kv.size());
+    m.states_bytes = static_cast<int64_t>(p.states.size());
     m.stored_bytes = p.stored_bytes();
     ++doc_chunks_[p.doc_id];
     n_tokens_ += m.n_tokens;
     stored_bytes_ += m.stored_bytes;
     kv_bytes_ += m.kv_bytes;
+    states_bytes_ += m.states_bytes;
     std::memcpy(vecs.data() + i * static_cast<size_t>(dim_), chunks[i].embedding.data(),
                 static_cast<size_t>(dim_) * sizeof(float));
   }
@@ -526,7 +589,9 @@ StatusOr<int64_t> MemoryBank::DeleteDocument(DocumentId doc_id) {
   internal::WriteBatchBuilder batch = store_->NewBatch();
   for (ChunkId id : ids) {
     const std::string key = internal::IdKey(id);
-    for (Cf cf : {Cf::kRecords, Cf::kContent, Cf::kKv, Cf::kEmbeddings}) batch.Delete(cf, key);
+    for (Cf cf : {Cf::kRecords, Cf::kContent, Cf::kKv, Cf::kEmbeddings, Cf::kStates}) {
+      batch.Delete(cf, key);
+    }
     batch.Delete(Cf::kDocuments, internal::DocKey(doc_id, id));
   }
   internal::BankState state;
@@ -540,6 +605,7 @@ StatusOr<int64_t> MemoryBank::DeleteDocument(DocumentId doc_id) {
     n_tokens_ -= it->second.n_tokens;
     stored_bytes_ -= it->second.stored_bytes;
     kv_bytes_ -= it->second.kv_bytes;
+    states_bytes_ -= it->second.states_bytes;
     metas_.erase(it);
   }
   doc_chunks_.erase(doc_id);
@@ -615,6 +681,10 @@ StatusOr<FetchedKV> MemoryBank::FetchKV(std::span<const ChunkId> ids_in, DType o
     return InvalidArgumentError("FetchKV: out_dtype must be f32 or the bank's " +
                                 std::string(DTypeName(kv_dtype_)));
   }
+  if (n_kv_rows_ == 0) {
+    return FailedPreconditionError("this memory bank stores no K/V (a text-only bank): use a "
+                                   "memory mode that reads text, or a bank made for K/V");
+  }
   std::vector<ChunkId> ids(ids_in.begin(), ids_in.end());
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
@@ -629,8 +699,8 @@ StatusOr<FetchedKV> MemoryBank::FetchKV(std::span<const ChunkId> ids_in, DType o
     total += it->second.n_tokens;
   }
   out.ids = ids;
-  ASSIGN_OR_RETURN(out.k, Tensor::Empty(out_dtype, Shape{n_head_kv_, total, head_dim_}));
-  ASSIGN_OR_RETURN(out.v, Tensor::Empty(out_dtype, Shape{n_head_kv_, total, head_dim_}));
+  ASSIGN_OR_RETURN(out.k, Tensor::Empty(out_dtype, Shape{n_kv_rows_, total, head_dim_}));
+  ASSIGN_OR_RETURN(out.v, Tensor::Empty(out_dtype, Shape{n_kv_rows_, total, head_dim_}));
   const size_t src_row = *RowBytes(kv_dtype_, head_dim_);
   const size_t dst_row = *RowBytes(out_dtype, head_dim_);
   int64_t t0 = 0;
@@ -638,7 +708,7 @@ StatusOr<FetchedKV> MemoryBank::FetchKV(std::span<const ChunkId> ids_in, DType o
     const int64_t nt = out.lengths[c];
     RETURN_IF_ERROR(store_->GetWith(Cf::kKv, internal::IdKey(ids[c]), [&](std::string_view v) -> Status {
       ASSIGN_OR_RETURN(internal::KvHeader h, internal::DecodeKvHeader(v));
-      if (h.dtype != kv_dtype_ || h.n_head_kv != n_head_kv_ || h.head_dim != head_dim_ ||
+      if (h.dtype != kv_dtype_ || h.n_head_kv != n_kv_rows_ || h.head_dim != head_dim_ ||
           h.n_tokens != nt) {
         return DataLossError("K/V blob of chunk " + std::to_string(ids[c]) +
                              " does not match its record or the bank's shape");
@@ -647,8 +717,8 @@ StatusOr<FetchedKV> MemoryBank::FetchKV(std::span<const ChunkId> ids_in, DType o
       const char* payload = v.data() + internal::kKvHeaderBytes;
       for (int half = 0; half < 2; ++half) {
         const Tensor& dst = half == 0 ? out.k : out.v;
-        for (int64_t hd = 0; hd < n_head_kv_; ++hd) {
-          const char* src = payload + (static_cast<size_t>(half * n_head_kv_ + hd) *
+        for (int64_t hd = 0; hd < n_kv_rows_; ++hd) {
+          const char* src = payload + (static_cast<size_t>(half * n_kv_rows_ + hd) *
                                        static_cast<size_t>(nt)) * src_row;
           char* d = static_cast<char*>(dst.data()) +
                     (static_cast<size_t>(hd) * static_cast<size_t>(total) +
@@ -666,6 +736,40 @@ StatusOr<FetchedKV> MemoryBank::FetchKV(std::span<const ChunkId> ids_in, DType o
       }
       return Status::Ok();
     }).WithContext("FetchKV chunk " + std::to_string(ids[c])));
+    t0 += nt;
+  }
+  return out;
+}
+
+StatusOr<FetchedStates> MemoryBank::FetchStates(std::span<const ChunkId> ids_in) const {
+  if (state_dim_ == 0) {
+    return FailedPreconditionError("this memory bank stores no token states (kNN-LM needs a bank "
+                                   "made with state_dim > 0)");
+  }
+  std::vector<ChunkId> ids(ids_in.begin(), ids_in.end());
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  auto lock = ReaderLock();
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  FetchedStates out;
+  int64_t total = 0;
+  for (ChunkId id : ids) {
+    auto it = metas_.find(id);
+    if (it == metas_.end()) return NotFoundError("FetchStates: no chunk " + std::to_string(id));
+    out.lengths.push_back(it->second.n_tokens);
+    out.positions.push_back(it->second.position);
+    total += it->second.n_tokens;
+  }
+  out.ids = ids;
+  out.states.resize(static_cast<size_t>(total * state_dim_));
+  out.next_tokens.resize(static_cast<size_t>(total));
+  int64_t t0 = 0;
+  for (size_t c = 0; c < ids.size(); ++c) {
+    const int64_t nt = out.lengths[c];
+    RETURN_IF_ERROR(store_->GetWith(Cf::kStates, internal::IdKey(ids[c]), [&](std::string_view v) {
+      return internal::DecodeStates(v, nt, state_dim_, out.states.data() + t0 * state_dim_,
+                                    out.next_tokens.data() + t0);
+    }).WithContext("FetchStates chunk " + std::to_string(ids[c])));
     t0 += nt;
   }
   return out;
@@ -714,6 +818,12 @@ StatusOr<ChunkRecord> MemoryBank::GetChunk(ChunkId id) const {
   RETURN_IF_ERROR(store_->GetWith(Cf::kEmbeddings, key, [&](std::string_view v) {
     return internal::DecodeEmbedding(v, dim_, rec.embedding.data());
   }).WithContext(ctx));
+  if (n_kv_rows_ == 0) {
+    if (static_cast<int64_t>(rec.tokens.size()) != rec.info.n_tokens) {
+      return DataLossError(ctx + ": token count differs between record and content");
+    }
+    return rec;
+  }
   std::string kv;
   RETURN_IF_ERROR(store_->Get(Cf::kKv, key, &kv).WithContext(ctx));
   RETURN_IF_ERROR(internal::VerifyKv(kv).WithContext(ctx));
@@ -783,16 +893,34 @@ StatusOr<VerifyReport> MemoryBank::Verify() const {
         AddProblem(&report, name + "vector index holds a different embedding");
       }
     }
-    s = store_->Get(Cf::kKv, key, &value);
-    if (s.ok()) s = internal::VerifyKv(value);
-    if (s.ok()) {
-      StatusOr<internal::KvHeader> h = internal::DecodeKvHeader(value);
-      if (h->dtype != kv_dtype_ || h->n_head_kv != n_head_kv_ || h->head_dim != head_dim_ ||
-          h->n_tokens != static_cast<int64_t>(rv->n_tokens) || value.size() != rv->kv_bytes) {
-        s = DataLossError("K/V shape does not match the record or the bank");
+    if (n_kv_rows_ > 0) {
+      s = store_->Get(Cf::kKv, key, &value);
+      if (s.ok()) s = internal::VerifyKv(value);
+      if (s.ok()) {
+        StatusOr<internal::KvHeader> h = internal::DecodeKvHeader(value);
+        if (h->dtype != kv_dtype_ || h->n_head_kv != n_kv_rows_ || h->head_dim != head_dim_ ||
+            h->n_tokens != static_cast<int64_t>(rv->n_tokens) || value.size() != rv->kv_bytes) {
+          s = DataLossError("K/V shape does not match the record or the bank");
+        }
       }
+      if (!s.ok()) AddProblem(&report, name + "K/V: " + std::string(s.message()));
+    } else if (rv->kv_bytes != 0) {
+      AddProblem(&report, name + "K/V: the record claims K/V in a bank without K/V");
     }
-    if (!s.ok()) AddProblem(&report, name + "K/V: " + std::string(s.message()));
+    if (state_dim_ > 0) {
+      s = store_->Get(Cf::kStates, key, &value);
+      if (s.ok()) {
+        std::vector<float> st(static_cast<size_t>(rv->n_tokens) * static_cast<size_t>(state_dim_));
+        std::vector<int32_t> nx(rv->n_tokens);
+        s = internal::DecodeStates(value, rv->n_tokens, state_dim_, st.data(), nx.data());
+        if (s.ok() && value.size() != rv->states_bytes) {
+          s = DataLossError("token states size does not match the record");
+        }
+      }
+      if (!s.ok()) AddProblem(&report, name + "token states: " + std::string(s.message()));
+    } else if (rv->states_bytes != 0) {
+      AddProblem(&report, name + "token states: the record claims states in a bank without them");
+    }
     s = store_->Get(Cf::kDocuments, internal::DocKey(rv->doc_id, *id), &value);
     if (!s.ok()) AddProblem(&report, name + "not listed under its document");
     return Status::Ok();
@@ -802,7 +930,7 @@ StatusOr<VerifyReport> MemoryBank::Verify() const {
                                      " chunks but RocksDB holds " + std::to_string(seen.size()));
   }
   // Orphans: values or document entries without a record (a partial chunk).
-  for (Cf cf : {Cf::kContent, Cf::kKv, Cf::kEmbeddings}) {
+  for (Cf cf : {Cf::kContent, Cf::kKv, Cf::kEmbeddings, Cf::kStates}) {
     RETURN_IF_ERROR(store_->ForEach(cf, "", [&](std::string_view k, std::string_view) {
       StatusOr<uint64_t> id = internal::ParseIdKey(k);
       if (!id.ok() || seen.count(*id) == 0) {
@@ -847,9 +975,12 @@ BankStats MemoryBank::Stats() const {
   s.n_tokens = n_tokens_;
   s.stored_bytes = stored_bytes_;
   s.kv_bytes = kv_bytes_;
+  s.states_bytes = states_bytes_;
   s.dim = dim_;
+  s.kv_layers = kv_layers_;
   s.n_head_kv = n_head_kv_;
   s.head_dim = head_dim_;
+  s.state_dim = state_dim_;
   s.kv_dtype = kv_dtype_;
   s.index_factory = index_factory_;
   s.index_ntotal = index_ ? index_->ntotal() : 0;

@@ -28,8 +28,18 @@ Status MemoryBankOptions::Validate() const {
   if (!in_memory && path.empty()) {
     return InvalidArgumentError("memory bank options: set `path` (or in_memory for tests)");
   }
-  if (dim < 0 || n_head_kv < 0 || head_dim < 0) {
-    return InvalidArgumentError("memory bank options: dim, n_head_kv and head_dim must be >= 0");
+  if (dim < 0 || n_head_kv < 0 || head_dim < 0 || state_dim < 0 || state_dim > (1 << 20)) {
+    return InvalidArgumentError(
+        "memory bank options: dim, n_head_kv, head_dim and state_dim must be >= 0");
+  }
+  for (size_t i = 0; i < kv_layers.size(); ++i) {
+    if (kv_layers[i] < 0 || (i > 0 && kv_layers[i] <= kv_layers[i - 1])) {
+      return InvalidArgumentError(
+          "memory bank options: kv_layers must be distinct layer indices >= 0 in ascending order");
+    }
+  }
+  if (kv_layers.size() > 4096) {
+    return InvalidArgumentError("memory bank options: at most 4096 kv_layers");
   }
   if (kv_dtype != DType::kCount && kv_dtype != DType::kF16 && kv_dtype != DType::kBF16 &&
       kv_dtype != DType::kQ8_0) {

@@ -110,7 +110,7 @@ std::string EncodeIndexHeader(uint64_t seq, int64_t dim, int64_t ntotal, uint64_
                               uint32_t payload_crc, const std::string& factory) {
   std::string h;
   Put32(&h, kIndexMagic);
-  Put32(&h, kFormatVersion);
+  Put32(&h, kIndexFormatVersion);
   Put64(&h, seq);
   Put64(&h, static_cast<uint64_t>(dim));
   Put64(&h, static_cast<uint64_t>(ntotal));
@@ -446,7 +446,7 @@ StatusOr<std::unique_ptr<VectorIndex>> VectorIndex::Load(const std::string& path
   const size_t size = file->size();
   if (size < kFixedHeaderBytes) return DataLossError("index file " + path + " is truncated");
   if (Get(p, 4) != kIndexMagic) return DataLossError("index file " + path + " has a bad magic");
-  if (Get(p + 4, 4) != kFormatVersion) {
+  if (Get(p + 4, 4) != kIndexFormatVersion) {
     return FailedPreconditionError("index file " + path + " has another format version");
   }
   const uint64_t flen = Get(p + 44, 4);

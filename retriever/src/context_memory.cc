@@ -6,68 +6,10 @@
 #include <limits>
 #include <numeric>
 #include <set>
+#include <tuple>
 #include <utility>
 
 namespace muninn::retriever {
-
-const char* ContextPositionName(ContextPosition p) {
-  switch (p) {
-    case ContextPosition::kConstant: return "constant";
-    case ContextPosition::kContiguous: return "contiguous";
-    case ContextPosition::kZero: return "zero";
-  }
-  return "?";
-}
-
-bool ParseContextPosition(std::string_view name, ContextPosition* out) {
-  if (name == "constant") *out = ContextPosition::kConstant;
-  else if (name == "contiguous") *out = ContextPosition::kContiguous;
-  else if (name == "zero") *out = ContextPosition::kZero;
-  else return false;
-  return true;
-}
-
-const char* ContextSelectionName(ContextSelection s) {
-  return s == ContextSelection::kEmbedder ? "embedder" : "representative_keys";
-}
-
-bool ParseContextSelection(std::string_view name, ContextSelection* out) {
-  if (name == "embedder") *out = ContextSelection::kEmbedder;
-  else if (name == "representative_keys" || name == "representative-keys") {
-    *out = ContextSelection::kRepresentativeKeys;
-  } else {
-    return false;
-  }
-  return true;
-}
-
-Status ContextMemoryOptions::Validate(const model::ModelConfig& config) const {
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i] < 0 || layers[i] >= config.n_layer) {
-      return InvalidArgumentError("context memory layer " + std::to_string(layers[i]) +
-                                  " is outside the model's layers [0, " +
-                                  std::to_string(config.n_layer) + ")");
-    }
-    if (std::find(layers.begin(), layers.begin() + static_cast<std::ptrdiff_t>(i), layers[i]) !=
-        layers.begin() + static_cast<std::ptrdiff_t>(i)) {
-      return InvalidArgumentError("context memory layer " + std::to_string(layers[i]) +
-                                  " is listed twice");
-    }
-  }
-  if (sink_tokens < 0 || sink_tokens > 65536) {
-    return InvalidArgumentError("context memory sink_tokens must be in [0, 65536], got " +
-                                std::to_string(sink_tokens));
-  }
-  if (representative_keys < 1 || representative_keys > 4096) {
-    return InvalidArgumentError("context memory representative_keys must be in [1, 4096], got " +
-                                std::to_string(representative_keys));
-  }
-  if (top_k < 0 || top_k > 4096) {
-    return InvalidArgumentError("context memory top_k must be in [0, 4096], got " +
-                                std::to_string(top_k));
-  }
-  return Status::Ok();
-}
 
 namespace {
 
@@ -88,17 +30,44 @@ const float* Row(const Tensor& t, int64_t i0, int64_t i1) {  // row [i0, i1, :] 
 
 }  // namespace
 
+StatusOr<std::pair<Tensor, Tensor>> StackLayerKV(
+    const std::vector<model::ForwardResult::CapturedKV>& captured) {
+  if (captured.empty() || !captured[0].k.defined()) {
+    return InvalidArgumentError("no captured K/V to stack");
+  }
+  const int64_t L = static_cast<int64_t>(captured.size());
+  const int64_t T = captured[0].k.dim(0), n_kv = captured[0].k.dim(1), hd = captured[0].k.dim(2);
+  ASSIGN_OR_RETURN(Tensor k, Tensor::Empty(DType::kF32, Shape{L * n_kv, T, hd}));
+  ASSIGN_OR_RETURN(Tensor v, Tensor::Empty(DType::kF32, Shape{L * n_kv, T, hd}));
+  for (int64_t li = 0; li < L; ++li) {
+    const model::ForwardResult::CapturedKV& c = captured[static_cast<size_t>(li)];
+    if (!c.k.defined() || !(c.k.shape() == Shape{T, n_kv, hd}) || !(c.v.shape() == c.k.shape())) {
+      return InvalidArgumentError("captured K/V of layer " + std::to_string(c.layer) +
+                                  " is missing or differently shaped");
+    }
+    for (int64_t h = 0; h < n_kv; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        std::memcpy(k.data_as<float>() + ((li * n_kv + h) * T + t) * hd, Row(c.k, t, h),
+                    static_cast<size_t>(hd) * sizeof(float));
+        std::memcpy(v.data_as<float>() + ((li * n_kv + h) * T + t) * hd, Row(c.v, t, h),
+                    static_cast<size_t>(hd) * sizeof(float));
+      }
+    }
+  }
+  return std::make_pair(std::move(k), std::move(v));
+}
+
 StatusOr<std::unique_ptr<ContextMemory>> ContextMemory::Create(model::Model* model,
                                                                memory::MemoryBank* bank,
                                                                Embedder* embedder,
                                                                const ContextMemoryOptions& options,
+                                                               std::vector<int32_t> bank_layers,
                                                                int64_t local_window) {
   if (model == nullptr || bank == nullptr) {
     return InvalidArgumentError("context memory needs a model and a memory bank");
   }
   const model::ModelConfig& cfg = model->config();
-  RETURN_IF_ERROR(options.Validate(cfg));
-  if (options.selection == ContextSelection::kEmbedder && embedder == nullptr) {
+  if (options.selection == ChunkSelection::kEmbedder && embedder == nullptr) {
     return InvalidArgumentError("context memory with embedder selection needs an embedder");
   }
   if (local_window < 1 || local_window > int64_t{std::numeric_limits<int32_t>::max()}) {
@@ -106,23 +75,33 @@ StatusOr<std::unique_ptr<ContextMemory>> ContextMemory::Create(model::Model* mod
   }
   auto cm = std::unique_ptr<ContextMemory>(
       new ContextMemory(model, bank, embedder, options, local_window));
-  cm->layers_ = options.layers;
-  if (cm->layers_.empty()) {
-    for (int32_t l = 0; l < cfg.n_layer; ++l) cm->layers_.push_back(l);
+  cm->layers_ = options.ResolvedLayers(cfg.n_layer);
+  std::sort(bank_layers.begin(), bank_layers.end());
+  cm->bank_layers_ = std::move(bank_layers);
+  for (int32_t l : cm->layers_) {
+    if (l < 0 || l >= cfg.n_layer) {
+      return InvalidArgumentError("context memory layer " + std::to_string(l) +
+                                  " is not a layer of the model");
+    }
+    auto it = std::lower_bound(cm->bank_layers_.begin(), cm->bank_layers_.end(), l);
+    if (it == cm->bank_layers_.end() || *it != l) {
+      return InvalidArgumentError("the memory bank holds no K/V of context layer " +
+                                  std::to_string(l) +
+                                  "; ingest into a bank made for these context layers");
+    }
+    cm->bank_index_.push_back(it - cm->bank_layers_.begin());
   }
-  std::sort(cm->layers_.begin(), cm->layers_.end());
-  if (bank->n_head_kv() != cm->bank_heads() || bank->head_dim() != cfg.head_dim) {
+  if (cm->layers_.empty()) return InvalidArgumentError("context memory needs at least one layer");
+  if (bank->n_head_kv() != cfg.n_head_kv || bank->head_dim() != cfg.head_dim ||
+      bank->n_kv_layers() != static_cast<int64_t>(cm->bank_layers_.size())) {
     return InvalidArgumentError(
-        "context memory stores " + std::to_string(cm->layers_.size()) + " layers × " +
-        std::to_string(cfg.n_head_kv) + " K/V heads × " + std::to_string(cfg.head_dim) +
-        " per chunk, but the memory bank holds " + std::to_string(bank->n_head_kv()) + " × " +
-        std::to_string(bank->head_dim()) + "; use a bank created for these context layers");
+        "context memory needs a bank of " + std::to_string(cm->bank_layers_.size()) +
+        " K/V layers × " + std::to_string(cfg.n_head_kv) + " heads × " +
+        std::to_string(cfg.head_dim) + ", but it holds " + std::to_string(bank->n_kv_layers()) +
+        " × " + std::to_string(bank->n_head_kv()) + " × " + std::to_string(bank->head_dim()) +
+        "; use a bank made for this model and these context layers");
   }
   return cm;
-}
-
-int64_t ContextMemory::bank_heads() const {
-  return static_cast<int64_t>(layers_.size()) * model_->config().n_head_kv;
 }
 
 StatusOr<ContextMemory::Window> ContextMemory::Ingest(std::span<const model::TokenId> tokens) {
@@ -130,15 +109,15 @@ StatusOr<ContextMemory::Window> ContextMemory::Ingest(std::span<const model::Tok
   const int64_t T = static_cast<int64_t>(tokens.size());
   const int64_t L = static_cast<int64_t>(layers_.size());
   const int64_t n_kv = cfg.n_head_kv, hd = cfg.head_dim, n_head = cfg.n_head;
-  const bool representative = options_.selection == ContextSelection::kRepresentativeKeys;
+  const bool representative = options_.selection == ChunkSelection::kRepresentativeKeys;
   auto layer_index = [&](int32_t layer) -> int64_t {
     auto it = std::lower_bound(layers_.begin(), layers_.end(), layer);
     return it != layers_.end() && *it == layer ? it - layers_.begin() : -1;
   };
   model::ForwardOptions fo;
   fo.compute_logits = false;
-  fo.capture_layers = layers_;
-  fo.last_layer = layers_.back();
+  fo.capture_layers = bank_layers_;
+  fo.last_layer = bank_layers_.back();
   std::vector<Tensor> q_rot(static_cast<size_t>(L));  // [T, n_head, hd] after RoPE at 0..T-1
   Status observer_status;
   if (representative) {
@@ -158,19 +137,7 @@ StatusOr<ContextMemory::Window> ContextMemory::Ingest(std::span<const model::Tok
   RETURN_IF_ERROR(observer_status);
 
   Window w;
-  ASSIGN_OR_RETURN(w.k, Tensor::Empty(DType::kF32, Shape{L * n_kv, T, hd}));
-  ASSIGN_OR_RETURN(w.v, Tensor::Empty(DType::kF32, Shape{L * n_kv, T, hd}));
-  for (int64_t li = 0; li < L; ++li) {
-    const model::ForwardResult::CapturedKV& c = r.captured[static_cast<size_t>(li)];
-    for (int64_t h = 0; h < n_kv; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        std::memcpy(w.k.data_as<float>() + ((li * n_kv + h) * T + t) * hd, Row(c.k, t, h),
-                    static_cast<size_t>(hd) * sizeof(float));
-        std::memcpy(w.v.data_as<float>() + ((li * n_kv + h) * T + t) * hd, Row(c.v, t, h),
-                    static_cast<size_t>(hd) * sizeof(float));
-      }
-    }
-  }
+  ASSIGN_OR_RETURN(std::tie(w.k, w.v), StackLayerKV(r.captured));
   if (!representative) return w;
 
   // Representative keys: the R tokens that received the most attention (summed over heads) from
@@ -181,7 +148,8 @@ StatusOr<ContextMemory::Window> ContextMemory::Ingest(std::span<const model::Tok
   w.representative.assign(static_cast<size_t>(L * R * n_kv * hd), 0.0f);
   std::vector<double> received(static_cast<size_t>(T)), p(static_cast<size_t>(T));
   for (int64_t li = 0; li < L; ++li) {
-    const model::ForwardResult::CapturedKV& c = r.captured[static_cast<size_t>(li)];
+    const model::ForwardResult::CapturedKV& c =
+        r.captured[static_cast<size_t>(bank_index_[static_cast<size_t>(li)])];
     ASSIGN_OR_RETURN(Tensor k_rot, model::RotateMemoryKeys(model_->backend(), cfg.rope, c.k, 0));
     const Tensor& q = q_rot[static_cast<size_t>(li)];
     if (!q.defined()) return InternalError("context memory: layer queries were not observed");
@@ -336,7 +304,7 @@ StatusOr<std::vector<std::vector<memory::ChunkId>>> ContextMemory::SelectByRepre
 }
 
 StatusOr<model::MemoryKV> ContextMemory::Build(std::string_view query_text,
-                                               std::span<const model::TokenId> window,
+                                               std::span<const model::TokenId> query,
                                                const memory::SearchFilter& filter,
                                                std::vector<memory::SearchHit>* hits) {
   hits->clear();
@@ -363,8 +331,8 @@ StatusOr<model::MemoryKV> ContextMemory::Build(std::string_view query_text,
 
   std::vector<memory::SearchHit> scored;
   std::vector<std::vector<memory::ChunkId>> per_layer;
-  if (options_.selection == ContextSelection::kEmbedder) {
-    ASSIGN_OR_RETURN(per_layer, SelectByEmbedder(query_text, window, filter, sinks, &scored));
+  if (options_.selection == ChunkSelection::kEmbedder) {
+    ASSIGN_OR_RETURN(per_layer, SelectByEmbedder(query_text, query, filter, sinks, &scored));
   } else {
     for (const auto& [id, c] : info) {
       if (entries_.count(id) == 0) {
@@ -375,7 +343,7 @@ StatusOr<model::MemoryKV> ContextMemory::Build(std::string_view query_text,
             "in this session or select chunks with the embedder");
       }
     }
-    ASSIGN_OR_RETURN(per_layer, SelectByRepresentativeKeys(window, filter, sinks));
+    ASSIGN_OR_RETURN(per_layer, SelectByRepresentativeKeys(query, filter, sinks));
   }
   if (filter.doc_ids.empty()) {
     std::set<memory::DocumentId> docs;
@@ -435,9 +403,10 @@ StatusOr<model::MemoryKV> ContextMemory::Build(std::string_view query_text,
     for (const auto& [off, len] : rows) {
       for (int64_t t = 0; t < len; ++t, ++m) {
         for (int64_t g = 0; g < n_kv; ++g) {
-          std::memcpy(k.data_as<float>() + (m * n_kv + g) * hd, Row(kv.k, li * n_kv + g, off + t),
+          const int64_t row = bank_index_[static_cast<size_t>(li)] * n_kv + g;
+          std::memcpy(k.data_as<float>() + (m * n_kv + g) * hd, Row(kv.k, row, off + t),
                       static_cast<size_t>(hd) * sizeof(float));
-          std::memcpy(v.data_as<float>() + (m * n_kv + g) * hd, Row(kv.v, li * n_kv + g, off + t),
+          std::memcpy(v.data_as<float>() + (m * n_kv + g) * hd, Row(kv.v, row, off + t),
                       static_cast<size_t>(hd) * sizeof(float));
         }
       }

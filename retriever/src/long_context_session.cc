@@ -3,8 +3,118 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <set>
+#include <tuple>
+
+#include "muninn/retriever/context_memory.h"
 
 namespace muninn::retriever {
+
+namespace {
+
+struct ModeName {
+  MemoryMode mode;
+  const char* name;
+};
+constexpr ModeName kModeNames[] = {
+    {kModeMemLong, "memlong"}, {kModeContext, "context"}, {kModeReread, "reread"}, {kModeKnnLm, "knn"}};
+
+}  // namespace
+
+std::string MemoryModesName(uint32_t modes) {
+  std::string out;
+  for (const ModeName& m : kModeNames) {
+    if ((modes & m.mode) == 0) continue;
+    if (!out.empty()) out += "+";
+    out += m.name;
+  }
+  return out.empty() ? "none" : out;
+}
+
+Status ParseMemoryModes(std::string_view text, uint32_t* out) {
+  uint32_t modes = 0;
+  size_t b = 0;
+  bool any = false;
+  while (b <= text.size()) {
+    size_t e = text.find_first_of(",+", b);
+    if (e == std::string_view::npos) e = text.size();
+    const std::string_view word = text.substr(b, e - b);
+    b = e + 1;
+    if (word.empty()) continue;
+    any = true;
+    if (word == "none") continue;
+    bool found = false;
+    for (const ModeName& m : kModeNames) {
+      if (word == m.name || (word == "knn-lm" && m.mode == kModeKnnLm) ||
+          (word == "rag" && m.mode == kModeReread)) {
+        modes |= m.mode;
+        found = true;
+      }
+    }
+    if (!found) {
+      return InvalidArgumentError("unknown memory mode '" + std::string(word) +
+                                  "' (modes: memlong, context, reread, knn, none)");
+    }
+  }
+  if (!any) return InvalidArgumentError("no memory mode given (modes: memlong, context, reread, knn, none)");
+  *out = modes;
+  return Status::Ok();
+}
+
+const char* ContextPositionName(ContextPosition p) {
+  switch (p) {
+    case ContextPosition::kConstant: return "constant";
+    case ContextPosition::kContiguous: return "contiguous";
+    case ContextPosition::kZero: return "zero";
+  }
+  return "?";
+}
+
+bool ParseContextPosition(std::string_view name, ContextPosition* out) {
+  for (ContextPosition p : {ContextPosition::kConstant, ContextPosition::kContiguous, ContextPosition::kZero}) {
+    if (name == ContextPositionName(p)) {
+      *out = p;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* ChunkSelectionName(ChunkSelection s) {
+  return s == ChunkSelection::kEmbedder ? "embedder" : "representative_keys";
+}
+
+bool ParseChunkSelection(std::string_view name, ChunkSelection* out) {
+  if (name == "embedder") *out = ChunkSelection::kEmbedder;
+  else if (name == "representative_keys" || name == "repr_keys") *out = ChunkSelection::kRepresentativeKeys;
+  else return false;
+  return true;
+}
+
+std::vector<int32_t> ContextMemoryOptions::ResolvedLayers(int32_t n_layer) const {
+  if (!layers.empty()) {
+    std::vector<int32_t> out = layers;
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
+  std::vector<int32_t> out(static_cast<size_t>(std::max(0, n_layer)));
+  for (int32_t i = 0; i < n_layer; ++i) out[static_cast<size_t>(i)] = i;
+  return out;
+}
+
+std::vector<int32_t> LongContextOptions::KvLayers(const model::ModelConfig& config) const {
+  std::set<int32_t> layers;
+  if (has(kModeMemLong)) layers.insert(memory_layer);
+  if (has(kModeContext)) {
+    for (int32_t l : context.ResolvedLayers(config.n_layer)) layers.insert(l);
+  }
+  return {layers.begin(), layers.end()};
+}
+
+int64_t LongContextOptions::StateDim(const model::ModelConfig& config) const {
+  return has(kModeKnnLm) ? config.n_embd : 0;
+}
 
 const char* MemoryPositionName(MemoryPosition p) {
   return p == MemoryPosition::kZero ? "zero" : "before_window";
@@ -44,12 +154,44 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   if (kv_cache_dtype != DType::kF16 && kv_cache_dtype != DType::kF32) {
     return InvalidArgumentError("the KV cache dtype must be f16 or f32");
   }
-  if ((modes & kMemoryModeContext) != 0) {
-    RETURN_IF_ERROR(context.Validate(config));
-    if ((modes & kMemoryModeMemLong) != 0) {
-      return InvalidArgumentError("memory modes memlong and context both inject K/V into attention "
-                                  "and need differently shaped banks; pick one of them");
+  if ((modes & ~kAllMemoryModes) != 0) return InvalidArgumentError("unknown memory mode bits");
+  for (int32_t l : context.layers) {
+    if (l < 0 || l >= config.n_layer) {
+      return InvalidArgumentError("context memory layer " + std::to_string(l) +
+                                  " is outside the model's layers [0, " +
+                                  std::to_string(config.n_layer) + ")");
     }
+  }
+  // Bounds tied to the window only matter for the modes that run (defaults suit long windows).
+  if (context.sink_tokens < 0 ||
+      ((modes & kModeContext) != 0 && context.sink_tokens > local_window)) {
+    return InvalidArgumentError("context memory sink_tokens must be in [0, local_window]");
+  }
+  if (context.representative_keys < 1 || context.representative_keys > 4096) {
+    return InvalidArgumentError("context memory representative_keys must be in [1, 4096]");
+  }
+  if (context.top_k < 0 || context.top_k > 4096) {
+    return InvalidArgumentError("context memory top_k must be in [0, 4096]");
+  }
+  if (reread.top_k < 0 || reread.top_k > 4096) {
+    return InvalidArgumentError("reread top_k must be in [0, 4096]");
+  }
+  if (reread.budget_tokens < 0 ||
+      ((modes & kModeReread) != 0 && reread.budget_tokens > local_window)) {
+    return InvalidArgumentError("reread budget_tokens must be in [0, local_window (" +
+                                std::to_string(local_window) + ")]");
+  }
+  if (knn.k < 1 || knn.k > 4096 || knn.chunks < 1 || knn.chunks > 4096) {
+    return InvalidArgumentError("knn k and chunks must be in [1, 4096]");
+  }
+  if (!(knn.lambda >= 0.0f && knn.lambda <= 1.0f)) {
+    return InvalidArgumentError("knn lambda must be in [0, 1]");
+  }
+  if (!(knn.temperature > 0.0f) || !std::isfinite(knn.temperature)) {
+    return InvalidArgumentError("knn temperature must be > 0");
+  }
+  if (has(kModeKnnLm)) {
+    return UnimplementedError("the kNN-LM memory mode is not in this build yet");
   }
   return Status::Ok();
 }
@@ -59,6 +201,14 @@ LongContextSession::LongContextSession(model::Model* model, const model::Tokeniz
                                        const LongContextOptions& o)
     : model_(model), tokenizer_(tokenizer), bank_(bank), embedder_(embedder), options_(o) {}
 
+LongContextSession::~LongContextSession() = default;
+
+std::vector<int32_t> LongContextSession::BankKvLayers() const {
+  // A bank that does not record its layers holds exactly one: MemLong's memory layer.
+  if (bank_ == nullptr || bank_->kv_layers().empty()) return {options_.memory_layer};
+  return bank_->kv_layers();
+}
+
 StatusOr<std::unique_ptr<LongContextSession>> LongContextSession::Create(
     model::Model* model, const model::Tokenizer* tokenizer, memory::MemoryBank* bank,
     Embedder* embedder, const LongContextOptions& options) {
@@ -67,17 +217,40 @@ StatusOr<std::unique_ptr<LongContextSession>> LongContextSession::Create(
   }
   const model::ModelConfig& cfg = model->config();
   RETURN_IF_ERROR(options.Validate(cfg));
-  if (options.use_memory && (bank == nullptr || embedder == nullptr)) {
-    return InvalidArgumentError("use_memory needs a memory bank and an embedder");
+  if (options.use_memory && options.modes != 0 && (bank == nullptr || embedder == nullptr)) {
+    return InvalidArgumentError("memory needs a memory bank and an embedder");
   }
-  const bool context = (options.modes & kMemoryModeContext) != 0;
-  if (!context && bank != nullptr &&
-      (bank->n_head_kv() != cfg.n_head_kv || bank->head_dim() != cfg.head_dim)) {
-    return InvalidArgumentError(
-        "the memory bank stores K/V of " + std::to_string(bank->n_head_kv()) + " heads × " +
-        std::to_string(bank->head_dim()) + " but the model's layers have " +
-        std::to_string(cfg.n_head_kv) + " × " + std::to_string(cfg.head_dim) +
-        "; use a bank built with this model");
+  if (bank != nullptr) {
+    const std::vector<int32_t> need = options.KvLayers(cfg);
+    if (!need.empty()) {
+      if (!bank->has_kv()) {
+        return InvalidArgumentError("the memory bank stores no K/V (a text-only bank) but memory "
+                                    "mode " + MemoryModesName(options.modes) +
+                                    " reads K/V; ingest into a bank made for this mode");
+      }
+      if (bank->n_head_kv() != cfg.n_head_kv || bank->head_dim() != cfg.head_dim) {
+        return InvalidArgumentError(
+            "the memory bank stores K/V of " + std::to_string(bank->n_head_kv()) + " heads × " +
+            std::to_string(bank->head_dim()) + " but the model's layers have " +
+            std::to_string(cfg.n_head_kv) + " × " + std::to_string(cfg.head_dim) +
+            "; use a bank built with this model");
+      }
+      // A bank that does not record its layers holds exactly one: MemLong's memory layer.
+      const std::vector<int32_t> have =
+          bank->kv_layers().empty() ? std::vector<int32_t>{options.memory_layer} : bank->kv_layers();
+      for (int32_t l : need) {
+        if (!std::binary_search(have.begin(), have.end(), l)) {
+          return InvalidArgumentError("the memory bank holds no K/V of layer " + std::to_string(l) +
+                                      ", which memory mode " + MemoryModesName(options.modes) +
+                                      " reads; ingest into a bank made for this mode and config");
+        }
+      }
+    }
+    if (options.StateDim(cfg) > 0 && bank->state_dim() != options.StateDim(cfg)) {
+      return InvalidArgumentError("the kNN-LM mode needs a bank with token states of width " +
+                                  std::to_string(options.StateDim(cfg)) + "; this bank has " +
+                                  std::to_string(bank->state_dim()));
+    }
   }
   auto session = std::unique_ptr<LongContextSession>(
       new LongContextSession(model, tokenizer, bank, embedder, options));
@@ -85,10 +258,10 @@ StatusOr<std::unique_ptr<LongContextSession>> LongContextSession::Create(
   kv.n_ctx = options.local_window;
   kv.dtype = options.kv_cache_dtype;
   ASSIGN_OR_RETURN(session->cache_, model->NewKvCache(kv));
-  if (context && bank != nullptr) {
-    ASSIGN_OR_RETURN(session->context_, ContextMemory::Create(model, bank, embedder,
-                                                              options.context,
-                                                              options.local_window));
+  if (options.has(kModeContext) && bank != nullptr) {
+    ASSIGN_OR_RETURN(session->context_,
+                     ContextMemory::Create(model, bank, embedder, options.context,
+                                           session->BankKvLayers(), options.local_window));
   }
   if (bank != nullptr && embedder != nullptr) {
     RetrieverOptions ro;
@@ -121,10 +294,18 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
   // Windows are embedded and appended in groups: one embedder call and one atomic bank append
   // per group keeps both efficient; the group is small so memory stays O(τ).
   constexpr int64_t kGroup = 8;
+  // What the bank stores decides what ingest computes: nothing but the embedding for a text-only
+  // bank; the K/V of the bank's layers otherwise (a bank that records no layer list holds the
+  // MemLong memory layer).
+  const bool need_kv = bank_->has_kv();
+  if (bank_->state_dim() > 0) {
+    return UnimplementedError("ingesting token states (kNN-LM) is not in this build yet");
+  }
+  // One pass per window captures every layer the bank holds, up to the highest of them.
   model::ForwardOptions fo;
   fo.compute_logits = false;
-  fo.capture_layer = options_.memory_layer;
-  fo.last_layer = options_.memory_layer;
+  fo.capture_layers = BankKvLayers();
+  fo.last_layer = fo.capture_layers.back();
   for (int64_t group_begin = 0; group_begin < n; group_begin += kGroup * tau) {
     const int64_t group_end = std::min(n, group_begin + kGroup * tau);
     std::vector<std::string> texts;
@@ -135,10 +316,10 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
       const int64_t e = std::min(group_end, b + tau);
       auto window = tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(e - b));
       if (context_mode()) {
-        // Context memory: every context layer's own K/V, [n_layers · n_head_kv, T, head_dim].
+        // Every layer the bank holds, plus the context layers' representative keys.
         ASSIGN_OR_RETURN(ContextMemory::Window w, context_->Ingest(window));
         context_kvs.push_back(std::move(w));
-      } else {
+      } else if (need_kv) {
         ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, fo));
         kvs.push_back(std::move(r));
       }
@@ -160,11 +341,10 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
       if (context_mode()) {
         c.k = context_kvs[i].k;
         c.v = context_kvs[i].v;
-        continue;
+      } else if (need_kv) {
+        // [n_kv_layers · n_head_kv, T, head_dim], layer-major in the bank's layer order.
+        ASSIGN_OR_RETURN(std::tie(c.k, c.v), StackLayerKV(kvs[i].captured));
       }
-      // Captured [T, n_head_kv, head_dim] → the bank's [n_head_kv, T, head_dim]: a view.
-      ASSIGN_OR_RETURN(c.k, kvs[i].captured_k.Transpose(0, 1));
-      ASSIGN_OR_RETURN(c.v, kvs[i].captured_v.Transpose(0, 1));
     }
     ASSIGN_OR_RETURN(std::vector<memory::ChunkId> ids, bank_->Append(chunks));
     if (context_mode()) {
@@ -185,14 +365,22 @@ Status LongContextSession::Retrieve(std::string_view query_text,
                                     const memory::SearchFilter& filter) {
   retrieved_ = Retrieved{};
   memory_ = model::MemoryKV{};
-  if (!options_.use_memory || retriever_ == nullptr || options_.retrieval_layers.empty() ||
-      (options_.modes & kMemoryModeMemLong) == 0) {
+  if (!options_.has(kModeMemLong) || retriever_ == nullptr || options_.retrieval_layers.empty()) {
     return Status::Ok();
   }
   const std::vector<model::TokenId> qtok =
       tokenizer_->Encode(query_text, /*add_special=*/false, /*parse_special=*/false);
   ASSIGN_OR_RETURN(retrieved_, retriever_->Retrieve({query_text, qtok}, filter));
   if (retrieved_.empty()) return Status::Ok();
+  if (bank_->n_kv_layers() > 1) {
+    // [M, n_kv_layers · n_head_kv, d]: MemLong reads the memory layer's rows only (a view).
+    const std::vector<int32_t> layers = BankKvLayers();
+    const int64_t li =
+        std::lower_bound(layers.begin(), layers.end(), options_.memory_layer) - layers.begin();
+    const int64_t h = bank_->n_head_kv();
+    ASSIGN_OR_RETURN(retrieved_.k, retrieved_.k.Slice(1, li * h, (li + 1) * h));
+    ASSIGN_OR_RETURN(retrieved_.v, retrieved_.v.Slice(1, li * h, (li + 1) * h));
+  }
   if (options_.memory_position == MemoryPosition::kBeforeWindow) {
     // Memory keys are stored before RoPE; place memory token i of M at position i - M.
     const int64_t m = retrieved_.n_tokens();
@@ -208,9 +396,47 @@ Status LongContextSession::Retrieve(std::string_view query_text,
 
 Status LongContextSession::RetrieveContext(std::span<const model::TokenId> window) {
   if (!context_mode() || !options_.use_memory) return Status::Ok();
-  retrieved_ = Retrieved{};
-  ASSIGN_OR_RETURN(memory_, context_->Build(query_text_, window, filter_, &retrieved_.hits));
+  // Chunks are chosen for the query (its tokens drive the embedder and the representative-key
+  // scout pass); a window without a query text stands for itself.
+  std::vector<model::TokenId> qtok =
+      tokenizer_->Encode(query_text_, /*add_special=*/false, /*parse_special=*/false);
+  if (qtok.empty()) qtok.assign(window.begin(), window.end());
+  std::vector<memory::SearchHit> hits;
+  ASSIGN_OR_RETURN(model::MemoryKV context, context_->Build(query_text_, qtok, filter_, &hits));
+  // Context layers read their own K/V; on a layer that MemLong also reads, context memory wins.
+  if (memory_.layers.size() < context.layers.size()) memory_.layers.resize(context.layers.size());
+  for (size_t l = 0; l < context.layers.size(); ++l) {
+    if (context.layers[l].defined()) memory_.layers[l] = std::move(context.layers[l]);
+  }
+  if (!options_.has(kModeMemLong)) {
+    retrieved_ = Retrieved{};
+    retrieved_.hits = std::move(hits);
+  }
   return Status::Ok();
+}
+
+StatusOr<std::vector<Excerpt>> LongContextSession::RetrieveExcerpts(
+    std::string_view query_text, const memory::SearchFilter& filter) {
+  std::vector<Excerpt> out;
+  if (!options_.use_memory || retriever_ == nullptr || options_.reread.top_k == 0) return out;
+  const std::vector<model::TokenId> qtok =
+      tokenizer_->Encode(query_text, /*add_special=*/false, /*parse_special=*/false);
+  ASSIGN_OR_RETURN(std::vector<memory::SearchHit> hits,
+                   retriever_->Search({query_text, qtok}, filter, options_.reread.top_k));
+  // Best first until the budget is spent; a chunk that does not fit is skipped, a smaller one
+  // after it may still fit.
+  int64_t used = 0;
+  for (const memory::SearchHit& h : hits) {
+    if (used + h.n_tokens > options_.reread.budget_tokens) continue;
+    ASSIGN_OR_RETURN(memory::ChunkRecord rec, bank_->GetChunk(h.id));
+    used += h.n_tokens;
+    out.push_back({h, std::move(rec.text), std::move(rec.tokens)});
+  }
+  std::sort(out.begin(), out.end(), [](const Excerpt& a, const Excerpt& b) {
+    return a.hit.doc_id != b.hit.doc_id ? a.hit.doc_id < b.hit.doc_id
+                                        : a.hit.position < b.hit.position;
+  });
+  return out;
 }
 
 Status LongContextSession::Run(std::span<const model::TokenId> ids) {
@@ -243,11 +469,15 @@ Status LongContextSession::Begin(std::span<const model::TokenId> prompt,
 
 StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
     std::span<const model::TokenId> window, std::string_view query_text,
-    const memory::SearchFilter& filter) {
+    const memory::SearchFilter& filter, std::span<const model::TokenId> prefix) {
   if (window.size() < 2) return InvalidArgumentError("scoring needs at least two tokens");
-  if (static_cast<int64_t>(window.size()) > options_.local_window) {
+  if (static_cast<int64_t>(window.size() + prefix.size()) > options_.local_window) {
     return ResourceExhaustedError("a scored window of " + std::to_string(window.size()) +
-                                  " tokens does not fit the local window of " +
+                                  " tokens" +
+                                  (prefix.empty() ? std::string()
+                                                  : " after " + std::to_string(prefix.size()) +
+                                                        " context tokens") +
+                                  " does not fit the local window of " +
                                   std::to_string(options_.local_window));
   }
   cache_->Clear();
@@ -256,6 +486,11 @@ StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
   query_text_ = std::string(query_text);
   RETURN_IF_ERROR(Retrieve(query_text_, filter_));
   RETURN_IF_ERROR(RetrieveContext(window));
+  if (!prefix.empty()) {
+    model::ForwardOptions pfo;
+    pfo.memory = memory_.layers.empty() ? nullptr : &memory_;
+    RETURN_IF_ERROR(model_->Forward(prefix, cache_.get(), pfo).status());
+  }
   std::vector<float> out;
   out.reserve(window.size() - 1);
   constexpr size_t kPiece = 256;  // [256, n_vocab] logits at a time

@@ -45,6 +45,17 @@ StatusOr<Retrieved> Retriever::Retrieve(const EmbedRequest& query,
   return RetrieveByEmbedding(q, filter);
 }
 
+StatusOr<std::vector<memory::SearchHit>> Retriever::Search(const EmbedRequest& query,
+                                                           const memory::SearchFilter& filter,
+                                                           int64_t k) {
+  if (k < 0) return InvalidArgumentError("retrieval k must be >= 0");
+  if (k == 0) return std::vector<memory::SearchHit>{};
+  ASSIGN_OR_RETURN(std::vector<float> q, embedder_->Embed(std::span<const EmbedRequest>(&query, 1)));
+  ASSIGN_OR_RETURN(auto results, bank_->Search(q, 1, k, filter, options_.count_retrievals));
+  if (results.empty()) return std::vector<memory::SearchHit>{};
+  return std::move(results[0]);
+}
+
 StatusOr<Retrieved> Retriever::RetrieveByEmbedding(std::span<const float> query,
                                                    const memory::SearchFilter& filter) {
   if (static_cast<int64_t>(query.size()) != bank_->dim()) {

@@ -111,6 +111,58 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
     if (!retriever::ParseMemoryPosition(pos, &o.memory_position)) {
       return err("memory_position", "must be \"zero\" or \"before_window\"");
     }
+    if (lc.contains("modes")) {
+      if (!lc["modes"].is_string()) return err("modes", "must be a string such as \"reread\"");
+      RETURN_IF_ERROR(retriever::ParseMemoryModes(lc["modes"].get<std::string>(), &o.modes)
+                          .WithContext("config '" + path + "': 'modes'"));
+    }
+    if (lc.contains("context")) {
+      const auto& cm = lc["context"];
+      if (!cm.is_object()) return err("context", "must be an object");
+      if (cm.contains("layers")) {
+        if (cm["layers"].is_string() && cm["layers"].get<std::string>() == "all") {
+          o.context.layers.clear();
+        } else if (cm["layers"].is_array()) {
+          o.context.layers.clear();
+          for (const auto& v : cm["layers"]) {
+            if (!v.is_number_integer()) return err("context.layers", "must hold integers");
+            o.context.layers.push_back(v.get<int32_t>());
+          }
+        } else {
+          return err("context.layers", "must be \"all\" or an array of layer indices");
+        }
+      }
+      RETURN_IF_ERROR(get_int(cm, "sink_tokens", &o.context.sink_tokens));
+      RETURN_IF_ERROR(get_int(cm, "representative_keys", &o.context.representative_keys));
+      RETURN_IF_ERROR(get_int(cm, "top_k", &o.context.top_k));
+      std::string cp = retriever::ContextPositionName(o.context.position);
+      RETURN_IF_ERROR(get_string(cm, "position", &cp));
+      if (!retriever::ParseContextPosition(cp, &o.context.position)) {
+        return err("context.position", "must be \"constant\", \"contiguous\" or \"zero\"");
+      }
+      std::string sel = retriever::ChunkSelectionName(o.context.selection);
+      RETURN_IF_ERROR(get_string(cm, "selection", &sel));
+      if (!retriever::ParseChunkSelection(sel, &o.context.selection)) {
+        return err("context.selection", "must be \"embedder\" or \"representative_keys\"");
+      }
+    }
+    if (lc.contains("reread")) {
+      const auto& rr = lc["reread"];
+      if (!rr.is_object()) return err("reread", "must be an object");
+      RETURN_IF_ERROR(get_int(rr, "top_k", &o.reread.top_k));
+      RETURN_IF_ERROR(get_int(rr, "budget_tokens", &o.reread.budget_tokens));
+    }
+    if (lc.contains("knn")) {
+      const auto& kn = lc["knn"];
+      if (!kn.is_object()) return err("knn", "must be an object");
+      RETURN_IF_ERROR(get_int(kn, "k", &o.knn.k));
+      RETURN_IF_ERROR(get_int(kn, "chunks", &o.knn.chunks));
+      for (const char* key : {"lambda", "temperature"}) {
+        if (!kn.contains(key)) continue;
+        if (!kn[key].is_number()) return err(std::string("knn.") + key, "must be a number");
+        (std::string(key) == "lambda" ? o.knn.lambda : o.knn.temperature) = kn[key].get<float>();
+      }
+    }
   }
   if (j.contains("bank")) {
     const auto& b = j["bank"];

@@ -1,6 +1,28 @@
 #include "chat_generation.h"
 
+#include <algorithm>
+
 namespace muninn::tools {
+
+std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts) {
+  std::string out;
+  for (size_t i = 0; i < excerpts.size(); ++i) {
+    const retriever::Excerpt& e = excerpts[i];
+    std::string text = e.text;
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    size_t b = 0;
+    while (b < text.size() && (text[b] == '\n' || text[b] == ' ')) ++b;
+    out += "[" + std::to_string(i + 1) + "] " + text.substr(b) + "\n\n";
+  }
+  return out;
+}
+
+std::string WithExcerpts(std::span<const retriever::Excerpt> excerpts, std::string_view question) {
+  if (excerpts.empty()) return std::string(question);
+  return "Excerpts from the document:\n\n" + FormatExcerpts(excerpts) +
+         "Answer using only the excerpts above.\n" + std::string(question);
+}
+
 namespace {
 
 StatusOr<ChatTurnResult> Run(retriever::LongContextSession& session,
@@ -13,7 +35,8 @@ StatusOr<ChatTurnResult> Run(retriever::LongContextSession& session,
   ChatTurnResult result;
   result.prompt_tokens = static_cast<int64_t>(ids.size());
   // Retrieval happens in Begin; copy the hits before generation can overflow and re-retrieve.
-  result.hits = session.retrieved().hits;
+  result.hits.insert(result.hits.end(), session.retrieved().hits.begin(),
+                     session.retrieved().hits.end());
   ASSIGN_OR_RETURN(result.generation, session.Generate(options.generate, sampler, on_text));
   return result;
 }
@@ -25,17 +48,77 @@ StatusOr<ChatTurnResult> RunChatTurn(retriever::LongContextSession& session,
                                      std::span<const model::ChatMessage> messages,
                                      std::string_view query_text, const ChatTurnOptions& options,
                                      const retriever::TextCallback& on_text) {
-  ASSIGN_OR_RETURN(const std::string prompt, chat.Render(messages, true));
-  const auto ids = session.tokenizer()->Encode(prompt, false, true);
-  return Run(session, ids, query_text, options, on_text);
+  std::vector<retriever::Excerpt> excerpts;
+  if (session.options().has(retriever::kModeReread) && !messages.empty()) {
+    ASSIGN_OR_RETURN(excerpts, session.RetrieveExcerpts(query_text, options.filter));
+  }
+  // The last user message carries the excerpts; the weakest excerpt goes first when the prompt
+  // does not fit the window (generation overflows into memory, the prompt cannot).
+  size_t last_user = messages.size();
+  for (size_t i = messages.size(); i-- > 0;) {
+    if (messages[i].role == "user") {
+      last_user = i;
+      break;
+    }
+  }
+  if (last_user == messages.size()) excerpts.clear();
+  std::vector<model::TokenId> ids;
+  while (true) {
+    std::vector<model::ChatMessage> msgs(messages.begin(), messages.end());
+    if (!excerpts.empty()) msgs[last_user].content = WithExcerpts(excerpts, messages[last_user].content);
+    ASSIGN_OR_RETURN(const std::string prompt, chat.Render(msgs, true));
+    ids = session.tokenizer()->Encode(prompt, false, true);
+    // Keep room for a few generated tokens before the window overflows.
+    const int64_t room = session.options().local_window - 16;
+    if (excerpts.empty() || static_cast<int64_t>(ids.size()) <= room) break;
+    auto weakest = std::min_element(excerpts.begin(), excerpts.end(), [](const auto& a, const auto& b) {
+      return a.hit.score < b.hit.score;
+    });
+    excerpts.erase(weakest);
+  }
+  ASSIGN_OR_RETURN(ChatTurnResult result, Run(session, ids, query_text, options, on_text));
+  if (!excerpts.empty()) {
+    std::vector<memory::SearchHit> hits;
+    for (const auto& e : excerpts) hits.push_back(e.hit);
+    hits.insert(hits.end(), result.hits.begin(), result.hits.end());
+    result.hits = std::move(hits);
+    ASSIGN_OR_RETURN(const std::string plain, chat.Render(messages, true));
+    result.excerpt_tokens =
+        result.prompt_tokens -
+        static_cast<int64_t>(session.tokenizer()->Encode(plain, false, true).size());
+  }
+  return result;
 }
 
 StatusOr<ChatTurnResult> RunCompletion(retriever::LongContextSession& session,
                                        std::string_view prompt, const ChatTurnOptions& options,
                                        const retriever::TextCallback& on_text) {
-  // Raw text: special-token strings in it are plain text, not control tokens.
-  const auto ids = session.tokenizer()->Encode(prompt, true, false);
-  return Run(session, ids, prompt, options, on_text);
+  // Raw text: special-token strings in it are plain text, not control tokens. In re-read mode the
+  // excerpts come first (a completion continues the prompt, so nothing may follow it).
+  std::vector<retriever::Excerpt> excerpts;
+  if (session.options().has(retriever::kModeReread)) {
+    ASSIGN_OR_RETURN(excerpts, session.RetrieveExcerpts(prompt, options.filter));
+  }
+  std::vector<model::TokenId> ids;
+  while (true) {
+    const std::string text =
+        excerpts.empty() ? std::string(prompt) : FormatExcerpts(excerpts) + std::string(prompt);
+    ids = session.tokenizer()->Encode(text, true, false);
+    if (excerpts.empty() || static_cast<int64_t>(ids.size()) <= session.options().local_window - 16) {
+      break;
+    }
+    excerpts.erase(std::min_element(excerpts.begin(), excerpts.end(), [](const auto& a, const auto& b) {
+      return a.hit.score < b.hit.score;
+    }));
+  }
+  ASSIGN_OR_RETURN(ChatTurnResult result, Run(session, ids, prompt, options, on_text));
+  if (!excerpts.empty()) {
+    std::vector<memory::SearchHit> hits;
+    for (const auto& e : excerpts) hits.push_back(e.hit);
+    hits.insert(hits.end(), result.hits.begin(), result.hits.end());
+    result.hits = std::move(hits);
+  }
+  return result;
 }
 
 }  // namespace muninn::tools

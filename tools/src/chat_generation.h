@@ -28,9 +28,21 @@ struct ChatTurnOptions {
 struct ChatTurnResult {
   retriever::GenerateResult generation;
   int64_t prompt_tokens = 0;
-  std::vector<memory::SearchHit> hits;  // chunks the answer attended to (chronological)
+  std::vector<memory::SearchHit> hits;  // chunks the answer used: re-read excerpts (document
+                                        // order), then chunks attended to (chronological)
+  int64_t excerpt_tokens = 0;           // prompt tokens spent on re-read excerpts
 };
 
+// Re-read mode: the excerpts as the prompt shows them, in document order, numbered, each with
+// its document position, e.g. "[1] (document 3, tokens 128-256)\n<text>".
+std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts);
+
+// The user's message with the excerpts placed before it (the instruction last: small models keep
+// to what comes last). Returns `question` unchanged when there are no excerpts.
+std::string WithExcerpts(std::span<const retriever::Excerpt> excerpts, std::string_view question);
+
+// With the session's re-read mode on, the chunks retrieved for `query_text` are put before the
+// last user message (dropping the weakest ones until the prompt fits the window).
 // ResourceExhausted when the rendered prompt does not fit the session's local window.
 StatusOr<ChatTurnResult> RunChatTurn(retriever::LongContextSession& session,
                                      const model::ChatTemplate& chat,

@@ -13,8 +13,10 @@ void RegisterEmbedCommands(CLI::App& app, CommandContext& ctx);
 void RegisterBankCommands(CLI::App& app, CommandContext& ctx);
 // `muninn model info` — what a checkpoint holds (architecture, hyperparameters, tensors).
 void RegisterModelCommands(CLI::App& app, CommandContext& ctx);
-// `muninn summarize`, `ingest`, `ask`, `eval passkey|perplexity` — the long-context pipelines.
+// `muninn summarize`, `ingest`, `ask` — the long-context pipelines.
 void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx);
+// `muninn eval passkey|needle|perplexity` — long-context evaluations, memory modes side by side.
+void RegisterEvalCommands(CLI::App& app, CommandContext& ctx);
 // `muninn tokenize` — token ids and pieces of a text under a model's tokenizer.
 void RegisterTokenizeCommands(CLI::App& app, CommandContext& ctx);
 // `muninn serve` — the HTTP retrieval-augmented QA server (OpenAI-compatible API + documents);

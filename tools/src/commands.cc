@@ -15,6 +15,7 @@ void RegisterCommands(CLI::App& app, CommandContext& ctx) {
   RegisterBankCommands(app, ctx);
   RegisterModelCommands(app, ctx);
   RegisterLongContextCommands(app, ctx);
+  RegisterEvalCommands(app, ctx);
   RegisterServeCommands(app, ctx);
 }
 

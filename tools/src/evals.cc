@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "chat_generation.h"
+
 namespace muninn::tools {
 
 Status PasskeyOptions::Validate() const {
@@ -15,6 +17,7 @@ Status PasskeyOptions::Validate() const {
   }
   if (trials < 1) return InvalidArgumentError("passkey trials must be >= 1");
   if (local_tokens < 64) return InvalidArgumentError("passkey local_tokens must be >= 64");
+  if (fillers.empty()) return InvalidArgumentError("passkey needs at least one filler text");
   return Status::Ok();
 }
 
@@ -22,6 +25,7 @@ Status PerplexityOptions::Validate() const {
   if (scored_tokens < 2) return InvalidArgumentError("scored_tokens must be >= 2");
   if (seq_len < scored_tokens) return InvalidArgumentError("seq_len must be >= scored_tokens");
   if (max_windows < 0) return InvalidArgumentError("max_windows must be >= 0");
+  if (query_tokens < 1) return InvalidArgumentError("query_tokens must be >= 1");
   return Status::Ok();
 }
 
@@ -43,24 +47,80 @@ uint64_t SplitMix(uint64_t& s) {
 
 }  // namespace
 
+FillerText RepeatFiller() { return FillerText{"repeat", ""}; }
+
+StatusOr<std::string> HaystackText(const model::Tokenizer& tok, const FillerText& filler,
+                                   int64_t n_tokens, uint64_t seed) {
+  if (n_tokens <= 0) return std::string();
+  std::string base = filler.text;
+  if (base.empty()) base = kFiller;
+  // Start at a seed-chosen line of prose (the repeat filler has one line: it starts at 0).
+  uint64_t s = seed;
+  size_t start = 0;
+  if (!filler.text.empty()) {
+    start = static_cast<size_t>(SplitMix(s) % base.size());
+    const size_t nl = base.find('\n', start);
+    start = nl == std::string::npos ? 0 : nl + 1;
+  }
+  // Take a stretch long enough for n_tokens (wrapping around the text), then cut at n_tokens.
+  size_t chars = static_cast<size_t>(n_tokens) * 6 + 64;
+  for (int attempt = 0; attempt < 8; ++attempt, chars *= 2) {
+    std::string stretch;
+    stretch.reserve(chars);
+    size_t at = start;
+    while (stretch.size() < chars) {
+      const size_t take = std::min(chars - stretch.size(), base.size() - at);
+      stretch.append(base, at, take);
+      at = (at + take) % base.size();
+    }
+    const std::vector<model::TokenId> ids = tok.Encode(stretch, false, false);
+    if (static_cast<int64_t>(ids.size()) >= n_tokens) {
+      return tok.Decode(std::span<const model::TokenId>(ids).subspan(0, static_cast<size_t>(n_tokens)));
+    }
+  }
+  return InvalidArgumentError("filler '" + filler.name + "' does not tokenize to " +
+                              std::to_string(n_tokens) + " tokens");
+}
+
+std::string InsertAtDepth(const std::string& hay, const std::string& sentence, double depth) {
+  const size_t target = static_cast<size_t>(std::llround(std::clamp(depth, 0.0, 1.0) *
+                                                         static_cast<double>(hay.size())));
+  if (target == 0) return sentence + hay;
+  if (target >= hay.size()) return hay + sentence;
+  // The nearest boundary: a line break in prose, a sentence end in the repeat filler.
+  size_t best = std::string::npos;
+  for (const char* sep : {"\n", ". "}) {
+    const size_t after = hay.find(sep, target);
+    const size_t before = target > 0 ? hay.rfind(sep, target) : std::string::npos;
+    for (size_t c : {after, before}) {
+      if (c == std::string::npos) continue;
+      const size_t at = c + std::char_traits<char>::length(sep);
+      if (best == std::string::npos ||
+          (at > target ? at - target : target - at) < (best > target ? best - target : target - best)) {
+        best = at;
+      }
+    }
+    if (best != std::string::npos) break;
+  }
+  if (best == std::string::npos || best > hay.size()) best = target;
+  return hay.substr(0, best) + sentence + hay.substr(best);
+}
+
 StatusOr<PasskeyPrompt> BuildPasskeyPrompt(const model::Tokenizer& tok, int64_t length,
-                                           double depth, int64_t local_tokens, uint64_t seed) {
+                                           double depth, int64_t local_tokens, uint64_t seed,
+                                           const FillerText& filler) {
   uint64_t s = seed;
   const uint64_t key_num = 10000 + SplitMix(s) % 90000;
   PasskeyPrompt p;
   p.key = std::to_string(key_num);
   const std::string needle = "The pass key is " + p.key + ". Remember it. " + p.key + " is the pass key. ";
-  const int64_t filler_tokens = static_cast<int64_t>(tok.Encode(kFiller, false, false).size());
   const int64_t fixed = static_cast<int64_t>(
       tok.Encode(std::string(kIntro) + needle + kQuestion, false, false).size());
-  const int64_t repeats = std::max<int64_t>(1, (length - fixed) / std::max<int64_t>(1, filler_tokens));
-  const int64_t key_at = static_cast<int64_t>(std::llround(depth * static_cast<double>(repeats)));
-  std::string text = kIntro;
-  for (int64_t i = 0; i <= repeats; ++i) {
-    if (i == key_at) text += needle;
-    if (i < repeats) text += kFiller;
-  }
-  text += kQuestion;
+  ASSIGN_OR_RETURN(std::string hay, HaystackText(tok, filler, std::max<int64_t>(1, length - fixed), s));
+  // Prose gets the needle on a line of its own.
+  const std::string text = std::string(kIntro) +
+                           InsertAtDepth(hay, filler.text.empty() ? needle : "\n" + needle + "\n", depth) +
+                           kQuestion;
   // Split into prefix and local window at a token boundary.
   const std::vector<model::TokenId> ids = tok.Encode(text, false, false);
   const int64_t n = static_cast<int64_t>(ids.size());
@@ -78,12 +138,16 @@ StatusOr<std::vector<PasskeyTrial>> RunPasskey(retriever::LongContextSession& se
   const model::Tokenizer& tok = *session.tokenizer();
   std::vector<PasskeyTrial> out;
   uint64_t seed = options.seed;
+  const bool reread = session.options().has(retriever::kModeReread);
+  for (const FillerText& filler : options.fillers) {
   for (int64_t length : options.lengths) {
     for (double depth : options.depths) {
       for (int64_t t = 0; t < options.trials; ++t) {
-        ASSIGN_OR_RETURN(PasskeyPrompt p, BuildPasskeyPrompt(tok, length, depth, options.local_tokens, seed++));
+        ASSIGN_OR_RETURN(PasskeyPrompt p, BuildPasskeyPrompt(tok, length, depth, options.local_tokens,
+                                                             seed++, filler));
         if (reset_bank) RETURN_IF_ERROR(reset_bank());
         PasskeyTrial trial;
+        trial.filler = filler.name;
         trial.requested_length = length;
         trial.depth = depth;
         trial.key = p.key;
@@ -102,8 +166,26 @@ StatusOr<std::vector<PasskeyTrial>> RunPasskey(retriever::LongContextSession& se
         const size_t q = std::min<size_t>(window.size(), 32);
         const std::string query =
             tok.Decode(std::span<const model::TokenId>(window).subspan(window.size() - q), true);
-        RETURN_IF_ERROR(session.Begin(window, query));
-        trial.retrieved_chunks = static_cast<int64_t>(session.retrieved().hits.size());
+        std::vector<retriever::Excerpt> excerpts;
+        if (reread && !prefix.empty()) {
+          ASSIGN_OR_RETURN(excerpts, session.RetrieveExcerpts(query));
+        }
+        std::vector<model::TokenId> prompt = window;
+        while (!excerpts.empty()) {
+          // The excerpts come first; the weakest goes when they do not fit beside the window.
+          prompt = tok.Encode(FormatExcerpts(excerpts), false, false);
+          prompt.insert(prompt.end(), window.begin(), window.end());
+          if (static_cast<int64_t>(prompt.size()) + 16 <= session.options().local_window) break;
+          excerpts.erase(std::min_element(excerpts.begin(), excerpts.end(), [](const auto& a, const auto& b) {
+            return a.hit.score < b.hit.score;
+          }));
+          prompt = window;
+        }
+        RETURN_IF_ERROR(session.Begin(prompt, query));
+        trial.retrieved_chunks = static_cast<int64_t>(session.retrieved().hits.size() + excerpts.size());
+        for (const auto& e : excerpts) {
+          if (e.text.find(p.key) != std::string::npos) trial.key_retrieved = true;
+        }
         for (const auto& h : session.retrieved().hits) {
           if (session.bank() == nullptr) break;
           auto rec = session.bank()->GetChunk(h.id);
@@ -119,6 +201,7 @@ StatusOr<std::vector<PasskeyTrial>> RunPasskey(retriever::LongContextSession& se
         out.push_back(std::move(trial));
       }
     }
+  }
   }
   return out;
 }
@@ -158,15 +241,31 @@ StatusOr<PerplexityResult> RunPerplexity(retriever::LongContextSession& memory_s
     const auto scored = win.subspan(static_cast<size_t>(prefix));
     // Memory: the prefix goes into the (persistent) bank in τ-token windows, then the scored tail
     // runs as one window retrieving from everything before it.
-    if (prefix > 0) {
+    const bool ingest = memory_session.options().use_memory && memory_session.bank() != nullptr;
+    if (prefix > 0 && ingest) {
       RETURN_IF_ERROR(memory_session.IngestTokens(1, win.subspan(0, static_cast<size_t>(prefix)),
                                                   w * options.seq_len).status());
     }
     memory::SearchFilter filter;
     filter.doc_ids = {1};
     filter.before_position = w * options.seq_len + prefix;
-    const std::string query = tok.Decode(scored, true);
-    ASSIGN_OR_RETURN(auto lp_mem, memory_session.TokenLogProbs(scored, query, filter));
+    // The query is what precedes the scored tokens (never the scored text itself).
+    const int64_t q_end = w * options.seq_len + prefix;
+    const int64_t q_begin = std::max<int64_t>(0, q_end - options.query_tokens);
+    const std::string query = tok.Decode(std::span<const model::TokenId>(ids).subspan(
+                                             static_cast<size_t>(q_begin),
+                                             static_cast<size_t>(q_end - q_begin)),
+                                         true);
+    std::vector<model::TokenId> context;
+    if (memory_session.options().has(retriever::kModeReread) && q_end > q_begin) {
+      ASSIGN_OR_RETURN(auto excerpts, memory_session.RetrieveExcerpts(query, filter));
+      const int64_t room = memory_session.options().local_window - options.scored_tokens;
+      for (const auto& e : excerpts) {
+        if (static_cast<int64_t>(context.size() + e.tokens.size()) > room) continue;
+        context.insert(context.end(), e.tokens.begin(), e.tokens.end());
+      }
+    }
+    ASSIGN_OR_RETURN(auto lp_mem, memory_session.TokenLogProbs(scored, query, filter, context));
     ASSIGN_OR_RETURN(auto lp_slide, plain_session.TokenLogProbs(scored, query));
     nll_mem += MeanNll(lp_mem, 0);
     nll_slide += MeanNll(lp_slide, 0);
@@ -176,9 +275,14 @@ StatusOr<PerplexityResult> RunPerplexity(retriever::LongContextSession& memory_s
       nll_full += MeanNll(lp_full, static_cast<size_t>(prefix));
     }
     // Afterwards the scored tail joins memory too, as MemLong's eval writes every window.
-    RETURN_IF_ERROR(memory_session.IngestTokens(1, scored, w * options.seq_len + prefix).status());
+    if (ingest) {
+      RETURN_IF_ERROR(memory_session.IngestTokens(1, scored, w * options.seq_len + prefix).status());
+    }
     if (progress) progress(w + 1, n_windows);
   }
+  r.modes = memory_session.options().use_memory
+                ? retriever::MemoryModesName(memory_session.options().modes)
+                : std::string("none");
   r.windows = n_windows;
   r.scored_tokens = options.scored_tokens - 1;
   r.ppl_memory = std::exp(nll_mem / static_cast<double>(n_windows));
@@ -188,13 +292,13 @@ StatusOr<PerplexityResult> RunPerplexity(retriever::LongContextSession& memory_s
 }
 
 nlohmann::json ToJson(const PasskeyTrial& t) {
-  return {{"requested_length", t.requested_length}, {"length", t.length}, {"depth", t.depth}, {"key", t.key}, {"answer", t.answer},
+  return {{"filler", t.filler}, {"requested_length", t.requested_length}, {"length", t.length}, {"depth", t.depth}, {"key", t.key}, {"answer", t.answer},
           {"pass", t.pass}, {"key_in_window", t.key_in_window},
           {"retrieved_chunks", t.retrieved_chunks}, {"key_retrieved", t.key_retrieved}};
 }
 
 nlohmann::json ToJson(const PerplexityResult& r) {
-  nlohmann::json j = {{"windows", r.windows}, {"scored_tokens_per_window", r.scored_tokens},
+  nlohmann::json j = {{"modes", r.modes}, {"windows", r.windows}, {"scored_tokens_per_window", r.scored_tokens},
                       {"ppl_memory", r.ppl_memory}, {"ppl_sliding_window", r.ppl_sliding}};
   if (r.ppl_full > 0) j["ppl_full_attention"] = r.ppl_full;
   return j;

@@ -1,4 +1,4 @@
-// `muninn summarize`, `muninn ingest`, `muninn ask`, `muninn eval passkey|perplexity`.
+// `muninn summarize`, `muninn ingest`, `muninn ask`.
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -8,10 +8,8 @@
 #include "chat_generation.h"
 #include "command_registry.h"
 #include "document_catalog.h"
-#include "plot.h"
 #include "progress.h"
 #include "runtime.h"
-#include "muninn/tools/evals.h"
 #include "muninn/tools/summarizer.h"
 
 namespace muninn::tools {
@@ -128,6 +126,8 @@ int RunAsk(AskFlags f) {
   if (f.top_k >= 0) {
     retriever::LongContextOptions o = session->options();
     o.top_k = f.top_k;
+    o.reread.top_k = f.top_k;
+    o.context.top_k = f.top_k;
     auto s = (*rt)->NewSession(o);
     if (!s.ok()) return Fail(s.status());
     custom = std::move(*s);
@@ -160,127 +160,6 @@ int RunAsk(AskFlags f) {
   return 0;
 }
 
-// ---- eval ----------------------------------------------------------------------------------
-struct PasskeyFlags {
-  RuntimeFlags rt;
-  std::vector<int64_t> lengths = {4096, 8192, 16384, 32768, 81920};
-  std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
-  int64_t trials = 1;
-  int64_t local_tokens = 1024;
-  uint64_t seed = 1;
-  std::string memory = "both";
-  std::string json_out;
-  std::string plot;
-};
-
-int RunPasskeyCommand(const PasskeyFlags& f) {
-  if (!f.rt.bank.empty()) return Fail(InvalidArgumentError("eval passkey uses a bank in RAM; drop --bank"));
-  if (f.memory != "on" && f.memory != "off" && f.memory != "both") {
-    return Fail(InvalidArgumentError("--memory must be on, off or both"));
-  }
-  auto rt = Runtime::Open(f.rt);
-  if (!rt.ok()) return Fail(rt.status());
-  PasskeyOptions o;
-  o.lengths = f.lengths;
-  o.depths = f.depths;
-  o.trials = f.trials;
-  o.local_tokens = f.local_tokens;
-  o.seed = f.seed;
-  Progress progress("passkey");
-  nlohmann::json results = nlohmann::json::object();
-  nlohmann::json summary = nlohmann::json::object();
-  std::vector<PlotSeries> series;
-  for (const char* mode : {"on", "off"}) {
-    if (f.memory != "both" && f.memory != mode) continue;
-    retriever::LongContextOptions lo = (*rt)->session().options();
-    lo.use_memory = std::string(mode) == "on";
-    auto session = (*rt)->NewSession(lo);
-    if (!session.ok()) return Fail(session.status());
-    int64_t done = 0;
-    const int64_t total = static_cast<int64_t>(o.lengths.size() * o.depths.size()) * o.trials;
-    auto trials = RunPasskey(**session, o, [&] { return (*rt)->ResetBank(); },
-                             [&](const PasskeyTrial& t) {
-                               progress.Update(std::string("memory ") + mode, ++done, total);
-                               (void)t;
-                             });
-    if (!trials.ok()) return Fail(trials.status());
-    nlohmann::json arr = nlohmann::json::array();
-    PlotSeries s{std::string("memory ") + mode, {}};
-    nlohmann::json pts = nlohmann::json::array();
-    for (int64_t len : o.lengths) {
-      int64_t pass = 0, retrieved = 0, in_window = 0, n = 0;
-      for (const PasskeyTrial& t : *trials) {
-        if (t.requested_length != len) continue;
-        pass += t.pass ? 1 : 0;
-        retrieved += t.key_retrieved ? 1 : 0;
-        in_window += t.key_in_window ? 1 : 0;
-        ++n;
-      }
-      const auto pct = [n](int64_t k) { return n ? 100.0 * static_cast<double>(k) / static_cast<double>(n) : 0.0; };
-      s.points.emplace_back(static_cast<double>(len), pct(pass));
-      // Separates finding the key (retrieval) from reading it (the model): a trial can retrieve
-      // the key's chunk and still answer wrong, or pass because the key sits in the window.
-      pts.push_back({{"length", len}, {"trials", n}, {"accuracy_percent", pct(pass)},
-                     {"key_retrieved_percent", pct(retrieved)},
-                     {"key_in_window_percent", pct(in_window)}});
-    }
-    for (const auto& t : *trials) arr.push_back(ToJson(t));
-    results[std::string("memory_") + mode] = arr;
-    summary[std::string("memory ") + mode] = pts;
-    series.push_back(std::move(s));
-  }
-  nlohmann::json j = {{"eval", "passkey"}, {"summary", summary}, {"trials", results},
-                      {"local_tokens", o.local_tokens}, {"seed", o.seed}};
-  const std::string dump = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (!f.json_out.empty()) {
-    std::ofstream(f.json_out) << dump << "\n";
-  }
-  std::printf("%s\n", dump.c_str());
-  if (!f.plot.empty()) {
-    if (auto s = WriteLinePlot(f.plot, "passkey retrieval", "prompt tokens", "accuracy (%)", series, true);
-        !s.ok()) {
-      return Fail(s);
-    }
-    std::fprintf(stderr, "[passkey] plot written to %s\n", f.plot.c_str());
-  }
-  return 0;
-}
-
-struct PerplexityFlags {
-  RuntimeFlags rt;
-  std::string text;
-  int64_t seq_len = 4096;
-  int64_t scored = 1024;
-  int64_t windows = 4;
-  bool no_full = false;
-};
-
-int RunPerplexityCommand(const PerplexityFlags& f) {
-  auto text = ReadFile(f.text.empty() ? RepoRoot() + "/data/kjv.txt" : f.text);
-  if (!text.ok()) return Fail(text.status().WithContext("run scripts/setup.sh for data/kjv.txt, or pass --text"));
-  auto rt = Runtime::Open(f.rt);
-  if (!rt.ok()) return Fail(rt.status());
-  retriever::LongContextOptions plain = (*rt)->session().options();
-  plain.use_memory = false;
-  plain.local_window = std::max(plain.local_window, f.no_full ? f.scored : f.seq_len);
-  auto plain_session = (*rt)->NewSession(plain);
-  if (!plain_session.ok()) return Fail(plain_session.status());
-  PerplexityOptions o;
-  o.seq_len = f.seq_len;
-  o.scored_tokens = f.scored;
-  o.max_windows = f.windows;
-  o.full_attention = !f.no_full;
-  Progress progress("perplexity");
-  auto r = RunPerplexity((*rt)->session(), **plain_session, *text, o,
-                         [&](int64_t d, int64_t t) { progress.Update("windows", d, t); });
-  if (!r.ok()) return Fail(r.status());
-  nlohmann::json j = ToJson(*r);
-  j["eval"] = "perplexity";
-  j["seq_len"] = o.seq_len;
-  std::printf("%s\n", j.dump(2).c_str());
-  return 0;
-}
-
 }  // namespace
 
 void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx) {
@@ -310,33 +189,6 @@ void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--json", f->json, "Print JSON (answer and chunks used)");
     AddRuntimeFlags(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunAsk(*f); });
-  }
-  auto* eval = app.add_subcommand("eval", "Long-context evaluations");
-  eval->require_subcommand(1);
-  {
-    auto f = std::make_shared<PasskeyFlags>();
-    auto* cmd = eval->add_subcommand("passkey", "Passkey retrieval vs prompt length and depth");
-    cmd->add_option("--lengths", f->lengths, "Prompt lengths in tokens")->delimiter(',');
-    cmd->add_option("--depths", f->depths, "Key depths in [0, 1]")->delimiter(',');
-    cmd->add_option("--trials", f->trials, "Trials per (length, depth)")->check(CLI::Range(1, 1000));
-    cmd->add_option("--local-tokens", f->local_tokens, "Local window tokens")->check(CLI::Range(64, 1 << 20));
-    cmd->add_option("--seed", f->seed, "Seed for the keys");
-    cmd->add_option("--memory", f->memory, "on, off (sliding window) or both");
-    cmd->add_option("--json-out", f->json_out, "Also write the JSON here");
-    cmd->add_option("--plot", f->plot, "Write a PNG plot of accuracy vs length (needs gnuplot)");
-    AddRuntimeFlags(cmd, &f->rt);
-    cmd->callback([&ctx, f] { ctx.exit_code = RunPasskeyCommand(*f); });
-  }
-  {
-    auto f = std::make_shared<PerplexityFlags>();
-    auto* cmd = eval->add_subcommand("perplexity", "MemLong-protocol perplexity (default text: data/kjv.txt)");
-    cmd->add_option("--text", f->text, "Text file");
-    cmd->add_option("--seq-len", f->seq_len, "Evaluation window")->check(CLI::Range(2, 1 << 24));
-    cmd->add_option("--scored", f->scored, "Scored tail per window")->check(CLI::Range(2, 1 << 20));
-    cmd->add_option("--windows", f->windows, "Windows to evaluate (0 = all)")->check(CLI::Range(0, 1 << 20));
-    cmd->add_flag("--no-full", f->no_full, "Skip the full-attention baseline");
-    AddRuntimeFlags(cmd, &f->rt);
-    cmd->callback([&ctx, f] { ctx.exit_code = RunPerplexityCommand(*f); });
   }
 }
 

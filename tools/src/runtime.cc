@@ -18,7 +18,35 @@ void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* f) {
                   "memory-layer hidden states (default from the config)");
   cmd->add_option("--bank", f->bank, "Memory bank directory (default: a bank in RAM for this run)");
   cmd->add_option("-t,--threads", f->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
-  cmd->add_flag("--no-memory", f->no_memory, "Plain sliding window: no retrieval attention");
+  cmd->add_flag("--no-memory", f->no_memory, "Plain sliding window: no memory at all");
+  cmd->add_option("--memory-mode", f->memory_mode,
+                  "How retrieved chunks reach the model: reread (their text in the prompt), "
+                  "context (each layer's own K/V), knn (kNN-LM), memlong, none; several joined "
+                  "by ',' (default from the config)");
+}
+
+memory::MemoryBankOptions Runtime::NewBankOptions(const retriever::LongContextOptions& lc) const {
+  memory::MemoryBankOptions bo;
+  const auto& mc = loaded_.model->config();
+  bo.dim = embedder_->dim();
+  bo.kv_layers = lc.KvLayers(mc);
+  if (!bo.kv_layers.empty()) {
+    bo.n_head_kv = mc.n_head_kv;
+    bo.head_dim = mc.head_dim;
+  }
+  bo.state_dim = lc.StateDim(mc);
+  bo.kv_dtype = config_.bank_kv_dtype;
+  bo.index_factory = config_.bank_index;
+  bo.capacity_tokens = config_.bank_capacity_tokens;
+  bo.eviction = config_.bank_eviction;
+  return bo;
+}
+
+StatusOr<std::unique_ptr<memory::MemoryBank>> Runtime::NewMemoryBank(
+    const retriever::LongContextOptions& options) const {
+  memory::MemoryBankOptions bo = NewBankOptions(options);
+  bo.in_memory = true;
+  return memory::MemoryBank::Open(bo);
 }
 
 Runtime::~Runtime() {
@@ -27,22 +55,19 @@ Runtime::~Runtime() {
 }
 
 StatusOr<std::unique_ptr<memory::MemoryBank>> Runtime::OpenBank(bool create) const {
-  memory::MemoryBankOptions bo;
+  memory::MemoryBankOptions bo = NewBankOptions(config_.long_context);
   bo.in_memory = flags_.bank.empty();
   bo.path = flags_.bank;
   bo.create_if_missing = create;
-  bo.dim = embedder_->dim();
-  bo.n_head_kv = loaded_.model->config().n_head_kv;
-  bo.head_dim = loaded_.model->config().head_dim;
   if (!bo.in_memory && std::filesystem::exists(bo.path)) {
-    bo.kv_dtype = DType::kCount;  // take the stored bank's
+    // Take the stored bank's layout; the session checks that it serves the memory modes.
+    bo.kv_layers.clear();
+    bo.n_head_kv = 0;
+    bo.head_dim = 0;
+    bo.state_dim = 0;
+    bo.kv_dtype = DType::kCount;
     bo.index_factory.clear();
-  } else {
-    bo.kv_dtype = config_.bank_kv_dtype;
-    bo.index_factory = config_.bank_index;
   }
-  bo.capacity_tokens = config_.bank_capacity_tokens;
-  bo.eviction = config_.bank_eviction;
   if (!create && !bo.in_memory && !std::filesystem::exists(bo.path)) {
     return NotFoundError("no memory bank at '" + bo.path + "'; create one with `muninn ingest FILE --bank " +
                          bo.path + "`");
@@ -58,6 +83,10 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   if (!flags.model.empty()) rt->config_.model_path = flags.model;
   if (!flags.embedder.empty()) rt->config_.embedder = flags.embedder;
   if (flags.no_memory) rt->config_.long_context.use_memory = false;
+  if (!flags.memory_mode.empty()) {
+    RETURN_IF_ERROR(retriever::ParseMemoryModes(flags.memory_mode, &rt->config_.long_context.modes)
+                        .WithContext("--memory-mode"));
+  }
   if (!std::filesystem::exists(rt->config_.model_path)) {
     return NotFoundError("model '" + rt->config_.model_path +
                          "' not found; run scripts/setup.sh to fetch the default model, or pass -m");
@@ -104,8 +133,13 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
 
 StatusOr<std::unique_ptr<retriever::LongContextSession>> Runtime::NewSession(
     const retriever::LongContextOptions& options) {
-  return retriever::LongContextSession::Create(loaded_.model.get(), loaded_.tokenizer.get(),
-                                               bank_.get(), embedder_.get(), options);
+  return NewSession(options, bank_.get());
+}
+
+StatusOr<std::unique_ptr<retriever::LongContextSession>> Runtime::NewSession(
+    const retriever::LongContextOptions& options, memory::MemoryBank* bank) {
+  return retriever::LongContextSession::Create(loaded_.model.get(), loaded_.tokenizer.get(), bank,
+                                               embedder_.get(), options);
 }
 
 Status Runtime::ResetBank() {

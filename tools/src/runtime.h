@@ -27,6 +27,7 @@ struct RuntimeFlags {
   std::string bank;         // "" = a bank in RAM, dropped at exit
   int threads = 0;          // 0 = all cores
   bool no_memory = false;   // plain sliding window
+  std::string memory_mode;  // "" = the config's modes; else e.g. "reread", "context,knn"
   bool create_bank = true;  // false: the bank must exist (ask)
 };
 
@@ -48,12 +49,20 @@ class Runtime {
   // A second session over the same model/bank with different options (e.g. memory off).
   StatusOr<std::unique_ptr<retriever::LongContextSession>> NewSession(
       const retriever::LongContextOptions& options);
+  // A session over another bank (not owned; e.g. one made by NewMemoryBank for another mode).
+  StatusOr<std::unique_ptr<retriever::LongContextSession>> NewSession(
+      const retriever::LongContextOptions& options, memory::MemoryBank* bank);
+  // A fresh in-RAM bank laid out for `options`' memory modes (what evals comparing modes need).
+  StatusOr<std::unique_ptr<memory::MemoryBank>> NewMemoryBank(
+      const retriever::LongContextOptions& options) const;
   // Drops every chunk of the in-RAM bank (a fresh bank; only for banks without a path).
   Status ResetBank();
 
  private:
   Runtime() = default;
   StatusOr<std::unique_ptr<memory::MemoryBank>> OpenBank(bool create) const;
+  // Bank options for a new bank serving `options`' modes.
+  memory::MemoryBankOptions NewBankOptions(const retriever::LongContextOptions& options) const;
 
   AppConfig config_;
   RuntimeFlags flags_;

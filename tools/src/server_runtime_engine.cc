@@ -95,7 +95,11 @@ StatusOr<retriever::LongContextSession*> RuntimeEngine::SessionFor(bool use_memo
                                                                   int64_t top_k) {
   retriever::LongContextOptions o = runtime_->session().options();
   o.use_memory = use_memory;
-  if (top_k >= 0) o.top_k = top_k;
+  if (top_k >= 0) {
+    o.top_k = top_k;
+    o.reread.top_k = top_k;
+    o.context.top_k = top_k;
+  }
   const auto key = std::make_pair(use_memory, o.top_k);
   auto it = sessions_.find(key);
   if (it != sessions_.end()) return it->second.get();

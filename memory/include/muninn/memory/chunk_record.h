@@ -23,10 +23,16 @@ struct ChunkInput {
   std::span<const int32_t> tokens;      // [n_tokens]
   std::string_view text;                // UTF-8 text of the chunk
   std::span<const float> embedding;     // [dim], retrieval embedding (normally L2-normalised)
-  // Memory-layer keys and values before RoPE, f32, [n_head_kv, n_tokens, head_dim] each. Stored
-  // in the bank's kv_dtype. Strided views are accepted as long as rows are packed.
+  // Keys and values before RoPE of the bank's kv_layers, f32, [n_kv_layers · n_head_kv,
+  // n_tokens, head_dim] each (layer-major: rows [l · n_head_kv, (l + 1) · n_head_kv) are layer
+  // kv_layers[l]). Stored in the bank's kv_dtype. Strided views are accepted as long as rows are
+  // packed. Undefined for a bank without K/V.
   Tensor k;
   Tensor v;
+  // Banks with state_dim > 0 only: [n_tokens, state_dim] final hidden states, and for each token
+  // the token that follows it in the document (-1 when unknown, e.g. at the document's end).
+  std::span<const float> states;
+  std::span<const int32_t> next_tokens;
 };
 
 // Bookkeeping kept for every live chunk.
@@ -45,8 +51,8 @@ struct ChunkRecord {
   std::vector<int32_t> tokens;  // [n_tokens]
   std::string text;
   std::vector<float> embedding;  // [dim]
-  Tensor k;                      // f32 [n_head_kv, n_tokens, head_dim]
-  Tensor v;                      // f32 [n_head_kv, n_tokens, head_dim]
+  Tensor k;                      // f32 [n_kv_layers · n_head_kv, n_tokens, head_dim]; undefined
+  Tensor v;                      //   in a bank without K/V
 };
 
 }  // namespace muninn::memory

@@ -1,8 +1,9 @@
-// MemoryBank: the durable store of every past chunk (MemLong memory): memory-layer K/V, retrieval
-// embedding, tokens and text, with top-k inner-product search over the embeddings.
+// MemoryBank: the durable store of every past chunk: the K/V of the layers the memory modes read
+// (none for a text-only bank), per-token states (kNN-LM), retrieval embedding, tokens and text,
+// with top-k inner-product search over the embeddings.
 //
 // Storage. RocksDB is the source of truth (column families records / content / kv / embeddings /
-// documents, written through its WAL). The FAISS index is derived state: it is written to
+// documents / states, written through its WAL). The FAISS index is derived state: it is written to
 // `<path>/index.mnx` together with the bank mutation sequence it reflects, and on open it is
 // loaded and caught up from the stored embeddings (or rebuilt when missing, corrupt or for
 // another shape), so search always agrees with RocksDB. docs/MEMORY_BANK.md has the byte layout.
@@ -63,8 +64,17 @@ struct SearchHit {
 struct FetchedKV {
   std::vector<ChunkId> ids;       // [n_chunks], ascending
   std::vector<int64_t> lengths;   // [n_chunks] tokens per chunk
-  Tensor k;                       // [n_head_kv, M, head_dim], M = sum(lengths)
-  Tensor v;                       // [n_head_kv, M, head_dim]
+  Tensor k;                       // [n_kv_layers · n_head_kv, M, head_dim], M = sum(lengths)
+  Tensor v;                       // [n_kv_layers · n_head_kv, M, head_dim]
+};
+
+// Per-token states of several chunks (kNN-LM datastore), chronological.
+struct FetchedStates {
+  std::vector<ChunkId> ids;           // [n_chunks], ascending
+  std::vector<int64_t> lengths;       // [n_chunks]
+  std::vector<int64_t> positions;     // [n_chunks] token offset of each chunk in its document
+  std::vector<float> states;          // [N, state_dim], N = sum(lengths)
+  std::vector<int32_t> next_tokens;   // [N] (-1: unknown)
 };
 
 struct BankStats {
@@ -74,8 +84,11 @@ struct BankStats {
   int64_t stored_bytes = 0;
   int64_t kv_bytes = 0;
   int64_t dim = 0;
+  std::vector<int32_t> kv_layers;
   int64_t n_head_kv = 0;
   int64_t head_dim = 0;
+  int64_t state_dim = 0;
+  int64_t states_bytes = 0;
   DType kv_dtype = DType::kBF16;
   std::string index_factory;
   int64_t index_ntotal = 0;      // vectors in the FAISS index(es), tombstones included
@@ -128,8 +141,12 @@ class MemoryBank {
                                                        bool count_retrievals = true);
 
   // K/V of `ids` (any order, duplicates ignored) in chronological order, converted to
-  // out_dtype (kF32, or the bank's kv_dtype for a raw copy). NotFound for an unknown id.
+  // out_dtype (kF32, or the bank's kv_dtype for a raw copy). NotFound for an unknown id;
+  // FailedPrecondition for a bank that stores no K/V.
   StatusOr<FetchedKV> FetchKV(std::span<const ChunkId> ids, DType out_dtype = DType::kF32) const;
+  // Per-token states of `ids` (any order, duplicates ignored), chronological. FailedPrecondition
+  // for a bank without states.
+  StatusOr<FetchedStates> FetchStates(std::span<const ChunkId> ids) const;
 
   // Everything stored for one chunk. NotFound for an unknown id; DataLoss if it does not decode.
   StatusOr<ChunkRecord> GetChunk(ChunkId id) const;
@@ -156,6 +173,12 @@ class MemoryBank {
   int64_t dim() const { return dim_; }
   int64_t n_head_kv() const { return n_head_kv_; }
   int64_t head_dim() const { return head_dim_; }
+  // Layers whose K/V each chunk holds (empty: none recorded; see MemoryBankOptions::kv_layers).
+  const std::vector<int32_t>& kv_layers() const { return kv_layers_; }
+  // K/V layers per chunk (0 for a text-only bank).
+  int64_t n_kv_layers() const { return n_kv_rows_ == 0 ? 0 : n_kv_rows_ / n_head_kv_; }
+  bool has_kv() const { return n_kv_rows_ > 0; }
+  int64_t state_dim() const { return state_dim_; }
   DType kv_dtype() const { return kv_dtype_; }
 
  private:
@@ -165,6 +188,7 @@ class MemoryBank {
     int64_t n_tokens = 0;
     int64_t stored_bytes = 0;
     int64_t kv_bytes = 0;
+    int64_t states_bytes = 0;
     uint32_t persisted_count = 0;  // value on disk; written only by writers
     mutable std::atomic<uint32_t> retrieval_count{0};
   };
@@ -183,6 +207,9 @@ class MemoryBank {
   int64_t dim_ = 0;
   int64_t n_head_kv_ = 0;
   int64_t head_dim_ = 0;
+  std::vector<int32_t> kv_layers_;
+  int64_t n_kv_rows_ = 0;  // K/V head rows per token: n_kv_layers · n_head_kv (0: no K/V)
+  int64_t state_dim_ = 0;
   DType kv_dtype_ = DType::kBF16;
   std::string index_factory_;
 
@@ -205,6 +232,7 @@ class MemoryBank {
   int64_t n_tokens_ = 0;
   int64_t stored_bytes_ = 0;
   int64_t kv_bytes_ = 0;
+  int64_t states_bytes_ = 0;
   bool closed_ = false;
 };
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "muninn/core/dtype.h"
 #include "muninn/core/logging.h"
@@ -50,8 +51,16 @@ struct MemoryBankOptions {
 
   // ---- fixed at creation (0 / empty / kCount: take from an existing bank) ----
   int64_t dim = 0;                  // retrieval embedding dimension
-  int64_t n_head_kv = 0;            // K/V heads per chunk
+  // K/V: each chunk holds the pre-RoPE K/V of `kv_layers` (model layer indices, ascending),
+  // n_head_kv heads of head_dim each per layer. n_head_kv = head_dim = 0 with no kv_layers: a
+  // text-only bank (re-read text, kNN-LM) whose chunks carry no K/V. n_head_kv > 0 with empty
+  // kv_layers: one K/V layer whose index the bank does not record (tests, tools that know it).
+  std::vector<int32_t> kv_layers;
+  int64_t n_head_kv = 0;            // K/V heads per chunk and layer
   int64_t head_dim = 0;             // elements per K/V head row
+  // Per-token states (kNN-LM datastore: the final hidden state of each token and the token that
+  // follows it), stored in f16; 0 = none. When opening, 0 takes the bank's value.
+  int64_t state_dim = 0;
   DType kv_dtype = DType::kCount;   // kF16, kBF16 or kQ8_0 (creation default: kBF16)
   std::string index_factory;        // FAISS factory string ("Flat" default, "HNSW32", "IVF1024,PQ32")
 

@@ -5,8 +5,11 @@
 // window captures all of them, up to the highest context layer) and reads back its own K/V: one
 // softmax over [sinks ; retrieved chunks ; local window] (Backend::Attention with a memory block).
 //
-// Bank layout: a chunk's K (and V) is [n_layers · n_head_kv, T, head_dim], layer-major in the
-// order of layers() (so the bank is opened with n_head_kv = n_layers · the model's n_head_kv).
+// Bank layout (format 2): a chunk's K (and V) is [n_kv_layers · n_head_kv, T, head_dim],
+// layer-major in the order of the bank's kv_layers (ascending), which include the context layers
+// (and e.g. MemLong's memory layer when both modes run). Ingest fills every bank layer.
+//
+// Options: ContextMemoryOptions (long_context_session.h), checked by LongContextOptions::Validate.
 //
 // Positions (ContextPosition):
 //  - kConstant: memory keys unrotated, scored with the queries rotated at one position P = the
@@ -18,13 +21,15 @@
 // Sinks: the first sink_tokens tokens of each document in play (the filter's documents, or the
 // selected chunks' documents when the filter names none) are always in memory, in every layer.
 //
-// Selection (ContextSelection):
+// Selection (ChunkSelection):
 //  - kEmbedder: the text embedder's top-k chunks (same chunks for every layer).
 //  - kRepresentativeKeys: per chunk and layer, R keys chosen at ingest — those that received the
 //    most attention from the chunk's own later tokens (summed over heads). At read time a scout
-//    pass runs the window without memory to get each layer's pre-RoPE queries; their mean per
+//    pass runs the query without memory to get each layer's pre-RoPE queries; their mean per
 //    head q̄_h (rotated at P in kConstant mode, as memory is scored) gives a chunk the score
-//    (1/n_head) Σ_h max_r q̄_h · k_r, and each layer takes its own top-k. The representative keys
+//    (1/n_head) Σ_h max_r q̄_h · k_r, and each layer takes its own top-k. The scout pass runs
+//    the query's tokens (for perplexity: the text before the scored window, so the scored
+//    tokens never choose their own memory). The representative keys
 //    live in this object's RAM (the bank does not store them): chunks not ingested through it
 //    cannot be selected this way (FailedPrecondition names the fix).
 //
@@ -37,6 +42,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "muninn/core/status.h"
@@ -45,59 +51,49 @@
 #include "muninn/model/memory_kv.h"
 #include "muninn/model/model.h"
 #include "muninn/retriever/embedder.h"
+#include "muninn/retriever/long_context_session.h"
 
 namespace muninn::retriever {
 
-enum class ContextPosition : uint8_t { kConstant, kContiguous, kZero };
-const char* ContextPositionName(ContextPosition p);
-bool ParseContextPosition(std::string_view name, ContextPosition* out);
-
-enum class ContextSelection : uint8_t { kEmbedder, kRepresentativeKeys };
-const char* ContextSelectionName(ContextSelection s);
-bool ParseContextSelection(std::string_view name, ContextSelection* out);
-
-struct ContextMemoryOptions {
-  std::vector<int32_t> layers;  // layers that store and read their own K/V; empty = all
-  int64_t sink_tokens = 128;    // first tokens of each document, always in memory
-  ContextPosition position = ContextPosition::kConstant;
-  ContextSelection selection = ContextSelection::kEmbedder;
-  int64_t representative_keys = 4;  // R per chunk and layer (kRepresentativeKeys)
-  int64_t top_k = 8;                // chunks per layer, sinks not counted
-  Status Validate(const model::ModelConfig& config) const;
-};
+// Captured per-layer K/V ([T, n_head_kv, head_dim] each) stacked for the bank:
+// {k, v} [n_layers · n_head_kv, T, head_dim] f32, layer-major in the given order.
+StatusOr<std::pair<Tensor, Tensor>> StackLayerKV(
+    const std::vector<model::ForwardResult::CapturedKV>& captured);
 
 class ContextMemory {
  public:
-  // Nothing is owned. `local_window` is the session's window length (the constant distance).
+  // Nothing is owned. `bank_layers` are the layers each bank chunk holds (ascending; they must
+  // include every context layer). `local_window` is the session's window length (the constant
+  // distance).
   static StatusOr<std::unique_ptr<ContextMemory>> Create(model::Model* model,
                                                          memory::MemoryBank* bank,
                                                          Embedder* embedder,
                                                          const ContextMemoryOptions& options,
+                                                         std::vector<int32_t> bank_layers,
                                                          int64_t local_window);
 
   // The context layers, ascending (options.layers resolved: empty = all).
   const std::vector<int32_t>& layers() const { return layers_; }
-  // K/V heads a chunk stores: layers().size() · n_head_kv.
-  int64_t bank_heads() const;
 
   // One ingested τ window: its stacked K/V for the bank and its representative keys.
   struct Window {
-    Tensor k;  // [n_layers · n_head_kv, T, head_dim] f32, pre-RoPE
-    Tensor v;  // [n_layers · n_head_kv, T, head_dim] f32
+    Tensor k;  // [n_bank_layers · n_head_kv, T, head_dim] f32, pre-RoPE
+    Tensor v;  // [n_bank_layers · n_head_kv, T, head_dim] f32
     std::vector<float> representative;  // [n_layers, R, n_head_kv, head_dim] (kRepresentativeKeys)
   };
-  // Runs `tokens` (one window, positions 0..T-1, no memory) up to the highest context layer.
+  // Runs `tokens` (one window, positions 0..T-1, no memory) up to the highest bank layer.
   StatusOr<Window> Ingest(std::span<const model::TokenId> tokens);
   // Records a stored window (after the bank acknowledged it as chunk `id`).
   void Remember(memory::ChunkId id, memory::DocumentId doc_id, int64_t position, int64_t n_tokens,
                 Window window);
 
-  // Builds per-layer memory for a window of `window` tokens that will run at positions 0..:
-  // selects chunks (by `query_text` or by representative keys of `window`), adds the sinks,
-  // fetches K/V and positions them. `hits` receives the union of the chosen chunks
-  // (chronological). An empty bank (or nothing passing the filter) gives empty memory.
+  // Builds per-layer memory for a window that will run at positions 0..: selects chunks for the
+  // query (`query_text` and its tokens `query`: the embedder's request, and the scout pass of
+  // representative-key selection), adds the sinks, fetches K/V and positions them. `hits`
+  // receives the union of the chosen chunks (chronological). An empty bank (or nothing passing
+  // the filter) gives empty memory.
   StatusOr<model::MemoryKV> Build(std::string_view query_text,
-                                  std::span<const model::TokenId> window,
+                                  std::span<const model::TokenId> query,
                                   const memory::SearchFilter& filter,
                                   std::vector<memory::SearchHit>* hits);
 
@@ -128,7 +124,9 @@ class ContextMemory {
   Embedder* embedder_;
   ContextMemoryOptions options_;
   int64_t local_window_;
-  std::vector<int32_t> layers_;
+  std::vector<int32_t> layers_;       // context layers, ascending
+  std::vector<int32_t> bank_layers_;  // layers a bank chunk holds, ascending
+  std::vector<int64_t> bank_index_;   // per context layer: its index in bank_layers_
   std::unordered_map<memory::ChunkId, Entry> entries_;
 };
 

@@ -17,7 +17,7 @@
 // document, embedded from exactly those tokens' text, specs/memlong.md D5), re-retrieves, and
 // re-runs the kept half at positions from 0; a token is never in both memory and the window.
 //
-// Context memory (modes & kMemoryModeContext, specs/memory_modes.md §2): ingest stores every
+// Context memory (modes & kModeContext, specs/memory_modes.md §2): ingest stores every
 // context layer's own pre-RoPE K/V per chunk (one pass up to the highest context layer), and
 // Begin / TokenLogProbs / overflow give each context layer [sinks ; its chosen chunks] of its own
 // K/V, placed as ContextMemoryOptions::position says (context_memory.h).
@@ -39,11 +39,72 @@
 #include "muninn/model/model.h"
 #include "muninn/model/sampler.h"
 #include "muninn/model/tokenizer.h"
-#include "muninn/retriever/context_memory.h"
 #include "muninn/retriever/embedder.h"
 #include "muninn/retriever/retriever.h"
 
 namespace muninn::retriever {
+
+class ContextMemory;  // context_memory.h
+
+// Memory modes (specs/memory_modes.md): how retrieved chunks reach the model. A bit set: modes
+// combine (e.g. re-read text for answers plus context memory for perplexity).
+enum MemoryMode : uint32_t {
+  kModeMemLong = 1u << 0,  // one memory layer's K/V read by the retrieval layers (MemLong; the
+                           // upper layers must be trained to read it)
+  kModeContext = 1u << 1,  // every context layer reads its own layer's K/V (InfLLM): sinks,
+                           // constant distance, one softmax over [sinks ; memory ; local]
+  kModeReread = 1u << 2,   // the retrieved chunks' text is put back in the prompt (RAG); the
+                           // session retrieves (RetrieveExcerpts), callers build the prompt
+  kModeKnnLm = 1u << 3,    // kNN-LM: next-token distribution mixed with the nearest stored states
+};
+inline constexpr uint32_t kAllMemoryModes = kModeMemLong | kModeContext | kModeReread | kModeKnnLm;
+// "memlong+context", "none" for 0.
+std::string MemoryModesName(uint32_t modes);
+// Parses "reread", "context,knn", "reread+context", "none" (names: memlong, context, reread,
+// knn). InvalidArgument naming the bad word.
+Status ParseMemoryModes(std::string_view text, uint32_t* out);
+
+// Where context-memory keys sit relative to the queries.
+enum class ContextPosition : uint8_t {
+  kConstant,    // every memory key at one distance (the local window length) from every query:
+                // memory scores use the pre-RoPE query rotated at that one position (InfLLM)
+  kContiguous,  // memory token i of M at position i - M, just before the window (exact when the
+                // memory is the text right before the window)
+  kZero,        // every memory key at RoPE position 0 (MemLong)
+};
+const char* ContextPositionName(ContextPosition p);
+bool ParseContextPosition(std::string_view name, ContextPosition* out);
+
+// How context memory picks its chunks.
+enum class ChunkSelection : uint8_t {
+  kEmbedder,            // the text embedder's top-k (the same chunks for every layer)
+  kRepresentativeKeys,  // per layer: chunks whose representative keys score highest (InfLLM)
+};
+const char* ChunkSelectionName(ChunkSelection s);
+bool ParseChunkSelection(std::string_view name, ChunkSelection* out);
+
+struct ContextMemoryOptions {
+  std::vector<int32_t> layers;      // layers that store and read their own K/V; empty = all
+  int64_t sink_tokens = 128;        // the document's first tokens, always in memory
+  ContextPosition position = ContextPosition::kConstant;
+  ChunkSelection selection = ChunkSelection::kEmbedder;
+  int64_t representative_keys = 4;  // per chunk and layer (kRepresentativeKeys)
+  int64_t top_k = 8;                // chunks per window
+  // The layers this resolves to for a model of n_layer layers (ascending).
+  std::vector<int32_t> ResolvedLayers(int32_t n_layer) const;
+};
+
+struct RereadOptions {
+  int64_t top_k = 8;            // chunks retrieved per question
+  int64_t budget_tokens = 1024; // most excerpt tokens put in the prompt (best chunks first)
+};
+
+struct KnnLmOptions {
+  int64_t k = 16;             // neighbours per position
+  float lambda = 0.25f;       // weight of the kNN distribution
+  float temperature = 1.0f;   // p_kNN ∝ exp(-distance / temperature)
+  int64_t chunks = 32;        // chunks whose token states are searched (by the text embedder)
+};
 
 enum class MemoryPosition : uint8_t {
   kZero,          // every memory token at RoPE position 0 (MemLong default)
@@ -52,30 +113,38 @@ enum class MemoryPosition : uint8_t {
 const char* MemoryPositionName(MemoryPosition p);
 bool ParseMemoryPosition(std::string_view name, MemoryPosition* out);
 
-// How retrieved memory reaches the model (specs/memory_modes.md); LongContextOptions::modes is a
-// bit set of these.
-enum MemoryMode : uint32_t {
-  kMemoryModeMemLong = 1u << 0,  // one memory layer's K/V read by the retrieval layers
-  kMemoryModeContext = 1u << 1,  // every context layer reads its own K/V (ContextMemory)
-  kMemoryModeReread = 1u << 2,   // retrieved text re-read in the window
-  kMemoryModeKnnLm = 1u << 3,    // kNN-LM at the output
-};
-
 struct LongContextOptions {
+  // Which memory modes run (MemoryMode bits). use_memory = false turns them all off.
+  uint32_t modes = kModeMemLong;
+  // ---- MemLong mode ----
   int32_t memory_layer = 0;               // m: its pre-RoPE K/V are stored per chunk
   std::vector<int32_t> retrieval_layers;  // layers attending to [memory ; local]; all >= m
   int64_t chunk_tokens = 128;             // τ
   int64_t top_k = 8;                      // chunks retrieved per window
   int64_t local_window = 2048;            // positions in the local KV cache
   MemoryPosition memory_position = MemoryPosition::kZero;
+  // ---- other modes ----
+  ContextMemoryOptions context;
+  RereadOptions reread;
+  KnnLmOptions knn;
   bool use_memory = true;                 // false: a plain sliding window (for comparisons)
   DType kv_cache_dtype = DType::kF16;
-  uint32_t modes = kMemoryModeMemLong;  // MemoryMode bits
-  ContextMemoryOptions context;         // kMemoryModeContext (context_memory.h)
   // Document id under which generation overflow is stored.
   memory::DocumentId overflow_doc_id = ~memory::DocumentId{0};
   // Checks ranges against the model's shape.
   Status Validate(const model::ModelConfig& config) const;
+  bool has(MemoryMode m) const { return use_memory && (modes & m) != 0; }
+  // Layers whose K/V the bank must hold for the modes (ascending; empty: none).
+  std::vector<int32_t> KvLayers(const model::ModelConfig& config) const;
+  // Width of the per-token states the bank must hold (n_embd with kNN-LM, else 0).
+  int64_t StateDim(const model::ModelConfig& config) const;
+};
+
+// A retrieved chunk's text, for the re-read mode.
+struct Excerpt {
+  memory::SearchHit hit;
+  std::string text;
+  std::vector<model::TokenId> tokens;  // the chunk's tokens as stored
 };
 
 struct IngestStats {
@@ -104,6 +173,7 @@ using TextCallback = std::function<void(std::string_view piece)>;
 
 class LongContextSession {
  public:
+  ~LongContextSession();
   // Nothing is owned; all must outlive the session. `bank` may be null only with
   // use_memory = false. The bank's K/V shape must match the model's memory layer.
   static StatusOr<std::unique_ptr<LongContextSession>> Create(model::Model* model,
@@ -133,12 +203,21 @@ class LongContextSession {
   StatusOr<GenerateResult> Generate(const GenerateOptions& options, model::Sampler& sampler,
                                     const TextCallback& on_text = {});
 
+  // Re-read mode: the chunks for `query_text` under `filter` (reread.top_k by score, then as many
+  // of the best as fit reread.budget_tokens), returned in document order (document id, then
+  // position). Empty when the bank is empty or memory is off.
+  StatusOr<std::vector<Excerpt>> RetrieveExcerpts(std::string_view query_text,
+                                                  const memory::SearchFilter& filter = {});
+
   // Scores `window` as one local window (retrieving for `query_text` under `filter` first):
-  // result[i] = log p(window[i + 1] | window[0..i], memory), i in [0, size - 1). The window is run
-  // in pieces so the logits held at once stay small. Leaves the window in the session like Begin.
+  // result[i] = log p(window[i + 1] | prefix, window[0..i], memory), i in [0, size - 1). `prefix`
+  // (e.g. re-read excerpts) is run first and not scored; prefix + window must fit the local
+  // window. The window is run in pieces so the logits held at once stay small. Leaves the window
+  // in the session like Begin.
   StatusOr<std::vector<float>> TokenLogProbs(std::span<const model::TokenId> window,
                                              std::string_view query_text,
-                                             const memory::SearchFilter& filter = {});
+                                             const memory::SearchFilter& filter = {},
+                                             std::span<const model::TokenId> prefix = {});
 
   // Last-position logits of the most recent Begin/Step ([n_vocab]).
   std::span<const float> logits() const { return logits_; }
@@ -160,8 +239,10 @@ class LongContextSession {
   Status Run(std::span<const model::TokenId> ids);
   // Moves the oldest half of the window into the bank and re-runs the rest.
   Status Overflow();
-  // ---- context memory (kMemoryModeContext) ----
+  // ---- context memory (kModeContext) ----
   bool context_mode() const { return context_ != nullptr; }
+  // Layers whose K/V each chunk of the bank holds, ascending.
+  std::vector<int32_t> BankKvLayers() const;
   // Builds memory_ for a window of `window` tokens from context memory (after filter_ and
   // query_text_ are set).
   Status RetrieveContext(std::span<const model::TokenId> window);
@@ -173,7 +254,7 @@ class LongContextSession {
   LongContextOptions options_;
   std::unique_ptr<model::KvCache> cache_;
   std::unique_ptr<Retriever> retriever_;
-  std::unique_ptr<ContextMemory> context_;  // kMemoryModeContext with use_memory
+  std::unique_ptr<ContextMemory> context_;  // kModeContext with use_memory
   Retrieved retrieved_;
   model::MemoryKV memory_;
   memory::SearchFilter filter_;

@@ -46,6 +46,9 @@ class Retriever {
                                     const RetrieverOptions& options);
 
   StatusOr<Retrieved> Retrieve(const EmbedRequest& query, const memory::SearchFilter& filter);
+  // Only the hits (no K/V): the top `k` chunks by score, best first (re-read text, kNN-LM).
+  StatusOr<std::vector<memory::SearchHit>> Search(const EmbedRequest& query,
+                                                  const memory::SearchFilter& filter, int64_t k);
   // For callers that already hold the query embedding ([dim], L2-normalised).
   StatusOr<Retrieved> RetrieveByEmbedding(std::span<const float> query,
                                           const memory::SearchFilter& filter);

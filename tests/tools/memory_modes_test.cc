@@ -1,0 +1,246 @@
+// Memory modes on the tiny stack: mode parsing, the text-only bank re-read mode uses, excerpts in
+// document order within the budget, excerpts in chat prompts, the needle and perplexity evals'
+// plumbing (the no-memory baselines included).
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "muninn/tools/evals.h"
+#include "muninn/tools/needle_eval.h"
+#include "retriever/tiny_stack.h"
+#include "tools/src/chat_generation.h"
+
+namespace muninn::tools {
+namespace {
+
+using muninn::testing::ByteTokenizer;
+using muninn::testing::KeywordEmbedder;
+using muninn::testing::TinyModel;
+
+TEST(MemoryModesTest, ParseAndName) {
+  uint32_t m = 0;
+  ASSERT_TRUE(retriever::ParseMemoryModes("reread", &m).ok());
+  EXPECT_EQ(m, retriever::kModeReread);
+  ASSERT_TRUE(retriever::ParseMemoryModes("context+knn", &m).ok());
+  EXPECT_EQ(m, retriever::kModeContext | retriever::kModeKnnLm);
+  ASSERT_TRUE(retriever::ParseMemoryModes("memlong,reread", &m).ok());
+  EXPECT_EQ(retriever::MemoryModesName(m), "memlong+reread");
+  ASSERT_TRUE(retriever::ParseMemoryModes("none", &m).ok());
+  EXPECT_EQ(m, 0u);
+  EXPECT_EQ(retriever::MemoryModesName(0), "none");
+  const Status bad = retriever::ParseMemoryModes("reread,telepathy", &m);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("telepathy"), std::string_view::npos);
+  EXPECT_FALSE(retriever::ParseMemoryModes("", &m).ok());
+}
+
+class RereadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    backend_ = std::move(*CreateCpuBackend({}));
+    model_ = TinyModel(backend_.get());
+    tok_ = ByteTokenizer();
+    opts_.modes = retriever::kModeReread;
+    opts_.chunk_tokens = 16;
+    opts_.local_window = 256;
+    opts_.reread.top_k = 3;
+    opts_.reread.budget_tokens = 32;
+    // What Runtime::NewMemoryBank does for these modes: no K/V layers → a text-only bank.
+    ASSERT_TRUE(opts_.KvLayers(model_->config()).empty());
+    memory::MemoryBankOptions bo;
+    bo.in_memory = true;
+    bo.dim = embedder_.dim();
+    bank_ = std::move(*memory::MemoryBank::Open(bo));
+    auto s = retriever::LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, opts_);
+    ASSERT_TRUE(s.ok()) << s.status();
+    session_ = std::move(*s);
+  }
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<model::Tokenizer> tok_;
+  std::unique_ptr<memory::MemoryBank> bank_;
+  KeywordEmbedder embedder_;
+  retriever::LongContextOptions opts_;
+  std::unique_ptr<retriever::LongContextSession> session_;
+};
+
+TEST_F(RereadTest, IngestStoresTextOnlyAndExcerptsComeBackInDocumentOrder) {
+  // Four 16-byte chunks; the keyword embedder makes "dddd" chunks the best match for "d".
+  const std::string text = "dddd ddd dd d...aaaa aaa aa a...dddd xx yy zz...cccc ccc cc c...";
+  ASSERT_EQ(text.size(), 64u);
+  auto st = session_->IngestText(7, text);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->n_chunks, 4);
+  EXPECT_EQ(bank_->Stats().kv_bytes, 0);
+  auto ex = session_->RetrieveExcerpts("d");
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  // top-3 by score, but the 32-token budget keeps the best two; shown in document order.
+  ASSERT_EQ(ex->size(), 2u);
+  EXPECT_EQ((*ex)[0].hit.position, 0);
+  EXPECT_EQ((*ex)[1].hit.position, 32);
+  EXPECT_EQ((*ex)[0].text, text.substr(0, 16));
+  EXPECT_EQ((*ex)[1].tokens.size(), 16u);
+  // The filter applies (nothing before position 0).
+  memory::SearchFilter f;
+  f.before_position = 0;
+  EXPECT_TRUE(session_->RetrieveExcerpts("d", f)->empty());
+  // Memory off: no excerpts.
+  retriever::LongContextOptions off = opts_;
+  off.use_memory = false;
+  auto plain = retriever::LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, off);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE((*plain)->RetrieveExcerpts("d")->empty());
+}
+
+TEST_F(RereadTest, ChatTurnPutsExcerptsBeforeTheQuestion) {
+  const std::string text = "dddd ddd dd d...aaaa aaa aa a...";
+  ASSERT_TRUE(session_->IngestText(1, text).ok());
+  const model::ChatMessage msg{"user", "what about d?"};
+  ChatTurnOptions turn;
+  turn.generate.max_tokens = 2;
+  auto r = RunChatTurn(*session_, model::ChatTemplate::Plain(),
+                       std::span<const model::ChatMessage>(&msg, 1), "d", turn);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_FALSE(r->hits.empty());
+  EXPECT_EQ(r->hits[0].position, 0);  // the "dddd" chunk
+  EXPECT_GT(r->excerpt_tokens, 16);
+  // The window holds exactly the question with the excerpts before it.
+  const std::string window = tok_->Decode(session_->window_tokens().subspan(0, r->prompt_tokens));
+  const size_t at_excerpt = window.find("dddd ddd dd d...");
+  const size_t at_question = window.find("what about d?");
+  ASSERT_NE(at_excerpt, std::string::npos) << window;
+  ASSERT_NE(at_question, std::string::npos) << window;
+  EXPECT_LT(at_excerpt, at_question);
+  EXPECT_EQ(WithExcerpts({}, "q?"), "q?");
+}
+
+TEST_F(RereadTest, ExcerptsThatDoNotFitTheWindowAreDropped) {
+  opts_.local_window = 80;
+  opts_.reread.budget_tokens = 64;
+  auto s = retriever::LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, opts_);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->IngestText(1, "dddd ddd dd d...dddd ddd dd d...dddd ddd dd d...dddd ddd dd d...").ok());
+  const model::ChatMessage msg{"user", "d? " + std::string(20, 'q')};
+  ChatTurnOptions turn;
+  turn.generate.max_tokens = 1;
+  auto r = RunChatTurn(**s, model::ChatTemplate::Plain(), std::span<const model::ChatMessage>(&msg, 1),
+                       "d", turn);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LE(r->prompt_tokens, 80 - 16);
+  EXPECT_LT(r->hits.size(), 4u);
+}
+
+TEST(HaystackTest, ProseStretchesAndDepths) {
+  auto tok = ByteTokenizer();
+  std::string prose;
+  for (int i = 0; i < 400; ++i) prose += "Line " + std::to_string(i) + " of some prose.\n";
+  const FillerText f{"prose", prose};
+  auto a = HaystackText(*tok, f, 500, 1);
+  auto b = HaystackText(*tok, f, 500, 2);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->size(), 500u);  // one byte per token
+  EXPECT_NE(*a, *b);           // a seed-chosen starting line
+  EXPECT_EQ(a->find("Line"), 0u);
+  auto r = HaystackText(*tok, RepeatFiller(), 300, 5);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->size(), 300u);
+  EXPECT_EQ(r->find("The grass is green."), 0u);
+  for (double depth : {0.0, 0.3, 0.7, 1.0}) {
+    const std::string doc = InsertAtDepth(*a, "NEEDLE\n", depth);
+    const size_t at = doc.find("NEEDLE");
+    ASSERT_NE(at, std::string::npos);
+    EXPECT_NEAR(static_cast<double>(at) / static_cast<double>(a->size()), depth, 0.06) << depth;
+    EXPECT_TRUE(at == 0 || doc[at - 1] == '\n') << depth;  // on a line boundary
+  }
+}
+
+TEST(NeedleTest, FactsAreDeterministicAndVaried) {
+  std::set<std::string> answers;
+  for (uint64_t s = 1; s <= 40; ++s) {
+    const NeedleFact f = MakeNeedleFact(s);
+    EXPECT_EQ(f.sentence, MakeNeedleFact(s).sentence);
+    EXPECT_NE(f.sentence.find(f.answer), std::string::npos);
+    EXPECT_EQ(f.question.find(f.answer), std::string::npos) << f.question;
+    EXPECT_EQ(f.question.back(), '?');
+    answers.insert(f.answer);
+  }
+  EXPECT_GT(answers.size(), 10u);
+}
+
+TEST_F(RereadTest, NeedleRunsAskLikeAndTagsEveryTrial) {
+  std::string prose;
+  for (int i = 0; i < 200; ++i) prose += "Line " + std::to_string(i) + " of filler prose here.\n";
+  NeedleOptions o;
+  o.lengths = {200, 400};
+  o.depths = {0.0, 1.0};
+  o.trials = 2;
+  o.fillers = {{"prose", prose}};
+  o.max_tokens = 2;
+  int resets = 0;
+  auto r = RunNeedle(*session_, model::ChatTemplate::Plain(), o,
+                     [&] {
+                       ++resets;
+                       std::set<memory::DocumentId> docs;
+                       for (const auto& c : bank_->ListChunks()) docs.insert(c.doc_id);
+                       for (auto d : docs) RETURN_IF_ERROR(bank_->DeleteDocument(d).status());
+                       return Status::Ok();
+                     });
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 8u);
+  EXPECT_EQ(resets, 8);
+  for (size_t i = 0; i < r->size(); ++i) {
+    const NeedleTrial& t = (*r)[i];
+    EXPECT_EQ(t.requested_length, i < 4 ? 200 : 400);
+    EXPECT_NEAR(static_cast<double>(t.length), static_cast<double>(t.requested_length), 60.0);
+    EXPECT_FALSE(t.expected.empty());
+    EXPECT_EQ(ToJson(t)["question"], t.question);
+  }
+  // The ceiling needs no bank and marks its trials.
+  o.ceiling = true;
+  o.ceiling_tokens = 64;
+  retriever::LongContextOptions off = opts_;
+  off.use_memory = false;
+  auto plain = retriever::LongContextSession::Create(model_.get(), tok_.get(), nullptr, &embedder_, off);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  auto c = RunNeedle(**plain, model::ChatTemplate::Plain(), o, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->size(), 4u);
+  for (const auto& t : *c) {
+    EXPECT_TRUE(t.ceiling);
+    EXPECT_EQ(t.requested_length, 64);
+  }
+  o.fillers.clear();
+  EXPECT_EQ(RunNeedle(*session_, model::ChatTemplate::Plain(), o, {}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(RereadTest, PerplexityRunsPerModeAndWithoutMemory) {
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += "abcd line " + std::to_string(i) + ".\n";
+  retriever::LongContextOptions plain_o = opts_;
+  plain_o.use_memory = false;
+  auto plain = retriever::LongContextSession::Create(model_.get(), tok_.get(), nullptr, &embedder_, plain_o);
+  ASSERT_TRUE(plain.ok());
+  PerplexityOptions o;
+  o.seq_len = 256;
+  o.scored_tokens = 64;
+  o.max_windows = 2;
+  o.query_tokens = 32;
+  auto r = RunPerplexity(*session_, **plain, text, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->modes, "reread");
+  EXPECT_GT(r->ppl_memory, 1.0);
+  EXPECT_GT(r->ppl_full, 1.0);
+  // Re-read context changes the scores (the excerpts precede the scored tokens).
+  EXPECT_NE(r->ppl_memory, r->ppl_sliding);
+  // No memory at all (`eval perplexity --no-memory`): the baselines alone, nothing ingested.
+  auto none = RunPerplexity(**plain, **plain, text, o);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->modes, "none");
+  EXPECT_DOUBLE_EQ(none->ppl_memory, none->ppl_sliding);
+  EXPECT_DOUBLE_EQ(none->ppl_sliding, r->ppl_sliding);
+}
+
+}  // namespace
+}  // namespace muninn::tools
