@@ -212,6 +212,86 @@ TEST_F(ContextSessionTest, RepresentativeKeysPickChunksPerLayer) {
   EXPECT_NE(st.message().find("embedder"), std::string::npos) << st;
 }
 
+// Representative keys of an ingested window, against a float64 recomputation: per layer, the R
+// tokens that received the most causal attention (summed over heads) from the window's later
+// tokens; the stored keys are those tokens' pre-RoPE keys.
+TEST_F(ContextSessionTest, RepresentativeKeysAreTheMostAttendedTokens) {
+  ContextMemoryOptions co;
+  co.selection = ChunkSelection::kRepresentativeKeys;
+  co.representative_keys = 3;
+  co.layers = {0, 2};
+  const std::vector<int32_t> bank_layers = {0, 1, 2, 3};
+  auto cm = ContextMemory::Create(model_.get(), bank_.get(), &embedder_, co, bank_layers, 64);
+  ASSERT_TRUE(cm.ok()) << cm.status();
+  const std::vector<model::TokenId> window = Ids("the cat sat, the cat ran");
+  const int64_t T = static_cast<int64_t>(window.size());
+  auto w = (*cm)->Ingest(window);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_EQ(w->k.shape(), (Shape{4 * kHeadsKv, T, kHd}));
+  ASSERT_EQ(w->representative.size(), static_cast<size_t>(2 * 3 * kHeadsKv * kHd));
+
+  // Reference: rotated q and pre-RoPE k of each layer from an observed plain forward.
+  std::vector<std::vector<float>> q(kLayers), k(kLayers);
+  model::ForwardOptions fo;
+  fo.compute_logits = false;
+  fo.observer = [&](const model::Intermediate& im) {
+    if (im.name != "q" && im.name != "k_pre_rope") return;
+    auto c = im.value.Contiguous();
+    ASSERT_TRUE(c.ok());
+    auto& dst = im.name == "q" ? q[static_cast<size_t>(im.layer)] : k[static_cast<size_t>(im.layer)];
+    dst.assign(c->data_as<float>(), c->data_as<float>() + c->numel());
+  };
+  ASSERT_TRUE(model_->Forward(window, nullptr, fo).ok());
+  const int64_t n_head = muninn::testing::kHeads, G = n_head / kHeadsKv;
+  for (int li = 0; li < 2; ++li) {
+    const int layer = co.layers[static_cast<size_t>(li)];
+    auto kt = Tensor::FromVector(Shape{T, kHeadsKv, kHd}, k[static_cast<size_t>(layer)]);
+    ASSERT_TRUE(kt.ok());
+    auto k_rot = model::RotateMemoryKeys(backend_.get(), model_->config().rope, *kt, 0);
+    ASSERT_TRUE(k_rot.ok());
+    std::vector<double> received(static_cast<size_t>(T), 0.0);
+    for (int64_t h = 0; h < n_head; ++h) {
+      for (int64_t t = 1; t < T; ++t) {
+        std::vector<double> p(static_cast<size_t>(t + 1));
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j <= t; ++j) {
+          double dot = 0;
+          for (int64_t i = 0; i < kHd; ++i) {
+            dot += double{q[static_cast<size_t>(layer)][static_cast<size_t>((t * n_head + h) * kHd + i)]} *
+                   k_rot->data_as<float>()[(j * kHeadsKv + h / G) * kHd + i];
+          }
+          p[static_cast<size_t>(j)] = dot / std::sqrt(double{kHd});
+          mx = std::max(mx, p[static_cast<size_t>(j)]);
+        }
+        for (double& x : p) sum += (x = std::exp(x - mx));
+        for (int64_t j = 0; j < t; ++j) received[static_cast<size_t>(j)] += p[static_cast<size_t>(j)] / sum;
+      }
+    }
+    std::vector<int64_t> order(static_cast<size_t>(T));
+    for (int64_t j = 0; j < T; ++j) order[static_cast<size_t>(j)] = j;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return received[static_cast<size_t>(a)] > received[static_cast<size_t>(b)];
+    });
+    for (int r = 0; r < 3; ++r) {
+      const int64_t j = order[static_cast<size_t>(r)];
+      for (int64_t g = 0; g < kHeadsKv; ++g) {
+        for (int64_t i = 0; i < kHd; ++i) {
+          ASSERT_EQ(w->representative[static_cast<size_t>(((li * 3 + r) * kHeadsKv + g) * kHd + i)],
+                    k[static_cast<size_t>(layer)][static_cast<size_t>((j * kHeadsKv + g) * kHd + i)])
+              << "layer " << layer << " rank " << r << " token " << j;
+        }
+      }
+    }
+    // The stacked K holds every bank layer in order: layer `layer` at rows layer·n_kv...
+    for (int64_t g = 0; g < kHeadsKv; ++g) {
+      for (int64_t t = 0; t < T; ++t) {
+        ASSERT_EQ(w->k.data_as<float>()[((layer * kHeadsKv + g) * T + t) * kHd],
+                  k[static_cast<size_t>(layer)][static_cast<size_t>((t * kHeadsKv + g) * kHd)]);
+      }
+    }
+  }
+}
+
 TEST_F(ContextSessionTest, GenerationOverflowsIntoContextMemory) {
   LongContextOptions o = opts_;
   o.local_window = 24;
