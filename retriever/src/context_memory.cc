@@ -105,8 +105,16 @@ StatusOr<std::unique_ptr<ContextMemory>> ContextMemory::Create(model::Model* mod
 }
 
 StatusOr<ContextMemory::Window> ContextMemory::Ingest(std::span<const model::TokenId> tokens) {
+  ASSIGN_OR_RETURN(std::vector<Window> w,
+                   IngestSegment(tokens, static_cast<int64_t>(tokens.size())));
+  return std::move(w.front());
+}
+
+StatusOr<std::vector<ContextMemory::Window>> ContextMemory::IngestSegment(
+    std::span<const model::TokenId> tokens, int64_t chunk_tokens) {
   const model::ModelConfig& cfg = model_->config();
   const int64_t T = static_cast<int64_t>(tokens.size());
+  if (T < 1 || chunk_tokens < 1) return InvalidArgumentError("ingest needs tokens and chunks");
   const int64_t L = static_cast<int64_t>(layers_.size());
   const int64_t n_kv = cfg.n_head_kv, hd = cfg.head_dim, n_head = cfg.n_head;
   const bool representative = options_.selection == ChunkSelection::kRepresentativeKeys;
@@ -135,58 +143,82 @@ StatusOr<ContextMemory::Window> ContextMemory::Ingest(std::span<const model::Tok
   }
   ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(tokens, nullptr, fo));
   RETURN_IF_ERROR(observer_status);
-
-  Window w;
-  ASSIGN_OR_RETURN(std::tie(w.k, w.v), StackLayerKV(r.captured));
-  if (!representative) return w;
-
-  // Representative keys: the R tokens that received the most attention (summed over heads) from
-  // the chunk's own later tokens, under the model's causal softmax at positions 0..T-1.
-  const int64_t R = options_.representative_keys;
-  const int64_t G = n_head / n_kv;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  w.representative.assign(static_cast<size_t>(L * R * n_kv * hd), 0.0f);
-  std::vector<double> received(static_cast<size_t>(T)), p(static_cast<size_t>(T));
-  for (int64_t li = 0; li < L; ++li) {
-    const model::ForwardResult::CapturedKV& c =
-        r.captured[static_cast<size_t>(bank_index_[static_cast<size_t>(li)])];
-    ASSIGN_OR_RETURN(Tensor k_rot, model::RotateMemoryKeys(model_->backend(), cfg.rope, c.k, 0));
-    const Tensor& q = q_rot[static_cast<size_t>(li)];
-    if (!q.defined()) return InternalError("context memory: layer queries were not observed");
-    std::fill(received.begin(), received.end(), 0.0);
-    for (int64_t h = 0; h < n_head; ++h) {
-      const int64_t g = h / G;
-      for (int64_t t = 1; t < T; ++t) {
-        const float* qt = Row(q, t, h);
-        double mx = -std::numeric_limits<double>::infinity();
-        for (int64_t s = 0; s <= t; ++s) {
-          const float* ks = Row(k_rot, s, g);
-          float dot = 0.0f;
-          for (int64_t i = 0; i < hd; ++i) dot += qt[i] * ks[i];
-          p[static_cast<size_t>(s)] = dot * scale;
-          mx = std::max(mx, p[static_cast<size_t>(s)]);
-        }
-        double sum = 0.0;
-        for (int64_t s = 0; s <= t; ++s) sum += (p[static_cast<size_t>(s)] =
-                                                     std::exp(p[static_cast<size_t>(s)] - mx));
-        for (int64_t s = 0; s < t; ++s) received[static_cast<size_t>(s)] += p[static_cast<size_t>(s)] / sum;
-      }
-    }
-    std::vector<int64_t> order(static_cast<size_t>(T));
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-      return received[static_cast<size_t>(a)] > received[static_cast<size_t>(b)];
-    });
-    for (int64_t rr = 0; rr < R; ++rr) {
-      // Fewer tokens than R: repeat the best one (harmless under the max over keys).
-      const int64_t j = order[static_cast<size_t>(rr < T ? rr : 0)];
-      for (int64_t g = 0; g < n_kv; ++g) {
-        std::memcpy(&w.representative[static_cast<size_t>(((li * R + rr) * n_kv + g) * hd)],
-                    Row(c.k, j, g), static_cast<size_t>(hd) * sizeof(float));
+  std::vector<Tensor> k_rot(static_cast<size_t>(L));  // [T, n_kv, hd] rotated at 0..T-1
+  if (representative) {
+    for (int64_t li = 0; li < L; ++li) {
+      const Tensor& k = r.captured[static_cast<size_t>(bank_index_[static_cast<size_t>(li)])].k;
+      ASSIGN_OR_RETURN(k_rot[static_cast<size_t>(li)],
+                       model::RotateMemoryKeys(model_->backend(), cfg.rope, k, 0));
+      if (!q_rot[static_cast<size_t>(li)].defined()) {
+        return InternalError("context memory: layer queries were not observed");
       }
     }
   }
-  return w;
+
+  std::vector<Window> out;
+  for (int64_t b = 0; b < T; b += chunk_tokens) {
+    const int64_t e = std::min(T, b + chunk_tokens), n = e - b;
+    std::vector<model::ForwardResult::CapturedKV> rows(r.captured.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      rows[i].layer = r.captured[i].layer;
+      ASSIGN_OR_RETURN(rows[i].k, r.captured[i].k.Slice(0, b, e));
+      ASSIGN_OR_RETURN(rows[i].v, r.captured[i].v.Slice(0, b, e));
+    }
+    Window w;
+    ASSIGN_OR_RETURN(std::tie(w.k, w.v), StackLayerKV(rows));
+    if (representative) {
+      // Representative keys: the R tokens of the chunk that received the most attention (summed
+      // over heads) from the chunk's own later tokens, under the model's causal softmax
+      // restricted to the chunk (positions as in the pass).
+      const int64_t R = options_.representative_keys;
+      const int64_t G = n_head / n_kv;
+      const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+      w.representative.assign(static_cast<size_t>(L * R * n_kv * hd), 0.0f);
+      std::vector<double> received(static_cast<size_t>(n)), p(static_cast<size_t>(n));
+      for (int64_t li = 0; li < L; ++li) {
+        const Tensor& q = q_rot[static_cast<size_t>(li)];
+        const Tensor& kr = k_rot[static_cast<size_t>(li)];
+        std::fill(received.begin(), received.end(), 0.0);
+        for (int64_t h = 0; h < n_head; ++h) {
+          const int64_t g = h / G;
+          for (int64_t t = 1; t < n; ++t) {
+            const float* qt = Row(q, b + t, h);
+            double mx = -std::numeric_limits<double>::infinity();
+            for (int64_t s2 = 0; s2 <= t; ++s2) {
+              const float* ks = Row(kr, b + s2, g);
+              float dot = 0.0f;
+              for (int64_t i = 0; i < hd; ++i) dot += qt[i] * ks[i];
+              p[static_cast<size_t>(s2)] = dot * scale;
+              mx = std::max(mx, p[static_cast<size_t>(s2)]);
+            }
+            double sum = 0.0;
+            for (int64_t s2 = 0; s2 <= t; ++s2) {
+              sum += (p[static_cast<size_t>(s2)] = std::exp(p[static_cast<size_t>(s2)] - mx));
+            }
+            for (int64_t s2 = 0; s2 < t; ++s2) {
+              received[static_cast<size_t>(s2)] += p[static_cast<size_t>(s2)] / sum;
+            }
+          }
+        }
+        std::vector<int64_t> order(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) {
+          return received[static_cast<size_t>(a)] > received[static_cast<size_t>(c)];
+        });
+        const Tensor& k = r.captured[static_cast<size_t>(bank_index_[static_cast<size_t>(li)])].k;
+        for (int64_t rr = 0; rr < R; ++rr) {
+          // Fewer tokens than R: repeat the best one (harmless under the max over keys).
+          const int64_t j = b + order[static_cast<size_t>(rr < n ? rr : 0)];
+          for (int64_t g = 0; g < n_kv; ++g) {
+            std::memcpy(&w.representative[static_cast<size_t>(((li * R + rr) * n_kv + g) * hd)],
+                        Row(k, j, g), static_cast<size_t>(hd) * sizeof(float));
+          }
+        }
+      }
+    }
+    out.push_back(std::move(w));
+  }
+  return out;
 }
 
 void ContextMemory::Remember(memory::ChunkId id, memory::DocumentId doc_id, int64_t position,

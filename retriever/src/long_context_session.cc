@@ -312,14 +312,21 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
     std::vector<model::ForwardResult> kvs;
     std::vector<ContextMemory::Window> context_kvs;
     std::vector<std::span<const model::TokenId>> spans;
+    if (context_mode() && options_.context.contextual_ingest) {
+      // The whole group in one pass: each chunk's K/V in the context of the group's earlier text.
+      ASSIGN_OR_RETURN(context_kvs, context_->IngestSegment(
+                                        tokens.subspan(static_cast<size_t>(group_begin),
+                                                       static_cast<size_t>(group_end - group_begin)),
+                                        tau));
+    }
     for (int64_t b = group_begin; b < group_end; b += tau) {
       const int64_t e = std::min(group_end, b + tau);
       auto window = tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(e - b));
-      if (context_mode()) {
+      if (context_mode() && !options_.context.contextual_ingest) {
         // Every layer the bank holds, plus the context layers' representative keys.
         ASSIGN_OR_RETURN(ContextMemory::Window w, context_->Ingest(window));
         context_kvs.push_back(std::move(w));
-      } else if (need_kv) {
+      } else if (!context_mode() && need_kv) {
         ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, fo));
         kvs.push_back(std::move(r));
       }

@@ -114,6 +114,41 @@ TEST_F(ContextSessionTest, ContiguousOracleThroughTheSessionEqualsFullAttention)
   EXPECT_GT(diff, 0.1);
 }
 
+// Contextual ingest: a call's group of chunks runs as one pass, so with memory = the sink chunk
+// and the chunk after it (contiguous), the next window again equals full attention over all of
+// it. Chunks ingested alone (the default) do not: the second chunk's K/V never saw the first.
+TEST_F(ContextSessionTest, ContextualIngestKeepsEachChunkInItsDocumentsContext) {
+  const std::string doc = kFirst + "bbbbbbbbbbbbbbbb";
+  std::vector<model::TokenId> all = Ids(doc + kSecond);
+  const std::vector<float> want = FullLogProbs(all, 32);
+  for (bool contextual : {true, false}) {
+    SCOPED_TRACE(contextual ? "contextual" : "alone");
+    bank_ = ContextBank({0, 1, 2, 3});
+    LongContextOptions o = opts_;
+    o.context.position = ContextPosition::kContiguous;
+    o.context.top_k = 1;
+    o.context.contextual_ingest = contextual;
+    auto session = Session(o);
+    ASSERT_NE(session, nullptr);
+    ASSERT_TRUE(session->IngestText(1, doc).ok());
+    memory::SearchFilter f;
+    f.doc_ids = {1};
+    auto got = session->TokenLogProbs(Ids(kSecond), "bbbb", f);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(session->retrieved().hits.size(), 2u);
+    ASSERT_EQ(got->size(), want.size());
+    double max_diff = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs((*got)[i] - want[i])));
+    }
+    if (contextual) {
+      EXPECT_LT(max_diff, 2e-2);
+    } else {
+      EXPECT_GT(max_diff, 5e-2);
+    }
+  }
+}
+
 // Sinks only (top_k = 0): the first 8 tokens, cut from the first 16-token chunk, are in memory at
 // contiguous positions. Causal attention makes their K/V independent of the cut-off tail, so this
 // equals full attention over [first 8 tokens ; window].

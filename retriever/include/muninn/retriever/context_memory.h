@@ -83,6 +83,11 @@ class ContextMemory {
   };
   // Runs `tokens` (one window, positions 0..T-1, no memory) up to the highest bank layer.
   StatusOr<Window> Ingest(std::span<const model::TokenId> tokens);
+  // Runs `tokens` as one pass and cuts it into chunks of `chunk_tokens` (the last may be
+  // shorter): each chunk's K/V are computed in the context of the segment's earlier tokens
+  // (ContextMemoryOptions::contextual_ingest), its representative keys within the chunk.
+  StatusOr<std::vector<Window>> IngestSegment(std::span<const model::TokenId> tokens,
+                                              int64_t chunk_tokens);
   // Records a stored window (after the bank acknowledged it as chunk `id`).
   void Remember(memory::ChunkId id, memory::DocumentId doc_id, int64_t position, int64_t n_tokens,
                 Window window);

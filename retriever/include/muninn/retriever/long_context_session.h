@@ -90,6 +90,10 @@ struct ContextMemoryOptions {
   ChunkSelection selection = ChunkSelection::kEmbedder;
   int64_t representative_keys = 4;  // per chunk and layer (kRepresentativeKeys)
   int64_t top_k = 8;                // chunks per window
+  // Ingest runs each group of up to 8 chunks (8·τ tokens of one call) as one pass, so a chunk's
+  // K/V see the group's earlier tokens (InfLLM encodes memory in context). false: every chunk
+  // runs alone from position 0 (MemLong §8). Same cost either way.
+  bool contextual_ingest = false;
   // The layers this resolves to for a model of n_layer layers (ascending).
   std::vector<int32_t> ResolvedLayers(int32_t n_layer) const;
 };
