@@ -1,6 +1,7 @@
 #include "chunk_store.h"
 
 #include <exception>
+#include <filesystem>
 
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
@@ -20,7 +21,8 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return Status::Ok();
   std::string msg = std::string(what) + ": " + s.ToString();
   if (s.IsNotFound()) return NotFoundError(std::move(msg));
-  if (s.IsCorruption()) return DataLossError(std::move(msg) + " (the bank is corrupt; run `muninn bank verify`)");
+  if (s.IsCorruption()) return DataLossError(std::move(msg) + " (the bank is corrupt: `muninn bank verify` lists the damage, `muninn bank repair` "
+                         "salvages what can be read)");
   if (s.IsInvalidArgument()) return InvalidArgumentError(std::move(msg));
   if (s.IsIOError()) return IoError(std::move(msg));
   if (s.IsBusy() || s.IsTryAgain()) return UnavailableError(std::move(msg));
@@ -54,6 +56,37 @@ rocksdb::ColumnFamilyOptions CfOptions(Cf cf) {
   }
   if (cf == Cf::kEmbeddings) o.compression = rocksdb::kNoCompression;
   return o;
+}
+
+// What is in a bank directory before RocksDB touches it.
+enum class DirState { kMissing, kEmpty, kDatabase, kDamaged, kOther };
+
+DirState Inspect(const std::string& path, std::string* detail) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return DirState::kMissing;
+  if (fs::exists(fs::path(path) / "CURRENT", ec)) return DirState::kDatabase;
+  bool any = false;
+  for (const auto& e : fs::directory_iterator(path, ec)) {
+    any = true;
+    const std::string name = e.path().filename().string();
+    const std::string ext = e.path().extension().string();
+    if (name.starts_with("MANIFEST-") || name.starts_with("OPTIONS-") || name == "IDENTITY" ||
+        ext == ".sst" || ext == ".log" || ext == ".blob" || name == "index.mnx") {
+      *detail = name;
+      return DirState::kDamaged;
+    }
+  }
+  if (ec) return DirState::kOther;
+  return any ? DirState::kOther : DirState::kEmpty;
+}
+
+std::vector<rocksdb::ColumnFamilyDescriptor> Descriptors() {
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i) {
+    cfs.emplace_back(kCfNames[i], CfOptions(static_cast<Cf>(i)));
+  }
+  return cfs;
 }
 
 }  // namespace
@@ -91,6 +124,22 @@ StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const OpenOptions& option
     db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
     db_options.max_background_jobs = 2;
     std::string path = options.path;
+    if (!options.in_memory) {
+      std::string detail;
+      switch (Inspect(path, &detail)) {
+        case DirState::kDamaged:
+          return DataLossError("the bank at " + path + " is damaged: it holds " + detail +
+                               " but no CURRENT file; nothing was changed. Run `muninn bank repair "
+                               "--bank " + path + "` (it backs the directory up first)");
+        case DirState::kMissing:
+        case DirState::kEmpty:
+        case DirState::kOther:
+          if (!options.create_if_missing) return NotFoundError("no memory bank at " + path);
+          break;
+        case DirState::kDatabase:
+          break;
+      }
+    }
     if (options.in_memory) {
       store->env_.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));
       db_options.env = store->env_.get();
@@ -98,10 +147,7 @@ StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const OpenOptions& option
       db_options.create_missing_column_families = true;
       path = "/muninn-memory-bank";
     }
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-    for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i) {
-      cfs.emplace_back(kCfNames[i], CfOptions(static_cast<Cf>(i)));
-    }
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = Descriptors();
     rocksdb::DB* db = nullptr;
     rocksdb::Status rs = rocksdb::DB::Open(db_options, path, cfs, &store->handles_, &db);
     if (!rs.ok()) {
@@ -111,6 +157,15 @@ StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const OpenOptions& option
       return FromRocks(rs, "open RocksDB at " + path);
     }
     store->db_ = db;
+    if (options.verify_checksums) {
+      rocksdb::Status vs = db->VerifyChecksum();
+      if (!vs.ok()) {
+        std::string msg = "the bank at " + path + " is corrupt (" + vs.ToString() +
+                          "); nothing was changed. Run `muninn bank repair --bank " + path +
+                          "` (it backs the directory up first)";
+        return vs.IsCorruption() ? DataLossError(std::move(msg)) : FromRocks(vs, "verify checksums");
+      }
+    }
     std::string header;
     rocksdb::Status hs = db->Get(rocksdb::ReadOptions(), store->handles_[0], "bank", &header);
     store->existed_ = hs.ok();
@@ -125,6 +180,16 @@ StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const OpenOptions& option
 }
 
 ChunkStore::~ChunkStore() { Close().IgnoreError(); }
+
+Status ChunkStore::Repair(const std::string& path) {
+  return Guard("repair RocksDB", [&]() -> Status {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(path, ec)) return NotFoundError("no directory " + path);
+    rocksdb::DBOptions db_options;
+    return FromRocks(rocksdb::RepairDB(path, db_options, Descriptors(), rocksdb::ColumnFamilyOptions()),
+                     "repair RocksDB at " + path);
+  });
+}
 
 Status ChunkStore::Close() {
   if (db_ == nullptr) return Status::Ok();

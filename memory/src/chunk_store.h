@@ -61,8 +61,17 @@ class ChunkStore {
     bool in_memory = false;
     bool create_if_missing = true;
     bool sync = true;
+    // Read every SST block once (RocksDB VerifyChecksum) before returning, so a corrupt table
+    // fails the open instead of a later read. K/V blob files are not read.
+    bool verify_checksums = false;
   };
+  // Never creates or repairs anything in a directory that holds a damaged database (RocksDB
+  // files but no CURRENT): that is DataLoss pointing at `muninn bank repair`. Without
+  // create_if_missing a missing bank is NotFound and no directory is created.
   static StatusOr<std::unique_ptr<ChunkStore>> Open(const OpenOptions& options);
+  // Runs RocksDB's repair on the database at `path` (must not be open), salvaging what can be
+  // read into a fresh MANIFEST. Data in corrupt tables may be lost: back the directory up first.
+  static Status Repair(const std::string& path);
   ~ChunkStore();
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;

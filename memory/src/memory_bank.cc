@@ -9,6 +9,7 @@
 
 #include "chunk_store.h"
 #include "codec.h"
+#include "document_records.h"
 #include "eviction.h"
 #include "vector_index.h"
 
@@ -77,12 +78,15 @@ StatusOr<std::unique_ptr<MemoryBank>> MemoryBank::Open(const MemoryBankOptions& 
   return bank;
 }
 
+Status MemoryBank::Repair(const std::string& path) { return ChunkStore::Repair(path); }
+
 Status MemoryBank::OpenImpl() {
   ChunkStore::OpenOptions so;
   so.path = options_.path;
   so.in_memory = options_.in_memory;
   so.create_if_missing = options_.create_if_missing;
   so.sync = options_.sync == SyncPolicy::kSync;
+  so.verify_checksums = options_.verify_on_open && !options_.in_memory;
   if (!options_.in_memory && options_.create_if_missing) {
     std::error_code ec;
     std::filesystem::create_directories(options_.path, ec);
@@ -215,7 +219,136 @@ Status MemoryBank::OpenImpl() {
     states_bytes_ += m.states_bytes;
     return Status::Ok();
   }));
+  RETURN_IF_ERROR(LoadDocumentsLocked());
   return LoadOrRebuildIndex();
+}
+
+Status MemoryBank::LoadDocumentsLocked() {
+  RETURN_IF_ERROR(store_->ForEach(
+      Cf::kDefault, internal::kDocumentKeyPrefix, [&](std::string_view k, std::string_view v) {
+        ASSIGN_OR_RETURN(DocumentId id, internal::ParseDocumentKey(k));
+        StatusOr<DocumentRecord> r = internal::DecodeDocumentRecord(v);
+        if (!r.ok()) {
+          return r.status().WithContext("document " + std::to_string(id) +
+                                        " (run `muninn bank verify` for a full report)");
+        }
+        if (r->id != id) {
+          return DataLossError("document record under key " + std::to_string(id) + " names id " +
+                               std::to_string(r->id));
+        }
+        doc_records_[id] = std::move(r).value();
+        return Status::Ok();
+      }));
+  std::string bytes;
+  Status st = store_->Get(Cf::kDefault, std::string(internal::kDocumentStateKey), &bytes);
+  if (st.ok()) {
+    ASSIGN_OR_RETURN(next_doc_id_, internal::DecodeDocumentState(bytes));
+  } else if (st.code() != StatusCode::kNotFound) {
+    return st;
+  }
+  // A bank from before document records, or one whose writer crashed between appending chunks
+  // and recording them, still never hands out an id its chunks use.
+  auto raise = [&](DocumentId id) {
+    if (id < kFirstReservedDocumentId && id >= next_doc_id_) next_doc_id_ = id + 1;
+  };
+  for (const auto& [id, n] : doc_chunks_) raise(id);
+  for (const auto& [id, r] : doc_records_) raise(id);
+  if (next_doc_id_ == 0) next_doc_id_ = 1;
+  return Status::Ok();
+}
+
+DocumentRecord MemoryBank::DocumentOfLocked(DocumentId id) const {
+  DocumentRecord r;
+  auto it = doc_records_.find(id);
+  if (it != doc_records_.end()) {
+    r = it->second;
+  } else {
+    r.id = id;
+    r.has_record = false;
+    r.state = DocumentState::kPartial;
+  }
+  auto c = doc_chunks_.find(id);
+  r.n_chunks = c == doc_chunks_.end() ? 0 : c->second;
+  return r;
+}
+
+StatusOr<DocumentId> MemoryBank::BeginDocument(std::string_view name) {
+  if (name.size() > internal::kMaxDocumentNameBytes) {
+    return InvalidArgumentError("document name of " + std::to_string(name.size()) +
+                                " bytes; at most " +
+                                std::to_string(internal::kMaxDocumentNameBytes) + " are stored");
+  }
+  auto lock = WriterLock();
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  if (next_doc_id_ >= kFirstReservedDocumentId) {
+    return ResourceExhaustedError("the bank has handed out every document id");
+  }
+  DocumentRecord r;
+  r.id = next_doc_id_;
+  r.name = std::string(name);
+  r.state = DocumentState::kPartial;
+  internal::WriteBatchBuilder batch = store_->NewBatch();
+  batch.Put(Cf::kDefault, internal::DocumentKey(r.id), internal::EncodeDocumentRecord(r));
+  batch.Put(Cf::kDefault, internal::kDocumentStateKey, internal::EncodeDocumentState(r.id + 1));
+  RETURN_IF_ERROR(store_->Write(&batch));
+  next_doc_id_ = r.id + 1;
+  doc_records_[r.id] = r;
+  return r.id;
+}
+
+Status MemoryBank::PutDocument(const DocumentRecord& record) {
+  if (record.name.size() > internal::kMaxDocumentNameBytes) {
+    return InvalidArgumentError("document name of " + std::to_string(record.name.size()) +
+                                " bytes; at most " +
+                                std::to_string(internal::kMaxDocumentNameBytes) + " are stored");
+  }
+  if (record.id == 0 || record.tokens < 0) {
+    return InvalidArgumentError("a document record needs an id > 0 and tokens >= 0");
+  }
+  auto lock = WriterLock();
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  DocumentRecord r = record;
+  r.n_chunks = 0;
+  r.has_record = true;
+  internal::WriteBatchBuilder batch = store_->NewBatch();
+  batch.Put(Cf::kDefault, internal::DocumentKey(r.id), internal::EncodeDocumentRecord(r));
+  const DocumentId next =
+      r.id < kFirstReservedDocumentId && r.id >= next_doc_id_ ? r.id + 1 : next_doc_id_;
+  if (next != next_doc_id_) {
+    batch.Put(Cf::kDefault, internal::kDocumentStateKey, internal::EncodeDocumentState(next));
+  }
+  RETURN_IF_ERROR(store_->Write(&batch));
+  next_doc_id_ = next;
+  doc_records_[r.id] = std::move(r);
+  return Status::Ok();
+}
+
+StatusOr<DocumentRecord> MemoryBank::GetDocument(DocumentId id) const {
+  auto lock = ReaderLock();
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  if (doc_records_.count(id) == 0 && doc_chunks_.count(id) == 0) {
+    return NotFoundError("no document " + std::to_string(id) + " in the bank");
+  }
+  return DocumentOfLocked(id);
+}
+
+std::vector<DocumentRecord> MemoryBank::ListDocuments() const {
+  auto lock = ReaderLock();
+  std::vector<DocumentId> ids;
+  for (const auto& [id, r] : doc_records_) ids.push_back(id);
+  for (const auto& [id, n] : doc_chunks_) {
+    if (id < kFirstReservedDocumentId && doc_records_.count(id) == 0) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  std::vector<DocumentRecord> out;
+  out.reserve(ids.size());
+  for (DocumentId id : ids) out.push_back(DocumentOfLocked(id));
+  return out;
+}
+
+DocumentId MemoryBank::NextDocumentId() const {
+  auto lock = ReaderLock();
+  return next_doc_id_;
 }
 
 Status MemoryBank::LoadOrRebuildIndex() {
@@ -584,9 +717,13 @@ StatusOr<int64_t> MemoryBank::DeleteDocument(DocumentId doc_id) {
   for (const auto& [id, m] : metas_) {
     if (m.doc_id == doc_id) ids.push_back(id);
   }
-  if (ids.empty()) return int64_t{0};
+  const bool has_record = doc_records_.count(doc_id) > 0;
+  if (ids.empty() && !has_record) return int64_t{0};
   std::sort(ids.begin(), ids.end());
   internal::WriteBatchBuilder batch = store_->NewBatch();
+  if (has_record) batch.Delete(Cf::kDefault, internal::DocumentKey(doc_id));
+  // Persist the id counter so that an id derived from chunks alone is not handed out again.
+  batch.Put(Cf::kDefault, internal::kDocumentStateKey, internal::EncodeDocumentState(next_doc_id_));
   for (ChunkId id : ids) {
     const std::string key = internal::IdKey(id);
     for (Cf cf : {Cf::kRecords, Cf::kContent, Cf::kKv, Cf::kEmbeddings, Cf::kStates}) {
@@ -609,6 +746,7 @@ StatusOr<int64_t> MemoryBank::DeleteDocument(DocumentId doc_id) {
     metas_.erase(it);
   }
   doc_chunks_.erase(doc_id);
+  doc_records_.erase(doc_id);
   mutation_seq_ = state.mutation_seq;
   std::vector<int64_t> ids64(ids.begin(), ids.end());
   Status ist = index_->Remove(ids64);
@@ -946,6 +1084,19 @@ StatusOr<VerifyReport> MemoryBank::Verify() const {
     }
     return Status::Ok();
   }));
+  RETURN_IF_ERROR(store_->ForEach(
+      Cf::kDefault, internal::kDocumentKeyPrefix, [&](std::string_view k, std::string_view v) {
+        StatusOr<DocumentId> id = internal::ParseDocumentKey(k);
+        StatusOr<DocumentRecord> r = internal::DecodeDocumentRecord(v);
+        if (!id.ok() || !r.ok() || r->id != *id) {
+          AddProblem(&report, "document record " + (id.ok() ? std::to_string(*id) : "?") + ": " +
+                                  (r.ok() ? "names another id" : std::string(r.status().message())));
+        } else if (*id >= next_doc_id_ && *id < kFirstReservedDocumentId) {
+          AddProblem(&report, "document id " + std::to_string(*id) +
+                                  " is beyond the bank's next document id");
+        }
+        return Status::Ok();
+      }));
   // Index side: every indexed id is live or a tombstone.
   int64_t dead = 0;
   for (int64_t id : index_->Ids()) {

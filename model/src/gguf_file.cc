@@ -1,5 +1,7 @@
 #include "muninn/model/gguf_file.h"
 
+#include <algorithm>
+
 #include "byte_reader.h"
 #include "tensor_view.h"
 #include "muninn/core/mapped_file.h"
@@ -286,6 +288,31 @@ Status GgufFile::ParseAll() {
           std::to_string(data_size) + " bytes); the file is truncated or corrupt");
     }
     t.offset = data_offset_ + relative_offsets[i];
+  }
+  // Two tensors whose bytes overlap mean a tensor's type or shape was changed (its data now runs
+  // into the next one): the file would load and produce garbage. Sorted by start, each tensor
+  // must end at or before the next one begins (empty tensors take no bytes).
+  std::vector<size_t> order;
+  order.reserve(tensors_.size());
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (tensors_[i].nbytes > 0) order.push_back(i);
+  }
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return relative_offsets[a] != relative_offsets[b] ? relative_offsets[a] < relative_offsets[b]
+                                                      : a < b;
+  });
+  for (size_t k = 1; k < order.size(); ++k) {
+    const TensorInfo& prev = tensors_[order[k - 1]];
+    const TensorInfo& next = tensors_[order[k]];
+    const uint64_t prev_end = relative_offsets[order[k - 1]] + prev.nbytes;  // checked above
+    if (prev_end > relative_offsets[order[k]]) {
+      return InvalidArgumentError(
+          name_ + ": tensor '" + prev.name + "' (" + prev.type_name + " " + prev.shape.ToString() +
+          ", bytes " + std::to_string(relative_offsets[order[k - 1]]) + ".." +
+          std::to_string(prev_end) + " of the data section) overlaps tensor '" + next.name +
+          "' (from byte " + std::to_string(relative_offsets[order[k]]) +
+          "); a tensor's type or shape does not match its data: the file is corrupt");
+    }
   }
   return Status::Ok();
 }

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstring>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -175,12 +176,12 @@ Status SafetensorsFile::ParseAll() {
     if (shape_it == entry.end() || !shape_it->is_array()) {
       return InvalidArgumentError(where + " has no 'shape' array");
     }
-    if (shape_it->size() > static_cast<size_t>(kMaxDims)) {
+    if (shape_it->size() > static_cast<size_t>(kMaxHeaderDims)) {
       return InvalidArgumentError(where + " has " + std::to_string(shape_it->size()) +
-                                  " dimensions; muninn supports at most " +
-                                  std::to_string(kMaxDims));
+                                  " dimensions; a safetensors header may give at most " +
+                                  std::to_string(kMaxHeaderDims));
     }
-    int64_t dims[kMaxDims] = {};
+    int64_t dims[kMaxHeaderDims] = {};
     uint64_t numel = 1;
     for (size_t d = 0; d < shape_it->size(); ++d) {
       uint64_t n = 0;
@@ -214,6 +215,18 @@ Status SafetensorsFile::ParseAll() {
                                   shape_it->dump() + ") needs " + std::to_string(nbytes) +
                                   " bytes but data_offsets span " + std::to_string(end - begin));
     }
+    if (shape_it->size() > static_cast<size_t>(kMaxDims)) {
+      // Kept aside (see skipped_tensors()): a loader that needs it gets a clear error, one that
+      // does not (Huginn and its freqs_cis buffer) loads.
+      SkippedTensor t;
+      t.name = key;
+      t.type_name = Lower(dt->name);
+      t.dims.assign(dims, dims + shape_it->size());
+      t.offset = data_offset_ + begin;
+      t.nbytes = nbytes;
+      skipped_.push_back(std::move(t));
+      continue;
+    }
     TensorInfo t;
     t.name = key;
     t.type_name = Lower(dt->name);
@@ -225,6 +238,27 @@ Status SafetensorsFile::ParseAll() {
   }
   std::sort(tensors_.begin(), tensors_.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.offset < b.offset; });
+  // No two tensors may share bytes: a dtype or shape edited without moving the data would make
+  // one tensor read another's. Every range was checked to lie inside the data section above.
+  std::vector<std::tuple<uint64_t, uint64_t, const std::string*>> ranges;
+  for (const TensorInfo& t : tensors_) {
+    if (t.nbytes > 0) ranges.emplace_back(t.offset, t.offset + t.nbytes, &t.name);
+  }
+  for (const SkippedTensor& t : skipped_) {
+    if (t.nbytes > 0) ranges.emplace_back(t.offset, t.offset + t.nbytes, &t.name);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    const auto& [b0, e0, n0] = ranges[i - 1];
+    const auto& [b1, e1, n1] = ranges[i];
+    if (e0 > b1) {
+      return InvalidArgumentError(name_ + ": tensor '" + *n0 + "' (data bytes " +
+                                  std::to_string(b0 - data_offset_) + ".." +
+                                  std::to_string(e0 - data_offset_) + ") overlaps tensor '" + *n1 +
+                                  "' (from byte " + std::to_string(b1 - data_offset_) +
+                                  "); the file is corrupt");
+    }
+  }
   for (size_t i = 0; i < tensors_.size(); ++i) tensor_index_.emplace(tensors_[i].name, i);
   return Status::Ok();
 }
@@ -237,6 +271,14 @@ const TensorInfo* SafetensorsFile::FindTensor(std::string_view name) const {
 StatusOr<Tensor> SafetensorsFile::GetTensor(std::string_view name) const {
   const TensorInfo* info = FindTensor(name);
   if (info == nullptr) {
+    for (const SkippedTensor& t : skipped_) {
+      if (t.name == name) {
+        return UnimplementedError(name_ + ": tensor '" + t.name + "' has " +
+                                  std::to_string(t.dims.size()) +
+                                  " dimensions; muninn reads tensors of at most " +
+                                  std::to_string(kMaxDims));
+      }
+    }
     return NotFoundError(name_ + ": no tensor named '" + std::string(name) + "'");
   }
   return GetTensor(*info);

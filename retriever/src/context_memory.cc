@@ -353,7 +353,7 @@ StatusOr<model::MemoryKV> ContextMemory::Build(std::string_view query_text,
   auto sinks_of = [&](const std::set<memory::DocumentId>& docs) {
     std::vector<memory::ChunkId> s;
     for (const auto& [id, c] : info) {
-      if (c.position < options_.sink_tokens && docs.count(c.doc_id) > 0) s.push_back(id);
+      if (c.position < sink_tokens() && docs.count(c.doc_id) > 0) s.push_back(id);
     }
     std::sort(s.begin(), s.end());
     return s;
@@ -423,7 +423,7 @@ StatusOr<model::MemoryKV> ContextMemory::Build(std::string_view query_text,
     for (memory::ChunkId id : mine) {
       auto [off, len] = span.at(id);
       if (std::find(sel.begin(), sel.end(), id) == sel.end()) {
-        len = std::min(len, std::max<int64_t>(0, options_.sink_tokens - info.at(id).position));
+        len = std::min(len, std::max<int64_t>(0, sink_tokens() - info.at(id).position));
       }
       rows.emplace_back(off, len);
       M += len;

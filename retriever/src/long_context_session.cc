@@ -162,10 +162,8 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
                                   std::to_string(config.n_layer) + ")");
     }
   }
-  // Bounds tied to the window only matter for the modes that run (defaults suit long windows).
-  if (context.sink_tokens < 0 ||
-      ((modes & kModeContext) != 0 && context.sink_tokens > local_window)) {
-    return InvalidArgumentError("context memory sink_tokens must be in [0, local_window]");
+  if (context.sink_tokens < 0 || context.sink_tokens > 65536) {
+    return InvalidArgumentError("context memory sink_tokens must be in [0, 65536]");
   }
   if (context.representative_keys < 1 || context.representative_keys > 4096) {
     return InvalidArgumentError("context memory representative_keys must be in [1, 4096]");
@@ -176,10 +174,9 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   if (reread.top_k < 0 || reread.top_k > 4096) {
     return InvalidArgumentError("reread top_k must be in [0, 4096]");
   }
-  if (reread.budget_tokens < 0 ||
-      ((modes & kModeReread) != 0 && reread.budget_tokens > local_window)) {
-    return InvalidArgumentError("reread budget_tokens must be in [0, local_window (" +
-                                std::to_string(local_window) + ")]");
+  if (reread.budget_tokens < 0) {
+    return InvalidArgumentError("reread budget_tokens must be >= 0 (it is also capped by the "
+                                "local window)");
   }
   if (knn.k < 1 || knn.k > 4096 || knn.chunks < 1 || knn.chunks > 4096) {
     return InvalidArgumentError("knn k and chunks must be in [1, 4096]");
@@ -432,9 +429,10 @@ StatusOr<std::vector<Excerpt>> LongContextSession::RetrieveExcerpts(
                    retriever_->Search({query_text, qtok}, filter, options_.reread.top_k));
   // Best first until the budget is spent; a chunk that does not fit is skipped, a smaller one
   // after it may still fit.
+  const int64_t budget = std::min(options_.reread.budget_tokens, options_.local_window);
   int64_t used = 0;
   for (const memory::SearchHit& h : hits) {
-    if (used + h.n_tokens > options_.reread.budget_tokens) continue;
+    if (used + h.n_tokens > budget) continue;
     ASSIGN_OR_RETURN(memory::ChunkRecord rec, bank_->GetChunk(h.id));
     used += h.n_tokens;
     out.push_back({h, std::move(rec.text), std::move(rec.tokens)});
@@ -591,6 +589,10 @@ StatusOr<GenerateResult> LongContextSession::Generate(const GenerateOptions& opt
     emitted = std::max(emitted, end);
   };
   for (int64_t i = 0; i < options.max_tokens; ++i) {
+    if (options.should_stop && options.should_stop()) {
+      result.stop_reason = "cancelled";
+      break;
+    }
     const model::TokenId id = sampler.Sample(logits_, history);
     if (options.stop_at_eos && (tokenizer_->IsEog(id) || id == tokenizer_->eos_id())) {
       result.stop_reason = "eos";

@@ -367,6 +367,34 @@ TEST(GgufFileTest, RejectsBadTensorInfos) {
   ExpectError(dup.Pad(32).Zeros(64).v, StatusCode::kInvalidArgument, "duplicate tensor name");
 }
 
+TEST(GgufFileTest, RejectsTensorsWhoseBytesOverlap) {
+  // Two f32 tensors "a" at data offset 0 and "b" at 32, given a's type and element count.
+  auto two = [](uint32_t a_type, uint64_t a_ne, uint64_t b_offset) {
+    Bytes b;
+    b.Header(2, 0);
+    TensorInfoBytes(b, "a", {a_ne}, a_type, 0);
+    TensorInfoBytes(b, "b", {8}, 0, b_offset);
+    return b.Pad(32).Zeros(128).v;
+  };
+  EXPECT_TRUE(ParseCopy(two(0, 8, 32)).ok());   // a = bytes 0..32, b = 32..64
+  EXPECT_TRUE(ParseCopy(two(1, 16, 32)).ok());  // a as f16 x16: still 32 bytes
+  // a's type changed from f16 to f32: its 64 bytes now run into b.
+  ExpectError(two(0, 16, 32), StatusCode::kInvalidArgument, "overlaps tensor 'b'");
+  // Both at the same offset, in either order of the tensor infos.
+  ExpectError(two(0, 8, 0), StatusCode::kInvalidArgument, "overlaps");
+  Bytes rev;
+  rev.Header(2, 0);
+  TensorInfoBytes(rev, "b", {8}, 0, 32);
+  TensorInfoBytes(rev, "a", {16}, 0, 0);
+  ExpectError(rev.Pad(32).Zeros(128).v, StatusCode::kInvalidArgument, "overlaps tensor 'b'");
+  // An empty tensor takes no bytes and overlaps nothing.
+  Bytes empty;
+  empty.Header(2, 0);
+  TensorInfoBytes(empty, "a", {8}, 0, 0);
+  TensorInfoBytes(empty, "e", {0}, 0, 0);
+  EXPECT_TRUE(ParseCopy(empty.Pad(32).Zeros(32).v).ok());
+}
+
 // Deterministic mutation fuzzing: random byte flips, inserted garbage and cut tails of a valid
 // file must never crash (run under ASan/UBSan in CI); whatever parses must have readable tensors.
 TEST(GgufFileTest, MutationMiniFuzz) {

@@ -10,9 +10,11 @@
 // contractive (as a trained one converges), so errors do not grow with r: 2e-4·(1 + |ref|).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <string>
 #include <unistd.h>
@@ -343,6 +345,69 @@ TEST_F(HuginnTest, CodaTakesMemoryAndPreludeLayerIsCaptured) {
   for (int64_t i = 0; i < a->logits.numel(); ++i) {
     ASSERT_NEAR(a->logits.data_as<const float>()[i], b->logits.data_as<const float>()[i], 1e-4);
   }
+}
+
+// Official Huginn checkpoints (save_pretrained of the Hub's raven modeling code) carry the RoPE
+// table as a persistent buffer: "freqs_cis" = stack([cos(t·f), sin(t·f)], dim=4) with
+// t = 0..block_size-1 and f_i = rope_base^(-2i/head_dim), shape [1, block_size, 1, head_dim/2, 2],
+// f32. The Hub is unreachable from here, so this writes that buffer into the tiny folder's
+// model.safetensors exactly in that layout; the model must load and compute the same logits.
+TEST_F(HuginnTest, OfficialFreqsCisBufferIsAccepted) {
+  const std::string dir = WriteTinyFolder("freqs_cis");
+  const std::string path = dir + "/model.safetensors";
+  std::vector<char> file;
+  {
+    std::ifstream in(path, std::ios::binary);
+    file.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, file.data(), 8);
+  nlohmann::json header = nlohmann::json::parse(file.begin() + 8, file.begin() + 8 + header_len);
+  std::vector<char> data(file.begin() + 8 + static_cast<std::ptrdiff_t>(header_len), file.end());
+  const int64_t block_size = 256, head_dim = 16;
+  const double theta = 50000.0;
+  std::vector<float> table;
+  for (int64_t t = 0; t < block_size; ++t) {
+    for (int64_t i = 0; i < head_dim / 2; ++i) {
+      const float inv = static_cast<float>(1.0 / std::pow(theta, static_cast<double>(2 * i) / head_dim));
+      const float f = static_cast<float>(t) * inv;
+      table.push_back(std::cos(f));
+      table.push_back(std::sin(f));
+    }
+  }
+  const uint64_t begin = data.size();
+  header["freqs_cis"] = {{"dtype", "F32"},
+                         {"shape", {1, block_size, 1, head_dim / 2, 2}},
+                         {"data_offsets", {begin, begin + table.size() * 4}}};
+  const char* raw = reinterpret_cast<const char*>(table.data());
+  data.insert(data.end(), raw, raw + table.size() * 4);
+  std::string h = header.dump();
+  while (h.size() % 8 != 0) h.push_back(' ');
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    const uint64_t n = h.size();
+    out.write(reinterpret_cast<const char*>(&n), 8);
+    out.write(h.data(), static_cast<std::streamsize>(h.size()));
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  }
+  auto st = SafetensorsFile::Open(path);
+  ASSERT_TRUE(st.ok()) << st.status();
+  ASSERT_EQ((*st)->skipped_tensors().size(), 1u);
+
+  LoadedModel with_buffer = Load(false, dir);
+  LoadedModel plain = Load();
+  ForwardOptions fo;
+  fo.steps = 4;
+  auto a = with_buffer.model->Forward(Prompt(), nullptr, fo);
+  auto b = plain.model->Forward(Prompt(), nullptr, fo);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ(a->logits.numel(), b->logits.numel());
+  for (int64_t i = 0; i < a->logits.numel(); ++i) {
+    ASSERT_EQ(a->logits.data_as<const float>()[i], b->logits.data_as<const float>()[i]);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 TEST_F(HuginnTest, BrokenCheckpointsGiveClearErrors) {

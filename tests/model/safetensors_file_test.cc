@@ -138,8 +138,8 @@ TEST(SafetensorsFileTest, RejectsMalformedHeaders) {
               "non-negative");
   ExpectError(WithHeader(R"({"t":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", 4),
               "non-negative");
-  ExpectError(WithHeader(R"({"t":{"dtype":"F32","shape":[1,1,1,1,1],"data_offsets":[0,4]}})", 4),
-              "5 dimensions");
+  ExpectError(WithHeader(R"({"t":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,4]}})", 4),
+              "9 dimensions");
   ExpectError(WithHeader(R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],)"
                          R"("data_offsets":[0,4]}})", 4),
               "overflows");
@@ -164,6 +164,52 @@ TEST(SafetensorsFileTest, RejectsMalformedHeaders) {
   ExpectError(WithHeader(R"({"__metadata__":{"a":1}})", 0), "not a string");
   ExpectError(WithHeader(std::string(100, '[') + std::string(100, ']'), 0), "nested too deeply");
   EXPECT_TRUE(ParseCopy(WithHeader("{}", 0)).ok());
+}
+
+TEST(SafetensorsFileTest, FiveDimensionalTensorsAreSkippedNotFatal) {
+  // The layout of Huginn's persistent RoPE buffer: [1, T, 1, head_dim / 2, 2] f32.
+  auto file = ParseCopy(WithHeader(
+      R"({"freqs_cis":{"dtype":"F32","shape":[1,2,1,2,2],"data_offsets":[0,32]},)"
+      R"("w":{"dtype":"F32","shape":[2],"data_offsets":[32,40]}})",
+      40));
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->tensors().size(), 1u);
+  EXPECT_EQ((*file)->tensors()[0].name, "w");
+  ASSERT_EQ((*file)->skipped_tensors().size(), 1u);
+  EXPECT_EQ((*file)->skipped_tensors()[0].dims, (std::vector<int64_t>{1, 2, 1, 2, 2}));
+  EXPECT_EQ((*file)->FindTensor("freqs_cis"), nullptr);
+  Status s = (*file)->GetTensor("freqs_cis").status();
+  EXPECT_EQ(s.code(), StatusCode::kUnimplemented);
+  EXPECT_NE(s.message().find("5 dimensions"), std::string::npos) << s;
+  EXPECT_TRUE((*file)->GetTensor("w").ok());
+  // A skipped tensor's bytes are still checked against the data section and the others.
+  ExpectError(WithHeader(R"({"f":{"dtype":"F32","shape":[1,2,1,2,2],"data_offsets":[0,32]}})", 16),
+              "outside");
+  ExpectError(WithHeader(R"({"f":{"dtype":"F32","shape":[1,2,1,2,2],"data_offsets":[0,32]},)"
+                         R"("w":{"dtype":"F32","shape":[2],"data_offsets":[24,32]}})",
+                         32),
+              "overlaps");
+}
+
+TEST(SafetensorsFileTest, RejectsTensorsWhoseBytesOverlap) {
+  EXPECT_TRUE(ParseCopy(WithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                   R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                                   16))
+                  .ok());
+  // "a" was F16 [4] at bytes 0..8 and became F32 [4]: it now runs into "b".
+  ExpectError(WithHeader(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                         R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                         16),
+              "overlaps tensor 'b'");
+  ExpectError(WithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                         R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                         16),
+              "overlaps");
+  // Empty tensors take no bytes.
+  EXPECT_TRUE(ParseCopy(WithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                   R"("e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})",
+                                   8))
+                  .ok());
 }
 
 TEST(SafetensorsFileTest, RejectsTruncationAtEveryByte) {

@@ -203,6 +203,22 @@ TEST_F(SessionTest, StopStringsEndGenerationAndAreNotEmitted) {
   EXPECT_EQ(streamed, cut->text);
 }
 
+TEST_F(SessionTest, ShouldStopEndsGenerationBetweenTokens) {
+  auto session = Session(opts_);
+  ASSERT_TRUE(session->Begin(Ids("hello"), "").ok());
+  auto sampler = *model::Sampler::Create(model::SamplerOptions::Greedy());
+  GenerateOptions go;
+  go.max_tokens = 30;
+  go.stop_at_eos = false;
+  int asked = 0;
+  go.should_stop = [&] { return ++asked > 3; };
+  auto r = session->Generate(go, sampler);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stop_reason, "cancelled");
+  EXPECT_EQ(r->tokens.size(), 3u);
+  EXPECT_EQ(asked, 4);
+}
+
 TEST_F(SessionTest, BadInputsAreErrors) {
   LongContextOptions o = opts_;
   o.retrieval_layers = {0};  // below the memory layer

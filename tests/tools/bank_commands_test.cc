@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -79,6 +81,51 @@ TEST(BankCommandsTest, VerifyFailsOnACorruptChunkAndAMissingBank) {
   EXPECT_NE(out.find("FAILED"), std::string::npos) << out;
   EXPECT_NE(out.find("chunk " + std::to_string(ids[2])), std::string::npos) << out;
   EXPECT_EQ(RunCli({"bank", "stats", "--bank", dir.path() + "/missing"}, &out), 1);
+}
+
+TEST(BankCommandsTest, CommandsNeverCreateOrRepairUnasked) {
+  memory::testing::TempDir dir("cli_damaged");
+  std::string out;
+  // A typo'd path stays missing.
+  EXPECT_EQ(RunCli({"bank", "stats", "--bank", dir.path() + "/missing"}, &out), 1);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/missing"));
+  // A bank that lost CURRENT: every command fails and leaves it as it was, until repair.
+  const std::string bank = dir.path() + "/bank";
+  MakeBank(bank);
+  ASSERT_EQ(RunCli({"bank", "compact", "--bank", bank}, &out), 0) << out;
+  std::filesystem::remove(bank + "/CURRENT");
+  EXPECT_EQ(RunCli({"bank", "stats", "--bank", bank}, &out), 1);
+  EXPECT_EQ(RunCli({"bank", "verify", "--bank", bank}, &out), 1);
+  EXPECT_EQ(RunCli({"bank", "documents", "--bank", bank}, &out), 1);
+  EXPECT_FALSE(std::filesystem::exists(bank + "/CURRENT"));
+  const std::string backup = dir.path() + "/backup";
+  ASSERT_EQ(RunCli({"bank", "repair", "--bank", bank, "--backup", backup}, &out), 0) << out;
+  EXPECT_NE(out.find("0 problems"), std::string::npos) << out;
+  EXPECT_TRUE(std::filesystem::exists(backup));
+  EXPECT_FALSE(std::filesystem::exists(backup + "/CURRENT"));  // the untouched original
+  ASSERT_EQ(RunCli({"bank", "stats", "--bank", bank, "--json"}, &out), 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out)["chunks"], 6);
+  // The backup path must be new.
+  EXPECT_EQ(RunCli({"bank", "repair", "--bank", bank, "--backup", backup}, &out), 1);
+}
+
+TEST(BankCommandsTest, ACorruptTableFailsStatsLikeVerify) {
+  memory::testing::TempDir dir("cli_sst");
+  MakeBank(dir.path());
+  std::string out;
+  ASSERT_EQ(RunCli({"bank", "compact", "--bank", dir.path()}, &out), 0) << out;
+  int corrupted = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    if (e.path().extension() != ".sst") continue;
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(20);
+    f.put('\x5a');
+    ++corrupted;
+  }
+  ASSERT_GT(corrupted, 0);
+  EXPECT_EQ(RunCli({"bank", "verify", "--bank", dir.path()}, &out), 1);
+  EXPECT_EQ(RunCli({"bank", "stats", "--bank", dir.path()}, &out), 1);
+  EXPECT_EQ(RunCli({"bank", "documents", "--bank", dir.path()}, &out), 1);
 }
 
 }  // namespace

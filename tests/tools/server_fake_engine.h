@@ -44,6 +44,19 @@ class FakeEngine : public Engine {
     return entered_;
   }
   ModelQueue& queue() { return queue_; }
+  // RequestStop was called.
+  bool stop_requested() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return stop_requested_;
+  }
+  // Calls held at the gate end with Unavailable, as a real ingest stops between two appends.
+  void RequestStop() override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_requested_ = true;
+    }
+    cv_.notify_all();
+  }
 
   std::string model_id() const override { return "fake-model"; }
   std::string embedding_model_id() const override { return "fake-embedder"; }
@@ -166,7 +179,8 @@ class FakeEngine : public Engine {
     {
       std::unique_lock<std::mutex> l(mu_);
       ++entered_;
-      cv_.wait(l, [&] { return gate_open_; });
+      cv_.wait(l, [&] { return gate_open_ || stop_requested_; });
+      if (stop_requested_) return UnavailableError("the server is shutting down");
     }
     GenerationOutput out;
     out.prompt_tokens = static_cast<int64_t>(Words(full).size());
@@ -192,6 +206,7 @@ class FakeEngine : public Engine {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool gate_open_ = true;
+  bool stop_requested_ = false;
   int entered_ = 0;
   std::map<uint64_t, Doc> docs_;
   uint64_t next_id_ = 1;

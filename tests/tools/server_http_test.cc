@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -293,6 +294,65 @@ TEST_F(HttpTest, GracefulShutdownFinishesInFlight) {
   beast::error_code ec;
   s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server_->port()), ec);
   EXPECT_TRUE(ec);
+}
+
+TEST_F(HttpTest, ShutdownPastTheDrainDeadlineStopsWorkInProgress) {
+  HttpServerOptions o = TestOptions();
+  o.read_timeout = 5s;
+  o.drain_timeout = 300ms;
+  o.on_drain_deadline = [this] { engine_.RequestStop(); };
+  StartServer(o);
+  engine_.CloseGate();  // the request below would otherwise hold the model forever
+  auto in_flight = std::async(std::launch::async, [&] {
+    Client c(server_->port());
+    beast::error_code ec;
+    http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
+    req.set(http::field::host, "x");
+    req.set(http::field::content_type, "application/json");
+    req.body() = R"({"prompt":"never finishes"})";
+    req.prepare_payload();
+    http::write(c.socket(), req, ec);
+    return c.ClosedByServer(10s);
+  });
+  while (engine_.entered() < 1) std::this_thread::sleep_for(1ms);
+  const auto start = std::chrono::steady_clock::now();
+  auto stopped = std::async(std::launch::async, [&] { server_->Shutdown(); });
+  ASSERT_EQ(stopped.wait_for(5s), std::future_status::ready) << "shutdown waited past its deadline";
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 250ms);
+  EXPECT_TRUE(engine_.stop_requested());
+  EXPECT_TRUE(in_flight.get());
+}
+
+TEST_F(HttpTest, Http10StreamIsCloseDelimitedNotChunked) {
+  StartServer();
+  Client c(server_->port());
+  const std::string body =
+      R"({"messages":[{"role":"user","content":"one two three"}],"stream":true})";
+  c.WriteRaw("POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  std::string raw;
+  char buf[4096];
+  for (;;) {
+    beast::error_code ec;
+    const size_t n = c.socket().read_some(net::buffer(buf), ec);
+    raw.append(buf, n);
+    if (ec) break;  // the server closes: that ends the body
+  }
+  const size_t head_end = raw.find("\r\n\r\n");
+  ASSERT_NE(head_end, std::string::npos) << raw;
+  std::string head = raw.substr(0, head_end);
+  for (char& ch : head) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  EXPECT_EQ(head.rfind("http/1.0 200", 0), 0u) << head;
+  EXPECT_EQ(head.find("transfer-encoding"), std::string::npos) << head;
+  EXPECT_EQ(head.find("content-length"), std::string::npos) << head;
+  const std::string payload = raw.substr(head_end + 4);
+  EXPECT_EQ(payload.rfind("data: ", 0), 0u) << payload;  // no chunk-size line before it
+  EXPECT_NE(payload.find("three"), std::string::npos);
+  EXPECT_NE(payload.find("data: [DONE]\n\n"), std::string::npos) << payload;
+  // An HTTP/1.1 client still gets chunked encoding.
+  Client c11(server_->port());
+  auto r = c11.Send(http::verb::post, "/v1/chat/completions", body);
+  EXPECT_TRUE(r.chunked());
 }
 
 TEST_F(HttpTest, ConcurrentClients) {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -46,13 +47,42 @@ std::string RepoRoot() {
   return fs::current_path(ec).string();
 }
 
-StatusOr<std::string> ReadFile(const std::string& path) {
+StatusOr<std::string> ReadFileBounded(const std::string& path, int64_t max_bytes) {
+  if (max_bytes < 0) return InvalidArgumentError("the input limit must be >= 0 bytes");
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    return InvalidArgumentError("'" + path + "' is a directory; pass the files in it instead");
+  }
+  auto too_big = [&] {
+    return ResourceExhaustedError("'" + path + "' holds more than " + std::to_string(max_bytes) +
+                                  " bytes; raise the limit with --max-input-bytes N if that is "
+                                  "intended");
+  };
+  // A regular file's size is known up front: refuse before reading a byte.
+  if (fs::is_regular_file(path, ec)) {
+    const uintmax_t size = fs::file_size(path, ec);
+    if (!ec && size > static_cast<uintmax_t>(max_bytes)) return too_big();
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return NotFoundError("cannot read '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  // Devices and pipes have no size: read in pieces and stop one byte past the limit.
+  std::string out;
+  constexpr size_t kPiece = size_t{1} << 20;
+  const auto limit = static_cast<uint64_t>(max_bytes);
+  while (in) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kPiece, limit + 1 - out.size()));
+    const size_t old = out.size();
+    out.resize(old + want);
+    in.read(out.data() + old, static_cast<std::streamsize>(want));
+    out.resize(old + static_cast<size_t>(in.gcount()));
+    if (out.size() > limit) return too_big();
+  }
   if (in.bad()) return IoError("error while reading '" + path + "'");
-  return ss.str();
+  return out;
+}
+
+StatusOr<std::string> ReadFile(const std::string& path) {
+  return ReadFileBounded(path, kDefaultMaxInputBytes);
 }
 
 std::string DefaultConfigPath() { return (fs::path(RepoRoot()) / "configs" / "smollm2-135m.json").string(); }

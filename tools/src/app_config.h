@@ -3,6 +3,7 @@
 // structs of the other modules.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -32,7 +33,16 @@ std::string RepoRoot();
 // exists, joined with it; nullopt when there is none.
 std::optional<std::string> FindAboveExeOrCwd(const std::string& relative);
 
-// The whole file as bytes: NotFound when it cannot be opened, IoError when reading fails.
+// Default bound on what one command reads from one input file (`--max-input-bytes`).
+inline constexpr int64_t kDefaultMaxInputBytes = int64_t{256} << 20;
+
+// The whole file as bytes, at most `max_bytes` of them: NotFound when it cannot be opened,
+// InvalidArgument for a directory, ResourceExhausted (naming --max-input-bytes) when the file or
+// stream (/dev/zero, a pipe) holds more, IoError when reading fails. Never reads more than
+// max_bytes + 1 bytes.
+StatusOr<std::string> ReadFileBounded(const std::string& path, int64_t max_bytes);
+
+// ReadFileBounded(path, kDefaultMaxInputBytes).
 StatusOr<std::string> ReadFile(const std::string& path);
 
 // configs/smollm2-135m.json under the repository root.

@@ -1,11 +1,16 @@
-// `muninn bank stats|verify|compact --bank DIR`: inspect and maintain a memory bank on disk.
+// `muninn bank stats|verify|compact|documents|delete|repair --bank DIR`: inspect and maintain a
+// memory bank on disk.
+#include <chrono>
 #include <cstdio>
+#include <ctime>
+#include <filesystem>
 #include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "command_registry.h"
+#include "document_catalog.h"
 #include "muninn/core/logging.h"
 #include "muninn/memory/memory_bank.h"
 
@@ -133,6 +138,123 @@ void RegisterBankCommands(CLI::App& app, CommandContext& ctx) {
     }
     Status st = b->Close();
     ctx.exit_code = report->ok() && st.ok() ? 0 : 1;
+  });
+
+  auto docs_args = std::make_shared<BankArgs>();
+  auto* docs = bank->add_subcommand(
+      "documents", "List the documents: id, name (\"NAME (partial)\" when an ingest did not "
+                   "finish), tokens, chunks");
+  docs->add_option("--bank", docs_args->dir, "Bank directory")->required();
+  docs->add_flag("--json", docs_args->json, "Print JSON");
+  docs->callback([&ctx, docs_args, logger] {
+    auto b = OpenExisting(docs_args->dir, logger.get());
+    if (!b) {
+      ctx.exit_code = 1;
+      return;
+    }
+    if (Status m = MigrateLegacyCatalog(docs_args->dir, b.get()); !m.ok()) {
+      std::fprintf(stderr, "muninn bank documents: %s\n", m.ToString().c_str());
+      ctx.exit_code = 1;
+      return;
+    }
+    nlohmann::json arr = nlohmann::json::array();
+    for (const memory::DocumentRecord& r : b->ListDocuments()) {
+      const bool partial = r.state == memory::DocumentState::kPartial;
+      if (docs_args->json) {
+        arr.push_back({{"id", r.id}, {"name", DisplayName(r)}, {"tokens", r.tokens},
+                       {"chunks", r.n_chunks}, {"partial", partial}});
+      } else {
+        std::printf("%llu\t%s\t%lld tokens\t%lld chunks\n", static_cast<unsigned long long>(r.id),
+                    DisplayName(r).c_str(), static_cast<long long>(r.tokens),
+                    static_cast<long long>(r.n_chunks));
+      }
+    }
+    if (docs_args->json) std::printf("%s\n", arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    Status st = b->Close();
+    ctx.exit_code = st.ok() ? 0 : 1;
+  });
+
+  auto delete_args = std::make_shared<BankArgs>();
+  auto delete_doc = std::make_shared<uint64_t>(0);
+  auto* del = bank->add_subcommand("delete", "Delete a document (its chunks and its record)");
+  del->add_option("--bank", delete_args->dir, "Bank directory")->required();
+  del->add_option("--doc", *delete_doc, "Document id (see `muninn bank documents`)")->required();
+  del->callback([&ctx, delete_args, delete_doc, logger] {
+    auto b = OpenExisting(delete_args->dir, logger.get());
+    if (!b) {
+      ctx.exit_code = 1;
+      return;
+    }
+    Status st = MigrateLegacyCatalog(delete_args->dir, b.get());
+    std::string name;
+    if (st.ok()) {
+      auto doc = b->GetDocument(*delete_doc);
+      st = doc.status();
+      if (st.ok()) name = DisplayName(*doc);
+    }
+    int64_t removed = 0;
+    if (st.ok()) {
+      auto n = b->DeleteDocument(*delete_doc);
+      st = n.status();
+      if (n.ok()) removed = *n;
+    }
+    if (st.ok()) st = b->Close();
+    if (!st.ok()) {
+      std::fprintf(stderr, "muninn bank delete: %s\n", st.ToString().c_str());
+      ctx.exit_code = st.code() == StatusCode::kNotFound ? 2 : 1;
+      return;
+    }
+    std::printf("deleted document %llu (%s): %lld chunks\n",
+                static_cast<unsigned long long>(*delete_doc), name.c_str(),
+                static_cast<long long>(removed));
+    ctx.exit_code = 0;
+  });
+
+  auto repair_args = std::make_shared<BankArgs>();
+  auto repair_backup = std::make_shared<std::string>();
+  auto* repair = bank->add_subcommand(
+      "repair", "Salvage a damaged bank (RocksDB repair), after copying the directory to a backup; "
+                "then verify it");
+  repair->add_option("--bank", repair_args->dir, "Bank directory")->required();
+  repair->add_option("--backup", *repair_backup,
+                     "Where to copy the bank first (default DIR.backup-YYYYMMDDTHHMMSSZ); must not "
+                     "exist");
+  repair->callback([&ctx, repair_args, repair_backup, logger] {
+    namespace fs = std::filesystem;
+    const std::string dir = repair_args->dir;
+    auto fail = [&](const std::string& msg) {
+      std::fprintf(stderr, "muninn bank repair: %s\n", msg.c_str());
+      ctx.exit_code = 1;
+    };
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return fail("no bank directory " + dir);
+    std::string backup = *repair_backup;
+    if (backup.empty()) {
+      const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+      std::tm tm{};
+      gmtime_r(&now, &tm);
+      char stamp[32];
+      std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+      backup = fs::path(dir).lexically_normal().string();
+      if (!backup.empty() && backup.back() == '/') backup.pop_back();
+      backup += std::string(".backup-") + stamp;
+    }
+    if (fs::exists(backup, ec)) return fail("the backup path " + backup + " exists already");
+    fs::copy(dir, backup, fs::copy_options::recursive, ec);
+    if (ec) return fail("backing up " + dir + " to " + backup + ": " + ec.message() + "; nothing was repaired");
+    std::printf("backed up %s to %s\n", dir.c_str(), backup.c_str());
+    if (Status st = MemoryBank::Repair(dir); !st.ok()) return fail(st.ToString());
+    auto b = OpenExisting(dir, logger.get());
+    if (!b) return fail("the repaired bank does not open; the original is in " + backup);
+    auto report = b->Verify();
+    if (!report.ok()) return fail(report.status().ToString());
+    for (const std::string& m : report->messages) std::printf("problem: %s\n", m.c_str());
+    std::printf("repaired %s: %lld records checked, %lld problems%s\n", dir.c_str(),
+                static_cast<long long>(report->records_checked),
+                static_cast<long long>(report->problems),
+                report->ok() ? "" : " (delete the affected documents with `muninn bank delete`)");
+    Status st = b->Close();
+    ctx.exit_code = st.ok() && report->ok() ? 0 : 1;
   });
 
   auto compact_args = std::make_shared<BankArgs>();

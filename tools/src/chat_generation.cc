@@ -17,10 +17,19 @@ std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts) {
   return out;
 }
 
-std::string WithExcerpts(std::span<const retriever::Excerpt> excerpts, std::string_view question) {
-  if (excerpts.empty()) return std::string(question);
-  return "Excerpts from the document:\n\n" + FormatExcerpts(excerpts) +
-         "Answer using only the excerpts above.\n" + std::string(question);
+std::vector<model::ChatMessage> WithExcerpts(std::span<const retriever::Excerpt> excerpts,
+                                             std::span<const model::ChatMessage> messages) {
+  std::vector<model::ChatMessage> out(messages.begin(), messages.end());
+  if (excerpts.empty()) return out;
+  std::string system = "Answer the question using the text below.\n\n" + FormatExcerpts(excerpts);
+  while (!system.empty() && system.back() == '\n') system.pop_back();
+  if (!out.empty() && out[0].role == "system") {
+    if (!out[0].content.empty()) system += "\n\n" + out[0].content;
+    out[0].content = std::move(system);
+  } else {
+    out.insert(out.begin(), model::ChatMessage{"system", std::move(system)});
+  }
+  return out;
 }
 
 namespace {
@@ -52,20 +61,11 @@ StatusOr<ChatTurnResult> RunChatTurn(retriever::LongContextSession& session,
   if (session.options().has(retriever::kModeReread) && !messages.empty()) {
     ASSIGN_OR_RETURN(excerpts, session.RetrieveExcerpts(query_text, options.filter));
   }
-  // The last user message carries the excerpts; the weakest excerpt goes first when the prompt
-  // does not fit the window (generation overflows into memory, the prompt cannot).
-  size_t last_user = messages.size();
-  for (size_t i = messages.size(); i-- > 0;) {
-    if (messages[i].role == "user") {
-      last_user = i;
-      break;
-    }
-  }
-  if (last_user == messages.size()) excerpts.clear();
+  // The system message carries the excerpts; the weakest excerpt goes first when the prompt does
+  // not fit the window (generation overflows into memory, the prompt cannot).
   std::vector<model::TokenId> ids;
   while (true) {
-    std::vector<model::ChatMessage> msgs(messages.begin(), messages.end());
-    if (!excerpts.empty()) msgs[last_user].content = WithExcerpts(excerpts, messages[last_user].content);
+    const std::vector<model::ChatMessage> msgs = WithExcerpts(excerpts, messages);
     ASSIGN_OR_RETURN(const std::string prompt, chat.Render(msgs, true));
     ids = session.tokenizer()->Encode(prompt, false, true);
     // Keep room for a few generated tokens before the window overflows.

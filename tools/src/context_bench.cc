@@ -54,7 +54,8 @@ struct DecodeFigures {
   std::vector<double> samples_ts;
   double mean = 0.0;
   double stddev = 0.0;
-  int64_t memory_tokens = 0;  // memory tokens the window attended to
+  int64_t memory_tokens = 0;  // memory tokens the window attended to (re-read: excerpt tokens)
+  double prompt_s = 0.0;      // mean time of Begin (retrieval + prompt), seconds
 };
 
 // reps + 1 runs (the first is a warm-up): Begin(prompt) then n_gen greedy Steps, timed.
@@ -63,8 +64,22 @@ StatusOr<DecodeFigures> MeasureDecode(retriever::LongContextSession& session,
                                       const std::string& query, const ContextBenchOptions& o) {
   DecodeFigures d;
   for (int32_t r = -1; r < o.reps; ++r) {
-    RETURN_IF_ERROR(session.Begin(prompt, query));
-    d.memory_tokens = session.retrieved().n_tokens();
+    // Re-read mode: the retrieved chunks' tokens precede the prompt, as `ask` puts them there.
+    std::vector<model::TokenId> ids;
+    if (session.options().has(retriever::kModeReread)) {
+      ASSIGN_OR_RETURN(auto excerpts, session.RetrieveExcerpts(query));
+      for (const auto& e : excerpts) ids.insert(ids.end(), e.tokens.begin(), e.tokens.end());
+    }
+    const int64_t excerpt_tokens = static_cast<int64_t>(ids.size());
+    ids.insert(ids.end(), prompt.begin(), prompt.end());
+    if (static_cast<int64_t>(ids.size()) + o.n_gen > session.options().local_window) {
+      return InvalidArgumentError("the prompt, the re-read excerpts and -n do not fit the local "
+                                  "window; lower --prompt-tokens or -n");
+    }
+    const auto t_prompt = Clock::now();
+    RETURN_IF_ERROR(session.Begin(ids, query));
+    if (r >= 0) d.prompt_s += Seconds(t_prompt) / o.reps;
+    d.memory_tokens = session.retrieved().n_tokens() + excerpt_tokens;
     const auto t0 = Clock::now();
     for (int32_t i = 0; i < o.n_gen; ++i) {
       const auto logits = session.logits();
@@ -188,6 +203,9 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
         {"decode_depthN_ts", dn->mean},
         {"decode_depthN_stddev", dn->stddev},
         {"decode_depthN_memory_tokens", dn->memory_tokens},
+        {"prompt_depth0_s", d0->prompt_s},
+        {"prompt_depthN_s", dn->prompt_s},
+        {"memory_modes", session.options().use_memory ? retriever::MemoryModesName(session.options().modes) : "none"},
         {"decode_ratio", ratio},
         {"n_gen", o.n_gen},
         {"reps", o.reps}};

@@ -1,37 +1,32 @@
-// Private to tools/: names of the documents in a memory bank. The bank knows documents only by
-// number; tools keeps `<bank>/muninn-documents.json` ({"1": {"name": "...", "tokens": N}, ...})
-// beside it, written atomically (temp file + rename) after the bank acknowledged the chunks.
+// Private to tools/: how tools name the documents of a memory bank. The catalog itself lives in
+// the bank (MemoryBank::BeginDocument / PutDocument / ListDocuments, docs/MEMORY_BANK.md): ids
+// come from the bank, never from a side file, so an interrupted ingest can never lend its id
+// (and its orphaned chunks) to the next document.
 #pragma once
 
-#include <cstdint>
-#include <map>
 #include <string>
 
 #include "muninn/core/status.h"
+#include "muninn/memory/memory_bank.h"
 
 namespace muninn::tools {
 
-struct DocumentEntry {
-  std::string name;
-  int64_t tokens = 0;
-};
+// Name of the side file older versions kept beside the bank, and what it is renamed to once its
+// entries are in the bank.
+inline constexpr const char* kLegacyCatalogFile = "muninn-documents.json";
+inline constexpr const char* kMigratedCatalogFile = "muninn-documents.json.migrated";
 
-class DocumentCatalog {
- public:
-  // Reads the catalog of bank directory `bank_dir` (empty when the file does not exist).
-  static StatusOr<DocumentCatalog> Load(const std::string& bank_dir);
-  Status Save() const;
+// Moves `<bank_dir>/muninn-documents.json` (if any) into the bank: every entry the bank has no
+// record for becomes one (names ending in " (partial)" become partial records), then the file is
+// renamed to muninn-documents.json.migrated. DataLoss for a file that does not parse (the bank is
+// left unchanged; the message says how to proceed).
+Status MigrateLegacyCatalog(const std::string& bank_dir, memory::MemoryBank* bank);
 
-  uint64_t NextId() const { return docs_.empty() ? 1 : docs_.rbegin()->first + 1; }
-  void Put(uint64_t id, DocumentEntry e) { docs_[id] = std::move(e); }
-  void Erase(uint64_t id) { docs_.erase(id); }
-  // "doc <id>" when unknown.
-  std::string NameOf(uint64_t id) const;
-  const std::map<uint64_t, DocumentEntry>& docs() const { return docs_; }
+// "NAME" for a complete document, "NAME (partial)" for one whose ingest did not finish, and
+// "doc N (partial)" for chunks without a record.
+std::string DisplayName(const memory::DocumentRecord& r);
 
- private:
-  std::string path_;
-  std::map<uint64_t, DocumentEntry> docs_;
-};
+// DisplayName of document `id`, or "doc N" when the bank does not know it.
+std::string DocumentName(const memory::MemoryBank& bank, memory::DocumentId id);
 
 }  // namespace muninn::tools

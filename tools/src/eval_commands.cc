@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "caching_embedder.h"
 #include "command_registry.h"
 #include "plot.h"
 #include "progress.h"
@@ -40,7 +41,8 @@ struct ModeRun {
 
 // "none,reread,context+knn" → one run per comma-separated item; "" → the config's modes.
 StatusOr<std::vector<ModeRun>> MakeModeRuns(Runtime& rt, const std::string& list,
-                                            const retriever::LongContextOptions& base) {
+                                            const retriever::LongContextOptions& base,
+                                            retriever::Embedder* embedder) {
   std::vector<std::string> items;
   if (list.empty()) {
     items.push_back(base.use_memory ? retriever::MemoryModesName(base.modes) : "none");
@@ -66,7 +68,7 @@ StatusOr<std::vector<ModeRun>> MakeModeRuns(Runtime& rt, const std::string& list
     if (o.use_memory) {
       ASSIGN_OR_RETURN(run.bank, rt.NewMemoryBank(o));
     }
-    ASSIGN_OR_RETURN(run.session, rt.NewSession(o, run.bank.get()));
+    ASSIGN_OR_RETURN(run.session, rt.NewSession(o, run.bank.get(), embedder));
     runs.push_back(std::move(run));
   }
   return runs;
@@ -121,7 +123,9 @@ int RunPasskeyCommand(const PasskeyFlags& f) {
   if (!rt.ok()) return Fail(rt.status());
   auto fillers = LoadFillers(f.fillers);
   if (!fillers.ok()) return Fail(fillers.status());
-  auto runs = MakeModeRuns(**rt, f.modes, (*rt)->session().options());
+  // Trials re-ingest the same haystack chunks: their embeddings are computed once.
+  CachingEmbedder cache((*rt)->embedder());
+  auto runs = MakeModeRuns(**rt, f.modes, (*rt)->session().options(), &cache);
   if (!runs.ok()) return Fail(runs.status());
   PasskeyOptions o;
   o.lengths = f.lengths;
@@ -227,7 +231,8 @@ int RunNeedleCommand(const NeedleFlags& f) {
   if (!rt.ok()) return Fail(rt.status());
   auto fillers = LoadFillers(f.fillers);
   if (!fillers.ok()) return Fail(fillers.status());
-  auto runs = MakeModeRuns(**rt, f.modes, (*rt)->session().options());
+  CachingEmbedder cache((*rt)->embedder());
+  auto runs = MakeModeRuns(**rt, f.modes, (*rt)->session().options(), &cache);
   if (!runs.ok()) return Fail(runs.status());
   NeedleOptions o;
   o.lengths = f.lengths;
@@ -338,7 +343,7 @@ int RunPerplexityCommand(const PerplexityFlags& f) {
   // --no-memory: only the sliding-window and full-attention baselines.
   std::string modes = f.modes;
   if (f.rt.no_memory) modes = "none";
-  auto runs = MakeModeRuns(**rt, modes, (*rt)->session().options());
+  auto runs = MakeModeRuns(**rt, modes, (*rt)->session().options(), nullptr);
   if (!runs.ok()) return Fail(runs.status());
   PerplexityOptions o;
   o.seq_len = f.seq_len;

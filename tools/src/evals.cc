@@ -116,7 +116,10 @@ StatusOr<PasskeyPrompt> BuildPasskeyPrompt(const model::Tokenizer& tok, int64_t 
   const std::string needle = "The pass key is " + p.key + ". Remember it. " + p.key + " is the pass key. ";
   const int64_t fixed = static_cast<int64_t>(
       tok.Encode(std::string(kIntro) + needle + kQuestion, false, false).size());
-  ASSIGN_OR_RETURN(std::string hay, HaystackText(tok, filler, std::max<int64_t>(1, length - fixed), s));
+  // The haystack depends on the length only (not on the key's seed): trials differ in the key and
+  // its depth, and chunks before the key repeat across trials (an embedding cache reuses them).
+  ASSIGN_OR_RETURN(std::string hay, HaystackText(tok, filler, std::max<int64_t>(1, length - fixed),
+                                                 static_cast<uint64_t>(length) * 1000003u));
   // Prose gets the needle on a line of its own.
   const std::string text = std::string(kIntro) +
                            InsertAtDepth(hay, filler.text.empty() ? needle : "\n" + needle + "\n", depth) +

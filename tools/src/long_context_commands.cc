@@ -9,6 +9,7 @@
 #include "command_registry.h"
 #include "document_catalog.h"
 #include "progress.h"
+#include "text_input.h"
 #include "runtime.h"
 #include "muninn/tools/summarizer.h"
 
@@ -43,11 +44,9 @@ int RunSummarize(const SummarizeFlags& f) {
   SummarizerOptions o = (*rt)->config().summarize;
   if (f.max_tokens > 0) o.max_tokens = f.max_tokens;
   if (!f.rt.bank.empty()) {
-    auto catalog = DocumentCatalog::Load(f.rt.bank);
-    if (!catalog.ok()) return Fail(catalog.status());
-    o.doc_id = catalog->NextId();
-    catalog->Put(o.doc_id, {f.file, 0});
-    if (auto s = catalog->Save(); !s.ok()) return Fail(s);
+    auto id = (*rt)->bank()->BeginDocument(f.file);
+    if (!id.ok()) return Fail(id.status());
+    o.doc_id = *id;
   }
   auto result = Summarize((*rt)->session(), (*rt)->chat(), *text, o,
                           [&](std::string_view stage, int64_t done, int64_t total) {
@@ -55,6 +54,10 @@ int RunSummarize(const SummarizeFlags& f) {
                           },
                           f.json ? retriever::TextCallback{} : PrintText);
   if (!result.ok()) return Fail(result.status());
+  if (!f.rt.bank.empty()) {
+    memory::DocumentRecord r{o.doc_id, f.file, result->n_tokens, memory::DocumentState::kComplete};
+    if (auto s = (*rt)->bank()->PutDocument(r); !s.ok()) return Fail(s);
+  }
   if (f.json) {
     nlohmann::json j = {{"file", f.file}, {"tokens", result->n_tokens},
                         {"sections", result->n_sections}, {"summary", result->summary},
@@ -71,26 +74,47 @@ struct IngestFlags {
   RuntimeFlags rt;
   std::vector<std::string> files;
   bool json = false;
+  int64_t max_input_bytes = kDefaultMaxInputBytes;
+  bool binary_ok = false;
 };
+
+// The file's text, bounded and checked (not a directory, not empty, not binary).
+StatusOr<std::string> ReadIngestInput(const IngestFlags& f, const std::string& file) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileBounded(file, f.max_input_bytes));
+  RETURN_IF_ERROR(CheckTextInput(text, "'" + file + "'", f.binary_ok, "Pass --binary-ok"));
+  return text;
+}
 
 int RunIngest(const IngestFlags& f) {
   if (f.rt.bank.empty()) return Fail(InvalidArgumentError("ingest needs --bank DIR"));
+  // Every input is checked before the model loads or the bank is touched.
+  for (const std::string& file : f.files) {
+    if (auto text = ReadIngestInput(f, file); !text.ok()) return Fail(text.status());
+  }
   auto rt = Runtime::Open(f.rt);
   if (!rt.ok()) return Fail(rt.status());
-  auto catalog = DocumentCatalog::Load(f.rt.bank);
-  if (!catalog.ok()) return Fail(catalog.status());
+  memory::MemoryBank* bank = (*rt)->bank();
   Progress progress("ingest");
   nlohmann::json out = nlohmann::json::array();
   for (const std::string& file : f.files) {
-    auto text = ReadFile(file);
+    auto text = ReadIngestInput(f, file);
     if (!text.ok()) return Fail(text.status());
-    const uint64_t id = catalog->NextId();
+    // The id comes from the bank, which records the document as partial before its first chunk:
+    // if this process dies part-way, the chunks stay listed as "FILE (partial)".
+    auto doc = bank->BeginDocument(file);
+    if (!doc.ok()) return Fail(doc.status());
+    const uint64_t id = *doc;
     auto stats = (*rt)->session().IngestText(id, *text, [&](int64_t done, int64_t total) {
       progress.Update(file, done, total);
     });
-    if (!stats.ok()) return Fail(stats.status().WithContext("ingesting '" + file + "'"));
-    catalog->Put(id, {file, stats->n_tokens});
-    if (auto s = catalog->Save(); !s.ok()) return Fail(s);
+    if (!stats.ok()) {
+      return Fail(stats.status().WithContext(
+          "ingesting '" + file + "' (what was stored is listed as '" + file +
+          " (partial)'; remove it with `muninn bank delete --bank " + f.rt.bank + " --doc " +
+          std::to_string(id) + "`)"));
+    }
+    memory::DocumentRecord r{id, file, stats->n_tokens, memory::DocumentState::kComplete};
+    if (auto s = bank->PutDocument(r); !s.ok()) return Fail(s);
     out.push_back({{"file", file}, {"doc_id", id}, {"tokens", stats->n_tokens}, {"chunks", stats->n_chunks}});
     if (!f.json) {
       std::printf("%s: document %llu, %lld tokens, %lld chunks\n", file.c_str(),
@@ -119,8 +143,6 @@ int RunAsk(AskFlags f) {
   f.rt.create_bank = false;
   auto rt = Runtime::Open(f.rt);
   if (!rt.ok()) return Fail(rt.status());
-  auto catalog = DocumentCatalog::Load(f.rt.bank);
-  if (!catalog.ok()) return Fail(catalog.status());
   retriever::LongContextSession* session = &(*rt)->session();
   std::unique_ptr<retriever::LongContextSession> custom;
   if (f.top_k >= 0) {
@@ -141,7 +163,7 @@ int RunAsk(AskFlags f) {
   if (!answer.ok()) return Fail(answer.status());
   nlohmann::json chunks = nlohmann::json::array();
   for (const auto& h : answer->hits) {
-    chunks.push_back({{"chunk_id", h.id}, {"document", catalog->NameOf(h.doc_id)}, {"doc_id", h.doc_id},
+    chunks.push_back({{"chunk_id", h.id}, {"document", DocumentName(*(*rt)->bank(), h.doc_id)}, {"doc_id", h.doc_id},
                       {"token_offset", h.position}, {"tokens", h.n_tokens}, {"score", h.score}});
   }
   if (f.json) {
@@ -177,6 +199,11 @@ void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx) {
     auto* cmd = app.add_subcommand("ingest", "Store documents in a memory bank");
     cmd->add_option("files", f->files, "Text files")->required();
     cmd->add_flag("--json", f->json, "Print JSON");
+    cmd->add_option("--max-input-bytes", f->max_input_bytes,
+                    "Refuse a file larger than this (default 256 MiB)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+    cmd->add_flag("--binary-ok", f->binary_ok,
+                  "Store files that look binary (NUL bytes, mostly invalid UTF-8) as text anyway");
     AddRuntimeFlags(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunIngest(*f); });
   }

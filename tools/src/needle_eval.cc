@@ -103,7 +103,10 @@ StatusOr<std::vector<NeedleTrial>> RunNeedle(retriever::LongContextSession& sess
       for (double depth : options.depths) {
         for (int64_t t = 0; t < options.trials; ++t, ++seed) {
           const NeedleFact fact = MakeNeedleFact(seed);
-          ASSIGN_OR_RETURN(std::string hay, HaystackText(tok, filler, length, seed));
+          // One haystack per (filler, length): the trials differ in the fact and its depth, and
+          // chunks before the fact repeat across trials (an embedding cache can reuse them).
+          ASSIGN_OR_RETURN(std::string hay,
+                           HaystackText(tok, filler, length, options.seed * 1000003u + static_cast<uint64_t>(length)));
           const std::string doc = InsertAtDepth(hay, "\n" + fact.sentence + "\n", depth);
           NeedleTrial trial;
           trial.filler = filler.name;
@@ -115,12 +118,13 @@ StatusOr<std::vector<NeedleTrial>> RunNeedle(retriever::LongContextSession& sess
           trial.ceiling = options.ceiling;
           ChatTurnOptions turn;
           turn.generate.max_tokens = options.max_tokens;
-          std::string question = fact.question;
+          const model::ChatMessage msg{"user", fact.question};
+          std::vector<model::ChatMessage> msgs{msg};
           if (options.ceiling) {
             // The passage in the prompt exactly as the re-read mode shows excerpts.
             retriever::Excerpt passage;
             passage.text = doc;
-            question = WithExcerpts(std::span<const retriever::Excerpt>(&passage, 1), fact.question);
+            msgs = WithExcerpts(std::span<const retriever::Excerpt>(&passage, 1), msgs);
             trial.fact_retrieved = true;
           } else {
             if (reset_bank) RETURN_IF_ERROR(reset_bank());
@@ -128,10 +132,7 @@ StatusOr<std::vector<NeedleTrial>> RunNeedle(retriever::LongContextSession& sess
               RETURN_IF_ERROR(session.IngestText(/*doc_id=*/1, doc).status());
             }
           }
-          const model::ChatMessage msg{"user", question};
-          ASSIGN_OR_RETURN(ChatTurnResult r,
-                           RunChatTurn(session, chat, std::span<const model::ChatMessage>(&msg, 1),
-                                       fact.question, turn));
+          ASSIGN_OR_RETURN(ChatTurnResult r, RunChatTurn(session, chat, msgs, fact.question, turn));
           trial.response = r.generation.text;
           trial.pass = Lower(r.generation.text).find(Lower(fact.answer)) != std::string::npos;
           for (const memory::SearchHit& h : r.hits) {

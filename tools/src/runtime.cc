@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <set>
 
+#include "document_catalog.h"
 #include "muninn/core/cpu_backend.h"
 #include "muninn/model/bert_encoder.h"
 #include "muninn/retriever/bert_embedder.h"
@@ -72,7 +73,9 @@ StatusOr<std::unique_ptr<memory::MemoryBank>> Runtime::OpenBank(bool create) con
     return NotFoundError("no memory bank at '" + bo.path + "'; create one with `muninn ingest FILE --bank " +
                          bo.path + "`");
   }
-  return memory::MemoryBank::Open(bo);
+  ASSIGN_OR_RETURN(std::unique_ptr<memory::MemoryBank> bank, memory::MemoryBank::Open(bo));
+  if (!bo.in_memory) RETURN_IF_ERROR(MigrateLegacyCatalog(bo.path, bank.get()));
+  return bank;
 }
 
 StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
@@ -137,9 +140,11 @@ StatusOr<std::unique_ptr<retriever::LongContextSession>> Runtime::NewSession(
 }
 
 StatusOr<std::unique_ptr<retriever::LongContextSession>> Runtime::NewSession(
-    const retriever::LongContextOptions& options, memory::MemoryBank* bank) {
+    const retriever::LongContextOptions& options, memory::MemoryBank* bank,
+    retriever::Embedder* embedder) {
   return retriever::LongContextSession::Create(loaded_.model.get(), loaded_.tokenizer.get(), bank,
-                                               embedder_.get(), options);
+                                               embedder != nullptr ? embedder : embedder_.get(),
+                                               options);
 }
 
 Status Runtime::ResetBank() {

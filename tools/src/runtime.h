@@ -49,9 +49,11 @@ class Runtime {
   // A second session over the same model/bank with different options (e.g. memory off).
   StatusOr<std::unique_ptr<retriever::LongContextSession>> NewSession(
       const retriever::LongContextOptions& options);
-  // A session over another bank (not owned; e.g. one made by NewMemoryBank for another mode).
+  // A session over another bank (not owned; e.g. one made by NewMemoryBank for another mode),
+  // optionally with another embedder of the same dimension (not owned; null: the runtime's).
   StatusOr<std::unique_ptr<retriever::LongContextSession>> NewSession(
-      const retriever::LongContextOptions& options, memory::MemoryBank* bank);
+      const retriever::LongContextOptions& options, memory::MemoryBank* bank,
+      retriever::Embedder* embedder = nullptr);
   // A fresh in-RAM bank laid out for `options`' memory modes (what evals comparing modes need).
   StatusOr<std::unique_ptr<memory::MemoryBank>> NewMemoryBank(
       const retriever::LongContextOptions& options) const;

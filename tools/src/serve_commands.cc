@@ -38,6 +38,7 @@ struct ServeFlags {
   int64_t write_timeout_ms = 30'000;
   int max_connections = 512;
   int64_t max_tokens = 2048;
+  double shutdown_timeout_s = 30.0;
   std::string log_level = "info";
 };
 
@@ -119,6 +120,9 @@ int RunServe(ServeFlags f) {
   so.write_timeout = std::chrono::milliseconds(f.write_timeout_ms);
   so.max_connections = f.max_connections;
   so.logger = &logger;
+  so.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_timeout_s * 1000.0));
+  server::RuntimeEngine* engine_ptr = engine->get();
+  so.on_drain_deadline = [engine_ptr] { engine_ptr->RequestStop(); };
   auto http = server::HttpServer::Start(so, &handler, engine->get(), &metrics);
   if (!http.ok()) return Fail(http.status());
   MUNINN_LOG(&logger, kInfo) << "serving " << (*engine)->model_id() << " on http://" << f.host
@@ -264,6 +268,10 @@ void RegisterServeCommands(CLI::App& app, CommandContext& ctx) {
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--max-tokens", f->max_tokens, "Largest max_tokens a request may ask for")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--shutdown-timeout", f->shutdown_timeout_s,
+                  "Seconds SIGTERM/SIGINT waits for requests in flight; then running ingests "
+                  "stop between two appends (kept as partial documents) and connections close")
+      ->check(CLI::Range(0.0, 86400.0));
   cmd->add_option("--log-level", f->log_level, "debug, info, warning, error or off");
   cmd->callback([&ctx, f] { ctx.exit_code = RunServe(*f); });
 

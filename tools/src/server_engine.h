@@ -135,6 +135,12 @@ class Engine {
   virtual Status DeleteDocument(uint64_t id) = 0;
 
   virtual EngineStats Stats() = 0;
+
+  // Shutdown past its drain deadline: model work in progress stops at its next safe point (an
+  // ingest between two bank appends, leaving the document listed as "NAME (partial)"; a chat,
+  // completion or ask before its next token), and new model work is refused with Unavailable.
+  // A summary in progress runs to its end. Idempotent; may be called from any thread.
+  virtual void RequestStop() = 0;
 };
 
 }  // namespace muninn::tools::server

@@ -1,5 +1,6 @@
 #include "server_handlers.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server_validation.h"
+#include "text_input.h"
 
 namespace muninn::tools::server {
 namespace {
@@ -70,7 +72,9 @@ json ErrorJson(const Status& s) {
 
 // The fields every generation endpoint shares (sampling, length, stop strings, and the retrieval
 // extensions "retrieval_top_k" and "documents").
-Status ParseGeneration(JsonFields& f, const RequestLimits& limits, GenerationParams* p) {
+// `sampling_top_k` false: "top_k" is left to the caller (on /v1/ask it counts chunks).
+Status ParseGeneration(JsonFields& f, const RequestLimits& limits, GenerationParams* p,
+                       bool sampling_top_k = true) {
   p->max_tokens = limits.default_max_tokens;
   RETURN_IF_ERROR(f.Int("max_tokens", 1, limits.max_tokens, &p->max_tokens));
   RETURN_IF_ERROR(f.Int("max_completion_tokens", 1, limits.max_tokens, &p->max_tokens));
@@ -79,9 +83,11 @@ Status ParseGeneration(JsonFields& f, const RequestLimits& limits, GenerationPar
   if (f.Has("top_p") && p->top_p <= 0.0f) {
     RETURN_IF_ERROR(f.Float("top_p", 1e-6, 1.0, &p->top_p));
   }
-  int64_t top_k = p->top_k;
-  RETURN_IF_ERROR(f.Int("top_k", 0, 1000, &top_k));
-  p->top_k = static_cast<int32_t>(top_k);
+  if (sampling_top_k) {
+    int64_t top_k = p->top_k;
+    RETURN_IF_ERROR(f.Int("top_k", 0, 1000, &top_k));
+    p->top_k = static_cast<int32_t>(top_k);
+  }
   RETURN_IF_ERROR(f.Float("min_p", 0.0, 1.0, &p->min_p));
   RETURN_IF_ERROR(f.Float("repeat_penalty", 0.01, 10.0, &p->repeat_penalty));
   RETURN_IF_ERROR(f.Float("repetition_penalty", 0.01, 10.0, &p->repeat_penalty));
@@ -103,6 +109,35 @@ Status ParseGeneration(JsonFields& f, const RequestLimits& limits, GenerationPar
   RETURN_IF_ERROR(f.Int("retrieval_top_k", 0, limits.max_top_k_chunks, &p->top_k_chunks));
   RETURN_IF_ERROR(f.UintArray("documents", limits.max_document_filter, &p->document_ids));
   return Status::Ok();
+}
+
+// 404 naming the first id in the "documents" filter that the bank does not hold, so that a
+// retrieval restricted to a deleted or mistyped document is not silently empty. An empty
+// Response (status 200, no body) when all exist.
+Response CheckDocumentsExist(const GenerationParams& p, Engine& engine) {
+  if (p.document_ids.empty()) return Response{};
+  auto docs = engine.ListDocuments();
+  if (!docs.ok()) return ErrorResponseOf(docs.status());
+  for (uint64_t id : p.document_ids) {
+    const bool found = std::any_of(docs->begin(), docs->end(),
+                                   [id](const DocumentInfo& d) { return d.id == id; });
+    if (!found) {
+      return ErrorResponse(404, "'documents' names document " + std::to_string(id) +
+                                    ", which is not in the bank (GET /v1/documents lists them)",
+                           "documents");
+    }
+  }
+  return Response{};
+}
+
+// True for application/json and any application/*+json, parameters (charset) ignored.
+bool IsJsonContentType(std::string_view v) {
+  v = v.substr(0, v.find(';'));
+  while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  std::string t(v);
+  for (char& c : t) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"));
 }
 
 // Rejects OpenAI features this server does not implement, instead of silently ignoring them.
@@ -318,6 +353,16 @@ Response Handler::Handle(const Request& request, Engine& engine) const {
     r.headers.emplace_back("WWW-Authenticate", "Bearer");
     return routed(std::move(r), "unauthorized");
   }
+  // Every POST endpoint takes JSON. A body labelled as something else (a form from `curl -d`
+  // without -H, text/plain) is refused rather than guessed at; an unlabelled one is parsed.
+  if (m == "POST" && !request.Header("content-type").empty() &&
+      !IsJsonContentType(request.Header("content-type"))) {
+    return routed(ErrorResponse(415,
+                                "the body must be JSON, sent with 'Content-Type: application/json' "
+                                "(got '" + std::string(request.Header("content-type").substr(0, 64)) +
+                                    "')"),
+                  "unsupported_media_type");
+  }
   if (path == "/metrics") {
     return routed(m == "GET" ? MetricsPage(engine) : MethodNotAllowed("GET"), "/metrics");
   }
@@ -414,6 +459,7 @@ Response Handler::ChatCompletions(const Request& request, Engine& engine) const 
   if (Status s = ParseMessages(*body, options_.limits, messages.get()); !s.ok()) {
     return ErrorResponse(400, s.message(), "messages");
   }
+  if (Response missing = CheckDocumentsExist(params, engine); missing.status != 200) return missing;
   const std::string id = NextId("chatcmpl");
   const int64_t created = Now();
   const std::string model = engine.model_id();
@@ -508,6 +554,7 @@ Response Handler::Completions(const Request& request, Engine& engine) const {
   }
   std::string suffix;
   if (Status s = f.String("suffix", 0, false, &suffix); !s.ok()) return BadField(s, f);
+  if (Response missing = CheckDocumentsExist(params, engine); missing.status != 200) return missing;
   auto prompt = std::make_shared<std::string>(std::move(prompts[0]));
   const std::string id = NextId("cmpl");
   const int64_t created = Now();
@@ -616,6 +663,14 @@ Response Handler::Embeddings(const Request& request, Engine& engine) const {
       !s.ok()) {
     return BadField(s, f);
   }
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].empty()) {
+      return ErrorResponse(400,
+                           inputs.size() == 1 ? std::string("'input' is an empty string")
+                                              : "'input'[" + std::to_string(i) + "] is an empty string",
+                           "input");
+    }
+  }
   if (Status s = f.String("encoding_format", 16, false, &encoding); !s.ok()) return BadField(s, f);
   if (encoding != "float" && encoding != "base64") {
     return ErrorResponse(400, "'encoding_format' must be \"float\" or \"base64\"",
@@ -673,8 +728,14 @@ Response Handler::IngestDocuments(const Request& request, Engine& engine) const 
     if (Status s = f.String("name", options_.limits.max_name_bytes, false, &d->name); !s.ok()) {
       return ErrorResponse(400, std::string(where) + std::string(s.message()), f.param());
     }
-    if (d->text.find_first_not_of(" \t\r\n") == std::string::npos) {
-      return ErrorResponse(400, std::string(where) + "'text' is empty", "text");
+    bool binary_ok = false;
+    if (Status s = f.Bool("binary_ok", &binary_ok); !s.ok()) {
+      return ErrorResponse(400, std::string(where) + std::string(s.message()), f.param());
+    }
+    // The same checks as `muninn ingest`: no empty text, nothing that looks binary.
+    if (Status s = CheckTextInput(d->text, "'text'", binary_ok, "Send \"binary_ok\": true");
+        !s.ok()) {
+      return ErrorResponse(400, std::string(where) + std::string(s.message()), "text");
     }
     return Response{};
   };
@@ -783,9 +844,10 @@ Response Handler::Ask(const Request& request, Engine& engine) const {
   if (question.find_first_not_of(" \t\r\n") == std::string::npos) {
     return ErrorResponse(400, "'question' is empty", "question");
   }
-  if (Status s = ParseGeneration(f, options_.limits, &params); !s.ok()) return BadField(s, f);
-  // "top_k" on /v1/ask means chunks (as `muninn ask --top-k`), not sampling.
-  params.top_k = 0;
+  // "top_k" on /v1/ask means chunks (as `muninn ask --top-k`), not sampling: [0, 64].
+  if (Status s = ParseGeneration(f, options_.limits, &params, /*sampling_top_k=*/false); !s.ok()) {
+    return BadField(s, f);
+  }
   if (Status s = f.Int("top_k", 0, options_.limits.max_top_k_chunks, &params.top_k_chunks);
       !s.ok()) {
     return BadField(s, f);
@@ -794,6 +856,7 @@ Response Handler::Ask(const Request& request, Engine& engine) const {
   if (Status s = ParseStreamFlags(f, *body, &stream, &include_usage); !s.ok()) {
     return BadField(s, f);
   }
+  if (Response missing = CheckDocumentsExist(params, engine); missing.status != 200) return missing;
   params.use_memory = true;
   const std::string id = NextId("ask");
   Metrics* metrics = metrics_;

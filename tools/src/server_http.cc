@@ -150,6 +150,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string remote_;
   bool reading_ = false;
   bool keep_alive_ = false;
+  unsigned http_version_ = 11;  // of the request being answered (10 or 11)
   SteadyClock::time_point request_start_;
   // For a streamed body: the header and its serializer live here while chunks go out.
   std::optional<http::response<http::empty_body>> stream_header_;
@@ -250,6 +251,7 @@ void Session::OnRead(beast::error_code ec, size_t) {
   request->body = std::move(req.body());
   request->remote = remote_;
   keep_alive_ = req.keep_alive();
+  http_version_ = req.version();
   // No deadline while the handler runs (it may wait for the model); writes set their own.
   stream_.expires_never();
   net::post(server_->workers(),
@@ -316,16 +318,19 @@ class ChunkedWriter final : public StreamWriter {
 
 void Session::RunStream(const Response& response) {
   auto self = shared_from_this();
-  const bool keep_alive = keep_alive_ && !server_->draining();
+  // HTTP/1.0 has no chunked encoding: such a client gets the stream as a close-delimited body
+  // (no Content-Length, the end of the body is the end of the connection).
+  const bool chunked = http_version_ >= 11;
+  const bool keep_alive = chunked && keep_alive_ && !server_->draining();
   std::optional<http::response_serializer<http::empty_body>> serializer;
   ChunkedWriter writer(
       [&]() -> beast::error_code {
-        stream_header_.emplace(static_cast<http::status>(response.status), 11);
+        stream_header_.emplace(static_cast<http::status>(response.status), chunked ? 11 : 10);
         stream_header_->set(http::field::server, "muninn");
         stream_header_->set(http::field::content_type, response.content_type);
         for (const auto& [name, value] : response.headers) stream_header_->set(name, value);
         stream_header_->keep_alive(keep_alive);
-        stream_header_->chunked(true);
+        stream_header_->chunked(chunked);
         serializer.emplace(*stream_header_);
         std::promise<beast::error_code> done;
         auto result = done.get_future();
@@ -338,6 +343,7 @@ void Session::RunStream(const Response& response) {
         return result.get();
       },
       [&](std::string_view data) -> beast::error_code {
+        if (!chunked) return WriteFromWorker(net::const_buffer(data.data(), data.size()));
         const auto chunk = http::make_chunk(net::const_buffer(data.data(), data.size()));
         return WriteFromWorker(chunk);
       });
@@ -369,7 +375,7 @@ void Session::RunStream(const Response& response) {
     return;
   }
   bool ok = !writer.failed();
-  if (ok) ok = !WriteFromWorker(http::make_chunk_last());
+  if (ok && chunked) ok = !WriteFromWorker(http::make_chunk_last());
   net::post(stream_.get_executor(), [self, ok, keep_alive, route = response.route,
                                      code = response.status] {
     self->stream_header_.reset();
@@ -522,8 +528,14 @@ void HttpServer::Impl::Shutdown() {
       const bool force = !forced && SteadyClock::now() >= deadline;
       if (force) {
         forced = true;
-        Log(LogLevel::kWarning, "drain timeout: closing " + std::to_string(sessions_.size()) +
+        Log(LogLevel::kWarning, "drain timeout: stopping work in progress and closing " +
+                                    std::to_string(sessions_.size()) +
                                     " connections with requests still running");
+        if (options_.on_drain_deadline) {
+          lock.unlock();
+          options_.on_drain_deadline();
+          lock.lock();
+        }
       }
       std::vector<std::shared_ptr<Session>> live;
       for (auto& [ptr, weak] : sessions_) {

@@ -15,15 +15,17 @@
 //  - every write must finish within write_timeout, or the connection is closed;
 //  - at most max_connections connections; more are answered 503 and closed.
 //
-// Shutdown() stops accepting, closes connections that wait for a request, lets requests already
-// received finish (their responses are sent with Connection: close) and returns when every
-// connection is gone or drain_timeout passed.
+// Shutdown() stops accepting, closes connections that wait for a request and lets requests already
+// received finish (their responses are sent with Connection: close). When drain_timeout passes
+// first, it calls on_drain_deadline (so the engine stops running work at a safe point), closes
+// every connection, and returns once the last handler has returned.
 //
 // Thread-safe: Shutdown may be called from any thread (not from a handler).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -46,7 +48,10 @@ struct HttpServerOptions {
   size_t max_body_bytes = 8 * 1024 * 1024;
   std::chrono::milliseconds read_timeout{30'000};
   std::chrono::milliseconds write_timeout{30'000};
-  std::chrono::milliseconds drain_timeout{300'000};
+  // Shutdown waits this long for requests in flight; then it calls on_drain_deadline (the engine
+  // stops its work at the next safe point) and closes every connection.
+  std::chrono::milliseconds drain_timeout{30'000};
+  std::function<void()> on_drain_deadline;  // may be empty
   int max_connections = 512;
   Logger* logger = nullptr;  // null: no logging
   Status Validate() const;

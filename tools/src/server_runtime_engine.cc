@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "chat_generation.h"
+#include "document_catalog.h"
 #include "muninn/tools/summarizer.h"
 
 namespace muninn::tools::server {
@@ -14,9 +15,11 @@ std::string FinishReason(const std::string& stop_reason) {
   return stop_reason == "max_tokens" ? "length" : "stop";
 }
 
-ChatTurnOptions TurnOptions(const GenerationParams& p) {
+// `stop` (may be null) ends the generation at the next token once set (RequestStop).
+ChatTurnOptions TurnOptions(const GenerationParams& p, const std::atomic<bool>* stop) {
   ChatTurnOptions o;
   o.generate.max_tokens = p.max_tokens;
+  if (stop != nullptr) o.generate.should_stop = [stop] { return stop->load(); };
   o.generate.stop_strings = p.stop;
   if (p.temperature <= 0.0f) {
     o.sampling = model::SamplerOptions::Greedy();
@@ -46,12 +49,8 @@ GenerationOutput ToOutput(const ChatTurnResult& r, Clock::time_point start) {
 
 }  // namespace
 
-RuntimeEngine::RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options,
-                             DocumentCatalog catalog)
-    : runtime_(std::move(runtime)),
-      options_(options),
-      queue_(options.max_waiting),
-      catalog_(std::move(catalog)) {}
+RuntimeEngine::RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options)
+    : runtime_(std::move(runtime)), options_(options), queue_(options.max_waiting) {}
 
 StatusOr<std::unique_ptr<RuntimeEngine>> RuntimeEngine::Create(
     std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options) {
@@ -59,25 +58,19 @@ StatusOr<std::unique_ptr<RuntimeEngine>> RuntimeEngine::Create(
     return InvalidArgumentError("the server needs a bank directory (--bank DIR)");
   }
   if (options.max_waiting < 0) return InvalidArgumentError("max_waiting must be >= 0");
+  if (options.ingest_slice_windows < 1) {
+    return InvalidArgumentError("ingest_slice_windows must be >= 1");
+  }
   if (runtime->bank() == nullptr) {
     return FailedPreconditionError("the runtime has no memory bank");
   }
-  ASSIGN_OR_RETURN(DocumentCatalog catalog, DocumentCatalog::Load(options.bank_dir));
-  auto engine = std::unique_ptr<RuntimeEngine>(
-      new RuntimeEngine(std::move(runtime), options, std::move(catalog)));
+  auto engine = std::unique_ptr<RuntimeEngine>(new RuntimeEngine(std::move(runtime), options));
   const AppConfig& config = engine->runtime_->config();
   engine->model_id_ = std::filesystem::path(config.model_path).stem().string();
   engine->embedding_model_id_ =
       config.embedder == "hidden"
           ? engine->model_id_ + "-hidden-states"
           : std::filesystem::path(config.embedder).filename().string();
-  // Ids continue after every document the catalog or the bank knows (the bank may hold
-  // documents whose catalog write was lost to a crash).
-  const memory::DocumentId overflow = engine->runtime_->session().options().overflow_doc_id;
-  engine->next_id_ = engine->catalog_.NextId();
-  for (const auto& info : engine->runtime_->bank()->ListChunks()) {
-    if (info.doc_id != overflow) engine->next_id_ = std::max(engine->next_id_, info.doc_id + 1);
-  }
   return engine;
 }
 
@@ -90,6 +83,16 @@ Status RuntimeEngine::Close() {
   sessions_.clear();
   return runtime_->bank()->Close();
 }
+
+StatusOr<ModelQueue::Lease> RuntimeEngine::AcquireModel() {
+  if (stop_requested_.load()) return UnavailableError("the server is shutting down");
+  ASSIGN_OR_RETURN(ModelQueue::Lease lease, queue_.Acquire());
+  // A request that waited in the queue while the drain deadline passed does not start.
+  if (stop_requested_.load()) return UnavailableError("the server is shutting down");
+  return lease;
+}
+
+void RuntimeEngine::RequestStop() { stop_requested_.store(true); }
 
 StatusOr<retriever::LongContextSession*> RuntimeEngine::SessionFor(bool use_memory,
                                                                   int64_t top_k) {
@@ -111,27 +114,34 @@ StatusOr<retriever::LongContextSession*> RuntimeEngine::SessionFor(bool use_memo
   return raw;
 }
 
-uint64_t RuntimeEngine::ReserveId() {
+StatusOr<uint64_t> RuntimeEngine::ReserveId(const std::string& name) {
   std::lock_guard<std::mutex> lock(catalog_mu_);
-  const uint64_t id = std::max(next_id_, catalog_.NextId());
-  next_id_ = id + 1;
+  if (closed_) return UnavailableError("the server is shutting down");
+  ASSIGN_OR_RETURN(const uint64_t id, runtime_->bank()->BeginDocument(name));
   ingesting_.insert(id);
   return id;
 }
 
-Status RuntimeEngine::FinishDocument(uint64_t id, bool stored, const std::string& name,
+Status RuntimeEngine::FinishDocument(uint64_t id, bool complete, const std::string& name,
                                      int64_t tokens) {
   std::lock_guard<std::mutex> lock(catalog_mu_);
   ingesting_.erase(id);
-  if (!stored) return Status::Ok();
-  catalog_.Put(id, {name, tokens});
-  return catalog_.Save();
+  if (closed_) return Status::Ok();  // the record stays partial
+  memory::MemoryBank* bank = runtime_->bank();
+  if (complete) {
+    return bank->PutDocument({id, name, tokens, memory::DocumentState::kComplete});
+  }
+  // A failed ingest keeps what it stored, listed as "NAME (partial)"; one that stored nothing
+  // leaves nothing behind.
+  ASSIGN_OR_RETURN(memory::DocumentRecord r, bank->GetDocument(id));
+  if (r.n_chunks == 0) return bank->DeleteDocument(id).status();
+  return bank->PutDocument({id, name, tokens, memory::DocumentState::kPartial});
 }
 
 StatusOr<GenerationOutput> RuntimeEngine::Chat(std::span<const model::ChatMessage> messages,
                                                const GenerationParams& params,
                                                const TextSink& on_text) {
-  ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+  ASSIGN_OR_RETURN(auto lease, AcquireModel());
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(auto* session, SessionFor(params.use_memory, params.top_k_chunks));
   // Retrieval (when on) looks for the last user message.
@@ -143,17 +153,17 @@ StatusOr<GenerationOutput> RuntimeEngine::Chat(std::span<const model::ChatMessag
     }
   }
   ASSIGN_OR_RETURN(auto r, RunChatTurn(*session, runtime_->chat(), messages, query,
-                                       TurnOptions(params), on_text));
+                                       TurnOptions(params, &stop_requested_), on_text));
   return ToOutput(r, start);
 }
 
 StatusOr<GenerationOutput> RuntimeEngine::Complete(std::string_view prompt,
                                                    const GenerationParams& params,
                                                    const TextSink& on_text) {
-  ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+  ASSIGN_OR_RETURN(auto lease, AcquireModel());
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(auto* session, SessionFor(params.use_memory, params.top_k_chunks));
-  ASSIGN_OR_RETURN(auto r, RunCompletion(*session, prompt, TurnOptions(params), on_text));
+  ASSIGN_OR_RETURN(auto r, RunCompletion(*session, prompt, TurnOptions(params, &stop_requested_), on_text));
   return ToOutput(r, start);
 }
 
@@ -162,13 +172,13 @@ StatusOr<AskOutput> RuntimeEngine::Ask(std::string_view question, const Generati
   ChatTurnResult r;
   Clock::time_point start;
   {
-    ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+    ASSIGN_OR_RETURN(auto lease, AcquireModel());
     start = Clock::now();
     ASSIGN_OR_RETURN(auto* session, SessionFor(true, params.top_k_chunks));
     const model::ChatMessage msg{"user", std::string(question)};
     ASSIGN_OR_RETURN(r, RunChatTurn(*session, runtime_->chat(),
                                     std::span<const model::ChatMessage>(&msg, 1), question,
-                                    TurnOptions(params), on_text));
+                                    TurnOptions(params, &stop_requested_), on_text));
   }
   AskOutput out;
   out.generation = ToOutput(r, start);
@@ -177,7 +187,7 @@ StatusOr<AskOutput> RuntimeEngine::Ask(std::string_view question, const Generati
     ChunkRef c;
     c.chunk_id = h.id;
     c.document_id = h.doc_id;
-    c.document = catalog_.NameOf(h.doc_id);
+    c.document = DocumentName(*runtime_->bank(), h.doc_id);
     c.token_offset = h.position;
     c.tokens = h.n_tokens;
     c.score = h.score;
@@ -217,13 +227,15 @@ StatusOr<SummaryOutput> RuntimeEngine::Summarize(std::string_view name, std::str
     text = stored_text;
   } else {
     o.ingest = true;
-    o.doc_id = ReserveId();
+    ASSIGN_OR_RETURN(o.doc_id, ReserveId(std::string(name)));
   }
+  const std::string doc_name =
+      name.empty() ? "summarize-" + std::to_string(o.doc_id) : std::string(name);
   StatusOr<SummaryResult> result = UnavailableError("not run");
   {
-    auto lease = queue_.Acquire();
+    auto lease = AcquireModel();
     if (!lease.ok()) {
-      if (!document_id) FinishDocument(o.doc_id, false, "", 0).IgnoreError();
+      if (!document_id) FinishDocument(o.doc_id, false, doc_name, 0).IgnoreError();
       return lease.status();
     }
     auto session = SessionFor(true, -1);
@@ -231,14 +243,9 @@ StatusOr<SummaryOutput> RuntimeEngine::Summarize(std::string_view name, std::str
                           : StatusOr<SummaryResult>(session.status());
   }
   if (!document_id) {
-    // A failed summary may still have stored the document's chunks; name it so it can be found
-    // and deleted.
-    bool stored = result.ok();
-    for (const auto& info : runtime_->bank()->ListChunks()) stored |= info.doc_id == o.doc_id;
-    const std::string doc_name =
-        name.empty() ? "summarize-" + std::to_string(o.doc_id) : std::string(name);
+    // A failed summary may still have stored chunks: they stay listed as "NAME (partial)".
     RETURN_IF_ERROR(
-        FinishDocument(o.doc_id, stored, doc_name, result.ok() ? result->n_tokens : 0));
+        FinishDocument(o.doc_id, result.ok(), doc_name, result.ok() ? result->n_tokens : 0));
   }
   if (!result.ok()) return result.status();
   SummaryOutput out;
@@ -260,7 +267,7 @@ StatusOr<EmbeddingOutput> RuntimeEngine::Embed(std::span<const std::string> text
     requests[i] = {texts[i], tokens[i]};
     out.prompt_tokens += static_cast<int64_t>(tokens[i].size());
   }
-  ASSIGN_OR_RETURN(auto lease, queue_.Acquire());
+  ASSIGN_OR_RETURN(auto lease, AcquireModel());
   ASSIGN_OR_RETURN(std::vector<float> flat, runtime_->embedder()->Embed(requests));
   const int64_t dim = runtime_->embedder()->dim();
   if (dim <= 0 || flat.size() != texts.size() * static_cast<size_t>(dim)) {
@@ -274,26 +281,54 @@ StatusOr<EmbeddingOutput> RuntimeEngine::Embed(std::span<const std::string> text
   return out;
 }
 
+StatusOr<retriever::IngestStats> RuntimeEngine::IngestInSlices(
+    retriever::LongContextSession& session, uint64_t id, std::string_view text) {
+  // Ingest is the one unbounded piece of model work: it runs in slices of whole groups of τ-token
+  // windows (each window is processed on its own, so the chunks equal one IngestText call) and
+  // stops between two slices once RequestStop was called. What was appended stays, partial.
+  const std::vector<model::TokenId> ids =
+      runtime_->tokenizer().Encode(text, /*add_special=*/false, /*parse_special=*/false);
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const int64_t slice =
+      std::max<int64_t>(1, session.options().chunk_tokens) * options_.ingest_slice_windows;
+  retriever::IngestStats total;
+  for (int64_t begin = 0; begin < n; begin += slice) {
+    if (stop_requested_.load()) {
+      return UnavailableError("the server is shutting down: the ingest stopped after " +
+                              std::to_string(begin) + " of " + std::to_string(n) +
+                              " tokens; what was stored is listed as a partial document");
+    }
+    const int64_t end = std::min(n, begin + slice);
+    ASSIGN_OR_RETURN(retriever::IngestStats part,
+                     session.IngestTokens(id, std::span<const model::TokenId>(ids).subspan(
+                                                  static_cast<size_t>(begin),
+                                                  static_cast<size_t>(end - begin)),
+                                          begin));
+    total.n_tokens += part.n_tokens;
+    total.n_chunks += part.n_chunks;
+    total.chunk_ids.insert(total.chunk_ids.end(), part.chunk_ids.begin(), part.chunk_ids.end());
+    if (options_.on_ingest_slice) options_.on_ingest_slice(id, end);
+  }
+  return total;
+}
+
 StatusOr<IngestOutput> RuntimeEngine::Ingest(std::string_view name, std::string_view text) {
-  const uint64_t id = ReserveId();
+  ASSIGN_OR_RETURN(const uint64_t id, ReserveId(std::string(name)));
   StatusOr<retriever::IngestStats> stats = UnavailableError("not run");
   {
-    auto lease = queue_.Acquire();
+    auto lease = AcquireModel();
     if (!lease.ok()) {
-      FinishDocument(id, false, "", 0).IgnoreError();
+      FinishDocument(id, false, std::string(name), 0).IgnoreError();
       return lease.status();
     }
     // The memory-on session writes through the bank; its options give τ and the memory layer.
     auto session = SessionFor(true, -1);
-    stats = session.ok() ? (*session)->IngestText(id, text)
+    stats = session.ok() ? IngestInSlices(**session, id, text)
                          : StatusOr<retriever::IngestStats>(session.status());
   }
   const std::string doc_name = name.empty() ? "document-" + std::to_string(id) : std::string(name);
   if (!stats.ok()) {
-    // An ingest that failed part-way may have stored some windows: keep them findable by name.
-    bool partial = false;
-    for (const auto& info : runtime_->bank()->ListChunks()) partial |= info.doc_id == id;
-    RETURN_IF_ERROR(FinishDocument(id, partial, doc_name + " (partial)", 0));
+    RETURN_IF_ERROR(FinishDocument(id, false, doc_name, 0));
     return stats.status();
   }
   RETURN_IF_ERROR(FinishDocument(id, true, doc_name, stats->n_tokens));
@@ -305,31 +340,25 @@ StatusOr<IngestOutput> RuntimeEngine::Ingest(std::string_view name, std::string_
 }
 
 StatusOr<std::vector<DocumentInfo>> RuntimeEngine::ListDocuments() {
-  std::map<uint64_t, int64_t> chunks;
-  for (const auto& info : runtime_->bank()->ListChunks()) ++chunks[info.doc_id];
   std::lock_guard<std::mutex> lock(catalog_mu_);
+  if (closed_) return UnavailableError("the server is shutting down");
   std::vector<DocumentInfo> out;
-  for (const auto& [id, entry] : catalog_.docs()) {
-    if (ingesting_.count(id)) continue;
-    auto it = chunks.find(id);
-    out.push_back({id, entry.name, entry.tokens, it == chunks.end() ? 0 : it->second});
+  for (const memory::DocumentRecord& r : runtime_->bank()->ListDocuments()) {
+    if (ingesting_.count(r.id)) continue;
+    out.push_back({r.id, DisplayName(r), r.tokens, r.n_chunks});
   }
   return out;
 }
 
 Status RuntimeEngine::DeleteDocument(uint64_t id) {
   std::lock_guard<std::mutex> lock(catalog_mu_);
+  if (closed_) return UnavailableError("the server is shutting down");
   if (ingesting_.count(id)) {
     return FailedPreconditionError("document " + std::to_string(id) +
                                    " is being ingested; delete it after its ingest returned");
   }
-  const bool known = catalog_.docs().count(id) > 0;
-  ASSIGN_OR_RETURN(const int64_t removed, runtime_->bank()->DeleteDocument(id));
-  if (!known && removed == 0) {
-    return NotFoundError("no document " + std::to_string(id));
-  }
-  catalog_.Erase(id);
-  return catalog_.Save();
+  RETURN_IF_ERROR(runtime_->bank()->GetDocument(id).status());
+  return runtime_->bank()->DeleteDocument(id).status();
 }
 
 EngineStats RuntimeEngine::Stats() {

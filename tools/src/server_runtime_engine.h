@@ -1,17 +1,20 @@
 // Private to tools/: the Engine behind `muninn serve` — a Runtime (model, embedder, memory bank,
-// long-context sessions) plus the document catalog beside the bank.
+// long-context sessions). Document ids and names live in the bank (MemoryBank::BeginDocument).
 //
 // Model work (generation, ingest, summaries, embeddings) takes turns through a bounded
 // ModelQueue: the model, its sessions, the embedder and the backend they share are not
 // thread-safe. The bank is: listing and deleting documents do not wait for the model, and a
-// delete runs while an ask or an ingest of another document generates. Document ids are handed
-// out under a lock; a document being ingested cannot be deleted (FailedPrecondition) until its
-// ingest returned, and its catalog entry is written only after the bank acknowledged its chunks.
+// delete runs while an ask or an ingest of another document generates. Document ids come from the
+// bank, which records a document as partial before its first chunk and as complete after the
+// last; a document being ingested is not listed and cannot be deleted (FailedPrecondition) until
+// its ingest returned.
 //
 // Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,9 +30,15 @@
 namespace muninn::tools::server {
 
 struct RuntimeEngineOptions {
-  std::string bank_dir;         // the Runtime's bank directory (the catalog lives there)
+  std::string bank_dir;         // the Runtime's bank directory
   int64_t max_waiting = 8;      // requests that may wait for the model
   size_t max_sessions = 8;      // cached sessions (one per retrieval setting in use)
+  // Ingest runs in slices of this many τ-token windows and checks for RequestStop between two
+  // (each window is processed on its own, so the stored chunks do not depend on this).
+  int64_t ingest_slice_windows = 64;
+  // Called after each ingested slice with (document id, tokens done); may be empty. Lets tests
+  // stop an ingest at a known point.
+  std::function<void(uint64_t, int64_t)> on_ingest_slice;
 };
 
 class RuntimeEngine final : public Engine {
@@ -56,19 +65,25 @@ class RuntimeEngine final : public Engine {
   StatusOr<std::vector<DocumentInfo>> ListDocuments() override;
   Status DeleteDocument(uint64_t id) override;
   EngineStats Stats() override;
+  void RequestStop() override;
 
   // Persists the index and counters and closes the bank; later bank calls fail. Idempotent.
   Status Close();
 
  private:
-  RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options,
-                DocumentCatalog catalog);
+  RuntimeEngine(std::unique_ptr<Runtime> runtime, const RuntimeEngineOptions& options);
+  // IngestText of `text` as document `id`, stopping between slices after RequestStop.
+  StatusOr<retriever::IngestStats> IngestInSlices(retriever::LongContextSession& session,
+                                                  uint64_t id, std::string_view text);
+  // A queue lease for model work; Unavailable once RequestStop was called.
+  StatusOr<ModelQueue::Lease> AcquireModel();
   // A session with memory on/off and the given top-k (-1: configured). Caller holds the lease.
   StatusOr<retriever::LongContextSession*> SessionFor(bool use_memory, int64_t top_k);
-  // Reserves a fresh document id (released by FinishDocument).
-  uint64_t ReserveId();
-  // Records the document in the catalog (when `stored`) and releases the reservation.
-  Status FinishDocument(uint64_t id, bool stored, const std::string& name, int64_t tokens);
+  // Records a new partial document in the bank and returns its id (released by FinishDocument).
+  StatusOr<uint64_t> ReserveId(const std::string& name);
+  // Marks the document complete under `name` (when `complete`), or leaves it partial when some of
+  // its chunks are stored, or drops its record when none is; releases the reservation.
+  Status FinishDocument(uint64_t id, bool complete, const std::string& name, int64_t tokens);
 
   std::unique_ptr<Runtime> runtime_;
   RuntimeEngineOptions options_;
@@ -78,10 +93,9 @@ class RuntimeEngine final : public Engine {
   // Guarded by a queue lease.
   std::map<std::pair<bool, int64_t>, std::unique_ptr<retriever::LongContextSession>> sessions_;
 
+  std::atomic<bool> stop_requested_{false};
   std::mutex catalog_mu_;
-  DocumentCatalog catalog_;
   std::set<uint64_t> ingesting_;
-  uint64_t next_id_ = 1;
   bool closed_ = false;
 };
 

@@ -11,9 +11,14 @@
 // Atomicity. An Append (and the evictions it triggers) is one RocksDB WriteBatch: after a crash
 // either all of its chunks exist or none. DeleteDocument is one batch too.
 //
+// Documents. The bank hands out document ids (BeginDocument) and keeps each document's name,
+// size and state (partial until PutDocument marks it complete), so an ingest that dies leaves a
+// visible partial document whose id is never reused.
+//
 // Thread safety. Thread-safe: any number of readers (Search, FetchKV, GetChunk, Info, Stats,
-// Verify, ListChunks) run concurrently; writers (Append, DeleteDocument, Flush, Compact) take
-// the bank exclusively, one at a time. Append encodes and quantizes its chunks before taking the
+// Verify, ListChunks, GetDocument, ListDocuments, NextDocumentId) run concurrently; writers
+// (Append, DeleteDocument, BeginDocument, PutDocument, Flush, Compact) take the bank
+// exclusively, one at a time. Append encodes and quantizes its chunks before taking the
 // lock, so readers are blocked only for the RocksDB write and the index insert. Search bumps
 // retrieval counters with relaxed atomics under the shared lock; counters reach disk on Flush,
 // Compact, eviction and Close (a crash may lose counts since the last of those, never chunks).
@@ -26,12 +31,14 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "muninn/core/status.h"
 #include "muninn/core/tensor.h"
 #include "muninn/memory/chunk_record.h"
+#include "muninn/memory/document_record.h"
 #include "muninn/memory/memory_bank_options.h"
 
 namespace muninn::memory {
@@ -116,6 +123,10 @@ class MemoryBank {
   // Opens (or creates, per options) the bank. Errors: InvalidArgument for bad options or a shape
   // mismatch with the stored bank, DataLoss for a corrupt record or header, IoError from disk.
   static StatusOr<std::unique_ptr<MemoryBank>> Open(const MemoryBankOptions& options);
+  // Salvages a damaged bank directory (RocksDB repair: a fresh MANIFEST/CURRENT from the tables
+  // and logs that still read). Rows in corrupt tables may be lost, so back the directory up
+  // first; open the bank and run Verify afterwards. The bank must not be open.
+  static Status Repair(const std::string& path);
 
   // Flushes counters and the index; errors are logged (call Close() to see them).
   ~MemoryBank();
@@ -156,8 +167,25 @@ class MemoryBank {
   // All live chunks, ascending id.
   std::vector<ChunkInfo> ListChunks() const;
 
-  // Removes every chunk of `doc_id` (one batch); returns how many were removed.
+  // Removes every chunk of `doc_id` and its document record (one batch); returns how many chunks
+  // were removed.
   StatusOr<int64_t> DeleteDocument(DocumentId doc_id);
+
+  // ---- document catalog (docs/MEMORY_BANK.md, "Document records") ----
+  // Assigns a new document id (never handed out before, above every id the bank holds) and
+  // durably records the document as kPartial under `name`, before any chunk is appended. Call
+  // PutDocument with kComplete once its chunks are in. InvalidArgument for a name over 4 KiB.
+  StatusOr<DocumentId> BeginDocument(std::string_view name);
+  // Creates or replaces the record of `record.id` (ids below kFirstReservedDocumentId, or
+  // reserved ids the caller owns). Later BeginDocument ids stay above it.
+  Status PutDocument(const DocumentRecord& record);
+  // NotFound when the bank has neither a record nor chunks for `id`.
+  StatusOr<DocumentRecord> GetDocument(DocumentId id) const;
+  // Every document with a record, plus every non-reserved document id that has chunks but no
+  // record (has_record = false, state kPartial), ascending id, with live chunk counts.
+  std::vector<DocumentRecord> ListDocuments() const;
+  // The id BeginDocument would hand out next.
+  DocumentId NextDocumentId() const;
 
   // Writes retrieval counters and the index; with kNoSync also syncs the WAL.
   Status Flush();
@@ -199,6 +227,8 @@ class MemoryBank {
   Status PersistIndexLocked();
   Status RebuildIndexLocked();
   Status FlushLocked();
+  Status LoadDocumentsLocked();
+  DocumentRecord DocumentOfLocked(DocumentId id) const;
   ChunkInfo InfoOf(ChunkId id, const Meta& m) const;
   // Plans evictions so that `add_tokens`/`add_bytes` fit; ids to delete, ascending.
   StatusOr<std::vector<ChunkId>> PlanEvictionLocked(int64_t add_tokens, int64_t add_bytes) const;
@@ -224,6 +254,8 @@ class MemoryBank {
   std::unique_ptr<internal::VectorIndex> index_;
   std::unordered_map<ChunkId, Meta> metas_;
   std::unordered_map<DocumentId, int64_t> doc_chunks_;  // live chunks per document
+  std::unordered_map<DocumentId, DocumentRecord> doc_records_;  // the catalog, mirrored
+  DocumentId next_doc_id_ = 1;  // persisted under "docs"; see BeginDocument
   ChunkId next_id_ = 1;
   uint64_t mutation_seq_ = 0;
   uint64_t index_persisted_seq_ = 0;

@@ -46,8 +46,13 @@ struct MemoryBankOptions {
   std::string path;
   // Keep everything in RAM (RocksDB's in-memory Env, no index file). For tests; lost on close.
   bool in_memory = false;
-  // Create the bank when `path` holds none. Opening a missing bank fails otherwise.
+  // Create the bank when `path` holds none. Opening a missing bank fails otherwise (NotFound, and
+  // no directory is created). A directory holding a damaged database (RocksDB files without
+  // CURRENT) is never created over: that is DataLoss, whatever this flag says.
   bool create_if_missing = true;
+  // Read every RocksDB table block once on open (checksums), so a corrupt table fails the open
+  // (DataLoss) before anything is written, as `Verify` would. K/V blob files are not read.
+  bool verify_on_open = true;
 
   // ---- fixed at creation (0 / empty / kCount: take from an existing bank) ----
   int64_t dim = 0;                  // retrieval embedding dimension

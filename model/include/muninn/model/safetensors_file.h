@@ -54,7 +54,22 @@ class SafetensorsFile {
   std::span<const TensorInfo> tensors() const { return tensors_; }
   const TensorInfo* FindTensor(std::string_view name) const;
 
-  // NotFound if absent, Unimplemented for dtypes other than F32/F16/BF16.
+  // Tensors of more than kMaxDims (4) dimensions, which muninn's Tensor cannot hold: their byte
+  // ranges are checked like every other's, but they are not in tensors() and GetTensor fails
+  // with Unimplemented for them. Official Huginn checkpoints carry one, the persistent RoPE
+  // buffer `freqs_cis` [1, block_size, 1, head_dim/2, 2], which muninn recomputes.
+  struct SkippedTensor {
+    std::string name;
+    std::string type_name;      // lower-case, as TensorInfo::type_name
+    std::vector<int64_t> dims;  // outermost first
+    uint64_t offset = 0;        // absolute
+    uint64_t nbytes = 0;
+  };
+  static constexpr int kMaxHeaderDims = 8;  // more dimensions than this is a malformed header
+  std::span<const SkippedTensor> skipped_tensors() const { return skipped_; }
+
+  // NotFound if absent, Unimplemented for dtypes other than F32/F16/BF16 and for skipped
+  // (over-4-dimensional) tensors.
   StatusOr<Tensor> GetTensor(std::string_view name) const;
   StatusOr<Tensor> GetTensor(const TensorInfo& info) const;
 
@@ -68,6 +83,7 @@ class SafetensorsFile {
   uint64_t data_offset_ = 0;
   std::map<std::string, std::string, std::less<>> metadata_;
   std::vector<TensorInfo> tensors_;
+  std::vector<SkippedTensor> skipped_;
   std::map<std::string, size_t, std::less<>> tensor_index_;
 };
 

@@ -36,6 +36,7 @@
 // Thread-compatible: one call at a time (it drives the model).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -107,6 +108,8 @@ class ContextMemory {
                 const ContextMemoryOptions& options, int64_t local_window)
       : model_(model), bank_(bank), embedder_(embedder), options_(options),
         local_window_(local_window) {}
+  // The sinks, capped at use by the local window (a window never holds more).
+  int64_t sink_tokens() const { return std::min(options_.sink_tokens, local_window_); }
   struct Entry {
     memory::DocumentId doc_id = 0;
     int64_t position = 0;

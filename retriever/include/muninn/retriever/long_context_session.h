@@ -99,8 +99,9 @@ struct ContextMemoryOptions {
 };
 
 struct RereadOptions {
-  int64_t top_k = 8;            // chunks retrieved per question
-  int64_t budget_tokens = 1024; // most excerpt tokens put in the prompt (best chunks first)
+  int64_t top_k = 4;            // chunks retrieved per question
+  int64_t budget_tokens = 512;  // most excerpt tokens put in the prompt (best chunks first;
+                                // never more than the local window)
 };
 
 struct KnnLmOptions {
@@ -164,12 +165,15 @@ struct GenerateOptions {
   int64_t max_tokens = 256;
   std::vector<std::string> stop_strings;  // generation ends before any of these
   bool stop_at_eos = true;
+  // Asked before each new token; when it returns true generation ends there with stop_reason
+  // "cancelled" (the server's shutdown deadline). May be empty.
+  std::function<bool()> should_stop;
 };
 
 struct GenerateResult {
   std::string text;
   std::vector<model::TokenId> tokens;
-  std::string stop_reason;  // "eos", "stop_string", "max_tokens"
+  std::string stop_reason;  // "eos", "stop_string", "max_tokens", "cancelled"
 };
 
 // Receives each complete piece of UTF-8 text as it is generated.

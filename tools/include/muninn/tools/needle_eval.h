@@ -35,7 +35,8 @@ NeedleFact MakeNeedleFact(uint64_t seed);
 struct NeedleOptions {
   std::vector<int64_t> lengths = {4096, 16384, 32768, 65536};  // document tokens
   std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
-  int64_t trials = 10;       // per (filler, length, depth), each a different fact
+  int64_t trials = 10;       // per (filler, length, depth), each a different fact (the haystack
+                             // is one per (filler, length, seed))
   uint64_t seed = 1;
   std::vector<FillerText> fillers;  // prose (RepeatFiller is allowed but is not natural text)
   int64_t max_tokens = 24;   // answer budget
