@@ -413,8 +413,16 @@ Status LongContextSession::RetrieveContext(std::span<const model::TokenId> windo
     if (context.layers[l].defined()) memory_.layers[l] = std::move(context.layers[l]);
   }
   if (!options_.has(kModeMemLong)) {
+    // retrieved(): the union of the chosen chunks, and (for token counts) the memory of the
+    // first context layer that has any.
     retrieved_ = Retrieved{};
     retrieved_.hits = std::move(hits);
+    for (const model::LayerMemoryKV& m : memory_.layers) {
+      if (!m.defined()) continue;
+      retrieved_.k = m.k;
+      retrieved_.v = m.v;
+      break;
+    }
   }
   return Status::Ok();
 }

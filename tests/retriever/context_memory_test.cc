@@ -167,6 +167,7 @@ TEST_F(ContextSessionTest, SinksAreTheDocumentsFirstTokensInEveryLayer) {
   ASSERT_TRUE(got.ok()) << got.status();
   ASSERT_EQ(session->retrieved().hits.size(), 1u);
   EXPECT_EQ(session->retrieved().hits[0].position, 0);
+  EXPECT_EQ(session->retrieved().n_tokens(), 8);  // the sinks, cut from the 16-token chunk
   std::vector<model::TokenId> seq = Ids(kFirst.substr(0, 8) + kSecond);
   const std::vector<float> want = FullLogProbs(seq, 8);
   ASSERT_EQ(got->size(), want.size());
