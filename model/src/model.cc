@@ -138,8 +138,10 @@ struct Model::Scratch {
   Tensor e;       // [cap, n_embd] prelude output (recurrent models)
   Tensor cat;     // [cap, 2·n_embd] adapter input [s ; e]
   Tensor saved;   // [cap, n_embd] the state while a read-out runs the coda
+  Tensor mq;      // [cap, n_head · hd] memory queries (pre-RoPE q rotated at one position)
   Tensor ids;     // [cap] i32
   Tensor pos;     // [cap] i32
+  Tensor mpos;    // [cap] i32, the memory queries' constant position
 };
 
 StatusOr<std::unique_ptr<Model>> Model::Create(Backend* backend, const ModelConfig& config,
@@ -263,6 +265,7 @@ Status Model::EnsureScratch(int64_t n_tokens) {
       {&s->k, DType::kF32, Shape{cap, n_kv}},
       {&s->v, DType::kF32, Shape{cap, n_kv}},
       {&s->att, DType::kF32, Shape{cap, n_q}},
+      {&s->mq, DType::kF32, Shape{cap, n_q}},
       {&s->proj, DType::kF32, Shape{cap, config_.n_embd}},
       {&s->gate, DType::kF32, Shape{cap, config_.n_ff}},
       {&s->up, DType::kF32, Shape{cap, config_.n_ff}},
@@ -280,6 +283,7 @@ Status Model::EnsureScratch(int64_t n_tokens) {
   // ids and positions are read on the host by GetRows/Rope.
   ASSIGN_OR_RETURN(s->ids, Tensor::Empty(DType::kI32, Shape{cap}));
   ASSIGN_OR_RETURN(s->pos, Tensor::Empty(DType::kI32, Shape{cap}));
+  ASSIGN_OR_RETURN(s->mpos, Tensor::Empty(DType::kI32, Shape{cap}));
   scratch_ = std::move(s);
   return Status::Ok();
 }
@@ -318,11 +322,34 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   RETURN_IF_ERROR(backend_->MatMul(x, w.wv, &v2));
   if (w.q_bias.defined()) RETURN_IF_ERROR(backend_->Add(q2, w.q_bias, &q2));
   if (w.k_bias.defined()) RETURN_IF_ERROR(backend_->Add(k2, w.k_bias, &k2));
+  observe("q_pre_rope", q3);
   observe("k_pre_rope", k3);
   observe("v", v3);
   if (layer == options.capture_layer) {
     ASSIGN_OR_RETURN(result->captured_k, k3.Contiguous());
     ASSIGN_OR_RETURN(result->captured_v, v3.Contiguous());
+  }
+  for (size_t i = 0; i < options.capture_layers.size(); ++i) {
+    if (options.capture_layers[i] != layer) continue;
+    ForwardResult::CapturedKV& c = result->captured[i];
+    c.layer = layer;
+    ASSIGN_OR_RETURN(c.k, k3.Contiguous());
+    ASSIGN_OR_RETURN(c.v, v3.Contiguous());
+  }
+  const LayerMemoryKV* memory =
+      options.memory != nullptr ? options.memory->ForLayer(layer) : nullptr;
+  Tensor mem_q3;  // [T, n_head, hd] the pre-RoPE queries rotated at the memory's one position
+  if (memory != nullptr && memory->query_position >= 0) {
+    if (memory->query_position > int64_t{INT32_MAX}) {
+      return InvalidArgumentError("layer " + std::to_string(layer) + " memory query position " +
+                                  std::to_string(memory->query_position) + " does not fit int32");
+    }
+    mem_q3 = View(s.mq, Shape{T, config_.n_head, hd});
+    RETURN_IF_ERROR(backend_->Copy(q3, &mem_q3));
+    Tensor mpos = View(s.mpos, Shape{T});
+    std::fill(mpos.data_as<int32_t>(), mpos.data_as<int32_t>() + T,
+              static_cast<int32_t>(memory->query_position));
+    RETURN_IF_ERROR(backend_->Rope(mem_q3, mpos, config_.rope, &mem_q3));
   }
   RETURN_IF_ERROR(backend_->Rope(q3, positions, config_.rope, &q3));
   RETURN_IF_ERROR(backend_->Rope(k3, positions, config_.rope, &k3));
@@ -340,14 +367,13 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
     values = cache->Values(slot, update->begin + update->n);
   }
   Tensor mem_k, mem_v;
-  if (options.memory != nullptr) {
-    if (const LayerMemoryKV* m = options.memory->ForLayer(layer)) {
-      mem_k = m->k;
-      mem_v = m->v;
-    }
+  if (memory != nullptr) {
+    mem_k = memory->k;
+    mem_v = memory->v;
   }
   AttentionParams ap;
   ap.causal = true;
+  if (mem_q3.defined()) ap.mem_q = &mem_q3;
   Status st = backend_->Attention(q3, keys, values, mem_k, mem_v, ap, &att3);
   if (!st.ok()) return st.WithContext("layer " + std::to_string(layer) + " attention");
   RETURN_IF_ERROR(backend_->MatMul(att2, w.wo, &proj));
@@ -418,6 +444,23 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
   if (options.last_layer < -1 || options.last_layer >= config_.n_layer) {
     return InvalidArgumentError("last_layer " + std::to_string(options.last_layer) +
                                 " is not a layer of this model");
+  }
+  for (size_t i = 0; i < options.capture_layers.size(); ++i) {
+    const int32_t l = options.capture_layers[i];
+    if (l < 0 || l >= config_.n_layer) {
+      return InvalidArgumentError("capture layer " + std::to_string(l) +
+                                  " is not a layer of this model (0.." +
+                                  std::to_string(config_.n_layer - 1) + ")");
+    }
+    if (std::find(options.capture_layers.begin(), options.capture_layers.begin() + i, l) !=
+        options.capture_layers.begin() + i) {
+      return InvalidArgumentError("capture layer " + std::to_string(l) + " is listed twice");
+    }
+    if (options.last_layer >= 0 && l > options.last_layer) {
+      return InvalidArgumentError("capture layer " + std::to_string(l) + " lies above last_layer " +
+                                  std::to_string(options.last_layer) +
+                                  "; set last_layer to the largest captured layer");
+    }
   }
   if (options.last_layer >= 0 && (cache != nullptr || options.compute_logits)) {
     return InvalidArgumentError("last_layer needs a forward without a KV cache and without logits");
@@ -491,6 +534,7 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
   if (options.observer) options.observer(Intermediate{"embeddings", -1, h});
 
   ForwardResult result;
+  result.captured.resize(options.capture_layers.size());
   const bool recurrent = is_recurrent();
   bool done = false;
   const std::vector<Stage>& stages = layout_.stages;
@@ -542,6 +586,7 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
         ForwardOptions quiet = options;
         quiet.observer = nullptr;
         quiet.capture_layer = -1;
+        quiet.capture_layers.clear();
         ForwardResult scratch_result;
         for (size_t sj = si + 1; sj < stages.size(); ++sj) {
           bool unused = false;

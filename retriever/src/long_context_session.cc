@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <set>
+#include <tuple>
+
+#include "muninn/retriever/context_memory.h"
 
 namespace muninn::retriever {
 
@@ -187,9 +190,6 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   if (!(knn.temperature > 0.0f) || !std::isfinite(knn.temperature)) {
     return InvalidArgumentError("knn temperature must be > 0");
   }
-  if (has(kModeContext)) {
-    return UnimplementedError("the context memory mode is not in this build yet");
-  }
   return Status::Ok();
 }
 
@@ -197,6 +197,14 @@ LongContextSession::LongContextSession(model::Model* model, const model::Tokeniz
                                        memory::MemoryBank* bank, Embedder* embedder,
                                        const LongContextOptions& o)
     : model_(model), tokenizer_(tokenizer), bank_(bank), embedder_(embedder), options_(o) {}
+
+LongContextSession::~LongContextSession() = default;
+
+std::vector<int32_t> LongContextSession::BankKvLayers() const {
+  // A bank that does not record its layers holds exactly one: MemLong's memory layer.
+  if (bank_ == nullptr || bank_->kv_layers().empty()) return {options_.memory_layer};
+  return bank_->kv_layers();
+}
 
 StatusOr<std::unique_ptr<LongContextSession>> LongContextSession::Create(
     model::Model* model, const model::Tokenizer* tokenizer, memory::MemoryBank* bank,
@@ -247,6 +255,11 @@ StatusOr<std::unique_ptr<LongContextSession>> LongContextSession::Create(
   kv.n_ctx = options.local_window;
   kv.dtype = options.kv_cache_dtype;
   ASSIGN_OR_RETURN(session->cache_, model->NewKvCache(kv));
+  if (options.has(kModeContext) && bank != nullptr) {
+    ASSIGN_OR_RETURN(session->context_,
+                     ContextMemory::Create(model, bank, embedder, options.context,
+                                           session->BankKvLayers(), options.local_window));
+  }
   if (bank != nullptr && embedder != nullptr) {
     RetrieverOptions ro;
     ro.top_k = options.top_k;
@@ -282,9 +295,6 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
   // bank; the K/V of the bank's layers otherwise (a bank that records no layer list holds the
   // MemLong memory layer).
   const bool need_kv = bank_->has_kv();
-  if (bank_->n_kv_layers() > 1) {
-    return UnimplementedError("ingesting K/V of several layers is not in this build yet");
-  }
   // A bank with token states (kNN-LM) needs the whole stack once per chunk, no logits; the same
   // forward captures the K/V when the bank holds them too.
   const bool need_states = bank_->state_dim() > 0;
@@ -294,13 +304,13 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
                                 std::to_string(model_->config().n_embd) +
                                 "; use a bank made for this model");
   }
-  const int32_t kv_layer =
-      bank_->kv_layers().empty() ? options_.memory_layer : bank_->kv_layers().front();
+  // One pass per window captures every layer the bank holds, up to the highest of them.
   model::ForwardOptions fo;
   fo.compute_logits = false;
-  fo.capture_layer = need_kv ? kv_layer : -1;
-  fo.last_layer = need_states ? -1 : kv_layer;
-  fo.final_states = need_states;
+  if (need_kv) {
+    fo.capture_layers = BankKvLayers();
+    fo.last_layer = fo.capture_layers.back();
+  }
   // Next token of every ingested token ([n]): the following token of this call, -1 after the last
   // (a later call's first token is not known here).
   std::vector<int32_t> next_tokens;
@@ -312,24 +322,36 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
     const int64_t group_end = std::min(n, group_begin + kGroup * tau);
     std::vector<std::string> texts;
     std::vector<model::ForwardResult> kvs;
+    std::vector<ContextMemory::Window> context_kvs;
     std::vector<std::span<const model::TokenId>> spans;
+    if (context_mode() && options_.context.contextual_ingest) {
+      // The whole group in one pass: each chunk's K/V in the context of the group's earlier text.
+      ASSIGN_OR_RETURN(context_kvs, context_->IngestSegment(
+                                        tokens.subspan(static_cast<size_t>(group_begin),
+                                                       static_cast<size_t>(group_end - group_begin)),
+                                        tau));
+    }
     for (int64_t b = group_begin; b < group_end; b += tau) {
       const int64_t e = std::min(group_end, b + tau);
       auto window = tokens.subspan(static_cast<size_t>(b), static_cast<size_t>(e - b));
       // kNN-LM states with context: the chunk runs after up to knn.context_tokens earlier tokens.
       const int64_t warm = need_states ? std::min(options_.knn.context_tokens, b) : 0;
-      if (need_kv || (need_states && warm == 0)) {
+      model::ForwardResult r;
+      bool have_states = false;
+      if (context_mode() && !options_.context.contextual_ingest) {
+        // Every layer the bank holds, plus the context layers' representative keys.
+        ASSIGN_OR_RETURN(ContextMemory::Window w, context_->Ingest(window));
+        context_kvs.push_back(std::move(w));
+      } else if (!context_mode() && need_kv) {
         model::ForwardOptions one = fo;
-        if (warm > 0) {  // K/V only here; the states come from the forward with context
-          one.final_states = false;
-          one.last_layer = kv_layer;
+        if (need_states && warm == 0) {  // the same pass gives the states
+          one.final_states = true;
+          one.last_layer = -1;
+          have_states = true;
         }
-        ASSIGN_OR_RETURN(model::ForwardResult r, model_->Forward(window, nullptr, one));
-        kvs.push_back(std::move(r));
-      } else {
-        kvs.emplace_back();
+        ASSIGN_OR_RETURN(r, model_->Forward(window, nullptr, one));
       }
-      if (warm > 0) {
+      if (need_states && !have_states) {
         model::ForwardOptions so;
         so.compute_logits = false;
         so.final_states = true;
@@ -338,8 +360,9 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
                                                         static_cast<size_t>(e - b + warm)),
                                          nullptr, so));
         ASSIGN_OR_RETURN(Tensor rows, s.final_states.Slice(0, warm, warm + e - b));
-        ASSIGN_OR_RETURN(kvs.back().final_states, rows.Contiguous());
+        ASSIGN_OR_RETURN(r.final_states, rows.Contiguous());
       }
+      kvs.push_back(std::move(r));
       spans.push_back(window);
       texts.push_back(tokenizer_->Decode(window, /*skip_special=*/true));
     }
@@ -355,10 +378,12 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
       c.text = texts[i];
       c.embedding = std::span<const float>(emb).subspan(i * static_cast<size_t>(embedder_->dim()),
                                                         static_cast<size_t>(embedder_->dim()));
-      if (need_kv) {
-        // Captured [T, n_head_kv, head_dim] → the bank's [n_head_kv, T, head_dim]: a view.
-        ASSIGN_OR_RETURN(c.k, kvs[i].captured_k.Transpose(0, 1));
-        ASSIGN_OR_RETURN(c.v, kvs[i].captured_v.Transpose(0, 1));
+      if (context_mode()) {
+        c.k = context_kvs[i].k;
+        c.v = context_kvs[i].v;
+      } else if (need_kv) {
+        // [n_kv_layers · n_head_kv, T, head_dim], layer-major in the bank's layer order.
+        ASSIGN_OR_RETURN(std::tie(c.k, c.v), StackLayerKV(kvs[i].captured));
       }
       if (need_states) {
         const Tensor& st = kvs[i].final_states;  // [T, n_embd] f32 host
@@ -368,6 +393,12 @@ StatusOr<IngestStats> LongContextSession::IngestTokens(memory::DocumentId doc_id
       }
     }
     ASSIGN_OR_RETURN(std::vector<memory::ChunkId> ids, bank_->Append(chunks));
+    if (context_mode()) {
+      for (size_t i = 0; i < ids.size(); ++i) {
+        context_->Remember(ids[i], doc_id, chunks[i].position,
+                           static_cast<int64_t>(spans[i].size()), std::move(context_kvs[i]));
+      }
+    }
     stats.chunk_ids.insert(stats.chunk_ids.end(), ids.begin(), ids.end());
     stats.n_chunks += static_cast<int64_t>(ids.size());
     stats.n_tokens = group_end;
@@ -388,6 +419,15 @@ Status LongContextSession::Retrieve(std::string_view query_text,
       tokenizer_->Encode(query_text, /*add_special=*/false, /*parse_special=*/false);
   ASSIGN_OR_RETURN(retrieved_, retriever_->Retrieve({query_text, qtok}, filter));
   if (retrieved_.empty()) return Status::Ok();
+  if (bank_->n_kv_layers() > 1) {
+    // [M, n_kv_layers · n_head_kv, d]: MemLong reads the memory layer's rows only (a view).
+    const std::vector<int32_t> layers = BankKvLayers();
+    const int64_t li =
+        std::lower_bound(layers.begin(), layers.end(), options_.memory_layer) - layers.begin();
+    const int64_t h = bank_->n_head_kv();
+    ASSIGN_OR_RETURN(retrieved_.k, retrieved_.k.Slice(1, li * h, (li + 1) * h));
+    ASSIGN_OR_RETURN(retrieved_.v, retrieved_.v.Slice(1, li * h, (li + 1) * h));
+  }
   if (options_.memory_position == MemoryPosition::kBeforeWindow) {
     // Memory keys are stored before RoPE; place memory token i of M at position i - M.
     const int64_t m = retrieved_.n_tokens();
@@ -398,6 +438,35 @@ Status LongContextSession::Retrieve(std::string_view query_text,
     retrieved_.k = k;
   }
   memory_ = retrieved_.ForLayers(options_.retrieval_layers);
+  return Status::Ok();
+}
+
+Status LongContextSession::RetrieveContext(std::span<const model::TokenId> window) {
+  if (!context_mode() || !options_.use_memory) return Status::Ok();
+  // Chunks are chosen for the query (its tokens drive the embedder and the representative-key
+  // scout pass); a window without a query text stands for itself.
+  std::vector<model::TokenId> qtok =
+      tokenizer_->Encode(query_text_, /*add_special=*/false, /*parse_special=*/false);
+  if (qtok.empty()) qtok.assign(window.begin(), window.end());
+  std::vector<memory::SearchHit> hits;
+  ASSIGN_OR_RETURN(model::MemoryKV context, context_->Build(query_text_, qtok, filter_, &hits));
+  // Context layers read their own K/V; on a layer that MemLong also reads, context memory wins.
+  if (memory_.layers.size() < context.layers.size()) memory_.layers.resize(context.layers.size());
+  for (size_t l = 0; l < context.layers.size(); ++l) {
+    if (context.layers[l].defined()) memory_.layers[l] = std::move(context.layers[l]);
+  }
+  if (!options_.has(kModeMemLong)) {
+    // retrieved(): the union of the chosen chunks, and (for token counts) the memory of the
+    // first context layer that has any.
+    retrieved_ = Retrieved{};
+    retrieved_.hits = std::move(hits);
+    for (const model::LayerMemoryKV& m : memory_.layers) {
+      if (!m.defined()) continue;
+      retrieved_.k = m.k;
+      retrieved_.v = m.v;
+      break;
+    }
+  }
   return Status::Ok();
 }
 
@@ -456,6 +525,7 @@ Status LongContextSession::Begin(std::span<const model::TokenId> prompt,
   filter_ = filter;
   query_text_ = std::string(query_text);
   RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+  RETURN_IF_ERROR(RetrieveContext(prompt));
   return Run(prompt);
 }
 
@@ -477,6 +547,7 @@ StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
   filter_ = filter;
   query_text_ = std::string(query_text);
   RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+  RETURN_IF_ERROR(RetrieveContext(window));
   if (!prefix.empty()) {
     model::ForwardOptions pfo;
     pfo.memory = memory_.layers.empty() ? nullptr : &memory_;
@@ -588,6 +659,7 @@ Status LongContextSession::Overflow() {
     }
     query_text_ = tokenizer_->Decode(kept, /*skip_special=*/true);
     RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+    RETURN_IF_ERROR(RetrieveContext(kept));
   }
   cache_->Clear();
   return Run(kept);

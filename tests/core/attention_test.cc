@@ -94,11 +94,12 @@ Operand RandomOperand(std::mt19937_64& rng, int64_t rows, int64_t heads, int64_t
   return op;
 }
 
-// out[t, h, :] = Σ_j softmax_j(scale q·k_j) v_j over [memory ; visible local keys], in float64.
+// out[t, h, :] = Σ_j softmax_j(scale q·k_j) v_j over [memory ; visible local keys], in float64;
+// memory keys are scored with `mq` instead of q when given (AttentionParams::mem_q).
 std::vector<double> Reference(const Operand& q, const Operand& k, const Operand& v,
                               const Operand* mk, const Operand* mv, int64_t T, int64_t S,
                               int64_t M, bool causal, double scale,
-                              const std::vector<int64_t>& heads) {
+                              const std::vector<int64_t>& heads, const Operand* mq = nullptr) {
   const int64_t n_head = q.heads, n_head_kv = k.heads, d = q.dim, dv = v.dim;
   const int64_t G = n_head / n_head_kv;
   std::vector<double> out(static_cast<size_t>(T * n_head * dv), 0.0);
@@ -109,13 +110,14 @@ std::vector<double> Reference(const Operand& q, const Operand& k, const Operand&
       const int64_t visible = causal ? t + (S - T) + 1 : S;
       double mx = -std::numeric_limits<double>::infinity();
       int64_t n = 0;
-      auto dot = [&](const Operand& keys, int64_t j) {
+      auto dot = [&](const Operand& queries, const Operand& keys, int64_t j) {
         double acc = 0.0;
-        for (int64_t i = 0; i < d; ++i) acc += q.at(t, h, i) * keys.at(j, g, i);
+        for (int64_t i = 0; i < d; ++i) acc += queries.at(t, h, i) * keys.at(j, g, i);
         return acc * scale;
       };
-      for (int64_t j = 0; j < M; ++j) s[static_cast<size_t>(n++)] = dot(*mk, j);
-      for (int64_t j = 0; j < visible; ++j) s[static_cast<size_t>(n++)] = dot(k, j);
+      const Operand& mem_queries = mq != nullptr ? *mq : q;
+      for (int64_t j = 0; j < M; ++j) s[static_cast<size_t>(n++)] = dot(mem_queries, *mk, j);
+      for (int64_t j = 0; j < visible; ++j) s[static_cast<size_t>(n++)] = dot(q, k, j);
       for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[static_cast<size_t>(j)]);
       double l = 0.0;
       for (int64_t j = 0; j < n; ++j) {
@@ -141,13 +143,14 @@ struct Case {
   DType mem_dtype;
   bool view;        // k, v, mem as strided cache views; q as a slice of a fused projection
   double q_amp;     // larger values give peaked softmaxes (the running max matters)
+  bool mem_q = false;  // a separate query tensor for the memory block (AttentionParams::mem_q)
   std::string Name() const {
     return "T=" + std::to_string(T) + " S=" + std::to_string(S) + " M=" + std::to_string(M) +
            " heads=" + std::to_string(n_head) + "/" + std::to_string(n_head_kv) +
            " d=" + std::to_string(d) + " dv=" + std::to_string(dv) +
            (causal ? " causal" : " full") + " kv=" + std::string(DTypeName(kv_dtype)) +
            " mem=" + std::string(DTypeName(mem_dtype)) + (view ? " views" : "") +
-           " q_amp=" + std::to_string(q_amp);
+           " q_amp=" + std::to_string(q_amp) + (mem_q ? " mem_q" : "");
   }
 };
 
@@ -194,17 +197,19 @@ void RunCase(const Case& c, uint64_t seed, double tol) {
   }
   Operand k = RandomOperand(rng, c.S, c.n_head_kv, c.d, c.kv_dtype, c.view, 1.0);
   Operand v = RandomOperand(rng, c.S, c.n_head_kv, c.dv, c.kv_dtype, c.view, 1.0);
-  Operand mk, mv;
+  Operand mk, mv, mq;
   if (c.M > 0) {
     mk = RandomOperand(rng, c.M, c.n_head_kv, c.d, c.mem_dtype, c.view, 1.0);
     mv = RandomOperand(rng, c.M, c.n_head_kv, c.dv, c.mem_dtype, c.view, 1.0);
   }
+  // Memory queries unrelated to q, so a kernel that mixes the two up cannot pass.
+  if (c.mem_q) mq = RandomOperand(rng, c.T, c.n_head, c.d, DType::kF32, false, c.q_amp);
   std::vector<int64_t> heads(static_cast<size_t>(c.n_head));
   for (int64_t h = 0; h < c.n_head; ++h) heads[static_cast<size_t>(h)] = h;
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
   const std::vector<double> ref =
       Reference(q, k, v, c.M > 0 ? &mk : nullptr, c.M > 0 ? &mv : nullptr, c.T, c.S, c.M,
-                c.causal, scale, heads);
+                c.causal, scale, heads, c.mem_q ? &mq : nullptr);
 
   ThreadPool pool(2);
   for (CpuIsa isa : SupportedIsas()) {
@@ -219,6 +224,7 @@ void RunCase(const Case& c, uint64_t seed, double tol) {
       ASSERT_TRUE(out.ok());
       AttentionParams params;
       params.causal = c.causal;
+      if (c.mem_q) params.mem_q = &mq.t;
       const Status st = (*backend)->Attention(q.t, k.t, v.t, c.M > 0 ? mk.t : Tensor(),
                                               c.M > 0 ? mv.t : Tensor(), params, &*out);
       ASSERT_TRUE(st.ok()) << st;
@@ -261,6 +267,48 @@ TEST(AttentionTest, UnmaskedAndMemoryOnly) {
   RunCase({5, 3, 0, 4, 2, 64, 64, false, kF32, kF32, false, 1.0}, seed, 2e-5);  // T > S
   RunCase({4, 0, 300, 6, 3, 64, 64, false, kF32, kF16, true, 2.0}, seed + 1, 2e-5);  // S = 0
   RunCase({70, 1000, 0, 3, 1, 96, 96, false, kF32, kF32, false, 1.0}, seed + 2, 2e-5);
+}
+
+// A separate query tensor for the memory block (context memory's constant-distance queries):
+// odd sizes, GQA, the decode split path and causal/unmasked local keys.
+TEST(AttentionTest, SeparateMemoryQueriesAgainstReference) {
+  const uint64_t seed = TestSeed();
+  // Decode, T = 1, enough keys that two threads split [memory ; local] (a split boundary falls
+  // inside the memory block and another in the local keys).
+  RunCase({1, 2100, 1500, 9, 3, 64, 64, true, kF16, kF16, true, 2.0, true}, seed, 2e-5);
+  RunCase({1, 5, 3000, 8, 1, 64, 64, true, kF32, kF16, false, 1.0, true}, seed + 1, 2e-5);
+  // Prefill and KV-cache shapes with odd sizes.
+  RunCase({67, 67, 300, 9, 3, 17, 17, true, kF32, kF32, true, 4.0, true}, seed + 2, 2e-5);
+  RunCase({37, 300, 129, 6, 2, 96, 32, true, kF16, kF32, false, 1.0, true}, seed + 3, 2e-5);
+  RunCase({5, 3, 65, 4, 4, 33, 33, false, kF32, kF32, false, 8.0, true}, seed + 4, 2e-5);
+  RunCase({4, 0, 70, 6, 3, 64, 64, false, kF32, kF16, true, 2.0, true}, seed + 5, 2e-5);  // S = 0
+}
+
+TEST(AttentionTest, MemoryQueriesWithoutMemoryAreIgnored) {
+  // mem_q given but no memory block: plain attention, and the plan allocates no second block.
+  const uint64_t seed = TestSeed();
+  SCOPED_TRACE("seed=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Operand q = RandomOperand(rng, 6, 4, 32, kF32, false, 1.0);
+  Operand mq = RandomOperand(rng, 6, 4, 32, kF32, false, 1.0);
+  Operand k = RandomOperand(rng, 20, 2, 32, kF32, false, 1.0);
+  Operand v = RandomOperand(rng, 20, 2, 32, kF32, false, 1.0);
+  const std::vector<int64_t> heads = {0, 1, 2, 3};
+  const std::vector<double> ref = Reference(q, k, v, nullptr, nullptr, 6, 20, 0, true,
+                                            1.0 / std::sqrt(32.0), heads);
+  auto backend = CreateCpuBackend(CpuBackendOptions{});
+  ASSERT_TRUE(backend.ok());
+  auto out = Tensor::Empty(kF32, Shape{6, 4, 32});
+  ASSERT_TRUE(out.ok());
+  AttentionParams params;
+  params.mem_q = &mq.t;
+  ASSERT_TRUE((*backend)->Attention(q.t, k.t, v.t, Tensor(), Tensor(), params, &*out).ok());
+  EXPECT_LE(RelativeError(*out, ref, 6, 4, 32, heads), 2e-5);
+  const auto plain = cpu::attn::PlanAttention(6, 20, 0, 4, 2, 32, 32, 1, false);
+  EXPECT_EQ(cpu::attn::PlanAttention(6, 20, 0, 4, 2, 32, 32, 1, true).workspace_floats,
+            plain.workspace_floats);
+  EXPECT_GT(cpu::attn::PlanAttention(6, 20, 8, 4, 2, 32, 32, 1, true).workspace_floats,
+            cpu::attn::PlanAttention(6, 20, 8, 4, 2, 32, 32, 1, false).workspace_floats);
 }
 
 TEST(AttentionTest, ExplicitScale) {
@@ -387,6 +435,18 @@ TEST_F(AttentionErrorTest, RejectsBadShapesAndDtypes) {
   AttentionParams bad_scale;
   bad_scale.scale = -1.0f;
   ExpectRejected(q, k, v, none, none, bad_scale, &out);
+  // mem_q must be an f32 [T, n_head, d] like q, packed, and must not overlap out.
+  const Tensor mk = Filled(kF32, {5, 2, 8});
+  const Tensor mv = Filled(kF32, {5, 2, 8});
+  for (const Tensor& bad : {Filled(kF32, {4, 6, 7}), Filled(kF32, {3, 6, 8}),
+                            Filled(kF16, {4, 6, 8}), Filled(kF32, {4, 6})}) {
+    AttentionParams p;
+    p.mem_q = &bad;
+    ExpectRejected(q, k, v, mk, mv, p, &out);
+  }
+  AttentionParams aliased;
+  aliased.mem_q = &out;
+  ExpectRejected(q, k, v, mk, mv, aliased, &out);
   // No keys at all.
   AttentionParams full;
   full.causal = false;

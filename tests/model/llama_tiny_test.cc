@@ -107,6 +107,8 @@ void Rope(double* x, int64_t pos) {
 struct RefMemory {  // per layer, empty = none: [M, kHeadsKv, kHd]
   std::vector<Mat> k, v;
   int m = 0;
+  // >= 0: memory keys are scored with the pre-RoPE queries rotated at this one position.
+  int64_t query_position = -1;
 };
 
 struct RefOut {
@@ -126,15 +128,20 @@ RefOut RefForward(const RefModel& r, const std::vector<TokenId>& ids, int64_t st
   out.hidden.resize(kLayers);
   for (int l = 0; l < kLayers; ++l) {
     const RefLayer& L = r.layers[static_cast<size_t>(l)];
-    std::vector<Mat> q(T), k(T), v(T);
+    std::vector<Mat> q(T), k(T), v(T), qm(T);
     for (int t = 0; t < T; ++t) {
       Mat x = RmsNorm(h[t].data(), L.attn_norm);
       q[t] = MatVec(L.wq, x.data(), kHeads * kHd, kEmbd);
       k[t] = MatVec(L.wk, x.data(), kHeadsKv * kHd, kEmbd);
       v[t] = MatVec(L.wv, x.data(), kHeadsKv * kHd, kEmbd);
       if (l == 0) out.k_pre_rope0.push_back(k[t]);
+      qm[t] = q[t];  // the memory's queries: rotated at the constant position, or the ordinary q
+      if (mem != nullptr && mem->query_position >= 0) {
+        for (int hh = 0; hh < kHeads; ++hh) Rope(&qm[t][hh * kHd], mem->query_position);
+      }
       for (int hh = 0; hh < kHeads; ++hh) Rope(&q[t][hh * kHd], start_pos + t);
       for (int hh = 0; hh < kHeadsKv; ++hh) Rope(&k[t][hh * kHd], start_pos + t);
+      if (mem == nullptr || mem->query_position < 0) qm[t] = q[t];
     }
     const bool has_mem = mem != nullptr && !mem->k[static_cast<size_t>(l)].empty();
     const int M = has_mem ? mem->m : 0;
@@ -144,17 +151,17 @@ RefOut RefForward(const RefModel& r, const std::vector<TokenId>& ids, int64_t st
         const int g = hh / (kHeads / kHeadsKv);
         std::vector<double> s;
         std::vector<const double*> vals;
-        auto score = [&](const double* key) {
+        auto score = [&](const Mat& query, const double* key) {
           double d = 0.0;
-          for (int i = 0; i < kHd; ++i) d += q[t][hh * kHd + i] * key[i];
+          for (int i = 0; i < kHd; ++i) d += query[hh * kHd + i] * key[i];
           return d / std::sqrt(double{kHd});
         };
         for (int m = 0; m < M; ++m) {
-          s.push_back(score(&mem->k[static_cast<size_t>(l)][(m * kHeadsKv + g) * kHd]));
+          s.push_back(score(qm[t], &mem->k[static_cast<size_t>(l)][(m * kHeadsKv + g) * kHd]));
           vals.push_back(&mem->v[static_cast<size_t>(l)][(m * kHeadsKv + g) * kHd]);
         }
         for (int j = 0; j <= t; ++j) {
-          s.push_back(score(&k[j][g * kHd]));
+          s.push_back(score(q[t], &k[j][g * kHd]));
           vals.push_back(&v[j][g * kHd]);
         }
         double mx = -1e300, sum = 0.0;
@@ -428,6 +435,193 @@ TEST_F(TinyLlamaTest, MemoryKVJoinsTheAttentionOfItsLayer) {
   EXPECT_GT(moved, 1.0) << "the memory block should change the logits";
 }
 
+// Context memory (specs/memory_modes.md §2): memory keys pre-RoPE, scored with the queries
+// rotated at one constant position P, local keys with the ordinary queries, one softmax.
+TEST_F(TinyLlamaTest, ConstantDistanceMemoryMatchesReference) {
+  std::mt19937_64 rng(11);
+  constexpr int kM = 6;
+  constexpr int64_t kP = 7;  // the local window length in the session
+  RefMemory mem;
+  mem.m = kM;
+  mem.k = {Random(rng, kM * kHeadsKv * kHd, 1.5), Random(rng, kM * kHeadsKv * kHd, 1.5)};
+  mem.v = {Random(rng, kM * kHeadsKv * kHd, 1.0), Random(rng, kM * kHeadsKv * kHd, 1.0)};
+  mem.query_position = kP;
+  const RefOut want = RefForward(*ref_, kPrompt, 0, &mem);
+  RefMemory at_zero = mem;
+  at_zero.query_position = -1;
+  const RefOut zero = RefForward(*ref_, kPrompt, 0, &at_zero);
+  // The GGUF file's Q/K head dims are permuted (pair i = dims 2i, 2i+1), so its memory keys are
+  // the same keys in that order.
+  auto memory_for = [&](bool gguf) {
+    MemoryKV mkv;
+    for (int l = 0; l < kLayers; ++l) {
+      Mat k = mem.k[static_cast<size_t>(l)];
+      if (gguf) {
+        for (size_t row = 0; row < k.size(); row += kHd) {
+          for (int i = 0; i < kHd / 2; ++i) {
+            k[row + 2 * i] = mem.k[static_cast<size_t>(l)][row + i];
+            k[row + 2 * i + 1] = mem.k[static_cast<size_t>(l)][row + i + kHd / 2];
+          }
+        }
+      }
+      LayerMemoryKV lm;
+      lm.k = ToTensor(k, Shape{kM, kHeadsKv, kHd});
+      lm.v = ToTensor(mem.v[static_cast<size_t>(l)], Shape{kM, kHeadsKv, kHd});
+      lm.query_position = kP;
+      mkv.layers.push_back(lm);
+    }
+    return mkv;
+  };
+  for (const std::string& path : {*gguf_path_, *hf_dir_}) {
+    SCOPED_TRACE(path);
+    const MemoryKV mkv = memory_for(path == *gguf_path_);
+    LoadedModel m = Load(path);
+    // Both with a KV cache (prefill then decode) and without one.
+    auto cache = m.model->NewKvCache(CacheOpts(DType::kF32));
+    ASSERT_TRUE(cache.ok());
+    ForwardOptions fo;
+    fo.memory = &mkv;
+    fo.all_logits = true;
+    const std::vector<TokenId> head(kPrompt.begin(), kPrompt.begin() + 5);
+    auto res = m.model->Forward(head, cache->get(), fo);
+    ASSERT_TRUE(res.ok()) << res.status();
+    for (size_t t = 0; t < head.size(); ++t) {
+      ExpectRowNear(res->logits.data_as<float>() + t * kVocab, want.logits[t], 1e-4,
+                    "prefill position " + std::to_string(t));
+    }
+    for (size_t t = head.size(); t < kPrompt.size(); ++t) {
+      const TokenId one[] = {kPrompt[t]};
+      res = m.model->Forward(one, cache->get(), fo);
+      ASSERT_TRUE(res.ok()) << res.status();
+      ExpectRowNear(res->logits.data_as<float>(), want.logits[t], 1e-4,
+                    "decode position " + std::to_string(t));
+    }
+  }
+  double moved = 0.0;
+  for (size_t t = 0; t < kPrompt.size(); ++t) {
+    for (int v = 0; v < kVocab; ++v) moved += std::abs(want.logits[t][v] - zero.logits[t][v]);
+  }
+  EXPECT_GT(moved, 1.0) << "rotating the memory queries should change the logits";
+  // A position that does not fit int32 is an error naming the layer.
+  MemoryKV mkv = memory_for(false);
+  mkv.layers[1].query_position = int64_t{1} << 40;
+  LoadedModel m = Load(*hf_dir_);
+  ForwardOptions fo;
+  fo.memory = &mkv;
+  auto bad = m.model->Forward(kPrompt, nullptr, fo);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("layer 1"), std::string::npos) << bad.status();
+}
+
+TEST_F(TinyLlamaTest, CapturesSeveralLayersInOnePass) {
+  const RefOut want = RefForward(*ref_, kPrompt, 0);
+  LoadedModel m = Load(*gguf_path_);
+  ForwardOptions one;
+  one.capture_layer = 1;
+  auto layer1 = m.model->Forward(kPrompt, nullptr, one);
+  ASSERT_TRUE(layer1.ok()) << layer1.status();
+  ForwardOptions fo;
+  fo.capture_layers = {1, 0};
+  fo.last_layer = 1;
+  fo.compute_logits = false;
+  auto res = m.model->Forward(kPrompt, nullptr, fo);
+  ASSERT_TRUE(res.ok()) << res.status();
+  ASSERT_EQ(res->captured.size(), 2u);
+  EXPECT_EQ(res->captured[0].layer, 1);
+  EXPECT_EQ(res->captured[1].layer, 0);
+  const int64_t T = static_cast<int64_t>(kPrompt.size());
+  for (const auto& c : res->captured) {
+    ASSERT_EQ(c.k.shape(), (Shape{T, kHeadsKv, kHd}));
+    ASSERT_EQ(c.v.shape(), (Shape{T, kHeadsKv, kHd}));
+  }
+  // Layer 0 against the float64 reference (GGUF rows are permuted; compare through the HF file).
+  LoadedModel hf = Load(*hf_dir_);
+  auto hf_res = hf.model->Forward(kPrompt, nullptr, fo);
+  ASSERT_TRUE(hf_res.ok()) << hf_res.status();
+  for (int64_t t = 0; t < T; ++t) {
+    ExpectRowNear(hf_res->captured[1].k.data_as<float>() + t * kHeadsKv * kHd,
+                  want.k_pre_rope0[static_cast<size_t>(t)], 1e-4, "captured layer-0 k");
+  }
+  // Layer 1 equals the single-layer capture.
+  for (int64_t i = 0; i < T * kHeadsKv * kHd; ++i) {
+    ASSERT_EQ(res->captured[0].k.data_as<float>()[i], layer1->captured_k.data_as<float>()[i]);
+    ASSERT_EQ(res->captured[0].v.data_as<float>()[i], layer1->captured_v.data_as<float>()[i]);
+  }
+  for (const std::vector<int32_t>& bad : {std::vector<int32_t>{0, 0}, std::vector<int32_t>{2},
+                                          std::vector<int32_t>{-1}}) {
+    ForwardOptions b = fo;
+    b.capture_layers = bad;
+    EXPECT_EQ(m.model->Forward(kPrompt, nullptr, b).status().code(),
+              StatusCode::kInvalidArgument);
+  }
+  ForwardOptions above = fo;
+  above.last_layer = 0;
+  auto st = m.model->Forward(kPrompt, nullptr, above).status();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("last_layer"), std::string::npos) << st;
+}
+
+// The exact property of own-layer context memory (specs/memory_modes.md §2): when memory holds
+// exactly the previous window's own-layer K/V at contiguous positions (its first tokens being the
+// real sinks), the next window's logits equal full attention over both windows.
+TEST_F(TinyLlamaTest, OracleMemoryOfThePreviousWindowEqualsFullAttention) {
+  const std::vector<TokenId> first = {5, 9, 2, 77, 31, 31, 8, 64, 12};
+  const std::vector<TokenId> second = {3, 17, 99, 0, 42, 42, 7};
+  std::vector<TokenId> both = first;
+  both.insert(both.end(), second.begin(), second.end());
+  const int64_t n1 = static_cast<int64_t>(first.size());
+  for (const std::string& path : {*gguf_path_, *hf_dir_}) {
+    SCOPED_TRACE(path);
+    LoadedModel m = Load(path);
+    ForwardOptions full_opts;
+    full_opts.all_logits = true;
+    auto full = m.model->Forward(both, nullptr, full_opts);
+    ASSERT_TRUE(full.ok()) << full.status();
+
+    ForwardOptions ingest;
+    ingest.capture_layers = {0, 1};
+    ingest.last_layer = 1;
+    ingest.compute_logits = false;
+    auto kv = m.model->Forward(first, nullptr, ingest);
+    ASSERT_TRUE(kv.ok()) << kv.status();
+    MemoryKV mkv;
+    for (const auto& c : kv->captured) {
+      LayerMemoryKV lm;
+      auto rotated = RotateMemoryKeys(backend_.get(), m.model->config().rope, c.k, -n1);
+      ASSERT_TRUE(rotated.ok()) << rotated.status();
+      lm.k = *rotated;
+      lm.v = c.v;
+      mkv.layers.push_back(lm);
+    }
+    // The second window in a fresh cache at positions 0.., prefill then decode.
+    auto cache = m.model->NewKvCache(CacheOpts(DType::kF32));
+    ASSERT_TRUE(cache.ok());
+    ForwardOptions fo;
+    fo.memory = &mkv;
+    fo.all_logits = true;
+    const std::vector<TokenId> head(second.begin(), second.begin() + 4);
+    auto res = m.model->Forward(head, cache->get(), fo);
+    ASSERT_TRUE(res.ok()) << res.status();
+    std::vector<float> got(res->logits.data_as<float>(),
+                           res->logits.data_as<float>() + res->logits.numel());
+    for (size_t t = head.size(); t < second.size(); ++t) {
+      const TokenId one[] = {second[t]};
+      auto step = m.model->Forward(one, cache->get(), fo);
+      ASSERT_TRUE(step.ok()) << step.status();
+      got.insert(got.end(), step->logits.data_as<float>(),
+                 step->logits.data_as<float>() + kVocab);
+    }
+    ASSERT_EQ(got.size(), second.size() * kVocab);
+    for (size_t t = 0; t < second.size(); ++t) {
+      const float* want = full->logits.data_as<float>() + (n1 + static_cast<int64_t>(t)) * kVocab;
+      for (int v = 0; v < kVocab; ++v) {
+        ASSERT_NEAR(got[t * kVocab + v], want[v], 1e-4 * (1.0 + std::abs(want[v])))
+            << "second-window position " << t << " token " << v;
+      }
+    }
+  }
+}
+
 TEST_F(TinyLlamaTest, CapturesPreRopeKeysAndObservesNamedIntermediates) {
   const RefOut want = RefForward(*ref_, kPrompt, 0);
   LoadedModel m = Load(*hf_dir_);
@@ -450,7 +644,7 @@ TEST_F(TinyLlamaTest, CapturesPreRopeKeysAndObservesNamedIntermediates) {
                   "captured k");
   }
   const std::vector<std::string> expected = {
-      "embeddings@-1", "attn_norm@0", "k_pre_rope@0", "v@0",         "q@0",
+      "embeddings@-1", "attn_norm@0", "q_pre_rope@0", "k_pre_rope@0", "v@0", "q@0",
       "attn_out@0",    "ffn_norm@0",  "mlp_out@0",    "hidden@0", "output_norm@-1",
       "logits@-1"};
   EXPECT_EQ(names, expected);

@@ -170,6 +170,10 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
       if (!retriever::ParseContextPosition(cp, &o.context.position)) {
         return err("context.position", "must be \"constant\", \"contiguous\" or \"zero\"");
       }
+      if (cm.contains("contextual_ingest")) {
+        if (!cm["contextual_ingest"].is_boolean()) return err("context.contextual_ingest", "must be true or false");
+        o.context.contextual_ingest = cm["contextual_ingest"].get<bool>();
+      }
       std::string sel = retriever::ChunkSelectionName(o.context.selection);
       RETURN_IF_ERROR(get_string(cm, "selection", &sel));
       if (!retriever::ParseChunkSelection(sel, &o.context.selection)) {

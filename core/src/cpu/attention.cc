@@ -50,7 +50,7 @@ void AttendTileScalar(const QueryBlock& qb, const KeyTile& tile, const TileScrat
 }
 
 AttentionPlan PlanAttention(int64_t T, int64_t S, int64_t M, int64_t n_head, int64_t n_head_kv,
-                            int64_t d, int64_t dv, int num_threads) {
+                            int64_t d, int64_t dv, int num_threads, bool separate_mem_q) {
   AttentionPlan p;
   p.group = n_head / n_head_kv;
   p.tq = std::clamp<int64_t>(kTargetRows / p.group, 1, std::max<int64_t>(T, 1));
@@ -77,9 +77,11 @@ AttentionPlan PlanAttention(int64_t T, int64_t S, int64_t M, int64_t n_head, int
   p.split_keys = RoundUp(std::max<int64_t>(CeilDiv(total_keys, p.n_split), 1), kKeyTile);
   p.n_split = std::max<int64_t>(1, CeilDiv(total_keys, p.split_keys));
   p.state_floats = 2 * p.rp_max + p.rp_max * p.dvp;  // m, l, acc of one block
-  p.workspace_floats = p.heads_per_task * (p.rows_max * p.dp      // q, per head
-                                           + d * p.rp_max          // qt, per head
-                                           + p.state_floats)       // state, per head
+  p.query_floats = p.rows_max * p.dp + d * p.rp_max;  // q and qt of one block
+  p.separate_mem_q = separate_mem_q && M > 0;
+  p.workspace_floats = p.heads_per_task * (p.query_floats             // q, qt per head
+                                           + p.state_floats           // state, per head
+                                           + (p.separate_mem_q ? p.query_floats : 0))  // mem q
                        + kKeyTile * p.dp                           // kf
                        + kKeyTile * p.dvp                          // vf
                        + kKeyTile * p.rp_max                       // p
@@ -204,6 +206,18 @@ StatusOr<Dims> Validate(const Tensor& q, const Tensor& k, const Tensor& v, const
                                   mem_v.shape().ToString() + shapes());
     }
   }
+  const Tensor* mem_q = params.mem_q;
+  if (mem_q != nullptr && mem_q->defined()) {
+    RETURN_IF_ERROR(CheckOperand(*mem_q, "mem_q", false));
+    if (!(mem_q->shape() == q.shape())) {
+      return InvalidArgumentError("Attention: mem_q (the memory block's queries) must have q's "
+                                  "shape " + q.shape().ToString() + ", got " +
+                                  mem_q->shape().ToString());
+    }
+    if (Overlaps(RangeOf(*out), RangeOf(*mem_q))) {
+      return InvalidArgumentError("Attention: out must not overlap mem_q");
+    }
+  }
   if (!(out->shape() == Shape{d.T, d.n_head, d.dv})) {
     return InvalidArgumentError("Attention: out must be [T, n_head, dv] = " +
                                 Shape{d.T, d.n_head, d.dv}.ToString() + ", got " +
@@ -239,11 +253,13 @@ attn::AttendTileFn SelectKernel(CpuIsa isa) {
 // range; see attention_kernel.h for the cut.
 class AttentionRunner {
  public:
+  // `mem_q` is used for the memory tiles when plan.separate_mem_q (else q).
   AttentionRunner(const Dims& dims, const AttentionPlan& plan, float scale, bool causal,
-                  attn::AttendTileFn kernel, const Tensor& q, const Tensor& k, const Tensor& v,
-                  const Tensor& mem_k, const Tensor& mem_v, Tensor* out)
+                  attn::AttendTileFn kernel, const Tensor& q, const Tensor* mem_q, const Tensor& k,
+                  const Tensor& v, const Tensor& mem_k, const Tensor& mem_v, Tensor* out)
       : dims_(dims), plan_(plan), scale_(scale), causal_(causal), kernel_(kernel),
-        q_(OperandOf(q)), k_(OperandOf(k)), v_(OperandOf(v)),
+        q_(OperandOf(q)), mq_(plan.separate_mem_q ? OperandOf(*mem_q) : OperandOf(q)),
+        k_(OperandOf(k)), v_(OperandOf(v)),
         mk_(mem_k.defined() ? OperandOf(mem_k) : Operand{}),
         mv_(mem_v.defined() ? OperandOf(mem_v) : Operand{}), out_(OperandOf(*out)),
         out_data_(static_cast<char*>(out->data())) {
@@ -277,8 +293,10 @@ class AttentionRunner {
     const int64_t rp = (rows + attn::kPad - 1) / attn::kPad * attn::kPad;
     const int64_t d = dims_.d, dp = plan_.dp, dvp = plan_.dvp;
 
-    // Workspace: per head [q | qt | m | l | acc], then the tile scratch shared by the heads.
-    const int64_t per_head = plan_.rows_max * dp + d * plan_.rp_max + plan_.state_floats;
+    // Workspace: per head [q | qt | m | l | acc | mem q | mem qt] (the memory block's queries only
+    // with separate_mem_q), then the tile scratch shared by the heads.
+    const int64_t qf = plan_.query_floats;
+    const int64_t per_head = qf + plan_.state_floats + (plan_.separate_mem_q ? qf : 0);
     float* shared = ws->f.data() + n_heads * per_head;
     attn::TileScratch sc;
     sc.kf = shared;                                       // [kKeyTile, dp]
@@ -286,30 +304,37 @@ class AttentionRunner {
     sc.p = sc.vf + kKeyTile * dvp;                        // [kKeyTile, rp]
     sc.corr = sc.p + kKeyTile * plan_.rp_max;             // [rp]
     int* visible = ws->i.data();                          // [rows]
-    auto block_of = [&](int64_t hh) {
-      const float* base = ws->f.data() + hh * per_head;
+    auto query_base = [&](int64_t hh, bool memory) -> float* {
+      float* base = ws->f.data() + hh * per_head;
+      return memory && plan_.separate_mem_q ? base + qf + plan_.state_floats : base;
+    };
+    auto block_of = [&](int64_t hh, bool memory = false) {
+      const float* base = query_base(hh, memory);
       return attn::QueryBlock{base, base + plan_.rows_max * dp, rows, rp, d, dp, dims_.dv, dvp};
     };
     auto state_of = [&](int64_t hh) {
-      float* base = ws->f.data() + hh * per_head + plan_.rows_max * dp + d * plan_.rp_max;
+      float* base = ws->f.data() + hh * per_head + qf;
       return attn::RunState{base, base + plan_.rp_max, base + 2 * plan_.rp_max};
     };
-
-    // Gather each head's query rows, scaled, in both layouts the kernels use; reset its state.
-    for (int64_t hh = 0; hh < n_heads; ++hh) {
-      const int64_t g = g0 + hh;
-      float* qb = ws->f.data() + hh * per_head;               // [rows, dp]
-      float* qt = qb + plan_.rows_max * dp;                   // [d, rp]
+    // Gathers head group g's query rows from `src`, scaled, in both layouts the kernels use.
+    auto gather = [&](const Operand& src, int64_t g, float* qb /* [rows, dp] */) {
+      float* qt = qb + plan_.rows_max * dp;  // [d, rp]
       std::fill(qt, qt + d * rp, 0.0f);
       for (int r = 0; r < rows; ++r) {
-        const float* src = QueryRow(t0 + r / G, g * G + r % G);
+        const float* row = QueryRow(src, t0 + r / G, g * G + r % G);
         float* dst = qb + r * dp;
         for (int64_t i = 0; i < d; ++i) {
-          dst[i] = src[i] * scale_;
+          dst[i] = row[i] * scale_;
           qt[i * rp + r] = dst[i];
         }
         std::fill(dst + d, dst + dp, 0.0f);
       }
+    };
+
+    // Gather each head's query rows (and its memory queries when separate); reset its state.
+    for (int64_t hh = 0; hh < n_heads; ++hh) {
+      gather(q_, g0 + hh, query_base(hh, false));
+      if (plan_.separate_mem_q) gather(mq_, g0 + hh, query_base(hh, true));
       const attn::RunState st = state_of(hh);
       std::fill(st.m, st.m + rp, -std::numeric_limits<float>::infinity());
       std::fill(st.l, st.l + rp, 0.0f);
@@ -324,7 +349,8 @@ class AttentionRunner {
     for (int64_t j0 = kb; j0 < std::min(ke, dims_.M); j0 += kKeyTile) {
       const int n = static_cast<int>(std::min<int64_t>(kKeyTile, std::min(ke, dims_.M) - j0));
       for (int64_t hh = 0; hh < n_heads; ++hh) {
-        kernel_(block_of(hh), Tile(mk_, mv_, g0 + hh, j0, n, nullptr), sc, state_of(hh));
+        kernel_(block_of(hh, /*memory=*/true), Tile(mk_, mv_, g0 + hh, j0, n, nullptr), sc,
+                state_of(hh));
       }
     }
     // Local keys: row r sees [0, Limit(t_r)).
@@ -398,8 +424,8 @@ class AttentionRunner {
   // Local keys visible to query t: [0, Limit(t)).
   int64_t Limit(int64_t t) const { return causal_ ? t + (dims_.S - dims_.T) + 1 : dims_.S; }
 
-  const float* QueryRow(int64_t t, int64_t h) const {
-    return reinterpret_cast<const float*>(q_.data + t * q_.s0 + h * q_.s1);
+  static const float* QueryRow(const Operand& q, int64_t t, int64_t h) {
+    return reinterpret_cast<const float*>(q.data + t * q.s0 + h * q.s1);
   }
 
   void WriteRow(int64_t t, int64_t h, const float* acc, float inv_l) const {
@@ -423,7 +449,7 @@ class AttentionRunner {
   const float scale_;
   const bool causal_;
   const attn::AttendTileFn kernel_;
-  const Operand q_, k_, v_, mk_, mv_, out_;
+  const Operand q_, mq_, k_, v_, mk_, mv_, out_;
   char* const out_data_;  // out_.data, writable
   std::vector<float> partial_;  // [n_items * n_split * heads_per_task] block states
 };
@@ -437,10 +463,12 @@ Status AttentionOp(const CpuContext& ctx, const Tensor& q, const Tensor& k, cons
   if (dims.T == 0) return Status::Ok();
   const float scale = p.scale > 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(dims.d));
   const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
-  const AttentionPlan plan = attn::PlanAttention(dims.T, dims.S, dims.M, dims.n_head,
-                                                 dims.n_head_kv, dims.d, dims.dv, threads);
-  AttentionRunner runner(dims, plan, scale, p.causal, SelectKernel(ctx.isa), q, k, v, mem_k, mem_v,
-                         out);
+  const bool separate_mem_q = p.mem_q != nullptr && p.mem_q->defined();
+  const AttentionPlan plan =
+      attn::PlanAttention(dims.T, dims.S, dims.M, dims.n_head, dims.n_head_kv, dims.d, dims.dv,
+                          threads, separate_mem_q);
+  AttentionRunner runner(dims, plan, scale, p.causal, SelectKernel(ctx.isa), q, p.mem_q, k, v,
+                         mem_k, mem_v, out);
   const int64_t tasks = runner.num_tasks();
   if (threads > 1 && tasks > 1) {
     // Dynamic schedule: blocks differ in cost (causal masks), so threads pull tasks.

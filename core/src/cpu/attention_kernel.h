@@ -5,9 +5,10 @@
 //  - A *block* is up to tq consecutive queries times the G = n_head / n_head_kv query heads that
 //    share one kv head, so every key and value loaded is used by all G heads (grouped-query
 //    attention). Row r of a block is query t0 + r / G, head g * G + r % G.
-//  - Keys are visited in tiles of kKeyTile, memory block first, then local keys; each tile updates a
-//    running (max m, sum l, accumulator acc) per row, so one softmax runs over [memory ; local]
-//    without ever materialising more than a [kKeyTile, rows] block of scores.
+//  - Keys are visited in tiles of kKeyTile, memory block first (scored with its own queries when
+//    AttentionParams::mem_q is given: a second QueryBlock per head), then local keys; each tile
+//    updates a running (max m, sum l, accumulator acc) per row, so one softmax runs over
+//    [memory ; local] without ever materialising more than a [kKeyTile, rows] block of scores.
 //  - When there are few blocks (decode: T = 1), the key range is also split across tasks and the
 //    partial (m, l, acc) states are merged afterwards, so every thread streams part of K and V;
 //    such a task walks all kv heads of its tiles, so K/V rows are read whole, not head-strided.
@@ -96,13 +97,16 @@ struct AttentionPlan {
   int64_t n_split = 1;       // key splits per item (> 1 only when blocks are fewer than threads)
   int64_t split_keys = 0;    // keys per split, a multiple of kKeyTile ([memory ; local] indices)
   int64_t state_floats = 0;  // one block's running state: m, l ([rp_max] each), acc ([rp_max, dvp])
+  int64_t query_floats = 0;  // one block's queries: q [rows_max, dp] and qt [d, rp_max]
+  bool separate_mem_q = false;  // memory tiles use their own queries (AttentionParams::mem_q)
   int64_t workspace_floats = 0;  // per running thread
   int64_t workspace_ints = 0;    // per running thread
   int64_t partial_floats = 0;    // shared, for the split states (0 when n_split == 1)
 };
 
+// `separate_mem_q`: the memory block has its own queries (a second q/qt per head; only when M > 0).
 AttentionPlan PlanAttention(int64_t T, int64_t S, int64_t M, int64_t n_head, int64_t n_head_kv,
-                            int64_t d, int64_t dv, int num_threads);
+                            int64_t d, int64_t dv, int num_threads, bool separate_mem_q = false);
 
 // ---------------------------------------------------------------------------------------------
 // The tile kernel, generic over an ISA traits type A that provides:

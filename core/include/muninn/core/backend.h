@@ -79,6 +79,10 @@ struct AttentionParams {
   float scale = 0.0f;  // multiplier on q·k; 0 means 1/sqrt(head_dim)
   bool causal = true;  // local keys: query t sees key s iff s <= t + (n_kv - n_q)
                        // (bottom-right aligned, as with a KV cache)
+  // Queries for the memory block, [T, n_head, d] f32 like q (not owned; null or undefined: q).
+  // Context memory (specs/memory_modes.md §2) scores memory keys with queries rotated at one
+  // constant position, and local keys with the ordinary ones; both enter the same softmax.
+  const Tensor* mem_q = nullptr;
   Status Validate() const;
 };
 
@@ -129,7 +133,9 @@ class Backend {
   //   out: [T, n_head, dv] f32.
   // Each query head h uses kv head h / (n_head / n_head_kv) (grouped-query attention). Every query
   // sees every memory key (no mask); local keys are masked as AttentionParams says; one softmax
-  // runs jointly over [memory ; local]. Computed with online-softmax tiling: no [T, S] scores.
+  // runs jointly over [memory ; local]. Memory keys are scored with params.mem_q when given
+  // (same shape, dtype and layout rules as q), local keys always with q. Computed with
+  // online-softmax tiling: no [T, S] scores.
   virtual Status Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
                            const Tensor& mem_v, const AttentionParams& params, Tensor* out) = 0;
 };

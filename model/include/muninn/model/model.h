@@ -10,9 +10,11 @@
 // Llama block (BlockType::kLlama), for T tokens at positions p..p+T-1 (buffers [T, ·] f32):
 //   x  = RmsNorm(h) · attn_norm                                  // [T, n_embd]
 //   q  = x·Wqᵀ [T, n_head, hd];  k = x·Wkᵀ, v = x·Wvᵀ [T, n_head_kv, hd]
+//   q_mem = RoPE(q; P) for every row, when the layer's memory has query_position P >= 0
 //   q, k = RoPE(q, k; positions)            (layout from the checkpoint, see ModelConfig::rope)
 //   K/V rows p..p+T-1 of the layer's cache = k, v                (k stored after RoPE)
-//   a  = Attention(q, K[0..p+T), V[0..p+T), memory K/V of the layer if any; causal, GQA)
+//   a  = Attention(q, K[0..p+T), V[0..p+T), memory K/V of the layer if any (scored with q_mem
+//        when present); causal, GQA)
 //   h += a·Woᵀ                                                    // attn_out
 //   x  = RmsNorm(h) · ffn_norm
 //   h += (silu(x·Wgateᵀ) ⊙ x·Wupᵀ)·Wdownᵀ                         // mlp_out
@@ -132,7 +134,8 @@ struct ModelLayout {
 
 // A named intermediate, handed to a ForwardObserver while the forward runs. `value` is only valid
 // during the call (copy what you keep). Names per layer (`layer` >= 0):
-//   attn_norm, q, k_pre_rope, v, attn_out (after Wo, before the residual), ffn_norm,
+//   attn_norm, q_pre_rope, k_pre_rope, v, q (after RoPE), attn_out (after Wo, before the
+//   residual), ffn_norm,
 //   mlp_out (after Wdown, before the residual), hidden (the layer's output)
 // before the stack (`layer` = -1): embeddings (the token embeddings entering layer 0),
 // and after the stack (`layer` = -1): output_norm (the rows whose logits are computed), logits.
@@ -168,6 +171,10 @@ struct ForwardOptions {
   bool final_states = false;
   // Layer whose pre-RoPE K and V are returned in ForwardResult (MemLong's memory layer); -1: none.
   int32_t capture_layer = -1;
+  // Layers whose pre-RoPE K and V are returned in ForwardResult::captured, in this order (context
+  // memory stores every reading layer's own K/V, all from one pass). Distinct layers of the
+  // model; with last_layer >= 0 none may lie above it (set last_layer = the largest).
+  std::vector<int32_t> capture_layers;
   // Without a cache: the position of the first token (positions are start_pos..start_pos+T-1).
   int64_t start_pos = 0;
   // Stop after this physical layer (inclusive): memory ingest needs nothing above the memory
@@ -193,6 +200,13 @@ struct ForwardResult {
   Tensor captured_k;  // [T, n_head_kv, head_dim] f32, pre-RoPE (only with capture_layer >= 0)
   Tensor captured_v;  // [T, n_head_kv, head_dim] f32
   Tensor final_states;  // [T, n_embd] f32 host tensor (only with ForwardOptions::final_states)
+  // One per ForwardOptions::capture_layers entry, same order (host tensors).
+  struct CapturedKV {
+    int32_t layer = -1;
+    Tensor k;  // [T, n_head_kv, head_dim] f32, pre-RoPE
+    Tensor v;  // [T, n_head_kv, head_dim] f32
+  };
+  std::vector<CapturedKV> captured;
   // Recurrent models (with an adapter or r > 1): the core's raw output after the last iteration
   // and its normed form (what the coda received), [T, n_embd] f32 host tensors.
   Tensor state;

@@ -24,6 +24,11 @@
 // every position's next-token distribution becomes (1 − λ)·p_LM + λ·p_kNN over its knn.k nearest
 // states by squared L2 (TokenLogProbs, and logits() after Begin/Step, as log-probabilities).
 //
+// Context memory (modes & kModeContext, specs/memory_modes.md §2): ingest stores every
+// context layer's own pre-RoPE K/V per chunk (one pass up to the highest context layer), and
+// Begin / TokenLogProbs / overflow give each context layer [sinks ; its chosen chunks] of its own
+// K/V, placed as ContextMemoryOptions::position says (context_memory.h).
+//
 // Thread-compatible: one call at a time (the model, its cache and the embedder are stateful).
 #pragma once
 
@@ -46,6 +51,8 @@
 #include "muninn/retriever/retriever.h"
 
 namespace muninn::retriever {
+
+class ContextMemory;  // context_memory.h
 
 // Memory modes (specs/memory_modes.md): how retrieved chunks reach the model. A bit set: modes
 // combine (e.g. re-read text for answers plus context memory for perplexity).
@@ -91,6 +98,10 @@ struct ContextMemoryOptions {
   ChunkSelection selection = ChunkSelection::kEmbedder;
   int64_t representative_keys = 4;  // per chunk and layer (kRepresentativeKeys)
   int64_t top_k = 8;                // chunks per window
+  // Ingest runs each group of up to 8 chunks (8·τ tokens of one call) as one pass, so a chunk's
+  // K/V see the group's earlier tokens (InfLLM encodes memory in context). false: every chunk
+  // runs alone from position 0 (MemLong §8). Same cost either way.
+  bool contextual_ingest = false;
   // The layers this resolves to for a model of n_layer layers (ascending).
   std::vector<int32_t> ResolvedLayers(int32_t n_layer) const;
 };
@@ -182,6 +193,7 @@ using TextCallback = std::function<void(std::string_view piece)>;
 
 class LongContextSession {
  public:
+  ~LongContextSession();
   // Nothing is owned; all must outlive the session. `bank` may be null only with
   // use_memory = false. The bank's K/V shape must match the model's memory layer.
   static StatusOr<std::unique_ptr<LongContextSession>> Create(model::Model* model,
@@ -249,6 +261,13 @@ class LongContextSession {
   Status Run(std::span<const model::TokenId> ids);
   // Moves the oldest half of the window into the bank and re-runs the rest.
   Status Overflow();
+  // ---- context memory (kModeContext) ----
+  bool context_mode() const { return context_ != nullptr; }
+  // Layers whose K/V each chunk of the bank holds, ascending.
+  std::vector<int32_t> BankKvLayers() const;
+  // Builds memory_ for a window of `window` tokens from context memory (after filter_ and
+  // query_text_ are set).
+  Status RetrieveContext(std::span<const model::TokenId> window);
 
   model::Model* model_;
   const model::Tokenizer* tokenizer_;
@@ -257,6 +276,7 @@ class LongContextSession {
   LongContextOptions options_;
   std::unique_ptr<model::KvCache> cache_;
   std::unique_ptr<Retriever> retriever_;
+  std::unique_ptr<ContextMemory> context_;  // kModeContext with use_memory
   Retrieved retrieved_;
   model::MemoryKV memory_;
   memory::SearchFilter filter_;
