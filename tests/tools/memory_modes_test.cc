@@ -125,6 +125,22 @@ TEST_F(RereadTest, ChatTurnPutsExcerptsBeforeTheQuestion) {
   EXPECT_EQ(with[1].content, "q?");
 }
 
+TEST(FormatExcerptsTest, AdjacentChunksReadAsOneExcerpt) {
+  auto ex = [](uint64_t doc, int64_t pos, const std::string& text) {
+    retriever::Excerpt e;
+    e.hit.doc_id = doc;
+    e.hit.position = pos;
+    e.hit.n_tokens = 16;
+    e.text = text;
+    return e;
+  };
+  const std::vector<retriever::Excerpt> v = {ex(1, 0, "The pass key is "), ex(1, 16, "28813. Remember it.\n"),
+                                             ex(1, 64, " Far away.\n"), ex(2, 80, "Other doc.")};
+  EXPECT_EQ(FormatExcerpts(v),
+            "[1] The pass key is 28813. Remember it.\n\n[2] Far away.\n\n[3] Other doc.\n\n");
+  EXPECT_EQ(FormatExcerpts({}), "");
+}
+
 TEST_F(RereadTest, ExcerptsThatDoNotFitTheWindowAreDropped) {
   opts_.local_window = 80;
   opts_.reread.budget_tokens = 64;

@@ -5,15 +5,30 @@
 namespace muninn::tools {
 
 std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts) {
+  // Chunks that follow each other in a document are one excerpt: a sentence cut by a chunk
+  // boundary (e.g. "The pass key is" | "28813.") reads whole.
   std::string out;
+  int n = 0;
   for (size_t i = 0; i < excerpts.size(); ++i) {
     const retriever::Excerpt& e = excerpts[i];
+    const bool continues = i > 0 && excerpts[i - 1].hit.doc_id == e.hit.doc_id &&
+                           excerpts[i - 1].hit.position + excerpts[i - 1].hit.n_tokens == e.hit.position;
     std::string text = e.text;
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-    size_t b = 0;
-    while (b < text.size() && (text[b] == '\n' || text[b] == ' ')) ++b;
-    out += "[" + std::to_string(i + 1) + "] " + text.substr(b) + "\n\n";
+    if (!continues) {
+      size_t b = 0;
+      while (b < text.size() && (text[b] == '\n' || text[b] == ' ')) ++b;
+      text = text.substr(b);
+      if (n > 0) out += "\n\n";
+      out += "[" + std::to_string(++n) + "] ";
+    }
+    out += text;
+    const bool next_continues = i + 1 < excerpts.size() && excerpts[i + 1].hit.doc_id == e.hit.doc_id &&
+                                e.hit.position + e.hit.n_tokens == excerpts[i + 1].hit.position;
+    if (!next_continues) {
+      while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+    }
   }
+  if (!out.empty()) out += "\n\n";
   return out;
 }
 

@@ -33,8 +33,9 @@ struct ChatTurnResult {
   int64_t excerpt_tokens = 0;           // prompt tokens spent on re-read excerpts
 };
 
-// Re-read mode: the excerpts as the prompt shows them, in document order, numbered, each with
-// its document position, e.g. "[1] (document 3, tokens 128-256)\n<text>".
+// Re-read mode: the excerpts as the prompt shows them, in document order, numbered "[1] <text>",
+// "[2] <text>", ...; chunks that follow each other in their document form one excerpt. Ends with
+// a blank line (empty for no excerpts).
 std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts);
 
 // The conversation with the excerpts in its system message (added first when there is none;
