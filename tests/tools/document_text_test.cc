@@ -30,13 +30,14 @@ TEST(DocumentTextTest, RejectsEmptyBinaryNonUtf8AndOversizedInput) {
   mostly += "\xFF caf\xC3\xA9";
   EXPECT_TRUE(CheckDocumentText(mostly).ok());
   EXPECT_NEAR(InvalidUtf8Fraction(mostly), 1.0 / static_cast<double>(mostly.size()), 1e-12);
-  EXPECT_EQ(InvalidUtf8Fraction("\xC0\xAF"), 1.0);  // an overlong '/'
+  EXPECT_EQ(InvalidUtf8Fraction("\xC0\xAF"), 1.0);      // an overlong '/'
   EXPECT_EQ(InvalidUtf8Fraction("\xED\xA0\x80"), 1.0);  // a surrogate
 }
 
 TEST(DocumentTextTest, SentencesKeepTheirSpansAndDropVerseNumbers) {
   const std::string text =
-      "\nGenesis 1\n\n  1 In the beginning God created the heaven and the earth.\n  2 And the earth "
+      "\nGenesis 1\n\n  1 In the beginning God created the heaven and the earth.\n  2 And the "
+      "earth "
       "was without form,\nand void. Mr. Smith met J. Doe! \"Who?\" said he\n\nand a last line";
   const SegmentedText seg = SegmentText(text);
   ASSERT_EQ(seg.headings.size(), 1u);
@@ -58,7 +59,8 @@ TEST(DocumentTextTest, SentencesKeepTheirSpansAndDropVerseNumbers) {
 
 TEST(DocumentTextTest, AnEllipsisEndsASentence) {
   // The summarizer ends a cut sentence with " …"; the next line must not run into it.
-  const SegmentedText seg = SegmentText("Darcy had been standing \xE2\x80\xA6 Elizabeth passed out.");
+  const SegmentedText seg =
+      SegmentText("Darcy had been standing \xE2\x80\xA6 Elizabeth passed out.");
   ASSERT_EQ(seg.sentences.size(), 2u);
   EXPECT_EQ(seg.sentences[0].text, "Darcy had been standing \xE2\x80\xA6");
   EXPECT_EQ(seg.sentences[1].text, "Elizabeth passed out.");

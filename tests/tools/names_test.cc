@@ -38,7 +38,9 @@ TEST(NamesTest, SentenceStartsSkipNumbersQuotesAndBlankLines) {
 
 TEST(NamesTest, CurlyQuotesAreNotLetters) {
   // “Elizabeth” in UTF-8 curly quotes is still the name Elizabeth, and starts no word of its own.
-  const auto names = NamesOf("said \xE2\x80\x9C" "Elizabeth\xE2\x80\x9D to Darcy\xE2\x80\x94then");
+  const auto names = NamesOf(
+      "said \xE2\x80\x9C"
+      "Elizabeth\xE2\x80\x9D to Darcy\xE2\x80\x94then");
   EXPECT_EQ(names, (std::vector<std::string>{"Elizabeth", "Darcy"}));
   const auto words = Words("caf\xC3\xA9 \xE2\x80\x9CX\xE2\x80\x9D");
   ASSERT_EQ(words.size(), 2u);

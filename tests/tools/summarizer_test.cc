@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <algorithm>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -36,8 +36,8 @@ class SummarizerTest : public ::testing::Test {
     o.chunk_tokens = 32;
     o.top_k = 2;
     o.local_window = 512;
-    session_ = std::move(*retriever::LongContextSession::Create(model_.get(), tok_.get(), bank_.get(),
-                                                                &embedder_, o));
+    session_ = std::move(*retriever::LongContextSession::Create(model_.get(), tok_.get(),
+                                                                bank_.get(), &embedder_, o));
   }
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<model::Model> model_;
@@ -53,10 +53,13 @@ std::string Book() {
   std::string text;
   for (int c = 0; c < 8; ++c) {
     text += "\nBook " + std::to_string(c + 1) + "\n\n";
-    text += "  1 And " + std::string(people[c]) + " went into the land of Canaan with Noah and his house.\n";
-    text += "  2 Then the people of " + std::string(people[c]) + " dwelt there many days, and they were glad.\n";
+    text += "  1 And " + std::string(people[c]) +
+            " went into the land of Canaan with Noah and his house.\n";
+    text += "  2 Then the people of " + std::string(people[c]) +
+            " dwelt there many days, and they were glad.\n";
     text += "  3 And it rained; and the rivers rose over the fields of the valley all that year.\n";
-    text += "  4 So Noah spoke to " + std::string(people[c]) + ", and they built a city by the river.\n";
+    text += "  4 So Noah spoke to " + std::string(people[c]) +
+            ", and they built a city by the river.\n";
   }
   return text;
 }
@@ -70,12 +73,13 @@ TEST_F(SummarizerTest, SectionsAreCutAtHeadingsAndEveryLinePointsIntoTheSource) 
   o.brief_sentences = 4;
   std::vector<std::string> stages;
   std::string streamed;
-  auto r = Summarize(*session_, model::ChatTemplate::Plain(), text, o,
-                     [&](std::string_view stage, int64_t done, int64_t total) {
-                       if (stages.empty() || stages.back() != stage) stages.emplace_back(stage);
-                       EXPECT_LE(done, total);
-                     },
-                     [&](std::string_view p) { streamed += p; });
+  auto r = Summarize(
+      *session_, model::ChatTemplate::Plain(), text, o,
+      [&](std::string_view stage, int64_t done, int64_t total) {
+        if (stages.empty() || stages.back() != stage) stages.emplace_back(stage);
+        EXPECT_LE(done, total);
+      },
+      [&](std::string_view p) { streamed += p; });
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(stages, (std::vector<std::string>{"select", "merge"}));
   EXPECT_EQ(streamed, r->summary);
@@ -105,7 +109,8 @@ TEST_F(SummarizerTest, SectionsAreCutAtHeadingsAndEveryLinePointsIntoTheSource) 
           EXPECT_LT(n.lines[k - 1].begin, l.begin);  // document order
         }
         // The line is the source sentence (white space collapsed, verse numbers dropped).
-        const std::string src = text.substr(static_cast<size_t>(l.begin), static_cast<size_t>(l.end - l.begin));
+        const std::string src =
+            text.substr(static_cast<size_t>(l.begin), static_cast<size_t>(l.end - l.begin));
         EXPECT_EQ(src.substr(0, 8), l.text.substr(0, 8));
       }
     }
@@ -163,16 +168,19 @@ TEST(CondensationTest, OnlyTheSourceWithWordsOrWholeClausesLeftOutPasses) {
   EXPECT_FALSE(IsFaithfulCondensation(src, "Abraham prayed unto God: and God healed Sarah."));
   EXPECT_FALSE(IsFaithfulCondensation(src, "Abraham prayed in 1999 and God healed Abimelech."));
   EXPECT_FALSE(IsFaithfulCondensation(src, "Abraham prayed unto God."));  // under 6 words
-  EXPECT_FALSE(IsFaithfulCondensation(src, src));                        // not shorter
+  EXPECT_FALSE(IsFaithfulCondensation(src, src));                         // not shorter
   EXPECT_FALSE(IsFaithfulCondensation(src, "God healed his wife and God healed his wife."));
   EXPECT_FALSE(IsFaithfulCondensation(src, "The king of the city went to war with many people."));
   // A word of the model's own bridging a whole-clause cut changes who the covenant is with.
   const std::string covenant =
-      "In the same day the LORD made a covenant with Abram, saying, Unto thy seed have I given this "
-      "land, from the river of Egypt unto the great river, the river Euphrates: The Kenites, and the "
+      "In the same day the LORD made a covenant with Abram, saying, Unto thy seed have I given "
+      "this "
+      "land, from the river of Egypt unto the great river, the river Euphrates: The Kenites, and "
+      "the "
       "Kenizzites, and the Kadmonites.";
-  EXPECT_FALSE(IsFaithfulCondensation(
-      covenant, "The LORD made a covenant with Abram, and the Kenites, and the Kenizzites, and the Kadmonites."));
+  EXPECT_FALSE(IsFaithfulCondensation(covenant,
+                                      "The LORD made a covenant with Abram, and the Kenites, and "
+                                      "the Kenizzites, and the Kadmonites."));
   EXPECT_TRUE(IsFaithfulCondensation(covenant, "The LORD made a covenant with Abram."));
 }
 
@@ -188,7 +196,8 @@ TEST_F(SummarizerTest, EmptyBinaryOversizedAndWordlessDocumentsAreClearErrors) {
   EXPECT_EQ(binary.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(binary.status().message().find("binary"), std::string_view::npos);
   o.max_input_bytes = 10;
-  auto big = Summarize(*session_, model::ChatTemplate::Plain(), "A sentence of more than ten bytes.", o);
+  auto big =
+      Summarize(*session_, model::ChatTemplate::Plain(), "A sentence of more than ten bytes.", o);
   EXPECT_EQ(big.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(big.status().message().find("--max-bytes"), std::string_view::npos);
   o.max_input_bytes = kDefaultMaxDocumentBytes;
@@ -213,7 +222,8 @@ TEST_F(SummarizerTest, IngestStoresTheDocumentForTheServer) {
 // `muninn summarize` and `eval summary` check their input before loading any model, and `eval
 // summary --summary-file` scores a given summary with no model at all.
 TEST(SummarizeCliTest, InputErrorsAndScoringAGivenSummary) {
-  const auto dir = std::filesystem::temp_directory_path() / ("muninn_sum_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("muninn_sum_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto write = [&](const std::string& name, const std::string& body) {
     const auto p = (dir / name).string();
@@ -223,7 +233,8 @@ TEST(SummarizeCliTest, InputErrorsAndScoringAGivenSummary) {
   std::string out;
   EXPECT_EQ(testing::RunCli({"summarize", write("empty.txt", "\n\n")}, &out), 2);
   EXPECT_EQ(testing::RunCli({"summarize", write("bin.txt", std::string("ab\0cd", 5))}, &out), 2);
-  const std::string src = write("src.txt", "Abram went to Egypt. Sarai went with Abram. Lot stayed.\n");
+  const std::string src =
+      write("src.txt", "Abram went to Egypt. Sarai went with Abram. Lot stayed.\n");
   EXPECT_EQ(testing::RunCli({"summarize", src, "--max-bytes", "10"}, &out), 2);
   EXPECT_NE(testing::RunCli({"summarize", src, "--style", "poem"}, &out), 0);  // not a style
   const std::string sum = write("sum.txt", "Abram went to Egypt with Brigdeleph.");
@@ -248,15 +259,16 @@ TEST_F(SummarizerTest, PasskeyTrialsAreTaggedWithTheirRequestedLength) {
   o.local_tokens = 128;
   int resets = 0;
   int seen = 0;
-  auto r = RunPasskey(*session_, o,
-                      [&] {
-                        ++resets;
-                        std::set<memory::DocumentId> docs;
-                        for (const auto& c : bank_->ListChunks()) docs.insert(c.doc_id);
-                        for (auto d : docs) RETURN_IF_ERROR(bank_->DeleteDocument(d).status());
-                        return Status::Ok();
-                      },
-                      [&](const PasskeyTrial&) { ++seen; });
+  auto r = RunPasskey(
+      *session_, o,
+      [&] {
+        ++resets;
+        std::set<memory::DocumentId> docs;
+        for (const auto& c : bank_->ListChunks()) docs.insert(c.doc_id);
+        for (auto d : docs) RETURN_IF_ERROR(bank_->DeleteDocument(d).status());
+        return Status::Ok();
+      },
+      [&](const PasskeyTrial&) { ++seen; });
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->size(), 8u);
   EXPECT_EQ(resets, 8);
@@ -291,11 +303,13 @@ TEST(PasskeyPromptTest, KeySitsAtTheRequestedDepth) {
     EXPECT_NEAR(static_cast<double>(all.size()), 3000.0, 200.0);
   }
   // Different seeds give different keys.
-  EXPECT_NE(BuildPasskeyPrompt(*tok, 1000, 0.5, 256, 1)->key, BuildPasskeyPrompt(*tok, 1000, 0.5, 256, 2)->key);
+  EXPECT_NE(BuildPasskeyPrompt(*tok, 1000, 0.5, 256, 1)->key,
+            BuildPasskeyPrompt(*tok, 1000, 0.5, 256, 2)->key);
 }
 
 TEST(AppConfigTest, ParsesAndRejects) {
-  const auto dir = std::filesystem::temp_directory_path() / ("muninn_cfg_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("muninn_cfg_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   auto write = [&](const std::string& body) {
     const auto p = (dir / "c.json").string();
@@ -315,9 +329,11 @@ TEST(AppConfigTest, ParsesAndRejects) {
   EXPECT_EQ(ok->summarize.max_tokens, 10);
   EXPECT_FALSE(LoadAppConfig(write("[1, 2]")).ok());
   EXPECT_FALSE(LoadAppConfig(write(R"({"embedder": "hidden"})")).ok());  // no model
-  EXPECT_FALSE(LoadAppConfig(write(R"({"model": "m", "long_context": {"chunk_tokens": "x"}})")).ok());
+  EXPECT_FALSE(
+      LoadAppConfig(write(R"({"model": "m", "long_context": {"chunk_tokens": "x"}})")).ok());
   EXPECT_FALSE(LoadAppConfig(write(R"({"model": "m", "bank": {"kv_dtype": "q4_K"}})")).ok());
-  EXPECT_FALSE(LoadAppConfig(write(R"({"model": "m", "long_context": {"memory_position": "top"}})")).ok());
+  EXPECT_FALSE(
+      LoadAppConfig(write(R"({"model": "m", "long_context": {"memory_position": "top"}})")).ok());
   EXPECT_EQ(LoadAppConfig((dir / "missing.json").string()).status().code(), StatusCode::kNotFound);
   std::filesystem::remove_all(dir);
 }

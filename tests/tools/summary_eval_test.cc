@@ -38,7 +38,8 @@ TEST(SummaryEvalTest, SentencesAreLocatedInThirdsAndOrdered) {
   SummaryEvalOptions o;
   // Each line of kSource is about a third of it; one summary sentence from each, in order.
   const SummaryEval in_order = EvaluateSummary(
-      kSource, "Abram went down with Sarai. Abram and Lot parted in Egypt. Sarai gave Hagar to Abram.", o);
+      kSource,
+      "Abram went down with Sarai. Abram and Lot parted in Egypt. Sarai gave Hagar to Abram.", o);
   EXPECT_EQ(in_order.sentences_total, 3);
   EXPECT_EQ(in_order.sentences_located, 3);
   EXPECT_EQ(in_order.located_per_third, (std::array<int64_t, 3>{1, 1, 1}));
@@ -47,8 +48,10 @@ TEST(SummaryEvalTest, SentencesAreLocatedInThirdsAndOrdered) {
   EXPECT_EQ(in_order.sentence_pairs, 3);
   // Reversed: no pair concordant; and a sentence made up of other words is not located.
   const SummaryEval reversed = EvaluateSummary(
-      kSource, "Sarai gave Hagar to Abram. Abram and Lot parted in Egypt. Abram went down with Sarai. "
-               "Ships sailed over distant oceans.", o);
+      kSource,
+      "Sarai gave Hagar to Abram. Abram and Lot parted in Egypt. Abram went down with Sarai. "
+      "Ships sailed over distant oceans.",
+      o);
   EXPECT_EQ(reversed.sentences_total, 4);
   EXPECT_EQ(reversed.sentences_located, 3);
   EXPECT_DOUBLE_EQ(reversed.sentence_order, 0.0);

@@ -8,7 +8,9 @@
 namespace muninn::tools {
 namespace {
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
+}
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsUpper(char c) { return c >= 'A' && c <= 'Z'; }
 bool IsLower(char c) { return c >= 'a' && c <= 'z'; }
@@ -46,8 +48,8 @@ size_t Utf8SequenceLength(std::string_view text, size_t i) {
 }
 
 constexpr std::array<std::string_view, 20> kAbbreviations = {
-    "Capt", "Col", "Dr", "Gen", "Jr", "Lt", "Messrs", "Mr", "Mrs", "Ms",
-    "Mt", "No", "Prof", "Rev", "Sr", "St", "etc", "vol", "vs", "viz"};
+    "Capt", "Col", "Dr",   "Gen", "Jr", "Lt", "Messrs", "Mr",  "Mrs", "Ms",
+    "Mt",   "No",  "Prof", "Rev", "Sr", "St", "etc",    "vol", "vs",  "viz"};
 
 // True when the '.' at text[dot] ends an abbreviation or an initial, not a sentence.
 bool IsAbbreviationDot(std::string_view text, size_t dot) {
@@ -271,13 +273,15 @@ SegmentedText SegmentText(std::string_view text) {
                             static_cast<unsigned char>(text[i + 2]) == 0xA6;  // U+2026
       if (c == '.' || c == '!' || c == '?' || ellipsis) {
         if (ellipsis) after = i + 3;
-        while (after < p.end && (text[after] == '.' || text[after] == '!' || text[after] == '?')) ++after;
+        while (after < p.end && (text[after] == '.' || text[after] == '!' || text[after] == '?'))
+          ++after;
         while (after < p.end) {
           const size_t n = ClosingLength(text, after);
           if (n == 0) break;
           after += n;
         }
-        boundary = (after >= p.end || IsSpace(text[after])) && !(c == '.' && IsAbbreviationDot(text, i));
+        boundary =
+            (after >= p.end || IsSpace(text[after])) && !(c == '.' && IsAbbreviationDot(text, i));
       } else if (i - start >= kMaxSentenceBytes && IsSpace(c)) {
         boundary = true;
       }

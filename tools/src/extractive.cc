@@ -9,9 +9,11 @@
 
 namespace muninn::tools {
 
-std::vector<Section> CutSections(std::string_view text, const SegmentedText& seg, int64_t n_sections) {
+std::vector<Section> CutSections(std::string_view text, const SegmentedText& seg,
+                                 int64_t n_sections) {
   const int64_t len = static_cast<int64_t>(text.size());
-  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(n_sections, static_cast<int64_t>(seg.sentences.size())));
+  const int64_t n = std::max<int64_t>(
+      1, std::min<int64_t>(n_sections, static_cast<int64_t>(seg.sentences.size())));
   const double section_bytes = static_cast<double>(len) / static_cast<double>(n);
   std::vector<int64_t> cuts = {0};
   for (int64_t i = 1; i < n; ++i) {
@@ -105,7 +107,8 @@ NameWeights ComputeNameWeights(std::string_view text) {
   return w;
 }
 
-double Salience(const Sentence& s, const NameWeights& names, int64_t section_begin, int64_t section_end) {
+double Salience(const Sentence& s, const NameWeights& names, int64_t section_begin,
+                int64_t section_end) {
   if (s.n_words < 6) return 0.0;
   std::unordered_set<std::string> seen;
   std::vector<double> w;
@@ -115,7 +118,8 @@ double Salience(const Sentence& s, const NameWeights& names, int64_t section_beg
     if (it == names.weight.end()) continue;
     const int64_t first = names.first_offset.at(n.name);
     // A recurring name (3+ mentions) that this section introduces marks an event worth a line.
-    const bool introduced = first >= section_begin && first < section_end && it->second >= std::log1p(3.0);
+    const bool introduced =
+        first >= section_begin && first < section_end && it->second >= std::log1p(3.0);
     w.push_back(it->second * (introduced ? 2.0 : 1.0));
   }
   // Only the three heaviest names count, so a list of names (a genealogy) does not outweigh a
@@ -199,8 +203,9 @@ size_t ClauseCut(std::string_view text, int64_t max_words) {
   int64_t words_at_clause = 0;
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
-    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                        static_cast<unsigned char>(c) >= 0x80 || c == '\'';
+    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || static_cast<unsigned char>(c) >= 0x80 ||
+                        c == '\'';
     if (letter && !in_word) {
       if (++words > max_words) {
         limit = i;

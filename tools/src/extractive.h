@@ -24,7 +24,8 @@ struct Section {
 // `n_sections` spans covering the text, each cut placed at the heading nearest its ideal
 // (equal-size) position when one lies within a third of a section of it, else at the nearest
 // sentence start. Fewer sections come back when there are too few sentences.
-std::vector<Section> CutSections(std::string_view text, const SegmentedText& seg, int64_t n_sections);
+std::vector<Section> CutSections(std::string_view text, const SegmentedText& seg,
+                                 int64_t n_sections);
 
 // "Genesis 1–4" from the headings inside [begin, end); `fallback` when there are none.
 std::string SpanLabel(const std::vector<Heading>& headings, int64_t begin, int64_t end,
@@ -41,7 +42,8 @@ NameWeights ComputeNameWeights(std::string_view text);
 // Salience of a sentence inside the section [section_begin, section_end): the sum over its
 // distinct names of their weight, doubled for a name the section introduces; 0 for sentences of
 // fewer than 6 words, discounted for very long ones.
-double Salience(const Sentence& s, const NameWeights& names, int64_t section_begin, int64_t section_end);
+double Salience(const Sentence& s, const NameWeights& names, int64_t section_begin,
+                int64_t section_end);
 
 // L2-normalised vectors for `texts`: the embedder's when given, else hashed word counts.
 StatusOr<std::vector<std::vector<float>>> SentenceVectors(const std::vector<std::string>& texts,

@@ -6,7 +6,9 @@
 namespace muninn::tools {
 namespace {
 
-bool IsLetter(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80; }
+bool IsLetter(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
+}
 bool IsDigit(unsigned char c) { return c >= '0' && c <= '9'; }
 
 // UTF-8 General Punctuation (U+2000–U+206F: curly quotes, dashes, ellipsis) is three bytes
@@ -25,18 +27,24 @@ bool LetterAt(std::string_view text, size_t i) {
 // words a sentence or a quotation commonly opens with, and titles ("Mr", "Sir"): none is a
 // name in any text we read.
 constexpr std::array<std::string_view, 137> kStopWords = {
-    "About", "After", "Again", "Against", "Ah", "All", "Also", "Although", "Am", "An", "And",
-    "Another", "Any", "Are", "As", "At", "Be", "Because", "Been", "Before", "Behold", "Being",
-    "Both", "But", "By", "Can", "Come", "Could", "Did", "Do", "Does", "Dr", "Each", "Even",
-    "Every", "For", "From", "Go", "Had", "Has", "Have", "He", "Hence", "Her", "Here", "Hers",
-    "Him", "His", "How", "However", "If", "In", "Into", "Is", "It", "Its", "Let", "May", "Me",
-    "Might", "Mine", "Miss", "More", "Most", "Mr", "Mrs", "Ms", "Much", "Must", "My", "Nay",
-    "Neither", "No", "Nor", "Not", "Now", "Of", "Oh", "On", "Once", "One", "Only", "Or", "Other",
-    "Our", "Out", "Over", "Say", "Shall", "She", "Should", "Sir", "So", "Some", "St", "Such",
-    "Than", "That", "The", "Thee", "Their", "Them", "Then", "There", "Therefore", "These", "They",
-    "This", "Those", "Thou", "Though", "Thus", "Thy", "To", "Unto", "Upon", "Us", "Was", "We",
-    "Were", "What", "When", "Where", "Which", "While", "Who", "Whom", "Why", "Will", "With",
-    "Would", "Ye", "Yea", "Yes", "Yet", "You", "Your"};
+    "About",     "After",   "Again",  "Against", "Ah",     "All",   "Also",   "Although",
+    "Am",        "An",      "And",    "Another", "Any",    "Are",   "As",     "At",
+    "Be",        "Because", "Been",   "Before",  "Behold", "Being", "Both",   "But",
+    "By",        "Can",     "Come",   "Could",   "Did",    "Do",    "Does",   "Dr",
+    "Each",      "Even",    "Every",  "For",     "From",   "Go",    "Had",    "Has",
+    "Have",      "He",      "Hence",  "Her",     "Here",   "Hers",  "Him",    "His",
+    "How",       "However", "If",     "In",      "Into",   "Is",    "It",     "Its",
+    "Let",       "May",     "Me",     "Might",   "Mine",   "Miss",  "More",   "Most",
+    "Mr",        "Mrs",     "Ms",     "Much",    "Must",   "My",    "Nay",    "Neither",
+    "No",        "Nor",     "Not",    "Now",     "Of",     "Oh",    "On",     "Once",
+    "One",       "Only",    "Or",     "Other",   "Our",    "Out",   "Over",   "Say",
+    "Shall",     "She",     "Should", "Sir",     "So",     "Some",  "St",     "Such",
+    "Than",      "That",    "The",    "Thee",    "Their",  "Them",  "Then",   "There",
+    "Therefore", "These",   "They",   "This",    "Those",  "Thou",  "Though", "Thus",
+    "Thy",       "To",      "Unto",   "Upon",    "Us",     "Was",   "We",     "Were",
+    "What",      "When",    "Where",  "Which",   "While",  "Who",   "Whom",   "Why",
+    "Will",      "With",    "Would",  "Ye",      "Yea",    "Yes",   "Yet",    "You",
+    "Your"};
 
 }  // namespace
 

@@ -3,15 +3,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "command_registry.h"
-#include "progress.h"
-#include "runtime.h"
 #include "muninn/tools/document_text.h"
 #include "muninn/tools/summarizer.h"
 #include "muninn/tools/summary_eval.h"
+#include "progress.h"
+#include "runtime.h"
 
 namespace muninn::tools {
 namespace {
@@ -36,16 +35,21 @@ struct SummaryFlags {
 };
 
 void AddSummaryFlags(CLI::App* cmd, SummaryFlags* f) {
-  cmd->add_option("--style", f->style, "brief (one paragraph), sections (one line per section) or outline (nested)")
+  cmd->add_option("--style", f->style,
+                  "brief (one paragraph), sections (one line per section) or outline (nested)")
       ->check(CLI::IsMember({"brief", "sections", "outline"}));
-  cmd->add_option("--max-tokens", f->max_tokens, "Token budget of the brief summary")->check(CLI::Range(1, 100000));
+  cmd->add_option("--max-tokens", f->max_tokens, "Token budget of the brief summary")
+      ->check(CLI::Range(1, 100000));
   cmd->add_option("--max-bytes", f->max_bytes, "Refuse documents larger than this (default 16 MiB)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  cmd->add_option("--section-tokens", f->section_tokens, "Document tokens per section (default from the config)")
+  cmd->add_option("--section-tokens", f->section_tokens,
+                  "Document tokens per section (default from the config)")
       ->check(CLI::Range(16, 1 << 24));
-  cmd->add_option("--sentences", f->sentences, "Lines extracted per section (default from the config)")
+  cmd->add_option("--sentences", f->sentences,
+                  "Lines extracted per section (default from the config)")
       ->check(CLI::Range(1, 64));
-  cmd->add_flag("--no-condense", f->no_condense, "Extracted sentences only: the model does not shorten them");
+  cmd->add_flag("--no-condense", f->no_condense,
+                "Extracted sentences only: the model does not shorten them");
   AddRuntimeFlags(cmd, &f->rt);
 }
 
@@ -59,8 +63,9 @@ struct Loaded {
 
 StatusOr<Loaded> Load(const SummaryFlags& f) {
   if (!f.rt.bank.empty()) {
-    return InvalidArgumentError("summarize reads the file directly and stores nothing; drop --bank "
-                                "(`muninn ingest --bank DIR FILE` stores a document)");
+    return InvalidArgumentError(
+        "summarize reads the file directly and stores nothing; drop --bank "
+        "(`muninn ingest --bank DIR FILE` stores a document)");
   }
   Loaded l;
   ASSIGN_OR_RETURN(l.rt, Runtime::Open(f.rt));
@@ -132,7 +137,8 @@ StatusOr<std::string> ReadDocument(const std::string& file, int64_t max_bytes) {
 }
 
 SummarizeProgress ProgressTo(Progress* p) {
-  return [p](std::string_view stage, int64_t done, int64_t total) { p->Update(stage, done, total); };
+  return
+      [p](std::string_view stage, int64_t done, int64_t total) { p->Update(stage, done, total); };
 }
 
 // ---- summarize -----------------------------------------------------------------------------
@@ -150,7 +156,8 @@ int RunSummarize(const SummarizeFlags& f) {
   auto loaded = Load(f.s);
   if (!loaded.ok()) return Fail(loaded.status());
   const auto t0 = std::chrono::steady_clock::now();
-  auto result = Summarize(*loaded->session, loaded->rt->chat(), *text, loaded->options, ProgressTo(&progress));
+  auto result = Summarize(*loaded->session, loaded->rt->chat(), *text, loaded->options,
+                          ProgressTo(&progress));
   if (!result.ok()) return Fail(result.status().WithContext("summarizing '" + f.file + "'"));
   const double seconds = SecondsSince(t0);
   if (f.json) {
@@ -190,16 +197,19 @@ std::string ReportRow(const std::string& file, const std::string& style, const S
   std::string missed;
   for (const std::string& m : MissedTargets(e)) missed += (missed.empty() ? "" : ",") + m;
   std::snprintf(buf, sizeof buf, "%-24s %-8s %7s %7s  %lld/%lld/%lld %6.2f %6.2f %7.1f %6lld  %s\n",
-                file.c_str(), style.c_str(), Pct(e.name_precision).c_str(), Pct(e.top_name_coverage).c_str(),
-                static_cast<long long>(e.located_per_third[0]), static_cast<long long>(e.located_per_third[1]),
-                static_cast<long long>(e.located_per_third[2]), e.sentence_order, e.name_order, seconds,
-                static_cast<long long>(generated), missed.empty() ? "all targets met" : ("missed: " + missed).c_str());
+                file.c_str(), style.c_str(), Pct(e.name_precision).c_str(),
+                Pct(e.top_name_coverage).c_str(), static_cast<long long>(e.located_per_third[0]),
+                static_cast<long long>(e.located_per_third[1]),
+                static_cast<long long>(e.located_per_third[2]), e.sentence_order, e.name_order,
+                seconds, static_cast<long long>(generated),
+                missed.empty() ? "all targets met" : ("missed: " + missed).c_str());
   return buf;
 }
 
 int RunEvalSummary(const EvalSummaryFlags& f) {
   if (!f.summary_file.empty() && f.files.size() != 1) {
-    return Fail(InvalidArgumentError("--summary-file scores one summary: give exactly one source FILE"));
+    return Fail(
+        InvalidArgumentError("--summary-file scores one summary: give exactly one source FILE"));
   }
   std::vector<std::string> texts;
   for (const std::string& file : f.files) {
@@ -214,7 +224,9 @@ int RunEvalSummary(const EvalSummaryFlags& f) {
     auto summary = ReadFile(f.summary_file);
     if (!summary.ok()) return Fail(summary.status());
     const SummaryEval e = EvaluateSummary(texts[0], *summary);
-    all.push_back({{"file", f.files[0]}, {"summary_file", f.summary_file}, {"eval", ToJson(e)},
+    all.push_back({{"file", f.files[0]},
+                   {"summary_file", f.summary_file},
+                   {"eval", ToJson(e)},
                    {"missed_targets", MissedTargets(e)}});
     report += ReportRow(f.files[0], "given", e, 0.0, 0);
   } else {
@@ -226,7 +238,8 @@ int RunEvalSummary(const EvalSummaryFlags& f) {
     for (size_t i = 0; i < f.files.size(); ++i) {
       progress.Message(f.files[i]);
       const auto t0 = std::chrono::steady_clock::now();
-      auto r = Summarize(*loaded->session, loaded->rt->chat(), texts[i], loaded->options, ProgressTo(&progress));
+      auto r = Summarize(*loaded->session, loaded->rt->chat(), texts[i], loaded->options,
+                         ProgressTo(&progress));
       if (!r.ok()) return Fail(r.status().WithContext("summarizing '" + f.files[i] + "'"));
       const double seconds = SecondsSince(t0);
       nlohmann::json entry = ResultJson(f.files[i], f.s.style, *r, seconds);
@@ -238,12 +251,13 @@ int RunEvalSummary(const EvalSummaryFlags& f) {
         evals[name] = ToJson(e);
         evals[name]["missed_targets"] = MissedTargets(e);
         if (std::string(name) != "outline") {
-          report += ReportRow(std::filesystem::path(f.files[i]).filename().string(), name, e, seconds,
-                              r->generated_tokens);
+          report += ReportRow(std::filesystem::path(f.files[i]).filename().string(), name, e,
+                              seconds, r->generated_tokens);
         }
         if (!f.out_dir.empty()) {
           const std::string stem = std::filesystem::path(f.files[i]).stem().string();
-          std::ofstream(std::filesystem::path(f.out_dir) / (stem + "." + name + ".txt")) << RenderSummary(*r, style);
+          std::ofstream(std::filesystem::path(f.out_dir) / (stem + "." + name + ".txt"))
+              << RenderSummary(*r, style);
         }
       }
       entry["eval"] = evals;
@@ -259,9 +273,12 @@ int RunEvalSummary(const EvalSummaryFlags& f) {
     std::printf("%s\n", Dump(all).c_str());
   } else {
     std::printf("%s", report.c_str());
-    std::printf("names = name precision (target >= 95%%); top-20 = coverage of the source's 20 most frequent "
-                "names (>= 50%%); thirds = summary sentences located in the source's first/middle/last third "
-                "(each >= 1); s-ord / n-ord = concordant share of sentence / name order (>= 0.9 / 0.75)\n");
+    std::printf(
+        "names = name precision (target >= 95%%); top-20 = coverage of the source's 20 most "
+        "frequent "
+        "names (>= 50%%); thirds = summary sentences located in the source's first/middle/last "
+        "third "
+        "(each >= 1); s-ord / n-ord = concordant share of sentence / name order (>= 0.9 / 0.75)\n");
   }
   return 0;
 }
@@ -279,8 +296,9 @@ void RegisterSummarizeCommands(CLI::App& app, CommandContext& ctx) {
   {
     auto f = std::make_shared<SummarizeFlags>();
     auto* cmd = app.add_subcommand(
-        "summarize", "Summarize a document of any length; every line is a sentence of the document "
-                     "(or the model's verified shortening of one)");
+        "summarize",
+        "Summarize a document of any length; every line is a sentence of the document "
+        "(or the model's verified shortening of one)");
     cmd->add_option("file", f->file, "Text file to summarize (UTF-8)")->required();
     cmd->add_flag("--json", f->json, "Print JSON: every line with its byte span in the source");
     AddSummaryFlags(cmd, &f->s);
@@ -294,10 +312,12 @@ void RegisterSummarizeCommands(CLI::App& app, CommandContext& ctx) {
   {
     auto f = std::make_shared<EvalSummaryFlags>();
     auto* cmd = eval->add_subcommand(
-        "summary", "Summarize each FILE and score the summary against it without a reference: name "
-                   "precision, top-20 name coverage, thirds, order, time");
+        "summary",
+        "Summarize each FILE and score the summary against it without a reference: name "
+        "precision, top-20 name coverage, thirds, order, time");
     cmd->add_option("files", f->files, "Source text files")->required();
-    cmd->add_option("--summary-file", f->summary_file, "Score this summary of the one FILE instead of making one");
+    cmd->add_option("--summary-file", f->summary_file,
+                    "Score this summary of the one FILE instead of making one");
     cmd->add_option("--out-dir", f->out_dir, "Write each summary (every style) and its JSON here");
     cmd->add_option("--json-out", f->json_out, "Also write the JSON here");
     cmd->add_flag("--json", f->json, "Print JSON instead of the report");

@@ -20,7 +20,8 @@ Status SummarizerOptions::Validate() const {
   if (brief_sentences < 1) return InvalidArgumentError("brief_sentences must be >= 1");
   if (max_tokens < 1) return InvalidArgumentError("max_tokens must be >= 1");
   if (max_sentence_words < 8) return InvalidArgumentError("max_sentence_words must be >= 8");
-  if (candidates_per_section < 1) return InvalidArgumentError("candidates_per_section must be >= 1");
+  if (candidates_per_section < 1)
+    return InvalidArgumentError("candidates_per_section must be >= 1");
   if (condense_tokens < 1) return InvalidArgumentError("condense_tokens must be >= 1");
   if (max_input_bytes < 1) return InvalidArgumentError("max_input_bytes must be >= 1");
   return sampling.Validate();
@@ -136,18 +137,19 @@ std::string AnswerLine(std::string_view answer) {
     std::string line = Trim(answer.substr(i, eol - i));
     i = eol + 1;
     if (line.empty() || line.back() == ':') continue;
-    if (line.size() >= 2 && line.front() == '"' && line.back() == '"') line = line.substr(1, line.size() - 2);
+    if (line.size() >= 2 && line.front() == '"' && line.back() == '"')
+      line = line.substr(1, line.size() - 2);
     return line;
   }
   return {};
 }
 
 // Asks the model to shorten `sentence`; returns its answer line and adds to *generated.
-StatusOr<std::string> Condense(retriever::LongContextSession& session, const model::ChatTemplate& chat,
-                               const std::string& sentence, const SummarizerOptions& options,
-                               int64_t* generated) {
-  const model::ChatMessage msg{"user", "Shorten this sentence. Keep its names and use its words.\n\n" +
-                                           sentence};
+StatusOr<std::string> Condense(retriever::LongContextSession& session,
+                               const model::ChatTemplate& chat, const std::string& sentence,
+                               const SummarizerOptions& options, int64_t* generated) {
+  const model::ChatMessage msg{
+      "user", "Shorten this sentence. Keep its names and use its words.\n\n" + sentence};
   ASSIGN_OR_RETURN(std::string prompt, chat.Render(std::span<const model::ChatMessage>(&msg, 1),
                                                    /*add_generation_prompt=*/true));
   const std::vector<model::TokenId> ids =
@@ -166,8 +168,9 @@ StatusOr<std::string> Condense(retriever::LongContextSession& session, const mod
 }
 
 // Picks a group's lines from its children's: the earliest line; at the root the best line of
-// each third of the document not yet represented; then the best line of each child not yet represented when the budget allows,
-// then the best remaining by score with a redundancy penalty; document order.
+// each third of the document not yet represented; then the best line of each child not yet
+// represented when the budget allows, then the best remaining by score with a redundancy penalty;
+// document order.
 std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& children, size_t budget,
                                     const std::map<int64_t, std::vector<float>>& vectors,
                                     const NameWeights& weights, bool root) {
@@ -199,9 +202,11 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
       size_t best = pool.size();
       bool has_one = false;
       for (size_t i = 0; i < pool.size(); ++i) {
-        const int t = std::min(2, static_cast<int>(3.0 * static_cast<double>(pool[i].begin - b) / len));
+        const int t =
+            std::min(2, static_cast<int>(3.0 * static_cast<double>(pool[i].begin - b) / len));
         has_one |= taken[i] && t == third;
-        if (!taken[i] && t == third && (best == pool.size() || pool[i].score > pool[best].score)) best = i;
+        if (!taken[i] && t == third && (best == pool.size() || pool[i].score > pool[best].score))
+          best = i;
       }
       if (has_one) continue;
       if (best < pool.size()) {
@@ -216,7 +221,9 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
       bool has_one = false;
       for (size_t i = 0; i < pool.size(); ++i) {
         has_one |= taken[i] && child_of[i] == c;
-        if (!taken[i] && child_of[i] == c && (best == pool.size() || pool[i].score > pool[best].score)) best = i;
+        if (!taken[i] && child_of[i] == c &&
+            (best == pool.size() || pool[i].score > pool[best].score))
+          best = i;
       }
       if (has_one) continue;
       if (best < pool.size()) {
@@ -267,7 +274,8 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
     picked.push_back(best);
     for (const auto& nw : line_names[best]) covered.insert(nw.first);
   }
-  std::sort(picked.begin(), picked.end(), [&](size_t a, size_t b) { return pool[a].begin < pool[b].begin; });
+  std::sort(picked.begin(), picked.end(),
+            [&](size_t a, size_t b) { return pool[a].begin < pool[b].begin; });
   std::vector<SummaryLine> out;
   for (size_t i : picked) out.push_back(pool[i]);
   return out;
@@ -309,10 +317,12 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
   const SegmentedText seg = SegmentText(text);
   result.n_sentences = static_cast<int64_t>(seg.sentences.size());
   if (seg.sentences.empty()) {
-    return InvalidArgumentError("the document has no sentence (no words outside headings): nothing to summarize");
+    return InvalidArgumentError(
+        "the document has no sentence (no words outside headings): nothing to summarize");
   }
-  const int64_t wanted = std::max<int64_t>(
-      options.min_sections, (result.n_tokens + options.section_tokens / 2) / options.section_tokens);
+  const int64_t wanted =
+      std::max<int64_t>(options.min_sections,
+                        (result.n_tokens + options.section_tokens / 2) / options.section_tokens);
   const std::vector<Section> sections = CutSections(text, seg, wanted);
   result.n_sections = static_cast<int64_t>(sections.size());
   const NameWeights names = ComputeNameWeights(text);
@@ -340,8 +350,10 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
     // Keep the best-named candidates (ties: earlier first), then score them with centrality.
     std::vector<size_t> order(cand.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sal[a] > sal[b]; });
-    order.resize(std::min<size_t>(order.size(), static_cast<size_t>(options.candidates_per_section)));
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return sal[a] > sal[b]; });
+    order.resize(
+        std::min<size_t>(order.size(), static_cast<size_t>(options.candidates_per_section)));
     std::sort(order.begin(), order.end());
     std::vector<std::string> texts;
     for (size_t o : order) texts.push_back(seg.sentences[cand[o]].text);
@@ -360,13 +372,15 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
     }
     std::vector<double> score(order.size());
     for (size_t k = 0; k < order.size(); ++k) {
-      score[k] = 0.6 * (max_sal > 0.0 ? sal[order[k]] / max_sal : 0.0) + 0.4 * std::max(0.0, cent[k] / max_cent);
+      score[k] = 0.6 * (max_sal > 0.0 ? sal[order[k]] / max_sal : 0.0) +
+                 0.4 * std::max(0.0, cent[k] / max_cent);
     }
     SummaryNode node;
     node.begin = sec.begin;
     node.end = sec.end;
-    node.label = SpanLabel(seg.headings, sec.begin, sec.end,
-                           "part " + std::to_string(si + 1) + " of " + std::to_string(sections.size()));
+    node.label =
+        SpanLabel(seg.headings, sec.begin, sec.end,
+                  "part " + std::to_string(si + 1) + " of " + std::to_string(sections.size()));
     for (size_t k : SelectMmr(score, vec, static_cast<size_t>(options.sentences_per_section))) {
       const Sentence& s = seg.sentences[cand[order[k]]];
       SummaryLine line;
@@ -380,7 +394,8 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
       node.lines.push_back(std::move(line));
     }
     level0.push_back(std::move(node));
-    if (progress) progress("select", static_cast<int64_t>(si + 1), static_cast<int64_t>(sections.size()));
+    if (progress)
+      progress("select", static_cast<int64_t>(si + 1), static_cast<int64_t>(sections.size()));
   }
 
   // ---- 3. condense ----
@@ -391,7 +406,8 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
     for (SummaryNode& n : level0) {
       for (SummaryLine& line : n.lines) {
         const std::string source = line.text;
-        ASSIGN_OR_RETURN(std::string c, Condense(session, chat, source, options, &result.generated_tokens));
+        ASSIGN_OR_RETURN(std::string c,
+                         Condense(session, chat, source, options, &result.generated_tokens));
         if (!c.empty() && !EndsSentence(c)) c += '.';
         if (IsFaithfulCondensation(source, c)) {
           line.text = std::move(c);
@@ -421,14 +437,18 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
       }
       node.begin = children.front()->begin;
       node.end = children.back()->end;
-      node.label = SpanLabel(seg.headings, node.begin, node.end,
-                             "parts " + std::to_string(g + 1) + "\u2013" + std::to_string(g + children.size()));
-      const size_t budget = static_cast<size_t>(root ? options.brief_sentences : options.merge_keep);
+      node.label = SpanLabel(
+          seg.headings, node.begin, node.end,
+          "parts " + std::to_string(g + 1) + "\u2013" + std::to_string(g + children.size()));
+      const size_t budget =
+          static_cast<size_t>(root ? options.brief_sentences : options.merge_keep);
       node.lines = MergeLines(children, budget, vectors, names, root);
       next.push_back(std::move(node));
     }
     result.levels.push_back(std::move(next));
-    if (progress) progress("merge", static_cast<int64_t>(result.levels.size() - 1), static_cast<int64_t>(result.levels.size() - 1));
+    if (progress)
+      progress("merge", static_cast<int64_t>(result.levels.size() - 1),
+               static_cast<int64_t>(result.levels.size() - 1));
   }
   if (result.levels.size() == 1) {
     // One section: the root is a copy of it, so that levels.back() is always the root.
@@ -439,40 +459,50 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
   // The brief summary keeps to max_tokens: the least salient lines go first (one always stays).
   SummaryNode& root = result.levels.back().front();
   while (root.lines.size() > 1 &&
-         static_cast<int64_t>(tok.Encode(JoinLines(root.lines), false, false).size()) > options.max_tokens) {
-    auto worst = std::min_element(root.lines.begin(), root.lines.end(),
-                                  [](const SummaryLine& a, const SummaryLine& b) { return a.score < b.score; });
+         static_cast<int64_t>(tok.Encode(JoinLines(root.lines), false, false).size()) >
+             options.max_tokens) {
+    auto worst = std::min_element(
+        root.lines.begin(), root.lines.end(),
+        [](const SummaryLine& a, const SummaryLine& b) { return a.score < b.score; });
     root.lines.erase(worst);
   }
-  for (const SummaryNode& n : result.levels.front()) result.section_summaries.push_back(JoinLines(n.lines));
+  for (const SummaryNode& n : result.levels.front())
+    result.section_summaries.push_back(JoinLines(n.lines));
   result.summary = JoinLines(root.lines);
   if (on_text) on_text(result.summary);
   return result;
 }
 
 bool ParseSummaryStyle(std::string_view name, SummaryStyle* out) {
-  if (name == "brief") *out = SummaryStyle::kBrief;
-  else if (name == "sections") *out = SummaryStyle::kSections;
-  else if (name == "outline") *out = SummaryStyle::kOutline;
-  else return false;
+  if (name == "brief")
+    *out = SummaryStyle::kBrief;
+  else if (name == "sections")
+    *out = SummaryStyle::kSections;
+  else if (name == "outline")
+    *out = SummaryStyle::kOutline;
+  else
+    return false;
   return true;
 }
 
 namespace {
 
-void Outline(const SummaryResult& r, size_t level, size_t index, int depth, bool prose, std::string* out) {
+void Outline(const SummaryResult& r, size_t level, size_t index, int depth, bool prose,
+             std::string* out) {
   const SummaryNode& n = r.levels[level][index];
   if (prose) {
     *out += JoinLines(n.lines) + "\n\n";
   } else {
-    *out += std::string(static_cast<size_t>(2 * depth), ' ') + "- " + n.label + ": " + JoinLines(n.lines) + "\n";
+    *out += std::string(static_cast<size_t>(2 * depth), ' ') + "- " + n.label + ": " +
+            JoinLines(n.lines) + "\n";
   }
   if (level == 0) return;
   // A group of one child would repeat it; its grandchildren follow directly.
   if (n.children.size() == 1) {
     const SummaryNode& only = r.levels[level - 1][static_cast<size_t>(n.children[0])];
     if (level - 1 == 0) return;
-    for (int64_t c : only.children) Outline(r, level - 2, static_cast<size_t>(c), depth + 1, prose, out);
+    for (int64_t c : only.children)
+      Outline(r, level - 2, static_cast<size_t>(c), depth + 1, prose, out);
     return;
   }
   for (int64_t c : n.children) Outline(r, level - 1, static_cast<size_t>(c), depth + 1, prose, out);
@@ -485,7 +515,8 @@ std::string Render(const SummaryResult& r, SummaryStyle style, bool prose) {
       return r.summary + "\n";
     case SummaryStyle::kSections:
       for (const SummaryNode& n : r.sections()) {
-        out += prose ? JoinLines(n.lines) + "\n\n" : "[" + n.label + "] " + JoinLines(n.lines) + "\n";
+        out +=
+            prose ? JoinLines(n.lines) + "\n\n" : "[" + n.label + "] " + JoinLines(n.lines) + "\n";
       }
       return out;
     case SummaryStyle::kOutline: {

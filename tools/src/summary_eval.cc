@@ -74,7 +74,8 @@ SummaryEval EvaluateSummary(std::string_view source, std::string_view summary,
       r.unsupported_names.push_back(n.name);
     }
     if (!n.number && mentioned.insert(n.name).second) {
-      if (auto it = stats.find(n.name); it != stats.end()) name_first_source.push_back(it->second.first);
+      if (auto it = stats.find(n.name); it != stats.end())
+        name_first_source.push_back(it->second.first);
     }
   }
   r.name_precision = r.names_total == 0 ? 1.0
@@ -113,13 +114,15 @@ SummaryEval EvaluateSummary(std::string_view source, std::string_view summary,
       auto it = index.find(w);
       if (it == index.end()) continue;
       for (int32_t k : it->second) {
-        if (++hits[static_cast<size_t>(k)] > best_hits || (hits[static_cast<size_t>(k)] == best_hits && k < best)) {
+        if (++hits[static_cast<size_t>(k)] > best_hits ||
+            (hits[static_cast<size_t>(k)] == best_hits && k < best)) {
           best_hits = hits[static_cast<size_t>(k)];
           best = k;
         }
       }
     }
-    if (best < 0 || static_cast<double>(best_hits) < options.match_threshold * static_cast<double>(ws.size())) {
+    if (best < 0 ||
+        static_cast<double>(best_hits) < options.match_threshold * static_cast<double>(ws.size())) {
       continue;
     }
     ++r.sentences_located;
@@ -128,7 +131,8 @@ SummaryEval EvaluateSummary(std::string_view source, std::string_view summary,
     const int third = std::min(2, static_cast<int>(3.0 * static_cast<double>(pos) / n_bytes));
     ++r.located_per_third[static_cast<size_t>(third)];
   }
-  r.all_thirds = r.located_per_third[0] > 0 && r.located_per_third[1] > 0 && r.located_per_third[2] > 0;
+  r.all_thirds =
+      r.located_per_third[0] > 0 && r.located_per_third[1] > 0 && r.located_per_third[2] > 0;
   r.sentence_order = Concordance(located, &r.sentence_pairs);
   return r;
 }

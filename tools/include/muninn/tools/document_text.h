@@ -28,7 +28,7 @@ double InvalidUtf8Fraction(std::string_view text);
 struct Sentence {
   int64_t begin = 0;  // byte span [begin, end) in the source
   int64_t end = 0;
-  std::string text;   // whitespace collapsed; verse/line numbers that open an indented line dropped
+  std::string text;  // whitespace collapsed; verse/line numbers that open an indented line dropped
   int64_t n_words = 0;
 };
 

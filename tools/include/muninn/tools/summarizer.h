@@ -15,13 +15,15 @@
 //      in the sentence it condensed; it is that sentence with words left out (>= 90 % of its
 //      words match the source's in order; at most one cut inside the kept part, and that cut a
 //      whole clause: a clause mark right before and right after it and no word of the model's
-//      own bridging it, so no clause is stitched to one it did not belong to); it has at least 6 words and fewer than the original; it
-//      does not repeat itself. Otherwise the extracted sentence stands;
+//      own bridging it, so no clause is stitched to one it did not belong to); it has at least 6
+//      words and fewer than the original; it does not repeat itself. Otherwise the extracted
+//      sentence stands;
 //   4. merge: consecutive nodes are grouped `merge_fanout` at a time, level by level, until one
 //      remains; a group keeps `merge_keep` of its children's lines (the root keeps up to
 //      `brief_sentences`): its earliest line always (a summary opens where its part opens), at
-//      the root one from each third of the document, then one per child, chosen by score, by the weight of names the
-//      lines already kept lack, and against redundancy; always in document order.
+//      the root one from each third of the document, then one per child, chosen by score, by the
+//      weight of names the lines already kept lack, and against redundancy; always in document
+//      order.
 // The result is a tree: sections at the bottom, the brief summary at the root. RenderSummary
 // prints it as one paragraph, one line per section, or a nested outline.
 // Thread-compatible (it drives one session).
@@ -59,7 +61,7 @@ struct SummarizerOptions {
   int64_t max_input_bytes = kDefaultMaxDocumentBytes;
   // Not owned; null = word-count centrality. Used for sentence embeddings only.
   retriever::Embedder* embedder = nullptr;
-  bool ingest = false;                  // also store the document in the session's bank
+  bool ingest = false;  // also store the document in the session's bank
   memory::DocumentId doc_id = 1;
   Status Validate() const;
 };
@@ -70,32 +72,32 @@ using SummarizeProgress = std::function<void(std::string_view stage, int64_t don
 // One line of a summary and where it comes from.
 struct SummaryLine {
   std::string text;
-  int64_t begin = 0;        // byte span [begin, end) of the source sentence it comes from
+  int64_t begin = 0;  // byte span [begin, end) of the source sentence it comes from
   int64_t end = 0;
-  bool condensed = false;   // text is the model's verified shortening of the span
-  double score = 0.0;       // extraction score (higher = more salient)
+  bool condensed = false;  // text is the model's verified shortening of the span
+  double score = 0.0;      // extraction score (higher = more salient)
 };
 
 // A node of the summary tree: a section (level 0) or a merge group.
 struct SummaryNode {
-  std::string label;        // "Genesis 1–4" from the headings inside, else "part i of n"
-  int64_t begin = 0;        // byte span of the source it covers
+  std::string label;  // "Genesis 1–4" from the headings inside, else "part i of n"
+  int64_t begin = 0;  // byte span of the source it covers
   int64_t end = 0;
   std::vector<SummaryLine> lines;  // in document order
   std::vector<int64_t> children;   // indices into the level below (empty for sections)
 };
 
 struct SummaryResult {
-  std::string summary;                         // the brief paragraph (the root's lines)
-  std::vector<std::string> section_summaries;  // each section's lines joined
+  std::string summary;                           // the brief paragraph (the root's lines)
+  std::vector<std::string> section_summaries;    // each section's lines joined
   std::vector<std::vector<SummaryNode>> levels;  // levels[0] = sections, back() = {root}
-  int64_t n_tokens = 0;           // document tokens
+  int64_t n_tokens = 0;                          // document tokens
   int64_t n_bytes = 0;
   int64_t n_sections = 0;
-  int64_t n_sentences = 0;        // sentences found in the document
-  int64_t generated_tokens = 0;   // tokens the model generated (condensing)
-  int64_t condensed_kept = 0;     // condensed lines that passed verification
-  int64_t condensed_rejected = 0; // ... that did not (the extracted sentence stands)
+  int64_t n_sentences = 0;         // sentences found in the document
+  int64_t generated_tokens = 0;    // tokens the model generated (condensing)
+  int64_t condensed_kept = 0;      // condensed lines that passed verification
+  int64_t condensed_rejected = 0;  // ... that did not (the extracted sentence stands)
   const std::vector<SummaryNode>& sections() const { return levels.front(); }
   const SummaryNode& root() const { return levels.back().front(); }
 };

@@ -19,11 +19,10 @@
 
 #include <array>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace muninn::tools {
 
@@ -46,7 +45,7 @@ struct SummaryEval {
   double name_precision = 0.0;  // supported / total (1 when the summary has no names)
   std::vector<std::string> unsupported_names;  // distinct, in order of first mention
 
-  std::vector<std::string> top_names;          // the source's most frequent names, most first
+  std::vector<std::string> top_names;  // the source's most frequent names, most first
   std::vector<std::string> top_names_mentioned;
   double top_name_coverage = 0.0;
 
