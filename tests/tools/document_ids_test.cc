@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -120,6 +122,23 @@ TEST_F(DocumentIdsTest, ANewDocumentNeverTakesTheIdOfOrphanedChunks) {
   // Ids are never reused, whatever happens to side files.
   fs::remove(bank_ + "/muninn-documents.json.migrated");
   EXPECT_EQ(Ingest(Text("c.txt", 10)), 5u);
+}
+
+TEST_F(DocumentIdsTest, APipeIsReadOnceAndIngested) {
+  // A pipe can be read once: the up-front input check must not leave the ingest an empty stream.
+  const std::string fifo = dir_ + "/pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] {
+    std::ofstream w(fifo);
+    for (int i = 0; i < 40; ++i) w << "piped word " << i << ". ";
+  });
+  std::string out;
+  const int rc = RunCli({"ingest", fifo, "--config", config_, "--bank", bank_, "--json"}, &out);
+  writer.join();
+  ASSERT_EQ(rc, 0) << out;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j.at(0).at("doc_id"), 1);
+  EXPECT_GT(j.at(0).at("tokens").get<int64_t>(), 40);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // `muninn ingest`, `muninn ask`.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -43,17 +45,24 @@ StatusOr<std::string> ReadIngestInput(const IngestFlags& f, const std::string& f
 
 int RunIngest(const IngestFlags& f) {
   if (f.rt.bank.empty()) return Fail(InvalidArgumentError("ingest needs --bank DIR"));
-  // Every input is checked before the model loads or the bank is touched.
-  for (const std::string& file : f.files) {
-    if (auto text = ReadIngestInput(f, file); !text.ok()) return Fail(text.status());
+  // Every input is checked before the model loads or the bank is touched. Regular files are read
+  // again when their turn comes (memory stays one file); pipes and devices (/dev/stdin) can be
+  // read once only, so their text is kept.
+  std::vector<std::optional<std::string>> kept(f.files.size());
+  for (size_t i = 0; i < f.files.size(); ++i) {
+    auto text = ReadIngestInput(f, f.files[i]);
+    if (!text.ok()) return Fail(text.status());
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(f.files[i], ec)) kept[i] = std::move(*text);
   }
   auto rt = Runtime::Open(f.rt);
   if (!rt.ok()) return Fail(rt.status());
   memory::MemoryBank* bank = (*rt)->bank();
   Progress progress("ingest");
   nlohmann::json out = nlohmann::json::array();
-  for (const std::string& file : f.files) {
-    auto text = ReadIngestInput(f, file);
+  for (size_t i = 0; i < f.files.size(); ++i) {
+    const std::string& file = f.files[i];
+    auto text = kept[i] ? StatusOr<std::string>(std::move(*kept[i])) : ReadIngestInput(f, file);
     if (!text.ok()) return Fail(text.status());
     // The id comes from the bank, which records the document as partial before its first chunk:
     // if this process dies part-way, the chunks stay listed as "FILE (partial)".
