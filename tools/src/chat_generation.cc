@@ -32,6 +32,13 @@ std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts) {
   return out;
 }
 
+void DropWeakestExcerpt(std::vector<retriever::Excerpt>* excerpts) {
+  if (excerpts->empty()) return;
+  excerpts->erase(std::min_element(excerpts->begin(), excerpts->end(), [](const auto& a, const auto& b) {
+    return a.hit.score < b.hit.score;
+  }));
+}
+
 std::vector<model::ChatMessage> WithExcerpts(std::span<const retriever::Excerpt> excerpts,
                                              std::span<const model::ChatMessage> messages) {
   std::vector<model::ChatMessage> out(messages.begin(), messages.end());
@@ -86,10 +93,7 @@ StatusOr<ChatTurnResult> RunChatTurn(retriever::LongContextSession& session,
     // Keep room for a few generated tokens before the window overflows.
     const int64_t room = session.options().local_window - 16;
     if (excerpts.empty() || static_cast<int64_t>(ids.size()) <= room) break;
-    auto weakest = std::min_element(excerpts.begin(), excerpts.end(), [](const auto& a, const auto& b) {
-      return a.hit.score < b.hit.score;
-    });
-    excerpts.erase(weakest);
+    DropWeakestExcerpt(&excerpts);
   }
   ASSIGN_OR_RETURN(ChatTurnResult result, Run(session, ids, query_text, options, on_text));
   if (!excerpts.empty()) {
@@ -122,9 +126,7 @@ StatusOr<ChatTurnResult> RunCompletion(retriever::LongContextSession& session,
     if (excerpts.empty() || static_cast<int64_t>(ids.size()) <= session.options().local_window - 16) {
       break;
     }
-    excerpts.erase(std::min_element(excerpts.begin(), excerpts.end(), [](const auto& a, const auto& b) {
-      return a.hit.score < b.hit.score;
-    }));
+    DropWeakestExcerpt(&excerpts);
   }
   ASSIGN_OR_RETURN(ChatTurnResult result, Run(session, ids, prompt, options, on_text));
   if (!excerpts.empty()) {

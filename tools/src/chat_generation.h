@@ -38,6 +38,9 @@ struct ChatTurnResult {
 // a blank line (empty for no excerpts).
 std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts);
 
+// Removes the excerpt with the lowest retrieval score (the first to go when a prompt is too long).
+void DropWeakestExcerpt(std::vector<retriever::Excerpt>* excerpts);
+
 // The conversation with the excerpts in its system message (added first when there is none;
 // an existing one keeps its text after the excerpts): "Answer the question using the text
 // below.\n\n[1] ...". Of the formats measured on SmolLM2-135M (docs/QUALITY.md) this one made

@@ -94,6 +94,34 @@ StatusOr<std::vector<FillerText>> LoadFillers(const std::vector<std::string>& na
   return out;
 }
 
+// What the passkey and needle commands share: the runtime, the filler texts, one session per
+// memory mode (each with its own in-RAM bank) over an embedding cache, and a memory-off session
+// for the in-window ceiling. Members are declared so that the sessions die before the cache.
+struct EvalSetup {
+  std::unique_ptr<Runtime> rt;
+  std::vector<FillerText> fillers;
+  std::unique_ptr<CachingEmbedder> cache;
+  std::vector<ModeRun> runs;
+  std::unique_ptr<retriever::LongContextSession> plain;  // memory off
+};
+
+StatusOr<EvalSetup> OpenEval(const std::string& command, const RuntimeFlags& flags,
+                             const std::vector<std::string>& filler_names, const std::string& modes) {
+  if (!flags.bank.empty()) {
+    return InvalidArgumentError("eval " + command + " uses banks in RAM; drop --bank");
+  }
+  EvalSetup e;
+  ASSIGN_OR_RETURN(e.rt, Runtime::Open(flags));
+  ASSIGN_OR_RETURN(e.fillers, LoadFillers(filler_names));
+  // Trials re-ingest the same haystack chunks: their embeddings are computed once.
+  e.cache = std::make_unique<CachingEmbedder>(e.rt->embedder());
+  ASSIGN_OR_RETURN(e.runs, MakeModeRuns(*e.rt, modes, e.rt->session().options(), e.cache.get()));
+  retriever::LongContextOptions lo = e.rt->session().options();
+  lo.use_memory = false;
+  ASSIGN_OR_RETURN(e.plain, e.rt->NewSession(lo, nullptr));
+  return e;
+}
+
 double Pct(int64_t k, int64_t n) { return n ? 100.0 * static_cast<double>(k) / static_cast<double>(n) : 0.0; }
 
 void WriteJson(const nlohmann::json& j, const std::string& path) {
@@ -118,22 +146,15 @@ struct PasskeyFlags {
 };
 
 int RunPasskeyCommand(const PasskeyFlags& f) {
-  if (!f.rt.bank.empty()) return Fail(InvalidArgumentError("eval passkey uses banks in RAM; drop --bank"));
-  auto rt = Runtime::Open(f.rt);
-  if (!rt.ok()) return Fail(rt.status());
-  auto fillers = LoadFillers(f.fillers);
-  if (!fillers.ok()) return Fail(fillers.status());
-  // Trials re-ingest the same haystack chunks: their embeddings are computed once.
-  CachingEmbedder cache((*rt)->embedder());
-  auto runs = MakeModeRuns(**rt, f.modes, (*rt)->session().options(), &cache);
-  if (!runs.ok()) return Fail(runs.status());
+  auto setup = OpenEval("passkey", f.rt, f.fillers, f.modes);
+  if (!setup.ok()) return Fail(setup.status());
   PasskeyOptions o;
   o.lengths = f.lengths;
   o.depths = f.depths;
   o.trials = f.trials;
   o.local_tokens = f.local_tokens;
   o.seed = f.seed;
-  o.fillers = *fillers;
+  o.fillers = setup->fillers;
   if (auto s = o.Validate(); !s.ok()) return Fail(s);
   Progress progress("passkey");
   nlohmann::json results = nlohmann::json::object();
@@ -175,19 +196,15 @@ int RunPasskeyCommand(const PasskeyFlags& f) {
     // The key inside a window of local_tokens, full attention, no memory.
     PasskeyOptions c = o;
     c.lengths = {o.local_tokens};
-    retriever::LongContextOptions lo = (*rt)->session().options();
-    lo.use_memory = false;
-    auto session = (*rt)->NewSession(lo, nullptr);
-    if (!session.ok()) return Fail(session.status());
     int64_t done = 0;
     const int64_t total = static_cast<int64_t>(c.fillers.size() * c.depths.size()) * c.trials;
-    auto trials = RunPasskey(**session, c, {}, [&](const PasskeyTrial&) {
+    auto trials = RunPasskey(*setup->plain, c, {}, [&](const PasskeyTrial&) {
       progress.Update("ceiling", ++done, total);
     });
     if (!trials.ok()) return Fail(trials.status());
     tally("ceiling", *trials, c.lengths);
   }
-  for (ModeRun& run : *runs) {
+  for (ModeRun& run : setup->runs) {
     int64_t done = 0;
     const int64_t total =
         static_cast<int64_t>(o.fillers.size() * o.lengths.size() * o.depths.size()) * o.trials;
@@ -226,20 +243,15 @@ struct NeedleFlags {
 };
 
 int RunNeedleCommand(const NeedleFlags& f) {
-  if (!f.rt.bank.empty()) return Fail(InvalidArgumentError("eval needle uses banks in RAM; drop --bank"));
-  auto rt = Runtime::Open(f.rt);
-  if (!rt.ok()) return Fail(rt.status());
-  auto fillers = LoadFillers(f.fillers);
-  if (!fillers.ok()) return Fail(fillers.status());
-  CachingEmbedder cache((*rt)->embedder());
-  auto runs = MakeModeRuns(**rt, f.modes, (*rt)->session().options(), &cache);
-  if (!runs.ok()) return Fail(runs.status());
+  auto setup = OpenEval("needle", f.rt, f.fillers, f.modes);
+  if (!setup.ok()) return Fail(setup.status());
+  Runtime& rt = *setup->rt;
   NeedleOptions o;
   o.lengths = f.lengths;
   o.depths = f.depths;
   o.trials = f.trials;
   o.seed = f.seed;
-  o.fillers = *fillers;
+  o.fillers = setup->fillers;
   if (auto s = o.Validate(); !s.ok()) return Fail(s);
   Progress progress("needle");
   nlohmann::json results = nlohmann::json::object();
@@ -271,13 +283,9 @@ int RunNeedleCommand(const NeedleFlags& f) {
   if (f.ceiling) {
     NeedleOptions c = o;
     c.ceiling = true;
-    retriever::LongContextOptions lo = (*rt)->session().options();
-    lo.use_memory = false;
-    auto session = (*rt)->NewSession(lo, nullptr);
-    if (!session.ok()) return Fail(session.status());
     int64_t done = 0;
     const int64_t total = static_cast<int64_t>(c.fillers.size() * c.depths.size()) * c.trials;
-    auto trials = RunNeedle(**session, (*rt)->chat(), c, {}, [&](const NeedleTrial&) {
+    auto trials = RunNeedle(*setup->plain, rt.chat(), c, {}, [&](const NeedleTrial&) {
       progress.Update("ceiling", ++done, total);
     });
     if (!trials.ok()) return Fail(trials.status());
@@ -285,11 +293,11 @@ int RunNeedleCommand(const NeedleFlags& f) {
   }
   bool first = true;
   std::string grid_name;
-  for (ModeRun& run : *runs) {
+  for (ModeRun& run : setup->runs) {
     int64_t done = 0;
     const int64_t total =
         static_cast<int64_t>(o.fillers.size() * o.lengths.size() * o.depths.size()) * o.trials;
-    auto trials = RunNeedle(*run.session, (*rt)->chat(), o, [&] { return run.Reset(); },
+    auto trials = RunNeedle(*run.session, rt.chat(), o, [&] { return run.Reset(); },
                             [&](const NeedleTrial&) { progress.Update(run.name, ++done, total); });
     if (!trials.ok()) return Fail(trials.status().WithContext("memory mode " + run.name));
     tally(run.name, *trials, first);

@@ -179,9 +179,7 @@ StatusOr<std::vector<PasskeyTrial>> RunPasskey(retriever::LongContextSession& se
           prompt = tok.Encode(FormatExcerpts(excerpts), false, false);
           prompt.insert(prompt.end(), window.begin(), window.end());
           if (static_cast<int64_t>(prompt.size()) + 16 <= session.options().local_window) break;
-          excerpts.erase(std::min_element(excerpts.begin(), excerpts.end(), [](const auto& a, const auto& b) {
-            return a.hit.score < b.hit.score;
-          }));
+          DropWeakestExcerpt(&excerpts);
           prompt = window;
         }
         RETURN_IF_ERROR(session.Begin(prompt, query));
