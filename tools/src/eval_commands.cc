@@ -30,13 +30,7 @@ struct ModeRun {
   std::string name;  // "none", "reread", "context+knn", ...
   std::unique_ptr<memory::MemoryBank> bank;
   std::unique_ptr<retriever::LongContextSession> session;
-  Status Reset() {
-    if (!bank) return Status::Ok();
-    std::set<memory::DocumentId> docs;
-    for (const auto& info : bank->ListChunks()) docs.insert(info.doc_id);
-    for (memory::DocumentId d : docs) RETURN_IF_ERROR(bank->DeleteDocument(d).status());
-    return Status::Ok();
-  }
+  Status Reset() { return EmptyBank(bank.get()); }
 };
 
 // "none,reread,context+knn" → one run per comma-separated item; "" → the config's modes.

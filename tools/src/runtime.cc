@@ -149,11 +149,14 @@ StatusOr<std::unique_ptr<retriever::LongContextSession>> Runtime::NewSession(
 
 Status Runtime::ResetBank() {
   if (!flags_.bank.empty()) return FailedPreconditionError("only an in-RAM bank can be reset");
-  if (!bank_) return Status::Ok();
-  // Sessions hold a raw pointer to the bank, so it is emptied in place: every document deleted.
+  return EmptyBank(bank_.get());
+}
+
+Status EmptyBank(memory::MemoryBank* bank) {
+  if (bank == nullptr) return Status::Ok();
   std::set<memory::DocumentId> docs;
-  for (const auto& info : bank_->ListChunks()) docs.insert(info.doc_id);
-  for (memory::DocumentId d : docs) RETURN_IF_ERROR(bank_->DeleteDocument(d).status());
+  for (const auto& info : bank->ListChunks()) docs.insert(info.doc_id);
+  for (memory::DocumentId d : docs) RETURN_IF_ERROR(bank->DeleteDocument(d).status());
   return Status::Ok();
 }
 

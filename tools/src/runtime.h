@@ -34,6 +34,9 @@ struct RuntimeFlags {
 // Registers the flags every long-context command shares.
 void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* flags);
 
+// Deletes every document of `bank` in place (sessions keep their pointer to it); null is a no-op.
+Status EmptyBank(memory::MemoryBank* bank);
+
 class Runtime {
  public:
   static StatusOr<std::unique_ptr<Runtime>> Open(const RuntimeFlags& flags);
