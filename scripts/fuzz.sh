@@ -36,8 +36,10 @@ fi
 jobs=$(nproc 2>/dev/null || echo 2)
 if [ ! -f "$build_dir/CMakeCache.txt" ]; then
   say "configuring $build_dir with clang"
+  debug_flags=()   # CI: line tables only (backtraces keep file:line; faster build)
+  [ -n "${CI:-}" ] && debug_flags=("-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -gline-tables-only -DNDEBUG")
   CC=clang CXX=clang++ cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DMUNINN_CUDA=OFF -DMUNINN_BUILD_BENCHMARKS=OFF >/dev/null
+    -DMUNINN_CUDA=OFF -DMUNINN_BUILD_BENCHMARKS=OFF ${debug_flags[@]+"${debug_flags[@]}"} >/dev/null
 fi
 say "building the fuzz targets in $build_dir ($jobs jobs)"
 cmake --build "$build_dir" -j "$jobs" --target muninn_fuzzers

