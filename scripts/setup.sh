@@ -25,19 +25,23 @@ build_dir="$root/build"
 do_build=1
 eval_books=0
 cmake_extra=()
+lean_debug_info=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) do_build=0 ;;
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
     --sanitize) cmake_extra+=("-DMUNINN_SANITIZE=$2" "-DMUNINN_BUILD_BENCHMARKS=OFF"); shift ;;
     --werror) cmake_extra+=("-DMUNINN_WERROR=ON") ;;
-    --lean-debug-info) cmake_extra+=("-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
-                                     "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG") ;;
+    --lean-debug-info) lean_debug_info=1 ;;
     --eval-books) eval_books=1 ;;
     *) echo "setup.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
 done
+if [ "$lean_debug_info" -eq 1 ]; then
+  cmake_extra+=("-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
+                "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG")
+fi
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
