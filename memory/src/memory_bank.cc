@@ -11,6 +11,7 @@
 #include "codec.h"
 #include "document_records.h"
 #include "eviction.h"
+#include "lexical_index.h"
 #include "vector_index.h"
 
 namespace muninn::memory {
@@ -686,6 +687,7 @@ StatusOr<std::vector<ChunkId>> MemoryBank::Append(std::span<const ChunkInput> ch
   next_id_ = state.next_id;
   mutation_seq_ = state.mutation_seq;
   evicted_chunks_ = static_cast<int64_t>(state.evicted_chunks);
+  UpdateLexicalLocked(evict, ids, chunks);
   std::vector<int64_t> evict64(evict.begin(), evict.end());
   std::vector<int64_t> ids64(ids.begin(), ids.end());
   Status ist = index_->Remove(evict64);
@@ -748,6 +750,7 @@ StatusOr<int64_t> MemoryBank::DeleteDocument(DocumentId doc_id) {
   doc_chunks_.erase(doc_id);
   doc_records_.erase(doc_id);
   mutation_seq_ = state.mutation_seq;
+  UpdateLexicalLocked(ids, {}, {});
   std::vector<int64_t> ids64(ids.begin(), ids.end());
   Status ist = index_->Remove(ids64);
   const bool too_many_tombstones =
@@ -765,6 +768,80 @@ StatusOr<int64_t> MemoryBank::DeleteDocument(DocumentId doc_id) {
   return static_cast<int64_t>(ids.size());
 }
 
+std::function<bool(int64_t)> MemoryBank::AcceptLocked(
+    const SearchFilter& filter, std::unordered_set<DocumentId>* doc_set) const {
+  const bool filtered =
+      !filter.doc_ids.empty() || filter.before_position >= 0 || filter.before_id != 0;
+  if (!filtered) return {};
+  // Filters on many documents use a set; the common one-document filter stays a linear probe.
+  if (filter.doc_ids.size() > 8) doc_set->insert(filter.doc_ids.begin(), filter.doc_ids.end());
+  return [this, &filter, doc_set](int64_t id64) {
+    const auto id = static_cast<ChunkId>(id64);
+    if (filter.before_id != 0 && id >= filter.before_id) return false;
+    auto it = metas_.find(id);
+    if (it == metas_.end()) return false;
+    const Meta& m = it->second;
+    if (filter.before_position >= 0 && m.position >= filter.before_position) return false;
+    if (!filter.doc_ids.empty()) {
+      if (!doc_set->empty()) return doc_set->count(m.doc_id) != 0;
+      return std::find(filter.doc_ids.begin(), filter.doc_ids.end(), m.doc_id) !=
+             filter.doc_ids.end();
+    }
+    return true;
+  };
+}
+
+Status MemoryBank::EnsureLexicalLocked() const {
+  if (lexical_ != nullptr) return Status::Ok();
+  auto index = std::make_unique<internal::LexicalIndex>();
+  std::vector<int32_t> tokens;
+  std::string text;
+  for (const auto& [id, m] : metas_) {
+    RETURN_IF_ERROR(store_->GetWith(Cf::kContent, internal::IdKey(id), [&](std::string_view v) {
+      return internal::DecodeContent(v, &tokens, &text);
+    }).WithContext("building the word index: chunk " + std::to_string(id)));
+    index->Add(id, text);
+  }
+  lexical_ = std::move(index);
+  return Status::Ok();
+}
+
+void MemoryBank::UpdateLexicalLocked(std::span<const ChunkId> removed,
+                                     std::span<const ChunkId> added,
+                                     std::span<const ChunkInput> added_chunks) {
+  std::lock_guard<std::mutex> g(lexical_mu_);
+  if (lexical_ == nullptr) return;  // not built yet: the first search reads the stored texts
+  for (ChunkId id : removed) lexical_->Remove(id);
+  for (size_t i = 0; i < added.size(); ++i) lexical_->Add(added[i], added_chunks[i].text);
+  if (lexical_->dead_postings() > lexical_->postings() / 4) lexical_->Compact();
+}
+
+StatusOr<std::vector<SearchHit>> MemoryBank::SearchText(std::string_view query, int64_t k,
+                                                        const SearchFilter& filter,
+                                                        bool count_retrievals) {
+  if (k < 0) return InvalidArgumentError("text search: k must be >= 0");
+  auto lock = ReaderLock();
+  if (closed_) return FailedPreconditionError("memory bank is closed");
+  std::vector<SearchHit> out;
+  if (k == 0) return out;
+  std::unordered_set<DocumentId> doc_set;
+  const std::function<bool(int64_t)> accept = AcceptLocked(filter, &doc_set);
+  std::vector<internal::LexicalHit> raw;
+  {
+    std::lock_guard<std::mutex> g(lexical_mu_);
+    RETURN_IF_ERROR(EnsureLexicalLocked());
+    raw = lexical_->Search(query, k, accept ? [&](uint64_t id) {
+      return accept(static_cast<int64_t>(id));
+    } : std::function<bool(uint64_t)>());
+  }
+  for (const internal::LexicalHit& h : raw) {
+    const Meta& m = metas_.at(h.id);
+    out.push_back({h.id, h.score, m.doc_id, m.position, m.n_tokens});
+    if (count_retrievals) m.retrieval_count.fetch_add(1, std::memory_order_relaxed);
+  }
+  return out;
+}
+
 StatusOr<std::vector<std::vector<SearchHit>>> MemoryBank::Search(std::span<const float> queries,
                                                                  int64_t n_queries, int64_t k,
                                                                  const SearchFilter& filter,
@@ -777,28 +854,8 @@ StatusOr<std::vector<std::vector<SearchHit>>> MemoryBank::Search(std::span<const
   }
   auto lock = ReaderLock();
   if (closed_) return FailedPreconditionError("memory bank is closed");
-  const bool filtered =
-      !filter.doc_ids.empty() || filter.before_position >= 0 || filter.before_id != 0;
-  // Filters on many documents use a set; the common one-document filter stays a linear probe.
   std::unordered_set<DocumentId> doc_set;
-  if (filter.doc_ids.size() > 8) doc_set.insert(filter.doc_ids.begin(), filter.doc_ids.end());
-  std::function<bool(int64_t)> accept;
-  if (filtered) {
-    accept = [&](int64_t id64) {
-      const auto id = static_cast<ChunkId>(id64);
-      if (filter.before_id != 0 && id >= filter.before_id) return false;
-      auto it = metas_.find(id);
-      if (it == metas_.end()) return false;
-      const Meta& m = it->second;
-      if (filter.before_position >= 0 && m.position >= filter.before_position) return false;
-      if (!filter.doc_ids.empty()) {
-        if (!doc_set.empty()) return doc_set.count(m.doc_id) != 0;
-        return std::find(filter.doc_ids.begin(), filter.doc_ids.end(), m.doc_id) !=
-               filter.doc_ids.end();
-      }
-      return true;
-    };
-  }
+  const std::function<bool(int64_t)> accept = AcceptLocked(filter, &doc_set);
   std::vector<std::vector<internal::IndexHit>> raw;
   RETURN_IF_ERROR(index_->Search(queries.data(), n_queries, k, accept, &raw));
   std::vector<std::vector<SearchHit>> out(raw.size());

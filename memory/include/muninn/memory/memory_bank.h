@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -33,6 +34,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "muninn/core/status.h"
@@ -45,6 +47,7 @@ namespace muninn::memory {
 
 namespace internal {
 class ChunkStore;
+class LexicalIndex;
 class VectorIndex;
 }  // namespace internal
 
@@ -151,6 +154,15 @@ class MemoryBank {
                                                        const SearchFilter& filter = {},
                                                        bool count_retrievals = true);
 
+  // Top-k chunks by Okapi BM25 over their text (words, not meaning: a rare name or term ranks
+  // the chunk holding it first), under the same filter as Search; hits sorted by descending
+  // score (the BM25 value), ties by ascending id. Chunks sharing no word with the query are not
+  // returned. The word index is derived data kept in RAM (about as large as a Flat vector index):
+  // built from the stored texts by the first call, then kept in step with appends and deletes.
+  StatusOr<std::vector<SearchHit>> SearchText(std::string_view query, int64_t k,
+                                              const SearchFilter& filter = {},
+                                              bool count_retrievals = true);
+
   // K/V of `ids` (any order, duplicates ignored) in chronological order, converted to
   // out_dtype (kF32, or the bank's kv_dtype for a raw copy). NotFound for an unknown id;
   // FailedPrecondition for a bank that stores no K/V.
@@ -230,6 +242,15 @@ class MemoryBank {
   Status LoadDocumentsLocked();
   DocumentRecord DocumentOfLocked(DocumentId id) const;
   ChunkInfo InfoOf(ChunkId id, const Meta& m) const;
+  // The chunk filter of Search/SearchText (empty when `filter` restricts nothing). `doc_set` holds
+  // the documents of a many-document filter and must outlive the function.
+  std::function<bool(int64_t)> AcceptLocked(const SearchFilter& filter,
+                                            std::unordered_set<DocumentId>* doc_set) const;
+  // Builds the word index from the stored texts when it does not exist yet (lexical_mu_ held).
+  Status EnsureLexicalLocked() const;
+  // Keeps a built word index in step with a write (writer lock held).
+  void UpdateLexicalLocked(std::span<const ChunkId> removed, std::span<const ChunkId> added,
+                           std::span<const ChunkInput> added_chunks);
   // Plans evictions so that `add_tokens`/`add_bytes` fit; ids to delete, ascending.
   StatusOr<std::vector<ChunkId>> PlanEvictionLocked(int64_t add_tokens, int64_t add_bytes) const;
 
@@ -252,6 +273,10 @@ class MemoryBank {
   std::unique_lock<std::shared_mutex> WriterLock() const;
   std::unique_ptr<internal::ChunkStore> store_;
   std::unique_ptr<internal::VectorIndex> index_;
+  // The BM25 word index: built lazily by SearchText (under a reader lock, so behind its own
+  // mutex), updated by writers. Null until first used.
+  mutable std::mutex lexical_mu_;
+  mutable std::unique_ptr<internal::LexicalIndex> lexical_;
   std::unordered_map<ChunkId, Meta> metas_;
   std::unordered_map<DocumentId, int64_t> doc_chunks_;  // live chunks per document
   std::unordered_map<DocumentId, DocumentRecord> doc_records_;  // the catalog, mirrored
