@@ -477,7 +477,8 @@ StatusOr<std::vector<Excerpt>> LongContextSession::RetrieveExcerpts(
   const std::vector<model::TokenId> qtok =
       tokenizer_->Encode(query_text, /*add_special=*/false, /*parse_special=*/false);
   ASSIGN_OR_RETURN(std::vector<memory::SearchHit> hits,
-                   retriever_->Search({query_text, qtok}, filter, options_.reread.top_k));
+                   retriever_->Search({query_text, qtok}, filter, options_.reread.top_k,
+                                      options_.reread.retrieval));
   // Best first until the budget is spent; a chunk that does not fit is skipped, a smaller one
   // after it may still fit.
   const int64_t budget = std::min(options_.reread.budget_tokens, options_.local_window);

@@ -45,15 +45,54 @@ StatusOr<Retrieved> Retriever::Retrieve(const EmbedRequest& query,
   return RetrieveByEmbedding(q, filter);
 }
 
+std::string_view RetrievalMethodName(RetrievalMethod m) {
+  switch (m) {
+    case RetrievalMethod::kDense: return "dense";
+    case RetrievalMethod::kLexical: return "lexical";
+    case RetrievalMethod::kHybrid: return "hybrid";
+  }
+  return "?";
+}
+
+StatusOr<RetrievalMethod> ParseRetrievalMethod(std::string_view name) {
+  for (RetrievalMethod m :
+       {RetrievalMethod::kDense, RetrievalMethod::kLexical, RetrievalMethod::kHybrid}) {
+    if (name == RetrievalMethodName(m)) return m;
+  }
+  return InvalidArgumentError("unknown retrieval method '" + std::string(name) +
+                              "' (dense, lexical or hybrid)");
+}
+
 StatusOr<std::vector<memory::SearchHit>> Retriever::Search(const EmbedRequest& query,
                                                            const memory::SearchFilter& filter,
-                                                           int64_t k) {
+                                                           int64_t k, RetrievalMethod method) {
   if (k < 0) return InvalidArgumentError("retrieval k must be >= 0");
-  if (k == 0) return std::vector<memory::SearchHit>{};
-  ASSIGN_OR_RETURN(std::vector<float> q, embedder_->Embed(std::span<const EmbedRequest>(&query, 1)));
-  ASSIGN_OR_RETURN(auto results, bank_->Search(q, 1, k, filter, options_.count_retrievals));
-  if (results.empty()) return std::vector<memory::SearchHit>{};
-  return std::move(results[0]);
+  std::vector<memory::SearchHit> dense, lexical;
+  if (k == 0) return dense;
+  if (method != RetrievalMethod::kLexical) {
+    ASSIGN_OR_RETURN(std::vector<float> q,
+                     embedder_->Embed(std::span<const EmbedRequest>(&query, 1)));
+    ASSIGN_OR_RETURN(auto results, bank_->Search(q, 1, k, filter, options_.count_retrievals));
+    if (!results.empty()) dense = std::move(results[0]);
+  }
+  if (method != RetrievalMethod::kDense) {
+    ASSIGN_OR_RETURN(lexical,
+                     bank_->SearchText(query.text, k, filter, options_.count_retrievals));
+  }
+  if (method == RetrievalMethod::kDense) return dense;
+  if (method == RetrievalMethod::kLexical) return lexical;
+  std::vector<memory::SearchHit> out;
+  auto take = [&](const memory::SearchHit& h) {
+    for (const memory::SearchHit& o : out) {
+      if (o.id == h.id) return;
+    }
+    if (static_cast<int64_t>(out.size()) < k) out.push_back(h);
+  };
+  for (size_t i = 0; i < std::max(dense.size(), lexical.size()); ++i) {
+    if (i < dense.size()) take(dense[i]);
+    if (i < lexical.size()) take(lexical[i]);
+  }
+  return out;
 }
 
 StatusOr<Retrieved> Retriever::RetrieveByEmbedding(std::span<const float> query,

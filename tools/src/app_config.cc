@@ -185,6 +185,13 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
       if (!rr.is_object()) return err("reread", "must be an object");
       RETURN_IF_ERROR(get_int(rr, "top_k", &o.reread.top_k));
       RETURN_IF_ERROR(get_int(rr, "budget_tokens", &o.reread.budget_tokens));
+      if (rr.contains("retrieval")) {
+        std::string method;
+        RETURN_IF_ERROR(get_string(rr, "retrieval", &method));
+        StatusOr<retriever::RetrievalMethod> rm = retriever::ParseRetrievalMethod(method);
+        if (!rm.ok()) return err("reread.retrieval", "must be \"dense\", \"lexical\" or \"hybrid\"");
+        o.reread.retrieval = *rm;
+      }
     }
     if (lc.contains("knn")) {
       const auto& kn = lc["knn"];

@@ -24,6 +24,10 @@ void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* f) {
                   "How retrieved chunks reach the model: reread (their text in the prompt), "
                   "context (each layer's own K/V), knn (kNN-LM), memlong, none; several joined "
                   "by ',' (default from the config)");
+  cmd->add_option("--retrieval", f->retrieval,
+                  "How re-read chunks are found: dense (the embedder), lexical (BM25 over the "
+                  "words) or hybrid (both in turn; default from the config)")
+      ->check(CLI::IsMember({"dense", "lexical", "hybrid"}));
 }
 
 memory::MemoryBankOptions Runtime::NewBankOptions(const retriever::LongContextOptions& lc) const {
@@ -89,6 +93,10 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   if (!flags.memory_mode.empty()) {
     RETURN_IF_ERROR(retriever::ParseMemoryModes(flags.memory_mode, &rt->config_.long_context.modes)
                         .WithContext("--memory-mode"));
+  }
+  if (!flags.retrieval.empty()) {
+    ASSIGN_OR_RETURN(rt->config_.long_context.reread.retrieval,
+                     retriever::ParseRetrievalMethod(flags.retrieval));
   }
   if (!std::filesystem::exists(rt->config_.model_path)) {
     return NotFoundError("model '" + rt->config_.model_path +

@@ -28,6 +28,7 @@ struct RuntimeFlags {
   int threads = 0;          // 0 = all cores
   bool no_memory = false;   // plain sliding window
   std::string memory_mode;  // "" = the config's modes; else e.g. "reread", "context,knn"
+  std::string retrieval;    // "" = the config's reread.retrieval; else dense|lexical|hybrid
   bool create_bank = true;  // false: the bank must exist (ask)
 };
 

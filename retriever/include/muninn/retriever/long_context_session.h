@@ -110,6 +110,8 @@ struct RereadOptions {
   int64_t top_k = 4;            // chunks retrieved per question
   int64_t budget_tokens = 512;  // most excerpt tokens put in the prompt (best chunks first;
                                 // never more than the local window)
+  // How the chunks are found: embedder, BM25 words, or both in turn (retriever.h).
+  RetrievalMethod retrieval = RetrievalMethod::kHybrid;
 };
 
 struct KnnLmOptions {

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "muninn/core/status.h"
@@ -20,6 +21,15 @@
 #include "muninn/retriever/embedder.h"
 
 namespace muninn::retriever {
+
+// How Search ranks chunks: by embedding (meaning), by BM25 over the chunk text (words), or both.
+// Hybrid takes the two rankings in turn — dense 1st, lexical 1st, dense 2nd, … — skipping repeats,
+// so the best chunk of each method is always in a top-k of two or more: a question that names a
+// rare word finds the chunk holding it even where the small embedder ranks it low, and a
+// paraphrased question still gets the embedder's best.
+enum class RetrievalMethod : uint8_t { kDense = 0, kLexical = 1, kHybrid = 2 };
+std::string_view RetrievalMethodName(RetrievalMethod m);
+StatusOr<RetrievalMethod> ParseRetrievalMethod(std::string_view name);
 
 struct RetrieverOptions {
   int64_t top_k = 8;              // chunks per query; k_eff = min(top_k, matching chunks)
@@ -46,9 +56,11 @@ class Retriever {
                                     const RetrieverOptions& options);
 
   StatusOr<Retrieved> Retrieve(const EmbedRequest& query, const memory::SearchFilter& filter);
-  // Only the hits (no K/V): the top `k` chunks by score, best first (re-read text, kNN-LM).
+  // Only the hits (no K/V): the top `k` chunks, best first (re-read text, kNN-LM). A hit's score
+  // is its method's (inner product or BM25; hybrid keeps each hit's own).
   StatusOr<std::vector<memory::SearchHit>> Search(const EmbedRequest& query,
-                                                  const memory::SearchFilter& filter, int64_t k);
+                                                  const memory::SearchFilter& filter, int64_t k,
+                                                  RetrievalMethod method = RetrievalMethod::kDense);
   // For callers that already hold the query embedding ([dim], L2-normalised).
   StatusOr<Retrieved> RetrieveByEmbedding(std::span<const float> query,
                                           const memory::SearchFilter& filter);
