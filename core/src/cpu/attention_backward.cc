@@ -19,11 +19,14 @@
 
 #include "muninn/core/attention_backward.h"
 #include "muninn/core/check.h"
+#include "muninn/core/thread_pool.h"
 
 namespace muninn {
 namespace {
 
-constexpr int64_t kRowsPerTask = 4;
+constexpr int64_t kRowsPerTask = 4;   // forward: query rows per task
+constexpr int64_t kQueryBlock = 8;    // backward pass 1: query rows per task (times G heads)
+constexpr int64_t kKeyBlock = 16;     // backward pass 2: key rows per task
 
 float Dot(const float* a, const float* b, int64_t n) {
   float acc[8] = {};
@@ -36,8 +39,14 @@ float Dot(const float* a, const float* b, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
 }
 
-void Axpy(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+// Blocks of 8 so that the baseline (SSE2) build vectorises both loops without -O3; an AVX2 /
+// AVX-512 variant behind the backend's ISA dispatch is still to do.
+void Axpy(float a, const float* __restrict x, float* __restrict y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) y[i + j] += a * x[i + j];
+  }
+  for (; i < n; ++i) y[i] += a * x[i];
 }
 
 // Runs fn(item) for every item in [0, n), items handed out one at a time to the pool's threads.
@@ -135,68 +144,79 @@ void AttentionBackward(ThreadPool* pool, const AttentionTrainDims& dims, const f
                        float* dq, float* dk, float* dv, float* dmem_q) {
   const Geometry g = MakeGeometry(dims);
   MUNINN_CHECK(mem_q == nullptr || dmem_q != nullptr) << "mem_q given without dmem_q";
+  float* dmq = mem_q != nullptr ? dmem_q : dq;  // where the memory keys' share of dQ goes
+
   // D[t, h] = dO · O per query row and head.
   std::vector<float> D(static_cast<size_t>(g.T * g.H));
-  const int64_t n_qtasks = (g.T + kRowsPerTask - 1) / kRowsPerTask;
-
-  // Pass 1: D, dQ (and dMemQ), one task per block of query rows.
-  DynamicFor(pool, n_qtasks, [&](int64_t task) {
-    const int64_t t_end = std::min(g.T, (task + 1) * kRowsPerTask);
-    for (int64_t t = task * kRowsPerTask; t < t_end; ++t) {
-      const int64_t vis = g.Visible(t);
-      for (int64_t h = 0; h < g.H; ++h) {
-        const int64_t row = t * g.H + h, kvh = h / g.G;
-        const float* qr = q + row * g.d;
-        const float* mqr = mem_q != nullptr ? mem_q + row * g.d : qr;
-        const float* dor = dout + row * g.dv;
-        double dsum = 0.0;
-        for (int64_t i = 0; i < g.dv; ++i) dsum += static_cast<double>(dor[i]) * out[row * g.dv + i];
-        const auto Dr = static_cast<float>(dsum);
-        D[static_cast<size_t>(row)] = Dr;
-        const float l = lse[row];
-        float* dqr = dq + row * g.d;
-        float* dmqr = dmem_q != nullptr && mem_q != nullptr ? dmem_q + row * g.d : dqr;
-        std::fill(dqr, dqr + g.d, 0.0f);
-        if (dmqr != dqr) std::fill(dmqr, dmqr + g.d, 0.0f);
-        for (int64_t j = 0; j < g.M; ++j) {
-          const float* kr = mem_k + (j * g.Hkv + kvh) * g.d;
-          const float pj = std::exp(g.scale * Dot(mqr, kr, g.d) - l);
-          const float dp = Dot(dor, mem_v + (j * g.Hkv + kvh) * g.dv, g.dv);
-          Axpy(g.scale * pj * (dp - Dr), kr, dmqr, g.d);
-        }
-        for (int64_t s = 0; s < vis; ++s) {
-          const float* kr = k + (s * g.Hkv + kvh) * g.d;
-          const float pj = std::exp(g.scale * Dot(qr, kr, g.d) - l);
-          const float dp = Dot(dor, v + (s * g.Hkv + kvh) * g.dv, g.dv);
-          Axpy(g.scale * pj * (dp - Dr), kr, dqr, g.d);
-        }
+  ParallelFor(pool, g.T * g.H, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      double s = 0.0;
+      for (int64_t i = 0; i < g.dv; ++i) {
+        s += static_cast<double>(dout[row * g.dv + i]) * out[row * g.dv + i];
       }
+      D[static_cast<size_t>(row)] = static_cast<float>(s);
     }
   });
 
-  // Pass 2: dK and dV of the local keys, one task per block of key rows; each (key, kv head) sums
-  // over the queries that see it and the G query heads that read its kv head.
-  const int64_t n_ktasks = (g.S + kRowsPerTask - 1) / kRowsPerTask;
-  DynamicFor(pool, n_ktasks, [&](int64_t task) {
-    const int64_t s_end = std::min(g.S, (task + 1) * kRowsPerTask);
-    for (int64_t s = task * kRowsPerTask; s < s_end; ++s) {
-      for (int64_t kvh = 0; kvh < g.Hkv; ++kvh) {
-        const float* kr = k + (s * g.Hkv + kvh) * g.d;
-        const float* vr = v + (s * g.Hkv + kvh) * g.dv;
-        float* dkr = dk + (s * g.Hkv + kvh) * g.d;
-        float* dvr = dv + (s * g.Hkv + kvh) * g.dv;
-        std::fill(dkr, dkr + g.d, 0.0f);
-        std::fill(dvr, dvr + g.dv, 0.0f);
-        for (int64_t t = g.FirstQuery(s); t < g.T; ++t) {
-          for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
-            const int64_t row = t * g.H + h;
-            const float* qr = q + row * g.d;
-            const float* dor = dout + row * g.dv;
-            const float pj = std::exp(g.scale * Dot(qr, kr, g.d) - lse[row]);
-            Axpy(pj, dor, dvr, g.dv);
-            const float dp = Dot(dor, vr, g.dv);
-            Axpy(g.scale * pj * (dp - D[static_cast<size_t>(row)]), qr, dkr, g.d);
-          }
+  // Pass 1: dQ (and dMemQ). A task is a block of kQueryBlock query rows and one kv head: its
+  // kQueryBlock · G (row, head) pairs share every key, so each K/V row is loaded once per block.
+  const int64_t n_qblocks = (g.T + kQueryBlock - 1) / kQueryBlock;
+  DynamicFor(pool, n_qblocks * g.Hkv, [&](int64_t task) {
+    const int64_t kvh = task % g.Hkv;
+    const int64_t t0 = (task / g.Hkv) * kQueryBlock, t1 = std::min(g.T, t0 + kQueryBlock);
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
+        const int64_t row = t * g.H + h;
+        std::fill(dq + row * g.d, dq + (row + 1) * g.d, 0.0f);
+        if (dmq != dq) std::fill(dmq + row * g.d, dmq + (row + 1) * g.d, 0.0f);
+      }
+    }
+    const auto key = [&](const float* kr, const float* vr, const float* qbase, float* dqbase,
+                         int64_t first_t) {
+      for (int64_t t = first_t; t < t1; ++t) {
+        for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
+          const int64_t row = t * g.H + h;
+          const float pj = std::exp(g.scale * Dot(qbase + row * g.d, kr, g.d) - lse[row]);
+          const float dp = Dot(dout + row * g.dv, vr, g.dv);
+          Axpy(g.scale * pj * (dp - D[static_cast<size_t>(row)]), kr, dqbase + row * g.d, g.d);
+        }
+      }
+    };
+    for (int64_t j = 0; j < g.M; ++j) {
+      key(mem_k + (j * g.Hkv + kvh) * g.d, mem_v + (j * g.Hkv + kvh) * g.dv,
+          mem_q != nullptr ? mem_q : q, dmq, t0);
+    }
+    const int64_t vis = t1 > t0 ? g.Visible(t1 - 1) : 0;
+    for (int64_t s = 0; s < vis; ++s) {
+      key(k + (s * g.Hkv + kvh) * g.d, v + (s * g.Hkv + kvh) * g.dv, q, dq,
+          std::max(t0, g.FirstQuery(s)));
+    }
+  });
+
+  // Pass 2: dK and dV of the local keys. A task is a block of kKeyBlock key rows and one kv head;
+  // it walks every query (row, head) that sees any of its keys, loading each q / dO row once for
+  // the whole block, and sums over the queries and the G heads reading that kv head.
+  const int64_t n_kblocks = (g.S + kKeyBlock - 1) / kKeyBlock;
+  DynamicFor(pool, n_kblocks * g.Hkv, [&](int64_t task) {
+    const int64_t kvh = task % g.Hkv;
+    const int64_t s0 = (task / g.Hkv) * kKeyBlock, s1 = std::min(g.S, s0 + kKeyBlock);
+    for (int64_t s = s0; s < s1; ++s) {
+      std::fill(dk + (s * g.Hkv + kvh) * g.d, dk + (s * g.Hkv + kvh + 1) * g.d, 0.0f);
+      std::fill(dv + (s * g.Hkv + kvh) * g.dv, dv + (s * g.Hkv + kvh + 1) * g.dv, 0.0f);
+    }
+    for (int64_t t = g.FirstQuery(s0); t < g.T; ++t) {
+      const int64_t s_end = std::min(s1, g.Visible(t));  // keys of the block that t sees
+      for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
+        const int64_t row = t * g.H + h;
+        const float* qr = q + row * g.d;
+        const float* dor = dout + row * g.dv;
+        const float l = lse[row], Dr = D[static_cast<size_t>(row)];
+        for (int64_t s = s0; s < s_end; ++s) {
+          const int64_t kr = s * g.Hkv + kvh;
+          const float pj = std::exp(g.scale * Dot(qr, k + kr * g.d, g.d) - l);
+          Axpy(pj, dor, dv + kr * g.dv, g.dv);
+          const float dp = Dot(dor, v + kr * g.dv, g.dv);
+          Axpy(g.scale * pj * (dp - Dr), qr, dk + kr * g.d, g.d);
         }
       }
     }

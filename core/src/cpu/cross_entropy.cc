@@ -60,15 +60,19 @@ StatusOr<CrossEntropyResult> FusedCrossEntropy(ThreadPool* pool, const float* h,
         float* z = logits.data() + i * n_vocab;
         const int32_t y = labels[rows[static_cast<size_t>(b0 + i)]];
         const float mx = *std::max_element(z, z + n_vocab);
+        const float zy = z[y];
+        // One exp per logit (float, its argument <= 0), summed in double; z becomes exp(z - max).
         double sum = 0.0;
-        for (int64_t j = 0; j < n_vocab; ++j) sum += std::exp(static_cast<double>(z[j] - mx));
-        const double lse = mx + std::log(sum);
-        row_loss[static_cast<size_t>(i)] = lse - z[y];
+        for (int64_t j = 0; j < n_vocab; ++j) {
+          const float e = std::exp(z[j] - mx);
+          z[j] = e;
+          sum += e;
+        }
+        row_loss[static_cast<size_t>(i)] = static_cast<double>(mx) + std::log(sum) - zy;
         if (dh == nullptr) continue;
         // G = grad_scale · (softmax - onehot), in place.
-        for (int64_t j = 0; j < n_vocab; ++j) {
-          z[j] = grad_scale * static_cast<float>(std::exp(static_cast<double>(z[j]) - lse));
-        }
+        const auto f = static_cast<float>(static_cast<double>(grad_scale) / sum);
+        for (int64_t j = 0; j < n_vocab; ++j) z[j] *= f;
         z[y] -= grad_scale;
       }
     });
