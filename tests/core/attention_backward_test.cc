@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "muninn/core/cpu_backend.h"
@@ -27,6 +28,7 @@ struct Case {
   int64_t T, S, M;
   bool causal;
   bool mem_q;
+  int64_t d = 5, dv = 7;  // head dims (>= 8 exercises the vectorised loops and their tails)
 };
 
 struct RefOut {
@@ -89,8 +91,8 @@ TEST_P(AttentionBackwardTest, MatchesBackendForwardAndFiniteDifferences) {
   g.M = c.M;
   g.n_head = 6;
   g.n_head_kv = 2;  // GQA ratio 3
-  g.d = 5;
-  g.dv = 7;
+  g.d = c.d;
+  g.dv = c.dv;
   g.causal = c.causal;
   std::mt19937 rng(static_cast<uint32_t>(c.T * 100 + c.S * 10 + c.M + (c.causal ? 7 : 0) + (c.mem_q ? 13 : 0)));
   const auto q = Random(g.T * g.n_head * g.d, rng, -1.5f, 1.5f);
@@ -160,6 +162,32 @@ TEST_P(AttentionBackwardTest, MatchesBackendForwardAndFiniteDifferences) {
   EXPECT_EQ(dq, dq1);
   EXPECT_EQ(dk, dk1);
   EXPECT_EQ(dv, dv1);
+  if (c.mem_q) {
+    EXPECT_EQ(dmq, dmq1);
+  }
+
+  // Every other kernel family this CPU runs agrees up to float rounding.
+  for (const CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(GetCpuFeatures().BestIsa())) continue;
+    SCOPED_TRACE(testing::Message() << "isa " << static_cast<int>(isa));
+    AttentionTrainDims gi = g;
+    gi.isa = isa;
+    std::vector<float> oi(out.size()), li(lse.size());
+    AttentionForwardTrain(&pool, gi, q.data(), k.data(), v.data(), mq_ptr, mk_ptr, mv_ptr,
+                          oi.data(), li.data());
+    std::vector<float> dqi(q.size()), dki(k.size()), dvi(v.size()), dmqi(q.size());
+    AttentionBackward(&pool, gi, q.data(), k.data(), v.data(), mq_ptr, mk_ptr, mv_ptr, oi.data(),
+                      li.data(), dout.data(), dqi.data(), dki.data(), dvi.data(),
+                      c.mem_q ? dmqi.data() : nullptr);
+    EXPECT_TRUE(GradClose(oi, ToDouble(out), 1e-5));
+    EXPECT_TRUE(GradClose(li, ToDouble(lse), 1e-5));
+    EXPECT_TRUE(GradClose(dqi, ToDouble(dq), 1e-5));
+    EXPECT_TRUE(GradClose(dki, ToDouble(dk), 1e-5));
+    EXPECT_TRUE(GradClose(dvi, ToDouble(dv), 1e-5));
+    if (c.mem_q) {
+      EXPECT_TRUE(GradClose(dmqi, ToDouble(dmq), 1e-5));
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -167,13 +195,18 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{5, 5, 0, true, false},   // plain causal self-attention
                       Case{5, 7, 0, true, false},   // queries are the last 5 of 7 local keys
                       Case{5, 7, 3, true, false},   // memory block before the local keys
+                      Case{5, 7, 3, true, false, 13, 19},
                       Case{4, 4, 3, true, true},    // memory scored by separate queries
+                      Case{4, 6, 2, true, true, 16, 24},
+                      Case{11, 19, 2, true, false}, // several query and key blocks
+                      Case{17, 17, 0, true, false},
                       Case{3, 6, 2, false, false},  // bidirectional
                       Case{1, 9, 4, true, false}),  // one query (decode-shaped)
     [](const ::testing::TestParamInfo<Case>& param_info) {
       const Case& c = param_info.param;
       return "T" + std::to_string(c.T) + "S" + std::to_string(c.S) + "M" + std::to_string(c.M) +
-             (c.causal ? "Causal" : "Full") + (c.mem_q ? "MemQ" : "");
+             (c.causal ? "Causal" : "Full") + (c.mem_q ? "MemQ" : "") + "D" + std::to_string(c.d) +
+             "Dv" + std::to_string(c.dv);
     });
 
 }  // namespace

@@ -45,8 +45,10 @@ void DynamicFor(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>&
   });
 }
 
-Kernels SelectKernels() {
-  switch (GetCpuFeatures().BestIsa()) {
+Kernels SelectKernels(CpuIsa isa) {
+  MUNINN_CHECK(static_cast<int>(isa) <= static_cast<int>(GetCpuFeatures().BestIsa()))
+      << "attention kernels for an instruction set this CPU lacks";
+  switch (isa) {
     case CpuIsa::kAvx512: return cpu::attn_train::Avx512Kernels();
     case CpuIsa::kAvx2: return cpu::attn_train::Avx2Kernels();
     case CpuIsa::kScalar: break;
@@ -84,7 +86,7 @@ void AttentionForwardTrain(ThreadPool* pool, const AttentionTrainDims& dims, con
                            const float* k, const float* v, const float* mem_q, const float* mem_k,
                            const float* mem_v, float* out, float* lse) {
   const Geometry g = MakeGeometry(dims);
-  const Kernels kernels = SelectKernels();
+  const Kernels kernels = SelectKernels(dims.isa);
   Args a;
   a.q = q;
   a.k = k;
@@ -104,7 +106,7 @@ void AttentionBackward(ThreadPool* pool, const AttentionTrainDims& dims, const f
                        float* dq, float* dk, float* dv, float* dmem_q) {
   const Geometry g = MakeGeometry(dims);
   MUNINN_CHECK(mem_q == nullptr || dmem_q != nullptr) << "mem_q given without dmem_q";
-  const Kernels kernels = SelectKernels();
+  const Kernels kernels = SelectKernels(dims.isa);
 
   // D[t, h] = dO · O per query row and head.
   std::vector<float> D(static_cast<size_t>(g.T * g.H));

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "muninn/core/cpu_features.h"
 #include "muninn/core/thread_pool.h"
 
 namespace muninn {
@@ -33,6 +34,9 @@ struct AttentionTrainDims {
   int64_t dv = 0;         // v head dim
   float scale = 0.0f;     // multiplier on q·k; 0 means 1/sqrt(d)
   bool causal = true;
+  // Kernel family (results differ between families only by float rounding). Asking for more than
+  // the CPU supports is a programmer error.
+  CpuIsa isa = GetCpuFeatures().BestIsa();
 };
 
 // out and lse (natural-log sum of exp of the scaled scores per query row and head).
