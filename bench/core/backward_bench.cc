@@ -55,8 +55,8 @@ void BM_TrainAttention(benchmark::State& state) {
       benchmark::DoNotOptimize(out.data());
     }
   }
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(g.T),
-                                                  benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(g.T), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_TrainAttention)
     ->Args({1024, 0, 0})
@@ -71,7 +71,8 @@ void BM_FusedCrossEntropy(benchmark::State& state) {
   std::mt19937 rng(7);
   const auto h = RandomVec(rng, T * E), w = RandomVec(rng, V * E, 0.05f);
   std::vector<int32_t> labels(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) labels[static_cast<size_t>(t)] = static_cast<int32_t>((t * 7919) % V);
+  for (int64_t t = 0; t < T; ++t)
+    labels[static_cast<size_t>(t)] = static_cast<int32_t>((t * 7919) % V);
   std::vector<float> dh(h.size());
   ThreadPool pool(2);
   for (auto _ : state) {

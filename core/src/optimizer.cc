@@ -50,10 +50,10 @@ Status LrSchedule::Validate() const {
                                 std::to_string(peak_lr));
   }
   if (total_steps < 1 || warmup_steps < 0 || warmup_steps > total_steps) {
-    return InvalidArgumentError("learning-rate schedule: need total_steps >= 1 and 0 <= "
-                                "warmup_steps <= total_steps, got warmup " +
-                                std::to_string(warmup_steps) + ", total " +
-                                std::to_string(total_steps));
+    return InvalidArgumentError(
+        "learning-rate schedule: need total_steps >= 1 and 0 <= "
+        "warmup_steps <= total_steps, got warmup " +
+        std::to_string(warmup_steps) + ", total " + std::to_string(total_steps));
   }
   if (!(min_lr_ratio >= 0.0f && min_lr_ratio <= 1.0f)) {
     return InvalidArgumentError("learning-rate schedule: min_lr_ratio must be in [0, 1], got " +

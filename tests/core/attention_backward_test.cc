@@ -54,7 +54,8 @@ RefOut RefAttention(const AttentionTrainDims& g, const std::vector<double>& q,
         const std::vector<double>& qq = mq != nullptr ? *mq : q;
         double s = 0.0;
         for (int64_t i = 0; i < g.d; ++i) {
-          s += qq[static_cast<size_t>(row * g.d + i)] * mk[static_cast<size_t>((j * g.n_head_kv + kvh) * g.d + i)];
+          s += qq[static_cast<size_t>(row * g.d + i)] *
+               mk[static_cast<size_t>((j * g.n_head_kv + kvh) * g.d + i)];
         }
         sc.push_back(s * scale);
         vals.push_back(&mv[static_cast<size_t>((j * g.n_head_kv + kvh) * g.dv)]);
@@ -63,7 +64,8 @@ RefOut RefAttention(const AttentionTrainDims& g, const std::vector<double>& q,
         if (g.causal && s > t + (g.S - g.T)) continue;
         double d = 0.0;
         for (int64_t i = 0; i < g.d; ++i) {
-          d += q[static_cast<size_t>(row * g.d + i)] * k[static_cast<size_t>((s * g.n_head_kv + kvh) * g.d + i)];
+          d += q[static_cast<size_t>(row * g.d + i)] *
+               k[static_cast<size_t>((s * g.n_head_kv + kvh) * g.d + i)];
         }
         sc.push_back(d * scale);
         vals.push_back(&v[static_cast<size_t>((s * g.n_head_kv + kvh) * g.dv)]);
@@ -73,7 +75,8 @@ RefOut RefAttention(const AttentionTrainDims& g, const std::vector<double>& q,
       for (const double s : sc) sum += std::exp(s - mx);
       for (size_t j = 0; j < sc.size(); ++j) {
         const double p = std::exp(sc[j] - mx) / sum;
-        for (int64_t i = 0; i < g.dv; ++i) r.out[static_cast<size_t>(row * g.dv + i)] += p * vals[j][i];
+        for (int64_t i = 0; i < g.dv; ++i)
+          r.out[static_cast<size_t>(row * g.dv + i)] += p * vals[j][i];
       }
       r.lse[static_cast<size_t>(row)] = mx + std::log(sum);
     }
@@ -94,7 +97,8 @@ TEST_P(AttentionBackwardTest, MatchesBackendForwardAndFiniteDifferences) {
   g.d = c.d;
   g.dv = c.dv;
   g.causal = c.causal;
-  std::mt19937 rng(static_cast<uint32_t>(c.T * 100 + c.S * 10 + c.M + (c.causal ? 7 : 0) + (c.mem_q ? 13 : 0)));
+  std::mt19937 rng(
+      static_cast<uint32_t>(c.T * 100 + c.S * 10 + c.M + (c.causal ? 7 : 0) + (c.mem_q ? 13 : 0)));
   const auto q = Random(g.T * g.n_head * g.d, rng, -1.5f, 1.5f);
   const auto mq = Random(g.T * g.n_head * g.d, rng, -1.5f, 1.5f);
   const auto k = Random(g.S * g.n_head_kv * g.d, rng, -1.5f, 1.5f);
@@ -143,15 +147,31 @@ TEST_P(AttentionBackwardTest, MatchesBackendForwardAndFiniteDifferences) {
                     lse.data(), dout.data(), dq.data(), dk.data(), dv.data(),
                     c.mem_q ? dmq.data() : nullptr);
   const auto* mqp = c.mem_q ? &mqd : nullptr;
-  EXPECT_TRUE(GradClose(dq, NumericGrad([&](const auto& p) {
-    return Contract(RefAttention(g, p, kd, vd, mqp, mkd, mvd).out, dout); }, qd)));
-  EXPECT_TRUE(GradClose(dk, NumericGrad([&](const auto& p) {
-    return Contract(RefAttention(g, qd, p, vd, mqp, mkd, mvd).out, dout); }, kd)));
-  EXPECT_TRUE(GradClose(dv, NumericGrad([&](const auto& p) {
-    return Contract(RefAttention(g, qd, kd, p, mqp, mkd, mvd).out, dout); }, vd)));
+  EXPECT_TRUE(GradClose(dq, NumericGrad(
+                                [&](const auto& p) {
+                                  return Contract(RefAttention(g, p, kd, vd, mqp, mkd, mvd).out,
+                                                  dout);
+                                },
+                                qd)));
+  EXPECT_TRUE(GradClose(dk, NumericGrad(
+                                [&](const auto& p) {
+                                  return Contract(RefAttention(g, qd, p, vd, mqp, mkd, mvd).out,
+                                                  dout);
+                                },
+                                kd)));
+  EXPECT_TRUE(GradClose(dv, NumericGrad(
+                                [&](const auto& p) {
+                                  return Contract(RefAttention(g, qd, kd, p, mqp, mkd, mvd).out,
+                                                  dout);
+                                },
+                                vd)));
   if (c.mem_q) {
-    EXPECT_TRUE(GradClose(dmq, NumericGrad([&](const auto& p) {
-      return Contract(RefAttention(g, qd, kd, vd, &p, mkd, mvd).out, dout); }, mqd)));
+    EXPECT_TRUE(GradClose(dmq, NumericGrad(
+                                   [&](const auto& p) {
+                                     return Contract(RefAttention(g, qd, kd, vd, &p, mkd, mvd).out,
+                                                     dout);
+                                   },
+                                   mqd)));
   }
 
   // Same bits on one thread.
@@ -192,15 +212,14 @@ TEST_P(AttentionBackwardTest, MatchesBackendForwardAndFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionBackwardTest,
-    ::testing::Values(Case{5, 5, 0, true, false},   // plain causal self-attention
-                      Case{5, 7, 0, true, false},   // queries are the last 5 of 7 local keys
-                      Case{5, 7, 3, true, false},   // memory block before the local keys
+    ::testing::Values(Case{5, 5, 0, true, false},  // plain causal self-attention
+                      Case{5, 7, 0, true, false},  // queries are the last 5 of 7 local keys
+                      Case{5, 7, 3, true, false},  // memory block before the local keys
                       Case{5, 7, 3, true, false, 13, 19},
-                      Case{4, 4, 3, true, true},    // memory scored by separate queries
+                      Case{4, 4, 3, true, true},  // memory scored by separate queries
                       Case{4, 6, 2, true, true, 16, 24},
-                      Case{11, 19, 2, true, false}, // several query and key blocks
-                      Case{17, 17, 0, true, false},
-                      Case{3, 6, 2, false, false},  // bidirectional
+                      Case{11, 19, 2, true, false},  // several query and key blocks
+                      Case{17, 17, 0, true, false}, Case{3, 6, 2, false, false},  // bidirectional
                       Case{1, 9, 4, true, false}),  // one query (decode-shaped)
     [](const ::testing::TestParamInfo<Case>& param_info) {
       const Case& c = param_info.param;

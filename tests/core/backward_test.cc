@@ -44,7 +44,8 @@ std::vector<double> MatMulT(const std::vector<double>& x, const std::vector<doub
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       double s = 0.0;
-      for (int64_t l = 0; l < k; ++l) s += x[static_cast<size_t>(i * k + l)] * w[static_cast<size_t>(j * k + l)];
+      for (int64_t l = 0; l < k; ++l)
+        s += x[static_cast<size_t>(i * k + l)] * w[static_cast<size_t>(j * k + l)];
       y[static_cast<size_t>(i * n + j)] = s;
     }
   }
@@ -147,9 +148,12 @@ TEST_P(LoraBackwardTest, GradientsMatchFiniteDifferences) {
   for (float& v : da) v -= 0.5f;  // parameter gradients are added
   for (float& v : db) v += 0.25f;
   const auto xv = ToDouble(x), av = ToDouble(a), bv = ToDouble(b);
-  EXPECT_TRUE(GradClose(dx, NumericGrad([&](const auto& p) { return Contract(forward(p, av, bv), dy); }, xv)));
-  EXPECT_TRUE(GradClose(da, NumericGrad([&](const auto& p) { return Contract(forward(xv, p, bv), dy); }, av)));
-  EXPECT_TRUE(GradClose(db, NumericGrad([&](const auto& p) { return Contract(forward(xv, av, p), dy); }, bv)));
+  EXPECT_TRUE(GradClose(
+      dx, NumericGrad([&](const auto& p) { return Contract(forward(p, av, bv), dy); }, xv)));
+  EXPECT_TRUE(GradClose(
+      da, NumericGrad([&](const auto& p) { return Contract(forward(xv, p, bv), dy); }, av)));
+  EXPECT_TRUE(GradClose(
+      db, NumericGrad([&](const auto& p) { return Contract(forward(xv, av, p), dy); }, bv)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dropout, LoraBackwardTest, ::testing::Values(0.0f, 0.3f));
@@ -166,10 +170,12 @@ TEST(RmsNormBackwardTest, GradientsMatchFiniteDifferences) {
       std::vector<double> y(xv.size());
       for (int64_t r = 0; r < rows; ++r) {
         double ss = 0.0;
-        for (int64_t i = 0; i < d; ++i) ss += xv[static_cast<size_t>(r * d + i)] * xv[static_cast<size_t>(r * d + i)];
+        for (int64_t i = 0; i < d; ++i)
+          ss += xv[static_cast<size_t>(r * d + i)] * xv[static_cast<size_t>(r * d + i)];
         const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
         for (int64_t i = 0; i < d; ++i) {
-          y[static_cast<size_t>(r * d + i)] = xv[static_cast<size_t>(r * d + i)] * rstd * wv[static_cast<size_t>(i)];
+          y[static_cast<size_t>(r * d + i)] =
+              xv[static_cast<size_t>(r * d + i)] * rstd * wv[static_cast<size_t>(i)];
         }
       }
       return y;
@@ -183,8 +189,10 @@ TEST(RmsNormBackwardTest, GradientsMatchFiniteDifferences) {
     std::vector<float> dx(x.size()), dw(w.size(), 0.0f);
     RmsNormBackward(&pool, x.data(), w.data(), dy.data(), rows, d, eps, dx.data(), dw.data());
     const auto xv = ToDouble(x), wv = ToDouble(w);
-    EXPECT_TRUE(GradClose(dx, NumericGrad([&](const auto& p) { return Contract(forward(p, wv), dy); }, xv)));
-    EXPECT_TRUE(GradClose(dw, NumericGrad([&](const auto& p) { return Contract(forward(xv, p), dy); }, wv)));
+    EXPECT_TRUE(GradClose(
+        dx, NumericGrad([&](const auto& p) { return Contract(forward(p, wv), dy); }, xv)));
+    EXPECT_TRUE(GradClose(
+        dw, NumericGrad([&](const auto& p) { return Contract(forward(xv, p), dy); }, wv)));
     // No weight: as a weight of ones; same dx, thread count irrelevant.
     std::vector<float> dx1(x.size()), dx2(x.size());
     const std::vector<float> ones(static_cast<size_t>(d), 1.0f);
@@ -201,13 +209,16 @@ std::vector<double> RefRope(const std::vector<double>& x, const std::vector<int3
   std::vector<double> y = x;
   for (size_t t = 0; t < pos.size(); ++t) {
     for (int64_t h = 0; h < n_head; ++h) {
-      const size_t base = (t * static_cast<size_t>(n_head) + static_cast<size_t>(h)) * static_cast<size_t>(hd);
+      const size_t base =
+          (t * static_cast<size_t>(n_head) + static_cast<size_t>(h)) * static_cast<size_t>(hd);
       for (int64_t i = 0; i < half; ++i) {
-        double theta = std::pow(static_cast<double>(p.freq_base), -2.0 * static_cast<double>(i) / static_cast<double>(n_rot));
+        double theta = std::pow(static_cast<double>(p.freq_base),
+                                -2.0 * static_cast<double>(i) / static_cast<double>(n_rot));
         if (p.scaling == RopeScaling::kLinear) theta /= p.factor;
         const double c = std::cos(pos[t] * theta), s = std::sin(pos[t] * theta);
         const size_t i0 = base + static_cast<size_t>(p.layout == RopeLayout::kHalves ? i : 2 * i);
-        const size_t i1 = base + static_cast<size_t>(p.layout == RopeLayout::kHalves ? i + half : 2 * i + 1);
+        const size_t i1 =
+            base + static_cast<size_t>(p.layout == RopeLayout::kHalves ? i + half : 2 * i + 1);
         y[i0] = x[i0] * c - x[i1] * s;
         y[i1] = x[i1] * c + x[i0] * s;
       }
@@ -283,11 +294,14 @@ TEST(RopeBackwardTest, IsTheAdjointOfTheForwardForEveryScaling) {
   }
   // In place works, and INT32_MIN is refused.
   std::vector<float> v = Random(T * n_head * hd, rng), copy(v.size());
-  ASSERT_TRUE(RopeBackward(nullptr, v.data(), pos.data(), T, n_head, hd, RopeParams{}, copy.data()).ok());
-  ASSERT_TRUE(RopeBackward(nullptr, v.data(), pos.data(), T, n_head, hd, RopeParams{}, v.data()).ok());
+  ASSERT_TRUE(
+      RopeBackward(nullptr, v.data(), pos.data(), T, n_head, hd, RopeParams{}, copy.data()).ok());
+  ASSERT_TRUE(
+      RopeBackward(nullptr, v.data(), pos.data(), T, n_head, hd, RopeParams{}, v.data()).ok());
   EXPECT_EQ(v, copy);
   const std::vector<int32_t> bad = {0, INT32_MIN, 0, 0};
-  EXPECT_FALSE(RopeBackward(nullptr, v.data(), bad.data(), T, n_head, hd, RopeParams{}, copy.data()).ok());
+  EXPECT_FALSE(
+      RopeBackward(nullptr, v.data(), bad.data(), T, n_head, hd, RopeParams{}, copy.data()).ok());
 }
 
 TEST(SwiGluBackwardTest, GradientsMatchFiniteDifferences) {
@@ -307,8 +321,10 @@ TEST(SwiGluBackwardTest, GradientsMatchFiniteDifferences) {
   std::vector<float> dg(n), du(n);
   SwiGluBackward(&pool, gate.data(), up.data(), dy.data(), n, dg.data(), du.data());
   const auto gv = ToDouble(gate), uv = ToDouble(up);
-  EXPECT_TRUE(GradClose(dg, NumericGrad([&](const auto& p) { return Contract(forward(p, uv), dy); }, gv)));
-  EXPECT_TRUE(GradClose(du, NumericGrad([&](const auto& p) { return Contract(forward(gv, p), dy); }, uv)));
+  EXPECT_TRUE(
+      GradClose(dg, NumericGrad([&](const auto& p) { return Contract(forward(p, uv), dy); }, gv)));
+  EXPECT_TRUE(
+      GradClose(du, NumericGrad([&](const auto& p) { return Contract(forward(gv, p), dy); }, uv)));
 }
 
 }  // namespace

@@ -29,7 +29,9 @@ double RefMeanLoss(const std::vector<double>& h, const std::vector<double>& w,
     double mx = -INFINITY;
     for (int64_t j = 0; j < V; ++j) {
       double s = 0.0;
-      for (int64_t i = 0; i < E; ++i) s += h[t * static_cast<size_t>(E) + static_cast<size_t>(i)] * w[static_cast<size_t>(j * E + i)];
+      for (int64_t i = 0; i < E; ++i)
+        s += h[t * static_cast<size_t>(E) + static_cast<size_t>(i)] *
+             w[static_cast<size_t>(j * E + i)];
       z[static_cast<size_t>(j)] = s;
       mx = std::max(mx, s);
     }
@@ -49,7 +51,8 @@ TEST(CrossEntropyTest, LossAndHiddenGradientMatchFiniteDifferences) {
   ThreadPool pool(2);
   const auto hd = ToDouble(h), wd = ToDouble(w);
   const double want = RefMeanLoss(hd, wd, labels, E, V);
-  const auto grad = NumericGrad([&](const auto& p) { return RefMeanLoss(p, wd, labels, E, V); }, hd);
+  const auto grad =
+      NumericGrad([&](const auto& p) { return RefMeanLoss(p, wd, labels, E, V); }, hd);
   std::vector<float> first;
   for (const int64_t block : {int64_t{1}, int64_t{3}, int64_t{32}}) {
     CrossEntropyOptions o;
@@ -74,7 +77,8 @@ TEST(CrossEntropyTest, LossAndHiddenGradientMatchFiniteDifferences) {
   CrossEntropyOptions o;
   o.grad_scale = 1.0f;  // gradient of the sum
   std::vector<float> dsum(h.size());
-  ASSERT_TRUE(FusedCrossEntropy(&pool, h.data(), w.data(), labels.data(), T, E, V, dsum.data(), o).ok());
+  ASSERT_TRUE(
+      FusedCrossEntropy(&pool, h.data(), w.data(), labels.data(), T, E, V, dsum.data(), o).ok());
   for (size_t i = 0; i < dsum.size(); ++i) EXPECT_NEAR(dsum[i], first[i] * 7.0f, 1e-5f);
 }
 
@@ -91,7 +95,8 @@ TEST(CrossEntropyTest, AllIgnoredAndBadLabels) {
   for (const int32_t bad : {4, -1, -99}) {
     const std::vector<int32_t> labels = {0, bad};
     std::vector<float> untouched(h.size(), 7.0f);
-    auto b = FusedCrossEntropy(nullptr, h.data(), w.data(), labels.data(), T, E, V, untouched.data());
+    auto b =
+        FusedCrossEntropy(nullptr, h.data(), w.data(), labels.data(), T, E, V, untouched.data());
     EXPECT_FALSE(b.ok()) << bad;
     EXPECT_EQ(untouched[0], 7.0f);
   }

@@ -65,7 +65,8 @@ TEST(LrScheduleTest, WarmupThenLinearOrCosine) {
   EXPECT_EQ(s.LrAt(500), 0.0f);
   s.decay = LrDecay::kCosine;
   EXPECT_FLOAT_EQ(s.LrAt(10), 1e-3f);
-  EXPECT_FLOAT_EQ(s.LrAt(35), static_cast<float>(1e-3 * 0.5 * (1.0 + std::cos(std::numbers::pi / 4))));
+  EXPECT_FLOAT_EQ(s.LrAt(35),
+                  static_cast<float>(1e-3 * 0.5 * (1.0 + std::cos(std::numbers::pi / 4))));
   EXPECT_FLOAT_EQ(s.LrAt(60), 5e-4f);
   EXPECT_NEAR(s.LrAt(110), 0.0f, 1e-12f);
   s.min_lr_ratio = 0.1f;

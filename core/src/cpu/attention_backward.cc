@@ -2,6 +2,8 @@
 // the ISA choice and the parallel loops. The task bodies and the algorithm are in
 // attention_backward_kernel.h. Tasks go to threads dynamically (causal rows differ in cost);
 // each output row is written by one task in a fixed order.
+#include "muninn/core/attention_backward.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -10,7 +12,6 @@
 #include <vector>
 
 #include "cpu/attention_backward_kernel.h"
-#include "muninn/core/attention_backward.h"
 #include "muninn/core/check.h"
 #include "muninn/core/cpu_features.h"
 #include "muninn/core/thread_pool.h"
@@ -49,9 +50,12 @@ Kernels SelectKernels(CpuIsa isa) {
   MUNINN_CHECK(static_cast<int>(isa) <= static_cast<int>(GetCpuFeatures().BestIsa()))
       << "attention kernels for an instruction set this CPU lacks";
   switch (isa) {
-    case CpuIsa::kAvx512: return cpu::attn_train::Avx512Kernels();
-    case CpuIsa::kAvx2: return cpu::attn_train::Avx2Kernels();
-    case CpuIsa::kScalar: break;
+    case CpuIsa::kAvx512:
+      return cpu::attn_train::Avx512Kernels();
+    case CpuIsa::kAvx2:
+      return cpu::attn_train::Avx2Kernels();
+    case CpuIsa::kScalar:
+      break;
   }
   return cpu::attn_train::ScalarKernels();
 }
@@ -60,8 +64,8 @@ Geometry MakeGeometry(const AttentionTrainDims& d) {
   MUNINN_CHECK(d.T >= 0 && d.S >= 0 && d.M >= 0 && d.n_head > 0 && d.n_head_kv > 0 && d.d > 0 &&
                d.dv > 0)
       << "attention dims";
-  MUNINN_CHECK(d.n_head % d.n_head_kv == 0) << "n_head " << d.n_head << " n_head_kv "
-                                            << d.n_head_kv;
+  MUNINN_CHECK(d.n_head % d.n_head_kv == 0)
+      << "n_head " << d.n_head << " n_head_kv " << d.n_head_kv;
   MUNINN_CHECK(!d.causal || d.T <= d.S) << "causal attention needs T <= S";
   MUNINN_CHECK(d.T == 0 || d.S + d.M > 0) << "no keys";
   Geometry g;
@@ -74,8 +78,8 @@ Geometry MakeGeometry(const AttentionTrainDims& d) {
   g.d = d.d;
   g.dv = d.dv;
   g.offset = d.S - d.T;
-  g.scale = d.scale != 0.0f ? d.scale
-                            : static_cast<float>(1.0 / std::sqrt(static_cast<double>(d.d)));
+  g.scale =
+      d.scale != 0.0f ? d.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(d.d)));
   g.causal = d.causal;
   return g;
 }

@@ -7,8 +7,6 @@ namespace {
 struct Avx2Tag {};
 }  // namespace
 
-Kernels Avx2Kernels() {
-  return {ForwardTask<Avx2Tag>, Pass1Task<Avx2Tag>, Pass2Task<Avx2Tag>};
-}
+Kernels Avx2Kernels() { return {ForwardTask<Avx2Tag>, Pass1Task<Avx2Tag>, Pass2Task<Avx2Tag>}; }
 
 }  // namespace muninn::cpu::attn_train

@@ -1,5 +1,5 @@
-// AVX-512 (F/BW/VL/DQ) instantiation of the training attention's task bodies (attention_backward_kernel.h).
-// Only called when CpuFeatures says the CPU has the instructions.
+// AVX-512 (F/BW/VL/DQ) instantiation of the training attention's task bodies
+// (attention_backward_kernel.h). Only called when CpuFeatures says the CPU has the instructions.
 #include "cpu/attention_backward_kernel.h"
 
 namespace muninn::cpu::attn_train {

@@ -43,12 +43,12 @@ struct Args {
   const float* mem_q = nullptr;
   const float* mem_k = nullptr;
   const float* mem_v = nullptr;
-  const float* lse = nullptr;   // backward input
+  const float* lse = nullptr;  // backward input
   const float* dout = nullptr;
   const float* D = nullptr;
-  float* out = nullptr;         // forward outputs
+  float* out = nullptr;  // forward outputs
   float* out_lse = nullptr;
-  float* dq = nullptr;          // backward outputs
+  float* dq = nullptr;  // backward outputs
   float* dk = nullptr;
   float* dv = nullptr;
   float* dmq = nullptr;
@@ -105,8 +105,8 @@ void ForwardTask(const Geometry& g, const Args& a, int64_t task) {
       for (int64_t j = 0; j < g.M + vis; ++j) {
         const float e = std::exp(p[static_cast<size_t>(j)] - mx);
         sum += e;
-        const float* vr = j < g.M ? a.mem_v + (j * g.Hkv + kvh) * g.dv
-                                  : a.v + ((j - g.M) * g.Hkv + kvh) * g.dv;
+        const float* vr =
+            j < g.M ? a.mem_v + (j * g.Hkv + kvh) * g.dv : a.v + ((j - g.M) * g.Hkv + kvh) * g.dv;
         Axpy<Tag>(e, vr, acc.data(), g.dv);
       }
       const auto inv = static_cast<float>(1.0 / sum);

@@ -34,8 +34,7 @@ bool Kept(uint64_t seed, uint64_t index, float p) {
 
 void CheckLora(const LoraDims& d) {
   MUNINN_CHECK(d.m >= 0 && d.n_in > 0 && d.n_out > 0 && d.rank > 0)
-      << "LoRA dims m=" << d.m << " n_in=" << d.n_in << " n_out=" << d.n_out
-      << " rank=" << d.rank;
+      << "LoRA dims m=" << d.m << " n_in=" << d.n_in << " n_out=" << d.n_out << " rank=" << d.rank;
   MUNINN_CHECK(d.dropout >= 0.0f && d.dropout < 1.0f) << "LoRA dropout " << d.dropout;
 }
 
@@ -44,9 +43,10 @@ void CheckLora(const LoraDims& d) {
 StatusOr<Tensor> DequantizeToF32(const Tensor& w) {
   if (!w.defined() || !w.device().is_cpu() || w.ndim() != 2 || !w.rows_contiguous() ||
       !CanDequantize(w.dtype())) {
-    return InvalidArgumentError("DequantizeToF32: need a 2-d host tensor with packed rows of a "
-                                "dtype that can be dequantized, got " +
-                                (w.defined() ? w.DebugString() : std::string("undefined")));
+    return InvalidArgumentError(
+        "DequantizeToF32: need a 2-d host tensor with packed rows of a "
+        "dtype that can be dequantized, got " +
+        (w.defined() ? w.DebugString() : std::string("undefined")));
   }
   ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(DType::kF32, w.shape()));
   const int64_t rows = w.dim(0), cols = w.dim(1);
@@ -97,14 +97,14 @@ void LoraBackward(const LoraDims& d, const float* dy, const float* xd, const flo
   if (d.m == 0) return;
   // db[n_out, r] += scale · dy[m, n_out]ᵀ · u[m, r]
   if (db != nullptr) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B(d.n_out), B(d.rank), B(d.m), d.scale,
-                dy, B(d.n_out), u, B(d.rank), 1.0f, db, B(d.rank));
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B(d.n_out), B(d.rank), B(d.m), d.scale, dy,
+                B(d.n_out), u, B(d.rank), 1.0f, db, B(d.rank));
   }
   if (da == nullptr && dx == nullptr) return;
   // du[m, r] = scale · dy[m, n_out] · b[n_out, r]
   std::vector<float> du(static_cast<size_t>(d.m * d.rank));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B(d.m), B(d.rank), B(d.n_out), d.scale,
-              dy, B(d.n_out), b, B(d.rank), 0.0f, du.data(), B(d.rank));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B(d.m), B(d.rank), B(d.n_out), d.scale, dy,
+              B(d.n_out), b, B(d.rank), 0.0f, du.data(), B(d.rank));
   // da[r, n_in] += du[m, r]ᵀ · xd[m, n_in]
   if (da != nullptr) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B(d.rank), B(d.n_in), B(d.m), 1.0f,

@@ -1,6 +1,8 @@
 // Fused head + softmax cross-entropy (contract in cross_entropy.h): supervised rows are gathered
 // into blocks; per block, logits = hb · Wᵀ (sgemm), a row-wise softmax in place (rows split over
 // the pool), minus the one-hot, times grad_scale, then dhb = G · W (sgemm) scattered back.
+#include "muninn/core/cross_entropy.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -9,7 +11,6 @@
 #include <vector>
 
 #include "muninn/core/check.h"
-#include "muninn/core/cross_entropy.h"
 
 namespace muninn {
 
@@ -19,8 +20,9 @@ StatusOr<CrossEntropyResult> FusedCrossEntropy(ThreadPool* pool, const float* h,
                                                const CrossEntropyOptions& options) {
   MUNINN_CHECK(T >= 0 && n_embd > 0 && n_vocab > 0);
   if (options.rows_per_block < 1 || !std::isfinite(options.grad_scale)) {
-    return InvalidArgumentError("FusedCrossEntropy: rows_per_block must be >= 1 and grad_scale "
-                                "finite");
+    return InvalidArgumentError(
+        "FusedCrossEntropy: rows_per_block must be >= 1 and grad_scale "
+        "finite");
   }
   std::vector<int64_t> rows;  // supervised rows, in order
   for (int64_t t = 0; t < T; ++t) {

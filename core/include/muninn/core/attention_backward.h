@@ -25,9 +25,9 @@
 namespace muninn {
 
 struct AttentionTrainDims {
-  int64_t T = 0;          // queries
-  int64_t S = 0;          // local keys (causal needs T <= S)
-  int64_t M = 0;          // memory keys (0: no memory block)
+  int64_t T = 0;  // queries
+  int64_t S = 0;  // local keys (causal needs T <= S)
+  int64_t M = 0;  // memory keys (0: no memory block)
   int64_t n_head = 0;
   int64_t n_head_kv = 0;  // divides n_head
   int64_t d = 0;          // q/k head dim

@@ -47,7 +47,7 @@ void LinearBackwardInput(const float* dy, const float* w, int64_t m, int64_t n_o
 // in x), so the mask needs no storage and the backward recomputes it. The frozen x · Wᵀ part is the
 // backend's MatMul forward and LinearBackwardInput backward.
 struct LoraDims {
-  int64_t m = 0;       // rows of x (tokens)
+  int64_t m = 0;  // rows of x (tokens)
   int64_t n_in = 0;
   int64_t n_out = 0;
   int64_t rank = 0;

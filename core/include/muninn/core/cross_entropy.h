@@ -30,7 +30,9 @@ struct CrossEntropyOptions {
 struct CrossEntropyResult {
   double loss_sum = 0.0;     // Σ loss_t over supervised rows (natural log)
   int64_t n_supervised = 0;  // rows whose label is not kIgnoreLabel
-  double mean() const { return n_supervised > 0 ? loss_sum / static_cast<double>(n_supervised) : 0.0; }
+  double mean() const {
+    return n_supervised > 0 ? loss_sum / static_cast<double>(n_supervised) : 0.0;
+  }
 };
 
 // h: [T, n_embd] (the output norm's result), w: [n_vocab, n_embd] f32 (DequantizeToF32 for a

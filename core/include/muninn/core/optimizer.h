@@ -45,7 +45,8 @@ struct LrSchedule {
   // The learning rate for the optimizer step that follows `step` completed steps (0-based, as
   // PyTorch's LambdaLR counts): peak · step / warmup during warm-up, then
   //   linear: peak · (r + (1 - r) · max(0, (total - step) / (total - warmup)))
-  //   cosine: peak · (r + (1 - r) · 0.5 · (1 + cos(π · min(1, (step - warmup) / (total - warmup)))))
+  //   cosine: peak · (r + (1 - r) · 0.5 · (1 + cos(π · min(1, (step - warmup) / (total -
+  //   warmup)))))
   // with r = min_lr_ratio (transformers' get_linear/cosine_schedule_with_warmup when r = 0).
   float LrAt(int64_t step) const;
 };
