@@ -66,8 +66,11 @@ BENCHMARK(BM_TrainAttention)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
+// Args: T, rows per block.
 void BM_FusedCrossEntropy(benchmark::State& state) {
   const int64_t T = state.range(0), E = 576, V = 49152;
+  CrossEntropyOptions options;
+  options.rows_per_block = state.range(1);
   std::mt19937 rng(7);
   const auto h = RandomVec(rng, T * E), w = RandomVec(rng, V * E, 0.05f);
   std::vector<int32_t> labels(static_cast<size_t>(T));
@@ -76,13 +79,18 @@ void BM_FusedCrossEntropy(benchmark::State& state) {
   std::vector<float> dh(h.size());
   ThreadPool pool(2);
   for (auto _ : state) {
-    auto r = FusedCrossEntropy(&pool, h.data(), w.data(), labels.data(), T, E, V, dh.data());
+    auto r =
+        FusedCrossEntropy(&pool, h.data(), w.data(), labels.data(), T, E, V, dh.data(), options);
     benchmark::DoNotOptimize(r);
   }
   state.counters["tokens/s"] =
       benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_FusedCrossEntropy)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FusedCrossEntropy)
+    ->Args({256, 1024})
+    ->Args({1024, 1024})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace muninn

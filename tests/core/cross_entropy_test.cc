@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "tests/core/grad_check_util.h"
@@ -54,9 +55,11 @@ TEST(CrossEntropyTest, LossAndHiddenGradientMatchFiniteDifferences) {
   const auto grad =
       NumericGrad([&](const auto& p) { return RefMeanLoss(p, wd, labels, E, V); }, hd);
   std::vector<float> first;
-  for (const int64_t block : {int64_t{1}, int64_t{3}, int64_t{32}}) {
+  const std::pair<int64_t, int64_t> blockings[] = {{1, 53}, {3, 7}, {32, 4096}, {4, 1}};
+  for (const auto& [block, vocab_block] : blockings) {
     CrossEntropyOptions o;
     o.rows_per_block = block;
+    o.vocab_block = vocab_block;
     std::vector<float> dh(h.size(), NAN);
     auto r = FusedCrossEntropy(&pool, h.data(), w.data(), labels.data(), T, E, V, dh.data(), o);
     ASSERT_TRUE(r.ok()) << r.status();

@@ -1,6 +1,7 @@
 // Fused output head + softmax cross-entropy for training: loss and dHidden from the final hidden
 // states and the head weight, in blocks of rows, so that the [T, n_vocab] logits (49152 columns for
-// SmolLM2) never exist at once. Positions labelled kIgnoreLabel (-100, PyTorch's ignore_index)
+// SmolLM2) never exist at once: rows in blocks, the vocabulary in tiles with an online
+// log-sum-exp. Positions labelled kIgnoreLabel (-100, PyTorch's ignore_index)
 // are skipped: they cost nothing and get a zero gradient.
 //
 // Per supervised row t with logits z = h_t · Wᵀ and label y_t:
@@ -23,8 +24,12 @@ struct CrossEntropyOptions {
   // of the mean loss. Gradient accumulation over micro-batches passes 1 / (supervised rows of the
   // whole optimizer step) instead.
   float grad_scale = 0.0f;
-  // Supervised rows per block: the block's logits are [rows_per_block, n_vocab] f32.
-  int64_t rows_per_block = 32;
+  // Supervised rows per block and vocabulary rows per tile: the logits live in one
+  // [rows_per_block, vocab_block] f32 tile (16 MB at the defaults). W is read twice per row
+  // block when dh is wanted (logits recomputed in the gradient pass), so fewer, larger row blocks
+  // cost less.
+  int64_t rows_per_block = 1024;
+  int64_t vocab_block = 4096;
 };
 
 struct CrossEntropyResult {
