@@ -1,0 +1,195 @@
+// Private to the CPU backend: the per-task bodies of the training attention (contract in
+// attention_backward.h, driver in attention_backward.cc). They are templates on a tag type so
+// that each ISA file instantiates its own copy with its own compiler flags (internal linkage
+// through the file-local tag, as attention_kernel.h does); the loops are plain C++ that the
+// compiler vectorises for the target.
+//
+// Backward (FlashAttention-2's two loops without tiling): P = exp(scale · q·k - lse) is
+// recomputed from the forward's lse, dP = dO · v, D = rowsum(dO ∘ O), dS = P ∘ (dP - D);
+//   pass 1, per block of query rows and kv head:  dQ = scale · dS · K (memory keys: dMemQ)
+//   pass 2, per block of local keys and kv head:  dV = Pᵀ · dO, dK = scale · dSᵀ · Q
+// Each task owns its output rows and sums in a fixed order: no atomics, and results that do not
+// depend on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace muninn::cpu::attn_train {
+
+inline constexpr int64_t kRowsPerTask = 4;  // forward: query rows per task
+inline constexpr int64_t kQueryBlock = 8;   // pass 1: query rows per task (times the G heads)
+inline constexpr int64_t kKeyBlock = 16;    // pass 2: key rows per task
+
+struct Geometry {
+  int64_t T, S, M, H, Hkv, G, d, dv, offset;  // offset = S - T (causal alignment)
+  float scale;
+  bool causal;
+  // Local keys visible to query t: [0, Visible(t)).
+  int64_t Visible(int64_t t) const { return causal ? std::min(S, t + offset + 1) : S; }
+  // First query that sees local key s.
+  int64_t FirstQuery(int64_t s) const { return causal ? std::max<int64_t>(0, s - offset) : 0; }
+};
+
+// The arrays of one call (shapes in attention_backward.h). D: [T, n_head] = rowsum(dO ∘ O).
+// dmq: where the memory keys' share of dQ goes (dmem_q, or dq without memory queries).
+struct Args {
+  const float* q = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  const float* mem_q = nullptr;
+  const float* mem_k = nullptr;
+  const float* mem_v = nullptr;
+  const float* lse = nullptr;  // backward input
+  const float* dout = nullptr;
+  const float* D = nullptr;
+  float* out = nullptr;  // forward outputs
+  float* out_lse = nullptr;
+  float* dq = nullptr;  // backward outputs
+  float* dk = nullptr;
+  float* dv = nullptr;
+  float* dmq = nullptr;
+};
+
+// 8 independent accumulators so that the loop vectorises without -ffast-math; the final sum's
+// order is fixed (a result depends on the ISA, never on the thread count).
+template <class Tag>
+inline float Dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  }
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+}
+
+template <class Tag>
+inline void Axpy(float a, const float* __restrict x, float* __restrict y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) y[i + j] += a * x[i + j];
+  }
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+// Forward: query rows [task · kRowsPerTask, +kRowsPerTask), every head: out and out_lse.
+template <class Tag>
+void ForwardTask(const Geometry& g, const Args& a, int64_t task) {
+  std::vector<float> p(static_cast<size_t>(g.M + g.S));
+  std::vector<float> acc(static_cast<size_t>(g.dv));
+  const int64_t t_end = std::min(g.T, (task + 1) * kRowsPerTask);
+  for (int64_t t = task * kRowsPerTask; t < t_end; ++t) {
+    const int64_t vis = g.Visible(t);
+    for (int64_t h = 0; h < g.H; ++h) {
+      const int64_t kvh = h / g.G, row = t * g.H + h;
+      const float* qr = a.q + row * g.d;
+      const float* mqr = a.mem_q != nullptr ? a.mem_q + row * g.d : qr;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < g.M; ++j) {
+        const float s = g.scale * Dot<Tag>(mqr, a.mem_k + (j * g.Hkv + kvh) * g.d, g.d);
+        p[static_cast<size_t>(j)] = s;
+        mx = std::max(mx, s);
+      }
+      for (int64_t s = 0; s < vis; ++s) {
+        const float sc = g.scale * Dot<Tag>(qr, a.k + (s * g.Hkv + kvh) * g.d, g.d);
+        p[static_cast<size_t>(g.M + s)] = sc;
+        mx = std::max(mx, sc);
+      }
+      double sum = 0.0;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < g.M + vis; ++j) {
+        const float e = std::exp(p[static_cast<size_t>(j)] - mx);
+        sum += e;
+        const float* vr =
+            j < g.M ? a.mem_v + (j * g.Hkv + kvh) * g.dv : a.v + ((j - g.M) * g.Hkv + kvh) * g.dv;
+        Axpy<Tag>(e, vr, acc.data(), g.dv);
+      }
+      const auto inv = static_cast<float>(1.0 / sum);
+      float* orow = a.out + row * g.dv;
+      for (int64_t i = 0; i < g.dv; ++i) orow[i] = acc[static_cast<size_t>(i)] * inv;
+      a.out_lse[row] = mx + static_cast<float>(std::log(sum));
+    }
+  }
+}
+
+// Pass 1: dQ (and dMemQ) of query rows [t0, t1) = block task / Hkv, for the G heads of kv head
+// task % Hkv. The block's t1 - t0 · G (row, head) pairs share every key, so each K/V row is read
+// once per block.
+template <class Tag>
+void Pass1Task(const Geometry& g, const Args& a, int64_t task) {
+  const int64_t kvh = task % g.Hkv;
+  const int64_t t0 = (task / g.Hkv) * kQueryBlock, t1 = std::min(g.T, t0 + kQueryBlock);
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
+      const int64_t row = t * g.H + h;
+      std::fill(a.dq + row * g.d, a.dq + (row + 1) * g.d, 0.0f);
+      if (a.dmq != a.dq) std::fill(a.dmq + row * g.d, a.dmq + (row + 1) * g.d, 0.0f);
+    }
+  }
+  const auto key = [&](const float* kr, const float* vr, const float* qbase, float* dqbase,
+                       int64_t first_t) {
+    for (int64_t t = first_t; t < t1; ++t) {
+      for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
+        const int64_t row = t * g.H + h;
+        const float pj = std::exp(g.scale * Dot<Tag>(qbase + row * g.d, kr, g.d) - a.lse[row]);
+        const float dp = Dot<Tag>(a.dout + row * g.dv, vr, g.dv);
+        Axpy<Tag>(g.scale * pj * (dp - a.D[row]), kr, dqbase + row * g.d, g.d);
+      }
+    }
+  };
+  for (int64_t j = 0; j < g.M; ++j) {
+    key(a.mem_k + (j * g.Hkv + kvh) * g.d, a.mem_v + (j * g.Hkv + kvh) * g.dv,
+        a.mem_q != nullptr ? a.mem_q : a.q, a.dmq, t0);
+  }
+  const int64_t vis = t1 > t0 ? g.Visible(t1 - 1) : 0;
+  for (int64_t s = 0; s < vis; ++s) {
+    key(a.k + (s * g.Hkv + kvh) * g.d, a.v + (s * g.Hkv + kvh) * g.dv, a.q, a.dq,
+        std::max(t0, g.FirstQuery(s)));
+  }
+}
+
+// Pass 2: dK and dV of local keys [s0, s1) = block task / Hkv, kv head task % Hkv: walks every
+// (query, head) that sees one of the block's keys, reading each q / dO row once for the block,
+// and sums over the queries and the G heads that read the kv head.
+template <class Tag>
+void Pass2Task(const Geometry& g, const Args& a, int64_t task) {
+  const int64_t kvh = task % g.Hkv;
+  const int64_t s0 = (task / g.Hkv) * kKeyBlock, s1 = std::min(g.S, s0 + kKeyBlock);
+  for (int64_t s = s0; s < s1; ++s) {
+    std::fill(a.dk + (s * g.Hkv + kvh) * g.d, a.dk + (s * g.Hkv + kvh + 1) * g.d, 0.0f);
+    std::fill(a.dv + (s * g.Hkv + kvh) * g.dv, a.dv + (s * g.Hkv + kvh + 1) * g.dv, 0.0f);
+  }
+  for (int64_t t = g.FirstQuery(s0); t < g.T; ++t) {
+    const int64_t s_end = std::min(s1, g.Visible(t));  // keys of the block that t sees
+    for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
+      const int64_t row = t * g.H + h;
+      const float* qr = a.q + row * g.d;
+      const float* dor = a.dout + row * g.dv;
+      const float l = a.lse[row], Dr = a.D[row];
+      for (int64_t s = s0; s < s_end; ++s) {
+        const int64_t kr = s * g.Hkv + kvh;
+        const float pj = std::exp(g.scale * Dot<Tag>(qr, a.k + kr * g.d, g.d) - l);
+        Axpy<Tag>(pj, dor, a.dv + kr * g.dv, g.dv);
+        const float dp = Dot<Tag>(dor, a.v + kr * g.dv, g.dv);
+        Axpy<Tag>(g.scale * pj * (dp - Dr), qr, a.dk + kr * g.d, g.d);
+      }
+    }
+  }
+}
+
+struct Kernels {
+  void (*forward)(const Geometry&, const Args&, int64_t task);
+  void (*pass1)(const Geometry&, const Args&, int64_t task);
+  void (*pass2)(const Geometry&, const Args&, int64_t task);
+};
+
+Kernels ScalarKernels();  // attention_backward.cc
+Kernels Avx2Kernels();    // attention_backward_avx2.cc
+Kernels Avx512Kernels();  // attention_backward_avx512.cc
+
+}  // namespace muninn::cpu::attn_train
