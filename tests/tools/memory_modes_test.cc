@@ -3,12 +3,16 @@
 // plumbing (the no-memory baselines included).
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
+#include <unistd.h>
 
 #include "muninn/tools/evals.h"
 #include "muninn/tools/needle_eval.h"
 #include "retriever/tiny_stack.h"
+#include "tools/src/app_config.h"
 #include "tools/src/caching_embedder.h"
 #include "tools/src/chat_generation.h"
 
@@ -287,6 +291,29 @@ TEST_F(RereadTest, PerplexityRunsPerModeAndWithoutMemory) {
   EXPECT_EQ(none->modes, "none");
   EXPECT_DOUBLE_EQ(none->ppl_memory, none->ppl_sliding);
   EXPECT_DOUBLE_EQ(none->ppl_sliding, r->ppl_sliding);
+}
+
+TEST(MemoryModesTest, RereadRetrievalMethodComesFromTheConfig) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("muninn_rr_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& body) {
+    const auto p = (dir / "c.json").string();
+    std::ofstream(p) << body;
+    return p;
+  };
+  auto c = LoadAppConfig(write(R"({"model": "m", "long_context": {"reread": {"top_k": 3}}})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->long_context.reread.retrieval, retriever::RetrievalMethod::kHybrid);  // default
+  c = LoadAppConfig(
+      write(R"({"model": "m", "long_context": {"reread": {"retrieval": "dense"}}})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->long_context.reread.retrieval, retriever::RetrievalMethod::kDense);
+  auto bad = LoadAppConfig(
+      write(R"({"model": "m", "long_context": {"reread": {"retrieval": "bm25"}}})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("reread.retrieval"), std::string::npos) << bad.status();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
