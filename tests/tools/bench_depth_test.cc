@@ -59,10 +59,12 @@ TEST_F(BenchDepthTest, RunsEachTestAtEachDepth) {
     EXPECT_EQ(j[i]["n_depth"], depths[i]);
     EXPECT_GT(j[i]["avg_ts"].get<double>(), 0.0);
   }
-  // The alias, a shorter depth after a longer one (a rollback of its prefix), and the table.
-  ASSERT_EQ(Bench({"-p", "0", "-n", "2", "--depth", "40,16"}, &out, &err), 0) << err;
+  // The alias, a shorter depth after a longer one (a rollback of its prefix), a longer one after
+  // that (extending it), and the table.
+  ASSERT_EQ(Bench({"-p", "0", "-n", "2", "--depth", "40,16,24"}, &out, &err), 0) << err;
   EXPECT_NE(out.find("tg2 @ d40"), std::string::npos) << out;
   EXPECT_NE(out.find("tg2 @ d16"), std::string::npos) << out;
+  EXPECT_NE(out.find("tg2 @ d24"), std::string::npos) << out;
   ASSERT_EQ(Bench({"-p", "0", "-n", "2", "--n-depth=8", "--json"}, &out, &err), 0) << err;
   EXPECT_EQ(nlohmann::json::parse(out)[0]["test"], "tg2 @ d8");
 }

@@ -74,7 +74,8 @@ std::vector<model::TokenId> RandomIds(int32_t n, int32_t n_vocab, uint64_t seed)
 }
 
 // Brings the cache to exactly `depth` positions holding depth_ids[0, depth): a rollback when it
-// holds more (the ids are always a prefix of depth_ids), batched forwards when it holds fewer.
+// holds more, batched forwards when it holds fewer. Precondition: the cache holds a prefix of
+// depth_ids (RunOnce rolls its test tokens back afterwards).
 Status FillToDepth(model::Model& m, model::KvCache& cache, int64_t depth,
                    const std::vector<model::TokenId>& depth_ids) {
   if (cache.n_past() > depth) return cache.Rollback(cache.n_past() - depth);
@@ -107,7 +108,11 @@ StatusOr<double> RunOnce(model::Model& m, model::KvCache& cache, const BenchResu
     }
   }
   RETURN_IF_ERROR(m.backend()->Synchronize());
-  return std::chrono::duration<double>(Clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  // Drop the test's own tokens, so that the cache again holds a prefix of depth_ids only (the
+  // next depth may extend it).
+  RETURN_IF_ERROR(cache.Rollback(cache.n_past() - b.n_depth));
+  return secs;
 }
 
 int RunBench(const BenchFlags& f) {
