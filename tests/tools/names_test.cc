@@ -56,5 +56,40 @@ TEST(NamesTest, StopListAndLowerCase) {
   EXPECT_EQ(LowerAscii("LORD God\xC3\x89"), "lord god\xC3\x89");
 }
 
+TEST(NamesTest, TitleAndInitialDotsEndNoSentence) {
+  const auto names = FindNames("said Mr. Collins. Darcy came; J. Smith too");
+  ASSERT_EQ(names.size(), 3u);
+  EXPECT_EQ(names[0].name, "Collins");
+  EXPECT_FALSE(names[0].sentence_start);  // "Mr." is a title, not the end of a sentence
+  EXPECT_EQ(names[1].name, "Darcy");
+  EXPECT_TRUE(names[1].sentence_start);
+  EXPECT_EQ(names[2].name, "Smith");
+  EXPECT_FALSE(names[2].sentence_start);
+}
+
+TEST(NamesTest, SourceNamesAreCapitalisedMidSentenceMoreOftenThanLowerCase) {
+  // Collins: only after "Mr."; Take: capitalised after "saying," twice but "take" three times;
+  // Wherefore: only opening sentences; Moses: mid-sentence; Red: as often "red" as "Red".
+  const std::string text =
+      "Mr. Collins came. Then Mr. Collins spoke, saying, Take it. He said, Take this. "
+      "Wherefore go. Wherefore stay. They take and take and take. Moses saw the Red sea and a "
+      "red cow with Moses.";
+  const auto names = SourceNames(text);
+  ASSERT_TRUE(names.count("Collins"));
+  EXPECT_EQ(names.at("Collins").count, 2);
+  EXPECT_EQ(names.at("Collins").mid_sentence, 2);
+  EXPECT_EQ(names.at("Collins").first_offset, 4);
+  ASSERT_TRUE(names.count("Moses"));
+  EXPECT_EQ(names.at("Moses").count, 2);
+  EXPECT_FALSE(names.count("Take"));
+  EXPECT_FALSE(names.count("Wherefore"));
+  EXPECT_FALSE(names.count("Red"));
+  EXPECT_FALSE(names.count("Mr"));  // on the stop list
+  EXPECT_EQ(names.size(), 2u);
+  // Most frequent first; ties go to the name the source introduces first.
+  EXPECT_EQ(TopSourceNames(names, 5), (std::vector<std::string>{"Collins", "Moses"}));
+  EXPECT_EQ(TopSourceNames(names, 1), (std::vector<std::string>{"Collins"}));
+}
+
 }  // namespace
 }  // namespace muninn::tools

@@ -5,9 +5,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "muninn/tools/evals.h"
 #include "muninn/tools/summary_eval.h"
@@ -94,7 +93,8 @@ TEST_F(SummarizerTest, SectionsAreCutAtHeadingsAndEveryLinePointsIntoTheSource) 
   for (int64_t i = 0; i < r->n_sections; ++i) {
     const SummaryNode& n = r->sections()[static_cast<size_t>(i)];
     EXPECT_EQ(n.label, "Book " + std::to_string(i + 1));
-    EXPECT_EQ(n.lines.size(), 2u);
+    // Two picks each; the first section also opens with the document's opening sentence.
+    EXPECT_EQ(n.lines.size(), i == 0 ? 3u : 2u);
   }
   EXPECT_EQ(r->sections().front().begin, 0);
   EXPECT_EQ(r->sections().back().end, static_cast<int64_t>(text.size()));
@@ -137,6 +137,27 @@ TEST_F(SummarizerTest, SectionsAreCutAtHeadingsAndEveryLinePointsIntoTheSource) 
   EXPECT_TRUE(ParseSummaryStyle("outline", &style));
   EXPECT_EQ(style, SummaryStyle::kOutline);
   EXPECT_FALSE(ParseSummaryStyle("poem", &style));
+}
+
+// The brief opens where the book opens, even with a sentence that names no one, and covers the
+// book in order: each third, sentences and names in the source's order.
+TEST_F(SummarizerTest, BriefOpensWithTheOpeningSentenceAndKeepsTheBookOrder) {
+  const std::string opening = "In the beginning the waters covered all the earth and the sky.";
+  const std::string text = opening + "\n" + Book();
+  SummarizerOptions o;
+  o.section_tokens = static_cast<int64_t>(text.size()) / 8;
+  o.condense = false;
+  auto r = Summarize(*session_, model::ChatTemplate::Plain(), text, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->sections().front().lines.front().begin, 0);
+  EXPECT_EQ(r->sections().front().lines.front().text, opening);
+  EXPECT_EQ(r->root().lines.front().text, opening);
+  EXPECT_EQ(r->summary.rfind(opening, 0), 0u);
+  const SummaryEval e = EvaluateSummary(text, SummaryProse(*r, SummaryStyle::kBrief));
+  EXPECT_TRUE(e.all_thirds);
+  EXPECT_DOUBLE_EQ(e.sentence_order, 1.0);
+  EXPECT_GE(e.name_order, SummaryTargets().name_order);
+  EXPECT_DOUBLE_EQ(e.name_precision, 1.0);
 }
 
 // The tiny model writes noise: every condensed line it proposes must be verified or dropped, so

@@ -85,5 +85,35 @@ TEST(SummaryEvalTest, MissedTargetsNameEachMiss) {
   EXPECT_EQ(ToJson(e)["name_precision"], 0.9);
 }
 
+TEST(SummaryEvalTest, ConcordantShareSkipsTiesAndCountsPairs) {
+  int64_t pairs = 0;
+  EXPECT_DOUBLE_EQ(ConcordantShare({1, 2, 3}, &pairs), 1.0);
+  EXPECT_EQ(pairs, 3);
+  EXPECT_DOUBLE_EQ(ConcordantShare({3, 2, 1}, &pairs), 0.0);
+  EXPECT_DOUBLE_EQ(ConcordantShare({1, 3, 2, 2}, &pairs), 3.0 / 5.0);  // (2, 2) is a tie
+  EXPECT_EQ(pairs, 5);
+  EXPECT_DOUBLE_EQ(ConcordantShare({7}, &pairs), 1.0);
+  EXPECT_EQ(pairs, 0);
+}
+
+// Capitalised words that are not names of the source ("Take", opening quoted speech; "Anxiety",
+// only opening sentences) neither enter the top names nor count in the name order; a name after
+// a title ("Mr. Collins") does.
+TEST(SummaryEvalTest, OnlySourceNamesCountInTopNamesAndOrder) {
+  const std::string source =
+      "Mr. Collins came to Longbourn. Mr. Collins met Jane there, saying, Take heart. "
+      "They take and take. Anxiety grew. Then Jane and Mr. Collins left Longbourn for Hunsford.";
+  SummaryEvalOptions o;
+  o.top_names = 10;
+  const SummaryEval e = EvaluateSummary(source, "Take heart. Anxiety grew. Jane met Collins.", o);
+  EXPECT_EQ(e.top_names, (std::vector<std::string>{"Collins", "Longbourn", "Jane", "Hunsford"}));
+  EXPECT_EQ(e.top_names_mentioned, (std::vector<std::string>{"Collins", "Jane"}));
+  // Only Jane and Collins are ordered: Jane (introduced second) first is the one discordant pair.
+  EXPECT_EQ(e.name_pairs, 1);
+  EXPECT_DOUBLE_EQ(e.name_order, 0.0);
+  // "Take" and "Anxiety" are words of the source: they do not count against precision.
+  EXPECT_DOUBLE_EQ(e.name_precision, 1.0);
+}
+
 }  // namespace
 }  // namespace muninn::tools

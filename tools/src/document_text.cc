@@ -51,15 +51,6 @@ constexpr std::array<std::string_view, 20> kAbbreviations = {
     "Capt", "Col", "Dr",   "Gen", "Jr", "Lt", "Messrs", "Mr",  "Mrs", "Ms",
     "Mt",   "No",  "Prof", "Rev", "Sr", "St", "etc",    "vol", "vs",  "viz"};
 
-// True when the '.' at text[dot] ends an abbreviation or an initial, not a sentence.
-bool IsAbbreviationDot(std::string_view text, size_t dot) {
-  size_t b = dot;
-  while (b > 0 && ((text[b - 1] >= 'a' && text[b - 1] <= 'z') || IsUpper(text[b - 1]))) --b;
-  const std::string_view word = text.substr(b, dot - b);
-  if (word.size() == 1 && IsUpper(word[0])) return true;
-  return std::find(kAbbreviations.begin(), kAbbreviations.end(), word) != kAbbreviations.end();
-}
-
 // Length of a closing quote or bracket at text[i] (ASCII or a UTF-8 right quote), else 0.
 size_t ClosingLength(std::string_view text, size_t i) {
   const char c = text[i];
@@ -207,6 +198,14 @@ void AddSentence(std::string_view text, size_t b, size_t e, SegmentedText* out) 
 }
 
 }  // namespace
+
+bool IsAbbreviationDot(std::string_view text, size_t dot) {
+  size_t b = dot;
+  while (b > 0 && ((text[b - 1] >= 'a' && text[b - 1] <= 'z') || IsUpper(text[b - 1]))) --b;
+  const std::string_view word = text.substr(b, dot - b);
+  if (word.size() == 1 && IsUpper(word[0])) return true;
+  return std::find(kAbbreviations.begin(), kAbbreviations.end(), word) != kAbbreviations.end();
+}
 
 double InvalidUtf8Fraction(std::string_view text) {
   if (text.empty()) return 0.0;

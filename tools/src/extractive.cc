@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "muninn/tools/names.h"
+#include "muninn/tools/summary_eval.h"
 
 namespace muninn::tools {
 
@@ -91,20 +92,63 @@ std::string SpanLabel(const std::vector<Heading>& headings, int64_t begin, int64
   return first->text + " \u2013 " + last->text;
 }
 
-NameWeights ComputeNameWeights(std::string_view text) {
-  std::unordered_map<std::string, int64_t> count;
-  std::unordered_set<std::string> mid;
+NameWeights ComputeNameWeights(std::string_view text, int64_t n_top) {
   NameWeights w;
-  for (const NameOccurrence& n : FindNames(text)) {
-    if (n.number) continue;
-    ++count[n.name];
-    if (!n.sentence_start) mid.insert(n.name);
-    w.first_offset.try_emplace(n.name, n.offset);
+  const std::unordered_map<std::string, SourceName> names = SourceNames(text);
+  for (const auto& [name, s] : names) {
+    w.weight[name] = std::log1p(static_cast<double>(s.count));
+    w.first_offset[name] = s.first_offset;
   }
-  for (const auto& [name, c] : count) {
-    if (mid.count(name)) w.weight[name] = std::log1p(static_cast<double>(c));
-  }
+  w.top = TopSourceNames(names, n_top);
   return w;
+}
+
+std::vector<std::string> MentionedNames(std::string_view text, const NameWeights& names) {
+  std::vector<std::string> out;
+  std::unordered_set<std::string> seen;
+  for (const NameOccurrence& n : FindNames(text)) {
+    if (!n.number && names.weight.count(n.name) && seen.insert(n.name).second) {
+      out.push_back(n.name);
+    }
+  }
+  return out;
+}
+
+double NameOrder(const std::vector<const std::vector<std::string>*>& lines,
+                 const NameWeights& names) {
+  std::unordered_set<std::string> seen;
+  std::vector<int64_t> first;
+  for (const std::vector<std::string>* l : lines) {
+    for (const std::string& n : *l) {
+      if (seen.insert(n).second) first.push_back(names.first_offset.at(n));
+    }
+  }
+  int64_t pairs = 0;
+  return ConcordantShare(first, &pairs);
+}
+
+double AddedDiscordance(const std::vector<int64_t>& seen,
+                        const std::unordered_set<std::string>& seen_names,
+                        const std::vector<std::string>& line_names, const NameWeights& names) {
+  std::vector<int64_t> fresh;
+  for (const std::string& n : line_names) {
+    if (!seen_names.count(n)) fresh.push_back(names.first_offset.at(n));
+  }
+  int64_t pairs = 0;
+  int64_t discordant = 0;
+  for (size_t i = 0; i < fresh.size(); ++i) {
+    for (int64_t s : seen) {
+      if (s == fresh[i]) continue;
+      ++pairs;
+      if (fresh[i] < s) ++discordant;
+    }
+    for (size_t j = i + 1; j < fresh.size(); ++j) {
+      if (fresh[i] == fresh[j]) continue;
+      ++pairs;
+      if (fresh[j] < fresh[i]) ++discordant;
+    }
+  }
+  return pairs == 0 ? 0.0 : static_cast<double>(discordant) / static_cast<double>(pairs);
 }
 
 double Salience(const Sentence& s, const NameWeights& names, int64_t section_begin,

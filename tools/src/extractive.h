@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "muninn/core/status.h"
@@ -31,13 +32,32 @@ std::vector<Section> CutSections(std::string_view text, const SegmentedText& seg
 std::string SpanLabel(const std::vector<Heading>& headings, int64_t begin, int64_t end,
                       const std::string& fallback);
 
-// Per name (names.h; words seen at least once away from a sentence start): log(1 + count) and
-// the offset of its first occurrence.
+// Per source name (names.h SourceNames): log(1 + count) and the offset of its first occurrence.
+// `top`: the `n_top` most frequent (TopSourceNames), the cast a brief summary should name.
 struct NameWeights {
   std::unordered_map<std::string, double> weight;
   std::unordered_map<std::string, int64_t> first_offset;
+  std::vector<std::string> top;
 };
-NameWeights ComputeNameWeights(std::string_view text);
+NameWeights ComputeNameWeights(std::string_view text, int64_t n_top = 20);
+
+// The source names (those in `names.weight`) that `text` mentions, distinct, in order of first
+// mention.
+std::vector<std::string> MentionedNames(std::string_view text, const NameWeights& names);
+
+// Name order (summary_eval.h ConcordantShare) of lines read one after the other, given each
+// line's MentionedNames: each name's first mention vs its first occurrence in the source.
+double NameOrder(const std::vector<const std::vector<std::string>*>& lines,
+                 const NameWeights& names);
+
+// Of the name pairs a line adds after a summary that already mentions names first met in the
+// source at `seen` (byte offsets), the discordant share: pairs (earlier name, new name) where the
+// new name was introduced by the source first, and pairs of new names out of order within the
+// line. `line_names`: the line's MentionedNames; names in `seen_names` are not new. 0 when the
+// line adds no pair.
+double AddedDiscordance(const std::vector<int64_t>& seen,
+                        const std::unordered_set<std::string>& seen_names,
+                        const std::vector<std::string>& line_names, const NameWeights& names);
 
 // Salience of a sentence inside the section [section_begin, section_end): the sum over its
 // distinct names of their weight, doubled for a name the section introduces; 0 for sentences of

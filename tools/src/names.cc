@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 
+#include "muninn/tools/document_text.h"
+
 namespace muninn::tools {
 namespace {
 
@@ -116,7 +118,8 @@ std::vector<NameOccurrence> FindNames(std::string_view text) {
       continue;
     }
     if (c == '.' || c == '!' || c == '?') {
-      at_start = true;
+      // "Mr. Collins": the dot of a title or an initial ends no sentence (SegmentText's rule).
+      at_start = !(c == '.' && IsAbbreviationDot(text, i));
       newlines = 0;
     } else if (c == '\n') {
       ++newlines;
@@ -128,6 +131,42 @@ std::vector<NameOccurrence> FindNames(std::string_view text) {
       newlines = 0;
     }
     ++i;
+  }
+  return out;
+}
+
+std::unordered_map<std::string, SourceName> SourceNames(std::string_view text) {
+  std::unordered_map<std::string, SourceName> all;
+  for (const NameOccurrence& n : FindNames(text)) {
+    if (n.number) continue;
+    auto [it, inserted] = all.try_emplace(n.name);
+    if (inserted) it->second.first_offset = n.offset;
+    ++it->second.count;
+    if (!n.sentence_start) ++it->second.mid_sentence;
+  }
+  std::unordered_map<std::string, int64_t> lower;  // words written in lower case
+  for (std::string_view w : Words(text)) {
+    if (w[0] >= 'a' && w[0] <= 'z') ++lower[std::string(w)];
+  }
+  std::unordered_map<std::string, SourceName> out;
+  for (auto& [name, s] : all) {
+    const auto it = lower.find(LowerAscii(name));
+    const int64_t n_lower = it == lower.end() ? 0 : it->second;
+    if (s.mid_sentence > n_lower) out.emplace(name, s);
+  }
+  return out;
+}
+
+std::vector<std::string> TopSourceNames(const std::unordered_map<std::string, SourceName>& names,
+                                        int64_t n) {
+  std::vector<std::pair<std::string, SourceName>> ranked(names.begin(), names.end());
+  std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+    return a.second.count != b.second.count ? a.second.count > b.second.count
+                                            : a.second.first_offset < b.second.first_offset;
+  });
+  std::vector<std::string> out;
+  for (size_t i = 0; i < ranked.size() && static_cast<int64_t>(i) < n; ++i) {
+    out.push_back(ranked[i].first);
   }
   return out;
 }

@@ -1,6 +1,7 @@
 #include "muninn/tools/summarizer.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <set>
@@ -22,6 +23,9 @@ Status SummarizerOptions::Validate() const {
   if (max_sentence_words < 8) return InvalidArgumentError("max_sentence_words must be >= 8");
   if (candidates_per_section < 1)
     return InvalidArgumentError("candidates_per_section must be >= 1");
+  if (!(order_weight >= 0.0)) return InvalidArgumentError("order_weight must be >= 0");
+  if (!(cover_weight >= 0.0)) return InvalidArgumentError("cover_weight must be >= 0");
+  if (cover_top_names < 0) return InvalidArgumentError("cover_top_names must be >= 0");
   if (condense_tokens < 1) return InvalidArgumentError("condense_tokens must be >= 1");
   if (max_input_bytes < 1) return InvalidArgumentError("max_input_bytes must be >= 1");
   return sampling.Validate();
@@ -167,13 +171,12 @@ StatusOr<std::string> Condense(retriever::LongContextSession& session,
   return AnswerLine(r.text);
 }
 
-// Picks a group's lines from its children's: the earliest line; at the root the best line of
-// each third of the document not yet represented; then the best line of each child not yet
-// represented when the budget allows, then the best remaining by score with a redundancy penalty;
-// document order.
+// Picks a group's lines from its children's: the earliest line; then the best line of each child
+// not yet represented when the budget allows, then the best remaining by score, by the names it
+// brings and with a redundancy penalty; document order.
 std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& children, size_t budget,
                                     const std::map<int64_t, std::vector<float>>& vectors,
-                                    const NameWeights& weights, bool root) {
+                                    const NameWeights& weights) {
   std::vector<SummaryLine> pool;
   std::vector<size_t> child_of;
   for (size_t c = 0; c < children.size(); ++c) {
@@ -193,27 +196,6 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
     }
     taken[first] = true;
     picked.push_back(first);
-  }
-  if (budget >= 3 && root) {
-    // The brief summary first gets the best line of each third of the document.
-    const int64_t b = children.front()->begin;
-    const double len = static_cast<double>(std::max<int64_t>(1, children.back()->end - b));
-    for (int third = 0; third < 3; ++third) {
-      size_t best = pool.size();
-      bool has_one = false;
-      for (size_t i = 0; i < pool.size(); ++i) {
-        const int t =
-            std::min(2, static_cast<int>(3.0 * static_cast<double>(pool[i].begin - b) / len));
-        has_one |= taken[i] && t == third;
-        if (!taken[i] && t == third && (best == pool.size() || pool[i].score > pool[best].score))
-          best = i;
-      }
-      if (has_one) continue;
-      if (best < pool.size()) {
-        taken[best] = true;
-        picked.push_back(best);
-      }
-    }
   }
   if (budget >= children.size() + picked.size()) {
     for (size_t c = 0; c < children.size(); ++c) {
@@ -281,6 +263,92 @@ std::vector<SummaryLine> MergeLines(const std::vector<const SummaryNode*>& child
   return out;
 }
 
+// The brief summary: lines from every section's, within `max_tokens` and `max_lines`. It opens
+// with the document's first line; then, greedily, the line that adds most to
+//   (thirds of the document represented) + (share of the top names mentioned)
+//   + (name order: first mentions in the order the source introduces the names)
+//   + 0.2 * (its score - its similarity to the lines already taken),
+// while that gain is positive. These are the properties `muninn eval summary` measures
+// (summary_eval.h), which is the point: a reader's paragraph should cover the whole book, name its
+// main cast and meet the cast in the book's order. Document order.
+std::vector<SummaryLine> SelectBrief(const std::vector<SummaryNode>& sections, int64_t max_tokens,
+                                     size_t max_lines, const model::Tokenizer& tok,
+                                     const std::map<int64_t, std::vector<float>>& vectors,
+                                     const NameWeights& weights) {
+  std::vector<const SummaryLine*> pool;
+  for (const SummaryNode& n : sections) {
+    for (const SummaryLine& l : n.lines) pool.push_back(&l);
+  }
+  std::vector<SummaryLine> out;
+  if (pool.empty()) return out;
+  const int64_t doc_begin = sections.front().begin;
+  const double len = static_cast<double>(std::max<int64_t>(1, sections.back().end - doc_begin));
+  std::vector<int> third(pool.size());
+  std::vector<int64_t> tokens(pool.size());
+  std::vector<std::vector<std::string>> names(pool.size());
+  std::vector<std::vector<std::string>> top(pool.size());  // top names each line mentions
+  const std::unordered_set<std::string> top_set(weights.top.begin(), weights.top.end());
+  for (size_t i = 0; i < pool.size(); ++i) {
+    third[i] =
+        std::min(2, static_cast<int>(3.0 * static_cast<double>(pool[i]->begin - doc_begin) / len));
+    tokens[i] = static_cast<int64_t>(tok.Encode(pool[i]->text, false, false).size()) + 1;
+    names[i] = MentionedNames(pool[i]->text, weights);
+    std::unordered_set<std::string> seen;
+    for (std::string_view w : Words(pool[i]->text)) {
+      if (top_set.count(std::string(w)) && seen.insert(std::string(w)).second)
+        top[i].emplace_back(w);
+    }
+  }
+  const double n_top = static_cast<double>(std::max<size_t>(1, top_set.size()));
+  std::vector<size_t> picked = {0};  // pool is in document order: 0 opens the document
+  int64_t used = tokens[0];
+  // Value of a set of lines (indices into pool, any order).
+  const auto value = [&](std::vector<size_t> set) {
+    std::sort(set.begin(), set.end());
+    std::array<bool, 3> thirds = {false, false, false};
+    std::unordered_set<std::string> covered;
+    std::vector<const std::vector<std::string>*> in_order;
+    for (size_t i : set) {
+      thirds[static_cast<size_t>(third[i])] = true;
+      covered.insert(top[i].begin(), top[i].end());
+      in_order.push_back(&names[i]);
+    }
+    return static_cast<double>(thirds[0] + thirds[1] + thirds[2]) +
+           static_cast<double>(covered.size()) / n_top + NameOrder(in_order, weights);
+  };
+  const auto vec = [&](size_t i) -> const std::vector<float>& {
+    return vectors.at(pool[i]->begin);
+  };
+  double current = value(picked);
+  while (picked.size() < max_lines) {
+    size_t best = pool.size();
+    double best_gain = 0.0;
+    double best_value = current;
+    for (size_t i = 0; i < pool.size(); ++i) {
+      if (std::find(picked.begin(), picked.end(), i) != picked.end()) continue;
+      if (used + tokens[i] > max_tokens) continue;
+      double sim = 0.0;
+      for (size_t p : picked) sim = std::max(sim, static_cast<double>(Dot(vec(i), vec(p))));
+      std::vector<size_t> with = picked;
+      with.push_back(i);
+      const double v = value(with);
+      const double gain = v - current + 0.2 * (pool[i]->score - sim);
+      if (gain > best_gain) {
+        best_gain = gain;
+        best = i;
+        best_value = v;
+      }
+    }
+    if (best == pool.size()) break;
+    picked.push_back(best);
+    used += tokens[best];
+    current = best_value;
+  }
+  std::sort(picked.begin(), picked.end());
+  for (size_t i : picked) out.push_back(*pool[i]);
+  return out;
+}
+
 std::string JoinLines(const std::vector<SummaryLine>& lines) {
   std::string s;
   for (const SummaryLine& l : lines) {
@@ -325,11 +393,15 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
                         (result.n_tokens + options.section_tokens / 2) / options.section_tokens);
   const std::vector<Section> sections = CutSections(text, seg, wanted);
   result.n_sections = static_cast<int64_t>(sections.size());
-  const NameWeights names = ComputeNameWeights(text);
+  const NameWeights names = ComputeNameWeights(text, options.cover_top_names);
 
   // ---- 2. extract ----
   std::map<int64_t, std::vector<float>> vectors;  // by sentence begin, for merge redundancy
   std::vector<SummaryNode> level0;
+  // Names the lines picked so far mention, and where the source first has them.
+  std::unordered_set<std::string> seen_names;
+  std::vector<int64_t> seen_offsets;
+  const std::unordered_set<std::string> top_names(names.top.begin(), names.top.end());
   for (size_t si = 0; si < sections.size(); ++si) {
     const Section& sec = sections[si];
     std::vector<size_t> cand;
@@ -354,6 +426,12 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
                      [&](size_t a, size_t b) { return sal[a] > sal[b]; });
     order.resize(
         std::min<size_t>(order.size(), static_cast<size_t>(options.candidates_per_section)));
+    // The document's opening sentence is a candidate whatever its names: a summary opens where
+    // the book opens ("In the beginning God created the heaven and the earth.").
+    const bool opening = si == 0 && seg.sentences[cand[0]].n_words >= 6;
+    if (opening && std::find(order.begin(), order.end(), size_t{0}) == order.end()) {
+      order.back() = 0;
+    }
     std::sort(order.begin(), order.end());
     std::vector<std::string> texts;
     for (size_t o : order) texts.push_back(seg.sentences[cand[o]].text);
@@ -371,26 +449,46 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
       max_cent = std::max(max_cent, cent[k]);
     }
     std::vector<double> score(order.size());
+    std::vector<std::string> cut_texts(order.size());
     for (size_t k = 0; k < order.size(); ++k) {
       score[k] = 0.6 * (max_sal > 0.0 ? sal[order[k]] / max_sal : 0.0) +
                  0.4 * std::max(0.0, cent[k] / max_cent);
+      const std::string& t = texts[k];
+      const size_t cut = ClauseCut(t, options.max_sentence_words);
+      cut_texts[k] = t.substr(0, cut);
+      if (cut < t.size()) cut_texts[k] += " \u2026";
+      // A line that first names, late, someone the book introduced before the names the summary
+      // already holds breaks the order a reader meets the cast in (summary_eval.h name order).
+      const std::vector<std::string> line_names = MentionedNames(cut_texts[k], names);
+      score[k] -=
+          options.order_weight * AddedDiscordance(seen_offsets, seen_names, line_names, names);
+      // ... and a line that names the book's main cast for the first time gains: the summary
+      // should name them all somewhere.
+      int64_t new_top = 0;
+      for (const std::string& n : line_names) {
+        new_top += !seen_names.count(n) && top_names.count(n) ? 1 : 0;
+      }
+      score[k] += options.cover_weight * std::min(1.0, static_cast<double>(new_top) / 2.0);
     }
+    if (opening) score[0] = 2.0;  // above any other: MMR takes it first, then the usual picks
     SummaryNode node;
     node.begin = sec.begin;
     node.end = sec.end;
     node.label =
         SpanLabel(seg.headings, sec.begin, sec.end,
                   "part " + std::to_string(si + 1) + " of " + std::to_string(sections.size()));
-    for (size_t k : SelectMmr(score, vec, static_cast<size_t>(options.sentences_per_section))) {
+    const size_t n_lines = static_cast<size_t>(options.sentences_per_section) + (opening ? 1 : 0);
+    for (size_t k : SelectMmr(score, vec, n_lines)) {
       const Sentence& s = seg.sentences[cand[order[k]]];
       SummaryLine line;
       line.begin = s.begin;
       line.end = s.end;
-      line.score = score[k];
-      const size_t cut = ClauseCut(s.text, options.max_sentence_words);
-      line.text = s.text.substr(0, cut);
-      if (cut < s.text.size()) line.text += " \u2026";
+      line.score = std::clamp(score[k], 0.0, 1.0);
+      line.text = cut_texts[k];
       vectors[s.begin] = vec[k];
+      for (const std::string& n : MentionedNames(line.text, names)) {
+        if (seen_names.insert(n).second) seen_offsets.push_back(names.first_offset.at(n));
+      }
       node.lines.push_back(std::move(line));
     }
     level0.push_back(std::move(node));
@@ -440,9 +538,10 @@ StatusOr<SummaryResult> Summarize(retriever::LongContextSession& session,
       node.label = SpanLabel(
           seg.headings, node.begin, node.end,
           "parts " + std::to_string(g + 1) + "\u2013" + std::to_string(g + children.size()));
-      const size_t budget =
-          static_cast<size_t>(root ? options.brief_sentences : options.merge_keep);
-      node.lines = MergeLines(children, budget, vectors, names, root);
+      node.lines =
+          root ? SelectBrief(result.levels.front(), options.max_tokens,
+                             static_cast<size_t>(options.brief_sentences), tok, vectors, names)
+               : MergeLines(children, static_cast<size_t>(options.merge_keep), vectors, names);
       next.push_back(std::move(node));
     }
     result.levels.push_back(std::move(next));

@@ -9,11 +9,8 @@
 #include "muninn/tools/names.h"
 
 namespace muninn::tools {
-namespace {
 
-// Share of concordant pairs between two sequences of positions taken in summary order; pairs
-// tied in `source_pos` are skipped. Sets *pairs to the number compared.
-double Concordance(const std::vector<int64_t>& source_pos, int64_t* pairs) {
+double ConcordantShare(const std::vector<int64_t>& source_pos, int64_t* pairs) {
   int64_t concordant = 0;
   int64_t total = 0;
   for (size_t i = 0; i < source_pos.size(); ++i) {
@@ -27,8 +24,6 @@ double Concordance(const std::vector<int64_t>& source_pos, int64_t* pairs) {
   return total == 0 ? 1.0 : static_cast<double>(concordant) / static_cast<double>(total);
 }
 
-}  // namespace
-
 SummaryEval EvaluateSummary(std::string_view source, std::string_view summary,
                             const SummaryEvalOptions& options) {
   SummaryEval r;
@@ -36,30 +31,8 @@ SummaryEval EvaluateSummary(std::string_view source, std::string_view summary,
   std::unordered_set<std::string> source_tokens;  // every word and number, case kept
   for (const NameOccurrence& n : FindNames(source)) source_tokens.insert(n.name);
   for (std::string_view w : Words(source)) source_tokens.emplace(w);
-  struct NameStat {
-    int64_t count = 0;
-    int64_t first = 0;
-    bool mid_sentence = false;
-  };
-  std::unordered_map<std::string, NameStat> stats;
-  for (const NameOccurrence& n : FindNames(source)) {
-    if (n.number) continue;
-    auto [it, inserted] = stats.try_emplace(n.name);
-    if (inserted) it->second.first = n.offset;
-    ++it->second.count;
-    it->second.mid_sentence |= !n.sentence_start;
-  }
-  std::vector<std::pair<std::string, NameStat>> ranked;
-  for (const auto& [name, s] : stats) {
-    if (s.mid_sentence) ranked.emplace_back(name, s);
-  }
-  std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
-    return a.second.count != b.second.count ? a.second.count > b.second.count
-                                            : a.second.first < b.second.first;
-  });
-  for (size_t i = 0; i < ranked.size() && static_cast<int64_t>(i) < options.top_names; ++i) {
-    r.top_names.push_back(ranked[i].first);
-  }
+  const std::unordered_map<std::string, SourceName> stats = SourceNames(source);
+  r.top_names = TopSourceNames(stats, options.top_names);
 
   // ---- name precision and coverage ----
   const std::vector<NameOccurrence> summary_names = FindNames(summary);
@@ -75,7 +48,7 @@ SummaryEval EvaluateSummary(std::string_view source, std::string_view summary,
     }
     if (!n.number && mentioned.insert(n.name).second) {
       if (auto it = stats.find(n.name); it != stats.end())
-        name_first_source.push_back(it->second.first);
+        name_first_source.push_back(it->second.first_offset);
     }
   }
   r.name_precision = r.names_total == 0 ? 1.0
@@ -89,7 +62,7 @@ SummaryEval EvaluateSummary(std::string_view source, std::string_view summary,
   r.top_name_coverage = r.top_names.empty() ? 0.0
                                             : static_cast<double>(r.top_names_mentioned.size()) /
                                                   static_cast<double>(r.top_names.size());
-  r.name_order = Concordance(name_first_source, &r.name_pairs);
+  r.name_order = ConcordantShare(name_first_source, &r.name_pairs);
 
   // ---- locating summary sentences in the source ----
   const SegmentedText src = SegmentText(source);
@@ -133,7 +106,7 @@ SummaryEval EvaluateSummary(std::string_view source, std::string_view summary,
   }
   r.all_thirds =
       r.located_per_third[0] > 0 && r.located_per_third[1] > 0 && r.located_per_third[2] > 0;
-  r.sentence_order = Concordance(located, &r.sentence_pairs);
+  r.sentence_order = ConcordantShare(located, &r.sentence_pairs);
   return r;
 }
 

@@ -49,4 +49,8 @@ struct SegmentedText {
 // capital initial, and at every paragraph break (a blank line). Headings are set apart.
 SegmentedText SegmentText(std::string_view text);
 
+// True when the '.' at text[dot] ends a known abbreviation ("Mr", "St", "Col"...) or a single
+// capital initial, so it ends no sentence (the rule SegmentText and FindNames share).
+bool IsAbbreviationDot(std::string_view text, size_t dot);
+
 }  // namespace muninn::tools

@@ -9,7 +9,12 @@
 //      three heaviest names of a sentence count, so name lists do not win) and by
 //      centrality (cosine to the section's centroid: MiniLM embeddings when an embedder is given,
 //      word counts otherwise); `sentences_per_section` are picked with a redundancy penalty
-//      (MMR) and kept in document order; long ones are cut at a clause boundary;
+//      (MMR) and kept in document order; long ones are cut at a clause boundary. The document's
+//      opening sentence is always the first section's first line, on top of its picks (a
+//      summary opens where the book does), and sections are read in order: a line whose names the
+//      summary has not yet mentioned, but which the source introduced before names it already has,
+//      loses `order_weight` times that discordant share of pairs (summary_eval.h name order), and
+//      one that names top names the summary has not named yet gains up to `cover_weight`;
 //   3. condense (optional): the model is asked to shorten each picked sentence, greedily, one
 //      line. Its sentence is kept only when it is verified: every name and number in it occurs
 //      in the sentence it condensed; it is that sentence with words left out (>= 90 % of its
@@ -19,11 +24,12 @@
 //      words and fewer than the original; it does not repeat itself. Otherwise the extracted
 //      sentence stands;
 //   4. merge: consecutive nodes are grouped `merge_fanout` at a time, level by level, until one
-//      remains; a group keeps `merge_keep` of its children's lines (the root keeps up to
-//      `brief_sentences`): its earliest line always (a summary opens where its part opens), at
-//      the root one from each third of the document, then one per child, chosen by score, by the
-//      weight of names the lines already kept lack, and against redundancy; always in document
-//      order.
+//      remains; a group keeps `merge_keep` of its children's lines: its earliest line always (a
+//      summary opens where its part opens), then one per child, chosen by score, by the weight of
+//      names the lines already kept lack, and against redundancy; always in document order.
+//      The root (the brief summary) chooses from every section's lines, up to `brief_sentences`
+//      within `max_tokens`: the opening line, then greedily the line that best adds thirds of the
+//      document represented, `cover_top_names` top names mentioned and name order.
 // The result is a tree: sections at the bottom, the brief summary at the root. RenderSummary
 // prints it as one paragraph, one line per section, or a nested outline.
 // Thread-compatible (it drives one session).
@@ -54,8 +60,14 @@ struct SummarizerOptions {
   int64_t max_tokens = 384;             // token budget of the brief summary (>= one line)
   int64_t max_sentence_words = 40;      // extracted sentences are cut at a clause boundary
   int64_t candidates_per_section = 24;  // best-named sentences embedded per section
-  bool condense = true;                 // the model shortens picked lines (verified)
-  int64_t condense_tokens = 48;         // generation budget per condensed line
+  // Score taken off a section line per unit of the name-order discordance it would add (step 2).
+  double order_weight = 0.5;
+  // Score added to a section line that names one (0.5) or two (1.0) of the `cover_top_names`
+  // the summary has not named yet.
+  double cover_weight = 0.3;
+  int64_t cover_top_names = 20;  // the brief tries to name the document's this many top names
+  bool condense = true;          // the model shortens picked lines (verified)
+  int64_t condense_tokens = 48;  // generation budget per condensed line
   // Greedy: the model should copy, not invent. Stop rules: one line (newline ends it).
   model::SamplerOptions sampling = model::SamplerOptions::Greedy();
   int64_t max_input_bytes = kDefaultMaxDocumentBytes;

@@ -4,15 +4,17 @@
 //  - name precision: of the names in the summary (names.h: capitalised words off a small stop
 //    list, and numbers; every occurrence counts), the share that occur as words in the source.
 //    An invented name ("Brigdeleph") counts against it.
-//  - top-name coverage: the source's `top_names` most frequent names (words only, no numbers;
-//    only names seen at least once away from a sentence start, so "Wherefore" is not one), and
-//    the share of them the summary mentions.
+//  - top-name coverage: the source's `top_names` most frequent source names (names.h: words the
+//    source capitalises away from a sentence start more often than it writes them in lower
+//    case, so neither "Wherefore" nor "Take" is one), and the share of them the summary mentions.
 //  - thirds: each summary sentence of at least 3 words is *located* at the source sentence that
 //    holds the largest share of its words (lower-cased), when that share is >= match_threshold;
 //    a third of the source (by bytes) is represented when a located sentence starts in it.
 //  - order: sentence order = the share of concordant pairs among located summary sentences
 //    (summary order vs source position; pairs at one source position are skipped); name order =
-//    the same over names, by first mention in the summary vs first occurrence in the source.
+//    the same over source names, by first mention in the summary vs first occurrence in the
+//    source (other capitalised words, such as "Speak" or "Anxiety" opening a sentence, have no
+//    place in the order the source introduces its names).
 //    Both are (1 + Kendall tau) / 2: 1 is the source's order, 0.5 no relation, 0 reversed.
 // Pure functions; thread-safe.
 #pragma once
@@ -59,6 +61,12 @@ struct SummaryEval {
   double name_order = 1.0;
   int64_t name_pairs = 0;
 };
+
+// (1 + Kendall tau) / 2 of a sequence of source positions taken in summary order: the share of
+// pairs (i < j) with source_pos[i] < source_pos[j], pairs tied in source_pos skipped; 1 when no
+// pair is left. Sets *pairs to the number compared. The order measure above; the summarizer uses
+// it to keep its brief in the order the source introduces its names.
+double ConcordantShare(const std::vector<int64_t>& source_pos, int64_t* pairs);
 
 SummaryEval EvaluateSummary(std::string_view source, std::string_view summary,
                             const SummaryEvalOptions& options = {});
