@@ -84,13 +84,9 @@ Geometry MakeGeometry(const AttentionTrainDims& d) {
   return g;
 }
 
-}  // namespace
-
-void AttentionForwardTrain(ThreadPool* pool, const AttentionTrainDims& dims, const float* q,
-                           const float* k, const float* v, const float* mem_q, const float* mem_k,
-                           const float* mem_v, float* out, float* lse) {
-  const Geometry g = MakeGeometry(dims);
-  const Kernels kernels = SelectKernels(dims.isa);
+// The inputs forward and backward share.
+Args InputArgs(const float* q, const float* k, const float* v, const float* mem_q,
+               const float* mem_k, const float* mem_v) {
   Args a;
   a.q = q;
   a.k = k;
@@ -98,6 +94,17 @@ void AttentionForwardTrain(ThreadPool* pool, const AttentionTrainDims& dims, con
   a.mem_q = mem_q;
   a.mem_k = mem_k;
   a.mem_v = mem_v;
+  return a;
+}
+
+}  // namespace
+
+void AttentionForwardTrain(ThreadPool* pool, const AttentionTrainDims& dims, const float* q,
+                           const float* k, const float* v, const float* mem_q, const float* mem_k,
+                           const float* mem_v, float* out, float* lse) {
+  const Geometry g = MakeGeometry(dims);
+  const Kernels kernels = SelectKernels(dims.isa);
+  Args a = InputArgs(q, k, v, mem_q, mem_k, mem_v);
   a.out = out;
   a.out_lse = lse;
   const int64_t n_tasks = (g.T + cpu::attn_train::kRowsPerTask - 1) / cpu::attn_train::kRowsPerTask;
@@ -124,13 +131,7 @@ void AttentionBackward(ThreadPool* pool, const AttentionTrainDims& dims, const f
     }
   });
 
-  Args a;
-  a.q = q;
-  a.k = k;
-  a.v = v;
-  a.mem_q = mem_q;
-  a.mem_k = mem_k;
-  a.mem_v = mem_v;
+  Args a = InputArgs(q, k, v, mem_q, mem_k, mem_v);
   a.lse = lse;
   a.dout = dout;
   a.D = D.data();
