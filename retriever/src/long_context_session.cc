@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "muninn/retriever/context_memory.h"
+#include "muninn/retriever/excerpt_focus.h"
 
 namespace muninn::retriever {
 
@@ -127,6 +128,17 @@ bool ParseMemoryPosition(std::string_view name, MemoryPosition* out) {
   return true;
 }
 
+const char* ExcerptPlacementName(ExcerptPlacement p) {
+  return p == ExcerptPlacement::kStart ? "start" : "before_last_line";
+}
+
+bool ParseExcerptPlacement(std::string_view name, ExcerptPlacement* out) {
+  if (name == "start") *out = ExcerptPlacement::kStart;
+  else if (name == "before_last_line" || name == "before-last-line") *out = ExcerptPlacement::kBeforeLastLine;
+  else return false;
+  return true;
+}
+
 Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   if (memory_layer < 0 || memory_layer >= config.n_layer) {
     return InvalidArgumentError("memory_layer " + std::to_string(memory_layer) +
@@ -173,6 +185,14 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
   }
   if (reread.top_k < 0 || reread.top_k > 4096) {
     return InvalidArgumentError("reread top_k must be in [0, 4096]");
+  }
+  if (reread.focus < -1 || reread.focus > 64) {
+    return InvalidArgumentError("reread focus must be in [-1, 64] (sentences kept on each side of "
+                                "a matching one; -1 keeps whole chunks)");
+  }
+  if (!(reread.focus_margin >= 0.0f && reread.focus_margin <= 2.0f)) {
+    return InvalidArgumentError("reread focus_margin must be in [0, 2] (a cosine difference; 2 "
+                                "keeps every sentence)");
   }
   if (reread.budget_tokens < 0) {
     return InvalidArgumentError("reread budget_tokens must be >= 0 (it is also capped by the "
@@ -494,6 +514,49 @@ StatusOr<std::vector<Excerpt>> LongContextSession::RetrieveExcerpts(
                                         : a.hit.position < b.hit.position;
   });
   return out;
+}
+
+StatusOr<std::vector<Excerpt>> LongContextSession::FocusExcerpts(std::string_view question,
+                                                                 std::vector<Excerpt> excerpts) {
+  if (excerpts.empty() || retriever_ == nullptr || options_.reread.focus < 0) return excerpts;
+  // A sentence cut by a chunk boundary ("The gift that Maelis received was a" | "lantern.") reads
+  // whole: each excerpt's neighbouring chunks in its document join it, and the focus keeps only
+  // the sentences that match. Neighbours are the chunks stored just before and after (ids are
+  // given in ingest order), taken only when they adjoin in the same document.
+  if (bank_ != nullptr) {
+    std::set<memory::ChunkId> have;
+    for (const Excerpt& e : excerpts) have.insert(e.hit.id);
+    std::vector<Excerpt> neighbours;
+    for (const Excerpt& e : excerpts) {
+      for (const bool after : {false, true}) {
+        if (!after && e.hit.id == 0) continue;
+        const memory::ChunkId id = after ? e.hit.id + 1 : e.hit.id - 1;
+        if (have.count(id) != 0) continue;
+        StatusOr<memory::ChunkInfo> info = bank_->Info(id);
+        if (!info.ok() || info->doc_id != e.hit.doc_id) continue;
+        const bool adjoins = after ? info->position == e.hit.position + e.hit.n_tokens
+                                   : info->position + info->n_tokens == e.hit.position;
+        if (!adjoins) continue;
+        ASSIGN_OR_RETURN(memory::ChunkRecord rec, bank_->GetChunk(id));
+        memory::SearchHit h;
+        h.id = id;
+        h.doc_id = info->doc_id;
+        h.position = info->position;
+        h.n_tokens = info->n_tokens;
+        h.score = e.hit.score;
+        have.insert(id);
+        neighbours.push_back({h, std::move(rec.text), std::move(rec.tokens)});
+      }
+    }
+    for (Excerpt& n : neighbours) excerpts.push_back(std::move(n));
+    std::sort(excerpts.begin(), excerpts.end(), [](const Excerpt& a, const Excerpt& b) {
+      return a.hit.doc_id != b.hit.doc_id ? a.hit.doc_id < b.hit.doc_id
+                                          : a.hit.position < b.hit.position;
+    });
+  }
+  return retriever::FocusExcerpts(*retriever_->embedder(), *tokenizer_, question,
+                                  std::move(excerpts), options_.reread.focus,
+                                  options_.reread.focus_margin);
 }
 
 Status LongContextSession::Run(std::span<const model::TokenId> ids) {

@@ -129,6 +129,40 @@ TEST_F(RereadTest, ChatTurnPutsExcerptsBeforeTheQuestion) {
   EXPECT_EQ(with[1].content, "q?");
 }
 
+TEST_F(RereadTest, FocusCompletesASentenceCutByAChunkBoundaryAndDropsTheRest) {
+  // Three 16-byte chunks; "b" retrieves only the middle one, whose sentence ends in the third.
+  const std::string text = "cccc cccc cccc. Then bbbbbbbbbbb dog ran away.  ";
+  ASSERT_EQ(text.size(), 48u);
+  opts_.reread.top_k = 1;
+  opts_.reread.focus = 0;
+  opts_.reread.focus_margin = 0.2f;
+  auto s = retriever::LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, opts_);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE((*s)->IngestText(3, text).ok());
+  auto ex = (*s)->RetrieveExcerpts("bbb?");
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  ASSERT_EQ(ex->size(), 1u);
+  EXPECT_EQ((*ex)[0].hit.position, 16);
+  auto focused = (*s)->FocusExcerpts("bbb?", *ex);
+  ASSERT_TRUE(focused.ok()) << focused.status();
+  ASSERT_EQ(focused->size(), 1u);
+  EXPECT_EQ((*focused)[0].text, "Then bbbbbbbbbbb dog ran away.");
+  EXPECT_EQ((*focused)[0].hit.position, 0);    // the run starts at the chunk before
+  EXPECT_EQ((*focused)[0].hit.n_tokens, 48);   // and spans all three
+  // The chunks the answer read are the retrieved one only (HitsWithin).
+  const auto hits = HitsWithin(*ex, *focused);
+  ASSERT_EQ(hits.size(), 1u);
+  EXPECT_EQ(hits[0].position, 16);
+  // focus -1: whole chunks, as retrieved.
+  opts_.reread.focus = -1;
+  auto whole = retriever::LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, opts_);
+  ASSERT_TRUE(whole.ok());
+  auto same = (*whole)->FocusExcerpts("bbb?", *ex);
+  ASSERT_TRUE(same.ok());
+  ASSERT_EQ(same->size(), 1u);
+  EXPECT_EQ((*same)[0].text, text.substr(16, 16));
+}
+
 TEST(FormatExcerptsTest, AdjacentChunksReadAsOneExcerpt) {
   auto ex = [](uint64_t doc, int64_t pos, const std::string& text) {
     retriever::Excerpt e;
@@ -145,9 +179,55 @@ TEST(FormatExcerptsTest, AdjacentChunksReadAsOneExcerpt) {
   EXPECT_EQ(FormatExcerpts({}), "");
 }
 
+TEST(FormatExcerptsTest, CompletionsGetTheExcerptsBeforeTheirLastLine) {
+  retriever::Excerpt e;
+  e.hit.doc_id = 1;
+  e.hit.n_tokens = 4;
+  e.text = "The pass key is 28813.";
+  const std::span<const retriever::Excerpt> one(&e, 1);
+  using retriever::ExcerptPlacement;
+  const std::string doc = "Long text.\nMore text.\nWhat is the pass key? The pass key is";
+  EXPECT_EQ(CompletionWithExcerpts(doc, one, ExcerptPlacement::kBeforeLastLine),
+            "Long text.\nMore text.\n\n[1] The pass key is 28813.\n\nWhat is the pass key? The pass key is");
+  EXPECT_EQ(CompletionWithExcerpts(doc, one, ExcerptPlacement::kStart),
+            "[1] The pass key is 28813.\n\n" + doc);
+  // One line, or a first line after blank lines only: before everything. No excerpts: unchanged.
+  EXPECT_EQ(CompletionWithExcerpts("Q? A:", one, ExcerptPlacement::kBeforeLastLine),
+            "[1] The pass key is 28813.\n\nQ? A:");
+  EXPECT_EQ(CompletionWithExcerpts("\n\n  Q? A:", one, ExcerptPlacement::kBeforeLastLine),
+            "[1] The pass key is 28813.\n\n\n\n  Q? A:");
+  EXPECT_EQ(CompletionWithExcerpts(doc, {}, ExcerptPlacement::kBeforeLastLine), doc);
+  // Trailing blank lines: the last non-empty line is the question.
+  EXPECT_EQ(CompletionWithExcerpts("a\nb?\n\n", one, ExcerptPlacement::kBeforeLastLine),
+            "a\n\n[1] The pass key is 28813.\n\nb?\n\n");
+  EXPECT_EQ(LastLine("a\n  b? \n\n"), "b?");
+  EXPECT_EQ(LastLine("single"), "single");
+  EXPECT_EQ(LastLine(" \n "), "");
+}
+
+TEST(FormatExcerptsTest, HitsWithinKeepsTheChunksAJoinedExcerptCovers) {
+  auto ex = [](uint64_t id, uint64_t doc, int64_t pos, int64_t n) {
+    retriever::Excerpt e;
+    e.hit.id = id;
+    e.hit.doc_id = doc;
+    e.hit.position = pos;
+    e.hit.n_tokens = n;
+    return e;
+  };
+  const std::vector<retriever::Excerpt> retrieved = {ex(1, 1, 0, 16), ex(2, 1, 16, 16), ex(3, 1, 64, 16),
+                                                     ex(4, 2, 0, 16)};
+  // Chunks 1 and 2 joined into one excerpt; chunk 3 dropped; chunk 4 kept.
+  const std::vector<retriever::Excerpt> kept = {ex(1, 1, 0, 32), ex(4, 2, 0, 16)};
+  std::vector<uint64_t> ids;
+  for (const auto& h : HitsWithin(retrieved, kept)) ids.push_back(h.id);
+  EXPECT_EQ(ids, (std::vector<uint64_t>{1, 2, 4}));
+  EXPECT_TRUE(HitsWithin(retrieved, {}).empty());
+}
+
 TEST_F(RereadTest, ExcerptsThatDoNotFitTheWindowAreDropped) {
   opts_.local_window = 80;
   opts_.reread.budget_tokens = 64;
+  opts_.reread.focus = -1;  // whole chunks: each one an excerpt that can be dropped
   auto s = retriever::LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, opts_);
   ASSERT_TRUE(s.ok());
   ASSERT_TRUE((*s)->IngestText(1, "dddd ddd dd d...dddd ddd dd d...dddd ddd dd d...dddd ddd dd d...").ok());
@@ -313,6 +393,24 @@ TEST(MemoryModesTest, RereadRetrievalMethodComesFromTheConfig) {
       write(R"({"model": "m", "long_context": {"reread": {"retrieval": "bm25"}}})"));
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("reread.retrieval"), std::string::npos) << bad.status();
+  // Focus and placement: defaults, values, and a clear error for an unknown placement.
+  EXPECT_EQ(c->long_context.reread.focus, 0);
+  EXPECT_FLOAT_EQ(c->long_context.reread.focus_margin, 0.2f);
+  EXPECT_EQ(c->long_context.reread.placement, retriever::ExcerptPlacement::kBeforeLastLine);
+  c = LoadAppConfig(write(
+      R"({"model": "m", "long_context": {"reread": {"focus": -1, "focus_margin": 0.5, "placement": "start"}}})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->long_context.reread.focus, -1);
+  EXPECT_FLOAT_EQ(c->long_context.reread.focus_margin, 0.5f);
+  EXPECT_EQ(c->long_context.reread.placement, retriever::ExcerptPlacement::kStart);
+  bad = LoadAppConfig(
+      write(R"({"model": "m", "long_context": {"reread": {"focus_margin": "wide"}}})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("reread.focus_margin"), std::string::npos) << bad.status();
+  bad = LoadAppConfig(
+      write(R"({"model": "m", "long_context": {"reread": {"placement": "end"}}})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("reread.placement"), std::string::npos) << bad.status();
   std::filesystem::remove_all(dir);
 }
 

@@ -192,6 +192,18 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
         if (!rm.ok()) return err("reread.retrieval", "must be \"dense\", \"lexical\" or \"hybrid\"");
         o.reread.retrieval = *rm;
       }
+      RETURN_IF_ERROR(get_int(rr, "focus", &o.reread.focus));
+      if (rr.contains("focus_margin")) {
+        if (!rr["focus_margin"].is_number()) return err("reread.focus_margin", "must be a number");
+        o.reread.focus_margin = rr["focus_margin"].get<float>();
+      }
+      if (rr.contains("placement")) {
+        std::string placement;
+        RETURN_IF_ERROR(get_string(rr, "placement", &placement));
+        if (!retriever::ParseExcerptPlacement(placement, &o.reread.placement)) {
+          return err("reread.placement", "must be \"start\" or \"before_last_line\"");
+        }
+      }
     }
     if (lc.contains("knn")) {
       const auto& kn = lc["knn"];

@@ -1,6 +1,7 @@
 #include "chat_generation.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace muninn::tools {
 
@@ -29,6 +30,57 @@ std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts) {
     }
   }
   if (!out.empty()) out += "\n\n";
+  return out;
+}
+
+namespace {
+
+bool Blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+// [begin, end) of the last non-empty line of `text`; begin == end == 0 when it is blank.
+std::pair<size_t, size_t> LastLineSpan(std::string_view text) {
+  size_t end = text.size();
+  while (end > 0 && Blank(text[end - 1])) --end;
+  if (end == 0) return {0, 0};
+  const size_t nl = text.rfind('\n', end - 1);
+  size_t begin = nl == std::string_view::npos ? 0 : nl + 1;
+  while (begin < end && Blank(text[begin])) ++begin;
+  return {begin, end};
+}
+
+}  // namespace
+
+std::string_view LastLine(std::string_view text) {
+  const auto [b, e] = LastLineSpan(text);
+  return text.substr(b, e - b);
+}
+
+std::string CompletionWithExcerpts(std::string_view text,
+                                   std::span<const retriever::Excerpt> excerpts,
+                                   retriever::ExcerptPlacement placement) {
+  if (excerpts.empty()) return std::string(text);
+  const std::string block = FormatExcerpts(excerpts);
+  const auto [b, e] = LastLineSpan(text);
+  // The head must hold something besides whitespace, else the prompt is one line.
+  size_t head_end = b;
+  while (head_end > 0 && Blank(text[head_end - 1])) --head_end;
+  if (placement == retriever::ExcerptPlacement::kStart || e == 0 || head_end == 0) {
+    return block + std::string(text);
+  }
+  return std::string(text.substr(0, head_end)) + "\n\n" + block + std::string(text.substr(b));
+}
+
+std::vector<memory::SearchHit> HitsWithin(std::span<const retriever::Excerpt> retrieved,
+                                          std::span<const retriever::Excerpt> kept) {
+  std::vector<memory::SearchHit> out;
+  for (const retriever::Excerpt& k : kept) {
+    for (const retriever::Excerpt& r : retrieved) {
+      if (r.hit.doc_id == k.hit.doc_id && r.hit.position >= k.hit.position &&
+          r.hit.position < k.hit.position + std::max<int64_t>(k.hit.n_tokens, 1)) {
+        out.push_back(r.hit);
+      }
+    }
+  }
   return out;
 }
 
@@ -79,9 +131,10 @@ StatusOr<ChatTurnResult> RunChatTurn(retriever::LongContextSession& session,
                                      std::span<const model::ChatMessage> messages,
                                      std::string_view query_text, const ChatTurnOptions& options,
                                      const retriever::TextCallback& on_text) {
-  std::vector<retriever::Excerpt> excerpts;
+  std::vector<retriever::Excerpt> retrieved, excerpts;
   if (session.options().has(retriever::kModeReread) && !messages.empty()) {
-    ASSIGN_OR_RETURN(excerpts, session.RetrieveExcerpts(query_text, options.filter));
+    ASSIGN_OR_RETURN(retrieved, session.RetrieveExcerpts(query_text, options.filter));
+    ASSIGN_OR_RETURN(excerpts, session.FocusExcerpts(query_text, retrieved));
   }
   // The system message carries the excerpts; the weakest excerpt goes first when the prompt does
   // not fit the window (generation overflows into memory, the prompt cannot).
@@ -97,8 +150,7 @@ StatusOr<ChatTurnResult> RunChatTurn(retriever::LongContextSession& session,
   }
   ASSIGN_OR_RETURN(ChatTurnResult result, Run(session, ids, query_text, options, on_text));
   if (!excerpts.empty()) {
-    std::vector<memory::SearchHit> hits;
-    for (const auto& e : excerpts) hits.push_back(e.hit);
+    std::vector<memory::SearchHit> hits = HitsWithin(retrieved, excerpts);
     hits.insert(hits.end(), result.hits.begin(), result.hits.end());
     result.hits = std::move(hits);
     ASSIGN_OR_RETURN(const std::string plain, chat.Render(messages, true));
@@ -113,15 +165,17 @@ StatusOr<ChatTurnResult> RunCompletion(retriever::LongContextSession& session,
                                        std::string_view prompt, const ChatTurnOptions& options,
                                        const retriever::TextCallback& on_text) {
   // Raw text: special-token strings in it are plain text, not control tokens. In re-read mode the
-  // excerpts come first (a completion continues the prompt, so nothing may follow it).
-  std::vector<retriever::Excerpt> excerpts;
+  // excerpts go before the prompt's last line (reread.placement; the prompt's end stays its end,
+  // as a completion continues it), cut to the sentences most like that line (reread.focus).
+  std::vector<retriever::Excerpt> retrieved, excerpts;
   if (session.options().has(retriever::kModeReread)) {
-    ASSIGN_OR_RETURN(excerpts, session.RetrieveExcerpts(prompt, options.filter));
+    ASSIGN_OR_RETURN(retrieved, session.RetrieveExcerpts(prompt, options.filter));
+    ASSIGN_OR_RETURN(excerpts, session.FocusExcerpts(LastLine(prompt), retrieved));
   }
   std::vector<model::TokenId> ids;
   while (true) {
     const std::string text =
-        excerpts.empty() ? std::string(prompt) : FormatExcerpts(excerpts) + std::string(prompt);
+        CompletionWithExcerpts(prompt, excerpts, session.options().reread.placement);
     ids = session.tokenizer()->Encode(text, true, false);
     if (excerpts.empty() || static_cast<int64_t>(ids.size()) <= session.options().local_window - 16) {
       break;
@@ -130,8 +184,7 @@ StatusOr<ChatTurnResult> RunCompletion(retriever::LongContextSession& session,
   }
   ASSIGN_OR_RETURN(ChatTurnResult result, Run(session, ids, prompt, options, on_text));
   if (!excerpts.empty()) {
-    std::vector<memory::SearchHit> hits;
-    for (const auto& e : excerpts) hits.push_back(e.hit);
+    std::vector<memory::SearchHit> hits = HitsWithin(retrieved, excerpts);
     hits.insert(hits.end(), result.hits.begin(), result.hits.end());
     result.hits = std::move(hits);
   }

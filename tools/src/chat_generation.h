@@ -38,6 +38,24 @@ struct ChatTurnResult {
 // a blank line (empty for no excerpts).
 std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts);
 
+// A text completion's prompt with the excerpts: with kBeforeLastLine, just before the last
+// non-empty line of `text` (after a blank line), so "…document…\n\n[1] excerpt\n\nQuestion?" reads
+// the excerpt next to the question; with kStart, or when `text` is one line, before all of it.
+// `text` unchanged when there are no excerpts.
+std::string CompletionWithExcerpts(std::string_view text,
+                                   std::span<const retriever::Excerpt> excerpts,
+                                   retriever::ExcerptPlacement placement);
+
+// The last non-empty line of `text` without surrounding whitespace ("" for blank text): the
+// question that ends a completion prompt, which excerpt focus matches sentences against.
+std::string_view LastLine(std::string_view text);
+
+// The hits of `retrieved` (chunks as RetrieveExcerpts gave them) that lie inside the spans of
+// `kept` (the excerpts the prompt shows, possibly joined and focused), in `kept`'s order: the
+// chunks an answer read.
+std::vector<memory::SearchHit> HitsWithin(std::span<const retriever::Excerpt> retrieved,
+                                          std::span<const retriever::Excerpt> kept);
+
 // Removes the excerpt with the lowest retrieval score (the first to go when a prompt is too long).
 void DropWeakestExcerpt(std::vector<retriever::Excerpt>* excerpts);
 
@@ -58,7 +76,10 @@ StatusOr<ChatTurnResult> RunChatTurn(retriever::LongContextSession& session,
                                      std::string_view query_text, const ChatTurnOptions& options,
                                      const retriever::TextCallback& on_text = {});
 
-// The same for a raw prompt (no template): encoded with the vocabulary's BOS as it asks.
+// The same for a raw prompt (no template): encoded with the vocabulary's BOS as it asks; the
+// excerpts are placed by CompletionWithExcerpts.
+// With reread.focus >= 0 both cut each excerpt to the sentences most like the question (the query
+// text for a chat turn, the prompt's last line for a completion).
 StatusOr<ChatTurnResult> RunCompletion(retriever::LongContextSession& session,
                                        std::string_view prompt, const ChatTurnOptions& options,
                                        const retriever::TextCallback& on_text = {});

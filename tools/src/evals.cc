@@ -169,23 +169,30 @@ StatusOr<std::vector<PasskeyTrial>> RunPasskey(retriever::LongContextSession& se
         const size_t q = std::min<size_t>(window.size(), 32);
         const std::string query =
             tok.Decode(std::span<const model::TokenId>(window).subspan(window.size() - q), true);
-        std::vector<retriever::Excerpt> excerpts;
+        std::vector<retriever::Excerpt> retrieved, excerpts;
+        const std::string window_text = tok.Decode(window);
         if (reread && !prefix.empty()) {
-          ASSIGN_OR_RETURN(excerpts, session.RetrieveExcerpts(query));
+          ASSIGN_OR_RETURN(retrieved, session.RetrieveExcerpts(query));
+          // Focused on the question line, placed as a completion places them (RunCompletion).
+          ASSIGN_OR_RETURN(excerpts, session.FocusExcerpts(LastLine(window_text), retrieved));
         }
         std::vector<model::TokenId> prompt = window;
         while (!excerpts.empty()) {
-          // The excerpts come first; the weakest goes when they do not fit beside the window.
-          prompt = tok.Encode(FormatExcerpts(excerpts), false, false);
-          prompt.insert(prompt.end(), window.begin(), window.end());
+          // The weakest excerpt goes when they do not fit beside the window.
+          prompt = tok.Encode(CompletionWithExcerpts(window_text, excerpts,
+                                                     session.options().reread.placement),
+                              false, false);
           if (static_cast<int64_t>(prompt.size()) + 16 <= session.options().local_window) break;
           DropWeakestExcerpt(&excerpts);
           prompt = window;
         }
         RETURN_IF_ERROR(session.Begin(prompt, query));
-        trial.retrieved_chunks = static_cast<int64_t>(session.retrieved().hits.size() + excerpts.size());
-        for (const auto& e : excerpts) {
-          if (e.text.find(p.key) != std::string::npos) trial.key_retrieved = true;
+        const std::vector<memory::SearchHit> read = HitsWithin(retrieved, excerpts);
+        trial.retrieved_chunks = static_cast<int64_t>(session.retrieved().hits.size() + read.size());
+        for (const auto& e : retrieved) {
+          const bool kept = std::any_of(read.begin(), read.end(),
+                                        [&](const memory::SearchHit& h) { return h.id == e.hit.id; });
+          if (kept && e.text.find(p.key) != std::string::npos) trial.key_retrieved = true;
         }
         for (const auto& h : session.retrieved().hits) {
           if (session.bank() == nullptr) break;

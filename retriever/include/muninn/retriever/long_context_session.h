@@ -106,12 +106,25 @@ struct ContextMemoryOptions {
   std::vector<int32_t> ResolvedLayers(int32_t n_layer) const;
 };
 
+// Where a text completion's prompt gets the excerpts: before all of it, or before its last line
+// (the question that ends a long document), so the excerpt sits next to what asks for it. Chat
+// prompts carry them in the system message, just before the user's question, either way.
+enum class ExcerptPlacement : uint8_t { kStart, kBeforeLastLine };
+const char* ExcerptPlacementName(ExcerptPlacement p);
+bool ParseExcerptPlacement(std::string_view name, ExcerptPlacement* out);
+
 struct RereadOptions {
   int64_t top_k = 4;            // chunks retrieved per question
   int64_t budget_tokens = 512;  // most excerpt tokens put in the prompt (best chunks first;
                                 // never more than the local window)
   // How the chunks are found: embedder, BM25 words, or both in turn (retriever.h).
   RetrievalMethod retrieval = RetrievalMethod::kHybrid;
+  // Answers read only the excerpts' sentences most like the question (excerpt_focus.h): those
+  // whose similarity is within `focus_margin` of the best sentence's, each with `focus`
+  // sentences on either side; focus -1 reads whole chunks. Perplexity always reads whole chunks.
+  int64_t focus = 0;
+  float focus_margin = 0.2f;
+  ExcerptPlacement placement = ExcerptPlacement::kBeforeLastLine;
 };
 
 struct KnnLmOptions {
@@ -230,6 +243,10 @@ class LongContextSession {
   // position). Empty when the bank is empty or memory is off.
   StatusOr<std::vector<Excerpt>> RetrieveExcerpts(std::string_view query_text,
                                                   const memory::SearchFilter& filter = {});
+  // Excerpts as an answer reads them: joined where contiguous and cut to the sentences most like
+  // `question` by reread.focus (excerpt_focus.h; unchanged when focus < 0 or memory is off).
+  StatusOr<std::vector<Excerpt>> FocusExcerpts(std::string_view question,
+                                               std::vector<Excerpt> excerpts);
 
   // Scores `window` as one local window (retrieving for `query_text` under `filter` first):
   // result[i] = log p(window[i + 1] | prefix, window[0..i], memory), i in [0, size - 1). `prefix`
