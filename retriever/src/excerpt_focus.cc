@@ -32,11 +32,25 @@ bool AbbreviationBefore(std::string_view s, size_t dot) {
   return std::find(kAbbrev.begin(), kAbbrev.end(), word) != kAbbrev.end();
 }
 
+// Appends `piece` without surrounding whitespace, its inner line breaks (and the indentation
+// after them) read as one space; nothing for a blank piece.
 void PushTrimmed(std::string_view piece, std::vector<std::string>* out) {
   size_t b = 0, e = piece.size();
   while (b < e && IsSpace(piece[b])) ++b;
   while (e > b && IsSpace(piece[e - 1])) --e;
-  if (e > b) out->emplace_back(piece.substr(b, e - b));
+  if (e == b) return;
+  std::string s;
+  s.reserve(e - b);
+  for (size_t i = b; i < e; ++i) {
+    if (piece[i] == '\n' || piece[i] == '\r') {
+      while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.pop_back();
+      while (i + 1 < e && IsSpace(piece[i + 1])) ++i;
+      s += ' ';
+      continue;
+    }
+    s += piece[i];
+  }
+  out->push_back(std::move(s));
 }
 
 }  // namespace
@@ -48,6 +62,15 @@ std::vector<std::string> SplitSentences(std::string_view text) {
   while (i < text.size()) {
     const char c = text[i];
     if (c == '\n') {
+      // A line that starts with a lower-case letter continues the sentence (text wrapped at a
+      // fixed width: "…when the flood of waters was upon the\nearth."); any other line break
+      // ends one.
+      size_t next = i + 1;
+      while (next < text.size() && (text[next] == ' ' || text[next] == '\t')) ++next;
+      if (next < text.size() && std::islower(static_cast<unsigned char>(text[next]))) {
+        ++i;
+        continue;
+      }
       PushTrimmed(text.substr(start, i - start), &out);
       start = ++i;
       continue;

@@ -25,6 +25,10 @@ TEST(ExcerptFocusTest, SplitsSentencesAtEndPunctuationAndLineBreaks) {
   EXPECT_EQ(SplitSentences("He said \xE2\x80\x9CYes.\xE2\x80\x9D Then 3.14 e.g.x left..."),
             (Strings{"He said \xE2\x80\x9CYes.\xE2\x80\x9D", "Then 3.14 e.g.x left..."}));
   EXPECT_TRUE(SplitSentences(" \n\n ").empty());
+  // Text wrapped at a fixed width: a line that starts in lower case continues the sentence (its
+  // line break reads as a space); a verse number or capital starts a new one.
+  EXPECT_EQ(SplitSentences("  6 And Noah was six hundred years old when the\n   earth was wet\n  7 And Noah went in"),
+            (Strings{"6 And Noah was six hundred years old when the earth was wet", "7 And Noah went in"}));
   EXPECT_EQ(SplitSentences("no stop at all"), (Strings{"no stop at all"}));
 }
 

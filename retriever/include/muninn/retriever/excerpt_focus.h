@@ -22,7 +22,8 @@ namespace muninn::retriever {
 
 // Sentences of `text` in order, each with its trailing punctuation and without surrounding
 // whitespace: a sentence ends at '.', '!' or '?' (closing quotes and brackets stay with it)
-// followed by whitespace, and at every line break. "Mr.", "Mrs.", "Ms.", "Dr.", "St." and single
+// followed by whitespace, and at a line break unless the next line starts with a lower-case
+// letter (wrapped text; the break then reads as one space). "Mr.", "Mrs.", "Ms.", "Dr.", "St." and single
 // capital initials ("J.") do not end a sentence. Empty lines give nothing.
 std::vector<std::string> SplitSentences(std::string_view text);
 
