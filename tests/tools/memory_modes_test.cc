@@ -188,7 +188,8 @@ TEST(FormatExcerptsTest, CompletionsGetTheExcerptsBeforeTheirLastLine) {
   using retriever::ExcerptPlacement;
   const std::string doc = "Long text.\nMore text.\nWhat is the pass key? The pass key is";
   EXPECT_EQ(CompletionWithExcerpts(doc, one, ExcerptPlacement::kBeforeLastLine),
-            "Long text.\nMore text.\n\n[1] The pass key is 28813.\nWhat is the pass key? The pass key is");
+            "Long text.\nMore text.\n\nFrom earlier in the text:\n[1] The pass key is 28813.\n"
+            "What is the pass key? The pass key is");
   EXPECT_EQ(CompletionWithExcerpts(doc, one, ExcerptPlacement::kStart),
             "[1] The pass key is 28813.\n\n" + doc);
   // One line, or a first line after blank lines only: before everything. No excerpts: unchanged.
@@ -199,7 +200,7 @@ TEST(FormatExcerptsTest, CompletionsGetTheExcerptsBeforeTheirLastLine) {
   EXPECT_EQ(CompletionWithExcerpts(doc, {}, ExcerptPlacement::kBeforeLastLine), doc);
   // Trailing blank lines: the last non-empty line is the question.
   EXPECT_EQ(CompletionWithExcerpts("a\nb?\n\n", one, ExcerptPlacement::kBeforeLastLine),
-            "a\n\n[1] The pass key is 28813.\nb?\n\n");
+            "a\n\nFrom earlier in the text:\n[1] The pass key is 28813.\nb?\n\n");
   EXPECT_EQ(LastLine("a\n  b? \n\n"), "b?");
   EXPECT_EQ(LastLine("single"), "single");
   EXPECT_EQ(LastLine(" \n "), "");

@@ -39,8 +39,9 @@ struct ChatTurnResult {
 std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts);
 
 // A text completion's prompt with the excerpts: with kBeforeLastLine, just before the last
-// non-empty line of `text` (after a blank line, and followed by one line break), so
-// "…document…\n\n[1] excerpt\nQuestion?" reads the excerpt next to the question; with kStart,
+// non-empty line of `text` (after a blank line and the line "From earlier in the text:", and
+// followed by one line break), so "…document…\n\nFrom earlier in the text:\n[1] excerpt\n
+// Question?" reads the excerpt next to the question; with kStart,
 // or when `text` is one line, before all of it (FormatExcerpts' block as it is).
 // `text` unchanged when there are no excerpts.
 std::string CompletionWithExcerpts(std::string_view text,

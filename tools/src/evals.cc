@@ -186,7 +186,6 @@ StatusOr<std::vector<PasskeyTrial>> RunPasskey(retriever::LongContextSession& se
           DropWeakestExcerpt(&excerpts);
           prompt = window;
         }
-        if (std::getenv("MUNINN_DEBUG_PROMPT")) fprintf(stderr, "=====PROMPT\n%s\n=====END\n", tok.Decode(prompt).c_str());
         RETURN_IF_ERROR(session.Begin(prompt, query));
         const std::vector<memory::SearchHit> read = HitsWithin(retrieved, excerpts);
         trial.retrieved_chunks = static_cast<int64_t>(session.retrieved().hits.size() + read.size());
