@@ -1,0 +1,184 @@
+// Whole-model LoRA training checks on the tiny random llama of tiny_lora_llama.h against
+// tests/data/lora_goldens.json, written by tools/reference/make_lora_goldens.py with PyTorch
+// autograd + transformers' LlamaForCausalLM + PEFT in float64 (nothing of muninn involved):
+//  - the loss of one block and the gradient of every LoRA A/B and trained norm weight;
+//  - a 10-step trace (AdamW, warm-up + linear decay, clipping, 2 accumulated micro-batches):
+//    each step's loss, gradient norm and learning rate, and every parameter after the 10 steps.
+//
+// Tolerances: muninn runs in float32 (weights, activations, sgemm), the goldens in float64. A
+// 3-layer forward/backward of this size leaves relative errors around 1e-6 of each tensor's
+// scale, so gradients must match to 2e-5·(max |g| of the tensor) + 1e-6·|g|, the loss to 1e-5
+// relative. Over 10 AdamW steps, updates of size ~lr = 1e-2 per element, float32 rounding of m/√v
+// grows to ~1e-6 relative per step: parameters to 2e-5 absolute (their scale is ~0.1-1), losses
+// to 2e-5 relative.
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "muninn/core/cpu_backend.h"
+#include "muninn/core/optimizer.h"
+#include "muninn/model/lora.h"
+#include "muninn/model/model_loader.h"
+#include "muninn/model/train_model.h"
+#include "tests/model/tiny_lora_llama.h"
+
+namespace muninn::model {
+namespace {
+
+namespace tl = tiny_lora;
+
+class LoraGoldenTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::ifstream f(std::string(MUNINN_SOURCE_DIR) + "/tests/data/lora_goldens.json");
+    MUNINN_CHECK(f.good()) << "tests/data/lora_goldens.json is missing";
+    goldens_ = new nlohmann::json(nlohmann::json::parse(f));
+    dir_ = new std::string(::testing::TempDir() + "/muninn_lora_golden_" +
+                           std::to_string(::getpid()));
+    tl::WriteModel(*dir_);
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    std::filesystem::remove_all(*dir_, ec);
+    delete goldens_;
+    delete dir_;
+  }
+  void SetUp() override {
+    auto b = CreateCpuBackend(CpuBackendOptions{});
+    ASSERT_TRUE(b.ok()) << b.status();
+    backend_ = std::move(b).value();
+    LoadModelOptions lo;
+    lo.load_tokenizer = false;
+    auto m = LoadModel(*dir_, backend_.get(), lo);
+    ASSERT_TRUE(m.ok()) << m.status();
+    loaded_ = std::move(m).value();
+  }
+  LoraParams Params() {
+    auto p = LoraParams::Create(loaded_.model->config(), loaded_.model->weights(),
+                                tl::AdapterConfig());
+    MUNINN_CHECK(p.ok()) << p.status();
+    tl::SetAdapterValues(&*p);
+    return std::move(p).value();
+  }
+  std::unique_ptr<TrainModel> Train(bool recompute = false) {
+    TrainModelOptions o;
+    o.recompute = recompute;
+    auto tm = TrainModel::Create(loaded_.model.get(), tl::AdapterConfig(), o);
+    MUNINN_CHECK(tm.ok()) << tm.status();
+    return std::move(tm).value();
+  }
+
+  static nlohmann::json* goldens_;
+  static std::string* dir_;
+  std::unique_ptr<Backend> backend_;
+  LoadedModel loaded_;
+};
+nlohmann::json* LoraGoldenTest::goldens_ = nullptr;
+std::string* LoraGoldenTest::dir_ = nullptr;
+
+// Compares every tensor of `got` (LoraParams layout) with `want` (PEFT name -> values).
+void ExpectTensorsNear(const LoraParams& p, std::span<const float> got, const nlohmann::json& want,
+                       double rel_of_max, double rel, double abs_tol, const std::string& what) {
+  ASSERT_EQ(want.size(), p.tensors().size()) << what;
+  for (const LoraTensor& t : p.tensors()) {
+    const std::string name = t.PeftName();
+    ASSERT_TRUE(want.contains(name)) << what << ": goldens lack " << name;
+    const nlohmann::json& w = want[name];
+    ASSERT_EQ(static_cast<int64_t>(w.size()), t.size()) << what << " " << name;
+    double max_abs = 0.0;
+    for (const auto& v : w) max_abs = std::max(max_abs, std::abs(v.get<double>()));
+    for (int64_t i = 0; i < t.size(); ++i) {
+      const double ref = w[static_cast<size_t>(i)].get<double>();
+      const double tol = rel_of_max * max_abs + rel * std::abs(ref) + abs_tol;
+      ASSERT_NEAR(got[static_cast<size_t>(t.offset + i)], ref, tol)
+          << what << " " << name << " [" << i << "]";
+    }
+  }
+}
+
+TEST_F(LoraGoldenTest, LossAndEveryGradientMatchPyTorchPeft) {
+  LoraParams p = Params();
+  for (bool recompute : {false, true}) {
+    auto tm = Train(recompute);
+    std::vector<int32_t> ids, labels;
+    tl::Block(0, &ids, &labels);
+    std::vector<float> grads(static_cast<size_t>(p.size()), 0.0f);
+    auto r = tm->ForwardBackward(p, TrainBatch{ids, labels}, 0.0f, grads);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->n_supervised, (*goldens_)["n_supervised0"].get<int64_t>());
+    const double want = (*goldens_)["loss0"].get<double>();
+    EXPECT_NEAR(r->mean(), want, 1e-5 * want) << "recompute " << recompute;
+    ExpectTensorsNear(p, grads, (*goldens_)["grads"], 2e-5, 1e-6, 0.0,
+                      recompute ? "gradient (recompute)" : "gradient");
+    // The loss-only pass agrees with the training pass.
+    auto l = tm->Loss(p, TrainBatch{ids, labels});
+    ASSERT_TRUE(l.ok()) << l.status();
+    EXPECT_DOUBLE_EQ(l->loss_sum, r->loss_sum);
+  }
+}
+
+TEST_F(LoraGoldenTest, RecomputeGivesTheSameBits) {
+  LoraParams p = Params();
+  std::vector<int32_t> ids, labels;
+  tl::Block(1, &ids, &labels);
+  std::vector<float> g1(static_cast<size_t>(p.size()), 0.0f), g2 = g1;
+  ASSERT_TRUE(Train(false)->ForwardBackward(p, TrainBatch{ids, labels}, 0.0f, g1).ok());
+  ASSERT_TRUE(Train(true)->ForwardBackward(p, TrainBatch{ids, labels}, 0.0f, g2).ok());
+  EXPECT_EQ(g1, g2);
+}
+
+TEST_F(LoraGoldenTest, TenStepTraceMatchesPyTorchAdamW) {
+  LoraParams p = Params();
+  auto tm = Train();
+  const nlohmann::json& trace = (*goldens_)["trace"];
+  LrSchedule sched;
+  sched.peak_lr = 1e-2f;
+  sched.warmup_steps = 2;
+  sched.total_steps = 10;
+  sched.decay = LrDecay::kLinear;
+  AdamWOptions adamw;
+  adamw.weight_decay = 0.01f;
+  std::vector<int32_t> ids[2], labels[2];
+  int64_t n_total = 0;
+  for (int b = 0; b < 2; ++b) {
+    tl::Block(b, &ids[b], &labels[b]);
+    for (int32_t l : labels[b]) n_total += l != kIgnoreLabel;
+  }
+  const size_t n = static_cast<size_t>(p.size());
+  std::vector<float> grads(n), m(n, 0.0f), v(n, 0.0f);
+  for (int step = 0; step < 10; ++step) {
+    std::fill(grads.begin(), grads.end(), 0.0f);
+    double loss_sum = 0.0;
+    for (int b = 0; b < 2; ++b) {
+      auto r = tm->ForwardBackward(p, TrainBatch{ids[b], labels[b]},
+                                   1.0f / static_cast<float>(n_total), grads);
+      ASSERT_TRUE(r.ok()) << r.status();
+      loss_sum += r->loss_sum;
+    }
+    const double loss = loss_sum / static_cast<double>(n_total);
+    const double want_loss = trace["losses"][static_cast<size_t>(step)].get<double>();
+    EXPECT_NEAR(loss, want_loss, 2e-5 * want_loss) << "step " << step;
+    std::span<const float> all(grads);
+    const double norm = GlobalGradNorm(std::span<const std::span<const float>>(&all, 1));
+    const double want_norm = trace["grad_norms"][static_cast<size_t>(step)].get<double>();
+    EXPECT_NEAR(norm, want_norm, 1e-4 * want_norm) << "step " << step;
+    const float lr = sched.LrAt(step);
+    EXPECT_NEAR(lr, trace["lrs"][static_cast<size_t>(step)].get<double>(), 1e-9);
+    const float clip = ClipFactor(norm, 1.0f);
+    for (float& g : grads) g *= clip;
+    AdamWStep(adamw, step + 1, lr, p.values().data(), grads.data(), m.data(), v.data(),
+              p.size());
+  }
+  ExpectTensorsNear(p, p.values(), trace["final"], 0.0, 0.0, 2e-5, "parameter after 10 steps");
+}
+
+}  // namespace
+}  // namespace muninn::model
