@@ -26,6 +26,7 @@
 #include "muninn/core/cpu_backend.h"
 #include "muninn/core/optimizer.h"
 #include "muninn/model/lora.h"
+#include "muninn/model/lora_merge.h"
 #include "muninn/model/model_loader.h"
 #include "muninn/model/train_model.h"
 #include "tests/model/tiny_lora_llama.h"
@@ -178,6 +179,51 @@ TEST_F(LoraGoldenTest, TenStepTraceMatchesPyTorchAdamW) {
               p.size());
   }
   ExpectTensorsNear(p, p.values(), trace["final"], 0.0, 0.0, 2e-5, "parameter after 10 steps");
+}
+
+// The adapter merged into the weights (what `--lora` does for inference) gives the same loss as the
+// training forward, and as the float64 reference.
+TEST_F(LoraGoldenTest, MergedModelGivesTheTrainingLoss) {
+  LoraParams p = Params();
+  for (const LoraTensor& t : p.tensors()) {  // trained norms that differ from the base
+    if (t.kind == LoraTensor::Kind::kFfnNorm) p.values()[static_cast<size_t>(t.offset + 3)] *= 1.5f;
+  }
+  auto merged = MergeLora(*loaded_.model, p);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  auto tm = Train();
+  for (int b = 0; b < 2; ++b) {
+    std::vector<int32_t> ids, labels;
+    tl::Block(b, &ids, &labels);
+    auto want = tm->Loss(p, TrainBatch{ids, labels});
+    ASSERT_TRUE(want.ok()) << want.status();
+    ForwardOptions fo;
+    fo.all_logits = true;
+    auto r = (*merged)->Forward(ids, nullptr, fo);
+    ASSERT_TRUE(r.ok()) << r.status();
+    double sum = 0.0;
+    int64_t n = 0;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      if (labels[t] == kIgnoreLabel) continue;
+      const float* row = r->logits.data_as<const float>() + t * tl::kVocab;
+      double mx = row[0], z = 0.0;
+      for (int v = 0; v < tl::kVocab; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+      for (int v = 0; v < tl::kVocab; ++v) z += std::exp(row[v] - mx);
+      sum += mx + std::log(z) - row[labels[t]];
+      ++n;
+    }
+    EXPECT_EQ(n, want->n_supervised);
+    EXPECT_NEAR(sum / static_cast<double>(n), want->mean(), 1e-5 * want->mean()) << "block " << b;
+  }
+  // At scale 0 the LoRA matrices vanish (only the norms stay): the loss changes.
+  auto zero = MergeLora(*loaded_.model, p, 0.0f);
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  std::vector<int32_t> ids, labels;
+  tl::Block(0, &ids, &labels);
+  auto full = (*merged)->Forward(ids, nullptr, {});
+  auto none = (*zero)->Forward(ids, nullptr, {});
+  ASSERT_TRUE(full.ok() && none.ok());
+  EXPECT_GT(std::abs(full->logits.data_as<const float>()[0] - none->logits.data_as<const float>()[0]),
+            1e-3);
 }
 
 }  // namespace

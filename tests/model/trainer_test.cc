@@ -221,7 +221,7 @@ TEST_F(TrainerTest, PeftFolderRoundTripsAndKeepsTheLoss) {
   }
   const char* keep = std::getenv("MUNINN_LORA_EXPORT_DIR");
   const std::string dir = keep != nullptr ? std::string(keep) : *root_ + "/export";
-  ASSERT_TRUE(WritePeftAdapter(*p, dir, "tiny_lora_llama").ok());
+  ASSERT_TRUE(WritePeftAdapter(*p, model()->weights(), dir, "tiny_lora_llama").ok());
   auto cfg = nlohmann::json::parse(ReadAll(dir + "/adapter_config.json"));
   EXPECT_EQ(cfg["peft_type"], "LORA");
   EXPECT_EQ(cfg["r"], tl::kRank);

@@ -32,5 +32,7 @@ void RegisterServeCommands(CLI::App& app, CommandContext& ctx);
 void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx);
 // `muninn bench` — llama-bench style ppN / tgN throughput.
 void RegisterBenchCommands(CLI::App& app, CommandContext& ctx);
+// `muninn train` — LoRA fine-tuning of the upper layers (PEFT adapter, resumable checkpoints).
+void RegisterTrainCommands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace muninn::tools

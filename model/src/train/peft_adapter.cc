@@ -23,8 +23,8 @@ constexpr const char* kNormModules[] = {"input_layernorm", "post_attention_layer
 
 }  // namespace
 
-Status WritePeftAdapter(const LoraParams& params, const std::string& dir,
-                        const std::string& base_model_name) {
+Status WritePeftAdapter(const LoraParams& params, const ModelWeights& weights,
+                        const std::string& dir, const std::string& base_model_name) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return IoError("cannot create adapter folder " + dir + ": " + ec.message());
@@ -57,6 +57,15 @@ Status WritePeftAdapter(const LoraParams& params, const std::string& dir,
       {"revision", nullptr}};
   SafetensorsWriter w;
   w.SetMetadata("format", "pt");
+  if (c.train_norms) {
+    // The frozen layers' norms, unchanged: PEFT's loader needs every wrapped module's tensor.
+    for (int32_t l = 0; l < c.first_layer; ++l) {
+      const LayerWeights& lw = weights.layers[static_cast<size_t>(l)];
+      const std::string p = "base_model.model.model.layers." + std::to_string(l) + ".";
+      RETURN_IF_ERROR(w.AddTensor(p + kNormModules[0] + ".weight", lw.attn_norm));
+      RETURN_IF_ERROR(w.AddTensor(p + kNormModules[1] + ".weight", lw.ffn_norm));
+    }
+  }
   for (const LoraTensor& t : params.tensors()) {
     const float* v = params.values().data() + t.offset;
     std::vector<float> values(v, v + t.size());
@@ -160,6 +169,29 @@ StatusOr<LoraParams> ReadPeftAdapter(const std::string& dir, const ModelConfig& 
     ASSIGN_OR_RETURN(LoraParams p, LoraParams::Create(model_config, weights, c));
     const std::string st_path = dir + "/adapter_model.safetensors";
     ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(st_path));
+    // Norms of layers below the trained range: only the base model's own values are accepted.
+    for (int32_t l = 0; l < c.first_layer; ++l) {
+      const LayerWeights& lw = weights.layers[static_cast<size_t>(l)];
+      const Tensor* base[] = {&lw.attn_norm, &lw.ffn_norm};
+      for (int k = 0; k < 2; ++k) {
+        const std::string name = "base_model.model.model.layers." + std::to_string(l) + "." +
+                                 kNormModules[k] + ".weight";
+        const TensorInfo* info = file->FindTensor(name);
+        if (info == nullptr) continue;
+        ASSIGN_OR_RETURN(Tensor t, file->GetTensor(*info));
+        const int64_t n = model_config.n_embd;
+        if (!(t.shape() == Shape{n}) || !CanDequantize(t.dtype())) {
+          return InvalidArgumentError(st_path + ": " + name + " is not a [n_embd] float tensor");
+        }
+        std::vector<float> v(static_cast<size_t>(n));
+        DequantizeRow(t.dtype(), t.data(), v.data(), n);
+        if (std::memcmp(v.data(), base[k]->data(), v.size() * sizeof(float)) != 0) {
+          return InvalidArgumentError(st_path + ": " + name + " differs from the base model, but "
+                                      "layer " + std::to_string(l) + " is below the adapter's "
+                                      "LoRA layers; muninn applies norms of LoRA layers only");
+        }
+      }
+    }
     for (const LoraTensor& t : p.tensors()) {
       const std::string name = t.PeftName();
       const bool norm = t.kind == LoraTensor::Kind::kAttnNorm || t.kind == LoraTensor::Kind::kFfnNorm;

@@ -180,7 +180,7 @@ Status Trainer::SaveCheckpoint() {
   // The adapter first: a crash between the two leaves a newer adapter beside an older
   // checkpoint, which a resume rewrites; the reverse could leave a checkpoint whose adapter
   // folder is stale.
-  RETURN_IF_ERROR(WritePeftAdapter(*params_, options_.out_dir + "/adapter",
+  RETURN_IF_ERROR(WritePeftAdapter(*params_, model_->weights(), options_.out_dir + "/adapter",
                                    options_.base_model_name));
   RETURN_IF_ERROR(model::train::WriteFileAtomic(options_.out_dir + "/checkpoint.bin", out));
   last_checkpoint_ = step_;
