@@ -336,7 +336,7 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   Scratch& s = *scratch_;
   const int64_t T = a.T;
   const int64_t E = mc.n_embd, hd = mc.head_dim, F = mc.n_ff;
-  const int64_t Q = int64_t{mc.n_head} * hd, K = int64_t{mc.n_head_kv} * hd;
+  const int64_t Q = int64_t{mc.n_head} * hd;
   const Weights::Layer& W = weights_->layers[static_cast<size_t>(layer - lora_.first_layer)];
   const LayerWeights& frozen = model_->weights().layers[static_cast<size_t>(layer)];
   const float* pv = params.values().data();
@@ -408,7 +408,6 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   project_back(LoraTarget::kQ, s.dq.data(), a.x1.data(), s.dx.data(), false);
   project_back(LoraTarget::kK, s.dk.data(), a.x1.data(), s.dx.data(), true);
   project_back(LoraTarget::kV, s.dv.data(), a.x1.data(), s.dx.data(), true);
-  (void)K;
   const int64_t off_attn = params.OffsetAttnNorm(layer);
   RmsNormBackward(options_.pool, a.h_in.data(), norm_w(off_attn, frozen.attn_norm), s.dx.data(),
                   T, E, mc.norm_eps, s.dtmp.data(), norm_g(off_attn));
