@@ -192,6 +192,37 @@ TEST_F(TrainerTest, DivergenceStopsWithAClearErrorAndKeepsTheLastCheckpoint) {
   EXPECT_EQ((*r)->step(), 1);
 }
 
+TEST_F(TrainerTest, EvaluatesHeldOutDataOnSchedule) {
+  TrainerOptions o = Options("eval");
+  o.eval_every = 4;
+  auto eval = TrainData::FromDocuments({{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5}, {2, 7, 1, 8, 2, 8}},
+                                       tl::kVocab, 16);
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  auto t = Trainer::Create(model(), data_.get(), o, &*eval);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto before = (*t)->Evaluate();
+  ASSERT_TRUE(before.ok()) << before.status();
+  std::vector<int64_t> eval_steps;
+  double last = 0.0;
+  ASSERT_TRUE((*t)->Run([&](const StepReport& r) {
+                    if (r.evaluated) {
+                      eval_steps.push_back(r.step);
+                      last = r.eval_loss;
+                    }
+                  }).ok());
+  EXPECT_EQ(eval_steps, (std::vector<int64_t>{4, 6}));
+  auto after = (*t)->Evaluate();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, last);
+  EXPECT_NE(*after, *before);
+  // The metrics log carries it on those steps only.
+  std::ifstream in(o.out_dir + "/metrics.jsonl");
+  std::string line;
+  int with_eval = 0;
+  while (std::getline(in, line)) with_eval += nlohmann::json::parse(line).contains("eval_loss");
+  EXPECT_EQ(with_eval, 2);
+}
+
 TEST_F(TrainerTest, RefusesBadOptions) {
   TrainerOptions o = Options("bad");
   o.steps = 0;

@@ -1,19 +1,25 @@
 // `muninn train`: LoRA fine-tuning of a llama model's upper layers (issue 12; docs/TRAINING.md).
 // Flags become model::TrainerOptions; the loop, checkpoints and metrics are model::Trainer's
 // (model/include/muninn/model/trainer.h). A progress line per step goes to stderr
-// (step, loss, lr, tokens/s, ETA); the adapter is written as a PEFT folder in OUT/adapter.
+// (step, loss, lr, tokens/s, ETA, held-out loss when evaluated); the adapter is written as a PEFT
+// folder in OUT/adapter; --plot draws the loss curves from OUT/metrics.jsonl.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "command_registry.h"
 #include "llm_cli.h"
 #include "muninn/model/lora.h"
 #include "muninn/model/train_data.h"
 #include "muninn/model/trainer.h"
+#include "plot.h"
 
 namespace muninn::tools {
 namespace {
@@ -44,7 +50,38 @@ struct TrainFlags {
   bool recompute = false;
   int threads = 0;
   int64_t stop_after = -1;
+  std::vector<std::string> eval_data;
+  int64_t eval_every = 0;
+  int64_t eval_blocks = 0;
+  std::string plot;
 };
+
+// The loss curves of OUT/metrics.jsonl (the last record of each step: a resumed run repeats the
+// steps after its checkpoint) as a PNG.
+Status PlotMetrics(const std::string& metrics_path, const std::string& png) {
+  std::ifstream in(metrics_path);
+  if (!in) return NotFoundError("cannot read " + metrics_path);
+  std::map<int64_t, double> train, eval;
+  std::string line;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("step") || !j.contains("loss")) continue;
+    const int64_t step = j["step"].get<int64_t>();
+    train[step] = j["loss"].get<double>();
+    if (j.contains("eval_loss")) eval[step] = j["eval_loss"].get<double>();
+  }
+  std::vector<PlotSeries> series;
+  auto add = [&](const std::string& name, const std::map<int64_t, double>& m) {
+    PlotSeries ps;
+    ps.name = name;
+    for (const auto& [step, loss] : m) ps.points.emplace_back(static_cast<double>(step), loss);
+    if (!ps.points.empty()) series.push_back(std::move(ps));
+  };
+  add("train loss", train);
+  add("held-out loss", eval);
+  return WriteLinePlot(png, "muninn train", "step", "cross-entropy (nats/token)", series,
+                       /*log_x=*/false);
+}
 
 std::string Duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -110,7 +147,16 @@ int RunTrain(const TrainFlags& f) {
   auto data = model::TrainData::Load(f.data, (*cm)->loaded.tokenizer.get(), m.config().n_vocab,
                                      f.block, f.add_bos);
   if (!data.ok()) return fail(data.status().ToString(), 2);
-  auto trainer = model::Trainer::Create(&m, &*data, o);
+  o.eval_every = f.eval_every;
+  o.eval_max_blocks = f.eval_blocks;
+  std::unique_ptr<model::TrainData> eval_data;
+  if (!f.eval_data.empty()) {
+    auto ed = model::TrainData::Load(f.eval_data, (*cm)->loaded.tokenizer.get(),
+                                     m.config().n_vocab, f.block, f.add_bos);
+    if (!ed.ok()) return fail("--eval-data: " + ed.status().ToString(), 2);
+    eval_data = std::make_unique<model::TrainData>(std::move(ed).value());
+  }
+  auto trainer = model::Trainer::Create(&m, &*data, o, eval_data.get());
   if (!trainer.ok()) {
     return fail(trainer.status().ToString(),
                 trainer.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
@@ -127,11 +173,18 @@ int RunTrain(const TrainFlags& f) {
                f.resume ? "resuming" : "starting",
                static_cast<long long>((*trainer)->step()));
   const Status st = (*trainer)->Run([](const model::StepReport& r) {
-    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  |g| %.3g  %.1f tok/s  ETA %s%s\n",
+    char eval[48] = "";
+    if (r.evaluated) std::snprintf(eval, sizeof eval, "  held-out %.4f", r.eval_loss);
+    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  |g| %.3g  %.1f tok/s  ETA %s%s%s\n",
                  static_cast<long long>(r.step), static_cast<long long>(r.total_steps), r.loss,
                  static_cast<double>(r.lr), r.grad_norm, r.tokens_per_second,
-                 Duration(r.eta_seconds).c_str(), r.checkpointed ? "  [checkpoint]" : "");
+                 Duration(r.eta_seconds).c_str(), eval, r.checkpointed ? "  [checkpoint]" : "");
   });
+  if (!f.plot.empty()) {
+    // Also after a failed run: the curve up to the failure is what one wants to see then.
+    const Status ps = PlotMetrics(f.out + "/metrics.jsonl", f.plot);
+    if (!ps.ok()) std::fprintf(stderr, "muninn train: --plot: %s\n", ps.ToString().c_str());
+  }
   if (!st.ok()) return fail(st.ToString(), 1);
   std::fprintf(stderr, "muninn train: step %lld; adapter in %s/adapter, metrics in %s/metrics.jsonl\n",
                static_cast<long long>((*trainer)->step()), f.out.c_str(), f.out.c_str());
@@ -184,6 +237,14 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_flag("--recompute", f->recompute,
                 "Recompute each layer's activations in the backward (less memory)");
   cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--eval-data", f->eval_data,
+                  "Held-out data (same formats as --data), evaluated every --eval-every steps "
+                  "and at the end; repeatable");
+  cmd->add_option("--eval-every", f->eval_every, "Steps between evaluations (0: only at the end)")
+      ->capture_default_str();
+  cmd->add_option("--eval-blocks", f->eval_blocks, "Evaluate the first N blocks (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--plot", f->plot, "Write the loss curves from metrics.jsonl to this PNG");
   cmd->add_option("--stop-after", f->stop_after,
                   "Stop after this many steps (the schedule still spans --steps; for tests)");
   cmd->callback([f, &ctx] { ctx.exit_code = RunTrain(*f); });

@@ -102,6 +102,9 @@ Status TrainerOptions::Validate() const {
   if (!std::isfinite(clip)) return InvalidArgumentError("--clip must be finite");
   if (checkpoint_every < 0) return InvalidArgumentError("--checkpoint-every must be >= 0");
   if (out_dir.empty()) return InvalidArgumentError("an output folder (--out) is required");
+  if (eval_every < 0 || eval_max_blocks < 0) {
+    return InvalidArgumentError("--eval-every and --eval-blocks must be >= 0");
+  }
   RETURN_IF_ERROR(adamw.Validate());
   return Status::Ok();
 }
@@ -112,10 +115,12 @@ Trainer::Trainer(Model* model, const TrainData* data, const TrainerOptions& opti
 Trainer::~Trainer() = default;
 
 StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Model* model, const TrainData* data,
-                                                   const TrainerOptions& options) {
+                                                   const TrainerOptions& options,
+                                                   const TrainData* eval_data) {
   MUNINN_CHECK(model != nullptr && data != nullptr);
   RETURN_IF_ERROR(options.Validate());
   std::unique_ptr<Trainer> t(new Trainer(model, data, options));
+  t->eval_data_ = eval_data;
   t->schedule_.peak_lr = options.lr;
   t->schedule_.warmup_steps = options.warmup_steps;
   t->schedule_.total_steps = options.steps;
@@ -239,6 +244,23 @@ Status Trainer::LoadCheckpoint() {
   return Status::Ok();
 }
 
+StatusOr<double> Trainer::Evaluate() {
+  if (eval_data_ == nullptr) return FailedPreconditionError("no evaluation data was given");
+  int64_t n = eval_data_->n_blocks();
+  if (options_.eval_max_blocks > 0) n = std::min(n, options_.eval_max_blocks);
+  double sum = 0.0;
+  int64_t count = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    TrainBatch batch;
+    batch.ids = eval_data_->ids(b);
+    batch.labels = eval_data_->labels(b);
+    ASSIGN_OR_RETURN(CrossEntropyResult r, train_model_->Loss(*params_, batch));
+    sum += r.loss_sum;
+    count += r.n_supervised;
+  }
+  return count > 0 ? sum / static_cast<double>(count) : 0.0;
+}
+
 Status Trainer::AppendMetrics(const std::string& line) {
   std::ofstream out(options_.out_dir + "/metrics.jsonl", std::ios::app);
   out << line << "\n";
@@ -324,15 +346,21 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
       RETURN_IF_ERROR(SaveCheckpoint());
       rep.checkpointed = true;
     }
-    RETURN_IF_ERROR(AppendMetrics(nlohmann::json{{"step", rep.step},
-                                                 {"loss", rep.loss},
-                                                 {"lr", rep.lr},
-                                                 {"grad_norm", rep.grad_norm},
-                                                 {"tokens", rep.tokens},
-                                                 {"tok_per_s", rep.tokens_per_second},
-                                                 {"elapsed_s", rep.elapsed_seconds},
-                                                 {"checkpoint", rep.checkpointed}}
-                                      .dump()));
+    nlohmann::json metrics = {{"step", rep.step},
+                              {"loss", rep.loss},
+                              {"lr", rep.lr},
+                              {"grad_norm", rep.grad_norm},
+                              {"tokens", rep.tokens},
+                              {"tok_per_s", rep.tokens_per_second},
+                              {"elapsed_s", rep.elapsed_seconds},
+                              {"checkpoint", rep.checkpointed}};
+    if (eval_data_ != nullptr &&
+        ((options_.eval_every > 0 && step_ % options_.eval_every == 0) || step_ == options_.steps)) {
+      ASSIGN_OR_RETURN(rep.eval_loss, Evaluate());
+      rep.evaluated = true;
+      metrics["eval_loss"] = rep.eval_loss;
+    }
+    RETURN_IF_ERROR(AppendMetrics(metrics.dump()));
     if (on_step) on_step(rep);
   }
   return Status::Ok();

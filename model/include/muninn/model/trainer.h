@@ -14,8 +14,9 @@
 //   checkpoint.bin   written atomically (temporary file + rename) every checkpoint_every steps
 //                    and at the end; format below
 //   metrics.jsonl    one JSON object per step: step, loss, lr, grad_norm, tokens, tok_per_s,
-//                    elapsed_s (a resumed run appends; a {"event": "resume", "step": s} line
-//                    marks where, and steps after the last checkpoint appear twice)
+//                    elapsed_s, checkpoint, and eval_loss on evaluation steps (a resumed run
+//                    appends; a {"event": "resume", "step": s} line marks where, and steps after
+//                    the last checkpoint appear twice)
 //   adapter/         the PEFT folder (peft_adapter.h), rewritten with every checkpoint
 //
 // checkpoint.bin, little-endian:
@@ -66,6 +67,11 @@ struct TrainerOptions {
   std::string out_dir;           // required
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0: only at the end
   bool resume = false;           // continue from out_dir/checkpoint.bin
+  // Held-out evaluation (Create's eval_data): the mean cross-entropy over its first
+  // eval_max_blocks blocks (0: all), every eval_every steps and after the last step (0: only
+  // after the last step). Dropout off, no gradient.
+  int64_t eval_every = 0;
+  int64_t eval_max_blocks = 0;
   std::string base_model_name;   // adapter_config.json's base_model_name_or_path
   TrainModelOptions model;       // recompute, pool
   // InvalidArgument for out-of-range values (naming the option).
@@ -85,13 +91,21 @@ struct StepReport {
   double tokens_per_second = 0.0;  // over this process's steps
   double eta_seconds = 0.0;
   bool checkpointed = false;
+  bool evaluated = false;
+  double eval_loss = 0.0;  // when evaluated
 };
 
 class Trainer {
  public:
-  // `model` and `data` are borrowed and must outlive the trainer.
+  // `model`, `data` and `eval_data` (may be null: no evaluation) are borrowed and must outlive
+  // the trainer.
   static StatusOr<std::unique_ptr<Trainer>> Create(Model* model, const TrainData* data,
-                                                   const TrainerOptions& options);
+                                                   const TrainerOptions& options,
+                                                   const TrainData* eval_data = nullptr);
+
+  // Mean cross-entropy of the current adapter over the evaluation blocks (see TrainerOptions).
+  // FailedPrecondition without eval_data.
+  StatusOr<double> Evaluate();
 
   // Trains until options.steps (from the checkpoint's step when resuming). `on_step` may be
   // empty. Returns FailedPrecondition for a NaN/inf loss or gradient (with the step and the last
@@ -116,6 +130,7 @@ class Trainer {
 
   Model* model_;
   const TrainData* data_;
+  const TrainData* eval_data_ = nullptr;
   TrainerOptions options_;
   LrSchedule schedule_;
   std::unique_ptr<TrainModel> train_model_;
