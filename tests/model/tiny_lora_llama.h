@@ -24,7 +24,9 @@
 #include "muninn/core/check.h"
 #include "muninn/core/cross_entropy.h"
 #include "muninn/core/tensor.h"
+#include "muninn/model/gguf_writer.h"
 #include "muninn/model/lora.h"
+#include "muninn/model/metadata_value.h"
 #include "muninn/model/safetensors_writer.h"
 
 namespace muninn::model::tiny_lora {
@@ -109,6 +111,73 @@ inline void WriteModel(const std::string& dir) {
     MUNINN_CHECK(st.ok()) << st;
   }
   const Status st = w.WriteFile(dir + "/model.safetensors");
+  MUNINN_CHECK(st.ok()) << st;
+}
+
+// The same model as a GGUF file the way llama.cpp's converter writes it: llama names, Q/K rows
+// permuted within each head (GGUF row 2i = HF row i, 2i+1 = HF row i + hd/2), so muninn runs it
+// with interleaved RoPE.
+inline void WriteGgufModel(const std::string& path) {
+  GgufWriter w;
+  w.SetMetadata("general.architecture", MetadataValue::String("llama"));
+  w.SetMetadata("llama.block_count", MetadataValue::U32(kLayers));
+  w.SetMetadata("llama.context_length", MetadataValue::U32(128));
+  w.SetMetadata("llama.embedding_length", MetadataValue::U32(kEmbd));
+  w.SetMetadata("llama.feed_forward_length", MetadataValue::U32(kFf));
+  w.SetMetadata("llama.attention.head_count", MetadataValue::U32(kHeads));
+  w.SetMetadata("llama.attention.head_count_kv", MetadataValue::U32(kHeadsKv));
+  w.SetMetadata("llama.rope.freq_base", MetadataValue::F32(10000.0f));
+  w.SetMetadata("llama.rope.dimension_count", MetadataValue::U32(kHd));
+  w.SetMetadata("llama.attention.layer_norm_rms_epsilon", MetadataValue::F32(1e-5f));
+  const std::vector<std::pair<std::string, std::string>> names = {
+      {"model.embed_tokens.weight", "token_embd.weight"}, {"model.norm.weight", "output_norm.weight"},
+      {"lm_head.weight", "output.weight"}, {"input_layernorm.weight", "attn_norm.weight"},
+      {"self_attn.q_proj.weight", "attn_q.weight"}, {"self_attn.k_proj.weight", "attn_k.weight"},
+      {"self_attn.v_proj.weight", "attn_v.weight"}, {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"post_attention_layernorm.weight", "ffn_norm.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"}, {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.down_proj.weight", "ffn_down.weight"}};
+  const std::vector<Spec> specs = ModelSpecs();
+  for (size_t k = 0; k < specs.size(); ++k) {
+    const Spec& s = specs[k];
+    int64_t n = 1;
+    for (int64_t d : s.shape) n *= d;
+    std::vector<float> v = Uniform(k, n, s.scale, s.offset);
+    std::string name;
+    std::string layer;
+    std::string rest = s.name;
+    if (rest.rfind("model.layers.", 0) == 0) {
+      rest = rest.substr(13);
+      layer = rest.substr(0, rest.find('.'));
+      rest = rest.substr(rest.find('.') + 1);
+    }
+    for (const auto& [hf, gguf] : names) {
+      if (rest == hf) name = (layer.empty() ? "" : "blk." + layer + ".") + gguf;
+    }
+    MUNINN_CHECK(!name.empty()) << s.name;
+    const bool q = rest == "self_attn.q_proj.weight", kk = rest == "self_attn.k_proj.weight";
+    if (q || kk) {
+      const int heads = q ? kHeads : kHeadsKv;
+      std::vector<float> p(v.size());
+      for (int h = 0; h < heads; ++h) {
+        for (int i = 0; i < kHd / 2; ++i) {
+          for (int c = 0; c < kEmbd; ++c) {
+            p[static_cast<size_t>(((h * kHd) + 2 * i) * kEmbd + c)] =
+                v[static_cast<size_t>(((h * kHd) + i) * kEmbd + c)];
+            p[static_cast<size_t>(((h * kHd) + 2 * i + 1) * kEmbd + c)] =
+                v[static_cast<size_t>(((h * kHd) + i + kHd / 2) * kEmbd + c)];
+          }
+        }
+      }
+      v = p;
+    }
+    Shape shape = s.shape.size() == 1 ? Shape{s.shape[0]} : Shape{s.shape[0], s.shape[1]};
+    auto t = Tensor::FromVector(shape, v);
+    MUNINN_CHECK(t.ok()) << t.status();
+    const Status st = w.AddTensor(name, *t);
+    MUNINN_CHECK(st.ok()) << st;
+  }
+  const Status st = w.WriteFile(path);
   MUNINN_CHECK(st.ok()) << st;
 }
 

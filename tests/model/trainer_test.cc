@@ -282,5 +282,45 @@ TEST_F(TrainerTest, PeftFolderRoundTripsAndKeepsTheLoss) {
   std::ofstream(dir + "/adapter_config.json") << cfg.dump(2);
 }
 
+// One PEFT folder serves both checkpoints of the same model: trained on the HF folder and read
+// into the GGUF file (Q/K rows permuted, interleaved RoPE), or the other way, it gives the same
+// loss; the q/k B rows are reordered on the way (without that the GGUF loss differs).
+TEST_F(TrainerTest, PeftFolderMovesBetweenGgufAndHfCheckpoints) {
+  const std::string gguf_path = *root_ + "/tiny.gguf";
+  tl::WriteGgufModel(gguf_path);
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  auto gguf = LoadModel(gguf_path, backend_.get(), lo);
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  ASSERT_EQ(gguf->model->config().rope.layout, RopeLayout::kInterleaved);
+  auto hf_params = LoraParams::Create(model()->config(), model()->weights(), tl::AdapterConfig());
+  ASSERT_TRUE(hf_params.ok());
+  tl::SetAdapterValues(&*hf_params);
+  const std::string dir = *root_ + "/export_hf";
+  ASSERT_TRUE(WritePeftAdapter(*hf_params, model()->weights(), dir, "tiny").ok());
+  auto gguf_params = ReadPeftAdapter(dir, gguf->model->config(), gguf->model->weights());
+  ASSERT_TRUE(gguf_params.ok()) << gguf_params.status();
+  std::vector<int32_t> ids, labels;
+  tl::Block(0, &ids, &labels);
+  auto hf_tm = TrainModel::Create(model(), tl::AdapterConfig());
+  auto gguf_tm = TrainModel::Create(gguf->model.get(), tl::AdapterConfig());
+  ASSERT_TRUE(hf_tm.ok() && gguf_tm.ok());
+  auto hf_loss = (*hf_tm)->Loss(*hf_params, TrainBatch{ids, labels});
+  auto gguf_loss = (*gguf_tm)->Loss(*gguf_params, TrainBatch{ids, labels});
+  ASSERT_TRUE(hf_loss.ok() && gguf_loss.ok());
+  EXPECT_NEAR(gguf_loss->mean(), hf_loss->mean(), 1e-5 * hf_loss->mean());
+  // The q B rows really moved (the test would pass vacuously otherwise).
+  const int64_t ob = hf_params->OffsetB(1, LoraTarget::kQ);
+  EXPECT_NE(hf_params->values()[static_cast<size_t>(ob + tl::kRank)],
+            gguf_params->values()[static_cast<size_t>(ob + tl::kRank)]);
+  // And back: GGUF-trained values exported and read into the HF model are the HF values.
+  const std::string dir2 = *root_ + "/export_gguf";
+  ASSERT_TRUE(WritePeftAdapter(*gguf_params, gguf->model->weights(), dir2, "tiny").ok());
+  auto back = ReadPeftAdapter(dir2, model()->config(), model()->weights());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(std::equal(back->values().begin(), back->values().end(),
+                         hf_params->values().begin(), hf_params->values().end()));
+}
+
 }  // namespace
 }  // namespace muninn::model

@@ -5,6 +5,9 @@
 //   base_model.model.model.layers.N.self_attn.q_proj.lora_B.weight   [out, r]
 //   base_model.model.model.layers.N.input_layernorm.weight           [n_embd] (trained norms,
 //   base_model.model.model.layers.N.post_attention_layernorm.weight   PEFT's modules_to_save)
+// On a GGUF llama (interleaved RoPE, Q/K rows permuted per head by llama.cpp's converter) the
+// q/k LoRA B rows are in that permuted order inside muninn; they are written and read in Hugging
+// Face order, so one folder serves the GGUF and the HF checkpoint of the same model.
 // PEFT wraps every module named in modules_to_save, in every layer, and its loader wants a tensor
 // for each, so the norms of the layers below the trained range are written too, as the base
 // model's weights (`weights`).
