@@ -18,6 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include "muninn/core/cpu_backend.h"
+#include "muninn/model/gguf_file.h"
+#include "muninn/model/lora_gguf.h"
 #include "muninn/model/model_loader.h"
 #include "muninn/model/peft_adapter.h"
 #include "muninn/model/train_data.h"
@@ -320,6 +322,33 @@ TEST_F(TrainerTest, PeftFolderMovesBetweenGgufAndHfCheckpoints) {
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_TRUE(std::equal(back->values().begin(), back->values().end(),
                          hf_params->values().begin(), hf_params->values().end()));
+
+  // llama.cpp's GGUF adapter: the same bytes from either form (q/k B rows in GGUF order), the
+  // metadata and shapes llama.cpp's loader checks (src/llama-adapter.cpp).
+  const std::string from_hf = *root_ + "/hf.lora.gguf", from_gguf = *root_ + "/gguf.lora.gguf";
+  ASSERT_TRUE(WriteLlamaCppLoraGguf(*hf_params, from_hf).ok());
+  ASSERT_TRUE(WriteLlamaCppLoraGguf(*gguf_params, from_gguf).ok());
+  std::ifstream a(from_hf, std::ios::binary), b(from_gguf, std::ios::binary);
+  const std::string bytes_a((std::istreambuf_iterator<char>(a)), {});
+  const std::string bytes_b((std::istreambuf_iterator<char>(b)), {});
+  EXPECT_EQ(bytes_a, bytes_b);
+  auto f = GgufFile::Open(from_gguf);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(*(*f)->FindMetadata("general.type")->AsString(), "adapter");
+  EXPECT_EQ(*(*f)->FindMetadata("adapter.type")->AsString(), "lora");
+  EXPECT_EQ(*(*f)->FindMetadata("adapter.lora.alpha")->AsFloat(), tl::kAlpha);
+  auto qa = (*f)->GetTensor("blk.1.attn_q.weight.lora_a");
+  auto qb = (*f)->GetTensor("blk.1.attn_q.weight.lora_b");
+  auto kb = (*f)->GetTensor("blk.2.attn_k.weight.lora_b");
+  auto down_a = (*f)->GetTensor("blk.2.ffn_down.weight.lora_a");
+  ASSERT_TRUE(qa.ok() && qb.ok() && kb.ok() && down_a.ok());
+  EXPECT_EQ(qa->shape(), (Shape{tl::kRank, tl::kEmbd}));
+  EXPECT_EQ(qb->shape(), (Shape{tl::kHeads * tl::kHd, tl::kRank}));
+  EXPECT_EQ(kb->shape(), (Shape{tl::kHeadsKv * tl::kHd, tl::kRank}));
+  EXPECT_EQ(down_a->shape(), (Shape{tl::kRank, tl::kFf}));
+  EXPECT_TRUE(std::equal(qb->data_as<const float>(), qb->data_as<const float>() + qb->dim(0) * qb->dim(1),
+                         gguf_params->values().begin() + gguf_params->OffsetB(1, LoraTarget::kQ)));
+  EXPECT_EQ((*f)->FindTensor("blk.0.attn_q.weight.lora_a"), nullptr);
 }
 
 }  // namespace

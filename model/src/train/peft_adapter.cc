@@ -14,37 +14,16 @@
 #include "muninn/model/safetensors_file.h"
 #include "muninn/model/safetensors_writer.h"
 #include "train/atomic_file.h"
+#include "train/qk_order.h"
 
 namespace muninn::model {
+
+using train::PermutedQk;
+using train::PermuteHeadRows;
 
 namespace {
 
 constexpr const char* kNormModules[] = {"input_layernorm", "post_attention_layernorm"};
-
-// GGUF llama checkpoints store the Q and K rows of each head permuted for interleaved RoPE (GGUF
-// row 2i + j of a head = Hugging Face row j·hd/2 + i); LoRA B matrices trained on such a model
-// have their rows in the same order, PEFT's are in Hugging Face order. Reorders the rows of
-// b [n_head·hd, cols] between the two.
-void PermuteHeadRows(float* b, int64_t n_head, int64_t hd, int64_t cols, bool gguf_to_hf) {
-  std::vector<float> out(static_cast<size_t>(n_head * hd * cols));
-  for (int64_t h = 0; h < n_head; ++h) {
-    for (int64_t i = 0; i < hd / 2; ++i) {
-      for (int64_t j = 0; j < 2; ++j) {
-        const int64_t gguf = h * hd + 2 * i + j, hf = h * hd + j * (hd / 2) + i;
-        const int64_t from = gguf_to_hf ? gguf : hf, to = gguf_to_hf ? hf : gguf;
-        std::memcpy(out.data() + to * cols, b + from * cols, static_cast<size_t>(cols) * sizeof(float));
-      }
-    }
-  }
-  std::memcpy(b, out.data(), out.size() * sizeof(float));
-}
-
-// Whether q/k rows are in GGUF's permuted order (see PermuteHeadRows).
-bool PermutedQk(const ModelConfig& mc) { return mc.rope.layout == RopeLayout::kInterleaved; }
-
-int64_t HeadsOf(const ModelConfig& mc, LoraTarget t) {
-  return t == LoraTarget::kQ ? mc.n_head : mc.n_head_kv;
-}
 
 }  // namespace
 
@@ -97,7 +76,7 @@ Status WritePeftAdapter(const LoraParams& params, const ModelWeights& weights,
     const ModelConfig& mc = params.model_config();
     if (t.kind == LoraTensor::Kind::kLoraB && PermutedQk(mc) &&
         (t.target == LoraTarget::kQ || t.target == LoraTarget::kK)) {
-      PermuteHeadRows(values.data(), HeadsOf(mc, t.target), mc.head_dim, t.cols,
+      PermuteHeadRows(values.data(), train::QkHeads(mc, t.target), mc.head_dim, t.cols,
                       /*gguf_to_hf=*/true);
     }
     const Shape shape = (t.kind == LoraTensor::Kind::kAttnNorm ||
@@ -243,7 +222,7 @@ StatusOr<LoraParams> ReadPeftAdapter(const std::string& dir, const ModelConfig& 
       DequantizeRow(tensor.dtype(), tensor.data(), p.values().data() + t.offset, t.size());
       if (t.kind == LoraTensor::Kind::kLoraB && PermutedQk(model_config) &&
           (t.target == LoraTarget::kQ || t.target == LoraTarget::kK)) {
-        PermuteHeadRows(p.values().data() + t.offset, HeadsOf(model_config, t.target),
+        PermuteHeadRows(p.values().data() + t.offset, train::QkHeads(model_config, t.target),
                         model_config.head_dim, t.cols, /*gguf_to_hf=*/false);
       }
     }

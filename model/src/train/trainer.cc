@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "muninn/core/mapped_file.h"
+#include "muninn/model/lora_gguf.h"
 #include "muninn/model/peft_adapter.h"
 #include "train/atomic_file.h"
 
@@ -187,6 +188,9 @@ Status Trainer::SaveCheckpoint() {
   // folder is stale.
   RETURN_IF_ERROR(WritePeftAdapter(*params_, model_->weights(), options_.out_dir + "/adapter",
                                    options_.base_model_name));
+  if (model_->config().architecture == "llama") {
+    RETURN_IF_ERROR(WriteLlamaCppLoraGguf(*params_, options_.out_dir + "/adapter-lora.gguf"));
+  }
   RETURN_IF_ERROR(model::train::WriteFileAtomic(options_.out_dir + "/checkpoint.bin", out));
   last_checkpoint_ = step_;
   return Status::Ok();

@@ -18,6 +18,7 @@
 //                    appends; a {"event": "resume", "step": s} line marks where, and steps after
 //                    the last checkpoint appear twice)
 //   adapter/         the PEFT folder (peft_adapter.h), rewritten with every checkpoint
+//   adapter-lora.gguf  the same adapter for llama.cpp (lora_gguf.h; llama models), likewise
 //
 // checkpoint.bin, little-endian:
 //   u8[8]  magic "MNNTRAIN"
