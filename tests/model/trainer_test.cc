@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -20,6 +21,7 @@
 #include "muninn/core/cpu_backend.h"
 #include "muninn/model/gguf_file.h"
 #include "muninn/model/lora_gguf.h"
+#include "muninn/model/lora_merge.h"
 #include "muninn/model/model_loader.h"
 #include "muninn/model/peft_adapter.h"
 #include "muninn/model/train_data.h"
@@ -349,6 +351,34 @@ TEST_F(TrainerTest, PeftFolderMovesBetweenGgufAndHfCheckpoints) {
   EXPECT_TRUE(std::equal(qb->data_as<const float>(), qb->data_as<const float>() + qb->dim(0) * qb->dim(1),
                          gguf_params->values().begin() + gguf_params->OffsetB(1, LoraTarget::kQ)));
   EXPECT_EQ((*f)->FindTensor("blk.0.attn_q.weight.lora_a"), nullptr);
+
+  // `muninn lora merge`: the merged GGUF loads and gives the in-memory merge's logits exactly;
+  // tensors the adapter does not touch keep their bytes.
+  const std::string merged_path = *root_ + "/merged.gguf";
+  ASSERT_TRUE(MergeLoraIntoGguf(gguf_path, *gguf_params, 1.0f, merged_path).ok());
+  auto merged_file = LoadModel(merged_path, backend_.get(), lo);
+  ASSERT_TRUE(merged_file.ok()) << merged_file.status();
+  auto merged_mem = MergeLora(*gguf->model, *gguf_params);
+  ASSERT_TRUE(merged_mem.ok()) << merged_mem.status();
+  ForwardOptions fo;
+  fo.all_logits = true;
+  auto la = merged_file->model->Forward(ids, nullptr, fo);
+  auto lb = (*merged_mem)->Forward(ids, nullptr, fo);
+  ASSERT_TRUE(la.ok() && lb.ok());
+  const int64_t n = la->logits.dim(0) * la->logits.dim(1);
+  EXPECT_TRUE(std::equal(la->logits.data_as<const float>(), la->logits.data_as<const float>() + n,
+                         lb->logits.data_as<const float>()));
+  auto base_logits = gguf->model->Forward(ids, nullptr, fo);
+  ASSERT_TRUE(base_logits.ok());
+  EXPECT_FALSE(std::equal(la->logits.data_as<const float>(), la->logits.data_as<const float>() + n,
+                          base_logits->logits.data_as<const float>()));
+  auto src = GgufFile::Open(gguf_path);
+  auto dst = GgufFile::Open(merged_path);
+  ASSERT_TRUE(src.ok() && dst.ok());
+  auto t0 = (*src)->GetTensor("blk.0.attn_q.weight");
+  auto t1 = (*dst)->GetTensor("blk.0.attn_q.weight");
+  ASSERT_TRUE(t0.ok() && t1.ok());
+  EXPECT_EQ(0, std::memcmp(t0->data(), t1->data(), t0->nbytes()));
 }
 
 }  // namespace

@@ -119,6 +119,44 @@ TEST_F(TrainCommandTest, SigkillAtARandomStepThenResumeGivesTheUninterruptedAdap
   EXPECT_EQ(ReadAll(dir_ + "/killed/checkpoint.bin"), ReadAll(dir_ + "/full/checkpoint.bin"));
 }
 
+// Train on the GGUF form, then `lora merge` and `logits --lora` give the same logits (the PEFT
+// folder goes through Hugging Face order and back), different from the base model's.
+TEST_F(TrainCommandTest, LoraMergeMatchesLogitsWithLora) {
+  const std::string gguf = dir_ + "/tiny.gguf";
+  tl::WriteGgufModel(gguf);
+  std::vector<std::string> a = Args("gguf_run");
+  a[2] = gguf;
+  a[10] = "20";  // --steps
+  std::string out;
+  ASSERT_EQ(testing::RunCli(a, &out), 0);
+  const std::string adapter = dir_ + "/gguf_run/adapter";
+  ASSERT_EQ(testing::RunCli({"lora", "merge", "-m", gguf, "--lora", adapter, "-o",
+                             dir_ + "/merged.gguf"},
+                            &out),
+            0);
+  auto top = [&](std::vector<std::string> args) {
+    std::string o;
+    EXPECT_EQ(testing::RunCli(args, &o), 0);
+    const size_t at = o.find("\"top\"");
+    return at == std::string::npos ? std::string() : o.substr(at);
+  };
+  const std::vector<std::string> ids = {"--ids", "5,17,99,3,250", "--top", "5", "--json"};
+  auto with = [&](std::vector<std::string> head) {
+    head.insert(head.end(), ids.begin(), ids.end());
+    return head;
+  };
+  const std::string merged = top(with({"logits", "-m", dir_ + "/merged.gguf"}));
+  const std::string lora = top(with({"logits", "-m", gguf, "--lora", adapter}));
+  const std::string base = top(with({"logits", "-m", gguf}));
+  ASSERT_FALSE(merged.empty());
+  EXPECT_EQ(merged, lora);
+  EXPECT_NE(merged, base);
+  EXPECT_EQ(testing::RunCli({"lora", "merge", "-m", gguf, "--lora", dir_ + "/nothing", "-o",
+                             dir_ + "/x.gguf"},
+                            &out),
+            2);
+}
+
 TEST_F(TrainCommandTest, BadFlagsAndDataExitWithCode2) {
   std::string out;
   std::vector<std::string> a = Args("bad");

@@ -3,7 +3,6 @@
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -13,6 +12,7 @@
 
 #include "command_registry.h"
 #include "llm_cli.h"
+#include "lora_spec.h"
 #include "muninn/model/chat_template.h"
 #include "muninn/model/generator.h"
 #include "muninn/model/lora_merge.h"
@@ -24,21 +24,10 @@ namespace {
 // --lora PATH[:SCALE]: a PEFT LoRA folder merged into the weights at load (lora_merge.h).
 Status ApplyLora(const std::string& spec, model::LoadedModel* lm) {
   if (spec.empty()) return Status::Ok();
-  std::string path = spec;
-  float scale = 1.0f;
-  const size_t colon = spec.rfind(':');
-  if (colon != std::string::npos && colon + 1 < spec.size()) {
-    const std::string tail = spec.substr(colon + 1);
-    char* end = nullptr;
-    const float v = std::strtof(tail.c_str(), &end);
-    if (end != nullptr && *end == '\0') {
-      path = spec.substr(0, colon);
-      scale = v;
-    }
-  }
+  const LoraSpec ls = ParseLoraSpec(spec);
   ASSIGN_OR_RETURN(model::LoraParams params,
-                   model::ReadPeftAdapter(path, lm->model->config(), lm->model->weights()));
-  ASSIGN_OR_RETURN(lm->model, model::MergeLora(*lm->model, params, scale));
+                   model::ReadPeftAdapter(ls.path, lm->model->config(), lm->model->weights()));
+  ASSIGN_OR_RETURN(lm->model, model::MergeLora(*lm->model, params, ls.scale));
   return Status::Ok();
 }
 

@@ -2,7 +2,8 @@
 // Flags become model::TrainerOptions; the loop, checkpoints and metrics are model::Trainer's
 // (model/include/muninn/model/trainer.h). A progress line per step goes to stderr
 // (step, loss, lr, tokens/s, ETA, held-out loss when evaluated); the adapter is written as a PEFT
-// folder in OUT/adapter; --plot draws the loss curves from OUT/metrics.jsonl.
+// folder in OUT/adapter (and OUT/adapter-lora.gguf for llama.cpp); --plot draws the loss curves
+// from OUT/metrics.jsonl. `muninn lora merge` writes a GGUF with an adapter merged in.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +17,9 @@
 
 #include "command_registry.h"
 #include "llm_cli.h"
+#include "lora_spec.h"
+#include "muninn/model/lora_merge.h"
+#include "muninn/model/peft_adapter.h"
 #include "muninn/model/lora.h"
 #include "muninn/model/train_data.h"
 #include "muninn/model/trainer.h"
@@ -191,9 +195,44 @@ int RunTrain(const TrainFlags& f) {
   return 0;
 }
 
+struct MergeFlags {
+  std::string model;
+  std::string lora;
+  std::string out;
+};
+
+int RunLoraMerge(const MergeFlags& f) {
+  auto fail = [](const std::string& msg, int code) {
+    std::fprintf(stderr, "muninn lora merge: %s\n", msg.c_str());
+    return code;
+  };
+  auto cm = OpenCliModel(f.model, 1, /*load_tokenizer=*/false);
+  if (!cm.ok()) return fail(cm.status().ToString(), 1);
+  const LoraSpec ls = ParseLoraSpec(f.lora);
+  const model::Model& m = *(*cm)->loaded.model;
+  auto params = model::ReadPeftAdapter(ls.path, m.config(), m.weights());
+  if (!params.ok()) return fail(params.status().ToString(), 2);
+  const Status st = model::MergeLoraIntoGguf((*cm)->path, *params, ls.scale, f.out);
+  if (!st.ok()) return fail(st.ToString(), 1);
+  std::fprintf(stderr, "muninn lora merge: wrote %s (%s merged at scale %g)\n", f.out.c_str(),
+               ls.path.c_str(), static_cast<double>(ls.scale));
+  return 0;
+}
+
 }  // namespace
 
 void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
+  {
+    auto mf = std::make_shared<MergeFlags>();
+    auto* lora = app.add_subcommand("lora", "LoRA adapter tools");
+    lora->require_subcommand(1);
+    auto* merge = lora->add_subcommand(
+        "merge", "Write a GGUF with a PEFT LoRA folder merged in (adapted matrices in F32)");
+    merge->add_option("-m,--model", mf->model, "Base model (llama GGUF file)");
+    merge->add_option("--lora", mf->lora, "PEFT LoRA folder, optionally :SCALE")->required();
+    merge->add_option("-o,--out", mf->out, "Merged GGUF to write")->required();
+    merge->callback([mf, &ctx] { ctx.exit_code = RunLoraMerge(*mf); });
+  }
   auto f = std::make_shared<TrainFlags>();
   auto* cmd = app.add_subcommand(
       "train", "LoRA fine-tuning of the upper layers (PEFT adapter, resumable checkpoints)");

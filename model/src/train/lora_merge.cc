@@ -4,9 +4,16 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "muninn/core/backward.h"
+#include "muninn/core/cpu_backend.h"
+#include "muninn/model/gguf_file.h"
+#include "muninn/model/gguf_writer.h"
+#include "muninn/model/lora_gguf.h"
+#include "muninn/model/model_loader.h"
+#include "train/atomic_file.h"
 
 namespace muninn::model {
 
@@ -56,6 +63,57 @@ StatusOr<std::unique_ptr<Model>> MergeLora(const Model& base, const LoraParams& 
     }
   }
   return Model::Create(base.backend(), mc, std::move(w), base.layout());
+}
+
+Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, float mult,
+                         const std::string& dst_gguf) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateCpuBackend(CpuBackendOptions{}));
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  ASSIGN_OR_RETURN(LoadedModel base, LoadModel(src_gguf, backend.get(), lo));
+  if (base.model->config().architecture != "llama") {
+    return UnimplementedError("lora merge supports llama GGUF files");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> merged, MergeLora(*base.model, params, mult));
+  // The tensors the adapter changed, by their GGUF names.
+  std::map<std::string, Tensor> changed;
+  const LoraConfig& c = params.config();
+  for (int32_t l = c.first_layer; l < merged->config().n_layer; ++l) {
+    const LayerWeights& lw = merged->weights().layers[static_cast<size_t>(l)];
+    const Tensor* mats[kNumLoraTargets] = {&lw.wq, &lw.wk, &lw.wv, &lw.wo,
+                                           &lw.w_gate, &lw.w_up, &lw.w_down};
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      if (params.OffsetA(l, static_cast<LoraTarget>(t)) >= 0) {
+        changed[GgufLoraBaseName(l, static_cast<LoraTarget>(t))] = *mats[t];
+      }
+    }
+    if (params.OffsetAttnNorm(l) >= 0) {
+      changed["blk." + std::to_string(l) + ".attn_norm.weight"] = lw.attn_norm;
+    }
+    if (params.OffsetFfnNorm(l) >= 0) {
+      changed["blk." + std::to_string(l) + ".ffn_norm.weight"] = lw.ffn_norm;
+    }
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::Open(src_gguf));
+  GgufWriter w(file->version() == 2 ? 2 : 3, file->alignment());
+  for (const MetadataEntry& e : file->metadata()) w.SetMetadata(e.key, e.value);
+  size_t used = 0;
+  for (const TensorInfo& info : file->tensors()) {
+    auto it = changed.find(info.name);
+    if (it != changed.end()) {
+      RETURN_IF_ERROR(w.AddTensor(info.name, it->second));
+      ++used;
+      continue;
+    }
+    ASSIGN_OR_RETURN(Tensor t, file->GetTensor(info));
+    RETURN_IF_ERROR(w.AddTensor(info.name, t));
+  }
+  if (used != changed.size()) {
+    return InvalidArgumentError(src_gguf + " lacks some of the tensors the adapter changes (not a "
+                                "llama GGUF with llama.cpp's tensor names?)");
+  }
+  ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, w.Serialize());
+  return train::WriteFileAtomic(dst_gguf, bytes);
 }
 
 }  // namespace muninn::model

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "muninn/core/status.h"
 #include "muninn/model/lora.h"
@@ -19,5 +20,13 @@ namespace muninn::model {
 // The result shares ownership of the base weights' buffers, so `base` itself may be destroyed.
 StatusOr<std::unique_ptr<Model>> MergeLora(const Model& base, const LoraParams& params,
                                            float mult = 1.0f);
+
+// `muninn lora merge`: a copy of the llama GGUF file `src_gguf` with `params` merged (as
+// MergeLora does) into `dst_gguf`: every metadata entry and every tensor the adapter does not
+// touch are copied as they are (quantized tensors stay quantized, same bytes); adapted matrices
+// become F32, trained norms are replaced. `params` must be in the file's own row order (what
+// ReadPeftAdapter gives for a model loaded from that file). Written atomically.
+Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, float mult,
+                         const std::string& dst_gguf);
 
 }  // namespace muninn::model
