@@ -11,17 +11,16 @@
 // relative. Over 10 AdamW steps, updates of size ~lr = 1e-2 per element, float32 rounding of m/√v
 // grows to ~1e-6 relative per step: parameters to 2e-5 absolute (their scale is ~0.1-1), losses
 // to 2e-5 relative.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "muninn/core/cpu_backend.h"
 #include "muninn/core/optimizer.h"
@@ -42,8 +41,8 @@ class LoraGoldenTest : public ::testing::Test {
     std::ifstream f(std::string(MUNINN_SOURCE_DIR) + "/tests/data/lora_goldens.json");
     MUNINN_CHECK(f.good()) << "tests/data/lora_goldens.json is missing";
     goldens_ = new nlohmann::json(nlohmann::json::parse(f));
-    dir_ = new std::string(::testing::TempDir() + "/muninn_lora_golden_" +
-                           std::to_string(::getpid()));
+    dir_ =
+        new std::string(::testing::TempDir() + "/muninn_lora_golden_" + std::to_string(::getpid()));
     tl::WriteModel(*dir_);
   }
   static void TearDownTestSuite() {
@@ -63,8 +62,8 @@ class LoraGoldenTest : public ::testing::Test {
     loaded_ = std::move(m).value();
   }
   LoraParams Params() {
-    auto p = LoraParams::Create(loaded_.model->config(), loaded_.model->weights(),
-                                tl::AdapterConfig());
+    auto p =
+        LoraParams::Create(loaded_.model->config(), loaded_.model->weights(), tl::AdapterConfig());
     MUNINN_CHECK(p.ok()) << p.status();
     tl::SetAdapterValues(&*p);
     return std::move(p).value();
@@ -175,8 +174,7 @@ TEST_F(LoraGoldenTest, TenStepTraceMatchesPyTorchAdamW) {
     EXPECT_NEAR(lr, trace["lrs"][static_cast<size_t>(step)].get<double>(), 1e-9);
     const float clip = ClipFactor(norm, 1.0f);
     for (float& g : grads) g *= clip;
-    AdamWStep(adamw, step + 1, lr, p.values().data(), grads.data(), m.data(), v.data(),
-              p.size());
+    AdamWStep(adamw, step + 1, lr, p.values().data(), grads.data(), m.data(), v.data(), p.size());
   }
   ExpectTensorsNear(p, p.values(), trace["final"], 0.0, 0.0, 2e-5, "parameter after 10 steps");
 }
@@ -222,8 +220,9 @@ TEST_F(LoraGoldenTest, MergedModelGivesTheTrainingLoss) {
   auto full = (*merged)->Forward(ids, nullptr, {});
   auto none = (*zero)->Forward(ids, nullptr, {});
   ASSERT_TRUE(full.ok() && none.ok());
-  EXPECT_GT(std::abs(full->logits.data_as<const float>()[0] - none->logits.data_as<const float>()[0]),
-            1e-3);
+  EXPECT_GT(
+      std::abs(full->logits.data_as<const float>()[0] - none->logits.data_as<const float>()[0]),
+      1e-3);
 }
 
 // Retrieved memory K/V ([memory ; local] attention, both query modes) on a frozen layer (0) and

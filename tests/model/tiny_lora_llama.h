@@ -16,10 +16,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "muninn/core/check.h"
 #include "muninn/core/cross_entropy.h"
@@ -51,8 +50,8 @@ inline uint64_t Raw(uint64_t k, uint64_t i) { return SplitMix64((kSeed << 40) + 
 inline std::vector<float> Uniform(uint64_t k, int64_t n, double scale, double offset = 0.0) {
   std::vector<float> v(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    const double u = static_cast<double>(Raw(k, static_cast<uint64_t>(i)) >> 11) * 0x1.0p-53 *
-                         2.0 - 1.0;
+    const double u =
+        static_cast<double>(Raw(k, static_cast<uint64_t>(i)) >> 11) * 0x1.0p-53 * 2.0 - 1.0;
     v[static_cast<size_t>(i)] = static_cast<float>(offset + scale * u);
   }
   return v;
@@ -90,13 +89,21 @@ inline std::vector<Spec> ModelSpecs() {
 // Writes config.json and model.safetensors into `dir` (created).
 inline void WriteModel(const std::string& dir) {
   std::filesystem::create_directories(dir);
-  nlohmann::json config = {
-      {"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
-      {"vocab_size", kVocab}, {"hidden_size", kEmbd}, {"num_hidden_layers", kLayers},
-      {"num_attention_heads", kHeads}, {"num_key_value_heads", kHeadsKv}, {"head_dim", kHd},
-      {"intermediate_size", kFf}, {"max_position_embeddings", 128}, {"rms_norm_eps", 1e-5},
-      {"rope_theta", 10000.0}, {"tie_word_embeddings", false}, {"hidden_act", "silu"},
-      {"torch_dtype", "float32"}};
+  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
+                           {"model_type", "llama"},
+                           {"vocab_size", kVocab},
+                           {"hidden_size", kEmbd},
+                           {"num_hidden_layers", kLayers},
+                           {"num_attention_heads", kHeads},
+                           {"num_key_value_heads", kHeadsKv},
+                           {"head_dim", kHd},
+                           {"intermediate_size", kFf},
+                           {"max_position_embeddings", 128},
+                           {"rms_norm_eps", 1e-5},
+                           {"rope_theta", 10000.0},
+                           {"tie_word_embeddings", false},
+                           {"hidden_act", "silu"},
+                           {"torch_dtype", "float32"}};
   std::ofstream(dir + "/config.json") << config.dump(1);
   SafetensorsWriter w;
   const std::vector<Spec> specs = ModelSpecs();
@@ -130,12 +137,17 @@ inline void WriteGgufModel(const std::string& path) {
   w.SetMetadata("llama.rope.dimension_count", MetadataValue::U32(kHd));
   w.SetMetadata("llama.attention.layer_norm_rms_epsilon", MetadataValue::F32(1e-5f));
   const std::vector<std::pair<std::string, std::string>> names = {
-      {"model.embed_tokens.weight", "token_embd.weight"}, {"model.norm.weight", "output_norm.weight"},
-      {"lm_head.weight", "output.weight"}, {"input_layernorm.weight", "attn_norm.weight"},
-      {"self_attn.q_proj.weight", "attn_q.weight"}, {"self_attn.k_proj.weight", "attn_k.weight"},
-      {"self_attn.v_proj.weight", "attn_v.weight"}, {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"model.embed_tokens.weight", "token_embd.weight"},
+      {"model.norm.weight", "output_norm.weight"},
+      {"lm_head.weight", "output.weight"},
+      {"input_layernorm.weight", "attn_norm.weight"},
+      {"self_attn.q_proj.weight", "attn_q.weight"},
+      {"self_attn.k_proj.weight", "attn_k.weight"},
+      {"self_attn.v_proj.weight", "attn_v.weight"},
+      {"self_attn.o_proj.weight", "attn_output.weight"},
       {"post_attention_layernorm.weight", "ffn_norm.weight"},
-      {"mlp.gate_proj.weight", "ffn_gate.weight"}, {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"},
+      {"mlp.up_proj.weight", "ffn_up.weight"},
       {"mlp.down_proj.weight", "ffn_down.weight"}};
   const std::vector<Spec> specs = ModelSpecs();
   for (size_t k = 0; k < specs.size(); ++k) {
@@ -186,7 +198,7 @@ inline LoraConfig AdapterConfig() {
   c.rank = kRank;
   c.alpha = kAlpha;
   c.dropout = 0.0f;
-  c.targets = {LoraTarget::kQ, LoraTarget::kK, LoraTarget::kV, LoraTarget::kO,
+  c.targets = {LoraTarget::kQ,    LoraTarget::kK,  LoraTarget::kV,   LoraTarget::kO,
                LoraTarget::kGate, LoraTarget::kUp, LoraTarget::kDown};
   c.first_layer = kFirstLayer;
   c.train_norms = true;

@@ -4,6 +4,9 @@
 // refused, and the PEFT folder round-trips. With MUNINN_LORA_EXPORT_DIR set, the exported folder
 // (with muninn's losses in muninn_check.json) is left there for
 // `tools/reference/make_lora_goldens.py --check-adapter DIR` (PEFT loads it and compares).
+#include "muninn/model/trainer.h"
+
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,11 +15,9 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "muninn/core/cpu_backend.h"
 #include "muninn/model/gguf_file.h"
@@ -25,7 +26,6 @@
 #include "muninn/model/model_loader.h"
 #include "muninn/model/peft_adapter.h"
 #include "muninn/model/train_data.h"
-#include "muninn/model/trainer.h"
 #include "tests/model/tiny_lora_llama.h"
 
 namespace muninn::model {
@@ -64,8 +64,8 @@ class TrainerTest : public ::testing::Test {
     for (int d = 0; d < 3; ++d) {
       std::vector<TokenId> doc;
       for (int i = 0; i < lens[d]; ++i) {
-        doc.push_back(static_cast<TokenId>(tl::Raw(3000 + static_cast<uint64_t>(d),
-                                                   static_cast<uint64_t>(i)) % tl::kVocab));
+        doc.push_back(static_cast<TokenId>(
+            tl::Raw(3000 + static_cast<uint64_t>(d), static_cast<uint64_t>(i)) % tl::kVocab));
       }
       docs.push_back(doc);
     }
@@ -213,7 +213,8 @@ TEST_F(TrainerTest, EvaluatesHeldOutDataOnSchedule) {
                       eval_steps.push_back(r.step);
                       last = r.eval_loss;
                     }
-                  }).ok());
+                  })
+                  .ok());
   EXPECT_EQ(eval_steps, (std::vector<int64_t>{4, 6}));
   auto after = (*t)->Evaluate();
   ASSERT_TRUE(after.ok());
@@ -230,20 +231,16 @@ TEST_F(TrainerTest, EvaluatesHeldOutDataOnSchedule) {
 TEST_F(TrainerTest, RefusesBadOptions) {
   TrainerOptions o = Options("bad");
   o.steps = 0;
-  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(), StatusCode::kInvalidArgument);
   o = Options("bad");
   o.lora.first_layer = tl::kLayers;
-  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(), StatusCode::kInvalidArgument);
   o = Options("bad");
   o.lora.rank = 0;
-  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(), StatusCode::kInvalidArgument);
   o = Options("bad");
   o.lr = -1.0f;
-  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(TrainerTest, PeftFolderRoundTripsAndKeepsTheLoss) {
@@ -322,8 +319,8 @@ TEST_F(TrainerTest, PeftFolderMovesBetweenGgufAndHfCheckpoints) {
   ASSERT_TRUE(WritePeftAdapter(*gguf_params, gguf->model->weights(), dir2, "tiny").ok());
   auto back = ReadPeftAdapter(dir2, model()->config(), model()->weights());
   ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_TRUE(std::equal(back->values().begin(), back->values().end(),
-                         hf_params->values().begin(), hf_params->values().end()));
+  EXPECT_TRUE(std::equal(back->values().begin(), back->values().end(), hf_params->values().begin(),
+                         hf_params->values().end()));
 
   // llama.cpp's GGUF adapter: the same bytes from either form (q/k B rows in GGUF order), the
   // metadata and shapes llama.cpp's loader checks (src/llama-adapter.cpp).
@@ -348,7 +345,8 @@ TEST_F(TrainerTest, PeftFolderMovesBetweenGgufAndHfCheckpoints) {
   EXPECT_EQ(qb->shape(), (Shape{tl::kHeads * tl::kHd, tl::kRank}));
   EXPECT_EQ(kb->shape(), (Shape{tl::kHeadsKv * tl::kHd, tl::kRank}));
   EXPECT_EQ(down_a->shape(), (Shape{tl::kRank, tl::kFf}));
-  EXPECT_TRUE(std::equal(qb->data_as<const float>(), qb->data_as<const float>() + qb->dim(0) * qb->dim(1),
+  EXPECT_TRUE(std::equal(qb->data_as<const float>(),
+                         qb->data_as<const float>() + qb->dim(0) * qb->dim(1),
                          gguf_params->values().begin() + gguf_params->OffsetB(1, LoraTarget::kQ)));
   EXPECT_EQ((*f)->FindTensor("blk.0.attn_q.weight.lora_a"), nullptr);
 

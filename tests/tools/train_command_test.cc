@@ -3,6 +3,7 @@
 // and resumed with --resume ends with the same adapter and checkpoint bytes as an uninterrupted
 // run; bad flags and data exit with code 2 and a message.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -17,8 +18,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/model/tiny_lora_llama.h"
 #include "tests/tools/run_cli.h"
@@ -84,10 +83,39 @@ class TrainCommandTest : public ::testing::Test {
     std::filesystem::remove_all(dir_, ec);
   }
   std::vector<std::string> Args(const std::string& out) {
-    return {"train", "-m", dir_ + "/model", "-d", dir_ + "/data.jsonl", "-o", dir_ + "/" + out,
-            "--block", "16", "--steps", "150", "--grad-accum", "2", "--lr", "1e-2", "--warmup",
-            "5", "--first-layer", "1", "-r", "4", "--alpha", "8", "--dropout", "0.1",
-            "--weight-decay", "0.01", "--seed", "3", "--checkpoint-every", "2", "-t", "1"};
+    return {"train",
+            "-m",
+            dir_ + "/model",
+            "-d",
+            dir_ + "/data.jsonl",
+            "-o",
+            dir_ + "/" + out,
+            "--block",
+            "16",
+            "--steps",
+            "150",
+            "--grad-accum",
+            "2",
+            "--lr",
+            "1e-2",
+            "--warmup",
+            "5",
+            "--first-layer",
+            "1",
+            "-r",
+            "4",
+            "--alpha",
+            "8",
+            "--dropout",
+            "0.1",
+            "--weight-decay",
+            "0.01",
+            "--seed",
+            "3",
+            "--checkpoint-every",
+            "2",
+            "-t",
+            "1"};
   }
   std::string dir_;
 };
@@ -130,10 +158,10 @@ TEST_F(TrainCommandTest, LoraMergeMatchesLogitsWithLora) {
   std::string out;
   ASSERT_EQ(testing::RunCli(a, &out), 0);
   const std::string adapter = dir_ + "/gguf_run/adapter";
-  ASSERT_EQ(testing::RunCli({"lora", "merge", "-m", gguf, "--lora", adapter, "-o",
-                             dir_ + "/merged.gguf"},
-                            &out),
-            0);
+  ASSERT_EQ(
+      testing::RunCli({"lora", "merge", "-m", gguf, "--lora", adapter, "-o", dir_ + "/merged.gguf"},
+                      &out),
+      0);
   auto top = [&](std::vector<std::string> args) {
     std::string o;
     EXPECT_EQ(testing::RunCli(args, &o), 0);
@@ -151,10 +179,10 @@ TEST_F(TrainCommandTest, LoraMergeMatchesLogitsWithLora) {
   ASSERT_FALSE(merged.empty());
   EXPECT_EQ(merged, lora);
   EXPECT_NE(merged, base);
-  EXPECT_EQ(testing::RunCli({"lora", "merge", "-m", gguf, "--lora", dir_ + "/nothing", "-o",
-                             dir_ + "/x.gguf"},
-                            &out),
-            2);
+  EXPECT_EQ(
+      testing::RunCli(
+          {"lora", "merge", "-m", gguf, "--lora", dir_ + "/nothing", "-o", dir_ + "/x.gguf"}, &out),
+      2);
 }
 
 TEST_F(TrainCommandTest, BadFlagsAndDataExitWithCode2) {

@@ -10,17 +10,16 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "command_registry.h"
 #include "llm_cli.h"
 #include "lora_spec.h"
+#include "muninn/model/lora.h"
 #include "muninn/model/lora_merge.h"
 #include "muninn/model/peft_adapter.h"
-#include "muninn/model/lora.h"
 #include "muninn/model/train_data.h"
 #include "muninn/model/trainer.h"
 #include "plot.h"
@@ -155,8 +154,8 @@ int RunTrain(const TrainFlags& f) {
   o.eval_max_blocks = f.eval_blocks;
   std::unique_ptr<model::TrainData> eval_data;
   if (!f.eval_data.empty()) {
-    auto ed = model::TrainData::Load(f.eval_data, (*cm)->loaded.tokenizer.get(),
-                                     m.config().n_vocab, f.block, f.add_bos);
+    auto ed = model::TrainData::Load(f.eval_data, (*cm)->loaded.tokenizer.get(), m.config().n_vocab,
+                                     f.block, f.add_bos);
     if (!ed.ok()) return fail("--eval-data: " + ed.status().ToString(), 2);
     eval_data = std::make_unique<model::TrainData>(std::move(ed).value());
   }
@@ -174,8 +173,7 @@ int RunTrain(const TrainFlags& f) {
                static_cast<double>(o.lora.alpha), f.targets.c_str(), o.lora.first_layer,
                m.config().n_layer - 1, o.lora.train_norms ? " + norms" : "",
                static_cast<long long>((*trainer)->params().size()),
-               f.resume ? "resuming" : "starting",
-               static_cast<long long>((*trainer)->step()));
+               f.resume ? "resuming" : "starting", static_cast<long long>((*trainer)->step()));
   const Status st = (*trainer)->Run([](const model::StepReport& r) {
     char eval[48] = "";
     if (r.evaluated) std::snprintf(eval, sizeof eval, "  held-out %.4f", r.eval_loss);
@@ -190,7 +188,8 @@ int RunTrain(const TrainFlags& f) {
     if (!ps.ok()) std::fprintf(stderr, "muninn train: --plot: %s\n", ps.ToString().c_str());
   }
   if (!st.ok()) return fail(st.ToString(), 1);
-  std::fprintf(stderr, "muninn train: step %lld; adapter in %s/adapter, metrics in %s/metrics.jsonl\n",
+  std::fprintf(stderr,
+               "muninn train: step %lld; adapter in %s/adapter, metrics in %s/metrics.jsonl\n",
                static_cast<long long>((*trainer)->step()), f.out.c_str(), f.out.c_str());
   return 0;
 }
@@ -267,8 +266,7 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
       ->capture_default_str();
   cmd->add_flag("--no-norms", f->no_norms, "Do not train the trained layers' RMSNorm weights");
   cmd->add_flag("--add-bos", f->add_bos, "Prepend BOS to each tokenized document");
-  cmd->add_option("--seed", f->seed, "Seed of the adapter init and dropout")
-      ->capture_default_str();
+  cmd->add_option("--seed", f->seed, "Seed of the adapter init and dropout")->capture_default_str();
   cmd->add_option("--checkpoint-every", f->checkpoint_every,
                   "Steps between checkpoints (0: only at the end)")
       ->capture_default_str();

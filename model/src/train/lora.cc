@@ -8,8 +8,8 @@ namespace muninn::model {
 
 namespace {
 
-constexpr LoraTarget kAllTargets[] = {LoraTarget::kQ,    LoraTarget::kK,  LoraTarget::kV,
-                                      LoraTarget::kO,    LoraTarget::kGate, LoraTarget::kUp,
+constexpr LoraTarget kAllTargets[] = {LoraTarget::kQ,   LoraTarget::kK,    LoraTarget::kV,
+                                      LoraTarget::kO,   LoraTarget::kGate, LoraTarget::kUp,
                                       LoraTarget::kDown};
 
 uint64_t SplitMix64(uint64_t x) {
@@ -23,26 +23,40 @@ uint64_t SplitMix64(uint64_t x) {
 
 std::string_view LoraTargetName(LoraTarget t) {
   switch (t) {
-    case LoraTarget::kQ: return "q_proj";
-    case LoraTarget::kK: return "k_proj";
-    case LoraTarget::kV: return "v_proj";
-    case LoraTarget::kO: return "o_proj";
-    case LoraTarget::kGate: return "gate_proj";
-    case LoraTarget::kUp: return "up_proj";
-    case LoraTarget::kDown: return "down_proj";
+    case LoraTarget::kQ:
+      return "q_proj";
+    case LoraTarget::kK:
+      return "k_proj";
+    case LoraTarget::kV:
+      return "v_proj";
+    case LoraTarget::kO:
+      return "o_proj";
+    case LoraTarget::kGate:
+      return "gate_proj";
+    case LoraTarget::kUp:
+      return "up_proj";
+    case LoraTarget::kDown:
+      return "down_proj";
   }
   return "?";
 }
 
 std::string_view LoraTargetModule(LoraTarget t) {
   switch (t) {
-    case LoraTarget::kQ: return "self_attn.q_proj";
-    case LoraTarget::kK: return "self_attn.k_proj";
-    case LoraTarget::kV: return "self_attn.v_proj";
-    case LoraTarget::kO: return "self_attn.o_proj";
-    case LoraTarget::kGate: return "mlp.gate_proj";
-    case LoraTarget::kUp: return "mlp.up_proj";
-    case LoraTarget::kDown: return "mlp.down_proj";
+    case LoraTarget::kQ:
+      return "self_attn.q_proj";
+    case LoraTarget::kK:
+      return "self_attn.k_proj";
+    case LoraTarget::kV:
+      return "self_attn.v_proj";
+    case LoraTarget::kO:
+      return "self_attn.o_proj";
+    case LoraTarget::kGate:
+      return "mlp.gate_proj";
+    case LoraTarget::kUp:
+      return "mlp.up_proj";
+    case LoraTarget::kDown:
+      return "mlp.down_proj";
   }
   return "?";
 }
@@ -106,10 +120,14 @@ Status LoraConfig::Validate(const ModelConfig& model) const {
 std::string LoraTensor::PeftName() const {
   const std::string layer_prefix = "base_model.model.model.layers." + std::to_string(layer) + ".";
   switch (kind) {
-    case Kind::kLoraA: return layer_prefix + std::string(LoraTargetModule(target)) + ".lora_A.weight";
-    case Kind::kLoraB: return layer_prefix + std::string(LoraTargetModule(target)) + ".lora_B.weight";
-    case Kind::kAttnNorm: return layer_prefix + "input_layernorm.weight";
-    case Kind::kFfnNorm: return layer_prefix + "post_attention_layernorm.weight";
+    case Kind::kLoraA:
+      return layer_prefix + std::string(LoraTargetModule(target)) + ".lora_A.weight";
+    case Kind::kLoraB:
+      return layer_prefix + std::string(LoraTargetModule(target)) + ".lora_B.weight";
+    case Kind::kAttnNorm:
+      return layer_prefix + "input_layernorm.weight";
+    case Kind::kFfnNorm:
+      return layer_prefix + "post_attention_layernorm.weight";
   }
   return "";
 }
@@ -121,9 +139,12 @@ int64_t LoraParams::InDim(LoraTarget t) const {
     case LoraTarget::kK:
     case LoraTarget::kV:
     case LoraTarget::kGate:
-    case LoraTarget::kUp: return model_config_.n_embd;
-    case LoraTarget::kO: return n_q;
-    case LoraTarget::kDown: return model_config_.n_ff;
+    case LoraTarget::kUp:
+      return model_config_.n_embd;
+    case LoraTarget::kO:
+      return n_q;
+    case LoraTarget::kDown:
+      return model_config_.n_ff;
   }
   return 0;
 }
@@ -132,13 +153,17 @@ int64_t LoraParams::OutDim(LoraTarget t) const {
   const int64_t n_q = int64_t{model_config_.n_head} * model_config_.head_dim;
   const int64_t n_kv = int64_t{model_config_.n_head_kv} * model_config_.head_dim;
   switch (t) {
-    case LoraTarget::kQ: return n_q;
+    case LoraTarget::kQ:
+      return n_q;
     case LoraTarget::kK:
-    case LoraTarget::kV: return n_kv;
+    case LoraTarget::kV:
+      return n_kv;
     case LoraTarget::kO:
-    case LoraTarget::kDown: return model_config_.n_embd;
+    case LoraTarget::kDown:
+      return model_config_.n_embd;
     case LoraTarget::kGate:
-    case LoraTarget::kUp: return model_config_.n_ff;
+    case LoraTarget::kUp:
+      return model_config_.n_ff;
   }
   return 0;
 }

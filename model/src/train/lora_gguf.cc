@@ -12,13 +12,27 @@ namespace muninn::model {
 std::string GgufLoraBaseName(int32_t layer, LoraTarget target) {
   const char* name = "";
   switch (target) {
-    case LoraTarget::kQ: name = "attn_q"; break;
-    case LoraTarget::kK: name = "attn_k"; break;
-    case LoraTarget::kV: name = "attn_v"; break;
-    case LoraTarget::kO: name = "attn_output"; break;
-    case LoraTarget::kGate: name = "ffn_gate"; break;
-    case LoraTarget::kUp: name = "ffn_up"; break;
-    case LoraTarget::kDown: name = "ffn_down"; break;
+    case LoraTarget::kQ:
+      name = "attn_q";
+      break;
+    case LoraTarget::kK:
+      name = "attn_k";
+      break;
+    case LoraTarget::kV:
+      name = "attn_v";
+      break;
+    case LoraTarget::kO:
+      name = "attn_output";
+      break;
+    case LoraTarget::kGate:
+      name = "ffn_gate";
+      break;
+    case LoraTarget::kUp:
+      name = "ffn_up";
+      break;
+    case LoraTarget::kDown:
+      name = "ffn_down";
+      break;
   }
   return "blk." + std::to_string(layer) + "." + name + ".weight";
 }

@@ -34,7 +34,7 @@ StatusOr<std::unique_ptr<Model>> MergeLora(const Model& base, const LoraParams& 
   const float scale = mult * c.scale();
   for (int32_t l = c.first_layer; l < mc.n_layer; ++l) {
     LayerWeights& lw = w.layers[static_cast<size_t>(l)];
-    Tensor* targets[kNumLoraTargets] = {&lw.wq, &lw.wk, &lw.wv, &lw.wo,
+    Tensor* targets[kNumLoraTargets] = {&lw.wq,     &lw.wk,   &lw.wv,    &lw.wo,
                                         &lw.w_gate, &lw.w_up, &lw.w_down};
     for (int t = 0; t < kNumLoraTargets; ++t) {
       const auto target = static_cast<LoraTarget>(t);
@@ -80,7 +80,7 @@ Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, 
   const LoraConfig& c = params.config();
   for (int32_t l = c.first_layer; l < merged->config().n_layer; ++l) {
     const LayerWeights& lw = merged->weights().layers[static_cast<size_t>(l)];
-    const Tensor* mats[kNumLoraTargets] = {&lw.wq, &lw.wk, &lw.wv, &lw.wo,
+    const Tensor* mats[kNumLoraTargets] = {&lw.wq,     &lw.wk,   &lw.wv,    &lw.wo,
                                            &lw.w_gate, &lw.w_up, &lw.w_down};
     for (int t = 0; t < kNumLoraTargets; ++t) {
       if (params.OffsetA(l, static_cast<LoraTarget>(t)) >= 0) {
@@ -109,7 +109,8 @@ Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, 
     RETURN_IF_ERROR(w.AddTensor(info.name, t));
   }
   if (used != changed.size()) {
-    return InvalidArgumentError(src_gguf + " lacks some of the tensors the adapter changes (not a "
+    return InvalidArgumentError(src_gguf +
+                                " lacks some of the tensors the adapter changes (not a "
                                 "llama GGUF with llama.cpp's tensor names?)");
   }
   ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, w.Serialize());

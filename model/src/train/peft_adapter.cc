@@ -4,11 +4,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "muninn/core/quant.h"
 #include "muninn/model/safetensors_file.h"
@@ -39,26 +38,25 @@ Status WritePeftAdapter(const LoraParams& params, const ModelWeights& weights,
   for (int32_t l = c.first_layer; l < params.model_config().n_layer; ++l) layers.push_back(l);
   nlohmann::json modules_to_save = nullptr;
   if (c.train_norms) modules_to_save = {kNormModules[0], kNormModules[1]};
-  const nlohmann::json config = {
-      {"peft_type", "LORA"},
-      {"task_type", "CAUSAL_LM"},
-      {"base_model_name_or_path", base_model_name},
-      {"r", c.rank},
-      {"lora_alpha", c.alpha},
-      {"lora_dropout", c.dropout},
-      {"target_modules", targets},
-      {"layers_to_transform", layers},
-      {"layers_pattern", "layers"},
-      {"modules_to_save", modules_to_save},
-      {"bias", "none"},
-      {"fan_in_fan_out", false},
-      {"inference_mode", true},
-      {"init_lora_weights", true},
-      {"use_rslora", false},
-      {"use_dora", false},
-      {"rank_pattern", nlohmann::json::object()},
-      {"alpha_pattern", nlohmann::json::object()},
-      {"revision", nullptr}};
+  const nlohmann::json config = {{"peft_type", "LORA"},
+                                 {"task_type", "CAUSAL_LM"},
+                                 {"base_model_name_or_path", base_model_name},
+                                 {"r", c.rank},
+                                 {"lora_alpha", c.alpha},
+                                 {"lora_dropout", c.dropout},
+                                 {"target_modules", targets},
+                                 {"layers_to_transform", layers},
+                                 {"layers_pattern", "layers"},
+                                 {"modules_to_save", modules_to_save},
+                                 {"bias", "none"},
+                                 {"fan_in_fan_out", false},
+                                 {"inference_mode", true},
+                                 {"init_lora_weights", true},
+                                 {"use_rslora", false},
+                                 {"use_dora", false},
+                                 {"rank_pattern", nlohmann::json::object()},
+                                 {"alpha_pattern", nlohmann::json::object()},
+                                 {"revision", nullptr}};
   SafetensorsWriter w;
   w.SetMetadata("format", "pt");
   if (c.train_norms) {
@@ -79,10 +77,10 @@ Status WritePeftAdapter(const LoraParams& params, const ModelWeights& weights,
       PermuteHeadRows(values.data(), train::QkHeads(mc, t.target), mc.head_dim, t.cols,
                       /*gguf_to_hf=*/true);
     }
-    const Shape shape = (t.kind == LoraTensor::Kind::kAttnNorm ||
-                         t.kind == LoraTensor::Kind::kFfnNorm)
-                            ? Shape{t.cols}
-                            : Shape{t.rows, t.cols};
+    const Shape shape =
+        (t.kind == LoraTensor::Kind::kAttnNorm || t.kind == LoraTensor::Kind::kFfnNorm)
+            ? Shape{t.cols}
+            : Shape{t.rows, t.cols};
     ASSIGN_OR_RETURN(Tensor tensor, Tensor::FromVector(shape, values));
     RETURN_IF_ERROR(w.AddTensor(t.PeftName(), tensor));
   }
@@ -158,7 +156,8 @@ StatusOr<LoraParams> ReadPeftAdapter(const std::string& dir, const ModelConfig& 
     std::sort(layers.begin(), layers.end());
     if (layers.empty()) return bad("layers_to_transform is empty");
     for (size_t i = 0; i < layers.size(); ++i) {
-      if (layers[i] != layers[0] + static_cast<int32_t>(i) || layers.back() != model_config.n_layer - 1) {
+      if (layers[i] != layers[0] + static_cast<int32_t>(i) ||
+          layers.back() != model_config.n_layer - 1) {
         return bad("layers_to_transform must be a top range [first, n_layer) of the model's " +
                    std::to_string(model_config.n_layer) + " layers");
       }
@@ -196,15 +195,19 @@ StatusOr<LoraParams> ReadPeftAdapter(const std::string& dir, const ModelConfig& 
         std::vector<float> v(static_cast<size_t>(n));
         DequantizeRow(t.dtype(), t.data(), v.data(), n);
         if (std::memcmp(v.data(), base[k]->data(), v.size() * sizeof(float)) != 0) {
-          return InvalidArgumentError(st_path + ": " + name + " differs from the base model, but "
-                                      "layer " + std::to_string(l) + " is below the adapter's "
+          return InvalidArgumentError(st_path + ": " + name +
+                                      " differs from the base model, but "
+                                      "layer " +
+                                      std::to_string(l) +
+                                      " is below the adapter's "
                                       "LoRA layers; muninn applies norms of LoRA layers only");
         }
       }
     }
     for (const LoraTensor& t : p.tensors()) {
       const std::string name = t.PeftName();
-      const bool norm = t.kind == LoraTensor::Kind::kAttnNorm || t.kind == LoraTensor::Kind::kFfnNorm;
+      const bool norm =
+          t.kind == LoraTensor::Kind::kAttnNorm || t.kind == LoraTensor::Kind::kFfnNorm;
       const TensorInfo* info = file->FindTensor(name);
       if (info == nullptr) {
         if (norm) continue;  // modules_to_save without this layer's copy: the base weight

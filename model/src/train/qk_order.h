@@ -16,9 +16,7 @@ namespace muninn::model::train {
 void PermuteHeadRows(float* b, int64_t n_head, int64_t hd, int64_t cols, bool gguf_to_hf);
 
 // Whether the model's q/k rows are in GGUF's permuted order.
-inline bool PermutedQk(const ModelConfig& mc) {
-  return mc.rope.layout == RopeLayout::kInterleaved;
-}
+inline bool PermutedQk(const ModelConfig& mc) { return mc.rope.layout == RopeLayout::kInterleaved; }
 
 // Heads of target t's output (q: n_head, k: n_head_kv); only for q and k.
 inline int64_t QkHeads(const ModelConfig& mc, LoraTarget t) {

@@ -2,16 +2,16 @@
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace muninn::model {
 
 namespace {
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -56,7 +56,8 @@ StatusOr<TrainData> TrainData::FromDocuments(const std::vector<std::vector<Token
     }
     RETURN_IF_ERROR(d.AddDocument(docs[i], block));
   }
-  if (d.blocks_.empty()) return InvalidArgumentError("the training data has no document of 2 or more tokens");
+  if (d.blocks_.empty())
+    return InvalidArgumentError("the training data has no document of 2 or more tokens");
   return d;
 }
 
@@ -66,10 +67,11 @@ StatusOr<TrainData> TrainData::Load(const std::vector<std::string>& paths,
   if (block < 1) return InvalidArgumentError("block length must be >= 1");
   if (paths.empty()) return InvalidArgumentError("no training data files given");
   TrainData d;
-  auto encode = [&](const std::string& text, const std::string& where)
-      -> StatusOr<std::vector<TokenId>> {
+  auto encode = [&](const std::string& text,
+                    const std::string& where) -> StatusOr<std::vector<TokenId>> {
     if (tokenizer == nullptr) {
-      return InvalidArgumentError(where + " holds text but the model has no tokenizer; give "
+      return InvalidArgumentError(where +
+                                  " holds text but the model has no tokenizer; give "
                                   "token ids as {\"ids\": [...]} JSONL lines");
     }
     return tokenizer->Encode(text, add_bos, /*parse_special=*/false);

@@ -23,8 +23,8 @@ blasint B(int64_t x) { return static_cast<blasint>(x); }
 
 // y[m, n_out] = x[m, n_in] · w[n_out, n_in]ᵀ
 void Linear(const float* x, const float* w, int64_t m, int64_t n_out, int64_t n_in, float* y) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B(m), B(n_out), B(n_in), 1.0f, x, B(n_in),
-              w, B(n_in), 0.0f, y, B(n_out));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B(m), B(n_out), B(n_in), 1.0f, x, B(n_in), w,
+              B(n_in), 0.0f, y, B(n_out));
 }
 
 // y = x / sqrt(mean(x²) + eps) · w per row (Backend::RmsNorm's definition).
@@ -44,8 +44,8 @@ void Add(float* y, const float* x, int64_t n) {
 }
 
 uint64_t DropoutSeed(uint64_t seed, int32_t layer, LoraTarget t) {
-  uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(layer) * 16 +
-                                                  static_cast<uint64_t>(t) + 1));
+  uint64_t z = seed ^ (0x9E3779B97F4A7C15ull *
+                       (static_cast<uint64_t>(layer) * 16 + static_cast<uint64_t>(t) + 1));
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
@@ -54,7 +54,8 @@ uint64_t DropoutSeed(uint64_t seed, int32_t layer, LoraTarget t) {
 bool SameLayout(const LoraConfig& a, const LoraConfig& b) {
   return a.rank == b.rank && a.first_layer == b.first_layer && a.train_norms == b.train_norms &&
          a.targets.size() == b.targets.size() &&
-         std::all_of(a.targets.begin(), a.targets.end(), [&](LoraTarget t) { return b.Targets(t); });
+         std::all_of(a.targets.begin(), a.targets.end(),
+                     [&](LoraTarget t) { return b.Targets(t); });
 }
 
 }  // namespace
@@ -89,16 +90,16 @@ struct TrainModel::LayerActs {
 
 struct TrainModel::Scratch {
   int64_t T = 0;
-  Tensor pos;                       // [T] i32 positions
-  Tensor mpos;                      // [T] i32 the memory queries' position
-  std::vector<LayerActs> acts;      // per trained layer, or one (recompute / loss only)
-  std::vector<std::vector<float>> inputs;  // recompute: each trained layer's input [T, E]
-  std::vector<float> h;             // [T, E] residual stream
-  std::vector<float> hn;            // [T, E] output_norm(h)
-  std::vector<float> dh;            // [T, E]
-  std::vector<float> dtmp;          // [T, E]
-  std::vector<float> dx;            // [T, max(E, Q, F)]
-  std::vector<float> xd;            // [T, max(E, Q, F)] dropped-out LoRA input
+  Tensor pos;                                // [T] i32 positions
+  Tensor mpos;                               // [T] i32 the memory queries' position
+  std::vector<LayerActs> acts;               // per trained layer, or one (recompute / loss only)
+  std::vector<std::vector<float>> inputs;    // recompute: each trained layer's input [T, E]
+  std::vector<float> h;                      // [T, E] residual stream
+  std::vector<float> hn;                     // [T, E] output_norm(h)
+  std::vector<float> dh;                     // [T, E]
+  std::vector<float> dtmp;                   // [T, E]
+  std::vector<float> dx;                     // [T, max(E, Q, F)]
+  std::vector<float> xd;                     // [T, max(E, Q, F)] dropped-out LoRA input
   std::vector<float> dq, dk, dv, dmq, datt;  // [T, Q] / [T, K]
   std::vector<float> dgate, dup, dact;       // [T, F]
 };
@@ -114,8 +115,9 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
   const ModelConfig& mc = model->config();
   RETURN_IF_ERROR(config.Validate(mc));
   if (!model->backend()->device().is_cpu()) {
-    return UnimplementedError("training runs on the CPU backend only; load the model without "
-                              "a GPU backend");
+    return UnimplementedError(
+        "training runs on the CPU backend only; load the model without "
+        "a GPU backend");
   }
   if (model->is_recurrent()) {
     return UnimplementedError("training a recurrent-depth model (Huginn) is not supported");
@@ -137,7 +139,7 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
   for (int32_t l = config.first_layer; l < mc.n_layer; ++l) {
     const LayerWeights& lw = mw.layers[static_cast<size_t>(l)];
     Weights::Layer wl;
-    const Tensor* src[kNumLoraTargets] = {&lw.wq, &lw.wk, &lw.wv, &lw.wo,
+    const Tensor* src[kNumLoraTargets] = {&lw.wq,     &lw.wk,   &lw.wv,    &lw.wo,
                                           &lw.w_gate, &lw.w_up, &lw.w_down};
     for (int t = 0; t < kNumLoraTargets; ++t) {
       auto w = DequantizeToF32(*src[t]);
@@ -154,10 +156,12 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
 }
 
 Status TrainModel::CheckBatch(const LoraParams& params, const TrainBatch& batch) const {
-  if (!SameLayout(params.config(), lora_) || params.model_config().n_layer != model_->config().n_layer ||
+  if (!SameLayout(params.config(), lora_) ||
+      params.model_config().n_layer != model_->config().n_layer ||
       params.model_config().n_embd != model_->config().n_embd) {
-    return InvalidArgumentError("the LoRA parameters were made for another configuration than "
-                                "this TrainModel (rank, layers, targets or norms differ)");
+    return InvalidArgumentError(
+        "the LoRA parameters were made for another configuration than "
+        "this TrainModel (rank, layers, targets or norms differ)");
   }
   if (batch.ids.empty()) return InvalidArgumentError("a training block needs at least one token");
   if (batch.labels.size() != batch.ids.size()) {
@@ -168,7 +172,8 @@ Status TrainModel::CheckBatch(const LoraParams& params, const TrainBatch& batch)
   for (TokenId id : batch.ids) {
     if (id < 0 || id >= n_vocab) {
       return InvalidArgumentError("token id " + std::to_string(id) +
-                                  " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+                                  " is outside the vocabulary [0, " + std::to_string(n_vocab) +
+                                  ")");
     }
   }
   if (batch.start_pos < 0 ||
@@ -248,7 +253,12 @@ Status TrainModel::LayerForward(int32_t layer, const LoraParams& params, const T
     Linear(x, wt(t), T, n_out, n_in, y);
     const int64_t oa = params.OffsetA(layer, t);
     if (oa < 0) return;
-    LoraDims d{T, n_in, n_out, lora_.rank, lora_.scale(), train ? lora_.dropout : 0.0f,
+    LoraDims d{T,
+               n_in,
+               n_out,
+               lora_.rank,
+               lora_.scale(),
+               train ? lora_.dropout : 0.0f,
                DropoutSeed(batch.dropout_seed, layer, t)};
     const float* xd = x;
     if (d.dropout > 0.0f) {
@@ -350,7 +360,12 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
     const int64_t oa = params.OffsetA(layer, t);
     if (oa < 0) return;
     const int64_t ob = params.OffsetB(layer, t);
-    LoraDims d{T, n_in, n_out, lora_.rank, lora_.scale(), lora_.dropout,
+    LoraDims d{T,
+               n_in,
+               n_out,
+               lora_.rank,
+               lora_.scale(),
+               lora_.dropout,
                DropoutSeed(batch.dropout_seed, layer, t)};
     const float* xd = x;
     if (d.dropout > 0.0f) {
@@ -396,10 +411,10 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
                     a.lse.data(), s.datt.data(), s.dq.data(), s.dk.data(), s.dv.data(),
                     mem_q ? s.dmq.data() : nullptr);
   const int32_t* pos = s.pos.data_as<const int32_t>();
-  RETURN_IF_ERROR(RopeBackward(options_.pool, s.dq.data(), pos, T, mc.n_head, hd, mc.rope,
-                               s.dq.data()));
-  RETURN_IF_ERROR(RopeBackward(options_.pool, s.dk.data(), pos, T, mc.n_head_kv, hd, mc.rope,
-                               s.dk.data()));
+  RETURN_IF_ERROR(
+      RopeBackward(options_.pool, s.dq.data(), pos, T, mc.n_head, hd, mc.rope, s.dq.data()));
+  RETURN_IF_ERROR(
+      RopeBackward(options_.pool, s.dk.data(), pos, T, mc.n_head_kv, hd, mc.rope, s.dk.data()));
   if (mem_q) {
     RETURN_IF_ERROR(RopeBackward(options_.pool, s.dmq.data(), s.mpos.data_as<const int32_t>(), T,
                                  mc.n_head, hd, mc.rope, s.dmq.data()));
@@ -409,15 +424,14 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   project_back(LoraTarget::kK, s.dk.data(), a.x1.data(), s.dx.data(), true);
   project_back(LoraTarget::kV, s.dv.data(), a.x1.data(), s.dx.data(), true);
   const int64_t off_attn = params.OffsetAttnNorm(layer);
-  RmsNormBackward(options_.pool, a.h_in.data(), norm_w(off_attn, frozen.attn_norm), s.dx.data(),
-                  T, E, mc.norm_eps, s.dtmp.data(), norm_g(off_attn));
+  RmsNormBackward(options_.pool, a.h_in.data(), norm_w(off_attn, frozen.attn_norm), s.dx.data(), T,
+                  E, mc.norm_eps, s.dtmp.data(), norm_g(off_attn));
   Add(dh, s.dtmp.data(), T * E);  // dh is now d(h_in)
   return Status::Ok();
 }
 
 StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const TrainBatch& batch,
-                                             bool train, float grad_scale,
-                                             std::span<float> grads) {
+                                             bool train, float grad_scale, std::span<float> grads) {
   RETURN_IF_ERROR(CheckBatch(params, batch));
   if (train && static_cast<int64_t>(grads.size()) != params.size()) {
     return InvalidArgumentError("the gradient arena has " + std::to_string(grads.size()) +
@@ -476,8 +490,8 @@ StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const Tra
   ce.vocab_block = options_.ce_vocab_block;
   ASSIGN_OR_RETURN(CrossEntropyResult loss,
                    FusedCrossEntropy(options_.pool, s.hn.data(),
-                                     weights_->head.data_as<const float>(), batch.labels.data(),
-                                     T, E, mc.n_vocab, train ? s.dtmp.data() : nullptr, ce));
+                                     weights_->head.data_as<const float>(), batch.labels.data(), T,
+                                     E, mc.n_vocab, train ? s.dtmp.data() : nullptr, ce));
   if (!train) return loss;
   // dh = d(h_final) through the frozen output norm.
   RmsNormBackward(options_.pool, s.h.data(), model_->weights().output_norm.data_as<const float>(),
@@ -488,8 +502,7 @@ StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const Tra
       RETURN_IF_ERROR(
           LayerForward(l, params, batch, true, s.inputs[i].data(), &s.acts[0], next.data()));
     }
-    RETURN_IF_ERROR(
-        LayerBackward(l, params, batch, s.acts[keep_all ? i : 0], grads, s.dh.data()));
+    RETURN_IF_ERROR(LayerBackward(l, params, batch, s.acts[keep_all ? i : 0], grads, s.dh.data()));
   }
   return loss;
 }
@@ -499,8 +512,7 @@ StatusOr<CrossEntropyResult> TrainModel::Loss(const LoraParams& params, const Tr
 }
 
 StatusOr<CrossEntropyResult> TrainModel::ForwardBackward(const LoraParams& params,
-                                                         const TrainBatch& batch,
-                                                         float grad_scale,
+                                                         const TrainBatch& batch, float grad_scale,
                                                          std::span<float> grads) {
   return Run(params, batch, /*train=*/true, grad_scale, grads);
 }

@@ -6,9 +6,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "muninn/core/mapped_file.h"
 #include "muninn/model/lora_gguf.h"
@@ -79,9 +78,12 @@ class Reader {
 
 std::string DecayName(LrDecay d) {
   switch (d) {
-    case LrDecay::kConstant: return "constant";
-    case LrDecay::kLinear: return "linear";
-    case LrDecay::kCosine: return "cosine";
+    case LrDecay::kConstant:
+      return "constant";
+    case LrDecay::kLinear:
+      return "linear";
+    case LrDecay::kCosine:
+      return "cosine";
   }
   return "?";
 }
@@ -129,8 +131,8 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Model* model, const TrainData
   t->schedule_.min_lr_ratio = options.min_lr_ratio;
   RETURN_IF_ERROR(t->schedule_.Validate());
   ASSIGN_OR_RETURN(t->train_model_, TrainModel::Create(model, options.lora, options.model));
-  ASSIGN_OR_RETURN(LoraParams p, LoraParams::Create(model->config(), model->weights(),
-                                                    options.lora));
+  ASSIGN_OR_RETURN(LoraParams p,
+                   LoraParams::Create(model->config(), model->weights(), options.lora));
   p.InitPeft(options.seed);
   t->params_ = std::make_unique<LoraParams>(std::move(p));
   const size_t n = static_cast<size_t>(t->params_->size());
@@ -143,7 +145,8 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Model* model, const TrainData
   if (options.resume) {
     RETURN_IF_ERROR(t->LoadCheckpoint());
   } else if (std::filesystem::exists(options.out_dir + "/checkpoint.bin")) {
-    return AlreadyExistsError(options.out_dir + " already holds a checkpoint; pass --resume to "
+    return AlreadyExistsError(options.out_dir +
+                              " already holds a checkpoint; pass --resume to "
                               "continue that run or choose another --out folder");
   }
   return t;
@@ -154,15 +157,25 @@ std::string Trainer::RunDescription() const {
   nlohmann::json targets = nlohmann::json::array();
   for (LoraTarget t : params_->config().targets) targets.push_back(std::string(LoraTargetName(t)));
   std::sort(targets.begin(), targets.end());
-  const nlohmann::json j = {
-      {"rank", c.rank}, {"alpha", c.alpha}, {"dropout", c.dropout}, {"targets", targets},
-      {"first_layer", c.first_layer}, {"train_norms", c.train_norms},
-      {"grad_accum", options_.grad_accum}, {"data_blocks", data_->n_blocks()},
-      {"data_tokens", data_->n_tokens()}, {"n_layer", model_->config().n_layer},
-      {"n_embd", model_->config().n_embd}, {"n_vocab", model_->config().n_vocab},
-      {"steps", options_.steps}, {"lr", options_.lr}, {"warmup", options_.warmup_steps},
-      {"decay", DecayName(options_.decay)}, {"min_lr_ratio", options_.min_lr_ratio},
-      {"weight_decay", options_.adamw.weight_decay}, {"clip", options_.clip}};
+  const nlohmann::json j = {{"rank", c.rank},
+                            {"alpha", c.alpha},
+                            {"dropout", c.dropout},
+                            {"targets", targets},
+                            {"first_layer", c.first_layer},
+                            {"train_norms", c.train_norms},
+                            {"grad_accum", options_.grad_accum},
+                            {"data_blocks", data_->n_blocks()},
+                            {"data_tokens", data_->n_tokens()},
+                            {"n_layer", model_->config().n_layer},
+                            {"n_embd", model_->config().n_embd},
+                            {"n_vocab", model_->config().n_vocab},
+                            {"steps", options_.steps},
+                            {"lr", options_.lr},
+                            {"warmup", options_.warmup_steps},
+                            {"decay", DecayName(options_.decay)},
+                            {"min_lr_ratio", options_.min_lr_ratio},
+                            {"weight_decay", options_.adamw.weight_decay},
+                            {"clip", options_.clip}};
   return j.dump();
 }
 
@@ -206,7 +219,8 @@ Status Trainer::LoadCheckpoint() {
   auto corrupt = [&](const std::string& what) {
     return DataLossError(path + " is not a valid muninn training checkpoint: " + what);
   };
-  if (bytes.size() < 8 + 8 || std::memcmp(bytes.data(), kMagic, 8) != 0) return corrupt("bad magic");
+  if (bytes.size() < 8 + 8 || std::memcmp(bytes.data(), kMagic, 8) != 0)
+    return corrupt("bad magic");
   const uint64_t body = bytes.size() - 8;
   uint64_t want_sum = 0;
   Reader tail(bytes.subspan(body));
@@ -228,7 +242,8 @@ Status Trainer::LoadCheckpoint() {
     return FailedPreconditionError(
         "--resume: the checkpoint in " + options_.out_dir +
         " belongs to a different run (LoRA settings, accumulation, data or model differ).\n"
-        "  checkpoint: " + desc + "\n  this run:   " + RunDescription());
+        "  checkpoint: " +
+        desc + "\n  this run:   " + RunDescription());
   }
   if (seed != options_.seed) {
     return FailedPreconditionError("--resume: the checkpoint was made with --seed " +
@@ -308,11 +323,10 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
     std::span<const float> all(grads_);
     const double norm = GlobalGradNorm(std::span<const std::span<const float>>(&all, 1));
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      const std::string kept =
-          last_checkpoint_ >= 0
-              ? "the last good checkpoint (step " + std::to_string(last_checkpoint_) + ") is kept in " +
-                    options_.out_dir
-              : "no checkpoint had been written yet";
+      const std::string kept = last_checkpoint_ >= 0 ? "the last good checkpoint (step " +
+                                                           std::to_string(last_checkpoint_) +
+                                                           ") is kept in " + options_.out_dir
+                                                     : "no checkpoint had been written yet";
       return FailedPreconditionError(
           "training diverged at step " + std::to_string(step_ + 1) + ": loss " +
           std::to_string(loss) + ", gradient norm " + std::to_string(norm) +
@@ -358,8 +372,8 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
                               {"tok_per_s", rep.tokens_per_second},
                               {"elapsed_s", rep.elapsed_seconds},
                               {"checkpoint", rep.checkpointed}};
-    if (eval_data_ != nullptr &&
-        ((options_.eval_every > 0 && step_ % options_.eval_every == 0) || step_ == options_.steps)) {
+    if (eval_data_ != nullptr && ((options_.eval_every > 0 && step_ % options_.eval_every == 0) ||
+                                  step_ == options_.steps)) {
       ASSIGN_OR_RETURN(rep.eval_loss, Evaluate());
       rep.evaluated = true;
       metrics["eval_loss"] = rep.eval_loss;

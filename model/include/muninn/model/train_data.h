@@ -30,9 +30,8 @@ class TrainData {
   // "ids", an id outside [0, n_vocab), "text" without a tokenizer, or data with no block at all;
   // NotFound for a missing file. `tokenizer` may be null when every file holds ids.
   // add_bos: prepend the tokenizer's BOS (if it has one) to each tokenized document.
-  static StatusOr<TrainData> Load(const std::vector<std::string>& paths,
-                                  const Tokenizer* tokenizer, int32_t n_vocab, int64_t block,
-                                  bool add_bos = false);
+  static StatusOr<TrainData> Load(const std::vector<std::string>& paths, const Tokenizer* tokenizer,
+                                  int32_t n_vocab, int64_t block, bool add_bos = false);
   // From token documents directly (tests, synthetic data).
   static StatusOr<TrainData> FromDocuments(const std::vector<std::vector<TokenId>>& docs,
                                            int32_t n_vocab, int64_t block);

@@ -57,11 +57,11 @@ struct TrainModelOptions {
 
 // One block of tokens.
 struct TrainBatch {
-  std::span<const TokenId> ids;     // [T]
-  std::span<const int32_t> labels;  // [T] next-token ids or kIgnoreLabel
-  int64_t start_pos = 0;            // RoPE position of ids[0]
+  std::span<const TokenId> ids;      // [T]
+  std::span<const int32_t> labels;   // [T] next-token ids or kIgnoreLabel
+  int64_t start_pos = 0;             // RoPE position of ids[0]
   const MemoryKV* memory = nullptr;  // retrieved memory per layer, or null
-  uint64_t dropout_seed = 0;        // LoRA dropout masks (vary per step and micro-batch)
+  uint64_t dropout_seed = 0;         // LoRA dropout masks (vary per step and micro-batch)
 };
 
 class TrainModel {
@@ -96,8 +96,8 @@ class TrainModel {
   Status CheckBatch(const LoraParams& params, const TrainBatch& batch) const;
   // The hidden state entering layer first_layer: [T, n_embd] into *h.
   Status BottomForward(const TrainBatch& batch, std::vector<float>* h);
-  Status LayerForward(int32_t layer, const LoraParams& params, const TrainBatch& batch,
-                      bool train, const float* h_in, LayerActs* acts, float* h_out);
+  Status LayerForward(int32_t layer, const LoraParams& params, const TrainBatch& batch, bool train,
+                      const float* h_in, LayerActs* acts, float* h_out);
   Status LayerBackward(int32_t layer, const LoraParams& params, const TrainBatch& batch,
                        const LayerActs& acts, std::span<float> grads, float* dh);
   StatusOr<CrossEntropyResult> Run(const LoraParams& params, const TrainBatch& batch, bool train,

@@ -73,8 +73,8 @@ struct TrainerOptions {
   // after the last step). Dropout off, no gradient.
   int64_t eval_every = 0;
   int64_t eval_max_blocks = 0;
-  std::string base_model_name;   // adapter_config.json's base_model_name_or_path
-  TrainModelOptions model;       // recompute, pool
+  std::string base_model_name;  // adapter_config.json's base_model_name_or_path
+  TrainModelOptions model;      // recompute, pool
   // InvalidArgument for out-of-range values (naming the option).
   Status Validate() const;
 };
@@ -88,7 +88,7 @@ struct StepReport {
   double grad_norm = 0.0;  // before clipping
   int64_t tokens = 0;      // supervised tokens of this step
   double step_seconds = 0.0;
-  double elapsed_seconds = 0.0;  // since this process started training
+  double elapsed_seconds = 0.0;    // since this process started training
   double tokens_per_second = 0.0;  // over this process's steps
   double eta_seconds = 0.0;
   bool checkpointed = false;
