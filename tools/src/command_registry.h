@@ -32,5 +32,8 @@ void RegisterServeCommands(CLI::App& app, CommandContext& ctx);
 void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx);
 // `muninn bench` — llama-bench style ppN / tgN throughput.
 void RegisterBenchCommands(CLI::App& app, CommandContext& ctx);
+// `muninn train` — LoRA fine-tuning of the upper layers (PEFT adapter, resumable checkpoints);
+// `muninn lora merge` — a GGUF with an adapter merged in.
+void RegisterTrainCommands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace muninn::tools

@@ -19,6 +19,7 @@ void RegisterCommands(CLI::App& app, CommandContext& ctx) {
   RegisterSummarizeCommands(app, ctx);
   RegisterDiagnoseCommands(app, ctx);
   RegisterServeCommands(app, ctx);
+  RegisterTrainCommands(app, ctx);
 }
 
 int RunMuninn(int argc, char** argv) {

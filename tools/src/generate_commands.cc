@@ -12,13 +12,27 @@
 
 #include "command_registry.h"
 #include "llm_cli.h"
+#include "lora_spec.h"
 #include "muninn/model/chat_template.h"
 #include "muninn/model/generator.h"
+#include "muninn/model/lora_merge.h"
+#include "muninn/model/peft_adapter.h"
 
 namespace muninn::tools {
 namespace {
 
+// --lora PATH[:SCALE]: a PEFT LoRA folder merged into the weights at load (lora_merge.h).
+Status ApplyLora(const std::string& spec, model::LoadedModel* lm) {
+  if (spec.empty()) return Status::Ok();
+  const LoraSpec ls = ParseLoraSpec(spec);
+  ASSIGN_OR_RETURN(model::LoraParams params,
+                   model::ReadPeftAdapter(ls.path, lm->model->config(), lm->model->weights()));
+  ASSIGN_OR_RETURN(lm->model, model::MergeLora(*lm->model, params, ls.scale));
+  return Status::Ok();
+}
+
 struct GenerateFlags {
+  std::string lora;
   std::string model;
   std::string prompt;
   std::string system;
@@ -67,6 +81,9 @@ Status ParseRecurrence(const GenerateFlags& f, model::RecurrenceOptions* ro) {
   return ro->Validate();
 }
 
+constexpr const char* kLoraHelp =
+    "PEFT LoRA folder merged into the weights at load, optionally :SCALE (default 1); adapted "
+    "matrices run in f32";
 constexpr const char* kExactHelp =
     "Exact MatMul: keep activations f32 and dequantize weight rows to f32 (slower; matches "
     "frameworks that run on dequantized weights, e.g. for identical greedy output)";
@@ -100,6 +117,7 @@ int RunGenerate(const GenerateFlags& f) {
   auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true, f.exact);
   if (!cm.ok()) return Fail("generate", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
+  if (Status st = ApplyLora(f.lora, &lm); !st.ok()) return Fail("generate", st);
   auto ids = PromptIds(lm, f.prompt, f.chat, f.system);
   if (!ids.ok()) return Fail("generate", ids.status());
 
@@ -184,6 +202,7 @@ int RunGenerate(const GenerateFlags& f) {
 }
 
 struct LogitsFlags {
+  std::string lora;
   std::string model;
   std::string prompt;
   std::string ids;
@@ -232,6 +251,7 @@ int RunLogits(const LogitsFlags& f) {
   auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/ids.empty(), f.exact);
   if (!cm.ok()) return Fail("logits", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
+  if (Status st = ApplyLora(f.lora, &lm); !st.ok()) return Fail("logits", st);
   if (ids.empty()) ids = lm.tokenizer->Encode(f.prompt, /*add_special=*/true, true);
   if (ids.empty()) return Fail("logits", InvalidArgumentError("the prompt gives no tokens"));
 
@@ -298,6 +318,7 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     auto f = std::make_shared<GenerateFlags>();
     cmd->add_option("-m,--model", f->model, model_help);
     cmd->add_option("-p,--prompt", f->prompt, "Prompt text")->required();
+    cmd->add_option("--lora", f->lora, kLoraHelp);
     cmd->add_option("-n,--n-predict", f->n_predict, "Tokens to generate at most")
         ->capture_default_str();
     cmd->add_option("--temp", f->temp, "Temperature (0 = greedy)")->capture_default_str();
@@ -358,6 +379,7 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("-m,--model", f->model, model_help);
     cmd->add_option("-p,--prompt", f->prompt, "Prompt text (tokenized with BOS if the model adds one)");
     cmd->add_option("--ids", f->ids, "Comma-separated token ids (bypasses the tokenizer)");
+    cmd->add_option("--lora", f->lora, kLoraHelp);
     cmd->add_option("--top", f->top, "How many logits to print")->capture_default_str();
     cmd->add_flag("--json", f->json, "Print JSON");
     cmd->add_flag("--exact", f->exact, kExactHelp);

@@ -1,0 +1,59 @@
+// Training text cut into blocks (issue 12): documents from plain-text and JSONL files, tokenized,
+// each document cut into blocks of up to `block` inputs that never cross a document boundary.
+//
+//  - `*.jsonl`: one document per non-empty line, {"text": "..."} (tokenized) or {"ids": [...]}
+//    (already token ids, checked against the vocabulary).
+//  - any other file: plain UTF-8 text, the whole file one document.
+//
+// A document of n tokens gives blocks of its token sequence: block j holds inputs
+// tokens[j·B, j·B + len) and labels tokens[j·B + 1, j·B + len + 1) with len = min(B, n - 1 - j·B),
+// so every token but the document's first is predicted exactly once and no label comes from
+// another document. A document of fewer than 2 tokens gives no block. Blocks are in file order,
+// then document order (MemLong reads a contiguous stream).
+//
+// Thread-compatible value type.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "muninn/core/status.h"
+#include "muninn/model/tokenizer.h"
+
+namespace muninn::model {
+
+class TrainData {
+ public:
+  // InvalidArgument naming the file and line for unreadable JSON, a line without "text" or
+  // "ids", an id outside [0, n_vocab), "text" without a tokenizer, or data with no block at all;
+  // NotFound for a missing file. `tokenizer` may be null when every file holds ids.
+  // add_bos: prepend the tokenizer's BOS (if it has one) to each tokenized document.
+  static StatusOr<TrainData> Load(const std::vector<std::string>& paths, const Tokenizer* tokenizer,
+                                  int32_t n_vocab, int64_t block, bool add_bos = false);
+  // From token documents directly (tests, synthetic data).
+  static StatusOr<TrainData> FromDocuments(const std::vector<std::vector<TokenId>>& docs,
+                                           int32_t n_vocab, int64_t block);
+
+  int64_t n_blocks() const { return static_cast<int64_t>(blocks_.size()); }
+  int64_t n_documents() const { return n_documents_; }
+  // Inputs of block i (at most `block` tokens) and the labels (same length).
+  std::span<const TokenId> ids(int64_t i) const;
+  std::span<const TokenId> labels(int64_t i) const;
+  // Supervised tokens over all blocks.
+  int64_t n_tokens() const { return n_tokens_; }
+
+ private:
+  struct Block {
+    int64_t start = 0;  // into tokens_
+    int64_t len = 0;
+  };
+  Status AddDocument(std::span<const TokenId> doc, int64_t block);
+  std::vector<TokenId> tokens_;
+  std::vector<Block> blocks_;
+  int64_t n_documents_ = 0;
+  int64_t n_tokens_ = 0;
+};
+
+}  // namespace muninn::model

@@ -1,0 +1,113 @@
+// TrainModel: the training forward and backward of a llama model with LoRA adapters on its upper
+// layers (issue 12). One call runs one block of T tokens:
+//
+//   frozen bottom [0, first_layer):   the inference Model's forward (its weights as loaded, e.g.
+//                                      Q4_1, no activations kept, no backward)
+//   trained layers [first_layer, n):  the llama block of model.h with LoRA on the configured
+//                                      target matrices and the trained RMSNorm weights from
+//                                      LoraParams, in f32 (frozen matrices dequantized once at
+//                                      Create), keeping the activations the backward needs
+//   head:                              output norm, then the fused softmax cross-entropy against
+//                                      `labels` (kIgnoreLabel = -100 rows skipped)
+//
+// and the backward through the trained layers with the core kernels (backward.h,
+// attention_backward.h, cross_entropy.h), adding the gradients of every LoraParams tensor into a
+// caller's arena of the same layout. The frozen bottom gets no gradient, so nothing below
+// first_layer is kept.
+//
+// Labels are aligned with the inputs: labels[t] is the token that should follow ids[t] (a
+// caller shifts a text itself: ids = tokens[0..T), labels = tokens[1..T]).
+//
+// Memory: a block may attend to retrieved memory K/V per layer ([memory ; local], one softmax,
+// memory.h conventions, both query modes); the memory is a constant (MemLong detaches it).
+//
+// Activations: by default every trained layer keeps its activations from forward to backward
+// (about (4·n_embd + 4·n_q + 2·n_kv + 3·n_ff)·T floats per layer). With
+// TrainModelOptions::recompute only each trained layer's input is kept and the layer's forward is
+// rerun just before its backward (same kernels, same bits), about a third more compute.
+//
+// CPU only (host tensors). Thread-compatible: one call at a time; the Model is borrowed and must
+// outlive this object; it is also run (frozen bottom) by the calls.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "muninn/core/cross_entropy.h"
+#include "muninn/core/status.h"
+#include "muninn/core/thread_pool.h"
+#include "muninn/model/lora.h"
+#include "muninn/model/memory_kv.h"
+#include "muninn/model/model.h"
+
+namespace muninn::model {
+
+struct TrainModelOptions {
+  // Keep only each trained layer's input and recompute the layer in the backward.
+  bool recompute = false;
+  // Pool for the core kernels (not owned; null runs them on the calling thread). The matmuls use
+  // OpenBLAS and its own threads (OPENBLAS_NUM_THREADS).
+  ThreadPool* pool = nullptr;
+  // Cross-entropy tiling (cross_entropy.h).
+  int64_t ce_rows_per_block = 1024;
+  int64_t ce_vocab_block = 4096;
+};
+
+// One block of tokens.
+struct TrainBatch {
+  std::span<const TokenId> ids;      // [T]
+  std::span<const int32_t> labels;   // [T] next-token ids or kIgnoreLabel
+  int64_t start_pos = 0;             // RoPE position of ids[0]
+  const MemoryKV* memory = nullptr;  // retrieved memory per layer, or null
+  uint64_t dropout_seed = 0;         // LoRA dropout masks (vary per step and micro-batch)
+};
+
+class TrainModel {
+ public:
+  // `model` (not owned) must be a CPU llama model (plain kLlama blocks, no biases, not
+  // recurrent); Unimplemented otherwise. `config` chooses the trained layers; the trained layers'
+  // matrices and the head are dequantized to f32 here.
+  static StatusOr<std::unique_ptr<TrainModel>> Create(Model* model, const LoraConfig& config,
+                                                      const TrainModelOptions& options = {});
+
+  const LoraConfig& lora_config() const { return lora_; }
+  Model* model() const { return model_; }
+
+  // The loss of `batch` under `params` (no gradients; dropout off, as in evaluation).
+  StatusOr<CrossEntropyResult> Loss(const LoraParams& params, const TrainBatch& batch);
+
+  // Forward and backward of `batch`: returns the loss and ADDS the gradient of
+  // grad_scale · Σ_supervised loss_t (grad_scale 0: 1 / n_supervised, the mean) with respect to
+  // every tensor of `params` into `grads` (params.size() floats, same layout). LoRA dropout is
+  // applied as params.config() says, masks from batch.dropout_seed.
+  StatusOr<CrossEntropyResult> ForwardBackward(const LoraParams& params, const TrainBatch& batch,
+                                               float grad_scale, std::span<float> grads);
+
+  ~TrainModel();
+
+ private:
+  struct Weights;
+  struct LayerActs;
+  struct Scratch;
+  TrainModel(Model* model, const LoraConfig& config, const TrainModelOptions& options);
+
+  Status CheckBatch(const LoraParams& params, const TrainBatch& batch) const;
+  // The hidden state entering layer first_layer: [T, n_embd] into *h.
+  Status BottomForward(const TrainBatch& batch, std::vector<float>* h);
+  Status LayerForward(int32_t layer, const LoraParams& params, const TrainBatch& batch, bool train,
+                      const float* h_in, LayerActs* acts, float* h_out);
+  Status LayerBackward(int32_t layer, const LoraParams& params, const TrainBatch& batch,
+                       const LayerActs& acts, std::span<float> grads, float* dh);
+  StatusOr<CrossEntropyResult> Run(const LoraParams& params, const TrainBatch& batch, bool train,
+                                   float grad_scale, std::span<float> grads);
+
+  Model* model_;
+  LoraConfig lora_;
+  TrainModelOptions options_;
+  std::unique_ptr<Weights> weights_;
+  std::unique_ptr<Scratch> scratch_;
+};
+
+}  // namespace muninn::model

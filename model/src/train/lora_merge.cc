@@ -1,0 +1,120 @@
+#include "muninn/model/lora_merge.h"
+
+#include <cblas.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "muninn/core/backward.h"
+#include "muninn/core/cpu_backend.h"
+#include "muninn/model/gguf_file.h"
+#include "muninn/model/gguf_writer.h"
+#include "muninn/model/lora_gguf.h"
+#include "muninn/model/model_loader.h"
+#include "train/atomic_file.h"
+
+namespace muninn::model {
+
+StatusOr<std::unique_ptr<Model>> MergeLora(const Model& base, const LoraParams& params,
+                                           float mult) {
+  const ModelConfig& mc = base.config();
+  if (!base.backend()->device().is_cpu()) {
+    return UnimplementedError("merging a LoRA adapter needs a model on the CPU backend");
+  }
+  if (!std::isfinite(mult)) return InvalidArgumentError("LoRA scale must be finite");
+  const ModelConfig& pc = params.model_config();
+  if (pc.n_layer != mc.n_layer || pc.n_embd != mc.n_embd || pc.n_head != mc.n_head ||
+      pc.n_head_kv != mc.n_head_kv || pc.head_dim != mc.head_dim || pc.n_ff != mc.n_ff) {
+    return InvalidArgumentError("the LoRA adapter was made for a model of other dimensions");
+  }
+  ModelWeights w = base.weights();  // tensors share their buffers
+  const LoraConfig& c = params.config();
+  const float scale = mult * c.scale();
+  for (int32_t l = c.first_layer; l < mc.n_layer; ++l) {
+    LayerWeights& lw = w.layers[static_cast<size_t>(l)];
+    Tensor* targets[kNumLoraTargets] = {&lw.wq,     &lw.wk,   &lw.wv,    &lw.wo,
+                                        &lw.w_gate, &lw.w_up, &lw.w_down};
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      const auto target = static_cast<LoraTarget>(t);
+      const int64_t oa = params.OffsetA(l, target);
+      if (oa < 0) continue;
+      auto merged = DequantizeToF32(*targets[t]);
+      if (!merged.ok()) return merged.status().WithContext("layer " + std::to_string(l));
+      const int64_t n_in = params.InDim(target), n_out = params.OutDim(target);
+      // W[n_out, n_in] += scale · B[n_out, r] · A[r, n_in]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(n_out),
+                  static_cast<blasint>(n_in), static_cast<blasint>(c.rank), scale,
+                  params.values().data() + params.OffsetB(l, target), static_cast<blasint>(c.rank),
+                  params.values().data() + oa, static_cast<blasint>(n_in), 1.0f,
+                  merged->data_as<float>(), static_cast<blasint>(n_in));
+      *targets[t] = std::move(merged).value();
+    }
+    const int64_t on[2] = {params.OffsetAttnNorm(l), params.OffsetFfnNorm(l)};
+    Tensor* norms[2] = {&lw.attn_norm, &lw.ffn_norm};
+    for (int k = 0; k < 2; ++k) {
+      if (on[k] < 0) continue;
+      // The norms are not scaled by `mult`: a norm weight is not a low-rank delta.
+      ASSIGN_OR_RETURN(Tensor n, Tensor::Empty(DType::kF32, Shape{mc.n_embd}));
+      std::memcpy(n.data(), params.values().data() + on[k],
+                  static_cast<size_t>(mc.n_embd) * sizeof(float));
+      *norms[k] = std::move(n);
+    }
+  }
+  return Model::Create(base.backend(), mc, std::move(w), base.layout());
+}
+
+Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, float mult,
+                         const std::string& dst_gguf) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateCpuBackend(CpuBackendOptions{}));
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  ASSIGN_OR_RETURN(LoadedModel base, LoadModel(src_gguf, backend.get(), lo));
+  if (base.model->config().architecture != "llama") {
+    return UnimplementedError("lora merge supports llama GGUF files");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> merged, MergeLora(*base.model, params, mult));
+  // The tensors the adapter changed, by their GGUF names.
+  std::map<std::string, Tensor> changed;
+  const LoraConfig& c = params.config();
+  for (int32_t l = c.first_layer; l < merged->config().n_layer; ++l) {
+    const LayerWeights& lw = merged->weights().layers[static_cast<size_t>(l)];
+    const Tensor* mats[kNumLoraTargets] = {&lw.wq,     &lw.wk,   &lw.wv,    &lw.wo,
+                                           &lw.w_gate, &lw.w_up, &lw.w_down};
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      if (params.OffsetA(l, static_cast<LoraTarget>(t)) >= 0) {
+        changed[GgufLoraBaseName(l, static_cast<LoraTarget>(t))] = *mats[t];
+      }
+    }
+    if (params.OffsetAttnNorm(l) >= 0) {
+      changed["blk." + std::to_string(l) + ".attn_norm.weight"] = lw.attn_norm;
+    }
+    if (params.OffsetFfnNorm(l) >= 0) {
+      changed["blk." + std::to_string(l) + ".ffn_norm.weight"] = lw.ffn_norm;
+    }
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::Open(src_gguf));
+  GgufWriter w(file->version() == 2 ? 2 : 3, file->alignment());
+  for (const MetadataEntry& e : file->metadata()) w.SetMetadata(e.key, e.value);
+  size_t used = 0;
+  for (const TensorInfo& info : file->tensors()) {
+    auto it = changed.find(info.name);
+    if (it != changed.end()) {
+      RETURN_IF_ERROR(w.AddTensor(info.name, it->second));
+      ++used;
+      continue;
+    }
+    ASSIGN_OR_RETURN(Tensor t, file->GetTensor(info));
+    RETURN_IF_ERROR(w.AddTensor(info.name, t));
+  }
+  if (used != changed.size()) {
+    return InvalidArgumentError(src_gguf +
+                                " lacks some of the tensors the adapter changes (not a "
+                                "llama GGUF with llama.cpp's tensor names?)");
+  }
+  ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, w.Serialize());
+  return train::WriteFileAtomic(dst_gguf, bytes);
+}
+
+}  // namespace muninn::model

@@ -1,0 +1,383 @@
+// The trainer on the tiny random llama of tiny_lora_llama.h: data cut into blocks at document
+// boundaries, resume after an interruption gives the same adapter bytes as an uninterrupted run,
+// divergence stops with a clear error keeping the last checkpoint, bad configurations and data are
+// refused, and the PEFT folder round-trips. With MUNINN_LORA_EXPORT_DIR set, the exported folder
+// (with muninn's losses in muninn_check.json) is left there for
+// `tools/reference/make_lora_goldens.py --check-adapter DIR` (PEFT loads it and compares).
+#include "muninn/model/trainer.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "muninn/core/cpu_backend.h"
+#include "muninn/model/gguf_file.h"
+#include "muninn/model/lora_gguf.h"
+#include "muninn/model/lora_merge.h"
+#include "muninn/model/model_loader.h"
+#include "muninn/model/peft_adapter.h"
+#include "muninn/model/train_data.h"
+#include "tests/model/tiny_lora_llama.h"
+
+namespace muninn::model {
+namespace {
+
+namespace tl = tiny_lora;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new std::string(::testing::TempDir() + "/muninn_trainer_" + std::to_string(::getpid()));
+    tl::WriteModel(*root_ + "/model");
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    std::filesystem::remove_all(*root_, ec);
+    delete root_;
+  }
+  void SetUp() override {
+    auto b = CreateCpuBackend(CpuBackendOptions{});
+    ASSERT_TRUE(b.ok()) << b.status();
+    backend_ = std::move(b).value();
+    LoadModelOptions lo;
+    lo.load_tokenizer = false;
+    auto m = LoadModel(*root_ + "/model", backend_.get(), lo);
+    ASSERT_TRUE(m.ok()) << m.status();
+    loaded_ = std::move(m).value();
+    // Three documents of 41, 23 and 57 tokens from the generator's streams 3000..3002.
+    std::vector<std::vector<TokenId>> docs;
+    const int lens[] = {41, 23, 57};
+    for (int d = 0; d < 3; ++d) {
+      std::vector<TokenId> doc;
+      for (int i = 0; i < lens[d]; ++i) {
+        doc.push_back(static_cast<TokenId>(
+            tl::Raw(3000 + static_cast<uint64_t>(d), static_cast<uint64_t>(i)) % tl::kVocab));
+      }
+      docs.push_back(doc);
+    }
+    auto data = TrainData::FromDocuments(docs, tl::kVocab, 16);
+    ASSERT_TRUE(data.ok()) << data.status();
+    data_ = std::make_unique<TrainData>(std::move(data).value());
+  }
+  TrainerOptions Options(const std::string& name) {
+    TrainerOptions o;
+    o.lora = tl::AdapterConfig();
+    o.lora.dropout = 0.1f;  // exercises the dropout masks' seeding across a resume
+    o.steps = 6;
+    o.grad_accum = 2;
+    o.lr = 1e-2f;
+    o.warmup_steps = 2;
+    o.adamw.weight_decay = 0.01f;
+    o.seed = 7;
+    o.out_dir = *root_ + "/" + name;
+    o.base_model_name = "tiny";
+    return o;
+  }
+  Model* model() { return loaded_.model.get(); }
+
+  static std::string* root_;
+  std::unique_ptr<Backend> backend_;
+  LoadedModel loaded_;
+  std::unique_ptr<TrainData> data_;
+};
+std::string* TrainerTest::root_ = nullptr;
+
+TEST(TrainDataTest, BlocksStayInsideDocuments) {
+  std::vector<std::vector<TokenId>> docs = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {10, 11, 12}, {20}};
+  auto d = TrainData::FromDocuments(docs, 100, 4);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->n_blocks(), 4);
+  EXPECT_EQ(d->n_documents(), 3);
+  EXPECT_EQ(d->n_tokens(), 4 + 4 + 1 + 2);
+  auto v = [](std::span<const TokenId> s) { return std::vector<TokenId>(s.begin(), s.end()); };
+  EXPECT_EQ(v(d->ids(0)), (std::vector<TokenId>{0, 1, 2, 3}));
+  EXPECT_EQ(v(d->labels(0)), (std::vector<TokenId>{1, 2, 3, 4}));
+  EXPECT_EQ(v(d->ids(2)), (std::vector<TokenId>{8}));
+  EXPECT_EQ(v(d->labels(2)), (std::vector<TokenId>{9}));
+  EXPECT_EQ(v(d->ids(3)), (std::vector<TokenId>{10, 11}));
+  EXPECT_EQ(v(d->labels(3)), (std::vector<TokenId>{11, 12}));
+  EXPECT_FALSE(TrainData::FromDocuments({{5}}, 100, 4).ok());
+  EXPECT_FALSE(TrainData::FromDocuments({{5, 100}}, 100, 4).ok());
+}
+
+TEST(TrainDataTest, ReadsJsonlIdsAndRefusesBadLines) {
+  const std::string dir = ::testing::TempDir() + "/muninn_train_data_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/ok.jsonl") << "{\"ids\": [1, 2, 3]}\n\n{\"ids\": [4, 5]}\n";
+  auto d = TrainData::Load({dir + "/ok.jsonl"}, nullptr, 10, 8);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->n_blocks(), 2);
+  EXPECT_EQ(d->n_documents(), 2);
+  std::ofstream(dir + "/bad.jsonl") << "{\"ids\": [1, 2]}\n{\"id\": [1]}\n";
+  auto bad = TrainData::Load({dir + "/bad.jsonl"}, nullptr, 10, 8);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().ToString().find("bad.jsonl:2"), std::string::npos) << bad.status();
+  std::ofstream(dir + "/text.jsonl") << "{\"text\": \"hello\"}\n";
+  auto text = TrainData::Load({dir + "/text.jsonl"}, nullptr, 10, 8);
+  ASSERT_FALSE(text.ok());
+  EXPECT_NE(text.status().ToString().find("no tokenizer"), std::string::npos) << text.status();
+  EXPECT_EQ(TrainData::Load({dir + "/missing.txt"}, nullptr, 10, 8).status().code(),
+            StatusCode::kNotFound);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(TrainerTest, ResumeAfterInterruptionGivesIdenticalAdapterBytes) {
+  // Uninterrupted: 6 steps.
+  TrainerOptions a = Options("full");
+  auto ta = Trainer::Create(model(), data_.get(), a);
+  ASSERT_TRUE(ta.ok()) << ta.status();
+  std::vector<double> losses;
+  ASSERT_TRUE((*ta)->Run([&](const StepReport& r) { losses.push_back(r.loss); }).ok());
+  ASSERT_EQ(losses.size(), 6u);
+  EXPECT_LT(losses.back(), losses.front());  // it learns
+  // Interrupted: checkpoints every 2 steps, stopped after 5 (step 5 is lost), resumed from 4.
+  TrainerOptions b = Options("resumed");
+  b.checkpoint_every = 2;
+  {
+    auto tb = Trainer::Create(model(), data_.get(), b);
+    ASSERT_TRUE(tb.ok()) << tb.status();
+    (*tb)->StopAfter(5);
+    ASSERT_TRUE((*tb)->Run().ok());
+    EXPECT_EQ((*tb)->step(), 5);
+  }
+  b.resume = true;
+  auto tb = Trainer::Create(model(), data_.get(), b);
+  ASSERT_TRUE(tb.ok()) << tb.status();
+  EXPECT_EQ((*tb)->step(), 4);
+  ASSERT_TRUE((*tb)->Run().ok());
+  EXPECT_EQ((*tb)->step(), 6);
+  const std::string bytes_a = ReadAll(a.out_dir + "/adapter/adapter_model.safetensors");
+  ASSERT_FALSE(bytes_a.empty());
+  EXPECT_EQ(bytes_a, ReadAll(b.out_dir + "/adapter/adapter_model.safetensors"));
+  EXPECT_EQ(ReadAll(a.out_dir + "/checkpoint.bin"), ReadAll(b.out_dir + "/checkpoint.bin"));
+  // A fresh run into a folder with a checkpoint is refused; a resume with other settings too.
+  auto again = Trainer::Create(model(), data_.get(), Options("full"));
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists) << again.status();
+  TrainerOptions other = Options("full");
+  other.resume = true;
+  other.lora.rank = 2;
+  auto mismatch = Trainer::Create(model(), data_.get(), other);
+  EXPECT_EQ(mismatch.status().code(), StatusCode::kFailedPrecondition) << mismatch.status();
+  TrainerOptions none = Options("nothing_here");
+  none.resume = true;
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), none).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(TrainerTest, DivergenceStopsWithAClearErrorAndKeepsTheLastCheckpoint) {
+  TrainerOptions o = Options("diverge");
+  o.lr = 1e30f;
+  o.warmup_steps = 0;
+  o.clip = 0.0f;
+  o.checkpoint_every = 1;
+  auto t = Trainer::Create(model(), data_.get(), o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const Status st = (*t)->Run();
+  ASSERT_EQ(st.code(), StatusCode::kFailedPrecondition) << st;
+  EXPECT_NE(st.ToString().find("diverged at step 2"), std::string::npos) << st;
+  EXPECT_NE(st.ToString().find("checkpoint (step 1)"), std::string::npos) << st;
+  EXPECT_EQ((*t)->step(), 1);
+  o.resume = true;
+  auto r = Trainer::Create(model(), data_.get(), o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->step(), 1);
+}
+
+TEST_F(TrainerTest, EvaluatesHeldOutDataOnSchedule) {
+  TrainerOptions o = Options("eval");
+  o.eval_every = 4;
+  auto eval = TrainData::FromDocuments({{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5}, {2, 7, 1, 8, 2, 8}},
+                                       tl::kVocab, 16);
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  auto t = Trainer::Create(model(), data_.get(), o, &*eval);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto before = (*t)->Evaluate();
+  ASSERT_TRUE(before.ok()) << before.status();
+  std::vector<int64_t> eval_steps;
+  double last = 0.0;
+  ASSERT_TRUE((*t)->Run([&](const StepReport& r) {
+                    if (r.evaluated) {
+                      eval_steps.push_back(r.step);
+                      last = r.eval_loss;
+                    }
+                  })
+                  .ok());
+  EXPECT_EQ(eval_steps, (std::vector<int64_t>{4, 6}));
+  auto after = (*t)->Evaluate();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, last);
+  EXPECT_NE(*after, *before);
+  // The metrics log carries it on those steps only.
+  std::ifstream in(o.out_dir + "/metrics.jsonl");
+  std::string line;
+  int with_eval = 0;
+  while (std::getline(in, line)) with_eval += nlohmann::json::parse(line).contains("eval_loss");
+  EXPECT_EQ(with_eval, 2);
+}
+
+TEST_F(TrainerTest, RefusesBadOptions) {
+  TrainerOptions o = Options("bad");
+  o.steps = 0;
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(), StatusCode::kInvalidArgument);
+  o = Options("bad");
+  o.lora.first_layer = tl::kLayers;
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(), StatusCode::kInvalidArgument);
+  o = Options("bad");
+  o.lora.rank = 0;
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(), StatusCode::kInvalidArgument);
+  o = Options("bad");
+  o.lr = -1.0f;
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), o).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(TrainerTest, PeftFolderRoundTripsAndKeepsTheLoss) {
+  auto p = LoraParams::Create(model()->config(), model()->weights(), tl::AdapterConfig());
+  ASSERT_TRUE(p.ok()) << p.status();
+  tl::SetAdapterValues(&*p);
+  // Norms that differ from the base model, so their export matters.
+  for (const LoraTensor& t : p->tensors()) {
+    if (t.kind == LoraTensor::Kind::kAttnNorm) p->values()[static_cast<size_t>(t.offset)] += 0.5f;
+  }
+  const char* keep = std::getenv("MUNINN_LORA_EXPORT_DIR");
+  const std::string dir = keep != nullptr ? std::string(keep) : *root_ + "/export";
+  ASSERT_TRUE(WritePeftAdapter(*p, model()->weights(), dir, "tiny_lora_llama").ok());
+  auto cfg = nlohmann::json::parse(ReadAll(dir + "/adapter_config.json"));
+  EXPECT_EQ(cfg["peft_type"], "LORA");
+  EXPECT_EQ(cfg["r"], tl::kRank);
+  EXPECT_EQ(cfg["layers_to_transform"], nlohmann::json({1, 2}));
+  auto back = ReadPeftAdapter(dir, model()->config(), model()->weights());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(std::equal(back->values().begin(), back->values().end(), p->values().begin(),
+                         p->values().end()));
+  // muninn's losses under this adapter, for the PEFT cross-check.
+  auto tm = TrainModel::Create(model(), tl::AdapterConfig());
+  ASSERT_TRUE(tm.ok()) << tm.status();
+  nlohmann::json check = {{"losses", nlohmann::json::array()}};
+  for (int b = 0; b < 2; ++b) {
+    std::vector<int32_t> ids, labels;
+    tl::Block(b, &ids, &labels);
+    auto l = (*tm)->Loss(*back, TrainBatch{ids, labels});
+    ASSERT_TRUE(l.ok()) << l.status();
+    check["losses"].push_back(l->mean());
+  }
+  std::ofstream(dir + "/muninn_check.json") << check.dump(1);
+  // A folder PEFT would write with options muninn does not support is refused.
+  cfg["use_dora"] = true;
+  std::ofstream(dir + "/adapter_config.json") << cfg.dump();
+  EXPECT_EQ(ReadPeftAdapter(dir, model()->config(), model()->weights()).status().code(),
+            StatusCode::kInvalidArgument);
+  cfg["use_dora"] = false;
+  std::ofstream(dir + "/adapter_config.json") << cfg.dump(2);
+}
+
+// One PEFT folder serves both checkpoints of the same model: trained on the HF folder and read
+// into the GGUF file (Q/K rows permuted, interleaved RoPE), or the other way, it gives the same
+// loss; the q/k B rows are reordered on the way (without that the GGUF loss differs).
+TEST_F(TrainerTest, PeftFolderMovesBetweenGgufAndHfCheckpoints) {
+  const std::string gguf_path = *root_ + "/tiny.gguf";
+  tl::WriteGgufModel(gguf_path);
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  auto gguf = LoadModel(gguf_path, backend_.get(), lo);
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  ASSERT_EQ(gguf->model->config().rope.layout, RopeLayout::kInterleaved);
+  auto hf_params = LoraParams::Create(model()->config(), model()->weights(), tl::AdapterConfig());
+  ASSERT_TRUE(hf_params.ok());
+  tl::SetAdapterValues(&*hf_params);
+  const std::string dir = *root_ + "/export_hf";
+  ASSERT_TRUE(WritePeftAdapter(*hf_params, model()->weights(), dir, "tiny").ok());
+  auto gguf_params = ReadPeftAdapter(dir, gguf->model->config(), gguf->model->weights());
+  ASSERT_TRUE(gguf_params.ok()) << gguf_params.status();
+  std::vector<int32_t> ids, labels;
+  tl::Block(0, &ids, &labels);
+  auto hf_tm = TrainModel::Create(model(), tl::AdapterConfig());
+  auto gguf_tm = TrainModel::Create(gguf->model.get(), tl::AdapterConfig());
+  ASSERT_TRUE(hf_tm.ok() && gguf_tm.ok());
+  auto hf_loss = (*hf_tm)->Loss(*hf_params, TrainBatch{ids, labels});
+  auto gguf_loss = (*gguf_tm)->Loss(*gguf_params, TrainBatch{ids, labels});
+  ASSERT_TRUE(hf_loss.ok() && gguf_loss.ok());
+  EXPECT_NEAR(gguf_loss->mean(), hf_loss->mean(), 1e-5 * hf_loss->mean());
+  // The q B rows really moved (the test would pass vacuously otherwise).
+  const int64_t ob = hf_params->OffsetB(1, LoraTarget::kQ);
+  EXPECT_NE(hf_params->values()[static_cast<size_t>(ob + tl::kRank)],
+            gguf_params->values()[static_cast<size_t>(ob + tl::kRank)]);
+  // And back: GGUF-trained values exported and read into the HF model are the HF values.
+  const std::string dir2 = *root_ + "/export_gguf";
+  ASSERT_TRUE(WritePeftAdapter(*gguf_params, gguf->model->weights(), dir2, "tiny").ok());
+  auto back = ReadPeftAdapter(dir2, model()->config(), model()->weights());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(std::equal(back->values().begin(), back->values().end(), hf_params->values().begin(),
+                         hf_params->values().end()));
+
+  // llama.cpp's GGUF adapter: the same bytes from either form (q/k B rows in GGUF order), the
+  // metadata and shapes llama.cpp's loader checks (src/llama-adapter.cpp).
+  const std::string from_hf = *root_ + "/hf.lora.gguf", from_gguf = *root_ + "/gguf.lora.gguf";
+  ASSERT_TRUE(WriteLlamaCppLoraGguf(*hf_params, from_hf).ok());
+  ASSERT_TRUE(WriteLlamaCppLoraGguf(*gguf_params, from_gguf).ok());
+  std::ifstream a(from_hf, std::ios::binary), b(from_gguf, std::ios::binary);
+  const std::string bytes_a((std::istreambuf_iterator<char>(a)), {});
+  const std::string bytes_b((std::istreambuf_iterator<char>(b)), {});
+  EXPECT_EQ(bytes_a, bytes_b);
+  auto f = GgufFile::Open(from_gguf);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(*(*f)->FindMetadata("general.type")->AsString(), "adapter");
+  EXPECT_EQ(*(*f)->FindMetadata("adapter.type")->AsString(), "lora");
+  EXPECT_EQ(*(*f)->FindMetadata("adapter.lora.alpha")->AsFloat(), tl::kAlpha);
+  auto qa = (*f)->GetTensor("blk.1.attn_q.weight.lora_a");
+  auto qb = (*f)->GetTensor("blk.1.attn_q.weight.lora_b");
+  auto kb = (*f)->GetTensor("blk.2.attn_k.weight.lora_b");
+  auto down_a = (*f)->GetTensor("blk.2.ffn_down.weight.lora_a");
+  ASSERT_TRUE(qa.ok() && qb.ok() && kb.ok() && down_a.ok());
+  EXPECT_EQ(qa->shape(), (Shape{tl::kRank, tl::kEmbd}));
+  EXPECT_EQ(qb->shape(), (Shape{tl::kHeads * tl::kHd, tl::kRank}));
+  EXPECT_EQ(kb->shape(), (Shape{tl::kHeadsKv * tl::kHd, tl::kRank}));
+  EXPECT_EQ(down_a->shape(), (Shape{tl::kRank, tl::kFf}));
+  EXPECT_TRUE(std::equal(qb->data_as<const float>(),
+                         qb->data_as<const float>() + qb->dim(0) * qb->dim(1),
+                         gguf_params->values().begin() + gguf_params->OffsetB(1, LoraTarget::kQ)));
+  EXPECT_EQ((*f)->FindTensor("blk.0.attn_q.weight.lora_a"), nullptr);
+
+  // `muninn lora merge`: the merged GGUF loads and gives the in-memory merge's logits exactly;
+  // tensors the adapter does not touch keep their bytes.
+  const std::string merged_path = *root_ + "/merged.gguf";
+  ASSERT_TRUE(MergeLoraIntoGguf(gguf_path, *gguf_params, 1.0f, merged_path).ok());
+  auto merged_file = LoadModel(merged_path, backend_.get(), lo);
+  ASSERT_TRUE(merged_file.ok()) << merged_file.status();
+  auto merged_mem = MergeLora(*gguf->model, *gguf_params);
+  ASSERT_TRUE(merged_mem.ok()) << merged_mem.status();
+  ForwardOptions fo;
+  fo.all_logits = true;
+  auto la = merged_file->model->Forward(ids, nullptr, fo);
+  auto lb = (*merged_mem)->Forward(ids, nullptr, fo);
+  ASSERT_TRUE(la.ok() && lb.ok());
+  const int64_t n = la->logits.dim(0) * la->logits.dim(1);
+  EXPECT_TRUE(std::equal(la->logits.data_as<const float>(), la->logits.data_as<const float>() + n,
+                         lb->logits.data_as<const float>()));
+  auto base_logits = gguf->model->Forward(ids, nullptr, fo);
+  ASSERT_TRUE(base_logits.ok());
+  EXPECT_FALSE(std::equal(la->logits.data_as<const float>(), la->logits.data_as<const float>() + n,
+                          base_logits->logits.data_as<const float>()));
+  auto src = GgufFile::Open(gguf_path);
+  auto dst = GgufFile::Open(merged_path);
+  ASSERT_TRUE(src.ok() && dst.ok());
+  auto t0 = (*src)->GetTensor("blk.0.attn_q.weight");
+  auto t1 = (*dst)->GetTensor("blk.0.attn_q.weight");
+  ASSERT_TRUE(t0.ok() && t1.ok());
+  EXPECT_EQ(0, std::memcmp(t0->data(), t1->data(), t0->nbytes()));
+}
+
+}  // namespace
+}  // namespace muninn::model

@@ -1,0 +1,290 @@
+// `muninn train`: LoRA fine-tuning of a llama model's upper layers (issue 12; docs/TRAINING.md).
+// Flags become model::TrainerOptions; the loop, checkpoints and metrics are model::Trainer's
+// (model/include/muninn/model/trainer.h). A progress line per step goes to stderr
+// (step, loss, lr, tokens/s, ETA, held-out loss when evaluated); the adapter is written as a PEFT
+// folder in OUT/adapter (and OUT/adapter-lora.gguf for llama.cpp); --plot draws the loss curves
+// from OUT/metrics.jsonl. `muninn lora merge` writes a GGUF with an adapter merged in.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "command_registry.h"
+#include "llm_cli.h"
+#include "lora_spec.h"
+#include "muninn/model/lora.h"
+#include "muninn/model/lora_merge.h"
+#include "muninn/model/peft_adapter.h"
+#include "muninn/model/train_data.h"
+#include "muninn/model/trainer.h"
+#include "plot.h"
+
+namespace muninn::tools {
+namespace {
+
+struct TrainFlags {
+  std::string model;
+  std::vector<std::string> data;
+  std::string out;
+  int64_t block = 1024;
+  int64_t steps = 100;
+  int32_t grad_accum = 1;
+  float lr = 5e-5f;
+  int64_t warmup = 0;
+  std::string decay = "linear";
+  float min_lr_ratio = 0.0f;
+  float weight_decay = 0.0f;
+  float clip = 1.0f;
+  int32_t rank = 16;
+  float alpha = 32.0f;
+  float dropout = 0.0f;
+  std::string targets = "q,k,v,o";
+  int32_t first_layer = -1;
+  bool no_norms = false;
+  bool add_bos = false;
+  uint64_t seed = 0;
+  int64_t checkpoint_every = 50;
+  bool resume = false;
+  bool recompute = false;
+  int threads = 0;
+  int64_t stop_after = -1;
+  std::vector<std::string> eval_data;
+  int64_t eval_every = 0;
+  int64_t eval_blocks = 0;
+  std::string plot;
+};
+
+// The loss curves of OUT/metrics.jsonl (the last record of each step: a resumed run repeats the
+// steps after its checkpoint) as a PNG.
+Status PlotMetrics(const std::string& metrics_path, const std::string& png) {
+  std::ifstream in(metrics_path);
+  if (!in) return NotFoundError("cannot read " + metrics_path);
+  std::map<int64_t, double> train, eval;
+  std::string line;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("step") || !j.contains("loss")) continue;
+    const int64_t step = j["step"].get<int64_t>();
+    train[step] = j["loss"].get<double>();
+    if (j.contains("eval_loss")) eval[step] = j["eval_loss"].get<double>();
+  }
+  std::vector<PlotSeries> series;
+  auto add = [&](const std::string& name, const std::map<int64_t, double>& m) {
+    PlotSeries ps;
+    ps.name = name;
+    for (const auto& [step, loss] : m) ps.points.emplace_back(static_cast<double>(step), loss);
+    if (!ps.points.empty()) series.push_back(std::move(ps));
+  };
+  add("train loss", train);
+  add("held-out loss", eval);
+  return WriteLinePlot(png, "muninn train", "step", "cross-entropy (nats/token)", series,
+                       /*log_x=*/false);
+}
+
+std::string Duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  char buf[32];
+  const auto t = static_cast<long long>(s + 0.5);
+  if (t >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", t / 3600, t % 3600 / 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
+  }
+  return buf;
+}
+
+int RunTrain(const TrainFlags& f) {
+  auto fail = [](const std::string& msg, int code) {
+    std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
+    return code;
+  };
+  model::TrainerOptions o;
+  auto targets = model::ParseLoraTargets(f.targets);
+  if (!targets.ok()) return fail(std::string(targets.status().message()), 2);
+  if (f.decay == "linear") {
+    o.decay = LrDecay::kLinear;
+  } else if (f.decay == "cosine") {
+    o.decay = LrDecay::kCosine;
+  } else if (f.decay == "constant") {
+    o.decay = LrDecay::kConstant;
+  } else {
+    return fail("--decay must be linear, cosine or constant, got '" + f.decay + "'", 2);
+  }
+  if (f.block < 1) return fail("--block must be >= 1", 2);
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true);
+  if (!cm.ok()) {
+    // A model without a tokenizer can still train on {"ids": [...]} JSONL; TrainData::Load says
+    // so clearly if a file holds text after all.
+    const bool all_jsonl = std::all_of(f.data.begin(), f.data.end(), [](const std::string& p) {
+      return p.size() > 6 && p.compare(p.size() - 6, 6, ".jsonl") == 0;
+    });
+    if (all_jsonl) cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false);
+    if (!cm.ok()) return fail(cm.status().ToString(), 1);
+  }
+  model::Model& m = *(*cm)->loaded.model;
+  o.lora.rank = f.rank;
+  o.lora.alpha = f.alpha;
+  o.lora.dropout = f.dropout;
+  o.lora.targets = *targets;
+  o.lora.first_layer = f.first_layer >= 0 ? f.first_layer : m.config().n_layer / 2;
+  o.lora.train_norms = !f.no_norms;
+  o.steps = f.steps;
+  o.grad_accum = f.grad_accum;
+  o.lr = f.lr;
+  o.warmup_steps = f.warmup;
+  o.min_lr_ratio = f.min_lr_ratio;
+  o.adamw.weight_decay = f.weight_decay;
+  o.clip = f.clip;
+  o.seed = f.seed;
+  o.out_dir = f.out;
+  o.checkpoint_every = f.checkpoint_every;
+  o.resume = f.resume;
+  o.base_model_name = (*cm)->path;
+  o.model.recompute = f.recompute;
+  o.model.pool = (*cm)->pool.get();
+  auto data = model::TrainData::Load(f.data, (*cm)->loaded.tokenizer.get(), m.config().n_vocab,
+                                     f.block, f.add_bos);
+  if (!data.ok()) return fail(data.status().ToString(), 2);
+  o.eval_every = f.eval_every;
+  o.eval_max_blocks = f.eval_blocks;
+  std::unique_ptr<model::TrainData> eval_data;
+  if (!f.eval_data.empty()) {
+    auto ed = model::TrainData::Load(f.eval_data, (*cm)->loaded.tokenizer.get(), m.config().n_vocab,
+                                     f.block, f.add_bos);
+    if (!ed.ok()) return fail("--eval-data: " + ed.status().ToString(), 2);
+    eval_data = std::make_unique<model::TrainData>(std::move(ed).value());
+  }
+  auto trainer = model::Trainer::Create(&m, &*data, o, eval_data.get());
+  if (!trainer.ok()) {
+    return fail(trainer.status().ToString(),
+                trainer.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
+  }
+  if (f.stop_after >= 0) (*trainer)->StopAfter(f.stop_after);
+  std::fprintf(stderr,
+               "muninn train: %lld blocks (%lld tokens, %lld documents), LoRA r %d alpha %g on "
+               "%s of layers %d..%d%s, %lld trainable parameters; %s from step %lld\n",
+               static_cast<long long>(data->n_blocks()), static_cast<long long>(data->n_tokens()),
+               static_cast<long long>(data->n_documents()), o.lora.rank,
+               static_cast<double>(o.lora.alpha), f.targets.c_str(), o.lora.first_layer,
+               m.config().n_layer - 1, o.lora.train_norms ? " + norms" : "",
+               static_cast<long long>((*trainer)->params().size()),
+               f.resume ? "resuming" : "starting", static_cast<long long>((*trainer)->step()));
+  const Status st = (*trainer)->Run([](const model::StepReport& r) {
+    char eval[48] = "";
+    if (r.evaluated) std::snprintf(eval, sizeof eval, "  held-out %.4f", r.eval_loss);
+    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  |g| %.3g  %.1f tok/s  ETA %s%s%s\n",
+                 static_cast<long long>(r.step), static_cast<long long>(r.total_steps), r.loss,
+                 static_cast<double>(r.lr), r.grad_norm, r.tokens_per_second,
+                 Duration(r.eta_seconds).c_str(), eval, r.checkpointed ? "  [checkpoint]" : "");
+  });
+  if (!f.plot.empty()) {
+    // Also after a failed run: the curve up to the failure is what one wants to see then.
+    const Status ps = PlotMetrics(f.out + "/metrics.jsonl", f.plot);
+    if (!ps.ok()) std::fprintf(stderr, "muninn train: --plot: %s\n", ps.ToString().c_str());
+  }
+  if (!st.ok()) return fail(st.ToString(), 1);
+  std::fprintf(stderr,
+               "muninn train: step %lld; adapter in %s/adapter, metrics in %s/metrics.jsonl\n",
+               static_cast<long long>((*trainer)->step()), f.out.c_str(), f.out.c_str());
+  return 0;
+}
+
+struct MergeFlags {
+  std::string model;
+  std::string lora;
+  std::string out;
+};
+
+int RunLoraMerge(const MergeFlags& f) {
+  auto fail = [](const std::string& msg, int code) {
+    std::fprintf(stderr, "muninn lora merge: %s\n", msg.c_str());
+    return code;
+  };
+  auto cm = OpenCliModel(f.model, 1, /*load_tokenizer=*/false);
+  if (!cm.ok()) return fail(cm.status().ToString(), 1);
+  const LoraSpec ls = ParseLoraSpec(f.lora);
+  const model::Model& m = *(*cm)->loaded.model;
+  auto params = model::ReadPeftAdapter(ls.path, m.config(), m.weights());
+  if (!params.ok()) return fail(params.status().ToString(), 2);
+  const Status st = model::MergeLoraIntoGguf((*cm)->path, *params, ls.scale, f.out);
+  if (!st.ok()) return fail(st.ToString(), 1);
+  std::fprintf(stderr, "muninn lora merge: wrote %s (%s merged at scale %g)\n", f.out.c_str(),
+               ls.path.c_str(), static_cast<double>(ls.scale));
+  return 0;
+}
+
+}  // namespace
+
+void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
+  {
+    auto mf = std::make_shared<MergeFlags>();
+    auto* lora = app.add_subcommand("lora", "LoRA adapter tools");
+    lora->require_subcommand(1);
+    auto* merge = lora->add_subcommand(
+        "merge", "Write a GGUF with a PEFT LoRA folder merged in (adapted matrices in F32)");
+    merge->add_option("-m,--model", mf->model, "Base model (llama GGUF file)");
+    merge->add_option("--lora", mf->lora, "PEFT LoRA folder, optionally :SCALE")->required();
+    merge->add_option("-o,--out", mf->out, "Merged GGUF to write")->required();
+    merge->callback([mf, &ctx] { ctx.exit_code = RunLoraMerge(*mf); });
+  }
+  auto f = std::make_shared<TrainFlags>();
+  auto* cmd = app.add_subcommand(
+      "train", "LoRA fine-tuning of the upper layers (PEFT adapter, resumable checkpoints)");
+  cmd->add_option("-m,--model", f->model, "Model (GGUF file or Hugging Face folder)");
+  cmd->add_option("-d,--data", f->data,
+                  "Training data: .jsonl ({\"text\": ...} or {\"ids\": [...]} per line) or plain "
+                  "text (one document per file); repeatable")
+      ->required();
+  cmd->add_option("-o,--out", f->out, "Output folder (checkpoint.bin, metrics.jsonl, adapter/)")
+      ->required();
+  cmd->add_option("--block", f->block, "Tokens per block")->capture_default_str();
+  cmd->add_option("--steps", f->steps, "Optimizer steps")->capture_default_str();
+  cmd->add_option("--grad-accum", f->grad_accum, "Blocks per optimizer step")
+      ->capture_default_str();
+  cmd->add_option("--lr", f->lr, "Peak learning rate")->capture_default_str();
+  cmd->add_option("--warmup", f->warmup, "Linear warm-up steps")->capture_default_str();
+  cmd->add_option("--decay", f->decay, "After warm-up: linear, cosine or constant")
+      ->capture_default_str();
+  cmd->add_option("--min-lr-ratio", f->min_lr_ratio, "Floor of the decay (fraction of --lr)")
+      ->capture_default_str();
+  cmd->add_option("--weight-decay", f->weight_decay, "AdamW decoupled weight decay")
+      ->capture_default_str();
+  cmd->add_option("--clip", f->clip, "Global gradient-norm clipping (<= 0: off)")
+      ->capture_default_str();
+  cmd->add_option("-r,--rank", f->rank, "LoRA rank")->capture_default_str();
+  cmd->add_option("--alpha", f->alpha, "LoRA alpha (scale alpha / rank)")->capture_default_str();
+  cmd->add_option("--dropout", f->dropout, "LoRA dropout")->capture_default_str();
+  cmd->add_option("--targets", f->targets, "LoRA target matrices: q,k,v,o,gate,up,down")
+      ->capture_default_str();
+  cmd->add_option("--first-layer", f->first_layer,
+                  "First trained layer; layers below run forward only (-1: n_layer / 2)")
+      ->capture_default_str();
+  cmd->add_flag("--no-norms", f->no_norms, "Do not train the trained layers' RMSNorm weights");
+  cmd->add_flag("--add-bos", f->add_bos, "Prepend BOS to each tokenized document");
+  cmd->add_option("--seed", f->seed, "Seed of the adapter init and dropout")->capture_default_str();
+  cmd->add_option("--checkpoint-every", f->checkpoint_every,
+                  "Steps between checkpoints (0: only at the end)")
+      ->capture_default_str();
+  cmd->add_flag("--resume", f->resume, "Continue the run in --out from its checkpoint");
+  cmd->add_flag("--recompute", f->recompute,
+                "Recompute each layer's activations in the backward (less memory)");
+  cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--eval-data", f->eval_data,
+                  "Held-out data (same formats as --data), evaluated every --eval-every steps "
+                  "and at the end; repeatable");
+  cmd->add_option("--eval-every", f->eval_every, "Steps between evaluations (0: only at the end)")
+      ->capture_default_str();
+  cmd->add_option("--eval-blocks", f->eval_blocks, "Evaluate the first N blocks (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--plot", f->plot, "Write the loss curves from metrics.jsonl to this PNG");
+  cmd->add_option("--stop-after", f->stop_after,
+                  "Stop after this many steps (the schedule still spans --steps; for tests)");
+  cmd->callback([f, &ctx] { ctx.exit_code = RunTrain(*f); });
+}
+
+}  // namespace muninn::tools
