@@ -243,8 +243,10 @@ class LongContextSession {
   // position). Empty when the bank is empty or memory is off.
   StatusOr<std::vector<Excerpt>> RetrieveExcerpts(std::string_view query_text,
                                                   const memory::SearchFilter& filter = {});
-  // Excerpts as an answer reads them: joined where contiguous and cut to the sentences most like
-  // `question` by reread.focus (excerpt_focus.h; unchanged when focus < 0 or memory is off).
+  // Excerpts as an answer reads them: each joined with its neighbouring chunks in the bank (so a
+  // sentence cut by a chunk boundary reads whole), then cut to the sentences most like `question`
+  // by reread.focus and focus_margin, excerpts left with none dropped (excerpt_focus.h).
+  // Unchanged when focus < 0, there are no excerpts, or the session has no retriever.
   StatusOr<std::vector<Excerpt>> FocusExcerpts(std::string_view question,
                                                std::vector<Excerpt> excerpts);
 
