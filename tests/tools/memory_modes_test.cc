@@ -3,6 +3,7 @@
 // plumbing (the no-memory baselines included).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -372,6 +373,36 @@ TEST_F(RereadTest, PerplexityRunsPerModeAndWithoutMemory) {
   EXPECT_EQ(none->modes, "none");
   EXPECT_DOUBLE_EQ(none->ppl_memory, none->ppl_sliding);
   EXPECT_DOUBLE_EQ(none->ppl_sliding, r->ppl_sliding);
+}
+
+TEST(MemoryModesTest, RelativePathsFallBackToTheRootAboveTheConfigsFolder) {
+  // Root R (MUNINN_HOME) holds models/both.gguf; a config in D/configs/ names it and
+  // models/only-in-d.gguf, which exists under D only: the first resolves under R, the second
+  // under D. Outside a configs/ folder nothing falls back.
+  const auto base =
+      std::filesystem::temp_directory_path() / ("muninn_cfgroot_" + std::to_string(::getpid()));
+  const auto root = base / "root";
+  const auto dir = base / "d";
+  for (const auto& p : {root / "models", dir / "configs", dir / "models"}) {
+    std::filesystem::create_directories(p);
+  }
+  std::ofstream(root / "models" / "both.gguf") << "x";
+  std::ofstream(dir / "models" / "both.gguf") << "x";
+  std::ofstream(dir / "models" / "only-in-d.gguf") << "x";
+  ASSERT_EQ(::setenv("MUNINN_HOME", root.c_str(), 1), 0);
+  const auto cfg = (dir / "configs" / "c.json").string();
+  std::ofstream(cfg) << R"({"model": "models/both.gguf", "embedder": "models/only-in-d.gguf"})";
+  auto c = LoadAppConfig(cfg);
+  const auto loose = (dir / "c.json").string();
+  std::ofstream(loose) << R"({"model": "models/only-in-d.gguf"})";
+  auto l = LoadAppConfig(loose);
+  ::unsetenv("MUNINN_HOME");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model_path, (root / "models" / "both.gguf").lexically_normal().string());
+  EXPECT_EQ(c->embedder, (dir / "models" / "only-in-d.gguf").lexically_normal().string());
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->model_path, (root / "models" / "only-in-d.gguf").lexically_normal().string());
+  std::filesystem::remove_all(base);
 }
 
 TEST(MemoryModesTest, RereadRetrievalMethodComesFromTheConfig) {

@@ -115,8 +115,22 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
   RETURN_IF_ERROR(get_string(j, "embedder", &c.embedder));
   if (c.model_path.empty()) return err("model", "is required");
   if (c.embedder.empty()) c.embedder = "hidden";
-  c.model_path = Absolute(root, c.model_path);
-  c.embedder = Absolute(root, c.embedder);
+  // Relative paths are relative to the repository root (found above the executable or the
+  // working directory). When nothing is there — e.g. a build directory outside the repository —
+  // and the config sits in a `configs/` folder, the folder above that is the root it belongs to.
+  const fs::path config_dir = fs::path(path).parent_path();
+  const bool in_configs = config_dir.filename() == "configs";
+  auto resolve = [&](const std::string& p) {
+    const std::string at_root = Absolute(root, p);
+    if (!in_configs || at_root == p || fs::exists(at_root)) return at_root;
+    std::error_code ec;
+    const fs::path dir = fs::absolute(config_dir, ec);
+    if (ec) return at_root;
+    const std::string beside = Absolute(dir.parent_path().string(), p);
+    return fs::exists(beside) ? beside : at_root;
+  };
+  c.model_path = resolve(c.model_path);
+  c.embedder = resolve(c.embedder);
 
   if (j.contains("long_context")) {
     const auto& lc = j["long_context"];
