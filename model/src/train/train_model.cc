@@ -58,6 +58,21 @@ bool SameLayout(const LoraConfig& a, const LoraConfig& b) {
                      [&](LoraTarget t) { return b.Targets(t); });
 }
 
+// The attention shape of one trained layer over a block of T tokens (causal, S = T), with the
+// memory block's M keys when the layer reads memory; the forward and the backward share it.
+AttentionTrainDims LayerAttentionDims(const ModelConfig& mc, int64_t T, const LayerMemoryKV* mem) {
+  AttentionTrainDims ad;
+  ad.T = T;
+  ad.S = T;
+  ad.M = mem != nullptr ? mem->k.dim(0) : 0;
+  ad.n_head = mc.n_head;
+  ad.n_head_kv = mc.n_head_kv;
+  ad.d = mc.head_dim;
+  ad.dv = mc.head_dim;
+  ad.causal = true;
+  return ad;
+}
+
 }  // namespace
 
 // Frozen f32 copies of the trained layers' matrices and of the head.
@@ -310,15 +325,7 @@ Status TrainModel::LayerForward(int32_t layer, const LoraParams& params, const T
   }
   RETURN_IF_ERROR(be->Rope(a->q, s.pos, mc.rope, &a->q));
   RETURN_IF_ERROR(be->Rope(a->k, s.pos, mc.rope, &a->k));
-  AttentionTrainDims ad;
-  ad.T = T;
-  ad.S = T;
-  ad.M = mem != nullptr ? mem->k.dim(0) : 0;
-  ad.n_head = mc.n_head;
-  ad.n_head_kv = mc.n_head_kv;
-  ad.d = hd;
-  ad.dv = hd;
-  ad.causal = true;
+  const AttentionTrainDims ad = LayerAttentionDims(mc, T, mem);
   AttentionForwardTrain(options_.pool, ad, q, k, a->v.data(), mem_q,
                         mem != nullptr ? mem->k.data_as<const float>() : nullptr,
                         mem != nullptr ? mem->v.data_as<const float>() : nullptr, a->att.data(),
@@ -395,15 +402,7 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   project_back(LoraTarget::kO, dh, a.att.data(), s.datt.data(), false);
   const LayerMemoryKV* mem = batch.memory != nullptr ? batch.memory->ForLayer(layer) : nullptr;
   const bool mem_q = a.mq.defined() && mem != nullptr && mem->query_position >= 0;
-  AttentionTrainDims ad;
-  ad.T = T;
-  ad.S = T;
-  ad.M = mem != nullptr ? mem->k.dim(0) : 0;
-  ad.n_head = mc.n_head;
-  ad.n_head_kv = mc.n_head_kv;
-  ad.d = hd;
-  ad.dv = hd;
-  ad.causal = true;
+  const AttentionTrainDims ad = LayerAttentionDims(mc, T, mem);
   AttentionBackward(options_.pool, ad, a.q.data_as<const float>(), a.k.data_as<const float>(),
                     a.v.data(), mem_q ? a.mq.data_as<const float>() : nullptr,
                     mem != nullptr ? mem->k.data_as<const float>() : nullptr,
