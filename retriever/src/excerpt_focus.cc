@@ -55,6 +55,17 @@ void PushTrimmed(std::string_view piece, std::vector<std::string>* out) {
 
 }  // namespace
 
+bool Adjoins(const memory::SearchHit& a, const memory::SearchHit& b) {
+  return a.doc_id == b.doc_id && a.position + a.n_tokens == b.position;
+}
+
+void SortInDocumentOrder(std::vector<Excerpt>* excerpts) {
+  std::sort(excerpts->begin(), excerpts->end(), [](const Excerpt& a, const Excerpt& b) {
+    return a.hit.doc_id != b.hit.doc_id ? a.hit.doc_id < b.hit.doc_id
+                                        : a.hit.position < b.hit.position;
+  });
+}
+
 std::vector<std::string> SplitSentences(std::string_view text) {
   std::vector<std::string> out;
   size_t start = 0;
@@ -103,7 +114,7 @@ StatusOr<std::vector<Excerpt>> FocusExcerpts(Embedder& embedder, const model::To
   for (Excerpt& e : excerpts) {
     if (!runs.empty()) {
       Excerpt& r = runs.back();
-      if (r.hit.doc_id == e.hit.doc_id && r.hit.position + r.hit.n_tokens == e.hit.position) {
+      if (Adjoins(r.hit, e.hit)) {
         r.text += e.text;
         r.tokens.insert(r.tokens.end(), e.tokens.begin(), e.tokens.end());
         r.hit.n_tokens += e.hit.n_tokens;

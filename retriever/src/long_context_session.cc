@@ -509,10 +509,7 @@ StatusOr<std::vector<Excerpt>> LongContextSession::RetrieveExcerpts(
     used += h.n_tokens;
     out.push_back({h, std::move(rec.text), std::move(rec.tokens)});
   }
-  std::sort(out.begin(), out.end(), [](const Excerpt& a, const Excerpt& b) {
-    return a.hit.doc_id != b.hit.doc_id ? a.hit.doc_id < b.hit.doc_id
-                                        : a.hit.position < b.hit.position;
-  });
+  SortInDocumentOrder(&out);
   return out;
 }
 
@@ -533,26 +530,21 @@ StatusOr<std::vector<Excerpt>> LongContextSession::FocusExcerpts(std::string_vie
         const memory::ChunkId id = after ? e.hit.id + 1 : e.hit.id - 1;
         if (have.count(id) != 0) continue;
         StatusOr<memory::ChunkInfo> info = bank_->Info(id);
-        if (!info.ok() || info->doc_id != e.hit.doc_id) continue;
-        const bool adjoins = after ? info->position == e.hit.position + e.hit.n_tokens
-                                   : info->position + info->n_tokens == e.hit.position;
-        if (!adjoins) continue;
-        ASSIGN_OR_RETURN(memory::ChunkRecord rec, bank_->GetChunk(id));
+        if (!info.ok()) continue;
         memory::SearchHit h;
         h.id = id;
         h.doc_id = info->doc_id;
         h.position = info->position;
         h.n_tokens = info->n_tokens;
         h.score = e.hit.score;
+        if (!(after ? Adjoins(e.hit, h) : Adjoins(h, e.hit))) continue;
+        ASSIGN_OR_RETURN(memory::ChunkRecord rec, bank_->GetChunk(id));
         have.insert(id);
         neighbours.push_back({h, std::move(rec.text), std::move(rec.tokens)});
       }
     }
     for (Excerpt& n : neighbours) excerpts.push_back(std::move(n));
-    std::sort(excerpts.begin(), excerpts.end(), [](const Excerpt& a, const Excerpt& b) {
-      return a.hit.doc_id != b.hit.doc_id ? a.hit.doc_id < b.hit.doc_id
-                                          : a.hit.position < b.hit.position;
-    });
+    SortInDocumentOrder(&excerpts);
   }
   return retriever::FocusExcerpts(*retriever_->embedder(), *tokenizer_, question,
                                   std::move(excerpts), options_.reread.focus,

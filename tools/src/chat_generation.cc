@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "muninn/retriever/excerpt_focus.h"
+
 namespace muninn::tools {
 
 std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts) {
@@ -12,8 +14,7 @@ std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts) {
   int n = 0;
   for (size_t i = 0; i < excerpts.size(); ++i) {
     const retriever::Excerpt& e = excerpts[i];
-    const bool continues = i > 0 && excerpts[i - 1].hit.doc_id == e.hit.doc_id &&
-                           excerpts[i - 1].hit.position + excerpts[i - 1].hit.n_tokens == e.hit.position;
+    const bool continues = i > 0 && retriever::Adjoins(excerpts[i - 1].hit, e.hit);
     std::string text = e.text;
     if (!continues) {
       size_t b = 0;
@@ -23,8 +24,7 @@ std::string FormatExcerpts(std::span<const retriever::Excerpt> excerpts) {
       out += "[" + std::to_string(++n) + "] ";
     }
     out += text;
-    const bool next_continues = i + 1 < excerpts.size() && excerpts[i + 1].hit.doc_id == e.hit.doc_id &&
-                                e.hit.position + e.hit.n_tokens == excerpts[i + 1].hit.position;
+    const bool next_continues = i + 1 < excerpts.size() && retriever::Adjoins(e.hit, excerpts[i + 1].hit);
     if (!next_continues) {
       while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
     }

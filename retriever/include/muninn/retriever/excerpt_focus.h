@@ -20,6 +20,12 @@
 
 namespace muninn::retriever {
 
+// True when chunk `b` starts where chunk `a` ends in the same document.
+bool Adjoins(const memory::SearchHit& a, const memory::SearchHit& b);
+
+// Sorts excerpts into document order: document id, then position.
+void SortInDocumentOrder(std::vector<Excerpt>* excerpts);
+
 // Sentences of `text` in order, each with its trailing punctuation and without surrounding
 // whitespace: a sentence ends at '.', '!' or '?' (closing quotes and brackets stay with it)
 // followed by whitespace, and at a line break unless the next line starts with a lower-case
