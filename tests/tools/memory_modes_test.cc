@@ -164,6 +164,17 @@ TEST_F(RereadTest, FocusCompletesASentenceCutByAChunkBoundaryAndDropsTheRest) {
   EXPECT_EQ((*same)[0].text, text.substr(16, 16));
 }
 
+TEST_F(RereadTest, FocusSettingsOutOfRangeAreRefused) {
+  for (const auto& [focus, margin] : {std::pair<int64_t, float>{-2, 0.2f}, {65, 0.2f}, {0, -0.1f}, {0, 2.5f}}) {
+    opts_.reread.focus = focus;
+    opts_.reread.focus_margin = margin;
+    auto s = retriever::LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, opts_);
+    ASSERT_FALSE(s.ok()) << focus << " " << margin;
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find("focus"), std::string::npos) << s.status();
+  }
+}
+
 TEST(FormatExcerptsTest, AdjacentChunksReadAsOneExcerpt) {
   auto ex = [](uint64_t doc, int64_t pos, const std::string& text) {
     retriever::Excerpt e;
