@@ -26,6 +26,7 @@
 #include "muninn/model/model_loader.h"
 #include "muninn/model/peft_adapter.h"
 #include "muninn/model/train_data.h"
+#include "muninn/model/train_memory.h"
 #include "tests/model/tiny_lora_llama.h"
 
 namespace muninn::model {
@@ -133,6 +134,117 @@ TEST(TrainDataTest, ReadsJsonlIdsAndRefusesBadLines) {
   EXPECT_EQ(TrainData::Load({dir + "/missing.txt"}, nullptr, 10, 8).status().code(),
             StatusCode::kNotFound);
   std::filesystem::remove_all(dir);
+}
+
+TEST(TrainDataTest, LabeledBlocksKeepTheirOwnLabels) {
+  auto d = TrainData::FromLabeledBlocks({{5, 6, 7, 8}, {9, 10}},
+                                        {{kIgnoreLabel, kIgnoreLabel, 8, 11}, {kIgnoreLabel, 3}}, 64);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->n_blocks(), 2);
+  EXPECT_EQ(d->n_tokens(), 3);  // supervised positions
+  EXPECT_EQ(std::vector<TokenId>(d->ids(0).begin(), d->ids(0).end()), (std::vector<TokenId>{5, 6, 7, 8}));
+  EXPECT_EQ(std::vector<TokenId>(d->labels(0).begin(), d->labels(0).end()),
+            (std::vector<TokenId>{kIgnoreLabel, kIgnoreLabel, 8, 11}));
+  EXPECT_EQ(std::vector<TokenId>(d->labels(1).begin(), d->labels(1).end()),
+            (std::vector<TokenId>{kIgnoreLabel, 3}));
+  // Documents keep the shifted labels, the last position of a document predicting nothing.
+  auto docs = TrainData::FromDocuments({{1, 2, 3}}, 64, 8);
+  ASSERT_TRUE(docs.ok());
+  EXPECT_EQ(std::vector<TokenId>(docs->labels(0).begin(), docs->labels(0).end()),
+            (std::vector<TokenId>{2, 3}));
+  // Refused: mismatched lengths, nothing supervised, ids or labels outside the vocabulary.
+  EXPECT_EQ(TrainData::FromLabeledBlocks({{1, 2}}, {{2}}, 64).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(TrainData::FromLabeledBlocks({{1, 2}}, {{kIgnoreLabel, kIgnoreLabel}}, 64).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(TrainData::FromLabeledBlocks({{1, 99}}, {{2, 3}}, 64).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(TrainData::FromLabeledBlocks({{1, 2}}, {{2, 64}}, 64).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(TrainData::FromLabeledBlocks({}, {}, 64).status().code(), StatusCode::kInvalidArgument);
+}
+
+// A memory source that hands every block the same random memory on the trained layers and logs
+// the calls.
+class FakeMemory final : public TrainMemorySource {
+ public:
+  explicit FakeMemory(std::string name) : name_(std::move(name)) {
+    for (int l = tl::kFirstLayer; l < tl::kLayers; ++l) {
+      Tensor k = *Tensor::Empty(DType::kF32, {7, tl::kHeadsKv, tl::kHd});
+      Tensor v = *Tensor::Empty(DType::kF32, {7, tl::kHeadsKv, tl::kHd});
+      for (int64_t i = 0; i < k.numel(); ++i) {
+        k.data_as<float>()[i] = 0.5f * static_cast<float>((i * 37 + l) % 11) - 2.5f;
+        v.data_as<float>()[i] = 0.3f * static_cast<float>((i * 13 + l) % 7) - 0.9f;
+      }
+      if (mem_.layers.size() <= static_cast<size_t>(l)) mem_.layers.resize(static_cast<size_t>(l) + 1);
+      mem_.layers[static_cast<size_t>(l)] = LayerMemoryKV{k, v};
+    }
+  }
+  StatusOr<const MemoryKV*> Before(TrainUse use, int64_t block, int64_t step) override {
+    log.push_back((use == TrainUse::kTrain ? "B" : "E") + std::to_string(block) + "@" +
+                  std::to_string(step));
+    return on ? &mem_ : nullptr;
+  }
+  Status After(TrainUse use, int64_t block) override {
+    log.push_back((use == TrainUse::kTrain ? "a" : "e") + std::to_string(block));
+    return Status::Ok();
+  }
+  Status Restore(int64_t cursor, int64_t step) override {
+    log.push_back("R" + std::to_string(cursor) + "@" + std::to_string(step));
+    return Status::Ok();
+  }
+  std::string Describe() const override { return "{\"fake\":\"" + name_ + "\"}"; }
+  std::vector<std::string> log;
+  bool on = true;
+
+ private:
+  std::string name_;
+  MemoryKV mem_;
+};
+
+TEST_F(TrainerTest, MemorySourceFeedsEveryBlockAndJoinsTheRunDescription) {
+  TrainerOptions o = Options("memory");
+  o.steps = 2;
+  o.eval_every = 2;
+  FakeMemory mem("a");
+  o.memory = &mem;
+  auto eval = TrainData::FromDocuments({{3, 1, 4, 1, 5}}, tl::kVocab, 16);
+  ASSERT_TRUE(eval.ok());
+  auto t = Trainer::Create(model(), data_.get(), o, &*eval);
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::vector<double> losses;
+  ASSERT_TRUE((*t)->Run([&](const StepReport& r) { losses.push_back(r.loss); }).ok());
+  // Restore first, then Before/After around every micro-batch (2 per step), the held-out block
+  // after the last step.
+  EXPECT_EQ(mem.log, (std::vector<std::string>{"R0@0", "B0@0", "a0", "B1@0", "a1", "B2@1", "a2",
+                                               "B3@1", "a3", "E0@2", "e0"}));
+  // The memory changes what the model computes: the same run without it gives another loss.
+  TrainerOptions p = Options("memory_off");
+  p.steps = 2;
+  FakeMemory off("a");
+  off.on = false;
+  p.memory = &off;
+  auto t2 = Trainer::Create(model(), data_.get(), p);
+  ASSERT_TRUE(t2.ok()) << t2.status();
+  std::vector<double> losses_off;
+  ASSERT_TRUE((*t2)->Run([&](const StepReport& r) { losses_off.push_back(r.loss); }).ok());
+  ASSERT_EQ(losses.size(), 2u);
+  ASSERT_EQ(losses_off.size(), 2u);
+  EXPECT_NE(losses[0], losses_off[0]);
+  // Resuming restores the source at the checkpoint's cursor and step; other memory settings are
+  // refused.
+  o.resume = true;
+  o.steps = 2;
+  FakeMemory same("a");
+  o.memory = &same;
+  auto r = Trainer::Create(model(), data_.get(), o, &*eval);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE((*r)->Run().ok());
+  EXPECT_EQ(same.log, (std::vector<std::string>{"R4@2"}));
+  FakeMemory other("b");
+  o.memory = &other;
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), o, &*eval).status().code(),
+            StatusCode::kFailedPrecondition);
 }
 
 TEST_F(TrainerTest, ResumeAfterInterruptionGivesIdenticalAdapterBytes) {

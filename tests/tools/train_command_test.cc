@@ -203,5 +203,52 @@ TEST_F(TrainCommandTest, BadFlagsAndDataExitWithCode2) {
   EXPECT_EQ(testing::RunCli(a, &out), 2);
 }
 
+// --task recall on the real default model and embedder (skipped when set-up has not fetched them):
+// the synthetic examples, the MemLong session's bank and the curriculum run end to end, the
+// held-out loss is logged, and memory settings the run cannot serve are refused.
+TEST(TrainRecallCommandTest, RecallTaskTrainsOnTheRealModel) {
+  const std::string root = MUNINN_SOURCE_DIR;
+  for (const char* need : {"/models/SmolLM2-135M-Instruct.Q4_1.gguf", "/models/all-MiniLM-L6-v2",
+                           "/data/genesis.txt"}) {
+    if (!std::filesystem::exists(root + need)) GTEST_SKIP() << "no " << root + need << " (scripts/setup.sh)";
+  }
+  const std::string out = ::testing::TempDir() + "/muninn_train_recall_" + std::to_string(::getpid());
+  std::error_code ec;
+  std::filesystem::remove_all(out, ec);
+  std::vector<std::string> a = {"train", "--task", "recall", "--config",
+                                root + "/configs/smollm2-135m-memlong.json", "-d",
+                                root + "/data/genesis.txt", "-o", out, "--examples", "2",
+                                "--eval-examples", "1", "--pool", "4", "--steps", "2",
+                                "--grad-accum", "1", "--gold-only-steps", "1",
+                                "--local-filler-max", "64", "-r", "2", "-t", "2"};
+  std::string printed;
+  ASSERT_EQ(testing::RunCli(a, &printed), 0);
+  EXPECT_TRUE(std::filesystem::exists(out + "/adapter/adapter_model.safetensors"));
+  std::ifstream in(out + "/metrics.jsonl");
+  std::string line, last;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    last = line;
+  }
+  EXPECT_EQ(lines, 2);
+  EXPECT_NE(last.find("\"eval_loss\""), std::string::npos) << last;
+  std::filesystem::remove_all(out, ec);
+  // The memory layer's K/V come from the frozen model: training it is refused; so is --eval-data,
+  // and an unknown task.
+  std::vector<std::string> b = a;
+  b.push_back("--first-layer");
+  b.push_back("15");
+  EXPECT_EQ(testing::RunCli(b, &printed), 2);
+  b = a;
+  b.push_back("--eval-data");
+  b.push_back(root + "/data/genesis.txt");
+  EXPECT_EQ(testing::RunCli(b, &printed), 2);
+  b = a;
+  b[2] = "copy";
+  EXPECT_EQ(testing::RunCli(b, &printed), 2);
+  std::filesystem::remove_all(out, ec);
+}
+
 }  // namespace
 }  // namespace muninn::tools

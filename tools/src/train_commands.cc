@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,11 @@
 #include "muninn/model/lora_merge.h"
 #include "muninn/model/peft_adapter.h"
 #include "muninn/model/train_data.h"
+#include "muninn/model/recall_tasks.h"
 #include "muninn/model/trainer.h"
+#include "muninn/retriever/recall_memory_source.h"
 #include "plot.h"
+#include "runtime.h"
 
 namespace muninn::tools {
 namespace {
@@ -57,6 +61,17 @@ struct TrainFlags {
   int64_t eval_every = 0;
   int64_t eval_blocks = 0;
   std::string plot;
+  // --task recall: synthetic recall examples read from MemLong memory (recall_tasks.h,
+  // recall_memory_source.h); the --data files are their filler text.
+  std::string task = "lm";
+  std::string config;
+  int64_t examples = 2000;
+  int64_t eval_examples = 0;
+  int64_t pool = 256;
+  int64_t gold_only_steps = 0;
+  int64_t distractor_steps = 0;
+  int64_t min_local = 32;
+  int64_t max_local = 256;
 };
 
 // The loss curves of OUT/metrics.jsonl (the last record of each step: a resumed run repeats the
@@ -98,6 +113,118 @@ std::string Duration(double s) {
   return buf;
 }
 
+void FillTrainerOptions(const TrainFlags& f, const model::Model& m,
+                        const std::vector<model::LoraTarget>& targets, model::TrainerOptions* out);
+int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData& data,
+                   const model::TrainData* eval_data, const model::TrainerOptions& o,
+                   const retriever::RecallMemorySource* recall);
+
+StatusOr<std::string> ReadFillerFiles(const std::vector<std::string>& paths) {
+  std::string all;
+  for (const std::string& p : paths) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) return NotFoundError("cannot open filler text " + p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    all += ss.str();
+    if (!all.empty() && all.back() != '\n') all += '\n';
+  }
+  return all;
+}
+
+// --task recall: the model, tokenizer, embedder and a MemLong session come from the config (as
+// `muninn ask` builds them); the bank is a fresh in-RAM one only the memory source writes.
+int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
+                   const std::vector<model::LoraTarget>& targets) {
+  auto fail = [](const std::string& msg, int code) {
+    std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
+    return code;
+  };
+  if (!f.eval_data.empty()) {
+    return fail("--task recall evaluates on held-out synthetic examples (--eval-examples), not "
+                "--eval-data", 2);
+  }
+  RuntimeFlags rf;
+  rf.config = f.config;
+  rf.model = f.model;
+  rf.threads = f.threads;
+  auto rt = Runtime::Open(rf);
+  if (!rt.ok()) return fail(rt.status().ToString(), 1);
+  model::Model& m = (*rt)->model();
+  const model::Tokenizer& tok = (*rt)->tokenizer();
+  retriever::LongContextOptions lc = (*rt)->config().long_context;
+  lc.use_memory = true;
+  lc.modes = retriever::kModeMemLong;
+  if (lc.retrieval_layers.empty()) {
+    return fail("the config's MemLong section has no retrieval layers to train", 2);
+  }
+  FillTrainerOptions(f, m, targets, &o);
+  if (f.first_layer < 0) o.lora.first_layer = lc.memory_layer + 1;
+  if (o.lora.first_layer <= lc.memory_layer) {
+    return fail("--first-layer must be above the memory layer (" +
+                    std::to_string(lc.memory_layer) +
+                    "): the memory layer's K/V are written by the frozen model",
+                2);
+  }
+  o.base_model_name = (*rt)->config().model_path;
+  auto filler = ReadFillerFiles(f.data);
+  if (!filler.ok()) return fail(filler.status().ToString(), 2);
+  model::RecallTaskOptions to;
+  to.examples = f.examples;
+  to.seed = f.seed + 1;
+  to.chunk_tokens = lc.chunk_tokens;
+  to.min_local_filler = f.min_local;
+  to.max_local_filler = f.max_local;
+  auto train = model::MakeRecallTasks(tok, *filler, to);
+  if (!train.ok()) return fail(train.status().ToString(), 2);
+  std::vector<model::RecallExample> eval;
+  if (f.eval_examples > 0) {
+    to.examples = f.eval_examples;
+    to.seed = f.seed + 0x5eedull;  // other keys, facts and filler than the training examples
+    auto e = model::MakeRecallTasks(tok, *filler, to);
+    if (!e.ok()) return fail(e.status().ToString(), 2);
+    eval = std::move(e).value();
+  }
+  auto pool = model::MakeFillerChunks(tok, *filler, lc.chunk_tokens, f.pool, f.seed + 2);
+  if (!pool.ok()) return fail(pool.status().ToString(), 2);
+  auto to_data = [&](const std::vector<model::RecallExample>& ex) {
+    std::vector<std::vector<model::TokenId>> ids, labels;
+    for (const auto& e : ex) {
+      ids.push_back(e.ids);
+      labels.push_back(e.labels);
+    }
+    return model::TrainData::FromLabeledBlocks(ids, labels, m.config().n_vocab);
+  };
+  auto data = to_data(*train);
+  if (!data.ok()) return fail(data.status().ToString(), 2);
+  std::unique_ptr<model::TrainData> eval_data;
+  if (!eval.empty()) {
+    auto ed = to_data(eval);
+    if (!ed.ok()) return fail(ed.status().ToString(), 2);
+    eval_data = std::make_unique<model::TrainData>(std::move(ed).value());
+  }
+  auto bank = (*rt)->NewMemoryBank(lc);
+  if (!bank.ok()) return fail(bank.status().ToString(), 1);
+  auto session = (*rt)->NewSession(lc, bank->get());
+  if (!session.ok()) return fail(session.status().ToString(), 1);
+  retriever::RecallMemoryOptions ro;
+  ro.curriculum.gold_only_steps = f.gold_only_steps;
+  ro.curriculum.distractor_steps = f.distractor_steps;
+  ro.seed = f.seed + 3;
+  std::fprintf(stderr,
+               "muninn train: writing %lld distractor chunks (memory layer %d, chunk %lld tokens) "
+               "into the training bank...\n",
+               static_cast<long long>(pool->size()), lc.memory_layer,
+               static_cast<long long>(lc.chunk_tokens));
+  auto source = retriever::RecallMemorySource::Create(session->get(), (*rt)->embedder(), &*train,
+                                                      eval.empty() ? nullptr : &eval, *pool, ro);
+  if (!source.ok()) return fail(source.status().ToString(), 2);
+  ThreadPool train_pool(f.threads);
+  o.model.pool = &train_pool;
+  o.memory = source->get();
+  return TrainAndReport(f, m, *data, eval_data.get(), o, source->get());
+}
+
 int RunTrain(const TrainFlags& f) {
   auto fail = [](const std::string& msg, int code) {
     std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
@@ -116,6 +243,8 @@ int RunTrain(const TrainFlags& f) {
     return fail("--decay must be linear, cosine or constant, got '" + f.decay + "'", 2);
   }
   if (f.block < 1) return fail("--block must be >= 1", 2);
+  if (f.task == "recall") return RunRecallTrain(f, std::move(o), *targets);
+  if (f.task != "lm") return fail("--task must be lm or recall, got '" + f.task + "'", 2);
   auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true);
   if (!cm.ok()) {
     // A model without a tokenizer can still train on {"ids": [...]} JSONL; TrainData::Load says
@@ -127,10 +256,29 @@ int RunTrain(const TrainFlags& f) {
     if (!cm.ok()) return fail(cm.status().ToString(), 1);
   }
   model::Model& m = *(*cm)->loaded.model;
+  FillTrainerOptions(f, m, *targets, &o);
+  o.base_model_name = (*cm)->path;
+  o.model.pool = (*cm)->pool.get();
+  auto data = model::TrainData::Load(f.data, (*cm)->loaded.tokenizer.get(), m.config().n_vocab,
+                                     f.block, f.add_bos);
+  if (!data.ok()) return fail(data.status().ToString(), 2);
+  std::unique_ptr<model::TrainData> eval_data;
+  if (!f.eval_data.empty()) {
+    auto ed = model::TrainData::Load(f.eval_data, (*cm)->loaded.tokenizer.get(), m.config().n_vocab,
+                                     f.block, f.add_bos);
+    if (!ed.ok()) return fail("--eval-data: " + ed.status().ToString(), 2);
+    eval_data = std::make_unique<model::TrainData>(std::move(ed).value());
+  }
+  return TrainAndReport(f, m, *data, eval_data.get(), o, nullptr);
+}
+
+void FillTrainerOptions(const TrainFlags& f, const model::Model& m,
+                        const std::vector<model::LoraTarget>& targets, model::TrainerOptions* out) {
+  model::TrainerOptions& o = *out;
   o.lora.rank = f.rank;
   o.lora.alpha = f.alpha;
   o.lora.dropout = f.dropout;
-  o.lora.targets = *targets;
+  o.lora.targets = targets;
   o.lora.first_layer = f.first_layer >= 0 ? f.first_layer : m.config().n_layer / 2;
   o.lora.train_norms = !f.no_norms;
   o.steps = f.steps;
@@ -144,22 +292,21 @@ int RunTrain(const TrainFlags& f) {
   o.out_dir = f.out;
   o.checkpoint_every = f.checkpoint_every;
   o.resume = f.resume;
-  o.base_model_name = (*cm)->path;
   o.model.recompute = f.recompute;
-  o.model.pool = (*cm)->pool.get();
-  auto data = model::TrainData::Load(f.data, (*cm)->loaded.tokenizer.get(), m.config().n_vocab,
-                                     f.block, f.add_bos);
-  if (!data.ok()) return fail(data.status().ToString(), 2);
   o.eval_every = f.eval_every;
   o.eval_max_blocks = f.eval_blocks;
-  std::unique_ptr<model::TrainData> eval_data;
-  if (!f.eval_data.empty()) {
-    auto ed = model::TrainData::Load(f.eval_data, (*cm)->loaded.tokenizer.get(), m.config().n_vocab,
-                                     f.block, f.add_bos);
-    if (!ed.ok()) return fail("--eval-data: " + ed.status().ToString(), 2);
-    eval_data = std::make_unique<model::TrainData>(std::move(ed).value());
-  }
-  auto trainer = model::Trainer::Create(&m, &*data, o, eval_data.get());
+}
+
+// Runs the trainer with progress lines, the plot and the closing message. `recall` (may be null)
+// adds the retriever's gold-chunk recall to the progress line.
+int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData& data,
+                   const model::TrainData* eval_data, const model::TrainerOptions& o,
+                   const retriever::RecallMemorySource* recall) {
+  auto fail = [](const std::string& msg, int code) {
+    std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
+    return code;
+  };
+  auto trainer = model::Trainer::Create(&m, &data, o, eval_data);
   if (!trainer.ok()) {
     return fail(trainer.status().ToString(),
                 trainer.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
@@ -168,19 +315,23 @@ int RunTrain(const TrainFlags& f) {
   std::fprintf(stderr,
                "muninn train: %lld blocks (%lld tokens, %lld documents), LoRA r %d alpha %g on "
                "%s of layers %d..%d%s, %lld trainable parameters; %s from step %lld\n",
-               static_cast<long long>(data->n_blocks()), static_cast<long long>(data->n_tokens()),
-               static_cast<long long>(data->n_documents()), o.lora.rank,
+               static_cast<long long>(data.n_blocks()), static_cast<long long>(data.n_tokens()),
+               static_cast<long long>(data.n_documents()), o.lora.rank,
                static_cast<double>(o.lora.alpha), f.targets.c_str(), o.lora.first_layer,
                m.config().n_layer - 1, o.lora.train_norms ? " + norms" : "",
                static_cast<long long>((*trainer)->params().size()),
                f.resume ? "resuming" : "starting", static_cast<long long>((*trainer)->step()));
-  const Status st = (*trainer)->Run([](const model::StepReport& r) {
+  const Status st = (*trainer)->Run([recall](const model::StepReport& r) {
     char eval[48] = "";
     if (r.evaluated) std::snprintf(eval, sizeof eval, "  held-out %.4f", r.eval_loss);
-    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  |g| %.3g  %.1f tok/s  ETA %s%s%s\n",
+    char gold[48] = "";
+    if (recall != nullptr) {
+      std::snprintf(gold, sizeof gold, "  top-k gold %.0f%%", 100.0 * recall->gold_recall());
+    }
+    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  |g| %.3g  %.1f tok/s  ETA %s%s%s%s\n",
                  static_cast<long long>(r.step), static_cast<long long>(r.total_steps), r.loss,
                  static_cast<double>(r.lr), r.grad_norm, r.tokens_per_second,
-                 Duration(r.eta_seconds).c_str(), eval, r.checkpointed ? "  [checkpoint]" : "");
+                 Duration(r.eta_seconds).c_str(), eval, gold, r.checkpointed ? "  [checkpoint]" : "");
   });
   if (!f.plot.empty()) {
     // Also after a failed run: the curve up to the failure is what one wants to see then.
@@ -282,6 +433,30 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--eval-blocks", f->eval_blocks, "Evaluate the first N blocks (0: all)")
       ->capture_default_str();
   cmd->add_option("--plot", f->plot, "Write the loss curves from metrics.jsonl to this PNG");
+  cmd->add_option("--task", f->task,
+                  "lm: language modelling on --data; recall: synthetic facts read from MemLong "
+                  "memory (--data is their filler text; model and memory settings from --config)")
+      ->capture_default_str();
+  cmd->add_option("--config", f->config, "Config whose MemLong settings --task recall trains for");
+  cmd->add_option("--examples", f->examples, "--task recall: training examples")
+      ->capture_default_str();
+  cmd->add_option("--eval-examples", f->eval_examples,
+                  "--task recall: held-out examples (real top-k memory), evaluated every "
+                  "--eval-every steps")
+      ->capture_default_str();
+  cmd->add_option("--pool", f->pool, "--task recall: distractor chunks in the training bank")
+      ->capture_default_str();
+  cmd->add_option("--gold-only-steps", f->gold_only_steps,
+                  "--task recall curriculum: steps with only the fact's chunk in memory")
+      ->capture_default_str();
+  cmd->add_option("--distractor-steps", f->distractor_steps,
+                  "--task recall curriculum: then steps with random distractors beside it "
+                  "(afterwards the retriever's real top-k)")
+      ->capture_default_str();
+  cmd->add_option("--local-filler", f->min_local, "--task recall: least filler tokens before the question")
+      ->capture_default_str();
+  cmd->add_option("--local-filler-max", f->max_local, "--task recall: most filler tokens before the question")
+      ->capture_default_str();
   cmd->add_option("--stop-after", f->stop_after,
                   "Stop after this many steps (the schedule still spans --steps; for tests)");
   cmd->callback([f, &ctx] { ctx.exit_code = RunTrain(*f); });

@@ -1,5 +1,7 @@
 #include "muninn/model/train_data.h"
 
+#include "muninn/core/cross_entropy.h"
+
 #include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -21,6 +23,8 @@ Status TrainData::AddDocument(std::span<const TokenId> doc, int64_t block) {
   if (doc.size() < 2) return Status::Ok();
   const int64_t start = static_cast<int64_t>(tokens_.size());
   tokens_.insert(tokens_.end(), doc.begin(), doc.end());
+  labels_.insert(labels_.end(), doc.begin() + 1, doc.end());
+  labels_.push_back(kIgnoreLabel);  // the document's last token predicts nothing
   const int64_t n = static_cast<int64_t>(doc.size());
   for (int64_t j = 0; j * block < n - 1; ++j) {
     const int64_t len = std::min(block, n - 1 - j * block);
@@ -38,7 +42,7 @@ std::span<const TokenId> TrainData::ids(int64_t i) const {
 
 std::span<const TokenId> TrainData::labels(int64_t i) const {
   const Block& b = blocks_[static_cast<size_t>(i)];
-  return std::span<const TokenId>(tokens_).subspan(static_cast<size_t>(b.start + 1),
+  return std::span<const TokenId>(labels_).subspan(static_cast<size_t>(b.start),
                                                    static_cast<size_t>(b.len));
 }
 
@@ -58,6 +62,42 @@ StatusOr<TrainData> TrainData::FromDocuments(const std::vector<std::vector<Token
   }
   if (d.blocks_.empty())
     return InvalidArgumentError("the training data has no document of 2 or more tokens");
+  return d;
+}
+
+StatusOr<TrainData> TrainData::FromLabeledBlocks(const std::vector<std::vector<TokenId>>& ids,
+                                                 const std::vector<std::vector<TokenId>>& labels,
+                                                 int32_t n_vocab) {
+  if (ids.size() != labels.size()) {
+    return InvalidArgumentError("labelled blocks: " + std::to_string(ids.size()) +
+                                " id lists but " + std::to_string(labels.size()) + " label lists");
+  }
+  if (ids.empty()) return InvalidArgumentError("labelled blocks: no block given");
+  TrainData d;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string where = "labelled block " + std::to_string(i);
+    if (ids[i].empty()) return InvalidArgumentError(where + " is empty");
+    if (ids[i].size() != labels[i].size()) {
+      return InvalidArgumentError(where + " has " + std::to_string(ids[i].size()) + " ids but " +
+                                  std::to_string(labels[i].size()) + " labels");
+    }
+    int64_t supervised = 0;
+    for (size_t t = 0; t < ids[i].size(); ++t) {
+      const TokenId id = ids[i][t], l = labels[i][t];
+      if (id < 0 || id >= n_vocab || (l != kIgnoreLabel && (l < 0 || l >= n_vocab))) {
+        return InvalidArgumentError(where + " has a token id or label outside the vocabulary [0, " +
+                                    std::to_string(n_vocab) + ")");
+      }
+      supervised += l != kIgnoreLabel;
+    }
+    if (supervised == 0) return InvalidArgumentError(where + " has no supervised position");
+    ++d.n_documents_;
+    d.blocks_.push_back(Block{static_cast<int64_t>(d.tokens_.size()),
+                              static_cast<int64_t>(ids[i].size())});
+    d.tokens_.insert(d.tokens_.end(), ids[i].begin(), ids[i].end());
+    d.labels_.insert(d.labels_.end(), labels[i].begin(), labels[i].end());
+    d.n_tokens_ += supervised;
+  }
   return d;
 }
 

@@ -176,7 +176,10 @@ std::string Trainer::RunDescription() const {
                             {"min_lr_ratio", options_.min_lr_ratio},
                             {"weight_decay", options_.adamw.weight_decay},
                             {"clip", options_.clip}};
-  return j.dump();
+  if (options_.memory == nullptr) return j.dump();
+  nlohmann::json with_memory = j;
+  with_memory["memory"] = options_.memory->Describe();
+  return with_memory.dump();
 }
 
 Status Trainer::SaveCheckpoint() {
@@ -273,7 +276,11 @@ StatusOr<double> Trainer::Evaluate() {
     TrainBatch batch;
     batch.ids = eval_data_->ids(b);
     batch.labels = eval_data_->labels(b);
+    if (options_.memory != nullptr) {
+      ASSIGN_OR_RETURN(batch.memory, options_.memory->Before(TrainUse::kEval, b, step_));
+    }
     ASSIGN_OR_RETURN(CrossEntropyResult r, train_model_->Loss(*params_, batch));
+    if (options_.memory != nullptr) RETURN_IF_ERROR(options_.memory->After(TrainUse::kEval, b));
     sum += r.loss_sum;
     count += r.n_supervised;
   }
@@ -294,6 +301,7 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
   if (options_.resume && step_ > 0) {
     RETURN_IF_ERROR(AppendMetrics(nlohmann::json{{"event", "resume"}, {"step", step_}}.dump()));
   }
+  if (options_.memory != nullptr) RETURN_IF_ERROR(options_.memory->Restore(cursor_, step_));
   int64_t tokens_here = 0;
   const int64_t first_step_here = step_;
   while (step_ < options_.steps) {
@@ -315,8 +323,14 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
       batch.ids = data_->ids(blocks[k]);
       batch.labels = data_->labels(blocks[k]);
       batch.dropout_seed = Mix(Mix(options_.seed, static_cast<uint64_t>(step_)), k);
+      if (options_.memory != nullptr) {
+        ASSIGN_OR_RETURN(batch.memory, options_.memory->Before(TrainUse::kTrain, blocks[k], step_));
+      }
       ASSIGN_OR_RETURN(CrossEntropyResult r,
                        train_model_->ForwardBackward(*params_, batch, scale, grads_));
+      if (options_.memory != nullptr) {
+        RETURN_IF_ERROR(options_.memory->After(TrainUse::kTrain, blocks[k]));
+      }
       loss_sum += r.loss_sum;
     }
     const double loss = n_supervised > 0 ? loss_sum / static_cast<double>(n_supervised) : 0.0;

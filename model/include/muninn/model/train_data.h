@@ -8,7 +8,8 @@
 // A document of n tokens gives blocks of its token sequence: block j holds inputs
 // tokens[j·B, j·B + len) and labels tokens[j·B + 1, j·B + len + 1) with len = min(B, n - 1 - j·B),
 // so every token but the document's first is predicted exactly once and no label comes from
-// another document. A document of fewer than 2 tokens gives no block. Blocks are in file order,
+// another document. A document of fewer than 2 tokens gives no block. Labelled blocks
+// (FromLabeledBlocks) carry their own labels instead. Blocks are in file order,
 // then document order (MemLong reads a contiguous stream).
 //
 // Thread-compatible value type.
@@ -35,6 +36,13 @@ class TrainData {
   // From token documents directly (tests, synthetic data).
   static StatusOr<TrainData> FromDocuments(const std::vector<std::vector<TokenId>>& docs,
                                            int32_t n_vocab, int64_t block);
+  // Blocks with their own labels (synthetic tasks: the loss on the answer tokens only): block i
+  // is ids[i] with labels[i] (same length; kIgnoreLabel = -100 skips a position). Each block is
+  // its own document. InvalidArgument for length mismatches, empty blocks, ids or labels outside
+  // the vocabulary, or a block with no supervised position.
+  static StatusOr<TrainData> FromLabeledBlocks(const std::vector<std::vector<TokenId>>& ids,
+                                               const std::vector<std::vector<TokenId>>& labels,
+                                               int32_t n_vocab);
 
   int64_t n_blocks() const { return static_cast<int64_t>(blocks_.size()); }
   int64_t n_documents() const { return n_documents_; }
@@ -51,6 +59,7 @@ class TrainData {
   };
   Status AddDocument(std::span<const TokenId> doc, int64_t block);
   std::vector<TokenId> tokens_;
+  std::vector<TokenId> labels_;  // parallel to tokens_: the label of each input position
   std::vector<Block> blocks_;
   int64_t n_documents_ = 0;
   int64_t n_tokens_ = 0;

@@ -49,6 +49,7 @@
 #include "muninn/model/lora.h"
 #include "muninn/model/model.h"
 #include "muninn/model/train_data.h"
+#include "muninn/model/train_memory.h"
 #include "muninn/model/train_model.h"
 
 namespace muninn::model {
@@ -75,6 +76,9 @@ struct TrainerOptions {
   int64_t eval_max_blocks = 0;
   std::string base_model_name;  // adapter_config.json's base_model_name_or_path
   TrainModelOptions model;      // recompute, pool
+  // Retrieved memory per block (train_memory.h; not owned, must outlive the trainer), or null:
+  // no block reads memory. Its Describe() joins the run description a resume checks.
+  TrainMemorySource* memory = nullptr;
   // InvalidArgument for out-of-range values (naming the option).
   Status Validate() const;
 };
