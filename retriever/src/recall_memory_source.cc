@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "memlong_memory.h"
 #include "muninn/retriever/retriever.h"
 
 namespace muninn::retriever {
@@ -132,22 +133,7 @@ StatusOr<const model::MemoryKV*> RecallMemorySource::Before(model::TrainUse use,
     ++topk_calls_;
     topk_hits_ += last_has_gold_;
   }
-  memory_ = model::MemoryKV{};
-  if (ids.empty()) return &memory_;
-  ASSIGN_OR_RETURN(memory::FetchedKV kv, bank->FetchKV(ids, DType::kF32));
-  // The bank gives [n_head_kv, M, head_dim]; attention wants [M, n_head_kv, head_dim] packed.
-  ASSIGN_OR_RETURN(Tensor kt, kv.k.Transpose(0, 1));
-  ASSIGN_OR_RETURN(Tensor vt, kv.v.Transpose(0, 1));
-  ASSIGN_OR_RETURN(Tensor k, kt.Contiguous());
-  ASSIGN_OR_RETURN(Tensor v, vt.Contiguous());
-  if (lo.memory_position == MemoryPosition::kBeforeWindow) {
-    model::Model* m = session_->model();
-    ASSIGN_OR_RETURN(k, model::RotateMemoryKeys(m->backend(), m->config().rope, k, -k.dim(0)));
-  }
-  for (int32_t l : lo.retrieval_layers) {
-    if (memory_.layers.size() <= static_cast<size_t>(l)) memory_.layers.resize(static_cast<size_t>(l) + 1);
-    memory_.layers[static_cast<size_t>(l)] = model::LayerMemoryKV{k, v};
-  }
+  ASSIGN_OR_RETURN(memory_, MemLongMemoryOf(*session_, ids));
   return &memory_;
 }
 

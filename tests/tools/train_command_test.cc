@@ -250,5 +250,33 @@ TEST(TrainRecallCommandTest, RecallTaskTrainsOnTheRealModel) {
   std::filesystem::remove_all(out, ec);
 }
 
+// --memory (MemLong's protocol on language-modelling data) on the real model: the second block
+// reads the first one's chunks from the stream's bank; held-out text keeps its own streams.
+TEST(TrainRecallCommandTest, StreamMemoryTrainsOnTheRealModel) {
+  const std::string root = MUNINN_SOURCE_DIR;
+  for (const char* need : {"/models/SmolLM2-135M-Instruct.Q4_1.gguf", "/models/all-MiniLM-L6-v2",
+                           "/data/genesis.txt", "/data/ruth.txt"}) {
+    if (!std::filesystem::exists(root + need)) GTEST_SKIP() << "no " << root + need << " (scripts/setup.sh)";
+  }
+  const std::string out = ::testing::TempDir() + "/muninn_train_stream_" + std::to_string(::getpid());
+  std::error_code ec;
+  std::filesystem::remove_all(out, ec);
+  std::vector<std::string> a = {"train", "--memory", "--config",
+                                root + "/configs/smollm2-135m-memlong.json", "-d",
+                                root + "/data/genesis.txt", "--eval-data", root + "/data/ruth.txt",
+                                "--eval-blocks", "2", "-o", out, "--block", "256", "--steps", "2",
+                                "-r", "2", "-t", "2"};
+  std::string printed;
+  ASSERT_EQ(testing::RunCli(a, &printed), 0);
+  EXPECT_TRUE(std::filesystem::exists(out + "/adapter/adapter_model.safetensors"));
+  // Resuming with other memory settings is refused (they are part of the run description).
+  std::vector<std::string> b = a;
+  b.push_back("--resume");
+  b.push_back("--query-tokens");
+  b.push_back("64");
+  EXPECT_EQ(testing::RunCli(b, &printed), 1);
+  std::filesystem::remove_all(out, ec);
+}
+
 }  // namespace
 }  // namespace muninn::tools

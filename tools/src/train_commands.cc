@@ -25,6 +25,7 @@
 #include "muninn/model/recall_tasks.h"
 #include "muninn/model/trainer.h"
 #include "muninn/retriever/recall_memory_source.h"
+#include "muninn/retriever/stream_memory_source.h"
 #include "plot.h"
 #include "runtime.h"
 
@@ -72,6 +73,9 @@ struct TrainFlags {
   int64_t distractor_steps = 0;
   int64_t min_local = 32;
   int64_t max_local = 256;
+  // --task lm --memory: MemLong's protocol on the --data streams (stream_memory_source.h).
+  bool memory = false;
+  int64_t query_tokens = 128;
 };
 
 // The loss curves of OUT/metrics.jsonl (the last record of each step: a resumed run repeats the
@@ -225,6 +229,61 @@ int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
   return TrainAndReport(f, m, *data, eval_data.get(), o, source->get());
 }
 
+// --task lm --memory: every document of --data (and --eval-data) is a stream with its own memory
+// in a fresh in-RAM bank of the config's MemLong layout.
+int RunStreamMemoryTrain(const TrainFlags& f, model::TrainerOptions o,
+                         const std::vector<model::LoraTarget>& targets) {
+  auto fail = [](const std::string& msg, int code) {
+    std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
+    return code;
+  };
+  RuntimeFlags rf;
+  rf.config = f.config;
+  rf.model = f.model;
+  rf.threads = f.threads;
+  auto rt = Runtime::Open(rf);
+  if (!rt.ok()) return fail(rt.status().ToString(), 1);
+  model::Model& m = (*rt)->model();
+  retriever::LongContextOptions lc = (*rt)->config().long_context;
+  lc.use_memory = true;
+  lc.modes = retriever::kModeMemLong;
+  if (lc.retrieval_layers.empty()) {
+    return fail("the config's MemLong section has no retrieval layers to train", 2);
+  }
+  FillTrainerOptions(f, m, targets, &o);
+  if (f.first_layer < 0) o.lora.first_layer = lc.memory_layer + 1;
+  if (o.lora.first_layer <= lc.memory_layer) {
+    return fail("--first-layer must be above the memory layer (" +
+                    std::to_string(lc.memory_layer) +
+                    "): the memory layer's K/V are written by the frozen model",
+                2);
+  }
+  o.base_model_name = (*rt)->config().model_path;
+  auto data = model::TrainData::Load(f.data, &(*rt)->tokenizer(), m.config().n_vocab, f.block,
+                                     f.add_bos);
+  if (!data.ok()) return fail(data.status().ToString(), 2);
+  std::unique_ptr<model::TrainData> eval_data;
+  if (!f.eval_data.empty()) {
+    auto ed = model::TrainData::Load(f.eval_data, &(*rt)->tokenizer(), m.config().n_vocab, f.block,
+                                     f.add_bos);
+    if (!ed.ok()) return fail("--eval-data: " + ed.status().ToString(), 2);
+    eval_data = std::make_unique<model::TrainData>(std::move(ed).value());
+  }
+  auto bank = (*rt)->NewMemoryBank(lc);
+  if (!bank.ok()) return fail(bank.status().ToString(), 1);
+  auto session = (*rt)->NewSession(lc, bank->get());
+  if (!session.ok()) return fail(session.status().ToString(), 1);
+  retriever::StreamMemoryOptions so;
+  so.query_tokens = f.query_tokens;
+  auto source = retriever::StreamMemorySource::Create(session->get(), (*rt)->embedder(), &*data,
+                                                      eval_data.get(), so);
+  if (!source.ok()) return fail(source.status().ToString(), 2);
+  ThreadPool train_pool(f.threads);
+  o.model.pool = &train_pool;
+  o.memory = source->get();
+  return TrainAndReport(f, m, *data, eval_data.get(), o, nullptr);
+}
+
 int RunTrain(const TrainFlags& f) {
   auto fail = [](const std::string& msg, int code) {
     std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
@@ -245,6 +304,7 @@ int RunTrain(const TrainFlags& f) {
   if (f.block < 1) return fail("--block must be >= 1", 2);
   if (f.task == "recall") return RunRecallTrain(f, std::move(o), *targets);
   if (f.task != "lm") return fail("--task must be lm or recall, got '" + f.task + "'", 2);
+  if (f.memory) return RunStreamMemoryTrain(f, std::move(o), *targets);
   auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true);
   if (!cm.ok()) {
     // A model without a tokenizer can still train on {"ids": [...]} JSONL; TrainData::Load says
@@ -437,7 +497,14 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
                   "lm: language modelling on --data; recall: synthetic facts read from MemLong "
                   "memory (--data is their filler text; model and memory settings from --config)")
       ->capture_default_str();
-  cmd->add_option("--config", f->config, "Config whose MemLong settings --task recall trains for");
+  cmd->add_option("--config", f->config,
+                  "Config whose MemLong settings --task recall and --memory train for");
+  cmd->add_flag("--memory", f->memory,
+                "--task lm: MemLong's protocol, each document a stream with its own bank "
+                "(retrieve before a block, write it after)");
+  cmd->add_option("--query-tokens", f->query_tokens,
+                  "--memory: tokens before a block that form its retrieval query")
+      ->capture_default_str();
   cmd->add_option("--examples", f->examples, "--task recall: training examples")
       ->capture_default_str();
   cmd->add_option("--eval-examples", f->eval_examples,

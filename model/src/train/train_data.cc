@@ -19,7 +19,7 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 }  // namespace
 
 Status TrainData::AddDocument(std::span<const TokenId> doc, int64_t block) {
-  ++n_documents_;
+  const int64_t doc_index = n_documents_++;
   if (doc.size() < 2) return Status::Ok();
   const int64_t start = static_cast<int64_t>(tokens_.size());
   tokens_.insert(tokens_.end(), doc.begin(), doc.end());
@@ -28,7 +28,7 @@ Status TrainData::AddDocument(std::span<const TokenId> doc, int64_t block) {
   const int64_t n = static_cast<int64_t>(doc.size());
   for (int64_t j = 0; j * block < n - 1; ++j) {
     const int64_t len = std::min(block, n - 1 - j * block);
-    blocks_.push_back(Block{start + j * block, len});
+    blocks_.push_back(Block{start + j * block, len, doc_index, start});
     n_tokens_ += len;
   }
   return Status::Ok();
@@ -44,6 +44,13 @@ std::span<const TokenId> TrainData::labels(int64_t i) const {
   const Block& b = blocks_[static_cast<size_t>(i)];
   return std::span<const TokenId>(labels_).subspan(static_cast<size_t>(b.start),
                                                    static_cast<size_t>(b.len));
+}
+
+std::span<const TokenId> TrainData::preceding(int64_t i, int64_t n) const {
+  const Block& b = blocks_[static_cast<size_t>(i)];
+  const int64_t from = std::max(b.doc_start, b.start - std::max<int64_t>(n, 0));
+  return std::span<const TokenId>(tokens_).subspan(static_cast<size_t>(from),
+                                                   static_cast<size_t>(b.start - from));
 }
 
 StatusOr<TrainData> TrainData::FromDocuments(const std::vector<std::vector<TokenId>>& docs,
@@ -91,9 +98,8 @@ StatusOr<TrainData> TrainData::FromLabeledBlocks(const std::vector<std::vector<T
       supervised += l != kIgnoreLabel;
     }
     if (supervised == 0) return InvalidArgumentError(where + " has no supervised position");
-    ++d.n_documents_;
-    d.blocks_.push_back(Block{static_cast<int64_t>(d.tokens_.size()),
-                              static_cast<int64_t>(ids[i].size())});
+    const int64_t at = static_cast<int64_t>(d.tokens_.size());
+    d.blocks_.push_back(Block{at, static_cast<int64_t>(ids[i].size()), d.n_documents_++, at});
     d.tokens_.insert(d.tokens_.end(), ids[i].begin(), ids[i].end());
     d.labels_.insert(d.labels_.end(), labels[i].begin(), labels[i].end());
     d.n_tokens_ += supervised;

@@ -244,7 +244,7 @@ Status Trainer::LoadCheckpoint() {
   if (desc != RunDescription()) {
     return FailedPreconditionError(
         "--resume: the checkpoint in " + options_.out_dir +
-        " belongs to a different run (LoRA settings, accumulation, data or model differ).\n"
+        " belongs to a different run (LoRA settings, accumulation, data, memory or model differ).\n"
         "  checkpoint: " +
         desc + "\n  this run:   " + RunDescription());
   }

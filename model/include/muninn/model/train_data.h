@@ -51,11 +51,22 @@ class TrainData {
   std::span<const TokenId> labels(int64_t i) const;
   // Supervised tokens over all blocks.
   int64_t n_tokens() const { return n_tokens_; }
+  // The document block i comes from (0-based, in load order; a labelled block is its own) and the
+  // token offset of ids(i)[0] inside it.
+  int64_t document(int64_t i) const { return blocks_[static_cast<size_t>(i)].doc; }
+  int64_t position(int64_t i) const {
+    const Block& b = blocks_[static_cast<size_t>(i)];
+    return b.start - b.doc_start;
+  }
+  // Up to n tokens of block i's document just before the block (fewer at the document's start).
+  std::span<const TokenId> preceding(int64_t i, int64_t n) const;
 
  private:
   struct Block {
     int64_t start = 0;  // into tokens_
     int64_t len = 0;
+    int64_t doc = 0;        // document index
+    int64_t doc_start = 0;  // into tokens_: the document's first token
   };
   Status AddDocument(std::span<const TokenId> doc, int64_t block);
   std::vector<TokenId> tokens_;
