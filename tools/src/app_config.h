@@ -11,11 +11,15 @@
 #include "muninn/memory/memory_bank_options.h"
 #include "muninn/retriever/long_context_session.h"
 #include "muninn/tools/summarizer.h"
+#include "lora_spec.h"
 
 namespace muninn::tools {
 
 struct AppConfig {
   std::string model_path;     // absolute
+  // "lora": a PEFT LoRA folder merged into the model at load (path absolute; empty: none).
+  // Either "PATH[:SCALE]" or {"path": PATH, "scale": SCALE}; `--lora` overrides it.
+  LoraSpec lora;
   std::string embedder;       // absolute folder path, or "hidden" (the model's own hidden states)
   retriever::LongContextOptions long_context;
   DType bank_kv_dtype = DType::kBF16;
