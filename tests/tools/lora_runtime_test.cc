@@ -123,6 +123,8 @@ TEST_F(LoraRuntimeTest, EvalPerplexityUsesTheAdapterFromFlagOrConfig) {
   const std::string keyed = WriteConfig("keyed", R"({"path": "adapter", "scale": 0.5})");
   EXPECT_EQ(Perplexity(keyed, {}), half);
   EXPECT_EQ(Perplexity(keyed, {"--lora", adapter + ":0"}), base);
+  EXPECT_EQ(Perplexity(keyed, {"--lora", "none"}), base);
+  EXPECT_EQ(Perplexity(keyed, {"--lora", adapter}), with);
 }
 
 TEST_F(LoraRuntimeTest, MissingOrIncompatibleAdapterIsAClearError) {

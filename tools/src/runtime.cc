@@ -19,8 +19,8 @@ void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* f) {
                   "memory-layer hidden states (default from the config)");
   cmd->add_option("--lora", f->lora,
                   "PEFT LoRA folder merged into the model at load, optionally :SCALE (default 1; "
-                  "overrides the config's \"lora\"); ingest and queries both use the adapted "
-                  "model");
+                  "overrides the config's \"lora\"; 'none': no adapter); ingest and queries "
+                  "both use the adapted model");
   cmd->add_option("--bank", f->bank, "Memory bank directory (default: a bank in RAM for this run)");
   cmd->add_option("-t,--threads", f->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--no-memory", f->no_memory, "Plain sliding window: no memory at all");
@@ -93,7 +93,11 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   ASSIGN_OR_RETURN(rt->config_, LoadAppConfig(config_path));
   if (!flags.model.empty()) rt->config_.model_path = flags.model;
   if (!flags.embedder.empty()) rt->config_.embedder = flags.embedder;
-  if (!flags.lora.empty()) rt->config_.lora = ParseLoraSpec(flags.lora);
+  if (flags.lora == "none") {
+    rt->config_.lora = LoraSpec{};
+  } else if (!flags.lora.empty()) {
+    rt->config_.lora = ParseLoraSpec(flags.lora);
+  }
   if (flags.no_memory) rt->config_.long_context.use_memory = false;
   if (!flags.memory_mode.empty()) {
     RETURN_IF_ERROR(retriever::ParseMemoryModes(flags.memory_mode, &rt->config_.long_context.modes)
