@@ -13,10 +13,10 @@ namespace {
 // floats there is 8), so left to right gives ((1e8 + 1) - 1e8) + 1 = 1, while pairwise
 // (1e8 + 1) + (-1e8 + 1) or reverse order give 0.
 TEST(GradientReducerTest, SumsStreamsLeftToRightInStreamOrder) {
-  const std::vector<float> partials = {1e8f, 2.0f,   // stream 0
-                                       1.0f, 3.0f,   // stream 1
-                                       -1e8f, 5.0f,  // stream 2
-                                       1.0f, 7.0f};  // stream 3
+  const std::vector<float> partials = {1e8f,  2.0f,   // stream 0
+                                       1.0f,  3.0f,   // stream 1
+                                       -1e8f, 5.0f,   // stream 2
+                                       1.0f,  7.0f};  // stream 3
   const std::vector<double> losses = {1e17, 1.0, -1e17, 1.0};
   std::vector<float> out(2, -1.0f);
   double loss = 0.0;

@@ -187,9 +187,11 @@ TEST_F(TrainerTest, StreamsKeepTheirOwnCursorsAcrossAResume) {
   auto ta = Trainer::Create(model(), data_.get(), a);
   ASSERT_TRUE(ta.ok()) << ta.status();
   int64_t tokens_step1 = 0;
-  ASSERT_TRUE((*ta)->Run([&](const StepReport& r) {
-                     if (r.step == 1) tokens_step1 = r.tokens;
-                   }).ok());
+  ASSERT_TRUE((*ta)
+                  ->Run([&](const StepReport& r) {
+                    if (r.step == 1) tokens_step1 = r.tokens;
+                  })
+                  .ok());
   // Step 1 reads blocks 0, 1 (stream 0) and 4, 5 (stream 1): 16 supervised tokens each.
   EXPECT_EQ(tokens_step1, 16 + 16 + 16 + 6);
   // 6 steps of 2 blocks: stream 0 (4 blocks) is back at 0, stream 1 (5 blocks) at 12 % 5.

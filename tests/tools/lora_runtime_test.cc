@@ -40,7 +40,8 @@ class LoraRuntimeTest : public ::testing::Test {
     lo.load_tokenizer = false;
     auto m = model::LoadModel(*dir_ + "/tiny.gguf", backend->get(), lo);
     ASSERT_TRUE(m.ok()) << m.status();
-    auto p = model::LoraParams::Create(m->model->config(), m->model->weights(), tl::AdapterConfig());
+    auto p =
+        model::LoraParams::Create(m->model->config(), m->model->weights(), tl::AdapterConfig());
     ASSERT_TRUE(p.ok()) << p.status();
     tl::SetAdapterValues(&*p);
     ASSERT_TRUE(model::WritePeftAdapter(*p, m->model->weights(), *dir_ + "/adapter", "tiny").ok());
@@ -68,10 +69,10 @@ class LoraRuntimeTest : public ::testing::Test {
   static double Perplexity(const std::string& config, const std::vector<std::string>& extra) {
     const std::string json = *dir_ + "/ppl.json";
     fs::remove(json);
-    std::vector<std::string> args = {"eval",    "perplexity", "--config",   config, "--text",
-                                     *dir_ + "/text.txt", "--seq-len", "48", "--scored", "16",
-                                     "--windows", "2", "--no-memory", "--no-full", "-t", "1",
-                                     "--json-out", json};
+    std::vector<std::string> args = {
+        "eval",        "perplexity", "--config", config, "--text",     *dir_ + "/text.txt",
+        "--seq-len",   "48",         "--scored", "16",   "--windows",  "2",
+        "--no-memory", "--no-full",  "-t",       "1",    "--json-out", json};
     args.insert(args.end(), extra.begin(), extra.end());
     std::string out;
     if (testing::RunCli(args, &out) != 0) return -1.0;

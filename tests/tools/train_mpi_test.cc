@@ -1,8 +1,9 @@
 // `mpirun -np 2 muninn train --streams 4` against one process with `--streams 4`, and `-np 2`
-// against `--streams 2` (issue 12): the same adapter and checkpoint bytes, because both sum the two streams' gradients in stream order
-// (gradient_reducer.h). Also: a run under mpirun stopped and resumed (every stream's cursor is in
-// the checkpoint) ends with the same bytes, and a stream count that is not a multiple of the
-// process count is refused. Skipped when there is no mpirun or the build has no MPI.
+// against `--streams 2` (issue 12): the same adapter and checkpoint bytes, because both sum the
+// streams' gradients left to right in stream order (gradient_reducer.h). Also: a run under mpirun
+// stopped and resumed (every stream's cursor is in the checkpoint) ends with the same bytes, and a
+// stream count that is not a multiple of the process count is refused. Skipped when there is no
+// mpirun or the build has no MPI.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,7 +39,8 @@ std::string FindMpirun() {
   size_t start = 0;
   while (start <= p.size()) {
     const size_t end = p.find(':', start);
-    const std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const std::string dir =
+        p.substr(start, end == std::string::npos ? std::string::npos : end - start);
     const std::string candidate = (dir.empty() ? "." : dir) + "/mpirun";
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
     if (end == std::string::npos) break;
@@ -77,10 +79,40 @@ class TrainMpiTest : public ::testing::Test {
     if (!dir_.empty()) fs::remove_all(dir_, ec);
   }
   std::vector<std::string> TrainArgs(const std::string& out) {
-    return {MUNINN_CLI_BINARY, "train", "-m", dir_ + "/model", "-d", dir_ + "/data.jsonl", "-o",
-            dir_ + "/" + out, "--block", "16", "--steps", "8", "--grad-accum", "2", "--lr", "1e-2",
-            "--warmup", "2", "--first-layer", "1", "-r", "4", "--alpha", "8", "--dropout", "0.1",
-            "--weight-decay", "0.01", "--seed", "5", "--checkpoint-every", "2", "-t", "1"};
+    return {MUNINN_CLI_BINARY,
+            "train",
+            "-m",
+            dir_ + "/model",
+            "-d",
+            dir_ + "/data.jsonl",
+            "-o",
+            dir_ + "/" + out,
+            "--block",
+            "16",
+            "--steps",
+            "8",
+            "--grad-accum",
+            "2",
+            "--lr",
+            "1e-2",
+            "--warmup",
+            "2",
+            "--first-layer",
+            "1",
+            "-r",
+            "4",
+            "--alpha",
+            "8",
+            "--dropout",
+            "0.1",
+            "--weight-decay",
+            "0.01",
+            "--seed",
+            "5",
+            "--checkpoint-every",
+            "2",
+            "-t",
+            "1"};
   }
   // Runs `args` (under mpirun -np `np` when np > 0) with one BLAS thread; the exit code.
   int Run(int np, const std::vector<std::string>& args) {
@@ -116,7 +148,8 @@ TEST_F(TrainMpiTest, TwoProcessesEqualOneProcessWithTheSameStreams) {
   ASSERT_FALSE(a.empty()) << Log();
   EXPECT_SAME_BYTES(a, ReadAll(dir_ + "/np1/adapter/adapter_model.safetensors"));
   EXPECT_SAME_BYTES(ReadAll(dir_ + "/np2/checkpoint.bin"), ReadAll(dir_ + "/np1/checkpoint.bin"));
-  EXPECT_SAME_BYTES(ReadAll(dir_ + "/np2/adapter-lora.gguf"), ReadAll(dir_ + "/np1/adapter-lora.gguf"));
+  EXPECT_SAME_BYTES(ReadAll(dir_ + "/np2/adapter-lora.gguf"),
+                    ReadAll(dir_ + "/np1/adapter-lora.gguf"));
   // Only rank 0 writes: one metrics line per step, each with both streams' tokens.
   std::ifstream m(dir_ + "/np2/metrics.jsonl");
   int lines = 0;
@@ -128,7 +161,7 @@ TEST_F(TrainMpiTest, TwoProcessesEqualOneProcessWithTheSameStreams) {
   one2.insert(one2.end(), {"--streams", "2"});
   ASSERT_EQ(Run(0, one2), 0) << Log();
   EXPECT_SAME_BYTES(ReadAll(dir_ + "/np2_default/adapter/adapter_model.safetensors"),
-            ReadAll(dir_ + "/np1_two/adapter/adapter_model.safetensors"));
+                    ReadAll(dir_ + "/np1_two/adapter/adapter_model.safetensors"));
   EXPECT_OTHER_BYTES(a, ReadAll(dir_ + "/np1_two/adapter/adapter_model.safetensors"));
   // One stream in one process is another run.
   ASSERT_EQ(Run(0, TrainArgs("single")), 0) << Log();

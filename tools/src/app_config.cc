@@ -7,9 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace muninn::tools {
 namespace fs = std::filesystem;
@@ -143,7 +142,8 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
         c.lora.scale = l["scale"].get<float>();
       }
       for (const auto& [key, value] : l.items()) {
-        if (key != "path" && key != "scale") return err("lora." + key, "is not a known key (path, scale)");
+        if (key != "path" && key != "scale")
+          return err("lora." + key, "is not a known key (path, scale)");
       }
     } else {
       return err("lora", "must be \"PATH[:SCALE]\" or {\"path\": PATH, \"scale\": SCALE}");

@@ -7,11 +7,11 @@
 #include <optional>
 #include <string>
 
+#include "lora_spec.h"
 #include "muninn/core/status.h"
 #include "muninn/memory/memory_bank_options.h"
 #include "muninn/retriever/long_context_session.h"
 #include "muninn/tools/summarizer.h"
-#include "lora_spec.h"
 
 namespace muninn::tools {
 

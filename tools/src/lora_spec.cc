@@ -16,7 +16,8 @@ Status ApplyLora(const LoraSpec& spec, model::LoadedModel* lm) {
   }
   std::error_code ec;
   if (!std::filesystem::is_directory(spec.path, ec)) {
-    return NotFoundError(what + " not found: expected a PEFT folder holding adapter_config.json "
+    return NotFoundError(what +
+                         " not found: expected a PEFT folder holding adapter_config.json "
                          "and adapter_model.safetensors (e.g. the adapter/ folder `muninn train` "
                          "writes)");
   }

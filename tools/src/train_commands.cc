@@ -193,14 +193,14 @@ int RunTrain(const TrainFlags& f) {
   if (f.stop_after >= 0) (*trainer)->StopAfter(f.stop_after);
   if (root) {
     std::fprintf(stderr,
-               "muninn train: %lld blocks (%lld tokens, %lld documents), LoRA r %d alpha %g on "
-               "%s of layers %d..%d%s, %lld trainable parameters; %s from step %lld\n",
-               static_cast<long long>(data->n_blocks()), static_cast<long long>(data->n_tokens()),
-               static_cast<long long>(data->n_documents()), o.lora.rank,
-               static_cast<double>(o.lora.alpha), f.targets.c_str(), o.lora.first_layer,
-               m.config().n_layer - 1, o.lora.train_norms ? " + norms" : "",
-               static_cast<long long>((*trainer)->params().size()),
-               f.resume ? "resuming" : "starting", static_cast<long long>((*trainer)->step()));
+                 "muninn train: %lld blocks (%lld tokens, %lld documents), LoRA r %d alpha %g on "
+                 "%s of layers %d..%d%s, %lld trainable parameters; %s from step %lld\n",
+                 static_cast<long long>(data->n_blocks()), static_cast<long long>(data->n_tokens()),
+                 static_cast<long long>(data->n_documents()), o.lora.rank,
+                 static_cast<double>(o.lora.alpha), f.targets.c_str(), o.lora.first_layer,
+                 m.config().n_layer - 1, o.lora.train_norms ? " + norms" : "",
+                 static_cast<long long>((*trainer)->params().size()),
+                 f.resume ? "resuming" : "starting", static_cast<long long>((*trainer)->step()));
     if (o.streams > 1 || world > 1) {
       std::fprintf(stderr,
                    "muninn train: %d data streams x %d blocks a step over %d process%s (%s)\n",

@@ -95,7 +95,8 @@ Status TrainerOptions::Validate() const {
   if (grad_accum < 1) {
     return InvalidArgumentError("--grad-accum must be >= 1, got " + std::to_string(grad_accum));
   }
-  if (streams < 1) return InvalidArgumentError("--streams must be >= 1, got " + std::to_string(streams));
+  if (streams < 1)
+    return InvalidArgumentError("--streams must be >= 1, got " + std::to_string(streams));
   if (reducer != nullptr && streams % reducer->world_size() != 0) {
     return InvalidArgumentError("--streams " + std::to_string(streams) +
                                 " must be a multiple of the number of MPI processes (" +
@@ -370,8 +371,8 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
     const float scale = n_supervised > 0 ? 1.0f / static_cast<float>(n_supervised) : 0.0f;
     for (size_t j = 0; j < blocks.size(); ++j) {
       const size_t local_stream = j / static_cast<size_t>(options_.grad_accum);
-      const uint64_t g = static_cast<uint64_t>(first_stream) *
-                             static_cast<uint64_t>(options_.grad_accum) + j;
+      const uint64_t g =
+          static_cast<uint64_t>(first_stream) * static_cast<uint64_t>(options_.grad_accum) + j;
       TrainBatch batch;
       batch.ids = data_->ids(blocks[j]);
       batch.labels = data_->labels(blocks[j]);
@@ -440,8 +441,9 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
                               {"tok_per_s", rep.tokens_per_second},
                               {"elapsed_s", rep.elapsed_seconds},
                               {"checkpoint", rep.checkpointed}};
-    if (eval_data_ != nullptr && writes_files() && ((options_.eval_every > 0 && step_ % options_.eval_every == 0) ||
-                                  step_ == options_.steps)) {
+    if (eval_data_ != nullptr && writes_files() &&
+        ((options_.eval_every > 0 && step_ % options_.eval_every == 0) ||
+         step_ == options_.steps)) {
       ASSIGN_OR_RETURN(rep.eval_loss, Evaluate());
       rep.evaluated = true;
       metrics["eval_loss"] = rep.eval_loss;

@@ -13,9 +13,9 @@
 // gradient (adapter-sized, cheap) and then sum with OrderedStreamSum on each rank.
 //
 // Implementations: LocalGradientReducer (one process, world size 1; here), the MPI one
-// (model/src/train/parallel/mpi_gradient_reducer.cc, built when MPI is found, mpi_gradient_reducer.h)
-// and the NCCL one for CUDA builds (nccl_gradient_reducer.cc). Not thread-safe: one call at a
-// time, made by every rank in the same sequence (they are collective).
+// (model/src/train/parallel/mpi_gradient_reducer.cc, built when MPI is found) and the NCCL one for
+// CUDA builds (nccl_gradient_reducer.cc), made by the factories of parallel_training.h. Not
+// thread-safe: one call at a time, made by every rank in the same sequence (they are collective).
 #pragma once
 
 #include <cstdint>

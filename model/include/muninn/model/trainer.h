@@ -3,10 +3,11 @@
 // streams; one stream by default). Each optimizer step accumulates `grad_accum` consecutive
 // blocks (micro-batches) of every stream — global micro-batch g = s·grad_accum + k — each
 // stream's gradient accumulated in its own buffer, the streams then summed in stream order by
-// the GradientReducer (gradient_reducer.h; across MPI ranks, each owning S / N streams), then clips the global gradient norm, takes the learning rate from the schedule and applies one
-// AdamW step (core/include/muninn/core/optimizer.h). The loss of a step is the summed
-// cross-entropy of its micro-batches over their supervised tokens (each micro-batch's gradient
-// is scaled by 1 / that count), as a single large batch would give.
+// the GradientReducer (gradient_reducer.h; across MPI ranks, each owning S / N streams), then clips
+// the global gradient norm, takes the learning rate from the schedule and applies one AdamW step
+// (core/include/muninn/core/optimizer.h). The loss of a step is the summed cross-entropy of its
+// micro-batches over their supervised tokens (each micro-batch's gradient is scaled by 1 / that
+// count), as a single large batch would give.
 //
 // Reproducible: the data order is fixed (blocks in order within each stream, wrapping around
 // the stream), the adapter's initialisation comes from `seed`, and the LoRA dropout masks of
@@ -159,7 +160,7 @@ class Trainer {
   std::vector<int64_t> stream_begin_;  // [S + 1]: stream s holds blocks [begin[s], begin[s+1])
   std::vector<float> stream_grads_;    // [streams this rank owns, params size]
   int64_t step_ = 0;
-  std::vector<int64_t> cursors_;       // [S]
+  std::vector<int64_t> cursors_;  // [S]
   int64_t last_checkpoint_ = -1;
   int64_t stop_after_ = -1;
 };

@@ -16,7 +16,8 @@ Status MpiStatus(int rc, const char* what) {
   char msg[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(rc, msg, &len);
-  return InternalError(std::string(what) + " failed: " + std::string(msg, static_cast<size_t>(len)));
+  return InternalError(std::string(what) +
+                       " failed: " + std::string(msg, static_cast<size_t>(len)));
 }
 
 class MpiGradientReducer final : public GradientReducer {
@@ -51,7 +52,8 @@ class MpiGradientReducer final : public GradientReducer {
   Status SumStreams(std::span<const float> partials, std::span<const double> losses,
                     std::span<float> out, double* loss_total) override {
     if (out.empty() || losses.empty() || partials.size() != losses.size() * out.size()) {
-      return InvalidArgumentError("GradientReducer: partials must be [streams, n] with n = out size");
+      return InvalidArgumentError(
+          "GradientReducer: partials must be [streams, n] with n = out size");
     }
     if (partials.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
       return InvalidArgumentError("MPI reducer: " + std::to_string(partials.size()) +
@@ -80,8 +82,8 @@ class MpiGradientReducer final : public GradientReducer {
                               "MPI_Allgather (check)"));
     for (int r = 1; r < size_; ++r) {
       if (all[static_cast<size_t>(r)] != all[0]) {
-        return FailedPreconditionError("MPI rank " + std::to_string(r) + " differs from rank 0 in " +
-                                       what);
+        return FailedPreconditionError("MPI rank " + std::to_string(r) +
+                                       " differs from rank 0 in " + what);
       }
     }
     return Status::Ok();

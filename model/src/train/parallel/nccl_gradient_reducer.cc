@@ -75,8 +75,9 @@ class NcclGradientReducer final : public GradientReducer {
     if (MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS) {
       return InternalError("MPI_Bcast of the NCCL unique id failed");
     }
-    RETURN_IF_ERROR(NcclStatus(
-        ncclCommInitRank(&r->comm_, r->mpi_->world_size(), id, r->mpi_->rank()), "ncclCommInitRank"));
+    RETURN_IF_ERROR(
+        NcclStatus(ncclCommInitRank(&r->comm_, r->mpi_->world_size(), id, r->mpi_->rank()),
+                   "ncclCommInitRank"));
     r->has_comm_ = true;
     RETURN_IF_ERROR(CudaStatus(cudaStreamCreate(&r->stream_), "cudaStreamCreate"));
     r->has_stream_ = true;
@@ -95,7 +96,8 @@ class NcclGradientReducer final : public GradientReducer {
   Status SumStreams(std::span<const float> partials, std::span<const double> losses,
                     std::span<float> out, double* loss_total) override {
     if (out.empty() || losses.empty() || partials.size() != losses.size() * out.size()) {
-      return InvalidArgumentError("GradientReducer: partials must be [streams, n] with n = out size");
+      return InvalidArgumentError(
+          "GradientReducer: partials must be [streams, n] with n = out size");
     }
     const size_t world = static_cast<size_t>(world_size());
     const size_t g_bytes = partials.size_bytes(), l_bytes = losses.size_bytes();
@@ -105,23 +107,27 @@ class NcclGradientReducer final : public GradientReducer {
     RETURN_IF_ERROR(recv_.Reserve(recv_l + l_bytes * world));
     auto* send = static_cast<char*>(send_.get());
     auto* recv = static_cast<char*>(recv_.get());
-    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(send, partials.data(), g_bytes,
-                                               cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync"));
-    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(send + send_l, losses.data(), l_bytes,
-                                               cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync"));
+    RETURN_IF_ERROR(
+        CudaStatus(cudaMemcpyAsync(send, partials.data(), g_bytes, cudaMemcpyHostToDevice, stream_),
+                   "cudaMemcpyAsync"));
+    RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(send + send_l, losses.data(), l_bytes, cudaMemcpyHostToDevice, stream_),
+        "cudaMemcpyAsync"));
     RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), "ncclGroupStart"));
-    RETURN_IF_ERROR(NcclStatus(ncclAllGather(send, recv, partials.size(), ncclFloat, comm_, stream_),
-                               "ncclAllGather (gradients)"));
-    RETURN_IF_ERROR(NcclStatus(ncclAllGather(send + send_l, recv + recv_l, losses.size(),
-                                             ncclDouble, comm_, stream_),
-                               "ncclAllGather (losses)"));
+    RETURN_IF_ERROR(
+        NcclStatus(ncclAllGather(send, recv, partials.size(), ncclFloat, comm_, stream_),
+                   "ncclAllGather (gradients)"));
+    RETURN_IF_ERROR(NcclStatus(
+        ncclAllGather(send + send_l, recv + recv_l, losses.size(), ncclDouble, comm_, stream_),
+        "ncclAllGather (losses)"));
     RETURN_IF_ERROR(NcclStatus(ncclGroupEnd(), "ncclGroupEnd"));
     all_.resize(partials.size() * world);
     all_losses_.resize(losses.size() * world);
-    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(all_.data(), recv, g_bytes * world,
-                                               cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync"));
-    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(all_losses_.data(), recv + recv_l,
-                                               l_bytes * world, cudaMemcpyDeviceToHost, stream_),
+    RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(all_.data(), recv, g_bytes * world, cudaMemcpyDeviceToHost, stream_),
+        "cudaMemcpyAsync"));
+    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(all_losses_.data(), recv + recv_l, l_bytes * world,
+                                               cudaMemcpyDeviceToHost, stream_),
                                "cudaMemcpyAsync"));
     RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"));
     // ncclAllGather places rank r's buffer at r·count: stream order, as with MPI.
