@@ -56,11 +56,13 @@ class LoraRuntimeTest : public ::testing::Test {
   }
 
   // A config for the tiny model; `lora_json` is the value of "lora" ("" = no key).
-  static std::string WriteConfig(const std::string& name, const std::string& lora_json) {
+  static std::string WriteConfig(const std::string& name, const std::string& lora_json,
+                                 int memory_layer = 1) {
     const std::string path = *dir_ + "/configs/" + name + ".json";
     std::ofstream(path) << R"({"model": ")" << *dir_ << R"(/tiny.gguf", "embedder": "hidden",)"
                         << (lora_json.empty() ? "" : "\"lora\": " + lora_json + ",")
-                        << R"( "long_context": {"memory_layer": 1, "retrieval_layers": [1, 2],
+                        << R"( "long_context": {"memory_layer": )" << memory_layer
+                        << R"(, "retrieval_layers": [)" << memory_layer << R"(, 2],
         "chunk_tokens": 16, "top_k": 2, "local_window": 64}})";
     return path;
   }
@@ -126,6 +128,32 @@ TEST_F(LoraRuntimeTest, EvalPerplexityUsesTheAdapterFromFlagOrConfig) {
   EXPECT_EQ(Perplexity(keyed, {"--lora", adapter + ":0"}), base);
   EXPECT_EQ(Perplexity(keyed, {"--lora", "none"}), base);
   EXPECT_EQ(Perplexity(keyed, {"--lora", adapter}), with);
+}
+
+// What ingest stores comes from the adapted model too: the hidden-state embedder (memory layer 2,
+// above the adapted layer 1) gives other vectors with the adapter, the base ones at scale 0.
+TEST_F(LoraRuntimeTest, TheHiddenStateEmbedderReadsTheAdaptedModel) {
+  auto embed = [&](const std::string& lora) -> std::vector<float> {
+    RuntimeFlags flags;
+    flags.config = WriteConfig("layer2", "", /*memory_layer=*/2);
+    flags.threads = 1;
+    flags.lora = lora;
+    auto rt = Runtime::Open(flags);
+    EXPECT_TRUE(rt.ok()) << rt.status();
+    if (!rt.ok()) return {};
+    const std::string text = "the quick brown fox";
+    const std::vector<model::TokenId> ids =
+        (*rt)->tokenizer().Encode(text, /*add_special=*/false, /*parse_special=*/false);
+    EXPECT_EQ(ids.size(), text.size());  // one token per byte
+    const retriever::EmbedRequest req{text, ids};
+    auto v = (*rt)->embedder()->Embed(std::span<const retriever::EmbedRequest>(&req, 1));
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.ok() ? *v : std::vector<float>{};
+  };
+  const std::vector<float> base = embed("");
+  ASSERT_FALSE(base.empty());
+  EXPECT_NE(embed(*dir_ + "/adapter"), base);
+  EXPECT_EQ(embed(*dir_ + "/adapter:0"), base);
 }
 
 TEST_F(LoraRuntimeTest, MissingOrIncompatibleAdapterIsAClearError) {
