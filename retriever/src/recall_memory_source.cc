@@ -75,8 +75,8 @@ StatusOr<std::unique_ptr<RecallMemorySource>> RecallMemorySource::Create(
   return src;
 }
 
-StatusOr<const model::MemoryKV*> RecallMemorySource::Before(model::TrainUse use, int64_t block,
-                                                            int64_t step) {
+StatusOr<const model::MemoryKV*> RecallMemorySource::Before(model::TrainUse use, int32_t,
+                                                            int64_t block, int64_t step) {
   const auto* set = use == model::TrainUse::kTrain ? train_ : eval_;
   if (set == nullptr || block < 0 || block >= static_cast<int64_t>(set->size())) {
     return OutOfRangeError("recall memory: no example for block " + std::to_string(block));
@@ -137,7 +137,7 @@ StatusOr<const model::MemoryKV*> RecallMemorySource::Before(model::TrainUse use,
   return &memory_;
 }
 
-Status RecallMemorySource::After(model::TrainUse, int64_t) {
+Status RecallMemorySource::After(model::TrainUse, int32_t, int64_t) {
   if (gold_doc_ != 0) {
     RETURN_IF_ERROR(session_->bank()->DeleteDocument(gold_doc_).status());
     gold_doc_ = 0;
@@ -145,7 +145,9 @@ Status RecallMemorySource::After(model::TrainUse, int64_t) {
   return Status::Ok();
 }
 
-Status RecallMemorySource::Restore(int64_t, int64_t) { return Status::Ok(); }
+Status RecallMemorySource::Restore(std::span<const model::TrainStreamPosition>, int64_t) {
+  return Status::Ok();
+}
 
 std::string RecallMemorySource::Describe() const {
   const LongContextOptions& lo = session_->options();

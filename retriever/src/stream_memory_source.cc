@@ -39,13 +39,16 @@ const model::TrainData* StreamMemorySource::Data(model::TrainUse use) const {
   return use == model::TrainUse::kTrain ? train_ : eval_;
 }
 
-memory::DocumentId StreamMemorySource::DocId(model::TrainUse use, int64_t document) const {
-  const int64_t base = use == model::TrainUse::kTrain ? 1 : 1 + train_->n_documents();
-  return static_cast<memory::DocumentId>(base + document);
+memory::DocumentId StreamMemorySource::DocId(model::TrainUse use, int32_t stream,
+                                             int64_t document) const {
+  if (use == model::TrainUse::kEval) {
+    return static_cast<memory::DocumentId>(1 + (int64_t{1} << 40) + document);
+  }
+  return static_cast<memory::DocumentId>(1 + int64_t{stream} * train_->n_documents() + document);
 }
 
-StatusOr<const model::MemoryKV*> StreamMemorySource::Before(model::TrainUse use, int64_t block,
-                                                            int64_t) {
+StatusOr<const model::MemoryKV*> StreamMemorySource::Before(model::TrainUse use, int32_t stream,
+                                                            int64_t block, int64_t) {
   const model::TrainData* data = Data(use);
   if (data == nullptr || block < 0 || block >= data->n_blocks()) {
     return OutOfRangeError("stream memory: no block " + std::to_string(block));
@@ -56,7 +59,7 @@ StatusOr<const model::MemoryKV*> StreamMemorySource::Before(model::TrainUse use,
   if (before.empty()) return &memory_;  // a document's first block has nothing before it
   const std::string query = session_->tokenizer()->Decode(before, /*skip_special=*/true);
   memory::SearchFilter filter;
-  filter.doc_ids = {DocId(use, data->document(block))};
+  filter.doc_ids = {DocId(use, stream, data->document(block))};
   filter.before_position = data->position(block);
   RetrieverOptions ro;
   ro.top_k = session_->options().top_k;
@@ -71,37 +74,46 @@ StatusOr<const model::MemoryKV*> StreamMemorySource::Before(model::TrainUse use,
   return &memory_;
 }
 
-Status StreamMemorySource::Write(model::TrainUse use, int64_t block) {
+Status StreamMemorySource::Write(model::TrainUse use, int32_t stream, int64_t block) {
   const model::TrainData* data = Data(use);
-  const memory::DocumentId doc = DocId(use, data->document(block));
+  const memory::DocumentId doc = DocId(use, stream, data->document(block));
   const int64_t pos = data->position(block);
-  int64_t& written = written_[doc];
-  if (pos < written) return Status::Ok();  // already written (the data wrapped around)
-  if (pos > written) {
+  auto it = written_.find(doc);
+  // A stream may start inside a document: its first block there starts that memory.
+  if (it == written_.end()) it = written_.emplace(doc, pos).first;
+  if (pos < it->second) return Status::Ok();  // already written (the stream wrapped around)
+  if (pos > it->second) {
     return InternalError("stream memory: block at token " + std::to_string(pos) + " of document " +
                          std::to_string(doc) + " comes before the tokens up to it were written (" +
-                         std::to_string(written) + ")");
+                         std::to_string(it->second) + ")");
   }
   const std::span<const model::TokenId> ids = data->ids(block);
   RETURN_IF_ERROR(session_->IngestTokens(doc, ids, pos).status());
-  written = pos + static_cast<int64_t>(ids.size());
+  it->second = pos + static_cast<int64_t>(ids.size());
   return Status::Ok();
 }
 
-Status StreamMemorySource::After(model::TrainUse use, int64_t block) {
+Status StreamMemorySource::After(model::TrainUse use, int32_t stream, int64_t block) {
   const model::TrainData* data = Data(use);
   if (data == nullptr || block < 0 || block >= data->n_blocks()) {
     return OutOfRangeError("stream memory: no block " + std::to_string(block));
   }
-  return Write(use, block);
+  return Write(use, stream, block);
 }
 
-Status StreamMemorySource::Restore(int64_t cursor, int64_t) {
-  if (cursor <= 0 || cursor >= train_->n_blocks()) return Status::Ok();
-  const int64_t doc = train_->document(cursor);
-  int64_t first = cursor;
-  while (first > 0 && train_->document(first - 1) == doc) --first;
-  for (int64_t b = first; b < cursor; ++b) RETURN_IF_ERROR(Write(model::TrainUse::kTrain, b));
+Status StreamMemorySource::Restore(std::span<const model::TrainStreamPosition> streams, int64_t) {
+  for (const model::TrainStreamPosition& p : streams) {
+    if (p.first_block < 0 || p.next_block < p.first_block || p.next_block >= train_->n_blocks()) {
+      return OutOfRangeError("stream memory: stream " + std::to_string(p.stream) +
+                             " positions outside the data");
+    }
+    const int64_t doc = train_->document(p.next_block);
+    int64_t first = p.next_block;
+    while (first > p.first_block && train_->document(first - 1) == doc) --first;
+    for (int64_t b = first; b < p.next_block; ++b) {
+      RETURN_IF_ERROR(Write(model::TrainUse::kTrain, p.stream, b));
+    }
+  }
   return Status::Ok();
 }
 

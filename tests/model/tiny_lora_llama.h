@@ -121,11 +121,37 @@ inline void WriteModel(const std::string& dir) {
   MUNINN_CHECK(st.ok()) << st;
 }
 
+// GPT-2's byte-level alphabet: byte b as the UTF-8 of the code point GPT-2's bytes_to_unicode()
+// gives it (printable Latin-1 bytes stand for themselves, the others map to 256 + n).
+inline std::vector<std::string> ByteLevelTokens() {
+  std::vector<std::string> tokens(256);
+  int extra = 0;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+    const int cp = printable ? b : 256 + extra++;
+    std::string u;
+    if (cp < 0x80) {
+      u.push_back(static_cast<char>(cp));
+    } else {
+      u.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      u.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+    tokens[static_cast<size_t>(b)] = u;
+  }
+  return tokens;
+}
+
 // The same model as a GGUF file the way llama.cpp's converter writes it: llama names, Q/K rows
 // permuted within each head (GGUF row 2i = HF row i, 2i+1 = HF row i + hd/2), so muninn runs it
-// with interleaved RoPE.
-inline void WriteGgufModel(const std::string& path) {
+// with interleaved RoPE. With `byte_tokenizer`, it also carries a byte-level BPE vocabulary of
+// exactly kVocab tokens without merges (token id = byte), so text commands can run it.
+inline void WriteGgufModel(const std::string& path, bool byte_tokenizer = false) {
   GgufWriter w;
+  if (byte_tokenizer) {
+    static_assert(kVocab == 256);
+    w.SetMetadata("tokenizer.ggml.model", MetadataValue::String("gpt2"));
+    w.SetMetadata("tokenizer.ggml.tokens", MetadataValue::StringArray(ByteLevelTokens()));
+  }
   w.SetMetadata("general.architecture", MetadataValue::String("llama"));
   w.SetMetadata("llama.block_count", MetadataValue::U32(kLayers));
   w.SetMetadata("llama.context_length", MetadataValue::U32(128));

@@ -180,17 +180,24 @@ class FakeMemory final : public TrainMemorySource {
       mem_.layers[static_cast<size_t>(l)] = LayerMemoryKV{k, v};
     }
   }
-  StatusOr<const MemoryKV*> Before(TrainUse use, int64_t block, int64_t step) override {
-    log.push_back((use == TrainUse::kTrain ? "B" : "E") + std::to_string(block) + "@" +
-                  std::to_string(step));
+  StatusOr<const MemoryKV*> Before(TrainUse use, int32_t stream, int64_t block,
+                                   int64_t step) override {
+    log.push_back((use == TrainUse::kTrain ? "B" : "E") + std::to_string(stream) + ":" +
+                  std::to_string(block) + "@" + std::to_string(step));
     return on ? &mem_ : nullptr;
   }
-  Status After(TrainUse use, int64_t block) override {
-    log.push_back((use == TrainUse::kTrain ? "a" : "e") + std::to_string(block));
+  Status After(TrainUse use, int32_t stream, int64_t block) override {
+    log.push_back((use == TrainUse::kTrain ? "a" : "e") + std::to_string(stream) + ":" +
+                  std::to_string(block));
     return Status::Ok();
   }
-  Status Restore(int64_t cursor, int64_t step) override {
-    log.push_back("R" + std::to_string(cursor) + "@" + std::to_string(step));
+  Status Restore(std::span<const TrainStreamPosition> streams, int64_t step) override {
+    std::string r = "R";
+    for (const TrainStreamPosition& p : streams) {
+      r += std::to_string(p.stream) + ":" + std::to_string(p.first_block) + "-" +
+           std::to_string(p.next_block) + ",";
+    }
+    log.push_back(r + "@" + std::to_string(step));
     return Status::Ok();
   }
   std::string Describe() const override { return "{\"fake\":\"" + name_ + "\"}"; }
@@ -216,8 +223,9 @@ TEST_F(TrainerTest, MemorySourceFeedsEveryBlockAndJoinsTheRunDescription) {
   ASSERT_TRUE((*t)->Run([&](const StepReport& r) { losses.push_back(r.loss); }).ok());
   // Restore first, then Before/After around every micro-batch (2 per step), the held-out block
   // after the last step.
-  EXPECT_EQ(mem.log, (std::vector<std::string>{"R0@0", "B0@0", "a0", "B1@0", "a1", "B2@1", "a2",
-                                               "B3@1", "a3", "E0@2", "e0"}));
+  EXPECT_EQ(mem.log, (std::vector<std::string>{"R0:0-0,@0", "B0:0@0", "a0:0", "B0:1@0", "a0:1",
+                                               "B0:2@1", "a0:2", "B0:3@1", "a0:3", "E0:0@2",
+                                               "e0:0"}));
   // The memory changes what the model computes: the same run without it gives another loss.
   TrainerOptions p = Options("memory_off");
   p.steps = 2;
@@ -240,7 +248,7 @@ TEST_F(TrainerTest, MemorySourceFeedsEveryBlockAndJoinsTheRunDescription) {
   auto r = Trainer::Create(model(), data_.get(), o, &*eval);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_TRUE((*r)->Run().ok());
-  EXPECT_EQ(same.log, (std::vector<std::string>{"R4@2"}));
+  EXPECT_EQ(same.log, (std::vector<std::string>{"R0:0-4,@2"}));
   FakeMemory other("b");
   o.memory = &other;
   EXPECT_EQ(Trainer::Create(model(), data_.get(), o, &*eval).status().code(),
@@ -287,6 +295,64 @@ TEST_F(TrainerTest, ResumeAfterInterruptionGivesIdenticalAdapterBytes) {
   TrainerOptions none = Options("nothing_here");
   none.resume = true;
   EXPECT_EQ(Trainer::Create(model(), data_.get(), none).status().code(), StatusCode::kNotFound);
+}
+
+// Two streams over the 9 blocks ([0, 4) and [4, 9), so their cursors wrap at different steps):
+// a run stopped after step 3 and resumed from its step-2 checkpoint ends with the bytes of an
+// uninterrupted one (every stream's cursor is in the checkpoint); another stream count or more
+// streams than blocks are refused.
+TEST_F(TrainerTest, StreamsKeepTheirOwnCursorsAcrossAResume) {
+  TrainerOptions a = Options("streams_full");
+  a.streams = 2;
+  auto ta = Trainer::Create(model(), data_.get(), a);
+  ASSERT_TRUE(ta.ok()) << ta.status();
+  int64_t tokens_step1 = 0;
+  ASSERT_TRUE((*ta)
+                  ->Run([&](const StepReport& r) {
+                    if (r.step == 1) tokens_step1 = r.tokens;
+                  })
+                  .ok());
+  // Step 1 reads blocks 0, 1 (stream 0) and 4, 5 (stream 1): 16 supervised tokens each.
+  EXPECT_EQ(tokens_step1, 16 + 16 + 16 + 6);
+  // 6 steps of 2 blocks: stream 0 (4 blocks) is back at 0, stream 1 (5 blocks) at 12 % 5.
+  EXPECT_EQ((*ta)->cursors(), (std::vector<int64_t>{0, 2}));
+  TrainerOptions b = Options("streams_resumed");
+  b.streams = 2;
+  b.checkpoint_every = 2;
+  {
+    auto tb = Trainer::Create(model(), data_.get(), b);
+    ASSERT_TRUE(tb.ok()) << tb.status();
+    (*tb)->StopAfter(3);
+    ASSERT_TRUE((*tb)->Run().ok());
+  }
+  b.resume = true;
+  auto tb = Trainer::Create(model(), data_.get(), b);
+  ASSERT_TRUE(tb.ok()) << tb.status();
+  EXPECT_EQ((*tb)->step(), 2);
+  EXPECT_EQ((*tb)->cursors(), (std::vector<int64_t>{0, 4}));
+  ASSERT_TRUE((*tb)->Run().ok());
+  const std::string bytes_a = ReadAll(a.out_dir + "/adapter/adapter_model.safetensors");
+  ASSERT_FALSE(bytes_a.empty());
+  EXPECT_EQ(bytes_a, ReadAll(b.out_dir + "/adapter/adapter_model.safetensors"));
+  EXPECT_EQ(ReadAll(a.out_dir + "/checkpoint.bin"), ReadAll(b.out_dir + "/checkpoint.bin"));
+  // One stream's run differs (other blocks per step).
+  auto one = Trainer::Create(model(), data_.get(), Options("streams_one"));
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_TRUE((*one)->Run().ok());
+  EXPECT_NE(bytes_a, ReadAll(*root_ + "/streams_one/adapter/adapter_model.safetensors"));
+
+  TrainerOptions other = Options("streams_full");
+  other.resume = true;
+  other.streams = 3;
+  auto mismatch = Trainer::Create(model(), data_.get(), other);
+  EXPECT_EQ(mismatch.status().code(), StatusCode::kFailedPrecondition) << mismatch.status();
+  TrainerOptions many = Options("streams_many");
+  many.streams = 10;
+  auto too_many = Trainer::Create(model(), data_.get(), many);
+  EXPECT_EQ(too_many.status().code(), StatusCode::kInvalidArgument) << too_many.status();
+  many.streams = 0;
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), many).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_F(TrainerTest, DivergenceStopsWithAClearErrorAndKeepsTheLastCheckpoint) {

@@ -158,7 +158,7 @@ TEST_F(RecallMemoryTest, CurriculumStagesGiveTheMemoryTheyPromise) {
   for (int64_t b = 0; b < 6; ++b) {
     const int64_t gold = examples_[static_cast<size_t>(b)].memory_chunks;
     // Stage 1: the gold chunk(s) alone, on the retrieval layers only.
-    auto m = src->Before(model::TrainUse::kTrain, b, /*step=*/1);
+    auto m = src->Before(model::TrainUse::kTrain, 0, b, /*step=*/1);
     ASSERT_TRUE(m.ok()) << m.status();
     ASSERT_NE(*m, nullptr);
     EXPECT_EQ(src->last_chunks(), gold);
@@ -168,30 +168,30 @@ TEST_F(RecallMemoryTest, CurriculumStagesGiveTheMemoryTheyPromise) {
     ASSERT_NE((*m)->ForLayer(3), nullptr);
     EXPECT_EQ((*m)->ForLayer(2)->k.dim(0), gold * kTau);
     EXPECT_EQ(bank_->Stats().n_chunks, 5 + gold);
-    ASSERT_TRUE(src->After(model::TrainUse::kTrain, b).ok());
+    ASSERT_TRUE(src->After(model::TrainUse::kTrain, 0, b).ok());
     EXPECT_EQ(bank_->Stats().n_chunks, 5);  // the example's chunks are gone again
     // Stage 2: gold plus distractors up to top_k, the same ones for the same (block, step).
-    m = src->Before(model::TrainUse::kTrain, b, /*step=*/2);
+    m = src->Before(model::TrainUse::kTrain, 0, b, /*step=*/2);
     ASSERT_TRUE(m.ok()) << m.status();
     EXPECT_EQ(src->last_chunks(), 3);
     EXPECT_TRUE(src->last_has_gold());
     const Tensor k2 = *(*m)->ForLayer(3)->k.Contiguous();
     const std::vector<float> first(k2.data_as<float>(), k2.data_as<float>() + k2.numel());
-    ASSERT_TRUE(src->After(model::TrainUse::kTrain, b).ok());
-    m = src->Before(model::TrainUse::kTrain, b, /*step=*/2);
+    ASSERT_TRUE(src->After(model::TrainUse::kTrain, 0, b).ok());
+    m = src->Before(model::TrainUse::kTrain, 0, b, /*step=*/2);
     ASSERT_TRUE(m.ok());
     const Tensor k2b = *(*m)->ForLayer(3)->k.Contiguous();
     EXPECT_EQ(std::vector<float>(k2b.data_as<float>(), k2b.data_as<float>() + k2b.numel()), first);
-    ASSERT_TRUE(src->After(model::TrainUse::kTrain, b).ok());
+    ASSERT_TRUE(src->After(model::TrainUse::kTrain, 0, b).ok());
     // Stage 3 (and held-out blocks at any step): the retriever's top_k.
-    m = src->Before(model::TrainUse::kEval, b, /*step=*/0);
+    m = src->Before(model::TrainUse::kEval, 0, b, /*step=*/0);
     ASSERT_TRUE(m.ok());
     EXPECT_EQ(src->last_chunks(), 3);
-    ASSERT_TRUE(src->After(model::TrainUse::kEval, b).ok());
+    ASSERT_TRUE(src->After(model::TrainUse::kEval, 0, b).ok());
   }
   EXPECT_GE(src->gold_recall(), 0.0);
   EXPECT_LE(src->gold_recall(), 1.0);
-  EXPECT_EQ(src->Before(model::TrainUse::kTrain, 6, 0).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(src->Before(model::TrainUse::kTrain, 0, 6, 0).status().code(), StatusCode::kOutOfRange);
   EXPECT_NE(src->Describe().find("\"gold_only_steps\":2"), std::string::npos) << src->Describe();
 }
 
@@ -212,7 +212,7 @@ TEST_F(RecallMemoryTest, TrainingReadsTheMemoryInferenceReads) {
   ASSERT_TRUE(tm.ok()) << tm.status();
   for (int64_t b = 0; b < 3; ++b) {
     const model::RecallExample& ex = examples_[static_cast<size_t>(b)];
-    auto m = src->Before(model::TrainUse::kEval, b, 0);
+    auto m = src->Before(model::TrainUse::kEval, 0, b, 0);
     ASSERT_TRUE(m.ok()) << m.status();
     model::TrainBatch batch;
     batch.ids = ex.ids;
@@ -242,7 +242,7 @@ TEST_F(RecallMemoryTest, TrainingReadsTheMemoryInferenceReads) {
       last = l2->loss_sum;
     }
     EXPECT_NEAR(loss->loss_sum - last, want, 1e-3 * std::max(1.0, std::abs(want))) << "block " << b;
-    ASSERT_TRUE(src->After(model::TrainUse::kEval, b).ok());
+    ASSERT_TRUE(src->After(model::TrainUse::kEval, 0, b).ok());
   }
 }
 

@@ -81,7 +81,7 @@ TEST_F(StreamMemoryTest, BlocksReadTheirOwnStreamsPastOnly) {
   Stack s = Make();
   std::vector<int64_t> chunks;
   for (int64_t b = 0; b < 6; ++b) {
-    auto m = s.source->Before(model::TrainUse::kTrain, b, 0);
+    auto m = s.source->Before(model::TrainUse::kTrain, 0, b, 0);
     ASSERT_TRUE(m.ok()) << m.status();
     chunks.push_back(s.source->last_chunks());
     if (s.source->last_chunks() > 0) {
@@ -89,16 +89,40 @@ TEST_F(StreamMemoryTest, BlocksReadTheirOwnStreamsPastOnly) {
       ASSERT_NE((*m)->ForLayer(3), nullptr);
       EXPECT_EQ((*m)->ForLayer(3)->k.dim(0), 16 * s.source->last_chunks());
     }
-    ASSERT_TRUE(s.source->After(model::TrainUse::kTrain, b).ok());
+    ASSERT_TRUE(s.source->After(model::TrainUse::kTrain, 0, b).ok());
   }
   // Each document's first block has no past; later ones read top_k (2) of their own past chunks.
   EXPECT_EQ(chunks, (std::vector<int64_t>{0, 2, 2, 2, 0, 2}));
   EXPECT_EQ(s.bank->Stats().n_chunks, 8 + 4);  // every block written once (the last ones short)
   // The data wraps around: block 0 again is not written twice.
-  ASSERT_TRUE(s.source->Before(model::TrainUse::kTrain, 0, 3).ok());
-  ASSERT_TRUE(s.source->After(model::TrainUse::kTrain, 0).ok());
+  ASSERT_TRUE(s.source->Before(model::TrainUse::kTrain, 0, 0, 3).ok());
+  ASSERT_TRUE(s.source->After(model::TrainUse::kTrain, 0, 0).ok());
   EXPECT_EQ(s.bank->Stats().n_chunks, 12);
   EXPECT_NE(s.source->Describe().find("\"kind\":\"stream\""), std::string::npos);
+}
+
+TEST_F(StreamMemoryTest, AStreamReadsOnlyWhatItWroteItself) {
+  // Two streams cut document 0 after block 1: stream 1 starts at block 2 with no memory although
+  // stream 0 wrote blocks 0 and 1 of the same document (under MPI they live in other processes).
+  Stack s = Make();
+  for (int64_t b = 0; b < 2; ++b) {
+    ASSERT_TRUE(s.source->Before(model::TrainUse::kTrain, 0, b, 0).ok());
+    ASSERT_TRUE(s.source->After(model::TrainUse::kTrain, 0, b).ok());
+  }
+  auto m = s.source->Before(model::TrainUse::kTrain, 1, 2, 0);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(s.source->last_chunks(), 0);
+  ASSERT_TRUE(s.source->After(model::TrainUse::kTrain, 1, 2).ok());
+  m = s.source->Before(model::TrainUse::kTrain, 1, 3, 0);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(s.source->last_chunks(), 2);  // its own block 2
+  // The same stream in a process of its own gives the same memory.
+  Stack alone = Make();
+  ASSERT_TRUE(alone.source->Before(model::TrainUse::kTrain, 1, 2, 0).ok());
+  ASSERT_TRUE(alone.source->After(model::TrainUse::kTrain, 1, 2).ok());
+  auto m2 = alone.source->Before(model::TrainUse::kTrain, 1, 3, 0);
+  ASSERT_TRUE(m2.ok());
+  EXPECT_EQ(Keys(*m2), Keys(*m));
 }
 
 TEST_F(StreamMemoryTest, MemoryIsWhatTheSessionReadsForTheWindow) {
@@ -113,7 +137,7 @@ TEST_F(StreamMemoryTest, MemoryIsWhatTheSessionReadsForTheWindow) {
   auto tm = model::TrainModel::Create(model_.get(), lc);
   ASSERT_TRUE(tm.ok()) << tm.status();
   for (int64_t b = 0; b < 4; ++b) {
-    auto m = s.source->Before(model::TrainUse::kTrain, b, 0);
+    auto m = s.source->Before(model::TrainUse::kTrain, 0, b, 0);
     ASSERT_TRUE(m.ok());
     if (b >= 1) {
       model::TrainBatch batch;
@@ -142,7 +166,7 @@ TEST_F(StreamMemoryTest, MemoryIsWhatTheSessionReadsForTheWindow) {
       EXPECT_NEAR(loss->loss_sum - l2->loss_sum, want, 1e-3 * std::max(1.0, std::abs(want)))
           << "block " << b;
     }
-    ASSERT_TRUE(s.source->After(model::TrainUse::kTrain, b).ok());
+    ASSERT_TRUE(s.source->After(model::TrainUse::kTrain, 0, b).ok());
   }
 }
 
@@ -150,22 +174,24 @@ TEST_F(StreamMemoryTest, RestoreRebuildsTheMemoryOfTheCursorsDocument) {
   Stack a = Make();
   std::vector<float> want;
   for (int64_t b = 0; b < 3; ++b) {
-    auto m = a.source->Before(model::TrainUse::kTrain, b, 0);
+    auto m = a.source->Before(model::TrainUse::kTrain, 0, b, 0);
     ASSERT_TRUE(m.ok());
     if (b == 2) want = Keys(*m);
-    ASSERT_TRUE(a.source->After(model::TrainUse::kTrain, b).ok());
+    ASSERT_TRUE(a.source->After(model::TrainUse::kTrain, 0, b).ok());
   }
   ASSERT_FALSE(want.empty());
   Stack r = Make();
-  ASSERT_TRUE(r.source->Restore(/*cursor=*/2, /*step=*/1).ok());
-  auto m = r.source->Before(model::TrainUse::kTrain, 2, 1);
+  const model::TrainStreamPosition at[] = {{0, /*first_block=*/0, /*next_block=*/2}};
+  ASSERT_TRUE(r.source->Restore(at, /*step=*/1).ok());
+  auto m = r.source->Before(model::TrainUse::kTrain, 0, 2, 1);
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(Keys(*m), want);
-  // Writing out of order (block 3 of a fresh stream whose blocks 0-2 were never written) is an
-  // internal error, not a silent gap.
+  // A stream may start inside a document, but writing past a gap (block 3 after block 1, block
+  // 2 never written) is an internal error, not a silent hole in the memory.
   Stack g = Make();
-  EXPECT_EQ(g.source->After(model::TrainUse::kTrain, 3).code(), StatusCode::kInternal);
-  EXPECT_EQ(g.source->Before(model::TrainUse::kEval, 0, 0).status().code(), StatusCode::kOutOfRange);
+  ASSERT_TRUE(g.source->After(model::TrainUse::kTrain, 0, 1).ok());
+  EXPECT_EQ(g.source->After(model::TrainUse::kTrain, 0, 3).code(), StatusCode::kInternal);
+  EXPECT_EQ(g.source->Before(model::TrainUse::kEval, 0, 0, 0).status().code(), StatusCode::kOutOfRange);
   StreamMemoryOptions bad;
   bad.query_tokens = 0;
   EXPECT_EQ(bad.Validate().code(), StatusCode::kInvalidArgument);

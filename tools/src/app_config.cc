@@ -3,12 +3,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace muninn::tools {
 namespace fs = std::filesystem;
@@ -131,6 +131,27 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
   };
   c.model_path = resolve(c.model_path);
   c.embedder = resolve(c.embedder);
+  if (j.contains("lora")) {
+    const auto& l = j["lora"];
+    if (l.is_string()) {
+      c.lora = ParseLoraSpec(l.get<std::string>());
+    } else if (l.is_object()) {
+      RETURN_IF_ERROR(get_string(l, "path", &c.lora.path));
+      if (l.contains("scale")) {
+        if (!l["scale"].is_number()) return err("lora.scale", "must be a number");
+        c.lora.scale = l["scale"].get<float>();
+      }
+      for (const auto& [key, value] : l.items()) {
+        if (key != "path" && key != "scale")
+          return err("lora." + key, "is not a known key (path, scale)");
+      }
+    } else {
+      return err("lora", "must be \"PATH[:SCALE]\" or {\"path\": PATH, \"scale\": SCALE}");
+    }
+    if (c.lora.path.empty()) return err("lora", "needs a path (a PEFT LoRA folder)");
+    if (!std::isfinite(c.lora.scale)) return err("lora.scale", "must be finite");
+    c.lora.path = resolve(c.lora.path);
+  }
 
   if (j.contains("long_context")) {
     const auto& lc = j["long_context"];

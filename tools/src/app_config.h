@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "lora_spec.h"
 #include "muninn/core/status.h"
 #include "muninn/memory/memory_bank_options.h"
 #include "muninn/retriever/long_context_session.h"
@@ -16,6 +17,9 @@ namespace muninn::tools {
 
 struct AppConfig {
   std::string model_path;     // absolute
+  // "lora": a PEFT LoRA folder merged into the model at load (path absolute; empty: none).
+  // Either "PATH[:SCALE]" or {"path": PATH, "scale": SCALE}; `--lora` overrides it.
+  LoraSpec lora;
   std::string embedder;       // absolute folder path, or "hidden" (the model's own hidden states)
   retriever::LongContextOptions long_context;
   DType bank_kv_dtype = DType::kBF16;

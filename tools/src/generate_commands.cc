@@ -4,19 +4,16 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "command_registry.h"
 #include "llm_cli.h"
 #include "lora_spec.h"
 #include "muninn/model/chat_template.h"
 #include "muninn/model/generator.h"
-#include "muninn/model/lora_merge.h"
-#include "muninn/model/peft_adapter.h"
 
 namespace muninn::tools {
 namespace {
@@ -24,11 +21,7 @@ namespace {
 // --lora PATH[:SCALE]: a PEFT LoRA folder merged into the weights at load (lora_merge.h).
 Status ApplyLora(const std::string& spec, model::LoadedModel* lm) {
   if (spec.empty()) return Status::Ok();
-  const LoraSpec ls = ParseLoraSpec(spec);
-  ASSIGN_OR_RETURN(model::LoraParams params,
-                   model::ReadPeftAdapter(ls.path, lm->model->config(), lm->model->weights()));
-  ASSIGN_OR_RETURN(lm->model, model::MergeLora(*lm->model, params, ls.scale));
-  return Status::Ok();
+  return tools::ApplyLora(ParseLoraSpec(spec), lm);
 }
 
 struct GenerateFlags {

@@ -17,6 +17,10 @@ void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* f) {
   cmd->add_option("--embedder", f->embedder,
                   "Retrieval embedder: a sentence-encoder folder, or 'hidden' for the model's own "
                   "memory-layer hidden states (default from the config)");
+  cmd->add_option("--lora", f->lora,
+                  "PEFT LoRA folder merged into the model at load, optionally :SCALE (default 1; "
+                  "overrides the config's \"lora\"; 'none': no adapter); ingest and queries "
+                  "both use the adapted model");
   cmd->add_option("--bank", f->bank, "Memory bank directory (default: a bank in RAM for this run)");
   cmd->add_option("-t,--threads", f->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--no-memory", f->no_memory, "Plain sliding window: no memory at all");
@@ -89,6 +93,11 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   ASSIGN_OR_RETURN(rt->config_, LoadAppConfig(config_path));
   if (!flags.model.empty()) rt->config_.model_path = flags.model;
   if (!flags.embedder.empty()) rt->config_.embedder = flags.embedder;
+  if (flags.lora == "none") {
+    rt->config_.lora = LoraSpec{};
+  } else if (!flags.lora.empty()) {
+    rt->config_.lora = ParseLoraSpec(flags.lora);
+  }
   if (flags.no_memory) rt->config_.long_context.use_memory = false;
   if (!flags.memory_mode.empty()) {
     RETURN_IF_ERROR(retriever::ParseMemoryModes(flags.memory_mode, &rt->config_.long_context.modes)
@@ -107,6 +116,9 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   cpu.pool = rt->pool_.get();
   ASSIGN_OR_RETURN(rt->backend_, CreateCpuBackend(cpu));
   ASSIGN_OR_RETURN(rt->loaded_, model::LoadModel(rt->config_.model_path, rt->backend_.get()));
+  // Before anything holds the model (hidden-state embedder, session): ingest writes K/V from
+  // the same adapted weights that later read them.
+  RETURN_IF_ERROR(ApplyLora(rt->config_.lora, &rt->loaded_));
   if (rt->loaded_.tokenizer == nullptr) {
     return InvalidArgumentError("model '" + rt->config_.model_path + "' carries no tokenizer");
   }

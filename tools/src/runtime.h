@@ -24,6 +24,7 @@ struct RuntimeFlags {
   std::string config;       // "" = DefaultConfigPath()
   std::string model;        // overrides the config's model
   std::string embedder;     // overrides the config's embedder ("hidden" or a folder)
+  std::string lora;         // "PATH[:SCALE]" overrides the config's "lora"; "none" drops it
   std::string bank;         // "" = a bank in RAM, dropped at exit
   int threads = 0;          // 0 = all cores
   bool no_memory = false;   // plain sliding window

@@ -20,6 +20,7 @@
 #include "lora_spec.h"
 #include "muninn/model/lora.h"
 #include "muninn/model/lora_merge.h"
+#include "muninn/model/parallel_training.h"
 #include "muninn/model/peft_adapter.h"
 #include "muninn/model/train_data.h"
 #include "muninn/model/recall_tasks.h"
@@ -39,6 +40,8 @@ struct TrainFlags {
   int64_t block = 1024;
   int64_t steps = 100;
   int32_t grad_accum = 1;
+  int32_t streams = 0;  // 0: one per process
+  std::string reducer = "mpi";
   float lr = 5e-5f;
   int64_t warmup = 0;
   std::string decay = "linear";
@@ -117,6 +120,16 @@ std::string Duration(double s) {
   return buf;
 }
 
+// Prints the error (naming the rank under MPI) and returns `code`; under mpirun a rank that fails
+// alone ends the whole job, since the others would wait in the next collective.
+int Fail(model::GradientReducer* reducer, const std::string& msg, int code) {
+  std::fprintf(stderr, "muninn train%s: %s\n",
+               reducer ? (" (rank " + std::to_string(reducer->rank()) + ")").c_str() : "",
+               msg.c_str());
+  if (reducer && reducer->world_size() > 1) reducer->Abort(code);
+  return code;
+}
+
 void FillTrainerOptions(const TrainFlags& f, const model::Model& m,
                         const std::vector<model::LoraTarget>& targets, model::TrainerOptions* out);
 int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData& data,
@@ -140,10 +153,7 @@ StatusOr<std::string> ReadFillerFiles(const std::vector<std::string>& paths) {
 // `muninn ask` builds them); the bank is a fresh in-RAM one only the memory source writes.
 int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
                    const std::vector<model::LoraTarget>& targets) {
-  auto fail = [](const std::string& msg, int code) {
-    std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
-    return code;
-  };
+  auto fail = [&o](const std::string& msg, int code) { return Fail(o.reducer, msg, code); };
   if (!f.eval_data.empty()) {
     return fail("--task recall evaluates on held-out synthetic examples (--eval-examples), not "
                 "--eval-data", 2);
@@ -152,6 +162,7 @@ int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
   rf.config = f.config;
   rf.model = f.model;
   rf.threads = f.threads;
+  rf.lora = "none";  // training starts from the base model, whatever adapter the config names
   auto rt = Runtime::Open(rf);
   if (!rt.ok()) return fail(rt.status().ToString(), 1);
   model::Model& m = (*rt)->model();
@@ -233,14 +244,12 @@ int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
 // in a fresh in-RAM bank of the config's MemLong layout.
 int RunStreamMemoryTrain(const TrainFlags& f, model::TrainerOptions o,
                          const std::vector<model::LoraTarget>& targets) {
-  auto fail = [](const std::string& msg, int code) {
-    std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
-    return code;
-  };
+  auto fail = [&o](const std::string& msg, int code) { return Fail(o.reducer, msg, code); };
   RuntimeFlags rf;
   rf.config = f.config;
   rf.model = f.model;
   rf.threads = f.threads;
+  rf.lora = "none";  // training starts from the base model, whatever adapter the config names
   auto rt = Runtime::Open(rf);
   if (!rt.ok()) return fail(rt.status().ToString(), 1);
   model::Model& m = (*rt)->model();
@@ -285,11 +294,29 @@ int RunStreamMemoryTrain(const TrainFlags& f, model::TrainerOptions o,
 }
 
 int RunTrain(const TrainFlags& f) {
-  auto fail = [](const std::string& msg, int code) {
-    std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
-    return code;
+  // Under mpirun every rank runs this function; a rank that fails alone ends the whole job
+  // (the others would wait in the next collective).
+  std::unique_ptr<model::GradientReducer> reducer;
+  auto fail = [&reducer](const std::string& msg, int code) {
+    return Fail(reducer.get(), msg, code);
   };
+  if (f.reducer != "mpi" && f.reducer != "nccl") {
+    return fail("--reducer must be mpi or nccl, got '" + f.reducer + "'", 2);
+  }
+  if (f.reducer == "nccl" || model::LaunchedAsSeveralMpiProcesses()) {
+    auto r = f.reducer == "nccl" ? model::CreateNcclGradientReducer()
+                                 : model::CreateMpiGradientReducer();
+    if (!r.ok()) {
+      return fail("started as one of several MPI processes / with --reducer nccl, but: " +
+                      r.status().ToString(),
+                  2);
+    }
+    reducer = std::move(r).value();
+  }
+  const int world = reducer == nullptr ? 1 : reducer->world_size();
   model::TrainerOptions o;
+  o.reducer = reducer.get();
+  o.streams = f.streams > 0 ? f.streams : world;
   auto targets = model::ParseLoraTargets(f.targets);
   if (!targets.ok()) return fail(std::string(targets.status().message()), 2);
   if (f.decay == "linear") {
@@ -362,26 +389,34 @@ void FillTrainerOptions(const TrainFlags& f, const model::Model& m,
 int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData& data,
                    const model::TrainData* eval_data, const model::TrainerOptions& o,
                    const retriever::RecallMemorySource* recall) {
-  auto fail = [](const std::string& msg, int code) {
-    std::fprintf(stderr, "muninn train: %s\n", msg.c_str());
-    return code;
-  };
+  auto fail = [&o](const std::string& msg, int code) { return Fail(o.reducer, msg, code); };
   auto trainer = model::Trainer::Create(&m, &data, o, eval_data);
   if (!trainer.ok()) {
     return fail(trainer.status().ToString(),
                 trainer.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
   }
   if (f.stop_after >= 0) (*trainer)->StopAfter(f.stop_after);
-  std::fprintf(stderr,
-               "muninn train: %lld blocks (%lld tokens, %lld documents), LoRA r %d alpha %g on "
-               "%s of layers %d..%d%s, %lld trainable parameters; %s from step %lld\n",
-               static_cast<long long>(data.n_blocks()), static_cast<long long>(data.n_tokens()),
-               static_cast<long long>(data.n_documents()), o.lora.rank,
-               static_cast<double>(o.lora.alpha), f.targets.c_str(), o.lora.first_layer,
-               m.config().n_layer - 1, o.lora.train_norms ? " + norms" : "",
-               static_cast<long long>((*trainer)->params().size()),
-               f.resume ? "resuming" : "starting", static_cast<long long>((*trainer)->step()));
-  const Status st = (*trainer)->Run([recall](const model::StepReport& r) {
+  const bool root = o.reducer == nullptr || o.reducer->rank() == 0;
+  const int world = o.reducer == nullptr ? 1 : o.reducer->world_size();
+  if (root) {
+    std::fprintf(stderr,
+                 "muninn train: %lld blocks (%lld tokens, %lld documents), LoRA r %d alpha %g on "
+                 "%s of layers %d..%d%s, %lld trainable parameters; %s from step %lld\n",
+                 static_cast<long long>(data.n_blocks()), static_cast<long long>(data.n_tokens()),
+                 static_cast<long long>(data.n_documents()), o.lora.rank,
+                 static_cast<double>(o.lora.alpha), f.targets.c_str(), o.lora.first_layer,
+                 m.config().n_layer - 1, o.lora.train_norms ? " + norms" : "",
+                 static_cast<long long>((*trainer)->params().size()),
+                 f.resume ? "resuming" : "starting", static_cast<long long>((*trainer)->step()));
+    if (o.streams > 1 || world > 1) {
+      std::fprintf(stderr,
+                   "muninn train: %d data streams x %d blocks a step over %d process%s (%s)\n",
+                   o.streams, o.grad_accum, world, world > 1 ? "es" : "",
+                   o.reducer == nullptr ? "local" : f.reducer.c_str());
+    }
+  }
+  const Status st = (*trainer)->Run([root, recall](const model::StepReport& r) {
+    if (!root) return;
     char eval[48] = "";
     if (r.evaluated) std::snprintf(eval, sizeof eval, "  held-out %.4f", r.eval_loss);
     char gold[48] = "";
@@ -393,15 +428,17 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
                  static_cast<double>(r.lr), r.grad_norm, r.tokens_per_second,
                  Duration(r.eta_seconds).c_str(), eval, gold, r.checkpointed ? "  [checkpoint]" : "");
   });
-  if (!f.plot.empty()) {
+  if (!f.plot.empty() && root) {
     // Also after a failed run: the curve up to the failure is what one wants to see then.
     const Status ps = PlotMetrics(f.out + "/metrics.jsonl", f.plot);
     if (!ps.ok()) std::fprintf(stderr, "muninn train: --plot: %s\n", ps.ToString().c_str());
   }
   if (!st.ok()) return fail(st.ToString(), 1);
-  std::fprintf(stderr,
-               "muninn train: step %lld; adapter in %s/adapter, metrics in %s/metrics.jsonl\n",
-               static_cast<long long>((*trainer)->step()), f.out.c_str(), f.out.c_str());
+  if (root) {
+    std::fprintf(stderr,
+                 "muninn train: step %lld; adapter in %s/adapter, metrics in %s/metrics.jsonl\n",
+                 static_cast<long long>((*trainer)->step()), f.out.c_str(), f.out.c_str());
+  }
   return 0;
 }
 
@@ -455,7 +492,16 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
       ->required();
   cmd->add_option("--block", f->block, "Tokens per block")->capture_default_str();
   cmd->add_option("--steps", f->steps, "Optimizer steps")->capture_default_str();
-  cmd->add_option("--grad-accum", f->grad_accum, "Blocks per optimizer step")
+  cmd->add_option("--grad-accum", f->grad_accum, "Blocks per optimizer step and data stream")
+      ->capture_default_str();
+  cmd->add_option("--streams", f->streams,
+                  "Contiguous data streams, each giving --grad-accum blocks a step, summed in "
+                  "stream order (0: one per MPI process; `mpirun -np N` equals one process with "
+                  "--streams N bit for bit)")
+      ->capture_default_str();
+  cmd->add_option("--reducer", f->reducer,
+                  "Under mpirun: how the streams' gradients are gathered: mpi, or nccl (CUDA "
+                  "builds with NCCL; one GPU per process)")
       ->capture_default_str();
   cmd->add_option("--lr", f->lr, "Peak learning rate")->capture_default_str();
   cmd->add_option("--warmup", f->warmup, "Linear warm-up steps")->capture_default_str();

@@ -19,7 +19,7 @@ namespace muninn::model {
 namespace {
 
 constexpr char kMagic[8] = {'M', 'N', 'N', 'T', 'R', 'A', 'I', 'N'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 
 uint64_t Fnv1a(std::span<const uint8_t> bytes) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -95,6 +95,13 @@ Status TrainerOptions::Validate() const {
   if (grad_accum < 1) {
     return InvalidArgumentError("--grad-accum must be >= 1, got " + std::to_string(grad_accum));
   }
+  if (streams < 1)
+    return InvalidArgumentError("--streams must be >= 1, got " + std::to_string(streams));
+  if (reducer != nullptr && streams % reducer->world_size() != 0) {
+    return InvalidArgumentError("--streams " + std::to_string(streams) +
+                                " must be a multiple of the number of MPI processes (" +
+                                std::to_string(reducer->world_size()) + ")");
+  }
   if (!(lr > 0.0f) || !std::isfinite(lr)) {
     return InvalidArgumentError("--lr must be finite and > 0, got " + std::to_string(lr));
   }
@@ -124,6 +131,15 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Model* model, const TrainData
   RETURN_IF_ERROR(options.Validate());
   std::unique_ptr<Trainer> t(new Trainer(model, data, options));
   t->eval_data_ = eval_data;
+  if (options.reducer != nullptr) t->reducer_ = options.reducer;
+  const int64_t n_blocks = data->n_blocks(), n_streams = options.streams;
+  if (n_blocks < n_streams) {
+    return InvalidArgumentError("the data has " + std::to_string(n_blocks) +
+                                " blocks, fewer than the " + std::to_string(n_streams) +
+                                " streams (--streams / MPI processes); add data or use fewer");
+  }
+  for (int64_t s = 0; s <= n_streams; ++s) t->stream_begin_.push_back(s * n_blocks / n_streams);
+  t->cursors_.assign(static_cast<size_t>(n_streams), 0);
   t->schedule_.peak_lr = options.lr;
   t->schedule_.warmup_steps = options.warmup_steps;
   t->schedule_.total_steps = options.steps;
@@ -137,6 +153,7 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Model* model, const TrainData
   t->params_ = std::make_unique<LoraParams>(std::move(p));
   const size_t n = static_cast<size_t>(t->params_->size());
   t->grads_.assign(n, 0.0f);
+  t->stream_grads_.assign(n * static_cast<size_t>(n_streams / t->reducer_->world_size()), 0.0f);
   t->m_.assign(n, 0.0f);
   t->v_.assign(n, 0.0f);
   std::error_code ec;
@@ -149,6 +166,13 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Model* model, const TrainData
                               " already holds a checkpoint; pass --resume to "
                               "continue that run or choose another --out folder");
   }
+  // Every rank must run the same settings on the same data from the same point.
+  std::string state = t->RunDescription() + "/" + std::to_string(t->step_);
+  for (int64_t c : t->cursors_) state += "/" + std::to_string(c);
+  RETURN_IF_ERROR(t->reducer_->CheckSame(
+      Fnv1a(std::span(reinterpret_cast<const uint8_t*>(state.data()), state.size())),
+      "the run settings, data and checkpoint step (every rank needs the same flags, data files "
+      "and checkpoint)"));
   return t;
 }
 
@@ -176,19 +200,23 @@ std::string Trainer::RunDescription() const {
                             {"min_lr_ratio", options_.min_lr_ratio},
                             {"weight_decay", options_.adamw.weight_decay},
                             {"clip", options_.clip}};
-  if (options_.memory == nullptr) return j.dump();
-  nlohmann::json with_memory = j;
-  with_memory["memory"] = options_.memory->Describe();
-  return with_memory.dump();
+  nlohmann::json d = j;
+  if (options_.streams > 1) d["streams"] = options_.streams;  // v1 descriptions stay valid
+  if (options_.memory != nullptr) d["memory"] = options_.memory->Describe();
+  return d.dump();
 }
 
 Status Trainer::SaveCheckpoint() {
+  if (!writes_files()) {
+    last_checkpoint_ = step_;
+    return Status::Ok();
+  }
   std::vector<uint8_t> out;
   out.insert(out.end(), kMagic, kMagic + 8);
   PutU32(&out, kVersion);
-  PutU32(&out, 0);
+  PutU32(&out, static_cast<uint32_t>(cursors_.size()));
   PutU64(&out, static_cast<uint64_t>(step_));
-  PutU64(&out, static_cast<uint64_t>(cursor_));
+  for (int64_t c : cursors_) PutU64(&out, static_cast<uint64_t>(c));
   PutU64(&out, options_.seed);
   PutU64(&out, static_cast<uint64_t>(params_->size()));
   const std::string desc = RunDescription();
@@ -231,13 +259,24 @@ Status Trainer::LoadCheckpoint() {
   if (Fnv1a(bytes.subspan(0, body)) != want_sum) return corrupt("checksum mismatch");
   Reader r(bytes.subspan(0, body));
   char magic[8];
-  uint32_t version = 0, reserved = 0;
-  uint64_t step = 0, cursor = 0, seed = 0, n = 0, desc_len = 0;
-  if (!r.Bytes(magic, 8) || !r.U32(&version) || !r.U32(&reserved) || !r.U64(&step) ||
-      !r.U64(&cursor) || !r.U64(&seed) || !r.U64(&n) || !r.U64(&desc_len)) {
+  uint32_t version = 0, n_streams = 0;
+  uint64_t step = 0, seed = 0, n = 0, desc_len = 0;
+  if (!r.Bytes(magic, 8) || !r.U32(&version) || !r.U32(&n_streams) || !r.U64(&step)) {
     return corrupt("truncated header");
   }
-  if (version != kVersion) return corrupt("version " + std::to_string(version));
+  if (version != kVersion && version != 1) return corrupt("version " + std::to_string(version));
+  if (version == 1) n_streams = 1;  // v1: reserved 0, one cursor
+  if (n_streams != cursors_.size()) {
+    return FailedPreconditionError("--resume: the checkpoint in " + options_.out_dir + " has " +
+                                   std::to_string(n_streams) + " data streams, this run " +
+                                   std::to_string(cursors_.size()) +
+                                   " (--streams / MPI processes must match)");
+  }
+  std::vector<uint64_t> cursors(n_streams);
+  for (uint64_t& c : cursors) {
+    if (!r.U64(&c)) return corrupt("truncated header");
+  }
+  if (!r.U64(&seed) || !r.U64(&n) || !r.U64(&desc_len)) return corrupt("truncated header");
   if (desc_len > body) return corrupt("description length");
   std::string desc(desc_len, '\0');
   if (!r.Bytes(desc.data(), desc_len)) return corrupt("truncated description");
@@ -254,14 +293,18 @@ Status Trainer::LoadCheckpoint() {
                                    std::to_string(options_.seed));
   }
   if (n != static_cast<uint64_t>(params_->size())) return corrupt("parameter count");
-  if (cursor >= static_cast<uint64_t>(data_->n_blocks())) return corrupt("data cursor");
+  for (size_t s = 0; s < cursors.size(); ++s) {
+    if (cursors[s] >= static_cast<uint64_t>(stream_begin_[s + 1] - stream_begin_[s])) {
+      return corrupt("data cursor");
+    }
+  }
   if (!r.Bytes(params_->values().data(), n * sizeof(float)) ||
       !r.Bytes(m_.data(), n * sizeof(float)) || !r.Bytes(v_.data(), n * sizeof(float))) {
     return corrupt("truncated arrays");
   }
   if (r.pos() != body) return corrupt("trailing bytes");
   step_ = static_cast<int64_t>(step);
-  cursor_ = static_cast<int64_t>(cursor);
+  for (size_t s = 0; s < cursors.size(); ++s) cursors_[s] = static_cast<int64_t>(cursors[s]);
   last_checkpoint_ = step_;
   return Status::Ok();
 }
@@ -277,17 +320,24 @@ StatusOr<double> Trainer::Evaluate() {
     batch.ids = eval_data_->ids(b);
     batch.labels = eval_data_->labels(b);
     if (options_.memory != nullptr) {
-      ASSIGN_OR_RETURN(batch.memory, options_.memory->Before(TrainUse::kEval, b, step_));
+      ASSIGN_OR_RETURN(batch.memory, options_.memory->Before(TrainUse::kEval, 0, b, step_));
     }
     ASSIGN_OR_RETURN(CrossEntropyResult r, train_model_->Loss(*params_, batch));
-    if (options_.memory != nullptr) RETURN_IF_ERROR(options_.memory->After(TrainUse::kEval, b));
+    if (options_.memory != nullptr) RETURN_IF_ERROR(options_.memory->After(TrainUse::kEval, 0, b));
     sum += r.loss_sum;
     count += r.n_supervised;
   }
   return count > 0 ? sum / static_cast<double>(count) : 0.0;
 }
 
+int64_t Trainer::StreamBlock(int32_t s, int64_t k) const {
+  const int64_t begin = stream_begin_[static_cast<size_t>(s)];
+  const int64_t len = stream_begin_[static_cast<size_t>(s) + 1] - begin;
+  return begin + (cursors_[static_cast<size_t>(s)] + k) % len;
+}
+
 Status Trainer::AppendMetrics(const std::string& line) {
+  if (!writes_files()) return Status::Ok();
   std::ofstream out(options_.out_dir + "/metrics.jsonl", std::ios::app);
   out << line << "\n";
   out.flush();
@@ -301,38 +351,63 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
   if (options_.resume && step_ > 0) {
     RETURN_IF_ERROR(AppendMetrics(nlohmann::json{{"event", "resume"}, {"step", step_}}.dump()));
   }
-  if (options_.memory != nullptr) RETURN_IF_ERROR(options_.memory->Restore(cursor_, step_));
+  if (options_.memory != nullptr) {
+    // The streams this process runs, where they start and which block each reads next.
+    const int32_t streams_here = options_.streams / reducer_->world_size();
+    const int32_t first_stream = reducer_->rank() * streams_here;
+    std::vector<TrainStreamPosition> here;
+    for (int32_t s = first_stream; s < first_stream + streams_here; ++s) {
+      here.push_back({s, stream_begin_[static_cast<size_t>(s)], StreamBlock(s, 0)});
+    }
+    RETURN_IF_ERROR(options_.memory->Restore(here, step_));
+  }
   int64_t tokens_here = 0;
   const int64_t first_step_here = step_;
   while (step_ < options_.steps) {
     if (stop_after_ >= 0 && step_ >= stop_after_) return Status::Ok();
     const auto ts = Clock::now();
-    // Blocks of this step (consecutive, wrapping around the data).
+    // Blocks of this step: grad_accum consecutive ones of every stream (wrapping within the
+    // stream); this rank computes those of its own streams, in stream order (global micro-batch
+    // g = s·grad_accum + k), each stream's gradient into its own slice of stream_grads_.
+    const int32_t streams_here = options_.streams / reducer_->world_size();
+    const int32_t first_stream = reducer_->rank() * streams_here;
     std::vector<int64_t> blocks;
-    int64_t n_supervised = 0;
-    for (int32_t k = 0; k < options_.grad_accum; ++k) {
-      const int64_t b = (cursor_ + k) % data_->n_blocks();
-      blocks.push_back(b);
-      for (TokenId l : data_->labels(b)) n_supervised += l != kIgnoreLabel;
+    int64_t n_supervised = 0;  // over every stream: the step's loss is their mean
+    for (int32_t s = 0; s < options_.streams; ++s) {
+      const bool mine = s >= first_stream && s < first_stream + streams_here;
+      for (int32_t k = 0; k < options_.grad_accum; ++k) {
+        const int64_t b = StreamBlock(s, k);
+        if (mine) blocks.push_back(b);
+        for (TokenId l : data_->labels(b)) n_supervised += l != kIgnoreLabel;
+      }
     }
-    std::fill(grads_.begin(), grads_.end(), 0.0f);
-    double loss_sum = 0.0;
+    std::fill(stream_grads_.begin(), stream_grads_.end(), 0.0f);
+    std::vector<double> stream_losses(static_cast<size_t>(streams_here), 0.0);
     const float scale = n_supervised > 0 ? 1.0f / static_cast<float>(n_supervised) : 0.0f;
-    for (size_t k = 0; k < blocks.size(); ++k) {
+    for (size_t j = 0; j < blocks.size(); ++j) {
+      const size_t local_stream = j / static_cast<size_t>(options_.grad_accum);
+      const uint64_t g =
+          static_cast<uint64_t>(first_stream) * static_cast<uint64_t>(options_.grad_accum) + j;
       TrainBatch batch;
-      batch.ids = data_->ids(blocks[k]);
-      batch.labels = data_->labels(blocks[k]);
-      batch.dropout_seed = Mix(Mix(options_.seed, static_cast<uint64_t>(step_)), k);
+      batch.ids = data_->ids(blocks[j]);
+      batch.labels = data_->labels(blocks[j]);
+      batch.dropout_seed = Mix(Mix(options_.seed, static_cast<uint64_t>(step_)), g);
+      const int32_t stream = first_stream + static_cast<int32_t>(local_stream);
       if (options_.memory != nullptr) {
-        ASSIGN_OR_RETURN(batch.memory, options_.memory->Before(TrainUse::kTrain, blocks[k], step_));
+        ASSIGN_OR_RETURN(batch.memory,
+                         options_.memory->Before(TrainUse::kTrain, stream, blocks[j], step_));
       }
+      const std::span<float> stream_grad =
+          std::span<float>(stream_grads_).subspan(local_stream * grads_.size(), grads_.size());
       ASSIGN_OR_RETURN(CrossEntropyResult r,
-                       train_model_->ForwardBackward(*params_, batch, scale, grads_));
+                       train_model_->ForwardBackward(*params_, batch, scale, stream_grad));
       if (options_.memory != nullptr) {
-        RETURN_IF_ERROR(options_.memory->After(TrainUse::kTrain, blocks[k]));
+        RETURN_IF_ERROR(options_.memory->After(TrainUse::kTrain, stream, blocks[j]));
       }
-      loss_sum += r.loss_sum;
+      stream_losses[local_stream] += r.loss_sum;
     }
+    double loss_sum = 0.0;
+    RETURN_IF_ERROR(reducer_->SumStreams(stream_grads_, stream_losses, grads_, &loss_sum));
     const double loss = n_supervised > 0 ? loss_sum / static_cast<double>(n_supervised) : 0.0;
     std::span<const float> all(grads_);
     const double norm = GlobalGradNorm(std::span<const std::span<const float>>(&all, 1));
@@ -355,7 +430,10 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
     AdamWStep(options_.adamw, step_ + 1, lr, params_->values().data(), grads_.data(), m_.data(),
               v_.data(), params_->size());
     ++step_;
-    cursor_ = (cursor_ + options_.grad_accum) % data_->n_blocks();
+    for (int32_t s = 0; s < options_.streams; ++s) {
+      const size_t i = static_cast<size_t>(s);
+      cursors_[i] = (cursors_[i] + options_.grad_accum) % (stream_begin_[i + 1] - stream_begin_[i]);
+    }
     tokens_here += n_supervised;
 
     StepReport rep;
@@ -386,8 +464,9 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
                               {"tok_per_s", rep.tokens_per_second},
                               {"elapsed_s", rep.elapsed_seconds},
                               {"checkpoint", rep.checkpointed}};
-    if (eval_data_ != nullptr && ((options_.eval_every > 0 && step_ % options_.eval_every == 0) ||
-                                  step_ == options_.steps)) {
+    if (eval_data_ != nullptr && writes_files() &&
+        ((options_.eval_every > 0 && step_ % options_.eval_every == 0) ||
+         step_ == options_.steps)) {
       ASSIGN_OR_RETURN(rep.eval_loss, Evaluate());
       rep.evaluated = true;
       metrics["eval_loss"] = rep.eval_loss;

@@ -1,14 +1,21 @@
-// Trainer: LoRA fine-tuning of a llama model's upper layers on TrainData (issue 12). Each
-// optimizer step accumulates `grad_accum` consecutive blocks (micro-batches) of the data stream,
-// then clips the global gradient norm, takes the learning rate from the schedule and applies one
-// AdamW step (core/include/muninn/core/optimizer.h). The loss of a step is the summed
-// cross-entropy of its micro-batches over their supervised tokens (each micro-batch's gradient
-// is scaled by 1 / that count), as a single large batch would give.
+// Trainer: LoRA fine-tuning of a llama model's upper layers on TrainData (issue 12). The data
+// is cut into `streams` contiguous streams (stream s: blocks [s·n/S, (s+1)·n/S), n blocks, S
+// streams; one stream by default). Each optimizer step accumulates `grad_accum` consecutive
+// blocks (micro-batches) of every stream — global micro-batch g = s·grad_accum + k — each
+// stream's gradient accumulated in its own buffer, the streams then summed in stream order by
+// the GradientReducer (gradient_reducer.h; across MPI ranks, each owning S / N streams), then clips
+// the global gradient norm, takes the learning rate from the schedule and applies one AdamW step
+// (core/include/muninn/core/optimizer.h). The loss of a step is the summed cross-entropy of its
+// micro-batches over their supervised tokens (each micro-batch's gradient is scaled by 1 / that
+// count), as a single large batch would give.
 //
-// Reproducible: the data order is fixed (blocks in order, wrapping around), the adapter's
-// initialisation comes from `seed`, and the LoRA dropout masks of step s, micro-batch k from a
-// hash of (seed, s, k): the whole random state is (seed, step), so a checkpoint that stores the
-// step, the data cursor, the adapter and the AdamW moments resumes the run bit for bit.
+// Reproducible: the data order is fixed (blocks in order within each stream, wrapping around
+// the stream), the adapter's initialisation comes from `seed`, and the LoRA dropout masks of
+// step s, global micro-batch g from a hash of (seed, s, g): the whole random state is (seed,
+// step), so a checkpoint that stores the step, every stream's cursor, the adapter and the AdamW
+// moments resumes the run bit for bit — and N processes with S streams give the bits of one
+// process with S streams. Under MPI only rank 0 writes files in out_dir; every rank reads the
+// checkpoint on --resume (out_dir on a shared file system, or copied to every node).
 //
 // Files in out_dir:
 //   checkpoint.bin   written atomically (temporary file + rename) every checkpoint_every steps
@@ -22,14 +29,14 @@
 //
 // checkpoint.bin, little-endian:
 //   u8[8]  magic "MNNTRAIN"
-//   u32    version (1)
-//   u32    reserved (0)
+//   u32    version (2; 1: the same with reserved 0 for n_streams and one cursor)
+//   u32    n_streams S
 //   u64    step (optimizer steps done)
-//   u64    cursor (index of the next block in TrainData)
+//   u64[S] cursor of each stream (offset of its next block within the stream)
 //   u64    seed
 //   u64    n (floats per array)
 //   u64    length L of the run description, then L bytes of JSON (LoRA config, block,
-//          grad_accum, data size; checked against the resuming run's)
+//          grad_accum, streams when > 1, data size; checked against the resuming run's)
 //   f32[n] adapter parameters (LoraParams layout), f32[n] AdamW m, f32[n] AdamW v
 //   u64    FNV-1a 64 of every byte before it
 //
@@ -46,6 +53,7 @@
 #include "muninn/core/optimizer.h"
 #include "muninn/core/status.h"
 #include "muninn/core/thread_pool.h"
+#include "muninn/model/gradient_reducer.h"
 #include "muninn/model/lora.h"
 #include "muninn/model/model.h"
 #include "muninn/model/train_data.h"
@@ -57,7 +65,13 @@ namespace muninn::model {
 struct TrainerOptions {
   LoraConfig lora;
   int64_t steps = 100;     // optimizer steps of the whole run
-  int32_t grad_accum = 1;  // micro-batches (blocks) per step
+  int32_t grad_accum = 1;  // micro-batches (blocks) per step and stream
+  // Contiguous data streams (see above); a multiple of the reducer's world size, at most the
+  // number of blocks. `mpirun -np N` with streams S equals one process with streams S.
+  int32_t streams = 1;
+  // Combines the streams' gradients; borrowed, must outlive the trainer. Null: one process
+  // (LocalGradientReducer).
+  GradientReducer* reducer = nullptr;
   // Schedule; its total_steps is set to `steps`.
   float lr = 5e-5f;
   int64_t warmup_steps = 0;
@@ -87,10 +101,10 @@ struct TrainerOptions {
 struct StepReport {
   int64_t step = 0;  // 1-based, steps done
   int64_t total_steps = 0;
-  double loss = 0.0;
+  double loss = 0.0;  // over every stream (all ranks)
   float lr = 0.0f;
   double grad_norm = 0.0;  // before clipping
-  int64_t tokens = 0;      // supervised tokens of this step
+  int64_t tokens = 0;      // supervised tokens of this step, every stream
   double step_seconds = 0.0;
   double elapsed_seconds = 0.0;    // since this process started training
   double tokens_per_second = 0.0;  // over this process's steps
@@ -122,7 +136,8 @@ class Trainer {
 
   const LoraParams& params() const { return *params_; }
   int64_t step() const { return step_; }
-  int64_t cursor() const { return cursor_; }
+  int64_t cursor() const { return cursors_[0]; }  // stream 0's
+  const std::vector<int64_t>& cursors() const { return cursors_; }
 
   ~Trainer();
 
@@ -132,6 +147,9 @@ class Trainer {
   Status SaveCheckpoint();
   Status LoadCheckpoint();
   Status AppendMetrics(const std::string& line);
+  // Block of stream s at offset `cursor + k` (wrapping within the stream).
+  int64_t StreamBlock(int32_t s, int64_t k) const;
+  bool writes_files() const { return reducer_->rank() == 0; }
 
   Model* model_;
   const TrainData* data_;
@@ -141,8 +159,12 @@ class Trainer {
   std::unique_ptr<TrainModel> train_model_;
   std::unique_ptr<LoraParams> params_;
   std::vector<float> grads_, m_, v_;
+  LocalGradientReducer local_reducer_;
+  GradientReducer* reducer_ = &local_reducer_;
+  std::vector<int64_t> stream_begin_;  // [S + 1]: stream s holds blocks [begin[s], begin[s+1])
+  std::vector<float> stream_grads_;    // [streams this rank owns, params size]
   int64_t step_ = 0;
-  int64_t cursor_ = 0;
+  std::vector<int64_t> cursors_;  // [S]
   int64_t last_checkpoint_ = -1;
   int64_t stop_after_ = -1;
 };

@@ -15,7 +15,7 @@
 // The pool (filler chunks, document 1 of the bank) is written once at Create; an example's gold
 // chunks are written as their own document before its block and deleted after it, so the bank
 // holds the pool and at most one example. Distractor choice hashes (seed, use, block, step).
-// No state crosses steps: Restore has nothing to rebuild.
+// No state crosses blocks: streams need nothing of their own and Restore has nothing to rebuild.
 //
 // Thread-compatible: one call at a time (the session and its embedder are stateful).
 #pragma once
@@ -55,9 +55,10 @@ class RecallMemorySource : public model::TrainMemorySource {
       const std::vector<model::RecallExample>* train, const std::vector<model::RecallExample>* eval,
       const std::vector<std::vector<model::TokenId>>& pool, const RecallMemoryOptions& options);
 
-  StatusOr<const model::MemoryKV*> Before(model::TrainUse use, int64_t block, int64_t step) override;
-  Status After(model::TrainUse use, int64_t block) override;
-  Status Restore(int64_t cursor, int64_t step) override;
+  StatusOr<const model::MemoryKV*> Before(model::TrainUse use, int32_t stream, int64_t block,
+                                          int64_t step) override;
+  Status After(model::TrainUse use, int32_t stream, int64_t block) override;
+  Status Restore(std::span<const model::TrainStreamPosition> streams, int64_t step) override;
   std::string Describe() const override;
 
   // What the last Before gave: the chunks in memory and whether the gold chunk(s) were among

@@ -10,10 +10,11 @@
 // builds for a window (memlong_memory.h), so what the retrieval layers learn to read is what
 // `muninn eval perplexity --modes memlong` gives them.
 //
-// Resume: Restore writes the blocks of the cursor's document before the cursor, so the bank
-// holds what an uninterrupted run's reads of that document would see (reads are filtered by
-// document and position; other documents are written when their blocks come). A block is written
-// once: when the data wraps around, its chunks are already there.
+// Resume: Restore writes, for every stream, the blocks of its next block's document from the
+// stream's start or the document's, whichever is later, up to the next block, so the bank holds
+// what an uninterrupted run's reads would see (reads are filtered by document and position; other
+// documents are written when their blocks come). A block is written once: when a stream wraps
+// around, its chunks are already there.
 //
 // Thread-compatible.
 #pragma once
@@ -48,9 +49,10 @@ class StreamMemorySource : public model::TrainMemorySource {
                                                               const model::TrainData* eval,
                                                               const StreamMemoryOptions& options);
 
-  StatusOr<const model::MemoryKV*> Before(model::TrainUse use, int64_t block, int64_t step) override;
-  Status After(model::TrainUse use, int64_t block) override;
-  Status Restore(int64_t cursor, int64_t step) override;
+  StatusOr<const model::MemoryKV*> Before(model::TrainUse use, int32_t stream, int64_t block,
+                                          int64_t step) override;
+  Status After(model::TrainUse use, int32_t stream, int64_t block) override;
+  Status Restore(std::span<const model::TrainStreamPosition> streams, int64_t step) override;
   std::string Describe() const override;
 
   // Chunks the last Before put in memory.
@@ -61,16 +63,17 @@ class StreamMemorySource : public model::TrainMemorySource {
                      const model::TrainData* eval, StreamMemoryOptions options)
       : session_(session), embedder_(embedder), train_(train), eval_(eval), options_(options) {}
   const model::TrainData* Data(model::TrainUse use) const;
-  // The bank document of a stream: training documents from 1, held-out ones above them.
-  memory::DocumentId DocId(model::TrainUse use, int64_t document) const;
-  Status Write(model::TrainUse use, int64_t block);
+  // The bank document of (stream, document): training ones from 1, held-out ones above them.
+  memory::DocumentId DocId(model::TrainUse use, int32_t stream, int64_t document) const;
+  Status Write(model::TrainUse use, int32_t stream, int64_t block);
 
   LongContextSession* session_;
   Embedder* embedder_;
   const model::TrainData* train_;
   const model::TrainData* eval_;
   StreamMemoryOptions options_;
-  std::map<memory::DocumentId, int64_t> written_;  // per stream: tokens written from its start
+  // Per bank document: the position up to which it is written (from where its stream started).
+  std::map<memory::DocumentId, int64_t> written_;
   model::MemoryKV memory_;
   int64_t last_chunks_ = 0;
 };
