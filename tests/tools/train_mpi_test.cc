@@ -190,5 +190,32 @@ TEST_F(TrainMpiTest, ResumeUnderMpiAndRefusals) {
   EXPECT_NE(Log().find("multiple of the number of MPI processes"), std::string::npos) << Log();
 }
 
+// With MemLong memory in the loop (--memory on the real model; skipped when set-up has not
+// fetched it): every rank keeps its own bank, and a stream reads only what it wrote itself, so
+// -np 2 still equals one process with --streams 2 byte for byte. The second stream starts in the
+// middle of Genesis: its first block reads nothing, its second reads the first.
+TEST_F(TrainMpiTest, MemoryStreamsUnderMpiEqualOneProcess) {
+  const std::string root = MUNINN_SOURCE_DIR;
+  for (const char* need : {"/models/SmolLM2-135M-Instruct.Q4_1.gguf", "/models/all-MiniLM-L6-v2",
+                           "/data/genesis.txt"}) {
+    if (!fs::exists(root + need)) GTEST_SKIP() << "no " << root + need << " (scripts/setup.sh)";
+  }
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{MUNINN_CLI_BINARY, "train", "--memory", "--config",
+                                    root + "/configs/smollm2-135m-memlong.json", "-d",
+                                    root + "/data/genesis.txt", "-o", dir_ + "/" + out, "--block",
+                                    "128", "--steps", "2", "-r", "2", "--seed", "4", "-t", "1"};
+  };
+  ASSERT_EQ(Run(2, args("mem_np2")), 0) << Log();
+  std::vector<std::string> one = args("mem_np1");
+  one.insert(one.end(), {"--streams", "2"});
+  ASSERT_EQ(Run(0, one), 0) << Log();
+  const std::string a = ReadAll(dir_ + "/mem_np2/adapter/adapter_model.safetensors");
+  ASSERT_FALSE(a.empty()) << Log();
+  EXPECT_SAME_BYTES(a, ReadAll(dir_ + "/mem_np1/adapter/adapter_model.safetensors"));
+  EXPECT_SAME_BYTES(ReadAll(dir_ + "/mem_np2/checkpoint.bin"),
+                    ReadAll(dir_ + "/mem_np1/checkpoint.bin"));
+}
+
 }  // namespace
 }  // namespace muninn::tools
