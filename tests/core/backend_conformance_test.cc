@@ -548,6 +548,77 @@ void CheckCopy(Backend& be) {
   Verify(be, run, ref, 0.0, "Copy f32 strided view");
 }
 
+// Strided views: rows of x, out and the operands taken as column slices of wider matrices (row
+// stride > packed), for the ops whose contract allows them.
+void CheckViews(Backend& be) {
+  std::mt19937 rng(77);
+  const int64_t rows = 9, d = 40, pad = 7;  // views [rows, d] of [rows, d + pad] buffers
+  const std::vector<float> a = Random(rows * (d + pad), rng), b = Random(rows * (d + pad), rng);
+  auto slice = [&](Backend& bk, const std::vector<float>& v) {
+    return On(bk, Host({rows, d + pad}, v)).Slice(1, 0, d).value();
+  };
+  auto at = [&](const std::vector<float>& v, int64_t r, int64_t c) { return v[r * (d + pad) + c]; };
+  auto read_view = [&](Backend& bk, const Tensor& wide) {
+    Tensor packed = Out(bk, {rows, d});
+    EXPECT_TRUE(bk.Copy(wide.Slice(1, 0, d).value(), &packed).ok());
+    return ToHost(bk, packed);
+  };
+  {
+    std::vector<double> ref;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < d; ++c) ref.push_back(static_cast<double>(at(a, r, c)) + at(b, r, c));
+    }
+    RunOp run = [&](Backend& bk) {
+      Tensor wide = Out(bk, {rows, d + pad});
+      Tensor out = wide.Slice(1, 0, d).value();
+      EXPECT_TRUE(bk.Add(slice(bk, a), slice(bk, b), &out).ok());
+      return read_view(bk, wide);
+    };
+    Verify(be, run, ref, 1e-14, "Add on strided views");
+  }
+  {
+    std::vector<float> packed_a;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < d; ++c) packed_a.push_back(at(a, r, c));
+    }
+    RunOp run = [&](Backend& bk) {
+      Tensor out = Out(bk, {rows, d});
+      EXPECT_TRUE(bk.RmsNorm(slice(bk, a), Tensor(), 1e-6f, &out).ok());
+      return ToHost(bk, out);
+    };
+    Verify(be, run, RefRmsNorm(packed_a, {}, d, 1e-6), 1e-11, "RmsNorm on a strided view");
+  }
+  // MatMul with x and out as strided row views, for decode and GEMM batch sizes.
+  for (DType wt : {DType::kF32, DType::kF16, DType::kQ8_0}) {
+    if (!be.SupportsOp({OpKind::kMatMul, wt})) continue;
+    for (int64_t m : {int64_t{3}, int64_t{20}}) {
+      const int64_t k = 64, n = 24;
+      const Tensor w = RandomMatrix(wt, n, k, 0, rng);
+      std::vector<std::vector<float>> wf;
+      for (int64_t r = 0; r < n; ++r) wf.push_back(RowAsFloat(w, r));
+      const std::vector<float> xw = Random(m * (k + 32), rng);
+      std::vector<float> x;
+      for (int64_t r = 0; r < m; ++r) {
+        for (int64_t c = 0; c < k; ++c) x.push_back(xw[r * (k + 32) + c]);
+      }
+      double denom = 0.0;
+      const std::vector<double> ref = RefMatMul(x, wf, m, k, &denom);
+      RunOp run = [&](Backend& bk) {
+        const Tensor xv = On(bk, Host({m, k + 32}, xw)).Slice(1, 0, k).value();
+        Tensor wide = Out(bk, {m, n + 5});
+        Tensor out = wide.Slice(1, 0, n).value();
+        EXPECT_TRUE(bk.MatMul(xv, On(bk, w), &out).ok());
+        Tensor packed = Out(bk, {m, n});
+        EXPECT_TRUE(bk.Copy(out, &packed).ok());
+        return ToHost(bk, packed);
+      };
+      Verify(be, run, ref, MatMulBound(wt),
+             "MatMul " + std::string(DTypeName(wt)) + " on strided views, M " + std::to_string(m),
+             denom);
+    }
+  }
+}
+
 void CheckAttentionCase(Backend& be, const AttnCase& c, uint32_t seed) {
   if (!be.SupportsOp({OpKind::kAttention, c.kv_dtype})) return;
   std::mt19937 rng(seed);
@@ -629,6 +700,7 @@ CONFORMANCE_TEST(Rope, CheckRope)
 CONFORMANCE_TEST(Softmax, CheckSoftmax)
 CONFORMANCE_TEST(Elementwise, CheckElementwise)
 CONFORMANCE_TEST(Copy, CheckCopy)
+CONFORMANCE_TEST(StridedViews, CheckViews)
 CONFORMANCE_TEST(Attention, CheckAttention)
 
 // The bounds are tight enough to notice a wrong reference: a flawed float64 reference (a missing
