@@ -763,6 +763,50 @@ TEST(BackendConformance, WrongReferencesFail) {
 }
 
 #if defined(MUNINN_HAVE_CUDA)
+// The CUDA backend's own machinery: transfers larger than the pinned staging (chunked), strided
+// host and device views, block reuse by the allocator, and errors instead of aborts for tensors on
+// the wrong device.
+TEST(CudaBackendGpu, TransfersAllocatorAndErrors) {
+  std::string why;
+  std::unique_ptr<Backend> be = CudaBackendOrNull(&why);
+  if (be == nullptr) GTEST_SKIP() << why;
+  std::mt19937 rng(5);
+  const int64_t rows = 3, cols = 1000003;  // 12 MB: more than the 8 MiB staging
+  const std::vector<float> big = Random(rows * cols, rng);
+  Tensor dev = be->Allocate(DType::kF32, {rows, cols}).value();
+  ASSERT_TRUE(be->Transfer(Host({rows, cols}, big), &dev).ok());
+  EXPECT_EQ(ToHost(*be, dev), big);
+  // A strided host source, and a strided device destination.
+  const Tensor host_view = Host({rows, cols}, big).Slice(1, 10, 20).value();
+  Tensor packed = be->Allocate(DType::kF32, {rows, 10}).value();
+  ASSERT_TRUE(be->Transfer(host_view, &packed).ok());
+  Tensor dev_view = dev.Slice(1, 100, 110).value();
+  ASSERT_TRUE(be->Transfer(host_view, &dev_view).ok());
+  Tensor back = be->Allocate(DType::kF32, {rows, 10}).value();
+  ASSERT_TRUE(be->Copy(dev_view, &back).ok());
+  std::vector<float> want;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 10; c < 20; ++c) want.push_back(big[r * cols + c]);
+  }
+  EXPECT_EQ(ToHost(*be, packed), want);
+  EXPECT_EQ(ToHost(*be, back), want);
+  // A freed block of the same size class comes back.
+  const void* first = nullptr;
+  {
+    Tensor t = be->Allocate(DType::kF32, {1024}).value();
+    first = t.data();
+  }
+  Tensor again = be->Allocate(DType::kF32, {1000}).value();
+  EXPECT_EQ(again.data(), first);
+  // Host tensors where device ones are needed are InvalidArgument, not a crash.
+  Tensor out = be->Allocate(DType::kF32, {1, 4}).value();
+  EXPECT_EQ(be->MatMul(Host({1, 4}, {1, 2, 3, 4}), On(*be, Host({4, 4}, std::vector<float>(16))),
+                       &out)
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_TRUE(be->Synchronize().ok());
+}
+
 // Without a device, creating the backend is a clear Unavailable error, never an abort; with one,
 // it works and says it is on cuda:N.
 TEST(CudaBackend, CreationReportsMissingDevice) {
