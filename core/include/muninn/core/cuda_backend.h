@@ -4,8 +4,9 @@
 // Tensors passed to its ops live on its device (Allocate / Transfer), except the small index
 // tensors (GetRows ids, Rope positions), which may also be host tensors. Work is queued on one
 // stream per backend; Transfer to the host and Synchronize wait for it. Every CUDA and cuBLAS
-// error becomes a Status; nothing aborts. Device limits beyond Backend's contract: Attention
-// head dims <= 256, Rope n_rot <= 256, tensors of at most 4 dims.
+// error becomes a Status; nothing aborts. Limits beyond Backend's contract (InvalidArgument when
+// hit): Attention head dims <= 256, Rope n_rot <= 256, tensors of 1 to 4 dims, Copy with packed
+// innermost dims, Transfer to the host into a contiguous tensor.
 //
 // Thread-compatible, like every Backend: one thread at a time. Buffers it allocates may outlive
 // it and be released from any thread.
