@@ -1,6 +1,7 @@
 // The CUDA kernels' block decoders (core/src/cuda/block_decode.h) are plain C++ on the host, so
 // their reading of the GGUF layouts is checked here against DequantizeRow on machines without a
-// GPU: every chunk of random rows of every dtype the CUDA backend decodes.
+// GPU: every chunk of random rows of every dtype the CUDA backend decodes, bit for bit (on the
+// device the decoders round products and sums separately, as here, so they match there too).
 #include <gtest/gtest.h>
 
 #include <random>
@@ -26,7 +27,7 @@ void CheckDecoder(int64_t rows, int64_t n) {
       float got[Dec::kChunk];
       Dec::Decode(row, c, got);
       for (int j = 0; j < Dec::kChunk; ++j) {
-        ASSERT_FLOAT_EQ(got[j], want[static_cast<size_t>(c * Dec::kChunk + j)])
+        ASSERT_EQ(got[j], want[static_cast<size_t>(c * Dec::kChunk + j)])  // bit-exact
             << DTypeName(DT) << " row " << r << " element " << c * Dec::kChunk + j;
       }
     }

@@ -66,6 +66,25 @@ MUNINN_HD float Bf16BitsToFloat(uint16_t h) {
 #endif
 }
 
+// Products and sums rounded separately, never fused into an FMA (nvcc contracts a * b + c by
+// default): decoded values are then bit-identical to DequantizeRow's, so a GPU Copy or GetRows
+// equals the CPU's exactly, and a conversion to f16 cannot round the other way.
+MUNINN_HD float MulRn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+MUNINN_HD float AddRn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 // Little-endian u16 at a 2-byte-aligned address.
 MUNINN_HD uint16_t LoadU16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
 
@@ -110,7 +129,7 @@ struct BlockDecoder<DType::kQ4_0> {
     const uint8_t* qs = b + 2 + (j0 & 15);
     const int shift = j0 >= 16 ? 4 : 0;
     for (int i = 0; i < 8; ++i) {
-      y[i] = static_cast<float>(((qs[i] >> shift) & 0xF) - 8) * d;
+      y[i] = MulRn(static_cast<float>(((qs[i] >> shift) & 0xF) - 8), d);
     }
   }
 };
@@ -127,7 +146,7 @@ struct BlockDecoder<DType::kQ4_1> {
     const uint8_t* qs = b + 4 + (j0 & 15);
     const int shift = j0 >= 16 ? 4 : 0;
     for (int i = 0; i < 8; ++i) {
-      y[i] = static_cast<float>((qs[i] >> shift) & 0xF) * d + m;
+      y[i] = AddRn(MulRn(static_cast<float>((qs[i] >> shift) & 0xF), d), m);
     }
   }
 };
@@ -141,7 +160,7 @@ struct BlockDecoder<DType::kQ8_0> {
     const int j0 = static_cast<int>(c % 4) * 8;
     const float d = HalfBitsToFloat(LoadU16(b));
     const auto* qs = reinterpret_cast<const int8_t*>(b + 2 + j0);
-    for (int i = 0; i < 8; ++i) y[i] = static_cast<float>(qs[i]) * d;
+    for (int i = 0; i < 8; ++i) y[i] = MulRn(static_cast<float>(qs[i]), d);
   }
 };
 
@@ -164,13 +183,13 @@ struct BlockDecoder<DType::kQ4_K> {
       sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
       mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
     }
-    const float d = HalfBitsToFloat(LoadU16(b)) * static_cast<float>(sc);
-    const float m = HalfBitsToFloat(LoadU16(b + 2)) * static_cast<float>(mn);
+    const float d = MulRn(HalfBitsToFloat(LoadU16(b)), static_cast<float>(sc));
+    const float m = MulRn(HalfBitsToFloat(LoadU16(b + 2)), static_cast<float>(mn));
     const int l0 = i0 % 64;
     const uint8_t* qs = b + 16 + (i0 / 64) * 32 + (l0 & 31);
     const int shift = l0 >= 32 ? 4 : 0;
     for (int i = 0; i < 8; ++i) {
-      y[i] = d * static_cast<float>((qs[i] >> shift) & 0xF) - m;
+      y[i] = AddRn(MulRn(d, static_cast<float>((qs[i] >> shift) & 0xF)), -m);
     }
   }
 };
@@ -190,10 +209,10 @@ struct BlockDecoder<DType::kQ6_K> {
     const int lshift = qd >= 2 ? 4 : 0;
     const int hshift = 2 * qd;
     const float d = HalfBitsToFloat(LoadU16(b + 208));
-    const float scale = d * static_cast<float>(reinterpret_cast<const int8_t*>(b + 192)[i0 / 16]);
+    const float scale = MulRn(d, static_cast<float>(reinterpret_cast<const int8_t*>(b + 192)[i0 / 16]));
     for (int i = 0; i < 8; ++i) {
       const int q = (((ql[i] >> lshift) & 0xF) | (((qh[i] >> hshift) & 3) << 4)) - 32;
-      y[i] = scale * static_cast<float>(q);
+      y[i] = MulRn(scale, static_cast<float>(q));
     }
   }
 };
