@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) do_build=0 ;;
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
-    --sanitize) sanitize=1; cmake_extra+=("-DMUNINN_SANITIZE=$2" "-DMUNINN_BUILD_BENCHMARKS=OFF"); shift ;;
+    --sanitize) sanitize=1; cmake_extra+=("-DMUNINN_SANITIZE=$2" "-DMUNINN_BUILD_BENCHMARKS=OFF" "-DMUNINN_CUDA=OFF"); shift ;;
     --werror) cmake_extra+=("-DMUNINN_WERROR=ON") ;;
     --lean-debug-info) lean_debug_info=1 ;;
     --eval-books) eval_books=1 ;;
@@ -140,9 +140,17 @@ fi
 # ---- 3. build ----------------------------------------------------------------------------------
 if [ "$do_build" -eq 1 ]; then
   jobs=$(nproc 2>/dev/null || echo 2)
+  # The CUDA backend (MUNINN_CUDA, default ON when CMake finds nvcc): the toolkit's usual home,
+  # /usr/local/cuda, is often not on PATH, so point CMake at its nvcc. Sanitizer builds leave CUDA
+  # out (--sanitize above): they run the fast tests only, and CUDA's runtime is not ASan-clean.
+  cuda_args=()
+  if [ "$sanitize" -eq 0 ] && ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+    cuda_args+=("-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc")
+  fi
   if [ ! -f "$build_dir/CMakeCache.txt" ]; then
     say "configuring $build_dir"
-    cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${cmake_extra[@]+"${cmake_extra[@]}"} >/dev/null
+    cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${cuda_args[@]+"${cuda_args[@]}"} \
+      ${cmake_extra[@]+"${cmake_extra[@]}"} >/dev/null
   elif [ ${#cmake_extra[@]} -gt 0 ]; then
     cmake "$build_dir" ${cmake_extra[@]+"${cmake_extra[@]}"} >/dev/null
   fi

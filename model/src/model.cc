@@ -1,5 +1,7 @@
 #include "muninn/model/model.h"
 
+#include "weight_placement.h"
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -192,6 +194,10 @@ StatusOr<std::unique_ptr<Model>> Model::Create(Backend* backend, const ModelConf
     if (layout.core() == nullptr) {
       return InvalidArgumentError("a model with an input-injection adapter needs a 'core' stage");
     }
+  }
+  if (!backend->device().is_cpu()) {
+    // Weights come mapped or converted on the host; a device backend computes on its own copy.
+    ASSIGN_OR_RETURN(weights, PlaceWeightsOn(backend, std::move(weights)));
   }
   return std::unique_ptr<Model>(
       new Model(backend, config, std::move(weights), std::move(layout)));
@@ -422,6 +428,11 @@ Status Model::Head(int64_t first, int64_t n_tokens, const ForwardOptions& option
   ASSIGN_OR_RETURN(*logits, backend_->Allocate(DType::kF32, Shape{n, config_.n_vocab}));
   RETURN_IF_ERROR(backend_->MatMul(normed, weights_.output, logits));
   if (options.observer) options.observer(Intermediate{"logits", -1, *logits});
+  if (!logits->device().is_cpu()) {  // ForwardResult::logits is a host tensor (samplers read it)
+    ASSIGN_OR_RETURN(Tensor host, Tensor::Empty(DType::kF32, logits->shape()));
+    RETURN_IF_ERROR(backend_->Transfer(*logits, &host));
+    *logits = std::move(host);
+  }
   return Status::Ok();
 }
 

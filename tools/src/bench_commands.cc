@@ -22,6 +22,7 @@
 
 #include "command_registry.h"
 #include "context_bench.h"
+#include "device_backend.h"
 #include "llm_cli.h"
 #include "muninn/core/cpu_features.h"
 
@@ -36,6 +37,7 @@ struct BenchFlags {
   int32_t reps = 5;
   bool json = false;
   bool exact = false;
+  std::string device = "cpu";
   // --memory-depth N: the long-context benchmark (context_bench.h) instead of ppN/tgN.
   int64_t memory_depth = 0;
   RuntimeFlags rt;
@@ -128,7 +130,7 @@ int RunBench(const BenchFlags& f) {
       return 2;
     }
   }
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false, f.exact);
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false, f.exact, f.device);
   if (!cm.ok()) {
     std::fprintf(stderr, "muninn bench: %s\n", cm.status().ToString().c_str());
     return 1;
@@ -247,6 +249,7 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
   cmd->add_flag("--exact", f->exact,
                 "Exact MatMul: f32 activations and dequantized weight rows (see generate --exact)");
+  cmd->add_option("--device", f->device, kDeviceHelp)->capture_default_str();
   cmd->add_option("-r,--repetitions", f->reps, "Repetitions per test")->capture_default_str();
   cmd->add_flag("--json", f->json, "Print JSON");
   cmd->add_option("-d,--depth,--n-depth", f->depths,
@@ -268,9 +271,9 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--embedder", f->rt.embedder, "Embedder for --memory-depth (default from the config)");
   cmd->callback([&ctx, f] {
     if (f->memory_depth > 0) {
-      if (f->exact || !f->depths.empty()) {
+      if (f->exact || !f->depths.empty() || f->device != "cpu") {
         std::fprintf(stderr, "muninn bench: %s does not apply to --memory-depth\n",
-                     f->exact ? "--exact" : "-d/--depth");
+                     f->exact ? "--exact" : !f->depths.empty() ? "-d/--depth" : "--device");
         ctx.exit_code = 2;
         return;
       }

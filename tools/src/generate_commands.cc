@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "command_registry.h"
+#include "device_backend.h"
 #include "llm_cli.h"
 #include "lora_spec.h"
 #include "muninn/model/chat_template.h"
@@ -43,6 +44,7 @@ struct GenerateFlags {
   bool ignore_eos = false;
   bool exact = false;
   int threads = 0;
+  std::string device = "cpu";
   // recurrent-depth models (Huginn)
   int32_t steps = 0;
   std::string init = "random";
@@ -107,7 +109,10 @@ StatusOr<std::vector<model::TokenId>> PromptIds(const model::LoadedModel& lm,
 }
 
 int RunGenerate(const GenerateFlags& f) {
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true, f.exact);
+  if (!f.lora.empty() && f.device != "cpu") {
+    return Fail("generate", InvalidArgumentError("--lora runs on the CPU backend only; drop --device"));
+  }
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true, f.exact, f.device);
   if (!cm.ok()) return Fail("generate", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
   if (Status st = ApplyLora(f.lora, &lm); !st.ok()) return Fail("generate", st);
@@ -203,6 +208,7 @@ struct LogitsFlags {
   bool json = false;
   bool exact = false;
   int threads = 0;
+  std::string device = "cpu";
   int32_t steps = 0;               // recurrent models: core iterations (0 = the model's default)
   std::string init = "random";     // recurrent models: initial state (seeded: reproducible)
   int64_t seed = 0;                // for --init random
@@ -241,7 +247,10 @@ int RunLogits(const LogitsFlags& f) {
     ids = std::move(parsed).value();
   }
   // --ids bypasses the tokenizer entirely.
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/ids.empty(), f.exact);
+  if (!f.lora.empty() && f.device != "cpu") {
+    return Fail("logits", InvalidArgumentError("--lora runs on the CPU backend only; drop --device"));
+  }
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/ids.empty(), f.exact, f.device);
   if (!cm.ok()) return Fail("logits", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
   if (Status st = ApplyLora(f.lora, &lm); !st.ok()) return Fail("logits", st);
@@ -333,6 +342,7 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--ignore-eos", f->ignore_eos, "Keep going after end-of-generation tokens");
     cmd->add_flag("--exact", f->exact, kExactHelp);
     cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+    cmd->add_option("--device", f->device, kDeviceHelp)->capture_default_str();
     cmd->add_option("--steps", f->steps,
                     "Recurrent core iterations r (Huginn; 0 = the model's mean_recurrence)")
         ->capture_default_str();
@@ -377,6 +387,7 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--json", f->json, "Print JSON");
     cmd->add_flag("--exact", f->exact, kExactHelp);
     cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+    cmd->add_option("--device", f->device, kDeviceHelp)->capture_default_str();
     cmd->add_option("--steps", f->steps,
                     "Recurrent core iterations r (Huginn; 0 = the model's mean_recurrence)")
         ->capture_default_str();

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "app_config.h"
+#include "device_backend.h"
 #include "muninn/core/cpu_backend.h"
 
 namespace muninn::tools {
@@ -16,7 +17,8 @@ StatusOr<std::string> ResolveLlmPath(const std::string& flag) {
 }
 
 StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, int threads,
-                                                 bool load_tokenizer, bool exact_matmul) {
+                                                 bool load_tokenizer, bool exact_matmul,
+                                                 const std::string& device) {
   if (threads < 0) return InvalidArgumentError("threads must be >= 0 (0 = all cores)");
   auto m = std::make_unique<CliModel>();
   ASSIGN_OR_RETURN(m->path, ResolveLlmPath(path_flag));
@@ -24,7 +26,11 @@ StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, i
   CpuBackendOptions bo;
   bo.pool = m->pool.get();
   bo.exact_matmul = exact_matmul;
-  ASSIGN_OR_RETURN(m->backend, CreateCpuBackend(bo));
+  if (exact_matmul && device != "cpu") {
+    return InvalidArgumentError("--exact selects CPU kernels; it cannot be combined with --device " +
+                                device);
+  }
+  ASSIGN_OR_RETURN(m->backend, CreateBackendForDevice(device, bo));
   model::LoadModelOptions lo;
   lo.load_tokenizer = load_tokenizer;
   if (exact_matmul) lo.huginn_matrix_dtype = DType::kF32;  // Huginn's F32 shards as stored

@@ -1,5 +1,5 @@
 // Private to tools/: what `muninn generate`, `logits` and `bench` share — finding the default
-// model, and owning thread pool → CPU backend → loaded model for the length of one command.
+// model, and owning thread pool → backend → loaded model for the length of one command.
 #pragma once
 
 #include <memory>
@@ -29,7 +29,9 @@ struct CliModel {
 
 // Loads `path_flag` (see ResolveLlmPath) with `threads` threads (0 = all cores). `exact_matmul`
 // builds the backend with CpuBackendOptions::exact_matmul (f32 activations for quantized weights).
+// `device` names the backend (device_backend.h: cpu, cuda, cuda:N); the weights go to it.
 StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, int threads,
-                                                 bool load_tokenizer, bool exact_matmul = false);
+                                                 bool load_tokenizer, bool exact_matmul = false,
+                                                 const std::string& device = "cpu");
 
 }  // namespace muninn::tools

@@ -196,7 +196,7 @@ struct ForwardOptions {
 };
 
 struct ForwardResult {
-  Tensor logits;      // [1 or T, n_vocab] f32 (undefined when !compute_logits)
+  Tensor logits;      // [1 or T, n_vocab] f32 on the host, whatever the backend (undefined when !compute_logits)
   Tensor captured_k;  // [T, n_head_kv, head_dim] f32, pre-RoPE (only with capture_layer >= 0)
   Tensor captured_v;  // [T, n_head_kv, head_dim] f32
   Tensor final_states;  // [T, n_embd] f32 host tensor (only with ForwardOptions::final_states)

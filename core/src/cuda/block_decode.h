@@ -1,0 +1,237 @@
+// Private to the CUDA backend: decoding GGUF blocks (layouts in muninn/core/quant.h) a few
+// elements at a time, for the kernels and for host tests.
+//
+// The functions are `__host__ __device__` under nvcc and plain inline C++ under a host compiler,
+// so tests/core/cuda_block_decode_test.cc checks them against DequantizeRow on the CPU, where no
+// GPU is needed. Each decoder produces kChunk consecutive elements of a row starting at element
+// kChunk * c, reading only the bytes of that row (`row` points at its first block; rows of block
+// formats are 2-byte aligned, checked by the backend before a kernel runs).
+//
+// Thread-safe: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "muninn/core/dtype.h"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#define MUNINN_HD __host__ __device__ __forceinline__
+#else
+#define MUNINN_HD inline
+#endif
+
+namespace muninn::cuda {
+
+MUNINN_HD float HalfBitsToFloat(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(h));
+#else
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {
+      exp = 127 - 15 + 1;
+      while ((mant & 0x400u) == 0) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+    }
+  } else if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+
+MUNINN_HD float Bf16BitsToFloat(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(static_cast<uint32_t>(h) << 16);
+#else
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+
+// Products and sums rounded separately, never fused into an FMA (nvcc contracts a * b + c by
+// default): decoded values are then bit-identical to DequantizeRow's, so a GPU Copy or GetRows
+// equals the CPU's exactly, and a conversion to f16 cannot round the other way.
+MUNINN_HD float MulRn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+MUNINN_HD float AddRn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// Little-endian u16 at a 2-byte-aligned address.
+MUNINN_HD uint16_t LoadU16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+
+// Decoder for dtype DT: kChunk elements per call (1 for plain types, 8 for block formats, so a
+// chunk never straddles a block). Block offsets and field positions are quant.h's.
+template <DType DT>
+struct BlockDecoder;
+
+template <>
+struct BlockDecoder<DType::kF32> {
+  static constexpr int kChunk = 1;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    y[0] = reinterpret_cast<const float*>(row)[c];
+  }
+};
+
+template <>
+struct BlockDecoder<DType::kF16> {
+  static constexpr int kChunk = 1;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    y[0] = HalfBitsToFloat(reinterpret_cast<const uint16_t*>(row)[c]);
+  }
+};
+
+template <>
+struct BlockDecoder<DType::kBF16> {
+  static constexpr int kChunk = 1;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    y[0] = Bf16BitsToFloat(reinterpret_cast<const uint16_t*>(row)[c]);
+  }
+};
+
+// q4_0: 18-byte blocks of 32; element j < 16 is the low nibble of qs[j], j >= 16 the high nibble
+// of qs[j - 16]; x = (q - 8) * d.
+template <>
+struct BlockDecoder<DType::kQ4_0> {
+  static constexpr int kChunk = 8;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    const uint8_t* b = row + (c / 4) * 18;
+    const int j0 = static_cast<int>(c % 4) * 8;
+    const float d = HalfBitsToFloat(LoadU16(b));
+    const uint8_t* qs = b + 2 + (j0 & 15);
+    const int shift = j0 >= 16 ? 4 : 0;
+    for (int i = 0; i < 8; ++i) {
+      y[i] = MulRn(static_cast<float>(((qs[i] >> shift) & 0xF) - 8), d);
+    }
+  }
+};
+
+// q4_1: 20-byte blocks of 32; nibbles as q4_0; x = q * d + m.
+template <>
+struct BlockDecoder<DType::kQ4_1> {
+  static constexpr int kChunk = 8;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    const uint8_t* b = row + (c / 4) * 20;
+    const int j0 = static_cast<int>(c % 4) * 8;
+    const float d = HalfBitsToFloat(LoadU16(b));
+    const float m = HalfBitsToFloat(LoadU16(b + 2));
+    const uint8_t* qs = b + 4 + (j0 & 15);
+    const int shift = j0 >= 16 ? 4 : 0;
+    for (int i = 0; i < 8; ++i) {
+      y[i] = AddRn(MulRn(static_cast<float>((qs[i] >> shift) & 0xF), d), m);
+    }
+  }
+};
+
+// q8_0: 34-byte blocks of 32; x = qs[j] * d.
+template <>
+struct BlockDecoder<DType::kQ8_0> {
+  static constexpr int kChunk = 8;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    const uint8_t* b = row + (c / 4) * 34;
+    const int j0 = static_cast<int>(c % 4) * 8;
+    const float d = HalfBitsToFloat(LoadU16(b));
+    const auto* qs = reinterpret_cast<const int8_t*>(b + 2 + j0);
+    for (int i = 0; i < 8; ++i) y[i] = MulRn(static_cast<float>(qs[i]), d);
+  }
+};
+
+// q4_K: 144-byte super-blocks of 256. Element i (in the super-block) lies in sub-block j = i / 32
+// and in 32-byte chunk i / 64 of qs, low nibble for (i % 64) < 32, high nibble otherwise;
+// x = (d * sc[j]) * q - dmin * mn[j].
+template <>
+struct BlockDecoder<DType::kQ4_K> {
+  static constexpr int kChunk = 8;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    const uint8_t* b = row + (c / 32) * 144;
+    const int i0 = static_cast<int>(c % 32) * 8;
+    const int j = i0 / 32;
+    const uint8_t* s = b + 4;
+    int sc, mn;
+    if (j < 4) {
+      sc = s[j] & 63;
+      mn = s[j + 4] & 63;
+    } else {
+      sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+      mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+    const float d = MulRn(HalfBitsToFloat(LoadU16(b)), static_cast<float>(sc));
+    const float m = MulRn(HalfBitsToFloat(LoadU16(b + 2)), static_cast<float>(mn));
+    const int l0 = i0 % 64;
+    const uint8_t* qs = b + 16 + (i0 / 64) * 32 + (l0 & 31);
+    const int shift = l0 >= 32 ? 4 : 0;
+    for (int i = 0; i < 8; ++i) {
+      y[i] = AddRn(MulRn(d, static_cast<float>((qs[i] >> shift) & 0xF)), -m);
+    }
+  }
+};
+
+// q6_K: 210-byte super-blocks of 256. Element i: half h = i / 128, quarter qd = (i % 128) / 32,
+// l = i % 32; low 4 bits in ql[64h + 32 (qd & 1) + l] (low nibble for qd < 2, high otherwise),
+// top 2 bits in qh[32h + l] at bit 2 qd; x = d * scales[i / 16] * (q - 32).
+template <>
+struct BlockDecoder<DType::kQ6_K> {
+  static constexpr int kChunk = 8;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    const uint8_t* b = row + (c / 32) * 210;
+    const int i0 = static_cast<int>(c % 32) * 8;
+    const int h = i0 / 128, qd = (i0 % 128) / 32, l0 = i0 % 32;
+    const uint8_t* ql = b + 64 * h + 32 * (qd & 1) + l0;
+    const uint8_t* qh = b + 128 + 32 * h + l0;
+    const int lshift = qd >= 2 ? 4 : 0;
+    const int hshift = 2 * qd;
+    const float d = HalfBitsToFloat(LoadU16(b + 208));
+    const float scale = MulRn(d, static_cast<float>(reinterpret_cast<const int8_t*>(b + 192)[i0 / 16]));
+    for (int i = 0; i < 8; ++i) {
+      const int q = (((ql[i] >> lshift) & 0xF) | (((qh[i] >> hshift) & 3) << 4)) - 32;
+      y[i] = MulRn(scale, static_cast<float>(q));
+    }
+  }
+};
+
+// Whether the CUDA kernels decode `dtype` (weights of MatMul/GetRows, sources of Copy).
+MUNINN_HD bool CudaDecodes(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ8_0:
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace muninn::cuda

@@ -1,0 +1,242 @@
+// The CUDA backend's row-wise f32 ops: Silu, Gelu, Scale, Add, Mul, SwiGlu, RmsNorm, LayerNorm,
+// Softmax and Rope. Argument rules are the CPU backend's (core/src/cpu/{unary,binary,norm,
+// softmax,rope}.cc) with device tensors.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "cuda/cuda_checks.h"
+#include "cuda/cuda_context.h"
+#include "cuda/cuda_status.h"
+#include "cuda/kernels.h"
+
+namespace muninn::cuda {
+namespace {
+
+Status RunUnary(const CudaContext& ctx, const Tensor& x, Tensor* out, std::string_view op,
+                UnaryKind kind, float s) {
+  RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, op, "x"));
+  RETURN_IF_ERROR(CheckOutput(x, out, ctx.device, op));
+  RETURN_IF_ERROR(CheckAliasing(x, *out, op, "x"));
+  if (x.numel() == 0) return Status::Ok();
+  return CudaStatus(LaunchUnary(kind, static_cast<const char*>(x.data()), LayoutOf(x),
+                                static_cast<char*>(out->data()), LayoutOf(*out), x.num_rows(),
+                                x.dim(-1), s, ctx.stream),
+                    std::string(op) + " kernel");
+}
+
+Status RunBinary(const CudaContext& ctx, const Tensor& a, const Tensor& b, Tensor* out,
+                 std::string_view op, BinaryKind kind, bool allow_broadcast) {
+  RETURN_IF_ERROR(CheckF32Rows(a, ctx.device, op, "a"));
+  RETURN_IF_ERROR(CheckF32Rows(b, ctx.device, op, "b"));
+  RETURN_IF_ERROR(CheckOutput(a, out, ctx.device, op));
+  bool broadcast = false;
+  if (b.shape() == a.shape()) {
+    broadcast = false;
+  } else if (allow_broadcast && b.num_rows() == 1 && b.dim(-1) == a.dim(-1) &&
+             b.ndim() <= a.ndim()) {
+    broadcast = true;
+  } else {
+    return InvalidArgumentError(std::string(op) + ": b must have a's shape " +
+                                a.shape().ToString() +
+                                (allow_broadcast ? " or be one row [" + std::to_string(a.dim(-1)) + "]"
+                                                 : std::string()) +
+                                ", got " + b.shape().ToString());
+  }
+  RETURN_IF_ERROR(CheckAliasing(a, *out, op, "a"));
+  RETURN_IF_ERROR(CheckAliasing(b, *out, op, "b"));
+  if (a.numel() == 0) return Status::Ok();
+  return CudaStatus(LaunchBinary(kind, static_cast<const char*>(a.data()), LayoutOf(a),
+                                 static_cast<const char*>(b.data()), LayoutOf(b), broadcast,
+                                 static_cast<char*>(out->data()), LayoutOf(*out), a.num_rows(),
+                                 a.dim(-1), ctx.stream),
+                    std::string(op) + " kernel");
+}
+
+Status CheckEps(float eps, std::string_view op) {
+  if (!std::isfinite(eps) || eps < 0.0f) {
+    return InvalidArgumentError(std::string(op) + ": eps must be finite and >= 0, got " +
+                                std::to_string(eps));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status SiluOp(const CudaContext& ctx, const Tensor& x, Tensor* out) {
+  return RunUnary(ctx, x, out, "Silu", UnaryKind::kSilu, 0.0f);
+}
+
+Status GeluOp(const CudaContext& ctx, const Tensor& x, GeluMode mode, Tensor* out) {
+  if (mode != GeluMode::kErf && mode != GeluMode::kTanh) {
+    return InvalidArgumentError("Gelu: unknown mode " + std::to_string(static_cast<int>(mode)));
+  }
+  return RunUnary(ctx, x, out, "Gelu",
+                  mode == GeluMode::kErf ? UnaryKind::kGeluErf : UnaryKind::kGeluTanh, 0.0f);
+}
+
+Status ScaleOp(const CudaContext& ctx, const Tensor& x, float s, Tensor* out) {
+  return RunUnary(ctx, x, out, "Scale", UnaryKind::kScale, s);
+}
+
+Status AddOp(const CudaContext& ctx, const Tensor& a, const Tensor& b, Tensor* out) {
+  return RunBinary(ctx, a, b, out, "Add", BinaryKind::kAdd, true);
+}
+
+Status MulOp(const CudaContext& ctx, const Tensor& a, const Tensor& b, Tensor* out) {
+  return RunBinary(ctx, a, b, out, "Mul", BinaryKind::kMul, true);
+}
+
+Status SwiGluOp(const CudaContext& ctx, const Tensor& gate, const Tensor& up, Tensor* out) {
+  return RunBinary(ctx, gate, up, out, "SwiGlu", BinaryKind::kSwiGlu, false);
+}
+
+Status RmsNormOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, float eps, Tensor* out) {
+  RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, "RmsNorm", "x"));
+  RETURN_IF_ERROR(CheckOutput(x, out, ctx.device, "RmsNorm"));
+  RETURN_IF_ERROR(CheckOptionalVector(w, x.dim(-1), ctx.device, "RmsNorm", "weight"));
+  RETURN_IF_ERROR(CheckEps(eps, "RmsNorm"));
+  RETURN_IF_ERROR(CheckAliasing(x, *out, "RmsNorm", "x"));
+  if (w.defined()) RETURN_IF_ERROR(CheckAliasing(w, *out, "RmsNorm", "weight"));
+  if (x.numel() == 0) return Status::Ok();
+  return CudaStatus(
+      LaunchRmsNorm(static_cast<const char*>(x.data()), LayoutOf(x),
+                    w.defined() ? w.data_as<const float>() : nullptr, eps,
+                    static_cast<char*>(out->data()), LayoutOf(*out), x.num_rows(), x.dim(-1),
+                    ctx.stream),
+      "RmsNorm kernel");
+}
+
+Status LayerNormOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
+                   float eps, Tensor* out) {
+  RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, "LayerNorm", "x"));
+  RETURN_IF_ERROR(CheckOutput(x, out, ctx.device, "LayerNorm"));
+  RETURN_IF_ERROR(CheckOptionalVector(w, x.dim(-1), ctx.device, "LayerNorm", "weight"));
+  RETURN_IF_ERROR(CheckOptionalVector(b, x.dim(-1), ctx.device, "LayerNorm", "bias"));
+  RETURN_IF_ERROR(CheckEps(eps, "LayerNorm"));
+  RETURN_IF_ERROR(CheckAliasing(x, *out, "LayerNorm", "x"));
+  if (w.defined()) RETURN_IF_ERROR(CheckAliasing(w, *out, "LayerNorm", "weight"));
+  if (b.defined()) RETURN_IF_ERROR(CheckAliasing(b, *out, "LayerNorm", "bias"));
+  if (x.numel() == 0) return Status::Ok();
+  return CudaStatus(
+      LaunchLayerNorm(static_cast<const char*>(x.data()), LayoutOf(x),
+                      w.defined() ? w.data_as<const float>() : nullptr,
+                      b.defined() ? b.data_as<const float>() : nullptr, eps,
+                      static_cast<char*>(out->data()), LayoutOf(*out), x.num_rows(), x.dim(-1),
+                      ctx.stream),
+      "LayerNorm kernel");
+}
+
+Status SoftmaxOp(const CudaContext& ctx, const Tensor& x, float scale, Tensor* out) {
+  RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, "Softmax", "x"));
+  RETURN_IF_ERROR(CheckOutput(x, out, ctx.device, "Softmax"));
+  if (!std::isfinite(scale)) {
+    return InvalidArgumentError("Softmax: scale must be finite, got " + std::to_string(scale));
+  }
+  RETURN_IF_ERROR(CheckAliasing(x, *out, "Softmax", "x"));
+  if (x.numel() == 0) return Status::Ok();
+  return CudaStatus(LaunchSoftmax(static_cast<const char*>(x.data()), LayoutOf(x), scale,
+                                  static_cast<char*>(out->data()), LayoutOf(*out), x.num_rows(),
+                                  x.dim(-1), ctx.stream),
+                    "Softmax kernel");
+}
+
+// The frequency plan is the CPU backend's (core/src/cpu/rope.cc MakeRopePlan), in double.
+Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
+              const RopeParams& p, Tensor* out) {
+  RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, "Rope", "x"));
+  if (x.ndim() != 3) {
+    return InvalidArgumentError("Rope: x must be [T, n_head, head_dim], got " +
+                                x.shape().ToString());
+  }
+  RETURN_IF_ERROR(CheckOutput(x, out, ctx.device, "Rope"));
+  const int64_t n_tokens = x.dim(0), n_head = x.dim(1), head_dim = x.dim(2);
+  if (!positions.defined() || positions.dtype() != DType::kI32 || positions.ndim() != 1 ||
+      positions.dim(0) != n_tokens) {
+    return InvalidArgumentError("Rope: positions must be i32 [" + std::to_string(n_tokens) +
+                                "] (host or device), got " +
+                                (positions.defined() ? positions.DebugString() : "undefined"));
+  }
+  RETURN_IF_ERROR(p.Validate().WithContext("Rope"));
+  if (p.layout != RopeLayout::kHalves && p.layout != RopeLayout::kInterleaved) {
+    return InvalidArgumentError("Rope: unknown layout " +
+                                std::to_string(static_cast<int>(p.layout)));
+  }
+  const int64_t n_rot = p.n_rot == 0 ? head_dim : p.n_rot;
+  if (n_rot > head_dim || n_rot % 2 != 0) {
+    return InvalidArgumentError("Rope: n_rot must be even and <= head_dim (" +
+                                std::to_string(head_dim) + "), got " + std::to_string(n_rot));
+  }
+  if (n_rot / 2 > kMaxRopePairs) {
+    return InvalidArgumentError("Rope: the CUDA backend rotates at most " +
+                                std::to_string(2 * kMaxRopePairs) + " dims per head, got n_rot " +
+                                std::to_string(n_rot));
+  }
+  RETURN_IF_ERROR(CheckAliasing(x, *out, "Rope", "x"));
+  if (positions.device() == out->device() && Overlaps(positions, *out)) {
+    return InvalidArgumentError("Rope: out must not overlap positions");
+  }
+
+  RopeLaunch a;
+  const double d = static_cast<double>(n_rot);
+  double base = p.freq_base;
+  const double factor = p.factor;
+  switch (p.scaling) {
+    case RopeScaling::kNone:
+      break;
+    case RopeScaling::kLinear:
+      a.pos_scale = 1.0 / factor;
+      break;
+    case RopeScaling::kNtk:
+      if (n_rot <= 2) {
+        return InvalidArgumentError("Rope: NTK-aware scaling needs n_rot > 2, got n_rot = " +
+                                    std::to_string(n_rot));
+      }
+      base *= std::pow(factor, d / (d - 2.0));
+      break;
+    case RopeScaling::kYarn:
+      if (!(base > 1.0)) return InvalidArgumentError("Rope: YaRN needs freq_base > 1");
+      break;
+    default:
+      return InvalidArgumentError("Rope: unknown scaling mode " +
+                                  std::to_string(static_cast<int>(p.scaling)));
+  }
+  const int64_t half = n_rot / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    a.inv_freq[i] = std::pow(base, -2.0 * static_cast<double>(i) / d);
+  }
+  double mscale = 1.0;
+  if (p.scaling == RopeScaling::kYarn) {
+    constexpr double kPi = 3.14159265358979323846;
+    const auto corr_dim = [&](double rotations) {
+      return d * std::log(p.original_ctx / (2.0 * kPi * rotations)) / (2.0 * std::log(base));
+    };
+    const double low = std::max(std::floor(corr_dim(p.beta_fast)), 0.0);
+    double high = std::min(std::ceil(corr_dim(p.beta_slow)), d - 1.0);
+    if (low == high) high += 0.001;
+    for (int64_t i = 0; i < half; ++i) {
+      const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+      a.inv_freq[i] *= (1.0 - ramp) + ramp / factor;
+    }
+    mscale = (0.1 * std::log(factor) + 1.0) * p.attn_factor;
+  }
+  if (x.numel() == 0) return Status::Ok();
+  ASSIGN_OR_RETURN(const Tensor pos, IndexOnDevice(ctx, positions, "Rope", "positions"));
+  a.x = static_cast<const char*>(x.data());
+  a.x_s0 = x.stride(0);
+  a.x_s1 = x.stride(1);
+  a.y = static_cast<char*>(out->data());
+  a.y_s0 = out->stride(0);
+  a.y_s1 = out->stride(1);
+  a.positions = static_cast<const char*>(pos.data());
+  a.pos_stride = pos.stride(0);
+  a.n_tokens = n_tokens;
+  a.n_head = n_head;
+  a.head_dim = head_dim;
+  a.n_rot = n_rot;
+  a.interleaved = p.layout == RopeLayout::kInterleaved;
+  a.mscale = static_cast<float>(mscale);
+  return CudaStatus(LaunchRope(a, ctx.stream), "Rope kernel");
+}
+
+}  // namespace muninn::cuda

@@ -1,0 +1,150 @@
+// MatMul on the CUDA backend (out[M, N] = x[M, K] · w[N, K]ᵀ, the convention of backend.h):
+//  - M <= kMatVecMaxRows (decode): matvec.cu on the weight's blocks as stored, f32 activations;
+//  - larger M (prefill): w is decoded to f16 (bf16 for bf16 weights) in tiles of rows, x is
+//    rounded to the same type, and cuBLAS multiplies with f32 accumulation and f32 output;
+//    f32 weights use cublasSgemm (full f32, no TF32).
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "cuda/block_decode.h"
+#include "cuda/cuda_checks.h"
+#include "cuda/cuda_context.h"
+#include "cuda/cuda_status.h"
+#include "cuda/kernels.h"
+
+namespace muninn::cuda {
+namespace {
+
+// Bytes of decoded weight rows one GEMM tile may use.
+constexpr int64_t kDecodeTileBytes = int64_t{64} << 20;
+
+size_t RowAlignment(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+
+Status Validate(const CudaContext& ctx, const Tensor& x, const Tensor& w, const Tensor* out) {
+  if (out == nullptr) return InvalidArgumentError("MatMul: out is null");
+  RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, "MatMul", "x"));
+  RETURN_IF_ERROR(CheckF32Rows(*out, ctx.device, "MatMul", "out"));
+  RETURN_IF_ERROR(CheckOnDevice(w, ctx.device, "MatMul", "w"));
+  if (!CudaDecodes(w.dtype())) {
+    return InvalidArgumentError("MatMul: weight dtype " + std::string(DTypeName(w.dtype())) +
+                                " is not supported by the CUDA backend (f32, f16, bf16, q4_0, "
+                                "q4_1, q8_0, q4_K, q6_K)");
+  }
+  if (w.ndim() != 2 || x.ndim() > 2 || out->ndim() != x.ndim()) {
+    return InvalidArgumentError("MatMul: expected w [N, K], x [M, K] or [K], out [M, N] or [N]; "
+                                "got w " + w.shape().ToString() + ", x " + x.shape().ToString() +
+                                ", out " + out->shape().ToString());
+  }
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
+  if (x.dim(-1) != k) {
+    return InvalidArgumentError("MatMul: x has " + std::to_string(x.dim(-1)) +
+                                " columns but w [N, K] = " + w.shape().ToString() + " has K = " +
+                                std::to_string(k));
+  }
+  if (out->dim(-1) != n || (out->ndim() == 2 && out->dim(0) != m)) {
+    return InvalidArgumentError("MatMul: out " + out->shape().ToString() + " should be [" +
+                                (x.ndim() == 2 ? std::to_string(m) + ", " : std::string()) +
+                                std::to_string(n) + "]");
+  }
+  if (!w.rows_contiguous() || !RowsAligned(w, RowAlignment(w.dtype()))) {
+    return InvalidArgumentError("MatMul: w must have packed, " +
+                                std::to_string(RowAlignment(w.dtype())) +
+                                "-byte-aligned rows, got " + w.DebugString());
+  }
+  if (out->ndim() == 2 && out->dim(0) > 1 && out->stride(0) < 4 * out->dim(1)) {
+    return InvalidArgumentError("MatMul: out " + out->DebugString() + " has overlapping rows");
+  }
+  if (Overlaps(*out, x) || Overlaps(*out, w)) {
+    return InvalidArgumentError("MatMul: out must not overlap x or w");
+  }
+  if (n > INT_MAX || k > INT_MAX || m > INT_MAX) {
+    return InvalidArgumentError("MatMul: dimensions above 2^31 - 1 are not supported on CUDA");
+  }
+  return Status::Ok();
+}
+
+int64_t RowStride(const Tensor& t, int64_t row_bytes) {
+  return t.ndim() == 2 ? t.stride(0) : row_bytes;
+}
+
+}  // namespace
+
+Status MatMulOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor* out) {
+  RETURN_IF_ERROR(Validate(ctx, x, w, out));
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
+  if (m == 0 || n == 0) return Status::Ok();
+  const auto* xp = static_cast<const char*>(x.data());
+  const auto* wp = static_cast<const char*>(w.data());
+  auto* op = static_cast<char*>(out->data());
+  const int64_t x_rs = RowStride(x, 4 * k), o_rs = RowStride(*out, 4 * n);
+  const int64_t w_rs = w.stride(0);
+  if (k == 0) {
+    return CudaStatus(cudaMemset2DAsync(op, static_cast<size_t>(o_rs), 0,
+                                        static_cast<size_t>(4 * n), static_cast<size_t>(m),
+                                        ctx.stream),
+                      "MatMul with K = 0 (zero fill)");
+  }
+
+  // Decode-sized batches, and row layouts cuBLAS cannot express (ld < K: repeated x rows).
+  if (m <= kMatVecMaxRows || x_rs < 4 * k) {
+    for (int64_t m0 = 0; m0 < m; m0 += kMatVecMaxRows) {
+      const int64_t mm = std::min(kMatVecMaxRows, m - m0);
+      MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(w.dtype(), wp, w_rs, xp + m0 * x_rs, x_rs, mm, n,
+                                               k, op + m0 * o_rs, o_rs, ctx.stream));
+    }
+    return Status::Ok();
+  }
+
+  const float alpha = 1.0f, beta = 0.0f;
+  const int ni = static_cast<int>(n), mi = static_cast<int>(m), ki = static_cast<int>(k);
+  if (w.dtype() == DType::kF32) {
+    // Column-major view: out^T [N, M] = (w [N, K]) · (x^T [K, M]).
+    MUNINN_CUBLAS_RETURN_IF_ERROR(cublasSgemm(
+        ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, ni, mi, ki, &alpha,
+        reinterpret_cast<const float*>(wp), static_cast<int>(w_rs / 4),
+        reinterpret_cast<const float*>(xp), static_cast<int>(x_rs / 4), &beta,
+        reinterpret_cast<float*>(op), static_cast<int>(o_rs / 4)));
+    return Status::Ok();
+  }
+
+  const bool bf16 = w.dtype() == DType::kBF16;
+  const cudaDataType_t half_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  const DType half_dtype = bf16 ? DType::kBF16 : DType::kF16;
+  // x rounded to the weight's 16-bit type: [M, K] packed.
+  ASSIGN_OR_RETURN(Tensor xh, ctx.Empty(half_dtype, Shape{m, k}));
+  RowLayout lx, lxh;
+  lx.n_outer = lxh.n_outer = 1;
+  lx.dims[0] = lxh.dims[0] = m;
+  lx.strides[0] = x_rs;
+  lxh.strides[0] = 2 * k;
+  MUNINN_CUDA_RETURN_IF_ERROR(LaunchConvert(DType::kF32, xp, lx, half_dtype,
+                                            static_cast<char*>(xh.data()), lxh, m, k, ctx.stream));
+  // Weights already in the 16-bit type with aligned rows are used in place.
+  const bool in_place = (w.dtype() == DType::kF16 || bf16) && w_rs % 2 == 0;
+  const int64_t tile_rows = in_place ? n : std::max<int64_t>(1, std::min(n, kDecodeTileBytes / (2 * k)));
+  Tensor wh;
+  if (!in_place) {
+    ASSIGN_OR_RETURN(wh, ctx.Empty(half_dtype, Shape{tile_rows, k}));
+  }
+  for (int64_t n0 = 0; n0 < n; n0 += tile_rows) {
+    const int64_t nn = std::min(tile_rows, n - n0);
+    const void* wt = wp + n0 * w_rs;
+    int ldw = static_cast<int>(w_rs / 2);
+    if (!in_place) {
+      MUNINN_CUDA_RETURN_IF_ERROR(LaunchDecodeToHalf(w.dtype(), wp + n0 * w_rs, w_rs, nn, k, bf16,
+                                                     wh.data(), ctx.stream));
+      wt = wh.data();
+      ldw = ki;
+    }
+    MUNINN_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+        ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(nn), mi, ki, &alpha, wt, half_type,
+        ldw, xh.data(), half_type, ki, &beta, op + n0 * 4, CUDA_R_32F,
+        static_cast<int>(o_rs / 4), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  return Status::Ok();
+}
+
+}  // namespace muninn::cuda

@@ -1,0 +1,60 @@
+// The CUDA kernels' block decoders (core/src/cuda/block_decode.h) are plain C++ on the host, so
+// their reading of the GGUF layouts is checked here against DequantizeRow on machines without a
+// GPU: every chunk of random rows of every dtype the CUDA backend decodes, bit for bit (on the
+// device the decoders round products and sums separately, as here, so they match there too).
+#include <gtest/gtest.h>
+
+#include <random>
+#include <vector>
+
+#include "core/src/cuda/block_decode.h"
+#include "muninn/core/quant.h"
+#include "tests/core/quant_test_util.h"
+
+namespace muninn {
+namespace {
+
+template <DType DT>
+void CheckDecoder(int64_t rows, int64_t n) {
+  using Dec = cuda::BlockDecoder<DT>;
+  std::mt19937 rng(static_cast<uint32_t>(DT) + 17);
+  const Tensor t = testing::RandomMatrix(DT, rows, n, 0, rng);
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<float> want = testing::RowAsFloat(t, r);
+    const int64_t idx[1] = {r};
+    const auto* row = static_cast<const uint8_t*>(t.row_ptr(idx));
+    for (int64_t c = 0; c < n / Dec::kChunk; ++c) {
+      float got[Dec::kChunk];
+      Dec::Decode(row, c, got);
+      for (int j = 0; j < Dec::kChunk; ++j) {
+        ASSERT_EQ(got[j], want[static_cast<size_t>(c * Dec::kChunk + j)])  // bit-exact
+            << DTypeName(DT) << " row " << r << " element " << c * Dec::kChunk + j;
+      }
+    }
+  }
+}
+
+TEST(CudaBlockDecode, MatchesDequantizeRow) {
+  CheckDecoder<DType::kF32>(3, 37);
+  CheckDecoder<DType::kF16>(3, 37);
+  CheckDecoder<DType::kBF16>(3, 37);
+  CheckDecoder<DType::kQ4_0>(5, 576);
+  CheckDecoder<DType::kQ4_1>(5, 576);
+  CheckDecoder<DType::kQ8_0>(5, 576);
+  CheckDecoder<DType::kQ4_K>(5, 1536);
+  CheckDecoder<DType::kQ6_K>(5, 1536);
+}
+
+TEST(CudaBlockDecode, KnowsExactlyTheKernelDTypes) {
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ8_0,
+                  DType::kQ4_K, DType::kQ6_K}) {
+    EXPECT_TRUE(cuda::CudaDecodes(d)) << DTypeName(d);
+  }
+  for (DType d : {DType::kQ5_0, DType::kQ5_1, DType::kQ5_K, DType::kQ8_1, DType::kQ8_K,
+                  DType::kI32, DType::kF64}) {
+    EXPECT_FALSE(cuda::CudaDecodes(d)) << DTypeName(d);
+  }
+}
+
+}  // namespace
+}  // namespace muninn
