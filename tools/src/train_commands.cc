@@ -76,6 +76,7 @@ struct TrainFlags {
   int64_t distractor_steps = 0;
   int64_t min_local = 32;
   int64_t max_local = 256;
+  double passkey_share = 0.5;
   // --task lm --memory: MemLong's protocol on the --data streams (stream_memory_source.h).
   bool memory = false;
   int64_t query_tokens = 128;
@@ -190,6 +191,7 @@ int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
   to.chunk_tokens = lc.chunk_tokens;
   to.min_local_filler = f.min_local;
   to.max_local_filler = f.max_local;
+  to.passkey_share = f.passkey_share;
   auto train = model::MakeRecallTasks(tok, *filler, to);
   if (!train.ok()) return fail(train.status().ToString(), 2);
   std::vector<model::RecallExample> eval;
@@ -565,6 +567,10 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--distractor-steps", f->distractor_steps,
                   "--task recall curriculum: then steps with random distractors beside it "
                   "(afterwards the retriever's real top-k)")
+      ->capture_default_str();
+  cmd->add_option("--passkey-share", f->passkey_share,
+                  "--task recall: share of examples asking the standard passkey question (the "
+                  "rest: names' numbers, objects' codes, ledger values)")
       ->capture_default_str();
   cmd->add_option("--local-filler", f->min_local, "--task recall: least filler tokens before the question")
       ->capture_default_str();
