@@ -240,6 +240,13 @@ TEST(TrainRecallCommandTest, RecallTaskTrainsOnTheRealModel) {
   b.push_back("--first-layer");
   b.push_back("15");
   EXPECT_EQ(testing::RunCli(b, &printed), 2);
+  // At the memory layer itself only q and o may adapt (its K/V, and so its norm, stay frozen).
+  b = a;
+  b.insert(b.end(), {"--first-layer", "15", "--targets", "q,o"});
+  EXPECT_EQ(testing::RunCli(b, &printed), 2);
+  b.push_back("--no-norms");
+  EXPECT_EQ(testing::RunCli(b, &printed), 0);
+  std::filesystem::remove_all(out, ec);
   b = a;
   b.push_back("--eval-data");
   b.push_back(root + "/data/genesis.txt");

@@ -137,6 +137,22 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
                    const model::TrainData* eval_data, const model::TrainerOptions& o,
                    const retriever::RecallMemorySource* recall);
 
+// The bank holds the memory layer's K/V as the frozen model writes them (ingest, at training and
+// at inference), so the adapter must not change them: the LoRA starts above the memory layer, or
+// at it with neither k nor v adapted and its norms frozen (then the memory layer itself learns to
+// read its own memory through q and o).
+Status CheckMemoryLayerStaysFrozen(const model::LoraConfig& lora, int32_t memory_layer) {
+  if (lora.first_layer > memory_layer) return Status::Ok();
+  const bool kv = std::any_of(lora.targets.begin(), lora.targets.end(), [](model::LoraTarget t) {
+    return t == model::LoraTarget::kK || t == model::LoraTarget::kV;
+  });
+  if (lora.first_layer == memory_layer && !kv && !lora.train_norms) return Status::Ok();
+  return InvalidArgumentError(
+      "--first-layer must be above the memory layer (" + std::to_string(memory_layer) +
+      "), or equal to it with --targets without k and v and --no-norms: the memory layer's K/V "
+      "are written by the frozen model");
+}
+
 StatusOr<std::string> ReadFillerFiles(const std::vector<std::string>& paths) {
   std::string all;
   for (const std::string& p : paths) {
@@ -176,11 +192,9 @@ int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
   }
   FillTrainerOptions(f, m, targets, &o);
   if (f.first_layer < 0) o.lora.first_layer = lc.memory_layer + 1;
-  if (o.lora.first_layer <= lc.memory_layer) {
-    return fail("--first-layer must be above the memory layer (" +
-                    std::to_string(lc.memory_layer) +
-                    "): the memory layer's K/V are written by the frozen model",
-                2);
+  {
+    const Status st = CheckMemoryLayerStaysFrozen(o.lora, lc.memory_layer);
+    if (!st.ok()) return fail(std::string(st.message()), 2);
   }
   o.base_model_name = (*rt)->config().model_path;
   auto filler = ReadFillerFiles(f.data);
@@ -263,11 +277,9 @@ int RunStreamMemoryTrain(const TrainFlags& f, model::TrainerOptions o,
   }
   FillTrainerOptions(f, m, targets, &o);
   if (f.first_layer < 0) o.lora.first_layer = lc.memory_layer + 1;
-  if (o.lora.first_layer <= lc.memory_layer) {
-    return fail("--first-layer must be above the memory layer (" +
-                    std::to_string(lc.memory_layer) +
-                    "): the memory layer's K/V are written by the frozen model",
-                2);
+  {
+    const Status st = CheckMemoryLayerStaysFrozen(o.lora, lc.memory_layer);
+    if (!st.ok()) return fail(std::string(st.message()), 2);
   }
   o.base_model_name = (*rt)->config().model_path;
   auto data = model::TrainData::Load(f.data, &(*rt)->tokenizer(), m.config().n_vocab, f.block,
