@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
@@ -236,13 +237,16 @@ TEST(TrainRecallCommandTest, RecallTaskTrainsOnTheRealModel) {
   std::filesystem::remove_all(out, ec);
   // The memory layer's K/V come from the frozen model: training it is refused; so is --eval-data,
   // and an unknown task.
+  std::ifstream cfg(root + "/configs/smollm2-135m-memlong.json");
+  const std::string m = std::to_string(
+      nlohmann::json::parse(cfg)["long_context"]["memory_layer"].get<int>());
   std::vector<std::string> b = a;
   b.push_back("--first-layer");
-  b.push_back("15");
+  b.push_back(m);
   EXPECT_EQ(testing::RunCli(b, &printed), 2);
   // At the memory layer itself only q and o may adapt (its K/V, and so its norm, stay frozen).
   b = a;
-  b.insert(b.end(), {"--first-layer", "15", "--targets", "q,o"});
+  b.insert(b.end(), {"--first-layer", m, "--targets", "q,o"});
   EXPECT_EQ(testing::RunCli(b, &printed), 2);
   b.push_back("--no-norms");
   EXPECT_EQ(testing::RunCli(b, &printed), 0);
