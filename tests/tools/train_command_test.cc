@@ -235,6 +235,17 @@ TEST(TrainRecallCommandTest, RecallTaskTrainsOnTheRealModel) {
   EXPECT_EQ(lines, 2);
   EXPECT_NE(last.find("\"eval_loss\""), std::string::npos) << last;
   std::filesystem::remove_all(out, ec);
+  // Language-modelling blocks mixed in (--lm-data): one after every recall example here, so the
+  // two steps run a recall block and a Genesis block with its stream memory.
+  std::vector<std::string> mixed = a;
+  mixed.insert(mixed.end(), {"--lm-data", root + "/data/genesis.txt", "--lm-every", "1",
+                             "--block", "64"});
+  ASSERT_EQ(testing::RunCli(mixed, &printed), 0);
+  EXPECT_TRUE(std::filesystem::exists(out + "/adapter/adapter_model.safetensors"));
+  std::filesystem::remove_all(out, ec);
+  mixed.back() = "0";  // --block 0
+  EXPECT_EQ(testing::RunCli(mixed, &printed), 2);
+  std::filesystem::remove_all(out, ec);
   // The memory layer's K/V come from the frozen model: training it is refused; so is --eval-data,
   // and an unknown task.
   std::ifstream cfg(root + "/configs/smollm2-135m-memlong.json");

@@ -25,6 +25,7 @@
 #include "muninn/model/train_data.h"
 #include "muninn/model/recall_tasks.h"
 #include "muninn/model/trainer.h"
+#include "muninn/retriever/mixed_memory_source.h"
 #include "muninn/retriever/recall_memory_source.h"
 #include "muninn/retriever/stream_memory_source.h"
 #include "plot.h"
@@ -77,6 +78,8 @@ struct TrainFlags {
   int64_t min_local = 32;
   int64_t max_local = 256;
   double passkey_share = 0.5;
+  std::vector<std::string> lm_data;  // --task recall: language-modelling blocks mixed in
+  int64_t lm_every = 3;
   // --task lm --memory: MemLong's protocol on the --data streams (stream_memory_source.h).
   bool memory = false;
   int64_t query_tokens = 128;
@@ -253,7 +256,37 @@ int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
   ThreadPool train_pool(f.threads);
   o.model.pool = &train_pool;
   o.memory = source->get();
-  return TrainAndReport(f, m, *data, eval_data.get(), o, source->get());
+  if (f.lm_data.empty()) return TrainAndReport(f, m, *data, eval_data.get(), o, source->get());
+
+  // --lm-data: language-modelling blocks read through MemLong's stream protocol (their own bank),
+  // one after every --lm-every recall examples, so the adapter keeps the model's language.
+  auto lm = model::TrainData::Load(f.lm_data, &tok, m.config().n_vocab, f.block, f.add_bos);
+  if (!lm.ok()) return fail("--lm-data: " + lm.status().ToString(), 2);
+  auto plan = retriever::InterleavePlan(data->n_blocks(), lm->n_blocks(), f.lm_every);
+  if (!plan.ok()) return fail("--lm-every: " + plan.status().ToString(), 2);
+  std::vector<std::vector<model::TokenId>> ids, labels;
+  for (int64_t i = 0; i < plan->size(); ++i) {
+    const model::TrainData& from = plan->source[static_cast<size_t>(i)] == 0 ? *data : *lm;
+    const int64_t b = plan->index[static_cast<size_t>(i)];
+    ids.emplace_back(from.ids(b).begin(), from.ids(b).end());
+    labels.emplace_back(from.labels(b).begin(), from.labels(b).end());
+  }
+  auto mixed = model::TrainData::FromLabeledBlocks(ids, labels, m.config().n_vocab);
+  if (!mixed.ok()) return fail(mixed.status().ToString(), 2);
+  auto lm_bank = (*rt)->NewMemoryBank(lc);
+  if (!lm_bank.ok()) return fail(lm_bank.status().ToString(), 1);
+  auto lm_session = (*rt)->NewSession(lc, lm_bank->get());
+  if (!lm_session.ok()) return fail(lm_session.status().ToString(), 1);
+  retriever::StreamMemoryOptions so;
+  so.query_tokens = f.query_tokens;
+  auto lm_source = retriever::StreamMemorySource::Create(lm_session->get(), (*rt)->embedder(),
+                                                         &*lm, nullptr, so);
+  if (!lm_source.ok()) return fail(lm_source.status().ToString(), 2);
+  auto mix = retriever::MixedMemorySource::Create(source->get(), lm_source->get(),
+                                                  std::move(plan).value());
+  if (!mix.ok()) return fail(mix.status().ToString(), 2);
+  o.memory = mix->get();
+  return TrainAndReport(f, m, *mixed, eval_data.get(), o, source->get());
 }
 
 // --task lm --memory: every document of --data (and --eval-data) is a stream with its own memory
@@ -583,6 +616,13 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--passkey-share", f->passkey_share,
                   "--task recall: share of examples asking the standard passkey question (the "
                   "rest: names' numbers, objects' codes, ledger values)")
+      ->capture_default_str();
+  cmd->add_option("--lm-data", f->lm_data,
+                  "--task recall: text whose --block-token blocks are mixed in as language "
+                  "modelling with MemLong's stream memory (keeps the model's language); repeatable");
+  cmd->add_option("--lm-every", f->lm_every,
+                  "--task recall with --lm-data: one language-modelling block after every N "
+                  "recall examples")
       ->capture_default_str();
   cmd->add_option("--local-filler", f->min_local, "--task recall: least filler tokens before the question")
       ->capture_default_str();
