@@ -14,9 +14,9 @@ StatusOr<MixPlan> InterleavePlan(int64_t n_first, int64_t n_second, int64_t ever
       p.source.push_back(0);
       p.index.push_back(a++);
     }
-    if (b < n_second) {
+    if (n_second > 0) {
       p.source.push_back(1);
-      p.index.push_back(b++);
+      p.index.push_back(b++ % n_second);
     }
   }
   return p;
@@ -69,6 +69,13 @@ Status MixedMemorySource::After(model::TrainUse use, int32_t stream, int64_t blo
 
 Status MixedMemorySource::Restore(std::span<const model::TrainStreamPosition> streams,
                                   int64_t step) {
+  // The source-s block at or after combined block i (-1: none).
+  auto next_of = [this](int s, int64_t i) -> int64_t {
+    for (; i < plan_.size(); ++i) {
+      if (plan_.source[static_cast<size_t>(i)] == s) return plan_.index[static_cast<size_t>(i)];
+    }
+    return -1;
+  };
   for (int s = 0; s < 2; ++s) {
     std::vector<model::TrainStreamPosition> mine;
     for (const model::TrainStreamPosition& p : streams) {
@@ -76,11 +83,12 @@ Status MixedMemorySource::Restore(std::span<const model::TrainStreamPosition> st
         return OutOfRangeError("mixed memory: stream " + std::to_string(p.stream) +
                                " positions outside the data");
       }
-      const int64_t first = before_[s][static_cast<size_t>(p.first_block)];
-      const int64_t next = before_[s][static_cast<size_t>(p.next_block)];
-      const int64_t total = before_[s].back();
-      if (first >= total) continue;  // this stream holds no block of source s
-      mine.push_back({p.stream, first, next < total ? next : first});
+      const int64_t first = next_of(s, p.first_block);
+      if (first < 0) continue;  // no block of source s from this stream's start on
+      const int64_t next = next_of(s, p.next_block);
+      // A source that has come round to its start again (the plan cycles the second) replays
+      // nothing: its reads are of positions written in the first round.
+      mine.push_back({p.stream, first, next >= first ? next : first});
     }
     RETURN_IF_ERROR(sources_[s]->Restore(mine, step));
   }

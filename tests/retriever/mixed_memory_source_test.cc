@@ -44,8 +44,9 @@ class LogSource final : public model::TrainMemorySource {
 TEST(MixedMemoryTest, PlanInterleavesAndKeepsOrder) {
   auto p = InterleavePlan(5, 2, 2);
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_EQ(p->source, (std::vector<uint8_t>{0, 0, 1, 0, 0, 1, 0}));
-  EXPECT_EQ(p->index, (std::vector<int64_t>{0, 1, 0, 2, 3, 1, 4}));
+  // The second source starts again from its first block when it runs out.
+  EXPECT_EQ(p->source, (std::vector<uint8_t>{0, 0, 1, 0, 0, 1, 0, 1}));
+  EXPECT_EQ(p->index, (std::vector<int64_t>{0, 1, 0, 2, 3, 1, 4, 0}));
   EXPECT_EQ(InterleavePlan(3, 2, 0).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(InterleavePlan(0, 2, 1).status().code(), StatusCode::kInvalidArgument);
 }
@@ -61,15 +62,16 @@ TEST(MixedMemoryTest, RoutesBlocksAndRestoresEachSourcesStreams) {
   ASSERT_TRUE((*mix)->Before(model::TrainUse::kEval, 0, 1, 4).ok());
   EXPECT_EQ(a.log, (std::vector<std::string>{"aB1:0@3", "aa0", "aB1:4@3", "aa4", "aE0:1@4"}));
   EXPECT_EQ(b.log, (std::vector<std::string>{"bB1:0@3", "ba0", "bB1:1@3", "ba1"}));
-  EXPECT_EQ((*mix)->Before(model::TrainUse::kTrain, 0, 7, 0).status().code(), StatusCode::kOutOfRange);
-  // Two streams: [0, 4) and [4, 7), at combined blocks 3 and 6.
+  EXPECT_EQ((*mix)->Before(model::TrainUse::kTrain, 0, 8, 0).status().code(), StatusCode::kOutOfRange);
+  // Two streams: [0, 4) and [4, 8), at combined blocks 3 and 6.
   a.log.clear();
   b.log.clear();
   const model::TrainStreamPosition at[] = {{0, 0, 3}, {1, 4, 6}};
   ASSERT_TRUE((*mix)->Restore(at, 2).ok());
   EXPECT_EQ(a.log, (std::vector<std::string>{"aR0:0-2,1:3-4,"}));
+  // Stream 1's next source-b block (combined 7) is b's block 0 again: nothing to replay.
   EXPECT_EQ(b.log, (std::vector<std::string>{"bR0:0-1,1:1-1,"}));
-  EXPECT_NE((*mix)->Describe().find("\"second_blocks\":2"), std::string::npos);
+  EXPECT_NE((*mix)->Describe().find("\"second_blocks\":3"), std::string::npos);
 }
 
 }  // namespace

@@ -5,9 +5,9 @@
 // each source's blocks in their own order, so a stream protocol (stream_memory_source.h) still
 // sees its blocks in order. Held-out blocks belong to the first source.
 //
-// Restore maps every stream's positions to each source's own block indices (the blocks of that
-// source before the stream's first and next combined blocks). Exact for runs that have not
-// wrapped around their data.
+// Restore maps every stream's positions to each source's own block indices (that source's first
+// blocks at or after the stream's first and next combined blocks). Exact until a source comes
+// round to its first block again.
 //
 // Thread-compatible; the sources are not owned.
 #pragma once
@@ -29,7 +29,7 @@ struct MixPlan {
 };
 
 // `every` blocks of the first source, then one of the second, and so on until the first runs
-// out (the second's blocks are used once, in order; when they run out only the first's follow).
+// out; the second's blocks go in order and start again from its first when they run out.
 // every < 1 or n_first < 1: InvalidArgument.
 StatusOr<MixPlan> InterleavePlan(int64_t n_first, int64_t n_second, int64_t every);
 
