@@ -156,6 +156,34 @@ Status CheckMemoryLayerStaysFrozen(const model::LoraConfig& lora, int32_t memory
       "are written by the frozen model");
 }
 
+// What a run with memory in the loop needs: the config's model (no adapter: training starts from
+// the base model, whatever "lora" the config names), tokenizer and embedder, its MemLong options
+// (*lc) and the trainer options filled from the flags (*o; the LoRA starts above the memory layer
+// unless --first-layer says otherwise, CheckMemoryLayerStaysFrozen). InvalidArgument for what the
+// flags or config get wrong.
+StatusOr<std::unique_ptr<Runtime>> OpenMemoryTraining(const TrainFlags& f,
+                                                      const std::vector<model::LoraTarget>& targets,
+                                                      model::TrainerOptions* o,
+                                                      retriever::LongContextOptions* lc) {
+  RuntimeFlags rf;
+  rf.config = f.config;
+  rf.model = f.model;
+  rf.threads = f.threads;
+  rf.lora = "none";
+  ASSIGN_OR_RETURN(std::unique_ptr<Runtime> rt, Runtime::Open(rf));
+  *lc = rt->config().long_context;
+  lc->use_memory = true;
+  lc->modes = retriever::kModeMemLong;
+  if (lc->retrieval_layers.empty()) {
+    return InvalidArgumentError("the config's MemLong section has no retrieval layers to train");
+  }
+  FillTrainerOptions(f, rt->model(), targets, o);
+  if (f.first_layer < 0) o->lora.first_layer = lc->memory_layer + 1;
+  RETURN_IF_ERROR(CheckMemoryLayerStaysFrozen(o->lora, lc->memory_layer));
+  o->base_model_name = rt->config().model_path;
+  return rt;
+}
+
 StatusOr<std::string> ReadFillerFiles(const std::vector<std::string>& paths) {
   std::string all;
   for (const std::string& p : paths) {
@@ -178,28 +206,13 @@ int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
     return fail("--task recall evaluates on held-out synthetic examples (--eval-examples), not "
                 "--eval-data", 2);
   }
-  RuntimeFlags rf;
-  rf.config = f.config;
-  rf.model = f.model;
-  rf.threads = f.threads;
-  rf.lora = "none";  // training starts from the base model, whatever adapter the config names
-  auto rt = Runtime::Open(rf);
-  if (!rt.ok()) return fail(rt.status().ToString(), 1);
+  retriever::LongContextOptions lc;
+  auto rt = OpenMemoryTraining(f, targets, &o, &lc);
+  if (!rt.ok()) {
+    return fail(rt.status().ToString(), rt.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
+  }
   model::Model& m = (*rt)->model();
   const model::Tokenizer& tok = (*rt)->tokenizer();
-  retriever::LongContextOptions lc = (*rt)->config().long_context;
-  lc.use_memory = true;
-  lc.modes = retriever::kModeMemLong;
-  if (lc.retrieval_layers.empty()) {
-    return fail("the config's MemLong section has no retrieval layers to train", 2);
-  }
-  FillTrainerOptions(f, m, targets, &o);
-  if (f.first_layer < 0) o.lora.first_layer = lc.memory_layer + 1;
-  {
-    const Status st = CheckMemoryLayerStaysFrozen(o.lora, lc.memory_layer);
-    if (!st.ok()) return fail(std::string(st.message()), 2);
-  }
-  o.base_model_name = (*rt)->config().model_path;
   auto filler = ReadFillerFiles(f.data);
   if (!filler.ok()) return fail(filler.status().ToString(), 2);
   model::RecallTaskOptions to;
@@ -294,27 +307,12 @@ int RunRecallTrain(const TrainFlags& f, model::TrainerOptions o,
 int RunStreamMemoryTrain(const TrainFlags& f, model::TrainerOptions o,
                          const std::vector<model::LoraTarget>& targets) {
   auto fail = [&o](const std::string& msg, int code) { return Fail(o.reducer, msg, code); };
-  RuntimeFlags rf;
-  rf.config = f.config;
-  rf.model = f.model;
-  rf.threads = f.threads;
-  rf.lora = "none";  // training starts from the base model, whatever adapter the config names
-  auto rt = Runtime::Open(rf);
-  if (!rt.ok()) return fail(rt.status().ToString(), 1);
+  retriever::LongContextOptions lc;
+  auto rt = OpenMemoryTraining(f, targets, &o, &lc);
+  if (!rt.ok()) {
+    return fail(rt.status().ToString(), rt.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
+  }
   model::Model& m = (*rt)->model();
-  retriever::LongContextOptions lc = (*rt)->config().long_context;
-  lc.use_memory = true;
-  lc.modes = retriever::kModeMemLong;
-  if (lc.retrieval_layers.empty()) {
-    return fail("the config's MemLong section has no retrieval layers to train", 2);
-  }
-  FillTrainerOptions(f, m, targets, &o);
-  if (f.first_layer < 0) o.lora.first_layer = lc.memory_layer + 1;
-  {
-    const Status st = CheckMemoryLayerStaysFrozen(o.lora, lc.memory_layer);
-    if (!st.ok()) return fail(std::string(st.message()), 2);
-  }
-  o.base_model_name = (*rt)->config().model_path;
   auto data = model::TrainData::Load(f.data, &(*rt)->tokenizer(), m.config().n_vocab, f.block,
                                      f.add_bos);
   if (!data.ok()) return fail(data.status().ToString(), 2);
