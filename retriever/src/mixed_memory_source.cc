@@ -1,5 +1,6 @@
 #include "muninn/retriever/mixed_memory_source.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace muninn::retriever {
@@ -24,15 +25,7 @@ StatusOr<MixPlan> InterleavePlan(int64_t n_first, int64_t n_second, int64_t ever
 
 MixedMemorySource::MixedMemorySource(model::TrainMemorySource* first,
                                      model::TrainMemorySource* second, MixPlan plan)
-    : sources_{first, second}, plan_(std::move(plan)) {
-  for (int s = 0; s < 2; ++s) {
-    before_[s].assign(static_cast<size_t>(plan_.size()) + 1, 0);
-    for (int64_t i = 0; i < plan_.size(); ++i) {
-      before_[s][static_cast<size_t>(i) + 1] =
-          before_[s][static_cast<size_t>(i)] + (plan_.source[static_cast<size_t>(i)] == s);
-    }
-  }
-}
+    : sources_{first, second}, plan_(std::move(plan)) {}
 
 StatusOr<std::unique_ptr<MixedMemorySource>> MixedMemorySource::Create(
     model::TrainMemorySource* first, model::TrainMemorySource* second, MixPlan plan) {
@@ -100,7 +93,7 @@ std::string MixedMemorySource::Describe() const {
                         {"first", sources_[0]->Describe()},
                         {"second", sources_[1]->Describe()},
                         {"blocks", plan_.size()},
-                        {"second_blocks", before_[1].back()}}
+                        {"second_blocks", std::count(plan_.source.begin(), plan_.source.end(), 1)}}
       .dump();
 }
 

@@ -57,8 +57,12 @@ StatusOr<std::unique_ptr<RecallMemorySource>> RecallMemorySource::Create(
       }
     }
   }
+  RetrieverOptions ro;
+  ro.top_k = lo.top_k;
+  ro.count_retrievals = false;
+  ASSIGN_OR_RETURN(Retriever retriever, Retriever::Create(session->bank(), embedder, ro));
   auto src = std::unique_ptr<RecallMemorySource>(
-      new RecallMemorySource(session, embedder, train, eval, options));
+      new RecallMemorySource(session, embedder, train, eval, options, std::move(retriever)));
   std::vector<model::TokenId> all;
   for (const auto& c : pool) {
     if (static_cast<int64_t>(c.size()) != lo.chunk_tokens) {
@@ -71,7 +75,6 @@ StatusOr<std::unique_ptr<RecallMemorySource>> RecallMemorySource::Create(
     ASSIGN_OR_RETURN(IngestStats st, session->IngestTokens(kPoolDoc, all, 0));
     src->pool_ids_ = st.chunk_ids;
   }
-  src->pool_chunks_ = static_cast<int64_t>(src->pool_ids_.size());
   return src;
 }
 
@@ -94,34 +97,31 @@ StatusOr<const model::MemoryKV*> RecallMemorySource::Before(model::TrainUse use,
   const int64_t gold_end = options_.curriculum.gold_only_steps;
   const int64_t distract_end = gold_end + options_.curriculum.distractor_steps;
   const bool real = use == model::TrainUse::kEval || step >= distract_end;
+  const int64_t pool_chunks = static_cast<int64_t>(pool_ids_.size());
   std::vector<memory::ChunkId> ids;
   if (!real) {
     ids = gold;
-    if (step >= gold_end && pool_chunks_ > 0) {
+    if (step >= gold_end && pool_chunks > 0) {
       uint64_t s = Mix(Mix(Mix(options_.seed, static_cast<uint64_t>(use)),
                            static_cast<uint64_t>(block)),
                        static_cast<uint64_t>(step));
-      const int64_t want = std::min<int64_t>(lo.top_k - static_cast<int64_t>(gold.size()), pool_chunks_);
+      const int64_t want = std::min<int64_t>(lo.top_k - static_cast<int64_t>(gold.size()), pool_chunks);
       // A distinct random subset of the pool (partial Fisher-Yates over indices).
-      std::vector<int64_t> idx(static_cast<size_t>(pool_chunks_));
-      for (int64_t i = 0; i < pool_chunks_; ++i) idx[static_cast<size_t>(i)] = i;
+      std::vector<int64_t> idx(static_cast<size_t>(pool_chunks));
+      for (int64_t i = 0; i < pool_chunks; ++i) idx[static_cast<size_t>(i)] = i;
       for (int64_t i = 0; i < want; ++i) {
         s = Mix(s, static_cast<uint64_t>(i));
-        const int64_t j = i + static_cast<int64_t>(s % static_cast<uint64_t>(pool_chunks_ - i));
+        const int64_t j = i + static_cast<int64_t>(s % static_cast<uint64_t>(pool_chunks - i));
         std::swap(idx[static_cast<size_t>(i)], idx[static_cast<size_t>(j)]);
         ids.push_back(pool_ids_[static_cast<size_t>(idx[static_cast<size_t>(i)])]);
       }
     }
   } else {
-    RetrieverOptions ro;
-    ro.top_k = lo.top_k;
-    ro.count_retrievals = false;
-    ASSIGN_OR_RETURN(Retriever retriever, Retriever::Create(bank, embedder_, ro));
     const std::vector<model::TokenId> qtok =
         session_->tokenizer()->Encode(ex.question, /*add_special=*/false, /*parse_special=*/false);
     memory::SearchFilter filter;
     filter.doc_ids = {kPoolDoc, kGoldDoc};
-    ASSIGN_OR_RETURN(Retrieved r, retriever.Retrieve({ex.question, qtok}, filter));
+    ASSIGN_OR_RETURN(Retrieved r, retriever_.Retrieve({ex.question, qtok}, filter));
     for (const auto& h : r.hits) ids.push_back(h.id);
   }
   std::sort(ids.begin(), ids.end());
@@ -159,7 +159,7 @@ std::string RecallMemorySource::Describe() const {
                         {"memory_position", MemoryPositionName(lo.memory_position)},
                         {"gold_only_steps", options_.curriculum.gold_only_steps},
                         {"distractor_steps", options_.curriculum.distractor_steps},
-                        {"pool_chunks", pool_chunks_},
+                        {"pool_chunks", static_cast<int64_t>(pool_ids_.size())},
                         {"seed", options_.seed},
                         {"embedder", embedder_->name()}}
       .dump();

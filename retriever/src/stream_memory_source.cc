@@ -31,8 +31,12 @@ StatusOr<std::unique_ptr<StreamMemorySource>> StreamMemorySource::Create(
   if (session->bank()->Stats().n_chunks != 0) {
     return FailedPreconditionError("stream memory needs an empty bank of its own");
   }
+  RetrieverOptions ro;
+  ro.top_k = lo.top_k;
+  ro.count_retrievals = false;
+  ASSIGN_OR_RETURN(Retriever retriever, Retriever::Create(session->bank(), embedder, ro));
   return std::unique_ptr<StreamMemorySource>(
-      new StreamMemorySource(session, embedder, train, eval, options));
+      new StreamMemorySource(session, embedder, train, eval, options, std::move(retriever)));
 }
 
 const model::TrainData* StreamMemorySource::Data(model::TrainUse use) const {
@@ -61,11 +65,7 @@ StatusOr<const model::MemoryKV*> StreamMemorySource::Before(model::TrainUse use,
   memory::SearchFilter filter;
   filter.doc_ids = {DocId(use, stream, data->document(block))};
   filter.before_position = data->position(block);
-  RetrieverOptions ro;
-  ro.top_k = session_->options().top_k;
-  ro.count_retrievals = false;
-  ASSIGN_OR_RETURN(Retriever retriever, Retriever::Create(session_->bank(), embedder_, ro));
-  ASSIGN_OR_RETURN(Retrieved r, retriever.Retrieve({query, before}, filter));
+  ASSIGN_OR_RETURN(Retrieved r, retriever_.Retrieve({query, before}, filter));
   std::vector<memory::ChunkId> ids;
   for (const auto& h : r.hits) ids.push_back(h.id);
   std::sort(ids.begin(), ids.end());

@@ -52,7 +52,6 @@ class MixedMemorySource : public model::TrainMemorySource {
 
   model::TrainMemorySource* sources_[2];
   MixPlan plan_;
-  std::vector<int64_t> before_[2];  // [n + 1]: blocks of each source before combined block i
 };
 
 }  // namespace muninn::retriever

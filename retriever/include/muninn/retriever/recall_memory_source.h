@@ -30,6 +30,7 @@
 #include "muninn/model/train_memory.h"
 #include "muninn/retriever/embedder.h"
 #include "muninn/retriever/long_context_session.h"
+#include "muninn/retriever/retriever.h"
 
 namespace muninn::retriever {
 
@@ -73,15 +74,21 @@ class RecallMemorySource : public model::TrainMemorySource {
  private:
   RecallMemorySource(LongContextSession* session, Embedder* embedder,
                      const std::vector<model::RecallExample>* train,
-                     const std::vector<model::RecallExample>* eval, RecallMemoryOptions options)
-      : session_(session), embedder_(embedder), train_(train), eval_(eval), options_(options) {}
+                     const std::vector<model::RecallExample>* eval, RecallMemoryOptions options,
+                     Retriever retriever)
+      : session_(session),
+        embedder_(embedder),
+        train_(train),
+        eval_(eval),
+        options_(options),
+        retriever_(std::move(retriever)) {}
 
   LongContextSession* session_;
   Embedder* embedder_;
   const std::vector<model::RecallExample>* train_;
   const std::vector<model::RecallExample>* eval_;
   RecallMemoryOptions options_;
-  int64_t pool_chunks_ = 0;
+  Retriever retriever_;  // the session's top_k over its bank, not counted for eviction
   std::vector<memory::ChunkId> pool_ids_;
   memory::DocumentId gold_doc_ = 0;  // the example now in the bank (0: none)
   model::MemoryKV memory_;

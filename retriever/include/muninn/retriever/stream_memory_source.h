@@ -30,6 +30,7 @@
 #include "muninn/model/train_memory.h"
 #include "muninn/retriever/embedder.h"
 #include "muninn/retriever/long_context_session.h"
+#include "muninn/retriever/retriever.h"
 
 namespace muninn::retriever {
 
@@ -60,8 +61,14 @@ class StreamMemorySource : public model::TrainMemorySource {
 
  private:
   StreamMemorySource(LongContextSession* session, Embedder* embedder, const model::TrainData* train,
-                     const model::TrainData* eval, StreamMemoryOptions options)
-      : session_(session), embedder_(embedder), train_(train), eval_(eval), options_(options) {}
+                     const model::TrainData* eval, StreamMemoryOptions options,
+                     Retriever retriever)
+      : session_(session),
+        embedder_(embedder),
+        train_(train),
+        eval_(eval),
+        options_(options),
+        retriever_(std::move(retriever)) {}
   const model::TrainData* Data(model::TrainUse use) const;
   // The bank document of (stream, document): training ones from 1, held-out ones above them.
   memory::DocumentId DocId(model::TrainUse use, int32_t stream, int64_t document) const;
@@ -72,6 +79,7 @@ class StreamMemorySource : public model::TrainMemorySource {
   const model::TrainData* train_;
   const model::TrainData* eval_;
   StreamMemoryOptions options_;
+  Retriever retriever_;  // the session's top_k over its bank, not counted for eviction
   // Per bank document: the position up to which it is written (from where its stream started).
   std::map<memory::DocumentId, int64_t> written_;
   model::MemoryKV memory_;
