@@ -99,6 +99,12 @@ TEST(RecallTasksTest, FactOnlyInMemoryAndLossOnlyOnTheAnswer) {
   auto other = model::MakeRecallTasks(*tok, kFiller, o);
   ASSERT_TRUE(other.ok());
   EXPECT_NE((*other)[7].answer + Text(*tok, (*other)[7].ids), (*ex)[7].answer + Text(*tok, (*ex)[7].ids));
+  // passkey_share 1: every example asks the standard passkey question.
+  model::RecallTaskOptions all = o;
+  all.passkey_share = 1.0;
+  auto pk = model::MakeRecallTasks(*tok, kFiller, all);
+  ASSERT_TRUE(pk.ok());
+  for (const auto& e : *pk) EXPECT_EQ(e.question, "What is the pass key? The pass key is");
   // Bad options and texts are refused.
   o.chunk_tokens = 16;
   EXPECT_EQ(model::MakeRecallTasks(*tok, kFiller, o).status().code(), StatusCode::kInvalidArgument);
