@@ -6,7 +6,9 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstring>
 #include <random>
+#include <vector>
 
 #include "muninn/core/backend.h"
 #include "muninn/core/cpu_backend.h"
@@ -67,6 +69,53 @@ void BM_Attention(benchmark::State& state) {
                           static_cast<int64_t>(k.nbytes() + v.nbytes()));
   state.SetLabel(std::string(DTypeName(kv)) + " K/V");
 }
+
+// Decode as the model runs it (args: S, threads): one query over S cached f16 keys in each of kLayers layers per
+// iteration, so K/V (kLayers * S * 768 bytes: 377 MB at S = 16384) stream from DRAM rather than
+// sitting in the cache the way one layer's do in BM_AttentionDecode. Compare bytes_per_second
+// with BM_StreamRead at 153600000 (DRAM).
+void BM_AttentionDecodeLayers(benchmark::State& state) {
+  constexpr int kLayers = 30;  // SmolLM2-135M
+  const int64_t S = state.range(0);
+  std::mt19937 rng(7);
+  const Tensor q = RandomTensor(rng, DType::kF32, {1, kHeads, kHeadDim});
+  // One random layer's K/V, copied into every layer (filling 377 MB randomly takes too long).
+  const Tensor k0 = RandomTensor(rng, DType::kF16, {S, kHeadsKv, kHeadDim});
+  const Tensor v0 = RandomTensor(rng, DType::kF16, {S, kHeadsKv, kHeadDim});
+  std::vector<Tensor> ks, vs;
+  for (int l = 0; l < kLayers; ++l) {
+    ks.push_back(*Tensor::Empty(DType::kF16, {S, kHeadsKv, kHeadDim}));
+    vs.push_back(*Tensor::Empty(DType::kF16, {S, kHeadsKv, kHeadDim}));
+    std::memcpy(ks.back().data(), k0.data(), static_cast<size_t>(k0.nbytes()));
+    std::memcpy(vs.back().data(), v0.data(), static_cast<size_t>(v0.nbytes()));
+  }
+  Tensor out = *Tensor::Empty(DType::kF32, {1, kHeads, kHeadDim});
+  ThreadPool pool(static_cast<int>(state.range(1)));
+  CpuBackendOptions opts;
+  opts.pool = &pool;
+  auto backend = std::move(*CreateCpuBackend(opts));
+  const AttentionParams params;
+  for (auto _ : state) {
+    for (int l = 0; l < kLayers; ++l) {
+      const Status st = backend->Attention(q, ks[static_cast<size_t>(l)],
+                                           vs[static_cast<size_t>(l)], Tensor(), Tensor(), params,
+                                           &out);
+      if (!st.ok()) {
+        state.SkipWithError(st.ToString().c_str());
+        return;
+      }
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.SetBytesProcessed(state.iterations() * kLayers *
+                          static_cast<int64_t>(k0.nbytes() + v0.nbytes()));
+  state.SetLabel("f16 K/V, 30 layers");
+}
+BENCHMARK(BM_AttentionDecodeLayers)->Args({4096, 2})->Args({16384, 2})->Args({16384, 1})
+    ->ArgNames({"S", "threads"})
+    ->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 void DecodeArgs(benchmark::internal::Benchmark* b) {
   for (int64_t s : {4096, 32768, 100000}) {

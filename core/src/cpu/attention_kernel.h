@@ -20,6 +20,7 @@
 // flags can never be picked by the linker for a baseline caller.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -229,9 +230,253 @@ void PvRows(const QueryBlock& qb, int n, const float* p, const float* vf, int r0
   for (; x0 < qb.dvp; x0 += W) PvMicro<A, RB, 1>(qb, n, p, vf, r0, x0, acc);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The few-rows path (decode: T = 1, so a block is just the G heads sharing a kv head). The general
+// tile above spends its work on rows as vector lanes (16 lanes for G = 3 real rows), converts the
+// tile's K and V to f32 scratch first and runs the softmax's exp on every padded lane; here keys
+// are the lanes instead: K and V rows are converted in registers as they are used, scores are
+// kept row-major (p[r][j]) so the max, the exp and the sum each take n / W vectors per row, and
+// every converted key or value row is used by all R rows of the block.
+
+inline constexpr int kFewRows = 4;  // blocks of up to this many rows take the few-rows path
+
+// W floats of a K or V row (f16 when kF16, else f32) starting at column c, zero past `len`.
+template <class A, bool kF16>
+[[gnu::always_inline]] inline typename A::V LoadRowVector(const char* row, int64_t c,
+                                                          int64_t len) {
+  constexpr int W = A::kW;
+  if (c >= len) return A::Zero();  // a chunk of the padding (dv < dvp)
+  if constexpr (!kF16) {
+    const float* s = reinterpret_cast<const float*>(row) + c;
+    if (c + W <= len) return A::Load(s);
+    float tmp[W] = {};
+    for (int64_t i = 0; i < len - c; ++i) tmp[i] = s[i];
+    return A::Load(tmp);
+  } else {
+    const uint16_t* s = reinterpret_cast<const uint16_t*>(row) + c;
+    if (c + W <= len) return A::LoadF16(s);
+    return A::LoadF16Partial(s, static_cast<int>(len - c));
+  }
+}
+
+// p[r * kKeyTile + j] = q_r . k_j for the R rows of the block and the tile's n keys.
+template <class A, int R, bool kF16>
+void FewRowScores(const QueryBlock& qb, const KeyTile& tile, float* p) {
+  using V = typename A::V;
+  constexpr int W = A::kW;
+  for (int j = 0; j < tile.n; ++j) {
+    const char* krow = tile.k + j * tile.k_stride;
+    V acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = A::Zero();
+    for (int64_t c = 0; c < qb.d; c += W) {
+      const V kv = LoadRowVector<A, kF16>(krow, c, qb.d);
+      for (int r = 0; r < R; ++r) acc[r] = A::Fma(A::Load(qb.q + r * qb.dp + c), kv, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) p[r * kKeyTile + j] = A::ReduceAdd(acc[r]);
+  }
+}
+
+// acc_r[x0, x0 + NV*W) += sum_j p[r][j] * v_j[x0, ...) for the R rows.
+template <class A, int R, int NV, bool kF16>
+void FewRowPv(const QueryBlock& qb, const KeyTile& tile, const float* p, int64_t x0,
+              float* acc) {
+  using V = typename A::V;
+  constexpr int W = A::kW;
+  V a[R][NV];
+  for (int r = 0; r < R; ++r) {
+    for (int b = 0; b < NV; ++b) a[r][b] = A::Load(acc + r * qb.dvp + x0 + b * W);
+  }
+  for (int j = 0; j < tile.n; ++j) {
+    const char* vrow = tile.v + j * tile.v_stride;
+    V v[NV];
+    for (int b = 0; b < NV; ++b) v[b] = LoadRowVector<A, kF16>(vrow, x0 + b * W, qb.dv);
+    for (int r = 0; r < R; ++r) {
+      const V pr = A::Set1(p[r * kKeyTile + j]);
+      for (int b = 0; b < NV; ++b) a[r][b] = A::Fma(pr, v[b], a[r][b]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int b = 0; b < NV; ++b) A::Store(acc + r * qb.dvp + x0 + b * W, a[r][b]);
+  }
+}
+
+// The same two steps when d and dv are whole vectors (dp == d, dvp == dv: head dims that are
+// multiples of 16, e.g. 64): no bounds checks, so the compiler keeps the accumulators in
+// registers; scores take two keys per step so two rows' loads are in flight at once.
+// Decode reads K and V once, from DRAM: each row's lines are requested this many rows ahead.
+inline constexpr int kPrefetchRows = 24;
+
+// Prefetches the `bytes` of one head's row (at most 4 lines; head dims up to 128 f16 / 64 f32).
+[[gnu::always_inline]] inline void PrefetchRow(const char* row, int64_t bytes) {
+  for (int64_t b = 0; b < bytes && b < 256; b += 64) __builtin_prefetch(row + b, 0, 3);
+}
+
+template <class A, bool kF16>
+[[gnu::always_inline]] inline typename A::V LoadExact(const char* row, int64_t c) {
+  if constexpr (kF16) {
+    return A::LoadF16(reinterpret_cast<const uint16_t*>(row) + c);
+  } else {
+    return A::Load(reinterpret_cast<const float*>(row) + c);
+  }
+}
+
+template <class A, int R, int ND, bool kF16>
+void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
+  using V = typename A::V;
+  constexpr int W = A::kW;
+  int j = 0;
+  for (; j + 2 <= tile.n; j += 2) {
+    const char* k0 = tile.k + j * tile.k_stride;
+    const char* k1 = k0 + tile.k_stride;
+    PrefetchRow(k0 + kPrefetchRows * tile.k_stride, ND * W * (kF16 ? 2 : 4));
+    PrefetchRow(k1 + kPrefetchRows * tile.k_stride, ND * W * (kF16 ? 2 : 4));
+    V a0[R], a1[R];
+    for (int r = 0; r < R; ++r) a0[r] = a1[r] = A::Zero();
+    for (int c = 0; c < ND; ++c) {
+      const V x0 = LoadExact<A, kF16>(k0, c * W);
+      const V x1 = LoadExact<A, kF16>(k1, c * W);
+      for (int r = 0; r < R; ++r) {
+        const V qv = A::Load(qb.q + r * qb.dp + c * W);
+        a0[r] = A::Fma(qv, x0, a0[r]);
+        a1[r] = A::Fma(qv, x1, a1[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      p[r * kKeyTile + j] = A::ReduceAdd(a0[r]);
+      p[r * kKeyTile + j + 1] = A::ReduceAdd(a1[r]);
+    }
+  }
+  if (j < tile.n) {
+    const char* k0 = tile.k + j * tile.k_stride;
+    V a0[R];
+    for (int r = 0; r < R; ++r) a0[r] = A::Zero();
+    for (int c = 0; c < ND; ++c) {
+      const V x0 = LoadExact<A, kF16>(k0, c * W);
+      for (int r = 0; r < R; ++r) a0[r] = A::Fma(A::Load(qb.q + r * qb.dp + c * W), x0, a0[r]);
+    }
+    for (int r = 0; r < R; ++r) p[r * kKeyTile + j] = A::ReduceAdd(a0[r]);
+  }
+}
+
+template <class A, int R, int NV, bool kF16>
+void FewRowPvExact(const QueryBlock& qb, const KeyTile& tile, const float* p, int64_t x0,
+                   float* acc) {
+  using V = typename A::V;
+  constexpr int W = A::kW;
+  V a[R][NV];
+  for (int r = 0; r < R; ++r) {
+    for (int b = 0; b < NV; ++b) a[r][b] = A::Load(acc + r * qb.dvp + x0 + b * W);
+  }
+  for (int j = 0; j < tile.n; ++j) {
+    const char* vrow = tile.v + j * tile.v_stride;
+    if (x0 == 0) PrefetchRow(vrow + kPrefetchRows * tile.v_stride, qb.dv * (kF16 ? 2 : 4));
+    V v[NV];
+    for (int b = 0; b < NV; ++b) v[b] = LoadExact<A, kF16>(vrow, x0 + b * W);
+    for (int r = 0; r < R; ++r) {
+      const V pr = A::Set1(p[r * kKeyTile + j]);
+      for (int b = 0; b < NV; ++b) a[r][b] = A::Fma(pr, v[b], a[r][b]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int b = 0; b < NV; ++b) A::Store(acc + r * qb.dvp + x0 + b * W, a[r][b]);
+  }
+}
+
+template <class A, int R, bool kF16>
+void FewRowPvAll(const QueryBlock& qb, const KeyTile& tile, const float* p, float* acc) {
+  constexpr int W = A::kW;
+  constexpr int NV = A::kMaxNv;
+  int64_t x0 = 0;
+  if (qb.dvp == qb.dv) {
+    for (; x0 + NV * W <= qb.dvp; x0 += NV * W) FewRowPvExact<A, R, NV, kF16>(qb, tile, p, x0, acc);
+    for (; x0 < qb.dvp; x0 += W) FewRowPvExact<A, R, 1, kF16>(qb, tile, p, x0, acc);
+    return;
+  }
+  for (; x0 + NV * W <= qb.dvp; x0 += NV * W) FewRowPv<A, R, NV, kF16>(qb, tile, p, x0, acc);
+  for (; x0 < qb.dvp; x0 += W) FewRowPv<A, R, 1, kF16>(qb, tile, p, x0, acc);
+}
+
+template <class A, int R>
+void AttendTileFewRows(const QueryBlock& qb, const KeyTile& tile, const TileScratch& sc,
+                       const RunState& st) {
+  using V = typename A::V;
+  constexpr int W = A::kW;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int n = tile.n;
+  // Whole vectors of keys per row; the columns [n, nw) are -inf (exp gives 0 there).
+  const int nw = (n + W - 1) / W * W;  // <= kKeyTile, a multiple of kPad and so of W
+  float* p = sc.p;                     // [R, kKeyTile]: fits, kKeyTile * rp >= R * kKeyTile
+  const bool k16 = tile.k_dtype == DType::kF16;
+  const int64_t nd = qb.dp == qb.d ? qb.d / W : 0;  // whole vectors per key row, 0: not exact
+  if (nd == 4 && k16) {
+    FewRowScoresExact<A, R, 4, true>(qb, tile, p);
+  } else if (nd == 4) {
+    FewRowScoresExact<A, R, 4, false>(qb, tile, p);
+  } else if (nd == 8 && k16) {
+    FewRowScoresExact<A, R, 8, true>(qb, tile, p);
+  } else if (nd == 8) {
+    FewRowScoresExact<A, R, 8, false>(qb, tile, p);
+  } else if (k16) {
+    FewRowScores<A, R, true>(qb, tile, p);
+  } else {
+    FewRowScores<A, R, false>(qb, tile, p);
+  }
+  for (int r = 0; r < R; ++r) {
+    const int vis = tile.visible != nullptr ? tile.visible[r] : n;
+    std::fill(p + r * kKeyTile + vis, p + r * kKeyTile + nw, kNegInf);
+  }
+  // Online softmax per row, keys as lanes.
+  for (int r = 0; r < R; ++r) {
+    float* pr = p + r * kKeyTile;
+    V mx = A::Set1(kNegInf);
+    for (int j = 0; j < nw; j += W) mx = A::Max(mx, A::Load(pr + j));
+    float tile_max = kNegInf;
+    {
+      float lanes[W];
+      A::Store(lanes, mx);
+      for (int i = 0; i < W; ++i) tile_max = lanes[i] > tile_max ? lanes[i] : tile_max;
+    }
+    const float m_old = st.m[r];
+    const float m_new = m_old > tile_max ? m_old : tile_max;
+    // A row that has seen no key yet keeps m = -inf; exp's argument then stays -inf (-> 0).
+    const float m_ref = m_new == kNegInf ? 0.0f : m_new;
+    const V mv = A::Set1(m_ref);
+    V sum = A::Zero();
+    for (int j = 0; j < nw; j += W) {
+      const V e = A::Exp(A::Sub(A::Load(pr + j), mv));
+      A::Store(pr + j, e);
+      sum = A::Add(sum, e);
+    }
+    float corr_lane[W];
+    A::Store(corr_lane, A::Exp(A::Set1(m_old - m_ref)));
+    const float corr = corr_lane[0];
+    st.l[r] = st.l[r] * corr + A::ReduceAdd(sum);
+    st.m[r] = m_new;
+    if (corr != 1.0f) {
+      const V cv = A::Set1(corr);
+      float* ar = st.acc + r * qb.dvp;
+      for (int64_t x = 0; x < qb.dvp; x += W) A::Store(ar + x, A::Mul(A::Load(ar + x), cv));
+    }
+  }
+  // acc += p . V, in column chunks of kMaxNv vectors (the accumulators stay in registers).
+  if (tile.v_dtype == DType::kF16) {
+    FewRowPvAll<A, R, true>(qb, tile, p, st.acc);
+  } else {
+    FewRowPvAll<A, R, false>(qb, tile, p, st.acc);
+  }
+}
+
 template <class A>
 void AttendTile(const QueryBlock& qb, const KeyTile& tile, const TileScratch& sc,
                 const RunState& st) {
+  static_assert(kFewRows <= kPad, "the few-rows scores use the [kKeyTile, rp] scratch");
+  switch (qb.rows) {
+    case 1: return AttendTileFewRows<A, 1>(qb, tile, sc, st);
+    case 2: return AttendTileFewRows<A, 2>(qb, tile, sc, st);
+    case 3: return AttendTileFewRows<A, 3>(qb, tile, sc, st);
+    case 4: return AttendTileFewRows<A, 4>(qb, tile, sc, st);
+    default: break;
+  }
   using V = typename A::V;
   constexpr int W = A::kW;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
