@@ -33,7 +33,7 @@ inline constexpr int kKeyTile = 64;   // keys per tile
 inline constexpr int kPad = 16;       // rows, d and dv are padded to a multiple of this (16 floats,
                                       // the widest vector), so kernels only do whole vectors
 inline constexpr int kTargetRows = 64;        // query rows per block (tq * G), when T allows
-inline constexpr int64_t kMinSplitKeys = 1024;  // a key split below this is not worth a merge
+inline constexpr int64_t kMinSplitKeys = 256;  // a key split below this is not worth a merge
 
 // One block of query rows sharing a kv head, prepared by the driver for every tile call.
 struct QueryBlock {
@@ -331,16 +331,20 @@ void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
     PrefetchRow(k0 + kPrefetchRows * tile.k_stride, ND * W * (kF16 ? 2 : 4));
     PrefetchRow(k1 + kPrefetchRows * tile.k_stride, ND * W * (kF16 ? 2 : 4));
     V a0[R], a1[R];
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) a0[r] = a1[r] = A::Zero();
+#pragma GCC unroll 8
     for (int c = 0; c < ND; ++c) {
       const V x0 = LoadExact<A, kF16>(k0, c * W);
       const V x1 = LoadExact<A, kF16>(k1, c * W);
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const V qv = A::Load(qb.q + r * qb.dp + c * W);
         a0[r] = A::Fma(qv, x0, a0[r]);
         a1[r] = A::Fma(qv, x1, a1[r]);
       }
     }
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       p[r * kKeyTile + j] = A::ReduceAdd(a0[r]);
       p[r * kKeyTile + j + 1] = A::ReduceAdd(a1[r]);
@@ -349,11 +353,15 @@ void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
   if (j < tile.n) {
     const char* k0 = tile.k + j * tile.k_stride;
     V a0[R];
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) a0[r] = A::Zero();
+#pragma GCC unroll 8
     for (int c = 0; c < ND; ++c) {
       const V x0 = LoadExact<A, kF16>(k0, c * W);
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) a0[r] = A::Fma(A::Load(qb.q + r * qb.dp + c * W), x0, a0[r]);
     }
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) p[r * kKeyTile + j] = A::ReduceAdd(a0[r]);
   }
 }
@@ -364,20 +372,27 @@ void FewRowPvExact(const QueryBlock& qb, const KeyTile& tile, const float* p, in
   using V = typename A::V;
   constexpr int W = A::kW;
   V a[R][NV];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
     for (int b = 0; b < NV; ++b) a[r][b] = A::Load(acc + r * qb.dvp + x0 + b * W);
   }
   for (int j = 0; j < tile.n; ++j) {
     const char* vrow = tile.v + j * tile.v_stride;
     if (x0 == 0) PrefetchRow(vrow + kPrefetchRows * tile.v_stride, qb.dv * (kF16 ? 2 : 4));
     V v[NV];
+#pragma GCC unroll 8
     for (int b = 0; b < NV; ++b) v[b] = LoadExact<A, kF16>(vrow, x0 + b * W);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const V pr = A::Set1(p[r * kKeyTile + j]);
+#pragma GCC unroll 8
       for (int b = 0; b < NV; ++b) a[r][b] = A::Fma(pr, v[b], a[r][b]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
     for (int b = 0; b < NV; ++b) A::Store(acc + r * qb.dvp + x0 + b * W, a[r][b]);
   }
 }
