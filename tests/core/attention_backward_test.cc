@@ -158,27 +158,27 @@ TEST_P(AttentionBackwardTest, MatchesBackendForwardAndFiniteDifferences) {
   const auto* mqp = c.mem_q ? &mqd : nullptr;
   EXPECT_TRUE(GradClose(dq, NumericGrad(
                                 [&](const auto& p) {
-                                  return Contract(RefAttention(g, p, kd, vd, mqp, mkd, mvd, mbp).out,
-                                                  dout);
+                                  return Contract(
+                                      RefAttention(g, p, kd, vd, mqp, mkd, mvd, mbp).out, dout);
                                 },
                                 qd)));
   EXPECT_TRUE(GradClose(dk, NumericGrad(
                                 [&](const auto& p) {
-                                  return Contract(RefAttention(g, qd, p, vd, mqp, mkd, mvd, mbp).out,
-                                                  dout);
+                                  return Contract(
+                                      RefAttention(g, qd, p, vd, mqp, mkd, mvd, mbp).out, dout);
                                 },
                                 kd)));
   EXPECT_TRUE(GradClose(dv, NumericGrad(
                                 [&](const auto& p) {
-                                  return Contract(RefAttention(g, qd, kd, p, mqp, mkd, mvd, mbp).out,
-                                                  dout);
+                                  return Contract(
+                                      RefAttention(g, qd, kd, p, mqp, mkd, mvd, mbp).out, dout);
                                 },
                                 vd)));
   if (c.mem_q) {
     EXPECT_TRUE(GradClose(dmq, NumericGrad(
                                    [&](const auto& p) {
-                                     return Contract(RefAttention(g, qd, kd, vd, &p, mkd, mvd, mbp).out,
-                                                     dout);
+                                     return Contract(
+                                         RefAttention(g, qd, kd, vd, &p, mkd, mvd, mbp).out, dout);
                                    },
                                    mqd)));
   }
@@ -189,13 +189,12 @@ TEST_P(AttentionBackwardTest, MatchesBackendForwardAndFiniteDifferences) {
     } else {
       std::vector<float> db_added(db.size());
       for (size_t i = 0; i < db.size(); ++i) db_added[i] = db[i] - kDbStart;
-      EXPECT_TRUE(GradClose(db_added, NumericGrad(
-                                          [&](const auto& p) {
-                                            return Contract(
-                                                RefAttention(g, qd, kd, vd, mqp, mkd, mvd, &p).out,
-                                                dout);
-                                          },
-                                          mbd)));
+      EXPECT_TRUE(GradClose(
+          db_added, NumericGrad(
+                        [&](const auto& p) {
+                          return Contract(RefAttention(g, qd, kd, vd, mqp, mkd, mvd, &p).out, dout);
+                        },
+                        mbd)));
     }
   }
 

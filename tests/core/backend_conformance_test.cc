@@ -756,7 +756,8 @@ TEST(BackendConformance, WrongReferencesFail) {
     AttentionParams pb;
     pb.mem_bias = xb.mb.data();
     ASSERT_TRUE(be.Attention(Host({c.T, c.n_head, c.d}, x.q), Host({c.S, c.n_head_kv, c.d}, x.k),
-                             Host({c.S, c.n_head_kv, c.dv}, x.v), Host({c.M, c.n_head_kv, c.d}, x.mk),
+                             Host({c.S, c.n_head_kv, c.dv}, x.v),
+                             Host({c.M, c.n_head_kv, c.d}, x.mk),
                              Host({c.M, c.n_head_kv, c.dv}, x.mv), pb, &out)
                     .ok());
     EXPECT_LE(Nmse(ToHost(be, out), RefAttention(c, xb)), 1e-10);

@@ -282,7 +282,8 @@ TEST(TrainRecallCommandTest, MemoryGatesTrainAndLoadWithLora) {
                                   root + "/data/genesis.txt"}) {
     if (!std::filesystem::exists(need)) GTEST_SKIP() << "no " << need << " (scripts/setup.sh)";
   }
-  const std::string out = ::testing::TempDir() + "/muninn_train_gates_" + std::to_string(::getpid());
+  const std::string out =
+      ::testing::TempDir() + "/muninn_train_gates_" + std::to_string(::getpid());
   std::error_code ec;
   std::filesystem::remove_all(out, ec);
   std::vector<std::string> a = {"train", "--task", "recall", "--config",

@@ -55,7 +55,8 @@ struct Args {
   float* dv = nullptr;
   float* dmq = nullptr;
   const float* mem_bias = nullptr;  // [n_head] memory logit bias, or null
-  float* db_part = nullptr;  // [n_qblocks, n_head] pass 1's per-block Σ dS over memory keys, or null
+  // [n_qblocks, n_head] pass 1's per-block Σ dS over memory keys (dmem_bias), or null.
+  float* db_part = nullptr;
 };
 
 // 8 independent accumulators so that the loop vectorises without -ffast-math; the final sum's
@@ -144,8 +145,7 @@ void Pass1Task(const Geometry& g, const Args& a, int64_t task) {
       for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
         const int64_t row = t * g.H + h;
         const float mb = memory && a.mem_bias != nullptr ? a.mem_bias[h] : 0.0f;
-        const float pj =
-            std::exp(g.scale * Dot<Tag>(qbase + row * g.d, kr, g.d) + mb - a.lse[row]);
+        const float pj = std::exp(g.scale * Dot<Tag>(qbase + row * g.d, kr, g.d) + mb - a.lse[row]);
         const float dp = Dot<Tag>(a.dout + row * g.dv, vr, g.dv);
         const float ds = pj * (dp - a.D[row]);
         Axpy<Tag>(g.scale * ds, kr, dqbase + row * g.d, g.d);

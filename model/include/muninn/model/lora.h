@@ -4,9 +4,9 @@
 // trained layers' RMSNorm weights), all in one flat f32 arena so that the optimizer, gradient
 // clipping, checkpoints and the data-parallel reduction see one array. Optionally the arena ends
 // with per-head memory logit biases ("memory gates", specs/memory_modes.md §4 (c)) of trained
-// layers that read memory: b [n_head] added to every memory key's score (AttentionParams::mem_bias),
-// initialised to 0 (= no gate); they are not LoRA and travel outside PEFT's files
-// (peft_adapter.h).
+// layers that read memory: b [n_head] added to every memory key's score
+// (AttentionParams::mem_bias), initialised to 0 (= no gate); they are not LoRA and travel outside
+// PEFT's files (peft_adapter.h).
 //
 // LoRA follows Hugging Face PEFT: a target matrix W [n_out, n_in] becomes
 //   y = x · Wᵀ + (alpha / rank) · (drop(x) · Aᵀ) · Bᵀ,   A [rank, n_in], B [n_out, rank]
