@@ -322,6 +322,10 @@ TEST(TrainRecallCommandTest, MemoryGatesTrainAndLoadWithLora) {
                              "--memory-gates"},
                             &printed),
             2);
+  EXPECT_EQ(testing::RunCli({"train", "-m", model, "-d", ids, "-o", out, "--steps", "1",
+                             "--gate-lr", "1e-2"},
+                            &printed),
+            2);  // --gate-lr without --memory-gates
   std::filesystem::remove_all(out, ec);
   std::filesystem::remove(ids, ec);
 }

@@ -391,6 +391,7 @@ int RunTrain(const TrainFlags& f) {
     return fail("--decay must be linear, cosine or constant, got '" + f.decay + "'", 2);
   }
   if (f.block < 1) return fail("--block must be >= 1", 2);
+  if (f.gate_lr != 0.0f && !f.memory_gates) return fail("--gate-lr needs --memory-gates", 2);
   if (f.task == "recall") return RunRecallTrain(f, std::move(o), *targets);
   if (f.task != "lm") return fail("--task must be lm or recall, got '" + f.task + "'", 2);
   if (f.memory) return RunStreamMemoryTrain(f, std::move(o), *targets);
