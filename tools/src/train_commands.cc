@@ -481,8 +481,10 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
       for (int32_t l : o.lora.memory_gate_layers) {
         layers += (layers.empty() ? "" : ",") + std::to_string(l);
       }
-      char lr[32] = "--lr";
-      if (o.gate_lr > 0.0f) std::snprintf(lr, sizeof lr, "%g", static_cast<double>(o.gate_lr));
+      char lr[48];
+      std::snprintf(lr, sizeof lr, "%g%s",
+                    static_cast<double>(o.gate_lr > 0.0f ? o.gate_lr : o.lr),
+                    o.gate_lr > 0.0f ? " (--gate-lr)" : " (--lr)");
       std::fprintf(stderr,
                    "muninn train: memory gates (per-head memory logit biases, %d per layer, from "
                    "0, no weight decay, peak lr %s) on layers %s; saved in "
