@@ -1,6 +1,7 @@
 #include "muninn/core/backend.h"
 
 #include <cmath>
+#include <string>
 
 namespace muninn {
 
@@ -29,6 +30,20 @@ Status RopeParams::Validate() const {
 Status AttentionParams::Validate() const {
   if (!std::isfinite(scale) || scale < 0.0f) {
     return InvalidArgumentError("attention scale must be finite and >= 0 (0 = 1/sqrt(head_dim))");
+  }
+  return Status::Ok();
+}
+
+Status AttentionParams::Validate(int64_t n_head) const {
+  RETURN_IF_ERROR(Validate());
+  if (mem_bias != nullptr) {
+    for (int64_t h = 0; h < n_head; ++h) {
+      if (!std::isfinite(mem_bias[h])) {
+        return InvalidArgumentError("attention mem_bias[" + std::to_string(h) +
+                                    "] is not finite (the per-head memory logit biases must be "
+                                    "finite numbers)");
+      }
+    }
   }
   return Status::Ok();
 }

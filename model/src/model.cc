@@ -187,6 +187,16 @@ StatusOr<std::unique_ptr<Model>> Model::Create(Backend* backend, const ModelConf
     }
     if (l.q_bias.defined()) RETURN_IF_ERROR(CheckNorm(l.q_bias, p + "attn_q_bias", n_q));
     if (l.k_bias.defined()) RETURN_IF_ERROR(CheckNorm(l.k_bias, p + "attn_k_bias", n_kv));
+    if (!l.mem_bias.empty()) {
+      if (l.mem_bias.size() != static_cast<size_t>(config.n_head)) {
+        return InvalidArgumentError(p + "mem_bias (memory gates) must hold n_head = " +
+                                    std::to_string(config.n_head) + " values, got " +
+                                    std::to_string(l.mem_bias.size()));
+      }
+      for (const float b : l.mem_bias) {
+        if (!std::isfinite(b)) return InvalidArgumentError(p + "mem_bias has a non-finite value");
+      }
+    }
   }
   if (weights.adapter.defined()) {
     RETURN_IF_ERROR(CheckWeight(backend, weights.adapter, "adapter", Shape{n_embd, 2 * n_embd},
@@ -380,6 +390,7 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   AttentionParams ap;
   ap.causal = true;
   if (mem_q3.defined()) ap.mem_q = &mem_q3;
+  if (memory != nullptr && !w.mem_bias.empty()) ap.mem_bias = w.mem_bias.data();
   Status st = backend_->Attention(q3, keys, values, mem_k, mem_v, ap, &att3);
   if (!st.ok()) return st.WithContext("layer " + std::to_string(layer) + " attention");
   RETURN_IF_ERROR(backend_->MatMul(att2, w.wo, &proj));

@@ -447,6 +447,13 @@ TEST_F(AttentionErrorTest, RejectsBadShapesAndDtypes) {
   AttentionParams aliased;
   aliased.mem_q = &out;
   ExpectRejected(q, k, v, mk, mv, aliased, &out);
+  // A non-finite per-head memory logit bias.
+  for (const float bad : {NAN, INFINITY, -INFINITY}) {
+    const float bias[6] = {0.0f, 1.0f, 0.0f, 0.0f, bad, 0.0f};
+    AttentionParams p;
+    p.mem_bias = bias;
+    ExpectRejected(q, k, v, mk, mv, p, &out);
+  }
   // No keys at all.
   AttentionParams full;
   full.causal = false;

@@ -232,6 +232,7 @@ struct AttnCase {
 
 struct AttnData {
   std::vector<float> q, mq, k, v, mk, mv;  // k/v/mk/mv already rounded to kv_dtype
+  std::vector<float> mb;  // [n_head] memory logit bias (AttentionParams::mem_bias), or empty
 };
 
 std::vector<double> RefAttention(const AttnCase& c, const AttnData& x, bool with_memory = true) {
@@ -248,7 +249,7 @@ std::vector<double> RefAttention(const AttnCase& c, const AttnData& x, bool with
       for (int64_t j = 0; with_memory && j < c.M; ++j) {
         double dot = 0.0;
         for (int64_t i = 0; i < c.d; ++i) dot += static_cast<double>(mqr[i]) * x.mk[(j * c.n_head_kv + g) * c.d + i];
-        s.push_back(dot * scale);
+        s.push_back(dot * scale + (x.mb.empty() ? 0.0 : x.mb[h]));
         vals.push_back(&x.mv[(j * c.n_head_kv + g) * c.dv]);
       }
       const int64_t limit = c.causal ? t + (c.S - c.T) + 1 : c.S;
@@ -619,7 +620,8 @@ void CheckViews(Backend& be) {
   }
 }
 
-void CheckAttentionCase(Backend& be, const AttnCase& c, uint32_t seed) {
+// mem_bias: with a per-head memory logit bias (a backend that cannot apply one must refuse it).
+void CheckAttentionCase(Backend& be, const AttnCase& c, uint32_t seed, bool mem_bias = false) {
   if (!be.SupportsOp({OpKind::kAttention, c.kv_dtype})) return;
   std::mt19937 rng(seed);
   AttnData x;
@@ -629,6 +631,9 @@ void CheckAttentionCase(Backend& be, const AttnCase& c, uint32_t seed) {
   x.v = Random(c.S * c.n_head_kv * c.dv, rng);
   x.mk = Random(c.M * c.n_head_kv * c.d, rng);
   x.mv = Random(c.M * c.n_head_kv * c.dv, rng);
+  if (mem_bias) {
+    x.mb = Random(c.n_head, rng, 2.0f);  // large enough to move the memory/local balance
+  }
   if (c.kv_dtype == DType::kF16) {
     for (auto* v : {&x.k, &x.v, &x.mk, &x.mv}) *v = RoundF16(*v);
   }
@@ -646,6 +651,7 @@ void CheckAttentionCase(Backend& be, const AttnCase& c, uint32_t seed) {
     AttentionParams p;
     p.causal = c.causal;
     if (c.mem_q) p.mem_q = &mq;
+    if (mem_bias) p.mem_bias = x.mb.data();
     Tensor out = Out(b, {c.T, c.n_head, c.dv});
     const Status s = b.Attention(q, k, v, mk, mv, p, &out);
     EXPECT_TRUE(s.ok()) << s;
@@ -656,7 +662,7 @@ void CheckAttentionCase(Backend& be, const AttnCase& c, uint32_t seed) {
              std::to_string(c.M) + " heads " + std::to_string(c.n_head) + "/" +
              std::to_string(c.n_head_kv) + " d " + std::to_string(c.d) + " " +
              std::string(DTypeName(c.kv_dtype)) + (c.causal ? " causal" : "") +
-             (c.mem_q ? " mem_q" : ""));
+             (c.mem_q ? " mem_q" : "") + (mem_bias ? " mem_bias" : ""));
 }
 
 const std::vector<AttnCase> kAttnCases = {
@@ -674,6 +680,8 @@ const std::vector<AttnCase> kAttnCases = {
 void CheckAttention(Backend& be) {
   uint32_t seed = 500;
   for (const AttnCase& c : kAttnCases) CheckAttentionCase(be, c, seed++);
+  // With a per-head memory logit bias: decode (split keys), a prompt with memory queries, prefill.
+  for (const size_t i : {0, 2, 3, 5}) CheckAttentionCase(be, kAttnCases[i], seed++, true);
 }
 
 // ---- the tests ---------------------------------------------------------------------------------
@@ -742,6 +750,18 @@ TEST(BackendConformance, WrongReferencesFail) {
     AttnCase no_causal = c;
     no_causal.causal = false;
     EXPECT_GT(Nmse(ToHost(be, out), RefAttention(no_causal, x)), 1e-10);
+    // A per-head memory logit bias: the reference with it passes, without it fails.
+    AttnData xb = x;
+    xb.mb = {1.5f, -2.0f, 0.5f, 3.0f};
+    AttentionParams pb;
+    pb.mem_bias = xb.mb.data();
+    ASSERT_TRUE(be.Attention(Host({c.T, c.n_head, c.d}, x.q), Host({c.S, c.n_head_kv, c.d}, x.k),
+                             Host({c.S, c.n_head_kv, c.dv}, x.v),
+                             Host({c.M, c.n_head_kv, c.d}, x.mk),
+                             Host({c.M, c.n_head_kv, c.dv}, x.mv), pb, &out)
+                    .ok());
+    EXPECT_LE(Nmse(ToHost(be, out), RefAttention(c, xb)), 1e-10);
+    EXPECT_GT(Nmse(ToHost(be, out), RefAttention(c, x)), 1e-10);
   }
   {
     const int64_t m = 2, n = 32, k = 32;

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -253,6 +255,78 @@ TEST_F(TrainerTest, MemorySourceFeedsEveryBlockAndJoinsTheRunDescription) {
   o.memory = &other;
   EXPECT_EQ(Trainer::Create(model(), data_.get(), o, &*eval).status().code(),
             StatusCode::kFailedPrecondition);
+}
+
+// Memory gates (LoraConfig::memory_gate_layers) with memory from a FakeMemory: they move at their
+// own rate (--gate-lr) without weight decay, the checkpoint (version 3) resumes them bit for bit,
+// and a resume that drops them is refused.
+TEST_F(TrainerTest, MemoryGatesTrainWithoutWeightDecayAndResume) {
+  auto gated = [&](const std::string& name, float wd) {
+    TrainerOptions o = Options(name);
+    o.lora.memory_gate_layers = {1, 2};
+    o.steps = 3;
+    o.checkpoint_every = 1;
+    // LoRA barely moves (lr 1e-30: below the float resolution of its values), the gates do; so
+    // two runs that differ only in weight decay must give the same gates.
+    o.lr = 1e-30f;
+    o.gate_lr = 1e-2f;
+    o.adamw.weight_decay = wd;
+    return o;
+  };
+  FakeMemory mem_a("a"), mem_b("a"), mem_c("a"), mem_d("a");
+  TrainerOptions a = gated("gates_wd", 0.9f);
+  a.memory = &mem_a;
+  auto ta = Trainer::Create(model(), data_.get(), a);
+  ASSERT_TRUE(ta.ok()) << ta.status();
+  ASSERT_TRUE((*ta)->Run().ok());
+  const LoraParams& pa = (*ta)->params();
+  ASSERT_EQ(pa.size() - pa.gates_offset(), 2 * tl::kHeads);
+  float max_gate = 0.0f;
+  for (int64_t i = pa.gates_offset(); i < pa.size(); ++i) {
+    max_gate = std::max(max_gate, std::abs(pa.values()[static_cast<size_t>(i)]));
+  }
+  EXPECT_GT(max_gate, 1e-3f);
+  EXPECT_LE(max_gate, 3 * 1e-2f);  // three AdamW steps of at most ~gate_lr each
+  TrainerOptions b = gated("gates_nowd", 0.0f);
+  b.memory = &mem_b;
+  auto tb = Trainer::Create(model(), data_.get(), b);
+  ASSERT_TRUE(tb.ok()) << tb.status();
+  ASSERT_TRUE((*tb)->Run().ok());
+  const LoraParams& pb = (*tb)->params();
+  for (int64_t i = pa.gates_offset(); i < pa.size(); ++i) {
+    EXPECT_EQ(pa.values()[static_cast<size_t>(i)], pb.values()[static_cast<size_t>(i)])
+        << "weight decay reached gate element " << i - pa.gates_offset();
+  }
+  const std::string ckpt = ReadAll(a.out_dir + "/checkpoint.bin");
+  ASSERT_GT(ckpt.size(), 12u);
+  EXPECT_EQ(static_cast<uint8_t>(ckpt[8]), 3);  // version 3: the arena ends with gates
+  EXPECT_TRUE(std::filesystem::exists(a.out_dir + "/adapter/memory_gates.safetensors"));
+  // Interrupted after 1 step, resumed from its checkpoint: the same bytes as the full run.
+  TrainerOptions c = gated("gates_resume", 0.9f);
+  c.memory = &mem_c;
+  auto tc = Trainer::Create(model(), data_.get(), c);
+  ASSERT_TRUE(tc.ok()) << tc.status();
+  (*tc)->StopAfter(1);
+  ASSERT_TRUE((*tc)->Run().ok());
+  c.resume = true;
+  c.memory = &mem_d;
+  auto td = Trainer::Create(model(), data_.get(), c);
+  ASSERT_TRUE(td.ok()) << td.status();
+  ASSERT_TRUE((*td)->Run().ok());
+  EXPECT_EQ(ReadAll(c.out_dir + "/checkpoint.bin"), ckpt);
+  EXPECT_EQ(ReadAll(c.out_dir + "/adapter/memory_gates.safetensors"),
+            ReadAll(a.out_dir + "/adapter/memory_gates.safetensors"));
+  // Resuming it without gates is another run.
+  c.lora.memory_gate_layers.clear();
+  FakeMemory mem_e("a");
+  c.memory = &mem_e;
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), c).status().code(),
+            StatusCode::kFailedPrecondition);
+  // Bad gate learning rates are refused.
+  TrainerOptions bad = gated("gates_bad", 0.0f);
+  bad.gate_lr = -1.0f;
+  EXPECT_EQ(Trainer::Create(model(), data_.get(), bad).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_F(TrainerTest, ResumeAfterInterruptionGivesIdenticalAdapterBytes) {

@@ -272,6 +272,64 @@ TEST(TrainRecallCommandTest, RecallTaskTrainsOnTheRealModel) {
   std::filesystem::remove_all(out, ec);
 }
 
+// --memory-gates on the real model: the recall run trains per-head memory logit biases of the
+// trained retrieval layers, saves them beside the PEFT files (not in the llama.cpp GGUF), and the
+// folder loads with --lora; resuming without the flag, and the flag without memory, are refused.
+TEST(TrainRecallCommandTest, MemoryGatesTrainAndLoadWithLora) {
+  const std::string root = MUNINN_SOURCE_DIR;
+  const std::string model = root + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  for (const std::string& need : {model, root + "/models/all-MiniLM-L6-v2",
+                                  root + "/data/genesis.txt"}) {
+    if (!std::filesystem::exists(need)) GTEST_SKIP() << "no " << need << " (scripts/setup.sh)";
+  }
+  const std::string out =
+      ::testing::TempDir() + "/muninn_train_gates_" + std::to_string(::getpid());
+  std::error_code ec;
+  std::filesystem::remove_all(out, ec);
+  std::vector<std::string> a = {"train", "--task", "recall", "--config",
+                                root + "/configs/smollm2-135m-memlong.json", "-d",
+                                root + "/data/genesis.txt", "-o", out, "--examples", "2",
+                                "--pool", "4", "--steps", "2", "--gold-only-steps", "1",
+                                "--local-filler-max", "64", "-r", "2", "-t", "2",
+                                "--memory-gates", "--gate-lr", "1e-2"};
+  std::string printed;
+  ASSERT_EQ(testing::RunCli(a, &printed), 0);
+  EXPECT_TRUE(std::filesystem::exists(out + "/adapter/adapter_model.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(out + "/adapter/memory_gates.safetensors"));
+  const std::string gguf = ReadAll(out + "/adapter-lora.gguf");
+  EXPECT_FALSE(gguf.empty());
+  EXPECT_EQ(gguf.find("memory_gate"), std::string::npos);
+  EXPECT_EQ(CountLines(out + "/metrics.jsonl"), 2);
+  // The folder (LoRA + gates) loads with --lora.
+  std::string with;
+  ASSERT_EQ(testing::RunCli({"logits", "-m", model, "--ids", "504,3458,282", "--lora",
+                             out + "/adapter"},
+                            &with),
+            0);
+  EXPECT_FALSE(with.empty());
+  // Resuming without --memory-gates is another run: refused.
+  std::vector<std::string> b(a.begin(), a.end() - 3);
+  b.push_back("--resume");
+  EXPECT_EQ(testing::RunCli(b, &printed), 1);
+  std::filesystem::remove_all(out, ec);
+  // Gates need memory in the loop.
+  const std::string ids = out + "_ids.jsonl";
+  {
+    std::ofstream f(ids);
+    f << "{\"ids\": [1, 2, 3, 4, 5, 6, 7, 8]}\n";
+  }
+  EXPECT_EQ(testing::RunCli({"train", "-m", model, "-d", ids, "-o", out, "--steps", "1",
+                             "--memory-gates"},
+                            &printed),
+            2);
+  EXPECT_EQ(testing::RunCli({"train", "-m", model, "-d", ids, "-o", out, "--steps", "1",
+                             "--gate-lr", "1e-2"},
+                            &printed),
+            2);  // --gate-lr without --memory-gates
+  std::filesystem::remove_all(out, ec);
+  std::filesystem::remove(ids, ec);
+}
+
 // --memory (MemLong's protocol on language-modelling data) on the real model: the second block
 // reads the first one's chunks from the stream's bank; held-out text keeps its own streams.
 TEST(TrainRecallCommandTest, StreamMemoryTrainsOnTheRealModel) {

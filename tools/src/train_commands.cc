@@ -55,6 +55,8 @@ struct TrainFlags {
   std::string targets = "q,k,v,o";
   int32_t first_layer = -1;
   bool no_norms = false;
+  bool memory_gates = false;  // train per-head memory logit biases of the layers reading memory
+  float gate_lr = 0.0f;       // their peak learning rate (0: --lr)
   bool add_bos = false;
   uint64_t seed = 0;
   int64_t checkpoint_every = 50;
@@ -180,6 +182,21 @@ StatusOr<std::unique_ptr<Runtime>> OpenMemoryTraining(const TrainFlags& f,
   FillTrainerOptions(f, rt->model(), targets, o);
   if (f.first_layer < 0) o->lora.first_layer = lc->memory_layer + 1;
   RETURN_IF_ERROR(CheckMemoryLayerStaysFrozen(o->lora, lc->memory_layer));
+  if (f.memory_gates) {
+    // Every trained layer that reads memory gets its gates.
+    for (int32_t l : lc->retrieval_layers) {
+      if (l >= o->lora.first_layer) o->lora.memory_gate_layers.push_back(l);
+    }
+    std::sort(o->lora.memory_gate_layers.begin(), o->lora.memory_gate_layers.end());
+    o->lora.memory_gate_layers.erase(
+        std::unique(o->lora.memory_gate_layers.begin(), o->lora.memory_gate_layers.end()),
+        o->lora.memory_gate_layers.end());
+    if (o->lora.memory_gate_layers.empty()) {
+      return InvalidArgumentError("--memory-gates: no trained layer (from --first-layer " +
+                                  std::to_string(o->lora.first_layer) +
+                                  ") reads memory (the config's retrieval layers)");
+    }
+  }
   o->base_model_name = rt->config().model_path;
   return rt;
 }
@@ -374,9 +391,14 @@ int RunTrain(const TrainFlags& f) {
     return fail("--decay must be linear, cosine or constant, got '" + f.decay + "'", 2);
   }
   if (f.block < 1) return fail("--block must be >= 1", 2);
+  if (f.gate_lr != 0.0f && !f.memory_gates) return fail("--gate-lr needs --memory-gates", 2);
   if (f.task == "recall") return RunRecallTrain(f, std::move(o), *targets);
   if (f.task != "lm") return fail("--task must be lm or recall, got '" + f.task + "'", 2);
   if (f.memory) return RunStreamMemoryTrain(f, std::move(o), *targets);
+  if (f.memory_gates) {
+    return fail("--memory-gates needs memory in the loop: --task recall or --memory (with "
+                "--config)", 2);
+  }
   auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true);
   if (!cm.ok()) {
     // A model without a tokenizer can still train on {"ids": [...]} JSONL; TrainData::Load says
@@ -419,6 +441,7 @@ void FillTrainerOptions(const TrainFlags& f, const model::Model& m,
   o.warmup_steps = f.warmup;
   o.min_lr_ratio = f.min_lr_ratio;
   o.adamw.weight_decay = f.weight_decay;
+  o.gate_lr = f.gate_lr;
   o.clip = f.clip;
   o.seed = f.seed;
   o.out_dir = f.out;
@@ -453,6 +476,22 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
                  m.config().n_layer - 1, o.lora.train_norms ? " + norms" : "",
                  static_cast<long long>((*trainer)->params().size()),
                  f.resume ? "resuming" : "starting", static_cast<long long>((*trainer)->step()));
+    if (!o.lora.memory_gate_layers.empty()) {
+      std::string layers;
+      for (int32_t l : o.lora.memory_gate_layers) {
+        layers += (layers.empty() ? "" : ",") + std::to_string(l);
+      }
+      char lr[48];
+      std::snprintf(lr, sizeof lr, "%g%s",
+                    static_cast<double>(o.gate_lr > 0.0f ? o.gate_lr : o.lr),
+                    o.gate_lr > 0.0f ? " (--gate-lr)" : " (--lr)");
+      std::fprintf(stderr,
+                   "muninn train: memory gates (per-head memory logit biases, %d per layer, from "
+                   "0, no weight decay, peak lr %s) on layers %s; saved in "
+                   "adapter/memory_gates.safetensors, left out of adapter-lora.gguf (llama.cpp "
+                   "has no memory)\n",
+                   m.config().n_head, lr, layers.c_str());
+    }
     if (o.streams > 1 || world > 1) {
       std::fprintf(stderr,
                    "muninn train: %d data streams x %d blocks a step over %d process%s (%s)\n",
@@ -480,6 +519,17 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
   }
   if (!st.ok()) return fail(st.ToString(), 1);
   if (root) {
+    const model::LoraParams& p = (*trainer)->params();
+    for (int32_t l : o.lora.memory_gate_layers) {
+      std::string values;
+      const float* b = p.values().data() + p.OffsetMemGate(l);
+      for (int32_t h = 0; h < m.config().n_head; ++h) {
+        char buf[24];
+        std::snprintf(buf, sizeof buf, " %+.3f", static_cast<double>(b[h]));
+        values += buf;
+      }
+      std::fprintf(stderr, "muninn train: layer %d memory gates:%s\n", l, values.c_str());
+    }
     std::fprintf(stderr,
                  "muninn train: step %lld; adapter in %s/adapter, metrics in %s/metrics.jsonl\n",
                  static_cast<long long>((*trainer)->step()), f.out.c_str(), f.out.c_str());
@@ -567,6 +617,13 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
                   "First trained layer; layers below run forward only (-1: n_layer / 2)")
       ->capture_default_str();
   cmd->add_flag("--no-norms", f->no_norms, "Do not train the trained layers' RMSNorm weights");
+  cmd->add_flag("--memory-gates", f->memory_gates,
+                "With memory (--task recall, --memory): also train a per-head bias on the memory "
+                "logits of every trained layer that reads memory (starts at 0, no weight decay; "
+                "saved as adapter/memory_gates.safetensors)");
+  cmd->add_option("--gate-lr", f->gate_lr,
+                  "--memory-gates: their peak learning rate, same schedule (0: --lr)")
+      ->capture_default_str();
   cmd->add_flag("--add-bos", f->add_bos, "Prepend BOS to each tokenized document");
   cmd->add_option("--seed", f->seed, "Seed of the adapter init and dropout")->capture_default_str();
   cmd->add_option("--checkpoint-every", f->checkpoint_every,

@@ -256,13 +256,14 @@ class AttentionRunner {
   // `mem_q` is used for the memory tiles when plan.separate_mem_q (else q).
   AttentionRunner(const Dims& dims, const AttentionPlan& plan, float scale, bool causal,
                   attn::AttendTileFn kernel, const Tensor& q, const Tensor* mem_q, const Tensor& k,
-                  const Tensor& v, const Tensor& mem_k, const Tensor& mem_v, Tensor* out)
+                  const Tensor& v, const Tensor& mem_k, const Tensor& mem_v, Tensor* out,
+                  const float* mem_bias = nullptr)
       : dims_(dims), plan_(plan), scale_(scale), causal_(causal), kernel_(kernel),
         q_(OperandOf(q)), mq_(plan.separate_mem_q ? OperandOf(*mem_q) : OperandOf(q)),
         k_(OperandOf(k)), v_(OperandOf(v)),
         mk_(mem_k.defined() ? OperandOf(mem_k) : Operand{}),
         mv_(mem_v.defined() ? OperandOf(mem_v) : Operand{}), out_(OperandOf(*out)),
-        out_data_(static_cast<char*>(out->data())) {
+        out_data_(static_cast<char*>(out->data())), mem_bias_(mem_bias) {
     if (plan_.partial_floats > 0) partial_.resize(static_cast<size_t>(plan_.partial_floats));
   }
 
@@ -272,10 +273,13 @@ class AttentionRunner {
   struct Workspace {
     std::vector<float> f;
     std::vector<int> i;
+    std::vector<float> bias;  // [heads_per_task, rp_max] memory-tile score bias rows (mem_bias)
   };
   Workspace MakeWorkspace() const {
     return Workspace{std::vector<float>(static_cast<size_t>(plan_.workspace_floats)),
-                     std::vector<int>(static_cast<size_t>(plan_.workspace_ints))};
+                     std::vector<int>(static_cast<size_t>(plan_.workspace_ints)),
+                     std::vector<float>(mem_bias_ == nullptr ? 0 : static_cast<size_t>(
+                                            plan_.heads_per_task * plan_.rp_max))};
   }
 
   void RunTask(int64_t task, Workspace* ws) {
@@ -310,7 +314,9 @@ class AttentionRunner {
     };
     auto block_of = [&](int64_t hh, bool memory = false) {
       const float* base = query_base(hh, memory);
-      return attn::QueryBlock{base, base + plan_.rows_max * dp, rows, rp, d, dp, dims_.dv, dvp};
+      attn::QueryBlock qb{base, base + plan_.rows_max * dp, rows, rp, d, dp, dims_.dv, dvp};
+      if (memory && mem_bias_ != nullptr) qb.bias = ws->bias.data() + hh * plan_.rp_max;
+      return qb;
     };
     auto state_of = [&](int64_t hh) {
       float* base = ws->f.data() + hh * per_head + qf;
@@ -335,6 +341,11 @@ class AttentionRunner {
     for (int64_t hh = 0; hh < n_heads; ++hh) {
       gather(q_, g0 + hh, query_base(hh, false));
       if (plan_.separate_mem_q) gather(mq_, g0 + hh, query_base(hh, true));
+      if (mem_bias_ != nullptr) {  // row r is head (g0 + hh) * G + r % G
+        float* b = ws->bias.data() + hh * plan_.rp_max;
+        for (int r = 0; r < rows; ++r) b[r] = mem_bias_[(g0 + hh) * G + r % G];
+        std::fill(b + rows, b + rp, 0.0f);
+      }
       const attn::RunState st = state_of(hh);
       std::fill(st.m, st.m + rp, -std::numeric_limits<float>::infinity());
       std::fill(st.l, st.l + rp, 0.0f);
@@ -451,6 +462,7 @@ class AttentionRunner {
   const attn::AttendTileFn kernel_;
   const Operand q_, mq_, k_, v_, mk_, mv_, out_;
   char* const out_data_;  // out_.data, writable
+  const float* const mem_bias_;  // [n_head] or null (AttentionParams::mem_bias)
   std::vector<float> partial_;  // [n_items * n_split * heads_per_task] block states
 };
 
@@ -460,6 +472,7 @@ Status AttentionOp(const CpuContext& ctx, const Tensor& q, const Tensor& k, cons
                    const Tensor& mem_k, const Tensor& mem_v, const AttentionParams& p,
                    Tensor* out) {
   ASSIGN_OR_RETURN(const Dims dims, Validate(q, k, v, mem_k, mem_v, p, out));
+  RETURN_IF_ERROR(p.Validate(dims.n_head));
   if (dims.T == 0) return Status::Ok();
   const float scale = p.scale > 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(dims.d));
   const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
@@ -468,7 +481,7 @@ Status AttentionOp(const CpuContext& ctx, const Tensor& q, const Tensor& k, cons
       attn::PlanAttention(dims.T, dims.S, dims.M, dims.n_head, dims.n_head_kv, dims.d, dims.dv,
                           threads, separate_mem_q);
   AttentionRunner runner(dims, plan, scale, p.causal, SelectKernel(ctx.isa), q, p.mem_q, k, v,
-                         mem_k, mem_v, out);
+                         mem_k, mem_v, out, p.mem_bias);
   const int64_t tasks = runner.num_tasks();
   if (threads > 1 && tasks > 1) {
     // Dynamic schedule: blocks differ in cost (causal masks), so threads pull tasks.

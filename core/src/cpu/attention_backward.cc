@@ -101,10 +101,11 @@ Args InputArgs(const float* q, const float* k, const float* v, const float* mem_
 
 void AttentionForwardTrain(ThreadPool* pool, const AttentionTrainDims& dims, const float* q,
                            const float* k, const float* v, const float* mem_q, const float* mem_k,
-                           const float* mem_v, float* out, float* lse) {
+                           const float* mem_v, float* out, float* lse, const float* mem_bias) {
   const Geometry g = MakeGeometry(dims);
   const Kernels kernels = SelectKernels(dims.isa);
   Args a = InputArgs(q, k, v, mem_q, mem_k, mem_v);
+  a.mem_bias = mem_bias;
   a.out = out;
   a.out_lse = lse;
   const int64_t n_tasks = (g.T + cpu::attn_train::kRowsPerTask - 1) / cpu::attn_train::kRowsPerTask;
@@ -114,7 +115,8 @@ void AttentionForwardTrain(ThreadPool* pool, const AttentionTrainDims& dims, con
 void AttentionBackward(ThreadPool* pool, const AttentionTrainDims& dims, const float* q,
                        const float* k, const float* v, const float* mem_q, const float* mem_k,
                        const float* mem_v, const float* out, const float* lse, const float* dout,
-                       float* dq, float* dk, float* dv, float* dmem_q) {
+                       float* dq, float* dk, float* dv, float* dmem_q, const float* mem_bias,
+                       float* dmem_bias) {
   const Geometry g = MakeGeometry(dims);
   MUNINN_CHECK(mem_q == nullptr || dmem_q != nullptr) << "mem_q given without dmem_q";
   const Kernels kernels = SelectKernels(dims.isa);
@@ -139,8 +141,22 @@ void AttentionBackward(ThreadPool* pool, const AttentionTrainDims& dims, const f
   a.dk = dk;
   a.dv = dv;
   a.dmq = mem_q != nullptr ? dmem_q : dq;
+  a.mem_bias = mem_bias;
   const int64_t n_qblocks = (g.T + cpu::attn_train::kQueryBlock - 1) / cpu::attn_train::kQueryBlock;
+  // dmem_bias: each pass-1 task leaves its block's sums, added here in block order.
+  std::vector<float> db_part;
+  if (dmem_bias != nullptr && g.M > 0) {
+    db_part.assign(static_cast<size_t>(n_qblocks * g.H), 0.0f);
+    a.db_part = db_part.data();
+  }
   DynamicFor(pool, n_qblocks * g.Hkv, [&](int64_t task) { kernels.pass1(g, a, task); });
+  if (a.db_part != nullptr) {
+    for (int64_t h = 0; h < g.H; ++h) {
+      double s = 0.0;
+      for (int64_t b = 0; b < n_qblocks; ++b) s += db_part[static_cast<size_t>(b * g.H + h)];
+      dmem_bias[h] += static_cast<float>(s);
+    }
+  }
   const int64_t n_kblocks = (g.S + cpu::attn_train::kKeyBlock - 1) / cpu::attn_train::kKeyBlock;
   DynamicFor(pool, n_kblocks * g.Hkv, [&](int64_t task) { kernels.pass2(g, a, task); });
 }

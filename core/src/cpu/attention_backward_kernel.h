@@ -4,9 +4,11 @@
 // through the file-local tag, as attention_kernel.h does); the loops are plain C++ that the
 // compiler vectorises for the target.
 //
-// Backward (FlashAttention-2's two loops without tiling): P = exp(scale · q·k - lse) is
-// recomputed from the forward's lse, dP = dO · v, D = rowsum(dO ∘ O), dS = P ∘ (dP - D);
-//   pass 1, per block of query rows and kv head:  dQ = scale · dS · K (memory keys: dMemQ)
+// Backward (FlashAttention-2's two loops without tiling): P = exp(scale · q·k (+ b[h] for memory
+// keys) - lse) is recomputed from the forward's lse, dP = dO · v, D = rowsum(dO ∘ O),
+// dS = P ∘ (dP - D);
+//   pass 1, per block of query rows and kv head:  dQ = scale · dS · K (memory keys: dMemQ), and
+//                                                 the block's Σ dS over memory keys per head (db)
 //   pass 2, per block of local keys and kv head:  dV = Pᵀ · dO, dK = scale · dSᵀ · Q
 // Each task owns its output rows and sums in a fixed order: no atomics, and results that do not
 // depend on the thread count.
@@ -52,6 +54,9 @@ struct Args {
   float* dk = nullptr;
   float* dv = nullptr;
   float* dmq = nullptr;
+  const float* mem_bias = nullptr;  // [n_head] memory logit bias, or null
+  // [n_qblocks, n_head] pass 1's per-block Σ dS over memory keys (dmem_bias), or null.
+  float* db_part = nullptr;
 };
 
 // 8 independent accumulators so that the loop vectorises without -ffast-math; the final sum's
@@ -89,9 +94,10 @@ void ForwardTask(const Geometry& g, const Args& a, int64_t task) {
       const int64_t kvh = h / g.G, row = t * g.H + h;
       const float* qr = a.q + row * g.d;
       const float* mqr = a.mem_q != nullptr ? a.mem_q + row * g.d : qr;
+      const float mb = a.mem_bias != nullptr ? a.mem_bias[h] : 0.0f;
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < g.M; ++j) {
-        const float s = g.scale * Dot<Tag>(mqr, a.mem_k + (j * g.Hkv + kvh) * g.d, g.d);
+        const float s = g.scale * Dot<Tag>(mqr, a.mem_k + (j * g.Hkv + kvh) * g.d, g.d) + mb;
         p[static_cast<size_t>(j)] = s;
         mx = std::max(mx, s);
       }
@@ -131,25 +137,34 @@ void Pass1Task(const Geometry& g, const Args& a, int64_t task) {
       if (a.dmq != a.dq) std::fill(a.dmq + row * g.d, a.dmq + (row + 1) * g.d, 0.0f);
     }
   }
+  // Σ dS over this block's memory keys per head of the group, summed in (key, query) order.
+  std::vector<double> db(a.db_part != nullptr ? static_cast<size_t>(g.G) : 0, 0.0);
   const auto key = [&](const float* kr, const float* vr, const float* qbase, float* dqbase,
-                       int64_t first_t) {
+                       int64_t first_t, bool memory) {
     for (int64_t t = first_t; t < t1; ++t) {
       for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
         const int64_t row = t * g.H + h;
-        const float pj = std::exp(g.scale * Dot<Tag>(qbase + row * g.d, kr, g.d) - a.lse[row]);
+        const float mb = memory && a.mem_bias != nullptr ? a.mem_bias[h] : 0.0f;
+        const float pj = std::exp(g.scale * Dot<Tag>(qbase + row * g.d, kr, g.d) + mb - a.lse[row]);
         const float dp = Dot<Tag>(a.dout + row * g.dv, vr, g.dv);
-        Axpy<Tag>(g.scale * pj * (dp - a.D[row]), kr, dqbase + row * g.d, g.d);
+        const float ds = pj * (dp - a.D[row]);
+        Axpy<Tag>(g.scale * ds, kr, dqbase + row * g.d, g.d);
+        if (memory && a.db_part != nullptr) db[static_cast<size_t>(h - kvh * g.G)] += ds;
       }
     }
   };
   for (int64_t j = 0; j < g.M; ++j) {
     key(a.mem_k + (j * g.Hkv + kvh) * g.d, a.mem_v + (j * g.Hkv + kvh) * g.dv,
-        a.mem_q != nullptr ? a.mem_q : a.q, a.dmq, t0);
+        a.mem_q != nullptr ? a.mem_q : a.q, a.dmq, t0, /*memory=*/true);
+  }
+  if (a.db_part != nullptr) {
+    float* part = a.db_part + (task / g.Hkv) * g.H + kvh * g.G;
+    for (int64_t i = 0; i < g.G; ++i) part[i] = static_cast<float>(db[static_cast<size_t>(i)]);
   }
   const int64_t vis = t1 > t0 ? g.Visible(t1 - 1) : 0;
   for (int64_t s = 0; s < vis; ++s) {
     key(a.k + (s * g.Hkv + kvh) * g.d, a.v + (s * g.Hkv + kvh) * g.dv, a.q, a.dq,
-        std::max(t0, g.FirstQuery(s)));
+        std::max(t0, g.FirstQuery(s)), /*memory=*/false);
   }
 }
 

@@ -43,6 +43,9 @@ struct QueryBlock {
   int64_t rp;       // rows rounded up to kPad
   int64_t d, dp;    // key/query head dim and its padded size
   int64_t dv, dvp;  // value head dim and its padded size
+  // [rp] added to every score of the tile, zero-padded (the memory tiles' per-head logit bias,
+  // AttentionParams::mem_bias); null: none.
+  const float* bias = nullptr;
 };
 
 // Up to kKeyTile consecutive keys of one kv head: key j at k + j * k_stride ([d] elements of
@@ -504,6 +507,14 @@ void AttendTile(const QueryBlock& qb, const KeyTile& tile, const TileScratch& sc
     ScoresByKey<A>(qb, n, sc.kf, sc.p);
   } else {
     ScoresByRowVector<A>(qb, n, sc.kf, sc.p);
+  }
+  if (qb.bias != nullptr) {
+    for (int j = 0; j < n; ++j) {
+      float* pj = sc.p + j * qb.rp;
+      for (int64_t c = 0; c < qb.rp; c += W) {
+        A::Store(pj + c, A::Add(A::Load(pj + c), A::Load(qb.bias + c)));
+      }
+    }
   }
   if (tile.visible != nullptr) {  // causal mask: row r sees a prefix of the tile
     for (int r = 0; r < qb.rows; ++r) {

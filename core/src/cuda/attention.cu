@@ -4,8 +4,8 @@
 // folding it into its own online-softmax state (running max m, sum l, unnormalised acc). The
 // block merges its warps' states; with several key ranges a second kernel merges the ranges.
 // No [T, S] scores exist anywhere. Masking and the memory block follow Backend::Attention and the
-// CPU kernel: memory keys are visible to every query and scored with mem_q; local key s is visible
-// to query t iff !causal or s <= t + (S - T).
+// CPU kernel: memory keys are visible to every query and scored with mem_q (plus the per-head
+// memory logit bias when given); local key s is visible to query t iff !causal or s <= t + (S - T).
 #include "cuda/block_decode.h"
 #include "cuda/kernel_util.cuh"
 
@@ -40,6 +40,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) AttentionKernel(const Attentio
     acc[i] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
+  const float mem_bias = a.has_mem_bias ? a.mem_bias[h] : 0.0f;
 
   const int64_t visible_local = a.causal ? t + (a.S - a.T) + 1 : a.S;
   const int64_t end_all = a.M + (visible_local < a.S ? visible_local : a.S);
@@ -58,7 +59,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) AttentionKernel(const Attentio
       const int64_t e = lane + i * kWarp;
       if (e < a.d) dot += (mem ? mq[i] : q[i]) * LoadElem(ko, k_row, e);
     }
-    const float s = WarpSum(dot);
+    const float s = WarpSum(dot) + (mem ? mem_bias : 0.0f);
     const float m_new = fmaxf(m, s);
     const float corr = expf(m - m_new);  // 0 for the first key (m = -inf)
     const float p = expf(s - m_new);

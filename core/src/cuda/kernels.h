@@ -91,6 +91,9 @@ cudaError_t LaunchDecodeToHalf(DType dtype, const char* src, int64_t src_row_str
 // attention.cu. Flash-decoding style: one block per (query row, query head, key split); each
 // split keeps an online-softmax state, merged by a second kernel when n_split > 1.
 inline constexpr int kAttnMaxHeadDim = 256;
+// Query heads a per-head memory logit bias (AttentionParams::mem_bias) may cover: the biases
+// travel in the kernel argument, so their count is bounded.
+inline constexpr int kAttnMaxBiasHeads = 256;
 struct AttentionOperand {
   const char* data = nullptr;
   int64_t s0 = 0, s1 = 0;  // bytes per row, per head
@@ -106,6 +109,8 @@ struct AttentionLaunch {
   int64_t n_split = 1;     // key ranges per (row, head)
   int64_t split_keys = 0;  // keys per range (of the M + S concatenated keys)
   float* partial = nullptr;  // [T, n_head, n_split, 2 + dv] when n_split > 1
+  bool has_mem_bias = false;  // add mem_bias[h] to every memory key's score of query head h
+  float mem_bias[kAttnMaxBiasHeads] = {};
 };
 // Floats of scratch `partial` needs for a launch with these sizes.
 int64_t AttentionPartialFloats(int64_t T, int64_t n_head, int64_t n_split, int64_t dv);

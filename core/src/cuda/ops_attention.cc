@@ -51,7 +51,6 @@ int64_t ChooseSplits(int64_t rows, int64_t keys) {
 Status AttentionOp(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                    const Tensor& mem_k, const Tensor& mem_v, const AttentionParams& p,
                    Tensor* out) {
-  RETURN_IF_ERROR(p.Validate());
   if (out == nullptr) return InvalidArgumentError("Attention: out is null");
   RETURN_IF_ERROR(CheckOperand(ctx, q, "q", false));
   RETURN_IF_ERROR(CheckOperand(ctx, k, "k", true));
@@ -68,6 +67,13 @@ Status AttentionOp(const CudaContext& ctx, const Tensor& q, const Tensor& k, con
                              ", v " + v.shape().ToString() + ")";
   if (a.n_head < 1 || a.n_head_kv < 1 || a.d < 1 || a.dv < 1) {
     return InvalidArgumentError("Attention: head counts and head dims must be >= 1" + shapes);
+  }
+  RETURN_IF_ERROR(p.Validate(a.n_head));
+  if (p.mem_bias != nullptr && a.n_head > kAttnMaxBiasHeads) {
+    return InvalidArgumentError("Attention: the CUDA kernel supports a per-head memory logit bias "
+                                "(mem_bias) for up to " + std::to_string(kAttnMaxBiasHeads) +
+                                " query heads, got " + std::to_string(a.n_head) +
+                                "; run this layer on the CPU backend");
   }
   if (k.dim(2) != a.d) return InvalidArgumentError("Attention: k's head_dim differs from q's" + shapes);
   if (v.dim(0) != a.S || v.dim(1) != a.n_head_kv) {
@@ -138,6 +144,10 @@ Status AttentionOp(const CudaContext& ctx, const Tensor& q, const Tensor& k, con
   a.out_s1 = out->stride(1);
   a.scale = p.scale > 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(a.d));
   a.causal = p.causal;
+  if (p.mem_bias != nullptr) {
+    a.has_mem_bias = true;
+    std::copy(p.mem_bias, p.mem_bias + a.n_head, a.mem_bias);
+  }
   const int64_t keys = a.M + a.S;
   a.n_split = ChooseSplits(a.T * a.n_head, keys);
   a.split_keys = (keys + a.n_split - 1) / a.n_split;

@@ -114,6 +114,16 @@ Status LoraConfig::Validate(const ModelConfig& model) const {
                                 " is outside the model's layers [0, " +
                                 std::to_string(model.n_layer) + ")");
   }
+  for (size_t i = 0; i < memory_gate_layers.size(); ++i) {
+    const int32_t l = memory_gate_layers[i];
+    if (l < first_layer || l >= model.n_layer ||
+        (i > 0 && l <= memory_gate_layers[i - 1])) {
+      return InvalidArgumentError("memory gate layer " + std::to_string(l) +
+                                  " is not a trained layer [" + std::to_string(first_layer) +
+                                  ", " + std::to_string(model.n_layer) +
+                                  ") or the list is not ascending and distinct");
+    }
+  }
   return Status::Ok();
 }
 
@@ -128,6 +138,8 @@ std::string LoraTensor::PeftName() const {
       return layer_prefix + "input_layernorm.weight";
     case Kind::kFfnNorm:
       return layer_prefix + "post_attention_layernorm.weight";
+    case Kind::kMemGate:
+      return "model.layers." + std::to_string(layer) + ".self_attn.memory_gate";
   }
   return "";
 }
@@ -203,6 +215,12 @@ StatusOr<LoraParams> LoraParams::Create(const ModelConfig& model_config,
       add(LoraTensor{LoraTensor::Kind::kAttnNorm, l, LoraTarget::kQ, 1, n_embd, 0}, kAttnNormSlot);
       add(LoraTensor{LoraTensor::Kind::kFfnNorm, l, LoraTarget::kQ, 1, n_embd, 0}, kFfnNormSlot);
     }
+  }
+  // The memory gates last (zeros: no gate), so the LoRA layout before them never changes.
+  p.gates_offset_ = offset;
+  for (int32_t l : config.memory_gate_layers) {
+    add(LoraTensor{LoraTensor::Kind::kMemGate, l, LoraTarget::kQ, 1, model_config.n_head, 0},
+        kMemGateSlot);
   }
   p.values_.assign(static_cast<size_t>(offset), 0.0f);
   for (const LoraTensor& t : p.tensors_) {

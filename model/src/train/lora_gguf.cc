@@ -49,6 +49,8 @@ Status WriteLlamaCppLoraGguf(const LoraParams& params, const std::string& path) 
   w.SetMetadata("adapter.type", MetadataValue::String("lora"));
   w.SetMetadata("adapter.lora.alpha", MetadataValue::F32(params.config().alpha));
   for (const LoraTensor& t : params.tensors()) {
+    // llama.cpp has no per-head memory logit bias: the memory gates stay out of this file.
+    if (t.kind == LoraTensor::Kind::kMemGate) continue;
     const float* v = params.values().data() + t.offset;
     std::vector<float> values(v, v + t.size());
     std::string name;
@@ -72,6 +74,8 @@ Status WriteLlamaCppLoraGguf(const LoraParams& params, const std::string& path) 
         name = "blk." + std::to_string(t.layer) + ".ffn_norm.weight";
         shape = Shape{t.cols};
         break;
+      case LoraTensor::Kind::kMemGate:
+        break;  // skipped above
     }
     ASSIGN_OR_RETURN(Tensor tensor, Tensor::FromVector(shape, values));
     RETURN_IF_ERROR(w.AddTensor(name, tensor));

@@ -61,12 +61,23 @@ StatusOr<std::unique_ptr<Model>> MergeLora(const Model& base, const LoraParams& 
                   static_cast<size_t>(mc.n_embd) * sizeof(float));
       *norms[k] = std::move(n);
     }
+    const int64_t og = params.OffsetMemGate(l);
+    if (og >= 0) {  // memory gates scale with `mult` like the LoRA delta (0: no gate)
+      const float* b = params.values().data() + og;
+      lw.mem_bias.assign(b, b + mc.n_head);
+      for (float& x : lw.mem_bias) x *= mult;
+    }
   }
   return Model::Create(base.backend(), mc, std::move(w), base.layout());
 }
 
 Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, float mult,
                          const std::string& dst_gguf) {
+  if (params.gates_offset() < params.size()) {
+    return UnimplementedError(
+        "the adapter has memory gates (memory_gates.safetensors), which a GGUF model file cannot "
+        "hold; apply the folder at run time with --lora instead of merging it");
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateCpuBackend(CpuBackendOptions{}));
   LoadModelOptions lo;
   lo.load_tokenizer = false;

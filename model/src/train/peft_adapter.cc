@@ -1,14 +1,17 @@
 #include "muninn/model/peft_adapter.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <vector>
 
+#include "muninn/core/check.h"
 #include "muninn/core/quant.h"
 #include "muninn/model/safetensors_file.h"
 #include "muninn/model/safetensors_writer.h"
@@ -23,6 +26,23 @@ using train::PermuteHeadRows;
 namespace {
 
 constexpr const char* kNormModules[] = {"input_layernorm", "post_attention_layernorm"};
+constexpr const char* kGatesFile = "memory_gates.safetensors";
+
+// The layer of a memory gate tensor named "model.layers.N.self_attn.memory_gate", or -1.
+int32_t GateLayer(const std::string& name) {
+  const std::string prefix = "model.layers.", suffix = ".self_attn.memory_gate";
+  if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return -1;
+  }
+  const std::string digits =
+      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.empty() || digits.size() > 6 ||
+      !std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+    return -1;
+  }
+  return static_cast<int32_t>(std::stoi(digits));
+}
 
 }  // namespace
 
@@ -68,10 +88,19 @@ Status WritePeftAdapter(const LoraParams& params, const ModelWeights& weights,
       RETURN_IF_ERROR(w.AddTensor(p + kNormModules[1] + ".weight", lw.ffn_norm));
     }
   }
+  SafetensorsWriter gates;
+  gates.SetMetadata("format", "pt");
+  std::string gate_layers;
   for (const LoraTensor& t : params.tensors()) {
     const float* v = params.values().data() + t.offset;
     std::vector<float> values(v, v + t.size());
     const ModelConfig& mc = params.model_config();
+    if (t.kind == LoraTensor::Kind::kMemGate) {  // not PEFT: its own file
+      ASSIGN_OR_RETURN(Tensor tensor, Tensor::FromVector(Shape{t.cols}, values));
+      RETURN_IF_ERROR(gates.AddTensor(t.PeftName(), tensor));
+      gate_layers += (gate_layers.empty() ? "" : ",") + std::to_string(t.layer);
+      continue;
+    }
     if (t.kind == LoraTensor::Kind::kLoraB && PermutedQk(mc) &&
         (t.target == LoraTarget::kQ || t.target == LoraTarget::kK)) {
       PermuteHeadRows(values.data(), train::QkHeads(mc, t.target), mc.head_dim, t.cols,
@@ -86,6 +115,20 @@ Status WritePeftAdapter(const LoraParams& params, const ModelWeights& weights,
   }
   ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, w.Serialize());
   RETURN_IF_ERROR(train::WriteFileAtomic(dir + "/adapter_model.safetensors", bytes));
+  const std::string gates_path = dir + "/" + kGatesFile;
+  if (!gate_layers.empty()) {
+    gates.SetMetadata("muninn", "memory_gates");
+    gates.SetMetadata("layers", gate_layers);
+    gates.SetMetadata("n_head", std::to_string(params.model_config().n_head));
+    gates.SetMetadata("definition",
+                      "per-head memory logit bias b[h]: score(memory key j) = scale*q.k_j + b[h]");
+    ASSIGN_OR_RETURN(std::vector<uint8_t> gate_bytes, gates.Serialize());
+    RETURN_IF_ERROR(train::WriteFileAtomic(gates_path, gate_bytes));
+  } else if (std::filesystem::exists(gates_path, ec)) {
+    // A folder rewritten without gates must not keep an older run's.
+    std::filesystem::remove(gates_path, ec);
+    if (ec) return IoError("cannot remove the stale " + gates_path + ": " + ec.message());
+  }
   const std::string text = config.dump(2) + "\n";
   return train::WriteFileAtomic(
       dir + "/adapter_config.json",
@@ -175,6 +218,28 @@ StatusOr<LoraParams> ReadPeftAdapter(const std::string& dir, const ModelConfig& 
       }
       c.train_norms = !m.empty();
     }
+    // Memory gates (muninn's own file beside PEFT's): one [n_head] tensor per gated layer.
+    const std::string gates_path = dir + "/" + kGatesFile;
+    std::unique_ptr<SafetensorsFile> gates;
+    std::error_code ec;
+    if (std::filesystem::exists(gates_path, ec)) {
+      ASSIGN_OR_RETURN(gates, SafetensorsFile::Open(gates_path));
+      for (const TensorInfo& info : gates->tensors()) {
+        const int32_t l = GateLayer(info.name);
+        if (l < c.first_layer || l >= model_config.n_layer) {
+          return InvalidArgumentError(gates_path + ": tensor " + info.name +
+                                      " is not model.layers.N.self_attn.memory_gate of a LoRA "
+                                      "layer [" + std::to_string(c.first_layer) + ", " +
+                                      std::to_string(model_config.n_layer) + ")");
+        }
+        c.memory_gate_layers.push_back(l);
+      }
+      std::sort(c.memory_gate_layers.begin(), c.memory_gate_layers.end());
+      if (std::adjacent_find(c.memory_gate_layers.begin(), c.memory_gate_layers.end()) !=
+          c.memory_gate_layers.end()) {
+        return InvalidArgumentError(gates_path + " holds a layer's memory gate twice");
+      }
+    }
     ASSIGN_OR_RETURN(LoraParams p, LoraParams::Create(model_config, weights, c));
     const std::string st_path = dir + "/adapter_model.safetensors";
     ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(st_path));
@@ -206,6 +271,24 @@ StatusOr<LoraParams> ReadPeftAdapter(const std::string& dir, const ModelConfig& 
     }
     for (const LoraTensor& t : p.tensors()) {
       const std::string name = t.PeftName();
+      if (t.kind == LoraTensor::Kind::kMemGate) {
+        const TensorInfo* info = gates->FindTensor(name);
+        MUNINN_CHECK(info != nullptr);
+        ASSIGN_OR_RETURN(Tensor tensor, gates->GetTensor(*info));
+        if (!(tensor.shape() == Shape{t.cols}) || !CanDequantize(tensor.dtype())) {
+          return InvalidArgumentError(gates_path + ": " + name + " must be a [n_head] = [" +
+                                      std::to_string(t.cols) + "] float tensor, got " +
+                                      tensor.DebugString());
+        }
+        float* dst = p.values().data() + t.offset;
+        DequantizeRow(tensor.dtype(), tensor.data(), dst, t.size());
+        for (int64_t i = 0; i < t.size(); ++i) {
+          if (!std::isfinite(dst[i])) {
+            return InvalidArgumentError(gates_path + ": " + name + " has a non-finite value");
+          }
+        }
+        continue;
+      }
       const bool norm =
           t.kind == LoraTensor::Kind::kAttnNorm || t.kind == LoraTensor::Kind::kFfnNorm;
       const TensorInfo* info = file->FindTensor(name);

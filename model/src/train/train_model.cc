@@ -53,7 +53,7 @@ uint64_t DropoutSeed(uint64_t seed, int32_t layer, LoraTarget t) {
 
 bool SameLayout(const LoraConfig& a, const LoraConfig& b) {
   return a.rank == b.rank && a.first_layer == b.first_layer && a.train_norms == b.train_norms &&
-         a.targets.size() == b.targets.size() &&
+         a.memory_gate_layers == b.memory_gate_layers && a.targets.size() == b.targets.size() &&
          std::all_of(a.targets.begin(), a.targets.end(),
                      [&](LoraTarget t) { return b.Targets(t); });
 }
@@ -148,6 +148,11 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
                                 " is not a plain llama block (sandwich norms or q/k biases); "
                                 "training supports llama blocks only");
     }
+    if (l >= config.first_layer && !lw.mem_bias.empty()) {
+      return UnimplementedError("layer " + std::to_string(l) +
+                                " already has memory gates (an adapter with gates was merged "
+                                "into the model); train on the base model");
+    }
   }
   std::unique_ptr<TrainModel> tm(new TrainModel(model, config, options));
   tm->weights_ = std::make_unique<Weights>();
@@ -176,7 +181,7 @@ Status TrainModel::CheckBatch(const LoraParams& params, const TrainBatch& batch)
       params.model_config().n_embd != model_->config().n_embd) {
     return InvalidArgumentError(
         "the LoRA parameters were made for another configuration than "
-        "this TrainModel (rank, layers, targets or norms differ)");
+        "this TrainModel (rank, layers, targets, norms or memory gates differ)");
   }
   if (batch.ids.empty()) return InvalidArgumentError("a training block needs at least one token");
   if (batch.labels.size() != batch.ids.size()) {
@@ -326,10 +331,11 @@ Status TrainModel::LayerForward(int32_t layer, const LoraParams& params, const T
   RETURN_IF_ERROR(be->Rope(a->q, s.pos, mc.rope, &a->q));
   RETURN_IF_ERROR(be->Rope(a->k, s.pos, mc.rope, &a->k));
   const AttentionTrainDims ad = LayerAttentionDims(mc, T, mem);
+  const int64_t off_gate = params.OffsetMemGate(layer);
   AttentionForwardTrain(options_.pool, ad, q, k, a->v.data(), mem_q,
                         mem != nullptr ? mem->k.data_as<const float>() : nullptr,
                         mem != nullptr ? mem->v.data_as<const float>() : nullptr, a->att.data(),
-                        a->lse.data());
+                        a->lse.data(), off_gate >= 0 ? params.values().data() + off_gate : nullptr);
   project(LoraTarget::kO, a->att.data(), a->h_mid.data());
   Add(a->h_mid.data(), h_in, T * E);
 
@@ -403,12 +409,14 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   const LayerMemoryKV* mem = batch.memory != nullptr ? batch.memory->ForLayer(layer) : nullptr;
   const bool mem_q = a.mq.defined() && mem != nullptr && mem->query_position >= 0;
   const AttentionTrainDims ad = LayerAttentionDims(mc, T, mem);
+  const int64_t off_gate = params.OffsetMemGate(layer);
   AttentionBackward(options_.pool, ad, a.q.data_as<const float>(), a.k.data_as<const float>(),
                     a.v.data(), mem_q ? a.mq.data_as<const float>() : nullptr,
                     mem != nullptr ? mem->k.data_as<const float>() : nullptr,
                     mem != nullptr ? mem->v.data_as<const float>() : nullptr, a.att.data(),
                     a.lse.data(), s.datt.data(), s.dq.data(), s.dk.data(), s.dv.data(),
-                    mem_q ? s.dmq.data() : nullptr);
+                    mem_q ? s.dmq.data() : nullptr, off_gate >= 0 ? pv + off_gate : nullptr,
+                    off_gate >= 0 ? g + off_gate : nullptr);
   const int32_t* pos = s.pos.data_as<const int32_t>();
   RETURN_IF_ERROR(
       RopeBackward(options_.pool, s.dq.data(), pos, T, mc.n_head, hd, mc.rope, s.dq.data()));

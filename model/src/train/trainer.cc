@@ -20,6 +20,7 @@ namespace {
 
 constexpr char kMagic[8] = {'M', 'N', 'N', 'T', 'R', 'A', 'I', 'N'};
 constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersionGates = 3;  // version 2's layout, the arena ending with memory gates
 
 uint64_t Fnv1a(std::span<const uint8_t> bytes) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -110,6 +111,10 @@ Status TrainerOptions::Validate() const {
                                 std::to_string(warmup_steps));
   }
   if (!std::isfinite(clip)) return InvalidArgumentError("--clip must be finite");
+  if (!(gate_lr >= 0.0f) || !std::isfinite(gate_lr)) {
+    return InvalidArgumentError("--gate-lr must be finite and >= 0 (0: --lr), got " +
+                                std::to_string(gate_lr));
+  }
   if (checkpoint_every < 0) return InvalidArgumentError("--checkpoint-every must be >= 0");
   if (out_dir.empty()) return InvalidArgumentError("an output folder (--out) is required");
   if (eval_every < 0 || eval_max_blocks < 0) {
@@ -203,6 +208,10 @@ std::string Trainer::RunDescription() const {
   nlohmann::json d = j;
   if (options_.streams > 1) d["streams"] = options_.streams;  // v1 descriptions stay valid
   if (options_.memory != nullptr) d["memory"] = options_.memory->Describe();
+  if (!c.memory_gate_layers.empty()) {  // absent without gates: older descriptions stay valid
+    d["memory_gates"] = c.memory_gate_layers;
+    if (options_.gate_lr > 0.0f) d["gate_lr"] = options_.gate_lr;
+  }
   return d.dump();
 }
 
@@ -213,7 +222,7 @@ Status Trainer::SaveCheckpoint() {
   }
   std::vector<uint8_t> out;
   out.insert(out.end(), kMagic, kMagic + 8);
-  PutU32(&out, kVersion);
+  PutU32(&out, options_.lora.memory_gate_layers.empty() ? kVersion : kVersionGates);
   PutU32(&out, static_cast<uint32_t>(cursors_.size()));
   PutU64(&out, static_cast<uint64_t>(step_));
   for (int64_t c : cursors_) PutU64(&out, static_cast<uint64_t>(c));
@@ -264,7 +273,16 @@ Status Trainer::LoadCheckpoint() {
   if (!r.Bytes(magic, 8) || !r.U32(&version) || !r.U32(&n_streams) || !r.U64(&step)) {
     return corrupt("truncated header");
   }
-  if (version != kVersion && version != 1) return corrupt("version " + std::to_string(version));
+  if (version != kVersion && version != kVersionGates && version != 1) {
+    return corrupt("version " + std::to_string(version) + " (this build reads 1 to 3)");
+  }
+  if ((version == kVersionGates) != !options_.lora.memory_gate_layers.empty()) {
+    return FailedPreconditionError(
+        "--resume: the checkpoint in " + options_.out_dir +
+        (version == kVersionGates ? " trains memory gates and this run does not"
+                                  : " has no memory gates and this run trains them") +
+        " (--memory-gates must match the run being resumed)");
+  }
   if (version == 1) n_streams = 1;  // v1: reserved 0, one cursor
   if (n_streams != cursors_.size()) {
     return FailedPreconditionError("--resume: the checkpoint in " + options_.out_dir + " has " +
@@ -427,8 +445,19 @@ Status Trainer::Run(const std::function<void(const StepReport&)>& on_step) {
       for (float& g : grads_) g *= factor;
     }
     const float lr = schedule_.LrAt(step_);
+    // LoRA and norms with weight decay; the memory gates (the arena's tail) without, at their
+    // own peak rate on the same schedule.
+    const int64_t n_lora = params_->gates_offset(), n_all = params_->size();
     AdamWStep(options_.adamw, step_ + 1, lr, params_->values().data(), grads_.data(), m_.data(),
-              v_.data(), params_->size());
+              v_.data(), n_lora);
+    if (n_all > n_lora) {
+      AdamWOptions gate_adamw = options_.adamw;
+      gate_adamw.weight_decay = 0.0f;
+      const float gate_lr =
+          options_.gate_lr > 0.0f ? lr * (options_.gate_lr / options_.lr) : lr;
+      AdamWStep(gate_adamw, step_ + 1, gate_lr, params_->values().data() + n_lora,
+                grads_.data() + n_lora, m_.data() + n_lora, v_.data() + n_lora, n_all - n_lora);
+    }
     ++step_;
     for (int32_t s = 0; s < options_.streams; ++s) {
       const size_t i = static_cast<size_t>(s);

@@ -8,6 +8,8 @@
 // Query head h reads kv head h / (n_head / n_head_kv) (GQA). Every query sees every memory key;
 // with `causal`, query t sees local key s iff s <= t + (S - T) (bottom-right aligned); one softmax
 // runs over the memory and the visible local keys together, scores multiplied by `scale`.
+// mem_bias: [n_head] or null (= 0): query head h scores memory key j as scale·q·k_j + mem_bias[h]
+// (AttentionParams::mem_bias, the trainable per-head memory gate); local keys get no bias.
 // The memory block is a constant (MemLong detaches it): it gets no gradient, but the queries
 // that score it do.
 //
@@ -42,15 +44,20 @@ struct AttentionTrainDims {
 // out and lse (natural-log sum of exp of the scaled scores per query row and head).
 void AttentionForwardTrain(ThreadPool* pool, const AttentionTrainDims& dims, const float* q,
                            const float* k, const float* v, const float* mem_q, const float* mem_k,
-                           const float* mem_v, float* out, float* lse);
+                           const float* mem_v, float* out, float* lse,
+                           const float* mem_bias = nullptr);
 
 // From dout [T, n_head, dv] and the forward's out and lse: dq [T, n_head, d], dk [S, n_head_kv, d]
 // and dv [S, n_head_kv, dv] are written (dk/dv summed over the query heads sharing each kv head);
 // dmem_q [T, n_head, d] is written when mem_q is given (it must then be non-null), otherwise the
-// memory keys' share of the query gradient goes into dq.
+// memory keys' share of the query gradient goes into dq. mem_bias must be the forward's; with
+// dmem_bias non-null, dmem_bias[h] += Σ over query rows and memory keys of head h of dS (a
+// parameter gradient: added, like LoRA's), summed per block of query rows, then the blocks in
+// order (thread-count independent); with M = 0 it is left unchanged.
 void AttentionBackward(ThreadPool* pool, const AttentionTrainDims& dims, const float* q,
                        const float* k, const float* v, const float* mem_q, const float* mem_k,
                        const float* mem_v, const float* out, const float* lse, const float* dout,
-                       float* dq, float* dk, float* dv, float* dmem_q);
+                       float* dq, float* dk, float* dv, float* dmem_q,
+                       const float* mem_bias = nullptr, float* dmem_bias = nullptr);
 
 }  // namespace muninn

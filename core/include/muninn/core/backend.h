@@ -83,7 +83,14 @@ struct AttentionParams {
   // Context memory (specs/memory_modes.md §2) scores memory keys with queries rotated at one
   // constant position, and local keys with the ordinary ones; both enter the same softmax.
   const Tensor* mem_q = nullptr;
+  // Per-head memory logit bias ("memory gate"), host floats [n_head] (not owned; null: none):
+  // query head h scores memory key j as scale·q·k_j + mem_bias[h]; local keys are unchanged and
+  // one softmax still runs over [memory ; local]. All zeros is the same as null. Any backend that
+  // cannot apply it must refuse the call (never ignore it).
+  const float* mem_bias = nullptr;
   Status Validate() const;
+  // Validate() plus mem_bias's values (finite), which need the head count.
+  Status Validate(int64_t n_head) const;
 };
 
 class Backend {

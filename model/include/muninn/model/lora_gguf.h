@@ -7,7 +7,8 @@
 // order (qk_order.h). Trained norm weights are written as blk.N.attn_norm.weight /
 // blk.N.ffn_norm.weight; llama.cpp's loader (src/llama-adapter.cpp) skips "_norm.weight" tensors,
 // so there an adapter whose norms trained runs with the base norms (muninn's own PEFT folder and
-// --lora keep them).
+// --lora keep them). Memory gates (per-head memory logit biases, lora.h) are left out: llama.cpp
+// has no such op and no memory; they live in the PEFT folder's memory_gates.safetensors only.
 #pragma once
 
 #include <string>

@@ -4,6 +4,7 @@
 // f32 tensors (a quantized base matrix is dequantized first, so an adapted Q4_1 matrix runs in
 // f32: exact, but slower and 8x its Q4_1 bytes); every other weight is shared with the base model
 // (views, no copy). `mult` is the user's extra scale (`--lora PATH:SCALE`, 1 = as trained).
+// Memory gates become the layers' LayerWeights::mem_bias, times `mult` (like the LoRA delta).
 #pragma once
 
 #include <memory>
@@ -25,7 +26,8 @@ StatusOr<std::unique_ptr<Model>> MergeLora(const Model& base, const LoraParams& 
 // MergeLora does) into `dst_gguf`: every metadata entry and every tensor the adapter does not
 // touch are copied as they are (quantized tensors stay quantized, same bytes); adapted matrices
 // become F32, trained norms are replaced. `params` must be in the file's own row order (what
-// ReadPeftAdapter gives for a model loaded from that file). Written atomically.
+// ReadPeftAdapter gives for a model loaded from that file). Written atomically. Unimplemented for
+// an adapter with memory gates (a GGUF model has no place for them).
 Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, float mult,
                          const std::string& dst_gguf);
 

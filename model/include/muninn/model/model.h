@@ -101,6 +101,10 @@ struct LayerWeights {
   Tensor k_bias;          // [n_head_kv · hd] f32, or undefined
   Tensor wqkv;            // [n_q + 2·n_kv, n_embd] the fused tensor wq/wk/wv view (may be undefined)
   Tensor w_gate_up;       // [2·n_ff, n_embd] the fused tensor w_gate/w_up view (may be undefined)
+  // Per-head memory logit biases ("memory gates", AttentionParams::mem_bias): [n_head] added to
+  // this layer's scores of memory keys whenever it reads memory; empty: none (no bias). They come
+  // from an adapter (lora_merge.h), never from a checkpoint.
+  std::vector<float> mem_bias;
 };
 
 struct ModelWeights {

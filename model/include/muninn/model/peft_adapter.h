@@ -11,6 +11,11 @@
 // PEFT wraps every module named in modules_to_save, in every layer, and its loader wants a tensor
 // for each, so the norms of the layers below the trained range are written too, as the base
 // model's weights (`weights`).
+// Memory gates (per-head memory logit biases, lora.h) are no PEFT module: they go to a third file,
+// `memory_gates.safetensors`, beside PEFT's two (which PEFT ignores), with one F32 tensor
+//   model.layers.N.self_attn.memory_gate   [n_head]
+// per gated layer and metadata "muninn": "memory_gates", "layers": "17,19,...", "n_head". The
+// file exists only when the adapter has gates; writing a folder without gates removes it.
 #pragma once
 
 #include <string>

@@ -19,7 +19,9 @@
 // caller shifts a text itself: ids = tokens[0..T), labels = tokens[1..T]).
 //
 // Memory: a block may attend to retrieved memory K/V per layer ([memory ; local], one softmax,
-// memory.h conventions, both query modes); the memory is a constant (MemLong detaches it).
+// memory.h conventions, both query modes); the memory is a constant (MemLong detaches it). A
+// layer with a memory gate in LoraParams (LoraConfig::memory_gate_layers) adds its per-head bias
+// to the memory keys' scores and gets the bias's gradient.
 //
 // Activations: by default every trained layer keeps its activations from forward to backward
 // (about (4·n_embd + 4·n_q + 2·n_kv + 3·n_ff)·T floats per layer). With

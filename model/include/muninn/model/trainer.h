@@ -29,14 +29,17 @@
 //
 // checkpoint.bin, little-endian:
 //   u8[8]  magic "MNNTRAIN"
-//   u32    version (2; 1: the same with reserved 0 for n_streams and one cursor)
+//   u32    version (3 when the adapter has memory gates, else 2; 1: as 2 with reserved 0 for
+//          n_streams and one cursor; 3 is 2's layout, its arena ending with the gates and its
+//          description naming them: a build without gates refuses it by its version)
 //   u32    n_streams S
 //   u64    step (optimizer steps done)
 //   u64[S] cursor of each stream (offset of its next block within the stream)
 //   u64    seed
 //   u64    n (floats per array)
 //   u64    length L of the run description, then L bytes of JSON (LoRA config, block,
-//          grad_accum, streams when > 1, data size; checked against the resuming run's)
+//          grad_accum, streams when > 1, memory gates and gate_lr when present, data size;
+//          checked against the resuming run's)
 //   f32[n] adapter parameters (LoraParams layout), f32[n] AdamW m, f32[n] AdamW v
 //   u64    FNV-1a 64 of every byte before it
 //
@@ -77,7 +80,10 @@ struct TrainerOptions {
   int64_t warmup_steps = 0;
   LrDecay decay = LrDecay::kLinear;
   float min_lr_ratio = 0.0f;
-  AdamWOptions adamw;
+  AdamWOptions adamw;  // its weight decay applies to LoRA and norms, never to the memory gates
+  // Peak learning rate of the memory gates (LoraConfig::memory_gate_layers), following the same
+  // schedule; 0: the same as `lr`.
+  float gate_lr = 0.0f;
   float clip = 1.0f;  // global-norm clipping threshold; <= 0 disables
   uint64_t seed = 0;
   std::string out_dir;           // required
