@@ -439,6 +439,13 @@ void AttendTileFewRows(const QueryBlock& qb, const KeyTile& tile, const TileScra
   } else {
     FewRowScores<A, R, false>(qb, tile, p);
   }
+  if (qb.bias != nullptr) {  // the memory tiles' per-head logit bias
+    for (int r = 0; r < R; ++r) {
+      const V b = A::Set1(qb.bias[r]);
+      float* pr = p + r * kKeyTile;
+      for (int j = 0; j < nw; j += W) A::Store(pr + j, A::Add(A::Load(pr + j), b));
+    }
+  }
   for (int r = 0; r < R; ++r) {
     const int vis = tile.visible != nullptr ? tile.visible[r] : n;
     std::fill(p + r * kKeyTile + vis, p + r * kKeyTile + nw, kNegInf);
