@@ -422,7 +422,7 @@ void AttendTileFewRows(const QueryBlock& qb, const KeyTile& tile, const TileScra
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int n = tile.n;
   // Whole vectors of keys per row; the columns [n, nw) are -inf (exp gives 0 there).
-  const int nw = (n + W - 1) / W * W;  // <= kKeyTile, a multiple of kPad and so of W
+  const int nw = (n + W - 1) / W * W;  // <= kKeyTile (a multiple of every W)
   float* p = sc.p;                     // [R, kKeyTile]: fits, kKeyTile * rp >= R * kKeyTile
   const bool k16 = tile.k_dtype == DType::kF16;
   const int64_t nd = qb.dp == qb.d ? qb.d / W : 0;  // whole vectors per key row, 0: not exact
