@@ -279,30 +279,6 @@ void FewRowScores(const QueryBlock& qb, const KeyTile& tile, float* p) {
   }
 }
 
-// acc_r[x0, x0 + NV*W) += sum_j p[r][j] * v_j[x0, ...) for the R rows.
-template <class A, int R, int NV, bool kF16>
-void FewRowPv(const QueryBlock& qb, const KeyTile& tile, const float* p, int64_t x0,
-              float* acc) {
-  using V = typename A::V;
-  constexpr int W = A::kW;
-  V a[R][NV];
-  for (int r = 0; r < R; ++r) {
-    for (int b = 0; b < NV; ++b) a[r][b] = A::Load(acc + r * qb.dvp + x0 + b * W);
-  }
-  for (int j = 0; j < tile.n; ++j) {
-    const char* vrow = tile.v + j * tile.v_stride;
-    V v[NV];
-    for (int b = 0; b < NV; ++b) v[b] = LoadRowVector<A, kF16>(vrow, x0 + b * W, qb.dv);
-    for (int r = 0; r < R; ++r) {
-      const V pr = A::Set1(p[r * kKeyTile + j]);
-      for (int b = 0; b < NV; ++b) a[r][b] = A::Fma(pr, v[b], a[r][b]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int b = 0; b < NV; ++b) A::Store(acc + r * qb.dvp + x0 + b * W, a[r][b]);
-  }
-}
-
 // The same two steps when d and dv are whole vectors (dp == d, dvp == dv: head dims that are
 // multiples of 16, e.g. 64): no bounds checks, so the compiler keeps the accumulators in
 // registers; scores take two keys per step so two rows' loads are in flight at once.
@@ -369,9 +345,11 @@ void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
   }
 }
 
-template <class A, int R, int NV, bool kF16>
-void FewRowPvExact(const QueryBlock& qb, const KeyTile& tile, const float* p, int64_t x0,
-                   float* acc) {
+// acc_r[x0, x0 + NV*W) += sum_j p[r][j] * v_j[x0, ...) for the R rows. kExact: dv == dvp (every
+// chunk whole), so rows load without bounds checks and the accumulators stay in registers.
+template <class A, int R, int NV, bool kF16, bool kExact>
+void FewRowPv(const QueryBlock& qb, const KeyTile& tile, const float* p, int64_t x0,
+              float* acc) {
   using V = typename A::V;
   constexpr int W = A::kW;
   V a[R][NV];
@@ -385,7 +363,13 @@ void FewRowPvExact(const QueryBlock& qb, const KeyTile& tile, const float* p, in
     if (x0 == 0) PrefetchRow(vrow + kPrefetchRows * tile.v_stride, qb.dv * (kF16 ? 2 : 4));
     V v[NV];
 #pragma GCC unroll 8
-    for (int b = 0; b < NV; ++b) v[b] = LoadExact<A, kF16>(vrow, x0 + b * W);
+    for (int b = 0; b < NV; ++b) {
+      if constexpr (kExact) {
+        v[b] = LoadExact<A, kF16>(vrow, x0 + b * W);
+      } else {
+        v[b] = LoadRowVector<A, kF16>(vrow, x0 + b * W, qb.dv);
+      }
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const V pr = A::Set1(p[r * kKeyTile + j]);
@@ -406,12 +390,16 @@ void FewRowPvAll(const QueryBlock& qb, const KeyTile& tile, const float* p, floa
   constexpr int NV = A::kMaxNv;
   int64_t x0 = 0;
   if (qb.dvp == qb.dv) {
-    for (; x0 + NV * W <= qb.dvp; x0 += NV * W) FewRowPvExact<A, R, NV, kF16>(qb, tile, p, x0, acc);
-    for (; x0 < qb.dvp; x0 += W) FewRowPvExact<A, R, 1, kF16>(qb, tile, p, x0, acc);
+    for (; x0 + NV * W <= qb.dvp; x0 += NV * W) {
+      FewRowPv<A, R, NV, kF16, true>(qb, tile, p, x0, acc);
+    }
+    for (; x0 < qb.dvp; x0 += W) FewRowPv<A, R, 1, kF16, true>(qb, tile, p, x0, acc);
     return;
   }
-  for (; x0 + NV * W <= qb.dvp; x0 += NV * W) FewRowPv<A, R, NV, kF16>(qb, tile, p, x0, acc);
-  for (; x0 < qb.dvp; x0 += W) FewRowPv<A, R, 1, kF16>(qb, tile, p, x0, acc);
+  for (; x0 + NV * W <= qb.dvp; x0 += NV * W) {
+    FewRowPv<A, R, NV, kF16, false>(qb, tile, p, x0, acc);
+  }
+  for (; x0 < qb.dvp; x0 += W) FewRowPv<A, R, 1, kF16, false>(qb, tile, p, x0, acc);
 }
 
 template <class A, int R>
