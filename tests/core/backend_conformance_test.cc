@@ -675,13 +675,20 @@ const std::vector<AttnCase> kAttnCases = {
     // Odd sizes: head dims that are no multiple of 32, MQA, memory only (S = 0).
     {3, 3, 5, 4, 1, 40, 24, true, true, DType::kF32},
     {2, 0, 9, 2, 2, 17, 33, false, false, DType::kF16},
+    // Prefill-sized T (the CUDA backend's query-tiled kernel from T = 16): partial tiles, odd
+    // head dims, memory only, head dim 128 (more than 48 KiB of shared memory), f32 and f16.
+    {37, 50, 21, 4, 2, 40, 24, true, true, DType::kF32},
+    {20, 0, 45, 2, 2, 17, 33, false, false, DType::kF16},
+    {16, 40, 10, 2, 1, 128, 128, true, true, DType::kF16},
+    {100, 300, 0, 9, 3, 64, 64, true, false, DType::kF16},
 };
 
 void CheckAttention(Backend& be) {
   uint32_t seed = 500;
   for (const AttnCase& c : kAttnCases) CheckAttentionCase(be, c, seed++);
-  // With a per-head memory logit bias: decode (split keys), a prompt with memory queries, prefill.
-  for (const size_t i : {0, 2, 3, 5}) CheckAttentionCase(be, kAttnCases[i], seed++, true);
+  // With a per-head memory logit bias: decode (split keys), a prompt with memory queries, prefill,
+  // and a query-tiled case.
+  for (const size_t i : {0, 2, 3, 5, 7}) CheckAttentionCase(be, kAttnCases[i], seed++, true);
 }
 
 // ---- the tests ---------------------------------------------------------------------------------

@@ -141,13 +141,167 @@ __global__ void MergeKernel(const AttentionLaunch a) {
   }
 }
 
+// ---- prefill: query tiles ----------------------------------------------------------------------
+// For T >= kTiledMinRows the decode kernel above would re-read every key once per query row. Here
+// a block of 128 threads takes kBq = 32 query rows of one head and walks the keys in tiles of
+// kBk = 32 staged (as f32) in shared memory, so each K/V element read from global memory serves
+// 32 queries. Thread (r, c) = (tid / 4, tid % 4) scores keys c, c + 4, ... of a tile for query
+// row r, keeps row r's online-softmax state (m, l) in step with the three other threads of its
+// row (shuffles among 4 lanes), and owns output columns c, c + 4, ... of row r. Memory keys come
+// first with the memory queries (mem_q) staged, then local keys with the local queries; one
+// softmax spans both, as in the decode kernel. Rows of shared arrays are padded by one float so
+// the 8 rows a warp touches fall in different banks.
+constexpr int kTileThreads = 128;
+constexpr int kBq = 32;
+constexpr int kBk = 32;
+
+size_t TiledSharedBytes(int64_t d, int64_t dv) {
+  return sizeof(float) * static_cast<size_t>(kBq * (d + 1) + kBk * (d + 1) + kBk * (dv + 1) +
+                                             kBq * (kBk + 1));
+}
+
+template <int kCols>  // output columns per thread: dv <= 4 * kCols
+__global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const AttentionLaunch a) {
+  extern __shared__ float smem[];
+  const int d = static_cast<int>(a.d), dv = static_cast<int>(a.dv);
+  float* s_q = smem;                    // [kBq][d + 1]
+  float* s_k = s_q + kBq * (d + 1);     // [kBk][d + 1]
+  float* s_v = s_k + kBk * (d + 1);     // [kBk][dv + 1]
+  float* s_p = s_v + kBk * (dv + 1);    // [kBq][kBk + 1]
+  const int tid = static_cast<int>(threadIdx.x);
+  const int r = tid >> 2, c = tid & 3;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kBq;
+  const int64_t h = blockIdx.y;
+  const int64_t g = h / (a.n_head / a.n_head_kv);
+  const int64_t t = t0 + r;
+  const bool row_ok = t < a.T;
+  const float mem_bias = a.has_mem_bias ? a.mem_bias[h] : 0.0f;
+
+  float acc[kCols];
+#pragma unroll
+  for (int k = 0; k < kCols; ++k) acc[k] = 0.0f;
+  float m = -INFINITY, l = 0.0f;
+
+  // Local keys visible to the tile's last row (causal: up to t + (S - T)).
+  const int64_t t_last = (t0 + kBq < a.T ? t0 + kBq : a.T) - 1;
+  const int64_t local_end = a.causal ? (t_last + (a.S - a.T) + 1 < a.S ? t_last + (a.S - a.T) + 1 : a.S)
+                                     : a.S;
+  for (int phase = 0; phase < 2; ++phase) {
+    const bool mem = phase == 0;
+    const int64_t n_keys = mem ? a.M : local_end;
+    if (n_keys <= 0) continue;
+    const AttentionOperand& qo = mem ? a.mem_q : a.q;
+    const AttentionOperand& ko = mem ? a.mem_k : a.k;
+    const AttentionOperand& vo = mem ? a.mem_v : a.v;
+    __syncthreads();  // the previous phase may still read s_q
+    for (int i = tid; i < kBq * d; i += kTileThreads) {
+      const int row = i / d, e = i % d;
+      const int64_t tq = t0 + row;
+      s_q[row * (d + 1) + e] =
+          tq < a.T ? reinterpret_cast<const float*>(qo.data + tq * qo.s0 + h * qo.s1)[e] * a.scale
+                   : 0.0f;
+    }
+    for (int64_t kb = 0; kb < n_keys; kb += kBk) {
+      __syncthreads();  // s_k / s_v / s_q of the previous step are no longer read
+      for (int i = tid; i < kBk * d; i += kTileThreads) {
+        const int key = i / d, e = i % d;
+        const int64_t j = kb + key;
+        s_k[key * (d + 1) + e] = j < n_keys ? LoadElem(ko, ko.data + j * ko.s0 + g * ko.s1, e) : 0.0f;
+      }
+      for (int i = tid; i < kBk * dv; i += kTileThreads) {
+        const int key = i / dv, e = i % dv;
+        const int64_t j = kb + key;
+        s_v[key * (dv + 1) + e] = j < n_keys ? LoadElem(vo, vo.data + j * vo.s0 + g * vo.s1, e) : 0.0f;
+      }
+      __syncthreads();
+
+      float s[kBk / 4];
+#pragma unroll
+      for (int i = 0; i < kBk / 4; ++i) s[i] = 0.0f;
+      const float* qr = s_q + r * (d + 1);
+      for (int e = 0; e < d; ++e) {
+        const float qv = qr[e];
+#pragma unroll
+        for (int i = 0; i < kBk / 4; ++i) s[i] += qv * s_k[(c + 4 * i) * (d + 1) + e];
+      }
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int i = 0; i < kBk / 4; ++i) {
+        const int64_t j = kb + c + 4 * i;
+        const bool visible = row_ok && j < n_keys && (mem || !a.causal || j <= t + (a.S - a.T));
+        s[i] = visible ? s[i] + (mem ? mem_bias : 0.0f) : -INFINITY;
+        tile_max = fmaxf(tile_max, s[i]);
+      }
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+      const float m_new = fmaxf(m, tile_max);
+      // Nothing visible yet for this row: keep the state empty (p = 0, no rescale).
+      const float corr = m_new == -INFINITY ? 1.0f : expf(m - m_new);
+      float psum = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kBk / 4; ++i) {
+        const float p = s[i] == -INFINITY ? 0.0f : expf(s[i] - m_new);
+        psum += p;
+        s_p[r * (kBk + 1) + c + 4 * i] = p;
+      }
+      psum += __shfl_xor_sync(0xffffffffu, psum, 1);
+      psum += __shfl_xor_sync(0xffffffffu, psum, 2);
+      l = l * corr + psum;
+      m = m_new;
+      __syncwarp();  // row r's probabilities come from the four lanes of its quad
+      const float* pr = s_p + r * (kBk + 1);
+#pragma unroll
+      for (int k = 0; k < kCols; ++k) acc[k] *= corr;
+      for (int key = 0; key < kBk; ++key) {
+        const float p = pr[key];
+        const float* vr = s_v + key * (dv + 1);
+#pragma unroll
+        for (int k = 0; k < kCols; ++k) {
+          const int col = c + 4 * k;
+          if (col < dv) acc[k] += p * vr[col];
+        }
+      }
+    }
+  }
+  if (!row_ok) return;
+  float* o = reinterpret_cast<float*>(a.out + t * a.out_s0 + h * a.out_s1);
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+  for (int k = 0; k < kCols; ++k) {
+    const int col = c + 4 * k;
+    if (col < dv) o[col] = acc[k] * inv;
+  }
+}
+
+template <int kCols>
+cudaError_t LaunchTiled(const AttentionLaunch& a, cudaStream_t stream) {
+  const size_t bytes = TiledSharedBytes(a.d, a.dv);
+  if (bytes > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(TiledAttentionKernel<kCols>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(bytes));
+    if (e != cudaSuccess) return e;
+  }
+  const dim3 grid(static_cast<unsigned>((a.T + kBq - 1) / kBq), static_cast<unsigned>(a.n_head));
+  TiledAttentionKernel<kCols><<<grid, kTileThreads, bytes, stream>>>(a);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 int64_t AttentionPartialFloats(int64_t T, int64_t n_head, int64_t n_split, int64_t dv) {
   return n_split > 1 ? T * n_head * n_split * (2 + dv) : 0;
 }
 
+bool AttentionUsesTiles(int64_t T, int64_t d, int64_t dv) {
+  return T >= kTiledMinRows && d <= kTiledMaxHeadDim && dv <= kTiledMaxHeadDim;
+}
+
 cudaError_t LaunchAttention(const AttentionLaunch& args, cudaStream_t stream) {
+  if (AttentionUsesTiles(args.T, args.d, args.dv)) {
+    if (args.n_head > 65535 || args.T > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+    return args.dv <= 64 ? LaunchTiled<16>(args, stream) : LaunchTiled<32>(args, stream);
+  }
   const int64_t rows = args.T * args.n_head;
   if (rows > 0x7fffffffLL || args.n_split > 65535 || args.d > kAttnMaxHeadDim ||
       args.dv > kAttnMaxHeadDim) {

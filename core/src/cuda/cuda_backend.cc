@@ -248,6 +248,7 @@ StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& o
   cuda::EventPtr e1_owner(e1);
   auto staging = std::make_unique<cuda::Staging>(std::move(pinned_owner), half, std::move(e0_owner),
                                                  std::move(e1_owner));
+  RETURN_IF_ERROR(staging->InitSlots());
   auto allocator = std::make_shared<cuda::DeviceAllocator>(options.device);
   return std::unique_ptr<Backend>(std::make_unique<cuda::CudaBackend>(
       options.device, std::move(allocator), std::move(stream_owner), std::move(cublas_owner),

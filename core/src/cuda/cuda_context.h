@@ -35,10 +35,20 @@ using PinnedPtr = std::unique_ptr<void, PinnedDeleter>;
 // Host <-> device copies through pinned memory, two halves used in turn so that filling one
 // overlaps the copy out of the other. Upload returns once the host bytes were consumed (the
 // caller may reuse them); Download returns once the bytes arrived.
+//
+// Small uploads (index tensors: RoPE positions, token ids; at most kSlotBytes) go through a ring of
+// kSlots pinned slots instead, each with its own event, so that the host can queue many ops that
+// take host indices before it has to wait for the GPU (with the two halves alone, every such op
+// waited for the previous one's copy, and the host could not run ahead of the device).
 class Staging {
  public:
+  static constexpr int kSlots = 64;
+  static constexpr size_t kSlotBytes = 16 * 1024;
+
   Staging(PinnedPtr memory, size_t half_bytes, EventPtr e0, EventPtr e1)
       : memory_(std::move(memory)), half_(half_bytes), events_{std::move(e0), std::move(e1)} {}
+  // Allocates the ring of small-upload slots (pinned memory and one event per slot).
+  Status InitSlots();
   Status Upload(const void* host, size_t bytes, void* device, cudaStream_t stream);
   Status Download(const void* device, size_t bytes, void* host, cudaStream_t stream);
 
@@ -47,6 +57,9 @@ class Staging {
   PinnedPtr memory_;
   size_t half_;
   EventPtr events_[2];
+  PinnedPtr slots_;
+  EventPtr slot_events_[kSlots];
+  int next_slot_ = 0;
 };
 
 struct CudaContext {

@@ -112,6 +112,11 @@ struct AttentionLaunch {
   bool has_mem_bias = false;  // add mem_bias[h] to every memory key's score of query head h
   float mem_bias[kAttnMaxBiasHeads] = {};
 };
+// Prefill (T >= kTiledMinRows query rows, head dims <= kTiledMaxHeadDim) runs a query-tiled kernel
+// that stages K/V in shared memory; decode runs the split-key kernel and needs `partial`.
+inline constexpr int64_t kTiledMinRows = 16;
+inline constexpr int64_t kTiledMaxHeadDim = 128;
+bool AttentionUsesTiles(int64_t T, int64_t d, int64_t dv);
 // Floats of scratch `partial` needs for a launch with these sizes.
 int64_t AttentionPartialFloats(int64_t T, int64_t n_head, int64_t n_split, int64_t dv);
 cudaError_t LaunchAttention(const AttentionLaunch& args, cudaStream_t stream);

@@ -149,7 +149,7 @@ Status AttentionOp(const CudaContext& ctx, const Tensor& q, const Tensor& k, con
     std::copy(p.mem_bias, p.mem_bias + a.n_head, a.mem_bias);
   }
   const int64_t keys = a.M + a.S;
-  a.n_split = ChooseSplits(a.T * a.n_head, keys);
+  a.n_split = AttentionUsesTiles(a.T, a.d, a.dv) ? 1 : ChooseSplits(a.T * a.n_head, keys);
   a.split_keys = (keys + a.n_split - 1) / a.n_split;
   a.n_split = (keys + a.split_keys - 1) / a.split_keys;
   Tensor partial;
