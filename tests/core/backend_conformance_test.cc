@@ -336,6 +336,8 @@ void CheckAllMatMul(Backend& be) {
     const int64_t k_odd = IsQuantized(wt) ? (BlockSize(wt) == 256 ? 512 : 96) : 37;
     CheckMatMul(be, wt, {5, 13, k_odd}, seed++);
     CheckMatMul(be, wt, {17, 3, k_odd}, seed++);
+    // A long row (many blocks per lane on the GPU's decode kernels), two activation rows.
+    CheckMatMul(be, wt, {2, 37, 4096}, seed++);
   }
 }
 
@@ -681,6 +683,8 @@ const std::vector<AttnCase> kAttnCases = {
     {20, 0, 45, 2, 2, 17, 33, false, false, DType::kF16},
     {16, 40, 10, 2, 1, 128, 128, true, true, DType::kF16},
     {100, 300, 0, 9, 3, 64, 64, true, false, DType::kF16},
+    // Decode over a long cache: on a GPU, key ranges of several chunks, merged across ranges.
+    {2, 12000, 300, 9, 3, 64, 64, true, true, DType::kF16},
 };
 
 void CheckAttention(Backend& be) {

@@ -287,6 +287,208 @@ cudaError_t LaunchTiled(const AttentionLaunch& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// ---- decode: one block per (KV head, key range), all its query heads at once --------------------
+// For few query rows (T * group <= kGqaMaxQ) each block takes a KV head g and a range of keys and
+// serves every query row of every query head of g's group, so a K/V row is read once for the group
+// (3 query heads in SmolLM2) instead of once per head. Keys are walked in chunks of kGqaKeys: each
+// thread scores one key against all the block's queries (staged in shared memory, read as
+// broadcasts) with the key row loaded in 16-byte words; one warp per query row turns the chunk's
+// scores into probabilities and updates that row's running max and sum; then threads own value
+// columns (kGqaThreads / dv_pad threads per column, each over every parts-th key) and fold
+// probabilities x V rows into their accumulators. Ranges merge with MergeKernel, as above.
+constexpr int kGqaThreads = 128;
+constexpr int kGqaKeys = kGqaThreads;
+
+__device__ __forceinline__ void LoadRow8(const AttentionOperand& o, const char* row, int e0,
+                                         float* v) {
+  if (o.f16) {
+    const uint4 u = *reinterpret_cast<const uint4*>(reinterpret_cast<const uint16_t*>(row) + e0);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[2 * i] = HalfBitsToFloat(static_cast<uint16_t>(w[i] & 0xFFFF));
+      v[2 * i + 1] = HalfBitsToFloat(static_cast<uint16_t>(w[i] >> 16));
+    }
+  } else {
+    const float4 a = *reinterpret_cast<const float4*>(reinterpret_cast<const float*>(row) + e0);
+    const float4 b = *reinterpret_cast<const float4*>(reinterpret_cast<const float*>(row) + e0 + 4);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  }
+}
+
+size_t GqaSharedBytes(int64_t q_rows, int64_t d, int64_t dv) {
+  const int64_t dv_pad = dv <= 32 ? 32 : dv <= 64 ? 64 : 128;
+  const int64_t parts = kGqaThreads / dv_pad;
+  return sizeof(float) * static_cast<size_t>(2 * q_rows * d + q_rows * kGqaKeys +
+                                             parts * q_rows * dv_pad + 3 * q_rows);
+}
+
+template <int kMaxQ>
+__global__ void __launch_bounds__(kGqaThreads) GqaDecodeKernel(const AttentionLaunch a) {
+  extern __shared__ float smem[];
+  const int d = static_cast<int>(a.d), dv = static_cast<int>(a.dv);
+  const int group = static_cast<int>(a.n_head / a.n_head_kv);
+  const int Q = static_cast<int>(a.T) * group;  // query rows of this block: (t, head in group)
+  const int dv_pad = dv <= 32 ? 32 : dv <= 64 ? 64 : 128;
+  const int parts = kGqaThreads / dv_pad;
+  float* s_q = smem;                  // [Q][d] local queries, scaled
+  float* s_mq = s_q + Q * d;          // [Q][d] memory queries, scaled
+  float* s_p = s_mq + Q * d;          // [Q][kGqaKeys] scores, then probabilities
+  float* s_o = s_p + Q * kGqaKeys;    // [parts][Q][dv_pad] accumulators to combine
+  float* s_m = s_o + parts * Q * dv_pad;  // [Q] running max
+  float* s_l = s_m + Q;                   // [Q] running sum
+  float* s_c = s_l + Q;                   // [Q] this chunk's rescale factor
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid % kWarp, warp = tid / kWarp;
+  const int64_t g = blockIdx.x;
+  const int64_t split = blockIdx.y;
+
+  for (int i = tid; i < Q * d; i += kGqaThreads) {
+    const int qi = i / d, e = i % d;
+    const int64_t t = qi / group, h = g * group + qi % group;
+    s_q[i] = reinterpret_cast<const float*>(a.q.data + t * a.q.s0 + h * a.q.s1)[e] * a.scale;
+    s_mq[i] = reinterpret_cast<const float*>(a.mem_q.data + t * a.mem_q.s0 + h * a.mem_q.s1)[e] *
+              a.scale;
+  }
+  for (int qi = tid; qi < Q; qi += kGqaThreads) {
+    s_m[qi] = -INFINITY;
+    s_l[qi] = 0.0f;
+  }
+  const int e_col = tid % dv_pad, part = tid / dv_pad;
+  float acc[kMaxQ];
+#pragma unroll
+  for (int qi = 0; qi < kMaxQ; ++qi) acc[qi] = 0.0f;
+
+  const int64_t kb = split * a.split_keys;
+  const int64_t ke = kb + a.split_keys < a.M + a.S ? kb + a.split_keys : a.M + a.S;
+  for (int64_t c0 = kb; c0 < ke; c0 += kGqaKeys) {
+    __syncthreads();  // queries staged / s_p of the previous chunk consumed
+    // Scores: thread tid takes key c0 + tid.
+    {
+      const int64_t j = c0 + tid;
+      float sc[kMaxQ];
+#pragma unroll
+      for (int qi = 0; qi < kMaxQ; ++qi) sc[qi] = 0.0f;
+      const bool mem = j < a.M;
+      if (j < ke) {
+        const AttentionOperand& ko = mem ? a.mem_k : a.k;
+        const char* k_row = ko.data + (mem ? j : j - a.M) * ko.s0 + g * ko.s1;
+        const float* qs = mem ? s_mq : s_q;
+        for (int e0 = 0; e0 < d; e0 += 8) {
+          float kv[8];
+          LoadRow8(ko, k_row, e0, kv);
+#pragma unroll
+          for (int qi = 0; qi < kMaxQ; ++qi) {
+            if (qi < Q) {
+              const float* qr = qs + qi * d + e0;
+#pragma unroll
+              for (int i = 0; i < 8; ++i) sc[qi] += qr[i] * kv[i];
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int qi = 0; qi < kMaxQ; ++qi) {
+        if (qi < Q) {
+          const int64_t t = qi / group, h = g * group + qi % group;
+          bool visible = j < ke;
+          if (visible && !mem && a.causal) visible = (j - a.M) <= t + (a.S - a.T);
+          s_p[qi * kGqaKeys + tid] =
+              visible ? sc[qi] + (mem && a.has_mem_bias ? a.mem_bias[h] : 0.0f) : -INFINITY;
+        }
+      }
+    }
+    __syncthreads();
+    // Softmax bookkeeping: warp w takes query rows w, w + 4, ...
+    for (int qi = warp; qi < Q; qi += kGqaThreads / kWarp) {
+      float* pr = s_p + qi * kGqaKeys;
+      float cmax = -INFINITY;
+      for (int k = lane; k < kGqaKeys; k += kWarp) cmax = fmaxf(cmax, pr[k]);
+      cmax = WarpMax(cmax);
+      const float m_old = s_m[qi];
+      const float m_new = fmaxf(m_old, cmax);
+      float sum = 0.0f;
+      for (int k = lane; k < kGqaKeys; k += kWarp) {
+        const float p = pr[k] == -INFINITY ? 0.0f : expf(pr[k] - m_new);
+        pr[k] = p;
+        sum += p;
+      }
+      sum = WarpSum(sum);
+      if (lane == 0) {
+        const float corr = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
+        s_c[qi] = corr;
+        s_l[qi] = s_l[qi] * corr + sum;
+        s_m[qi] = m_new;
+      }
+    }
+    __syncthreads();
+    // Values: column e_col of every part-th key of the chunk.
+#pragma unroll
+    for (int qi = 0; qi < kMaxQ; ++qi) {
+      if (qi < Q) acc[qi] *= s_c[qi];
+    }
+    if (e_col < dv) {
+      const int64_t n_chunk = ke - c0 < kGqaKeys ? ke - c0 : kGqaKeys;
+#pragma unroll 4
+      for (int k = part; k < n_chunk; k += parts) {
+        const int64_t j = c0 + k;
+        const bool mem = j < a.M;
+        const AttentionOperand& vo = mem ? a.mem_v : a.v;
+        const char* v_row = vo.data + (mem ? j : j - a.M) * vo.s0 + g * vo.s1;
+        const float v = LoadElem(vo, v_row, e_col);
+#pragma unroll
+        for (int qi = 0; qi < kMaxQ; ++qi) {
+          if (qi < Q) acc[qi] += s_p[qi * kGqaKeys + k] * v;
+        }
+      }
+    }
+  }
+  // Combine the parts' accumulators and write this range's state (or the output).
+#pragma unroll
+  for (int qi = 0; qi < kMaxQ; ++qi) {
+    if (qi < Q && e_col < dv) s_o[(part * Q + qi) * dv_pad + e_col] = acc[qi];
+  }
+  __syncthreads();
+  for (int i = tid; i < Q * dv; i += kGqaThreads) {
+    const int qi = i / dv, e = i % dv;
+    float v = 0.0f;
+    for (int pp = 0; pp < parts; ++pp) v += s_o[(pp * Q + qi) * dv_pad + e];
+    const int64_t t = qi / group, h = g * group + qi % group;
+    const float l = s_l[qi];
+    if (a.n_split == 1) {
+      reinterpret_cast<float*>(a.out + t * a.out_s0 + h * a.out_s1)[e] = l > 0.0f ? v / l : 0.0f;
+    } else {
+      float* part_out = a.partial + ((t * a.n_head + h) * a.n_split + split) * (2 + a.dv);
+      if (e == 0) {
+        part_out[0] = s_m[qi];
+        part_out[1] = l;
+      }
+      part_out[2 + e] = v;
+    }
+  }
+}
+
+template <int kMaxQ>
+cudaError_t LaunchGqa(const AttentionLaunch& a, cudaStream_t stream) {
+  const size_t bytes = GqaSharedBytes(a.T * (a.n_head / a.n_head_kv), a.d, a.dv);
+  if (bytes > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(
+        GqaDecodeKernel<kMaxQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    if (e != cudaSuccess) return e;
+  }
+  const dim3 grid(static_cast<unsigned>(a.n_head_kv), static_cast<unsigned>(a.n_split));
+  GqaDecodeKernel<kMaxQ><<<grid, kGqaThreads, bytes, stream>>>(a);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess || a.n_split == 1) return e;
+  MergeKernel<<<static_cast<unsigned>(a.T * a.n_head), 128, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+bool Aligned16(const AttentionOperand& o, bool defined) {
+  return !defined || (reinterpret_cast<uintptr_t>(o.data) % 16 == 0 && o.s0 % 16 == 0 && o.s1 % 16 == 0);
+}
+
 }  // namespace
 
 int64_t AttentionPartialFloats(int64_t T, int64_t n_head, int64_t n_split, int64_t dv) {
@@ -297,10 +499,24 @@ bool AttentionUsesTiles(int64_t T, int64_t d, int64_t dv) {
   return T >= kTiledMinRows && d <= kTiledMaxHeadDim && dv <= kTiledMaxHeadDim;
 }
 
+bool AttentionUsesGqaDecode(const AttentionLaunch& a) {
+  return !AttentionUsesTiles(a.T, a.d, a.dv) && a.T * (a.n_head / a.n_head_kv) <= kGqaMaxQ &&
+         a.d % 8 == 0 && a.d <= kTiledMaxHeadDim && a.dv <= kTiledMaxHeadDim &&
+         Aligned16(a.k, a.S > 0) && Aligned16(a.mem_k, a.M > 0);
+}
+
 cudaError_t LaunchAttention(const AttentionLaunch& args, cudaStream_t stream) {
   if (AttentionUsesTiles(args.T, args.d, args.dv)) {
     if (args.n_head > 65535 || args.T > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
     return args.dv <= 64 ? LaunchTiled<16>(args, stream) : LaunchTiled<32>(args, stream);
+  }
+  if (AttentionUsesGqaDecode(args)) {
+    if (args.n_split > 65535 || args.n_head_kv > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+    const int64_t q_rows = args.T * (args.n_head / args.n_head_kv);
+    if (q_rows <= 4) return LaunchGqa<4>(args, stream);
+    if (q_rows <= 8) return LaunchGqa<8>(args, stream);
+    if (q_rows <= 16) return LaunchGqa<16>(args, stream);
+    return LaunchGqa<32>(args, stream);
   }
   const int64_t rows = args.T * args.n_head;
   if (rows > 0x7fffffffLL || args.n_split > 65535 || args.d > kAttnMaxHeadDim ||

@@ -70,6 +70,11 @@ class CudaBackend final : public Backend {
     ctx_.cublas = cublas_.get();
     ctx_.allocator = allocator_.get();
     ctx_.staging = staging_.get();
+    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess &&
+        sms > 0) {
+      ctx_.sm_count = sms;
+    }
   }
   ~CudaBackend() override {
     // Queued kernels may still use buffers and the staging memory: let them finish first.

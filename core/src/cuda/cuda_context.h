@@ -68,6 +68,7 @@ struct CudaContext {
   cublasHandle_t cublas = nullptr;
   DeviceAllocator* allocator = nullptr;
   Staging* staging = nullptr;
+  int sm_count = 1;  // multiprocessors of the device (for grid sizing)
 
   // A contiguous tensor on this device.
   StatusOr<Tensor> Empty(DType dtype, const Shape& shape) const;

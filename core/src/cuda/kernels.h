@@ -117,6 +117,12 @@ struct AttentionLaunch {
 inline constexpr int64_t kTiledMinRows = 16;
 inline constexpr int64_t kTiledMaxHeadDim = 128;
 bool AttentionUsesTiles(int64_t T, int64_t d, int64_t dv);
+// Decode with few query rows per KV head (T * n_head / n_head_kv <= kGqaMaxQ), head dims <= 128
+// and 16-byte-aligned K rows runs one block per (KV head, key range); its ranges are a multiple of
+// kGqaChunk keys. `a` needs its operands, shapes and M set.
+inline constexpr int64_t kGqaMaxQ = 32;
+inline constexpr int64_t kGqaChunk = 128;
+bool AttentionUsesGqaDecode(const AttentionLaunch& a);
 // Floats of scratch `partial` needs for a launch with these sizes.
 int64_t AttentionPartialFloats(int64_t T, int64_t n_head, int64_t n_split, int64_t dv);
 cudaError_t LaunchAttention(const AttentionLaunch& args, cudaStream_t stream);

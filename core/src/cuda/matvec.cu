@@ -5,6 +5,9 @@
 #include "cuda/decode_dispatch.cuh"
 #include "cuda/kernel_util.cuh"
 
+#include <cstdint>
+#include <type_traits>
+
 namespace muninn::cuda {
 namespace {
 
@@ -46,6 +49,139 @@ __global__ void MatVecKernel(const char* w, int64_t w_row_stride, const char* x,
   }
 }
 
+// ---- q4_0 / q4_1 / q8_0: a block of 32 weights per lane ----------------------------------------
+// The generic kernel above decodes 8 elements per lane with byte loads, and for SmolLM2's K = 576
+// (18 blocks a row) leaves 14 of a warp's 32 lanes idle. Here each lane loads whole quant blocks
+// with 16-bit or 32-bit words, L lanes (L = 4 ... 32, the power of two that best fits the row's
+// blocks) share a row, so a warp works on 32 / L rows at once; x is read as float4. Per block:
+// d * sum(q * x) (+ m * sum(x) for q4_1), the nibbles and bytes as quant.h lays them out.
+template <DType DT>
+struct QuantBlock;
+
+template <>
+struct QuantBlock<DType::kQ4_0> {  // 18 bytes: f16 d, 16 bytes of nibbles; x = (q - 8) d
+  static constexpr int kBytes = 18;
+  static constexpr bool kHasMin = false;
+  __device__ static void Load(const uint8_t* b, float* d, float* m, float* q) {
+    const auto* h = reinterpret_cast<const uint16_t*>(b);
+    *d = HalfBitsToFloat(h[0]);
+    *m = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) {
+      const uint32_t v = h[1 + w];  // bytes 2w (low 8 bits) and 2w + 1
+      q[2 * w] = static_cast<float>(static_cast<int>(v & 0xF) - 8);
+      q[2 * w + 1] = static_cast<float>(static_cast<int>((v >> 8) & 0xF) - 8);
+      q[16 + 2 * w] = static_cast<float>(static_cast<int>((v >> 4) & 0xF) - 8);
+      q[17 + 2 * w] = static_cast<float>(static_cast<int>((v >> 12) & 0xF) - 8);
+    }
+  }
+};
+
+template <>
+struct QuantBlock<DType::kQ4_1> {  // 20 bytes: f16 d, f16 m, 16 bytes of nibbles; x = q d + m
+  static constexpr int kBytes = 20;
+  static constexpr bool kHasMin = true;
+  __device__ static void Load(const uint8_t* b, float* d, float* m, float* q) {
+    const auto* u = reinterpret_cast<const uint32_t*>(b);
+    const uint32_t dm = u[0];
+    *d = HalfBitsToFloat(static_cast<uint16_t>(dm & 0xFFFF));
+    *m = HalfBitsToFloat(static_cast<uint16_t>(dm >> 16));
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      const uint32_t v = u[1 + w];  // bytes 4w .. 4w + 3
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        q[4 * w + j] = static_cast<float>((v >> (8 * j)) & 0xF);
+        q[16 + 4 * w + j] = static_cast<float>((v >> (8 * j + 4)) & 0xF);
+      }
+    }
+  }
+};
+
+template <>
+struct QuantBlock<DType::kQ8_0> {  // 34 bytes: f16 d, 32 int8; x = q d
+  static constexpr int kBytes = 34;
+  static constexpr bool kHasMin = false;
+  __device__ static void Load(const uint8_t* b, float* d, float* m, float* q) {
+    const auto* h = reinterpret_cast<const uint16_t*>(b);
+    *d = HalfBitsToFloat(h[0]);
+    *m = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 16; ++w) {
+      const uint32_t v = h[1 + w];
+      q[2 * w] = static_cast<float>(static_cast<int8_t>(v & 0xFF));
+      q[2 * w + 1] = static_cast<float>(static_cast<int8_t>(v >> 8));
+    }
+  }
+};
+
+template <DType DT, int L>
+__global__ void __launch_bounds__(kWarpsPerBlock * kWarp)
+    QuantMatVecKernel(const char* w, int64_t w_row_stride, const char* x, int64_t x_row_stride,
+                      int M, int64_t N, int64_t K, char* out, int64_t out_row_stride) {
+  using QB = QuantBlock<DT>;
+  constexpr int kRowsPerWarp = kWarp / L;
+  const int lane = static_cast<int>(threadIdx.x) % kWarp;
+  const int li = lane % L;
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  const int64_t n = warp * kRowsPerWarp + lane / L;
+  const int64_t blocks = K / 32;
+  float acc[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
+  if (n < N) {
+    const auto* row = reinterpret_cast<const uint8_t*>(w + n * w_row_stride);
+    for (int64_t b = li; b < blocks; b += L) {
+      float d, mn, q[32];
+      QB::Load(row + b * QB::kBytes, &d, &mn, q);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        if (r < M) {
+          const auto* xv = reinterpret_cast<const float4*>(x + r * x_row_stride) + b * 8;
+          float sq = 0.0f, sx = 0.0f;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const float4 v = xv[i];
+            sq += q[4 * i] * v.x + q[4 * i + 1] * v.y + q[4 * i + 2] * v.z + q[4 * i + 3] * v.w;
+            if (QB::kHasMin) sx += (v.x + v.y) + (v.z + v.w);
+          }
+          acc[r] += QB::kHasMin ? d * sq + mn * sx : d * sq;
+        }
+      }
+    }
+  }
+  // Sum over the L lanes of each row (all lanes take part, rows past N included).
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r < M) {
+      float v = acc[r];
+#pragma unroll
+      for (int o = L / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (n < N && li == 0) reinterpret_cast<float*>(out + r * out_row_stride)[n] = v;
+    }
+  }
+}
+
+template <DType DT>
+cudaError_t LaunchQuantMatVec(const char* w, int64_t w_row_stride, const char* x,
+                              int64_t x_row_stride, int M, int64_t N, int64_t K, char* out,
+                              int64_t out_row_stride, cudaStream_t stream) {
+  const int64_t blocks = K / 32;
+  auto launch = [&](auto lanes) {
+    constexpr int L = decltype(lanes)::value;
+    const int64_t rows_per_block = kWarpsPerBlock * (kWarp / L);
+    const int64_t grid = (N + rows_per_block - 1) / rows_per_block;
+    if (grid > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+    QuantMatVecKernel<DT, L><<<static_cast<unsigned>(grid), kWarpsPerBlock * kWarp, 0, stream>>>(
+        w, w_row_stride, x, x_row_stride, M, N, K, out, out_row_stride);
+    return cudaGetLastError();
+  };
+  if (blocks >= 24) return launch(std::integral_constant<int, 32>{});
+  if (blocks >= 12) return launch(std::integral_constant<int, 16>{});
+  if (blocks >= 6) return launch(std::integral_constant<int, 8>{});
+  return launch(std::integral_constant<int, 4>{});
+}
+
 }  // namespace
 
 cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, const char* x,
@@ -54,6 +190,27 @@ cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, con
   if (M > kMatVecMaxRows) return cudaErrorInvalidValue;
   const int64_t blocks = (N + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  // The word-loading kernel needs x rows 16-byte aligned and weight rows aligned to the block's
+  // word size (4 bytes for q4_1, 2 for q4_0 and q8_0).
+  const bool x_aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && (M == 1 || x_row_stride % 16 == 0);
+  const auto w_aligned = [&](int64_t a) {
+    return reinterpret_cast<uintptr_t>(w) % a == 0 && w_row_stride % a == 0;
+  };
+  if (x_aligned && K % 32 == 0) {
+    const int m = static_cast<int>(M);
+    if (w_dtype == DType::kQ4_1 && w_aligned(4)) {
+      return LaunchQuantMatVec<DType::kQ4_1>(w, w_row_stride, x, x_row_stride, m, N, K, out,
+                                             out_row_stride, stream);
+    }
+    if (w_dtype == DType::kQ4_0 && w_aligned(2)) {
+      return LaunchQuantMatVec<DType::kQ4_0>(w, w_row_stride, x, x_row_stride, m, N, K, out,
+                                             out_row_stride, stream);
+    }
+    if (w_dtype == DType::kQ8_0 && w_aligned(2)) {
+      return LaunchQuantMatVec<DType::kQ8_0>(w, w_row_stride, x, x_row_stride, m, N, K, out,
+                                             out_row_stride, stream);
+    }
+  }
   return DispatchDecoder(w_dtype, [&](auto dec) {
     using Dec = decltype(dec);
     MatVecKernel<Dec><<<static_cast<unsigned>(blocks), kWarpsPerBlock * kWarp, 0, stream>>>(

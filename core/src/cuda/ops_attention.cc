@@ -149,8 +149,16 @@ Status AttentionOp(const CudaContext& ctx, const Tensor& q, const Tensor& k, con
     std::copy(p.mem_bias, p.mem_bias + a.n_head, a.mem_bias);
   }
   const int64_t keys = a.M + a.S;
-  a.n_split = AttentionUsesTiles(a.T, a.d, a.dv) ? 1 : ChooseSplits(a.T * a.n_head, keys);
-  a.split_keys = (keys + a.n_split - 1) / a.n_split;
+  if (AttentionUsesGqaDecode(a)) {
+    // Ranges of whole chunks, about two blocks per multiprocessor over the KV heads.
+    const int64_t chunks = (keys + kGqaChunk - 1) / kGqaChunk;
+    const int64_t want = (2 * ctx.sm_count + a.n_head_kv - 1) / a.n_head_kv;
+    const int64_t n = std::clamp<int64_t>(want, 1, std::min<int64_t>(chunks, 65535));
+    a.split_keys = (chunks + n - 1) / n * kGqaChunk;
+  } else {
+    const int64_t n = AttentionUsesTiles(a.T, a.d, a.dv) ? 1 : ChooseSplits(a.T * a.n_head, keys);
+    a.split_keys = (keys + n - 1) / n;
+  }
   a.n_split = (keys + a.split_keys - 1) / a.split_keys;
   Tensor partial;
   const int64_t floats = AttentionPartialFloats(a.T, a.n_head, a.n_split, a.dv);
