@@ -6,6 +6,9 @@
 // CPU backend's logits, log-probabilities and tokens, in every memory mode.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +20,9 @@
 #include "muninn/retriever/long_context_session.h"
 #include "retriever/device_double.h"
 #include "retriever/tiny_stack.h"
+#if defined(MUNINN_HAVE_CUDA)
+#include "muninn/core/cuda_backend.h"
+#endif
 
 namespace muninn::retriever {
 namespace {
@@ -44,18 +50,16 @@ std::unique_ptr<memory::MemoryBank> BankFor(const LongContextOptions& o, const m
   return std::move(*bank);
 }
 
+std::unique_ptr<Backend> CpuBackend() {
+  auto cpu = CreateCpuBackend({});
+  EXPECT_TRUE(cpu.ok()) << cpu.status();
+  return std::move(*cpu);
+}
+
 // One backend's stack: model (same seed, so the same weights), tokenizer, bank, embedder.
 struct Stack {
-  explicit Stack(bool device) {
-    auto cpu = CreateCpuBackend({});
-    EXPECT_TRUE(cpu.ok()) << cpu.status();
-    if (device) {
-      auto d = std::make_unique<tt::DeviceDouble>(std::move(*cpu));
-      double_ = d.get();
-      backend = std::move(d);
-    } else {
-      backend = std::move(*cpu);
-    }
+  explicit Stack(std::unique_ptr<Backend> b) : backend(std::move(b)) {
+    double_ = dynamic_cast<tt::DeviceDouble*>(backend.get());
     model = tt::TinyModel(backend.get());
     tok = tt::ByteTokenizer();
   }
@@ -170,8 +174,8 @@ class DeviceSessionTest : public ::testing::Test {
     }
   }
 
-  Stack cpu_{false};
-  Stack gpu_{true};
+  Stack cpu_{CpuBackend()};
+  Stack gpu_{std::make_unique<tt::DeviceDouble>(CpuBackend())};
   LongContextOptions opts_;
 };
 
@@ -296,6 +300,69 @@ TEST_F(DeviceSessionTest, TheDoubleRefusesHostMemoryInAttention) {
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(same->layers[0].k.buffer(), host_k->buffer());
   EXPECT_EQ(on_cpu.reserved_bytes(), 0);
+}
+
+// The same scenarios on a real CUDA device (label gpu; skipped without one): the session runs and
+// agrees with the CPU backend to float rounding (different kernels: no bit-for-bit equality).
+TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {
+#if defined(MUNINN_HAVE_CUDA)
+  auto cuda = CreateCudaBackend({});
+  if (!cuda.ok()) GTEST_SKIP() << "no CUDA device present: " << cuda.status();
+  Stack cpu(CpuBackend());
+  Stack gpu(std::move(*cuda));
+  LongContextOptions base;
+  base.memory_layer = 1;
+  base.retrieval_layers = {1, 3};
+  base.chunk_tokens = 16;
+  base.top_k = 2;
+  base.local_window = 32;
+  base.context.sink_tokens = 16;
+  base.context.top_k = 2;
+  base.knn.k = 8;
+  base.knn.chunks = 4;
+  base.knn.lambda = 0.5f;
+  base.reread.top_k = 2;
+  auto max_diff = [](const std::vector<float>& a, const std::vector<float>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    float d = 0.0f;
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+    return d;
+  };
+  struct Case {
+    const char* name;
+    uint32_t modes;
+    MemoryPosition memlong_position;
+    ContextPosition context_position;
+  };
+  const Case cases[] = {
+      {"memlong zero", kModeMemLong, MemoryPosition::kZero, ContextPosition::kConstant},
+      {"memlong before_window", kModeMemLong, MemoryPosition::kBeforeWindow, ContextPosition::kConstant},
+      {"reread", kModeReread, MemoryPosition::kZero, ContextPosition::kConstant},
+      {"context constant", kModeContext, MemoryPosition::kZero, ContextPosition::kConstant},
+      {"context contiguous", kModeContext, MemoryPosition::kZero, ContextPosition::kContiguous},
+      {"knn", kModeKnnLm, MemoryPosition::kZero, ContextPosition::kConstant},
+      {"all", kAllMemoryModes, MemoryPosition::kZero, ContextPosition::kConstant},
+  };
+  for (const Case& c : cases) {
+    LongContextOptions o = base;
+    o.modes = c.modes;
+    o.memory_position = c.memlong_position;
+    o.context.position = c.context_position;
+    const Outcome a = RunScenario(cpu, o);
+    const Outcome b = RunScenario(gpu, o);
+    ASSERT_FALSE(b.begin_logits.empty()) << c.name;
+    EXPECT_EQ(b.chunk_ids, a.chunk_ids) << c.name;
+    EXPECT_EQ(b.excerpts, a.excerpts) << c.name;
+    EXPECT_LT(max_diff(a.begin_logits, b.begin_logits), 2e-3f) << c.name;
+    EXPECT_LT(max_diff(a.logprobs, b.logprobs), 2e-3f) << c.name;
+    EXPECT_EQ(b.generated.size(), a.generated.size()) << c.name;
+    std::printf("%-22s begin logits max |cpu - cuda| %.2e, log-probs %.2e, greedy tokens %s\n",
+                c.name, max_diff(a.begin_logits, b.begin_logits), max_diff(a.logprobs, b.logprobs),
+                a.generated == b.generated ? "equal" : "differ");
+  }
+#else
+  GTEST_SKIP() << "built without MUNINN_CUDA";
+#endif
 }
 
 }  // namespace
