@@ -28,15 +28,16 @@ int64_t MemoryPlacement::reserved_bytes() const {
 
 StatusOr<Tensor> MemoryPlacement::SlotTensor(size_t slot, DType dtype, const Shape& shape) {
   auto strides = ContiguousStrides(dtype, shape);
-  if (!strides) return InvalidArgumentError("memory tensor shape " + shape.ToString() + " overflows");
-  const size_t bytes = static_cast<size_t>(shape.numel() / BlockSize(dtype)) *
-                       GetDTypeInfo(dtype).block_bytes;
+  if (!strides)
+    return InvalidArgumentError("memory tensor shape " + shape.ToString() + " overflows");
+  const size_t bytes =
+      static_cast<size_t>(shape.numel() / BlockSize(dtype)) * GetDTypeInfo(dtype).block_bytes;
   if (slots_.size() <= slot) slots_.resize(slot + 1);
   Tensor& s = slots_[slot];
   if (!s.defined() || static_cast<size_t>(s.numel()) < bytes) {
     // Grow geometrically: windows retrieve memories of varying length.
-    const int64_t want = std::max<int64_t>(static_cast<int64_t>(bytes),
-                                           s.defined() ? s.numel() * 2 : 0);
+    const int64_t want =
+        std::max<int64_t>(static_cast<int64_t>(bytes), s.defined() ? s.numel() * 2 : 0);
     s = Tensor();  // release the old block first
     ASSIGN_OR_RETURN(s, backend_->Allocate(DType::kU8, Shape{std::max<int64_t>(want, 1)}));
   }
@@ -62,8 +63,8 @@ StatusOr<MemoryKV> MemoryPlacement::Place(const MemoryKV& memory) {
       }
     }
     ASSIGN_OR_RETURN(Tensor dev, SlotTensor(placed.size(), t->dtype(), t->shape()));
-    RETURN_IF_ERROR(backend_->Transfer(*t, &dev).WithContext("copying memory K/V to " +
-                                                             device.ToString()));
+    RETURN_IF_ERROR(
+        backend_->Transfer(*t, &dev).WithContext("copying memory K/V to " + device.ToString()));
     placed.emplace_back(*t, dev);
     *t = std::move(dev);
     return Status::Ok();

@@ -38,7 +38,8 @@ class FakeDeviceBuffer final : public Buffer {
  public:
   static std::shared_ptr<FakeDeviceBuffer> Make(size_t bytes) {
     const size_t reserve = bytes == 0 ? 1 : bytes;
-    void* addr = mmap(nullptr, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* addr =
+        mmap(nullptr, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     MUNINN_CHECK(addr != MAP_FAILED) << "reserving " << reserve << " bytes of fake device space";
     auto shadow = AllocateHostBuffer(reserve, /*zero=*/false);
     MUNINN_CHECK(shadow.ok()) << shadow.status();
@@ -67,8 +68,8 @@ class DeviceDouble final : public Backend {
   StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) override {
     auto strides = ContiguousStrides(dtype, shape);
     if (!strides) return InvalidArgumentError("Allocate: bad shape " + shape.ToString());
-    const size_t bytes = static_cast<size_t>(shape.numel() / BlockSize(dtype)) *
-                         GetDTypeInfo(dtype).block_bytes;
+    const size_t bytes =
+        static_cast<size_t>(shape.numel() / BlockSize(dtype)) * GetDTypeInfo(dtype).block_bytes;
     ++allocations;
     return Tensor::FromBuffer(FakeDeviceBuffer::Make(bytes), 0, dtype, shape);
   }
@@ -84,9 +85,10 @@ class DeviceDouble final : public Backend {
     const bool src_dev = src.device() == device(), dst_dev = dst->device() == device();
     if ((!src_dev && !src.device().is_cpu()) || (!dst_dev && !dst->device().is_cpu()) ||
         (!src_dev && !dst_dev)) {
-      return InvalidArgumentError("Transfer on " + name() + " copies between the host and the "
-                                  "device; got " + src.device().ToString() + " -> " +
-                                  dst->device().ToString());
+      return InvalidArgumentError("Transfer on " + name() +
+                                  " copies between the host and the "
+                                  "device; got " +
+                                  src.device().ToString() + " -> " + dst->device().ToString());
     }
     if (!dst_dev && !dst->is_contiguous()) {
       return InvalidArgumentError("Transfer to the host needs a contiguous destination, got " +
@@ -197,7 +199,8 @@ class DeviceDouble final : public Backend {
     ASSIGN_OR_RETURN(Tensor hk, OnDevice(k, "Attention", "k"));
     ASSIGN_OR_RETURN(Tensor hv, OnDevice(v, "Attention", "v"));
     if (mem_k.defined() != mem_v.defined()) {
-      return InvalidArgumentError("Attention: mem_k and mem_v must both be given or both undefined");
+      return InvalidArgumentError(
+          "Attention: mem_k and mem_v must both be given or both undefined");
     }
     ASSIGN_OR_RETURN(Tensor hmk, Optional(mem_k, "Attention", "mem_k"));
     ASSIGN_OR_RETURN(Tensor hmv, Optional(mem_v, "Attention", "mem_v"));

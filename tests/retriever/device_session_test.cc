@@ -30,7 +30,8 @@ namespace {
 namespace tt = muninn::testing;
 
 // A bank for `o`'s memory modes on the tiny model (f16 K/V as in production).
-std::unique_ptr<memory::MemoryBank> BankFor(const LongContextOptions& o, const model::ModelConfig& c) {
+std::unique_ptr<memory::MemoryBank> BankFor(const LongContextOptions& o,
+                                            const model::ModelConfig& c) {
   memory::MemoryBankOptions b;
   b.in_memory = true;
   b.dim = 4;
@@ -95,7 +96,8 @@ const std::string kDoc =
 Outcome RunScenario(Stack& s, const LongContextOptions& o) {
   Outcome out;
   s.bank = BankFor(o, s.model->config());
-  auto created = LongContextSession::Create(s.model.get(), s.tok.get(), s.bank.get(), &s.embedder, o);
+  auto created =
+      LongContextSession::Create(s.model.get(), s.tok.get(), s.bank.get(), &s.embedder, o);
   EXPECT_TRUE(created.ok()) << created.status();
   if (!created.ok()) return out;
   LongContextSession& session = **created;
@@ -325,7 +327,8 @@ TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {
   auto max_diff = [](const std::vector<float>& a, const std::vector<float>& b) {
     EXPECT_EQ(a.size(), b.size());
     float d = 0.0f;
-    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+      d = std::max(d, std::fabs(a[i] - b[i]));
     return d;
   };
   struct Case {
@@ -336,7 +339,8 @@ TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {
   };
   const Case cases[] = {
       {"memlong zero", kModeMemLong, MemoryPosition::kZero, ContextPosition::kConstant},
-      {"memlong before_window", kModeMemLong, MemoryPosition::kBeforeWindow, ContextPosition::kConstant},
+      {"memlong before_window", kModeMemLong, MemoryPosition::kBeforeWindow,
+       ContextPosition::kConstant},
       {"reread", kModeReread, MemoryPosition::kZero, ContextPosition::kConstant},
       {"context constant", kModeContext, MemoryPosition::kZero, ContextPosition::kConstant},
       {"context contiguous", kModeContext, MemoryPosition::kZero, ContextPosition::kContiguous},

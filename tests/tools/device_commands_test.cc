@@ -3,12 +3,12 @@
 // FAILED_PRECONDITION) and a non-zero exit, never a crash; --lora with a device is refused before
 // any device is touched.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "tests/tools/run_cli.h"
@@ -80,7 +80,9 @@ TEST_F(DeviceCommandsTest, UnknownDeviceIsAnInvalidArgument) {
 
 TEST_F(DeviceCommandsTest, LoraWithADeviceIsRefused) {
   std::string err;
-  EXPECT_EQ(Run({"ingest", file_, "--bank", dir_ + "/bank", "--device", "cuda", "--lora", dir_}, &err), 2);
+  EXPECT_EQ(
+      Run({"ingest", file_, "--bank", dir_ + "/bank", "--device", "cuda", "--lora", dir_}, &err),
+      2);
   EXPECT_NE(err.find("runs on the CPU backend only"), std::string::npos) << err;
 }
 
