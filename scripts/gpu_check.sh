@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The checks issue 15 asks of a machine with an NVIDIA GPU (none of them can run without one):
 # builds the CUDA backend, runs the `gpu` conformance tests, compares a greedy continuation on
-# --device cuda with the CPU's, and benchmarks decode/prefill on both. Prints everything; exits
-# non-zero on the first failure.
+# --device cuda with the CPU's, benchmarks decode/prefill on both, and runs the long-context
+# session in every memory mode on the device (DeviceSessionGpu, eval passkey). Prints everything;
+# exits non-zero on the first failure.
 #
 #   scripts/gpu_check.sh [BUILD_DIR]      # default build-gpu/
 #
@@ -20,11 +21,15 @@ if [ ! -f "$build_dir/CMakeCache.txt" ]; then
   cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUNINN_CUDA=ON \
     -DCMAKE_CUDA_COMPILER="$nvcc" -DMUNINN_BUILD_BENCHMARKS=OFF >/dev/null
 fi
-cmake --build "$build_dir" -j "$(nproc)" --target muninn muninn_core_test muninn_tools_test
+cmake --build "$build_dir" -j "$(nproc)" --target muninn muninn_core_test muninn_tools_test \
+  muninn_retriever_test
 
 say "conformance suite on the GPU (BackendConformanceGpu.*, CudaBackendGpu.*)"
 "$build_dir/tests/muninn_core_test" --gtest_filter='*Gpu*:CudaBackend.*:CudaBlockDecode.*'
 "$build_dir/tests/muninn_tools_test" --gtest_filter='DeviceBackend.*'
+
+say "long-context session on the GPU: every memory mode on the tiny model, cpu vs cuda"
+"$build_dir/tests/muninn_retriever_test" --gtest_filter='DeviceSession*'
 
 muninn="$build_dir/tools/muninn"
 prompt="The capital of France is"
@@ -39,3 +44,7 @@ printf 'cpu:  %s\ncuda: %s\n' "$cpu_out" "$gpu_out"
 say "bench (pp512 / tg128), cpu then cuda"
 "$muninn" bench --device cpu -p 512 -n 128 -r 3
 "$muninn" bench --device cuda -p 512 -n 128 -r 3
+
+say "passkey retrieval through the session (memlong, reread), cpu then cuda"
+"$muninn" eval passkey --lengths 4096 --trials 2 --modes reread,memlong --device cpu
+"$muninn" eval passkey --lengths 4096 --trials 2 --modes reread,memlong --device cuda

@@ -9,6 +9,8 @@
 #include <tuple>
 #include <utility>
 
+#include "host_copy.h"
+
 namespace muninn::retriever {
 
 namespace {
@@ -133,7 +135,7 @@ StatusOr<std::vector<ContextMemory::Window>> ContextMemory::IngestSegment(
       if (im.name != "q" || !observer_status.ok()) return;
       const int64_t li = layer_index(im.layer);
       if (li < 0) return;
-      auto copy = im.value.Contiguous();
+      auto copy = HostCopy(model_->backend(), im.value);
       if (!copy.ok()) {
         observer_status = copy.status();
         return;
@@ -147,8 +149,11 @@ StatusOr<std::vector<ContextMemory::Window>> ContextMemory::IngestSegment(
   if (representative) {
     for (int64_t li = 0; li < L; ++li) {
       const Tensor& k = r.captured[static_cast<size_t>(bank_index_[static_cast<size_t>(li)])].k;
-      ASSIGN_OR_RETURN(k_rot[static_cast<size_t>(li)],
-                       model::RotateMemoryKeys(model_->backend(), cfg.rope, k, 0));
+      ASSIGN_OR_RETURN(Tensor rot, model::RotateMemoryKeys(model_->backend(), cfg.rope, k, 0));
+      if (!rot.device().is_cpu()) {  // rotated on a device: the scores below run on the host
+        ASSIGN_OR_RETURN(rot, HostCopy(model_->backend(), rot));
+      }
+      k_rot[static_cast<size_t>(li)] = std::move(rot);
       if (!q_rot[static_cast<size_t>(li)].defined()) {
         return InternalError("context memory: layer queries were not observed");
       }
@@ -239,12 +244,21 @@ StatusOr<std::vector<float>> ContextMemory::MeanQueries(std::span<const model::T
   model::ForwardOptions fo;
   fo.compute_logits = false;
   fo.last_layer = layers_.back();
+  Status observer_status;
   fo.observer = [&](const model::Intermediate& im) {
-    if (im.name != "q_pre_rope") return;
+    if (im.name != "q_pre_rope" || !observer_status.ok()) return;
     auto it = std::lower_bound(layers_.begin(), layers_.end(), im.layer);
     if (it == layers_.end() || *it != im.layer) return;
     const int64_t li = it - layers_.begin();
-    const Tensor& q = im.value;  // [T, n_head, hd]
+    Tensor q = im.value;  // [T, n_head, hd]
+    if (!q.device().is_cpu()) {  // a device backend: average on the host
+      auto host = HostCopy(model_->backend(), q);
+      if (!host.ok()) {
+        observer_status = host.status();
+        return;
+      }
+      q = *std::move(host);
+    }
     const int64_t T = q.dim(0);
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t h = 0; h < n_head; ++h) {
@@ -255,13 +269,22 @@ StatusOr<std::vector<float>> ContextMemory::MeanQueries(std::span<const model::T
     }
   };
   RETURN_IF_ERROR(model_->Forward(window, nullptr, fo).status());
+  RETURN_IF_ERROR(observer_status);
   if (options_.position == ContextPosition::kConstant) {
     // Memory is scored with queries rotated at the local window length; rotation is linear, so
     // rotating the mean equals the mean of the rotated queries.
     ASSIGN_OR_RETURN(Tensor t, Tensor::FromVector(Shape{L, n_head, hd}, mean));
     ASSIGN_OR_RETURN(Tensor pos, Tensor::Empty(DType::kI32, Shape{L}));
     for (int64_t i = 0; i < L; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(local_window_);
-    RETURN_IF_ERROR(model_->backend()->Rope(t, pos, cfg.rope, &t));
+    Backend* backend = model_->backend();
+    if (backend->device().is_cpu()) {
+      RETURN_IF_ERROR(backend->Rope(t, pos, cfg.rope, &t));
+    } else {  // a device backend rotates device tensors only
+      ASSIGN_OR_RETURN(Tensor d, backend->Allocate(DType::kF32, t.shape()));
+      RETURN_IF_ERROR(backend->Transfer(t, &d));
+      RETURN_IF_ERROR(backend->Rope(d, pos, cfg.rope, &d));
+      RETURN_IF_ERROR(backend->Transfer(d, &t));
+    }
     std::memcpy(mean.data(), t.data_as<float>(), mean.size() * sizeof(float));
   }
   return mean;

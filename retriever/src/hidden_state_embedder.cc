@@ -1,6 +1,9 @@
 #include "muninn/retriever/hidden_state_embedder.h"
 
 #include <algorithm>
+#include <utility>
+
+#include "host_copy.h"
 
 namespace muninn::retriever {
 
@@ -31,7 +34,15 @@ StatusOr<std::vector<float>> HiddenStateEmbedder::Embed(std::span<const EmbedReq
       const bool match = source < 0 ? (im.name == "embeddings")
                                     : (im.name == "hidden" && im.layer == source);
       if (!match) return;
-      const Tensor& h = im.value;  // [T, n_embd]
+      Tensor h = im.value;  // [T, n_embd]
+      if (!h.device().is_cpu()) {  // a device backend: read the rows on the host
+        auto host = HostCopy(model_->backend(), h);
+        if (!host.ok()) {
+          pooled = host.status();
+          return;
+        }
+        h = *std::move(host);
+      }
       const int64_t t = h.dim(0);
       for (int64_t i = 0; i < t; ++i) {
         const float* src = reinterpret_cast<const float*>(static_cast<const char*>(h.data()) + i * h.stride(0));

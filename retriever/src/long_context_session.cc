@@ -216,7 +216,8 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
 LongContextSession::LongContextSession(model::Model* model, const model::Tokenizer* tokenizer,
                                        memory::MemoryBank* bank, Embedder* embedder,
                                        const LongContextOptions& o)
-    : model_(model), tokenizer_(tokenizer), bank_(bank), embedder_(embedder), options_(o) {}
+    : model_(model), tokenizer_(tokenizer), bank_(bank), embedder_(embedder), options_(o),
+      placement_(model->backend()) {}
 
 LongContextSession::~LongContextSession() = default;
 
@@ -448,16 +449,35 @@ Status LongContextSession::Retrieve(std::string_view query_text,
     ASSIGN_OR_RETURN(retrieved_.k, retrieved_.k.Slice(1, li * h, (li + 1) * h));
     ASSIGN_OR_RETURN(retrieved_.v, retrieved_.v.Slice(1, li * h, (li + 1) * h));
   }
+  Tensor rotated;  // the keys rotated on a device backend (retrieved_ keeps the host ones)
   if (options_.memory_position == MemoryPosition::kBeforeWindow) {
     // Memory keys are stored before RoPE; place memory token i of M at position i - M.
     const int64_t m = retrieved_.n_tokens();
-    ASSIGN_OR_RETURN(Tensor k, retrieved_.k.Contiguous());
-    ASSIGN_OR_RETURN(Tensor pos, Tensor::Empty(DType::kI32, {m}));
-    for (int64_t i = 0; i < m; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(i - m);
-    RETURN_IF_ERROR(model_->backend()->Rope(k, pos, model_->config().rope, &k));
-    retrieved_.k = k;
+    if (model_->backend()->device().is_cpu()) {
+      ASSIGN_OR_RETURN(Tensor k, retrieved_.k.Contiguous());
+      ASSIGN_OR_RETURN(Tensor pos, Tensor::Empty(DType::kI32, {m}));
+      for (int64_t i = 0; i < m; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(i - m);
+      RETURN_IF_ERROR(model_->backend()->Rope(k, pos, model_->config().rope, &k));
+      retrieved_.k = k;
+    } else {  // moved to the device and rotated there
+      ASSIGN_OR_RETURN(rotated, model::RotateMemoryKeys(model_->backend(), model_->config().rope,
+                                                        retrieved_.k, -m));
+    }
   }
   memory_ = retrieved_.ForLayers(options_.retrieval_layers);
+  if (rotated.defined()) {
+    for (model::LayerMemoryKV& l : memory_.layers) {
+      if (l.defined()) l.k = rotated;
+    }
+  }
+  return Status::Ok();
+}
+
+Status LongContextSession::PrepareMemory(std::span<const model::TokenId> window) {
+  RETURN_IF_ERROR(Retrieve(query_text_, filter_));
+  RETURN_IF_ERROR(RetrieveContext(window));
+  // Host K/V from the bank onto a device backend, once per retrieval (a no-op on the CPU).
+  ASSIGN_OR_RETURN(memory_, placement_.Place(memory_));
   return Status::Ok();
 }
 
@@ -580,8 +600,7 @@ Status LongContextSession::Begin(std::span<const model::TokenId> prompt,
   logits_.clear();
   filter_ = filter;
   query_text_ = std::string(query_text);
-  RETURN_IF_ERROR(Retrieve(query_text_, filter_));
-  RETURN_IF_ERROR(RetrieveContext(prompt));
+  RETURN_IF_ERROR(PrepareMemory(prompt));
   return Run(prompt);
 }
 
@@ -602,8 +621,7 @@ StatusOr<std::vector<float>> LongContextSession::TokenLogProbs(
   logits_.clear();
   filter_ = filter;
   query_text_ = std::string(query_text);
-  RETURN_IF_ERROR(Retrieve(query_text_, filter_));
-  RETURN_IF_ERROR(RetrieveContext(window));
+  RETURN_IF_ERROR(PrepareMemory(window));
   if (!prefix.empty()) {
     model::ForwardOptions pfo;
     pfo.memory = memory_.layers.empty() ? nullptr : &memory_;
@@ -714,8 +732,7 @@ Status LongContextSession::Overflow() {
       filter_.doc_ids.push_back(options_.overflow_doc_id);
     }
     query_text_ = tokenizer_->Decode(kept, /*skip_special=*/true);
-    RETURN_IF_ERROR(Retrieve(query_text_, filter_));
-    RETURN_IF_ERROR(RetrieveContext(kept));
+    RETURN_IF_ERROR(PrepareMemory(kept));
   }
   cache_->Clear();
   return Run(kept);

@@ -404,6 +404,7 @@ void RegisterEvalCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--json-out", f->json_out, "Also write the JSON here");
     cmd->add_option("--plot", f->plot, "Write a PNG plot of accuracy vs length (needs gnuplot)");
     AddRuntimeFlags(cmd, &f->rt);
+    AddDeviceFlag(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunPasskeyCommand(*f); });
   }
   {
@@ -419,6 +420,7 @@ void RegisterEvalCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--json-out", f->json_out, "Also write the JSON here");
     cmd->add_option("--plot", f->plot, "Write a PNG heat map (length x depth) of the first mode");
     AddRuntimeFlags(cmd, &f->rt);
+    AddDeviceFlag(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunNeedleCommand(*f); });
   }
   {
@@ -432,6 +434,7 @@ void RegisterEvalCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--no-full", f->no_full, "Skip the full-attention baseline");
     cmd->add_option("--json-out", f->json_out, "Also write the JSON here");
     AddRuntimeFlags(cmd, &f->rt);
+    AddDeviceFlag(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunPerplexityCommand(*f); });
   }
 }

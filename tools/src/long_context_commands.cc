@@ -161,6 +161,7 @@ void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--binary-ok", f->binary_ok,
                   "Store files that look binary (NUL bytes, mostly invalid UTF-8) as text anyway");
     AddRuntimeFlags(cmd, &f->rt);
+    AddDeviceFlag(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunIngest(*f); });
   }
   {
@@ -171,6 +172,7 @@ void RegisterLongContextCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--top-k", f->top_k, "Chunks to retrieve (default from the config)")->check(CLI::Range(0, 4096));
     cmd->add_flag("--json", f->json, "Print JSON (answer and chunks used)");
     AddRuntimeFlags(cmd, &f->rt);
+    AddDeviceFlag(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunAsk(*f); });
   }
 }

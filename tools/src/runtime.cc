@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <set>
 
+#include "device_backend.h"
 #include "document_catalog.h"
 #include "muninn/core/cpu_backend.h"
 #include "muninn/model/bert_encoder.h"
@@ -32,6 +33,10 @@ void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* f) {
                   "How re-read chunks are found: dense (the embedder), lexical (BM25 over the "
                   "words) or hybrid (both in turn; default from the config)")
       ->check(CLI::IsMember({"dense", "lexical", "hybrid"}));
+}
+
+void AddDeviceFlag(CLI::App* cmd, RuntimeFlags* f) {
+  cmd->add_option("--device", f->device, kDeviceHelp)->capture_default_str();
 }
 
 memory::MemoryBankOptions Runtime::NewBankOptions(const retriever::LongContextOptions& lc) const {
@@ -98,6 +103,11 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   } else if (!flags.lora.empty()) {
     rt->config_.lora = ParseLoraSpec(flags.lora);
   }
+  const bool on_device = !flags.device.empty() && flags.device != "cpu";
+  if (on_device && !rt->config_.lora.path.empty()) {
+    return InvalidArgumentError("--lora (or the config's \"lora\") runs on the CPU backend only; "
+                                "drop --device, or pass --lora none");
+  }
   if (flags.no_memory) rt->config_.long_context.use_memory = false;
   if (!flags.memory_mode.empty()) {
     RETURN_IF_ERROR(retriever::ParseMemoryModes(flags.memory_mode, &rt->config_.long_context.modes)
@@ -107,14 +117,15 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
     ASSIGN_OR_RETURN(rt->config_.long_context.reread.retrieval,
                      retriever::ParseRetrievalMethod(flags.retrieval));
   }
+  rt->pool_ = std::make_unique<ThreadPool>(flags.threads);
+  CpuBackendOptions cpu;
+  cpu.pool = rt->pool_.get();
+  // The device first: without one, --device fails at once (UNAVAILABLE), before any loading.
+  ASSIGN_OR_RETURN(rt->backend_, CreateBackendForDevice(on_device ? flags.device : "cpu", cpu));
   if (!std::filesystem::exists(rt->config_.model_path)) {
     return NotFoundError("model '" + rt->config_.model_path +
                          "' not found; run scripts/setup.sh to fetch the default model, or pass -m");
   }
-  rt->pool_ = std::make_unique<ThreadPool>(flags.threads);
-  CpuBackendOptions cpu;
-  cpu.pool = rt->pool_.get();
-  ASSIGN_OR_RETURN(rt->backend_, CreateCpuBackend(cpu));
   ASSIGN_OR_RETURN(rt->loaded_, model::LoadModel(rt->config_.model_path, rt->backend_.get()));
   // Before anything holds the model (hidden-state embedder, session): ingest writes K/V from
   // the same adapted weights that later read them.
@@ -138,6 +149,10 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   } else {
     model::BertEncoderOptions bo;
     bo.backend = rt->backend_.get();
+    if (on_device) {  // the encoder reads host weights: it stays on the CPU
+      ASSIGN_OR_RETURN(rt->cpu_backend_, CreateCpuBackend(cpu));
+      bo.backend = rt->cpu_backend_.get();
+    }
     auto enc = model::BertEncoder::Load(rt->config_.embedder, bo);
     if (!enc.ok()) {
       return enc.status().WithContext("loading the embedder '" + rt->config_.embedder +

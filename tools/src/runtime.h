@@ -1,6 +1,7 @@
 // Private to tools/: everything a long-context command needs, loaded from an AppConfig and flags:
-// thread pool → CPU backend → model (+ tokenizer, chat template) → embedder → memory bank →
-// session. Owns them all; members are declared in dependency order so they die in reverse.
+// thread pool → backend (the CPU, or the device --device names) → model (+ tokenizer, chat
+// template) → embedder → memory bank → session. Owns them all; members are declared in dependency
+// order so they die in reverse. A sentence-encoder embedder always runs on a CPU backend.
 #pragma once
 
 #include <memory>
@@ -31,10 +32,13 @@ struct RuntimeFlags {
   std::string memory_mode;  // "" = the config's modes; else e.g. "reread", "context,knn"
   std::string retrieval;    // "" = the config's reread.retrieval; else dense|lexical|hybrid
   bool create_bank = true;  // false: the bank must exist (ask)
+  std::string device = "cpu";  // the model's backend (device_backend.h: cpu, cuda, cuda:N)
 };
 
 // Registers the flags every long-context command shares.
 void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* flags);
+// Registers --device (kDeviceHelp) for the commands whose session runs on a device backend.
+void AddDeviceFlag(CLI::App* cmd, RuntimeFlags* flags);
 
 // Deletes every document of `bank` in place (sessions keep their pointer to it); null is a no-op.
 Status EmptyBank(memory::MemoryBank* bank);
@@ -74,7 +78,8 @@ class Runtime {
   AppConfig config_;
   RuntimeFlags flags_;
   std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Backend> backend_;      // the model's (the device's with --device)
+  std::unique_ptr<Backend> cpu_backend_;  // the sentence encoder's when backend_ is a device's
   model::LoadedModel loaded_;
   std::optional<model::ChatTemplate> chat_;
   std::unique_ptr<retriever::Embedder> embedder_;

@@ -244,6 +244,7 @@ void RegisterServeCommands(CLI::App& app, CommandContext& ctx) {
       "serve", "HTTP server: OpenAI-compatible chat/completions/embeddings plus document "
                "ingest, ask and summarize over a memory bank (docs/SERVER.md)");
   AddRuntimeFlags(cmd, &f->rt);
+  AddDeviceFlag(cmd, &f->rt);
   cmd->add_option("--host", f->host, "Address to listen on (default 127.0.0.1: this machine only)");
   cmd->add_option("--port", f->port, "Port (0 = any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key-file", f->api_key_file,

@@ -51,6 +51,7 @@ void AddSummaryFlags(CLI::App* cmd, SummaryFlags* f) {
   cmd->add_flag("--no-condense", f->no_condense,
                 "Extracted sentences only: the model does not shorten them");
   AddRuntimeFlags(cmd, &f->rt);
+  AddDeviceFlag(cmd, &f->rt);
 }
 
 // Loads the runtime and a memory-less session (a summary reads the text directly; condensing a

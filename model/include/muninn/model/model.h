@@ -137,7 +137,8 @@ struct ModelLayout {
 };
 
 // A named intermediate, handed to a ForwardObserver while the forward runs. `value` is only valid
-// during the call (copy what you keep). Names per layer (`layer` >= 0):
+// during the call (copy what you keep) and lives on the model's backend: on a device backend it is
+// a device tensor, to be read through Backend::Transfer. Names per layer (`layer` >= 0):
 //   attn_norm, q_pre_rope, k_pre_rope, v, q (after RoPE), attn_out (after Wo, before the
 //   residual), ffn_norm,
 //   mlp_out (after Wdown, before the residual), hidden (the layer's output)
@@ -201,7 +202,7 @@ struct ForwardOptions {
 
 struct ForwardResult {
   Tensor logits;      // [1 or T, n_vocab] f32 on the host, whatever the backend (undefined when !compute_logits)
-  Tensor captured_k;  // [T, n_head_kv, head_dim] f32, pre-RoPE (only with capture_layer >= 0)
+  Tensor captured_k;  // [T, n_head_kv, head_dim] f32 host tensor, pre-RoPE (only with capture_layer >= 0)
   Tensor captured_v;  // [T, n_head_kv, head_dim] f32
   Tensor final_states;  // [T, n_embd] f32 host tensor (only with ForwardOptions::final_states)
   // One per ForwardOptions::capture_layers entry, same order (host tensors).

@@ -29,6 +29,11 @@
 // Begin / TokenLogProbs / overflow give each context layer [sinks ; its chosen chunks] of its own
 // K/V, placed as ContextMemoryOptions::position says (context_memory.h).
 //
+// On a device backend (e.g. CUDA) the memory read by the layers is copied there once per retrieval
+// (model::MemoryPlacement: reused device buffers) and whatever the session reads back — captured
+// K/V, final states, hidden states, logits — comes to the host through Backend::Transfer; on the
+// CPU backend nothing is copied.
+//
 // Thread-compatible: one call at a time (the model, its cache and the embedder are stateful).
 #pragma once
 
@@ -43,6 +48,7 @@
 #include "muninn/core/status.h"
 #include "muninn/memory/memory_bank.h"
 #include "muninn/model/kv_cache.h"
+#include "muninn/model/memory_placement.h"
 #include "muninn/model/model.h"
 #include "muninn/model/sampler.h"
 #include "muninn/model/tokenizer.h"
@@ -262,7 +268,8 @@ class LongContextSession {
 
   // Last-position logits of the most recent Begin/Step ([n_vocab]).
   std::span<const float> logits() const { return logits_; }
-  // Chunks the current window attends to (chronological).
+  // Chunks the current window attends to (chronological). Its K/V are the host tensors the bank
+  // gave (on a device backend, MemLong's before_window keys are rotated only in the device copy).
   const Retrieved& retrieved() const { return retrieved_; }
   // Tokens now in the local window.
   std::span<const model::TokenId> window_tokens() const { return cache_->tokens(); }
@@ -276,6 +283,9 @@ class LongContextSession {
  private:
   LongContextSession(model::Model* model, const model::Tokenizer* tokenizer,
                      memory::MemoryBank* bank, Embedder* embedder, const LongContextOptions& o);
+  // Retrieve, then RetrieveContext for `window`, then memory_ onto the model's backend: what
+  // every new window (Begin, TokenLogProbs, Overflow) does with filter_ and query_text_ set.
+  Status PrepareMemory(std::span<const model::TokenId> window);
   // Retrieves for `query_text` and prepares memory_ (rotated for kBeforeWindow).
   Status Retrieve(std::string_view query_text, const memory::SearchFilter& filter);
   // Runs `ids` through the model on the current cache and memory; stores last logits.
@@ -299,7 +309,8 @@ class LongContextSession {
   std::unique_ptr<Retriever> retriever_;
   std::unique_ptr<ContextMemory> context_;  // kModeContext with use_memory
   Retrieved retrieved_;
-  model::MemoryKV memory_;
+  model::MemoryKV memory_;  // on the model's backend once PrepareMemory has run
+  model::MemoryPlacement placement_;  // device copies of memory_ (unused on the CPU)
   memory::SearchFilter filter_;
   std::string query_text_;
   std::vector<float> logits_;

@@ -1,0 +1,79 @@
+#include "muninn/model/memory_placement.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace muninn::model {
+namespace {
+
+// Whether two tensors are the very same view (same bytes, dtype, shape and strides).
+bool SameView(const Tensor& a, const Tensor& b) {
+  if (a.buffer() != b.buffer() || a.offset() != b.offset() || a.dtype() != b.dtype() ||
+      !(a.shape() == b.shape())) {
+    return false;
+  }
+  for (int i = 0; i < a.ndim(); ++i) {
+    if (a.stride(i) != b.stride(i)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int64_t MemoryPlacement::reserved_bytes() const {
+  int64_t total = 0;
+  for (const Tensor& s : slots_) total += s.numel();
+  return total;
+}
+
+StatusOr<Tensor> MemoryPlacement::SlotTensor(size_t slot, DType dtype, const Shape& shape) {
+  auto strides = ContiguousStrides(dtype, shape);
+  if (!strides)
+    return InvalidArgumentError("memory tensor shape " + shape.ToString() + " overflows");
+  const size_t bytes =
+      static_cast<size_t>(shape.numel() / BlockSize(dtype)) * GetDTypeInfo(dtype).block_bytes;
+  if (slots_.size() <= slot) slots_.resize(slot + 1);
+  Tensor& s = slots_[slot];
+  if (!s.defined() || static_cast<size_t>(s.numel()) < bytes) {
+    // Grow geometrically: windows retrieve memories of varying length.
+    const int64_t want =
+        std::max<int64_t>(static_cast<int64_t>(bytes), s.defined() ? s.numel() * 2 : 0);
+    s = Tensor();  // release the old block first
+    ASSIGN_OR_RETURN(s, backend_->Allocate(DType::kU8, Shape{std::max<int64_t>(want, 1)}));
+  }
+  return Tensor::FromBuffer(s.buffer(), s.offset(), dtype, shape);
+}
+
+StatusOr<MemoryKV> MemoryPlacement::Place(const MemoryKV& memory) {
+  const Device device = backend_->device();
+  if (device.is_cpu()) return memory;
+  MemoryKV out = memory;
+  std::vector<std::pair<Tensor, Tensor>> placed;  // host view -> its device copy
+  auto place = [&](Tensor* t) -> Status {
+    if (!t->defined() || t->device() == device) return Status::Ok();
+    if (!t->device().is_cpu()) {
+      return InvalidArgumentError("memory tensor " + t->DebugString() + " lives on " +
+                                  t->device().ToString() + ", neither the host nor " +
+                                  device.ToString());
+    }
+    for (const auto& [host, dev] : placed) {
+      if (SameView(host, *t)) {
+        *t = dev;
+        return Status::Ok();
+      }
+    }
+    ASSIGN_OR_RETURN(Tensor dev, SlotTensor(placed.size(), t->dtype(), t->shape()));
+    RETURN_IF_ERROR(
+        backend_->Transfer(*t, &dev).WithContext("copying memory K/V to " + device.ToString()));
+    placed.emplace_back(*t, dev);
+    *t = std::move(dev);
+    return Status::Ok();
+  };
+  for (LayerMemoryKV& l : out.layers) {
+    RETURN_IF_ERROR(place(&l.k));
+    RETURN_IF_ERROR(place(&l.v));
+  }
+  return out;
+}
+
+}  // namespace muninn::model

@@ -1,0 +1,373 @@
+// The long-context session on a device backend (issue 15), checked without a GPU: the same tiny
+// stack runs on the CPU backend and on DeviceDouble (device_double.h: CPU kernels behind
+// device-only tensors and the CUDA backend's rules for where operands live). Ingest, retrieval,
+// Begin, scoring and generation with overflow must succeed on the double — memory K/V reach
+// Attention only after a Transfer, results come back only through Transfer — and give exactly the
+// CPU backend's logits, log-probabilities and tokens, in every memory mode.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "muninn/core/cpu_backend.h"
+#include "muninn/model/memory_placement.h"
+#include "muninn/model/sampler.h"
+#include "muninn/retriever/hidden_state_embedder.h"
+#include "muninn/retriever/long_context_session.h"
+#include "retriever/device_double.h"
+#include "retriever/tiny_stack.h"
+#if defined(MUNINN_HAVE_CUDA)
+#include "muninn/core/cuda_backend.h"
+#endif
+
+namespace muninn::retriever {
+namespace {
+
+namespace tt = muninn::testing;
+
+// A bank for `o`'s memory modes on the tiny model (f16 K/V as in production).
+std::unique_ptr<memory::MemoryBank> BankFor(const LongContextOptions& o,
+                                            const model::ModelConfig& c) {
+  memory::MemoryBankOptions b;
+  b.in_memory = true;
+  b.dim = 4;
+  b.kv_layers = o.KvLayers(c);
+  if (!b.kv_layers.empty()) {
+    b.n_head_kv = tt::kHeadsKv;
+    b.head_dim = tt::kHd;
+  } else {
+    b.n_head_kv = 0;
+    b.head_dim = 0;
+  }
+  b.state_dim = o.StateDim(c);
+  b.kv_dtype = DType::kF16;
+  b.index_factory = "Flat";
+  auto bank = memory::MemoryBank::Open(b);
+  EXPECT_TRUE(bank.ok()) << bank.status();
+  return std::move(*bank);
+}
+
+std::unique_ptr<Backend> CpuBackend() {
+  auto cpu = CreateCpuBackend({});
+  EXPECT_TRUE(cpu.ok()) << cpu.status();
+  return std::move(*cpu);
+}
+
+// One backend's stack: model (same seed, so the same weights), tokenizer, bank, embedder.
+struct Stack {
+  explicit Stack(std::unique_ptr<Backend> b) : backend(std::move(b)) {
+    double_ = dynamic_cast<tt::DeviceDouble*>(backend.get());
+    model = tt::TinyModel(backend.get());
+    tok = tt::ByteTokenizer();
+  }
+  std::unique_ptr<Backend> backend;
+  tt::DeviceDouble* double_ = nullptr;  // set when `backend` is the double
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<model::Tokenizer> tok;
+  std::unique_ptr<memory::MemoryBank> bank;
+  tt::KeywordEmbedder embedder;
+};
+
+// What a scenario observed; compared field by field between the backends.
+struct Outcome {
+  std::vector<memory::ChunkId> chunk_ids;
+  std::vector<float> begin_logits;
+  std::vector<std::string> excerpts;
+  std::vector<float> logprobs;
+  std::vector<float> logprobs_logits;
+  std::vector<model::TokenId> generated;
+  std::vector<float> final_logits;
+  int64_t retrieved_tokens = 0;
+};
+
+const std::string kDoc =
+    "aaaaaaaaaaaaaaaa"  // chunk 0: 'a'
+    "bbbbbbbbbbbbbbbb"  // chunk 1: 'b'
+    "cccccccccccccccc"  // chunk 2: 'c'
+    "abba cadd dab 17"  // chunk 3: mixed
+    "ddddddddddddddd";  // chunk 4: 'd' (15 bytes: a short last chunk)
+
+// Ingest kDoc, Begin on a prompt asking for 'c', score a window, then generate greedily through
+// overflow (a 32-token window) and keep the last logits.
+Outcome RunScenario(Stack& s, const LongContextOptions& o) {
+  Outcome out;
+  s.bank = BankFor(o, s.model->config());
+  auto created =
+      LongContextSession::Create(s.model.get(), s.tok.get(), s.bank.get(), &s.embedder, o);
+  EXPECT_TRUE(created.ok()) << created.status();
+  if (!created.ok()) return out;
+  LongContextSession& session = **created;
+  auto ingested = session.IngestText(3, kDoc);
+  EXPECT_TRUE(ingested.ok()) << ingested.status();
+  if (!ingested.ok()) return out;
+  out.chunk_ids = ingested->chunk_ids;
+  if (o.has(kModeReread)) {
+    auto ex = session.RetrieveExcerpts("cccc");
+    EXPECT_TRUE(ex.ok()) << ex.status();
+    if (ex.ok()) {
+      for (const Excerpt& e : *ex) out.excerpts.push_back(e.text);
+    }
+  }
+  const std::vector<model::TokenId> prompt = s.tok->Encode("cc abcd cc dab", false, false);
+  Status st = session.Begin(prompt, "cccc");
+  EXPECT_TRUE(st.ok()) << st;
+  if (!st.ok()) return out;
+  out.begin_logits.assign(session.logits().begin(), session.logits().end());
+  out.retrieved_tokens = session.retrieved().n_tokens();
+  auto lp = session.TokenLogProbs(s.tok->Encode("abba cadd dab 17 cc", false, false), "abba");
+  EXPECT_TRUE(lp.ok()) << lp.status();
+  if (lp.ok()) out.logprobs = *lp;
+  out.logprobs_logits.assign(session.logits().begin(), session.logits().end());
+  st = session.Begin(prompt, "cccc");
+  EXPECT_TRUE(st.ok()) << st;
+  auto sampler = model::Sampler::Create(model::SamplerOptions::Greedy());
+  EXPECT_TRUE(sampler.ok());
+  GenerateOptions go;
+  go.max_tokens = 40;  // 14 + 40 > 32: at least one overflow, which ingests and re-retrieves
+  go.stop_at_eos = false;
+  auto g = session.Generate(go, *sampler);
+  EXPECT_TRUE(g.ok()) << g.status();
+  if (g.ok()) out.generated = g->tokens;
+  out.final_logits.assign(session.logits().begin(), session.logits().end());
+  return out;
+}
+
+class DeviceSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    opts_.memory_layer = 1;
+    opts_.retrieval_layers = {1, 3};
+    opts_.chunk_tokens = 16;
+    opts_.top_k = 2;
+    opts_.local_window = 32;
+    opts_.kv_cache_dtype = DType::kF16;
+    opts_.context.sink_tokens = 16;
+    opts_.context.top_k = 2;
+    opts_.knn.k = 8;
+    opts_.knn.chunks = 4;
+    opts_.knn.lambda = 0.5f;
+    opts_.reread.top_k = 2;
+  }
+  // Runs the scenario on both stacks and expects identical outcomes.
+  void ExpectSameOnBothBackends(const LongContextOptions& o) {
+    const Outcome cpu = RunScenario(cpu_, o);
+    const int64_t uploads_before = gpu_.double_->uploads;
+    const int64_t downloads_before = gpu_.double_->downloads;
+    const int64_t memory_before = gpu_.double_->memory_attentions;
+    const Outcome dev = RunScenario(gpu_, o);
+    ASSERT_FALSE(cpu.begin_logits.empty());
+    EXPECT_EQ(dev.chunk_ids, cpu.chunk_ids);
+    EXPECT_EQ(dev.excerpts, cpu.excerpts);
+    EXPECT_EQ(dev.retrieved_tokens, cpu.retrieved_tokens);
+    EXPECT_EQ(dev.begin_logits, cpu.begin_logits);  // the same kernels on the same bytes: exact
+    EXPECT_EQ(dev.logprobs, cpu.logprobs);
+    EXPECT_EQ(dev.logprobs_logits, cpu.logprobs_logits);
+    EXPECT_EQ(dev.generated, cpu.generated);
+    EXPECT_EQ(dev.final_logits, cpu.final_logits);
+    EXPECT_GT(gpu_.double_->downloads, downloads_before);  // logits at least
+    if (!o.KvLayers(gpu_.model->config()).empty()) {
+      // Memory K/V went up to the device and reached its Attention.
+      EXPECT_GT(gpu_.double_->uploads, uploads_before);
+      EXPECT_GT(gpu_.double_->memory_attentions, memory_before);
+    }
+  }
+
+  Stack cpu_{CpuBackend()};
+  Stack gpu_{std::make_unique<tt::DeviceDouble>(CpuBackend())};
+  LongContextOptions opts_;
+};
+
+TEST_F(DeviceSessionTest, MemLongZeroPositionsMatchesTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kModeMemLong;
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, MemLongBeforeWindowPositionsMatchesTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kModeMemLong;
+  o.memory_position = MemoryPosition::kBeforeWindow;
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, RereadMatchesTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kModeReread;
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, ContextConstantPositionMatchesTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kModeContext;
+  o.context.position = ContextPosition::kConstant;
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, ContextContiguousPositionMatchesTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kModeContext;
+  o.context.position = ContextPosition::kContiguous;
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, ContextRepresentativeKeysMatchesTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kModeContext;
+  o.context.selection = ChunkSelection::kRepresentativeKeys;
+  o.context.layers = {1, 3};
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, ContextualIngestMatchesTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kModeContext;
+  o.context.contextual_ingest = true;
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, KnnLmMatchesTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kModeKnnLm;
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, KnnLmWithContextTokensAndMemLongMatchesTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kModeKnnLm | kModeMemLong;
+  o.knn.context_tokens = 8;
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, AllModesTogetherMatchTheCpu) {
+  LongContextOptions o = opts_;
+  o.modes = kAllMemoryModes;
+  ExpectSameOnBothBackends(o);
+}
+
+TEST_F(DeviceSessionTest, HiddenStateEmbedderMatchesTheCpu) {
+  const std::vector<model::TokenId> ids = cpu_.tok->Encode("abcabc dab", false, false);
+  for (int32_t layer : {0, 2}) {
+    auto a = HiddenStateEmbedder::Create(cpu_.model.get(), layer);
+    auto b = HiddenStateEmbedder::Create(gpu_.model.get(), layer);
+    ASSERT_TRUE(a.ok() && b.ok());
+    const std::vector<EmbedRequest> req{{"abcabc dab", ids}};
+    auto va = (*a)->Embed(req);
+    auto vb = (*b)->Embed(req);
+    ASSERT_TRUE(va.ok()) << va.status();
+    ASSERT_TRUE(vb.ok()) << vb.status();
+    EXPECT_EQ(*vb, *va) << "layer " << layer;
+  }
+}
+
+// The rules the double enforces are the CUDA backend's: host memory handed to Attention is
+// refused, so a session that skipped the copy would fail rather than pass by accident.
+TEST_F(DeviceSessionTest, TheDoubleRefusesHostMemoryInAttention) {
+  Backend* b = gpu_.backend.get();
+  auto q = b->Allocate(DType::kF32, Shape{1, tt::kHeads, tt::kHd});
+  auto k = b->Allocate(DType::kF32, Shape{1, tt::kHeadsKv, tt::kHd});
+  auto v = b->Allocate(DType::kF32, Shape{1, tt::kHeadsKv, tt::kHd});
+  auto out = b->Allocate(DType::kF32, Shape{1, tt::kHeads, tt::kHd});
+  ASSERT_TRUE(q.ok() && k.ok() && v.ok() && out.ok());
+  auto host_k = Tensor::Zeros(DType::kF32, Shape{3, tt::kHeadsKv, tt::kHd});
+  auto host_v = Tensor::Zeros(DType::kF32, Shape{3, tt::kHeadsKv, tt::kHd});
+  ASSERT_TRUE(host_k.ok() && host_v.ok());
+  Status st = b->Attention(*q, *k, *v, *host_k, *host_v, AttentionParams{}, &*out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("Transfer it to the device first"), std::string::npos) << st;
+  // Placed memory is accepted, and a second placement reuses the device buffers.
+  model::MemoryKV mem;
+  mem.layers.resize(2);
+  mem.layers[0] = model::LayerMemoryKV{*host_k, *host_v};
+  mem.layers[1] = mem.layers[0];  // shared by two layers: copied once
+  model::MemoryPlacement placement(b);
+  const int64_t uploads = gpu_.double_->uploads, allocations = gpu_.double_->allocations;
+  auto placed = placement.Place(mem);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(gpu_.double_->uploads - uploads, 2);  // K and V once, not once per layer
+  EXPECT_EQ(placed->layers[0].k.device(), Device::Cuda(0));
+  EXPECT_EQ(placed->layers[1].k.buffer(), placed->layers[0].k.buffer());
+  st = b->Attention(*q, *k, *v, placed->layers[0].k, placed->layers[0].v, AttentionParams{}, &*out);
+  EXPECT_TRUE(st.ok()) << st;
+  const int64_t allocated = gpu_.double_->allocations - allocations;
+  auto again = placement.Place(mem);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(gpu_.double_->allocations - allocations, allocated) << "the buffers are reused";
+  // On the CPU backend placement is the identity: no copy.
+  model::MemoryPlacement on_cpu(cpu_.backend.get());
+  auto same = on_cpu.Place(mem);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->layers[0].k.buffer(), host_k->buffer());
+  EXPECT_EQ(on_cpu.reserved_bytes(), 0);
+}
+
+// The same scenarios on a real CUDA device (label gpu; skipped without one): the session runs and
+// agrees with the CPU backend to float rounding (different kernels: no bit-for-bit equality).
+TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {
+#if defined(MUNINN_HAVE_CUDA)
+  auto cuda = CreateCudaBackend({});
+  if (!cuda.ok()) GTEST_SKIP() << "no CUDA device present: " << cuda.status();
+  Stack cpu(CpuBackend());
+  Stack gpu(std::move(*cuda));
+  LongContextOptions base;
+  base.memory_layer = 1;
+  base.retrieval_layers = {1, 3};
+  base.chunk_tokens = 16;
+  base.top_k = 2;
+  base.local_window = 32;
+  base.context.sink_tokens = 16;
+  base.context.top_k = 2;
+  base.knn.k = 8;
+  base.knn.chunks = 4;
+  base.knn.lambda = 0.5f;
+  base.reread.top_k = 2;
+  auto max_diff = [](const std::vector<float>& a, const std::vector<float>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    float d = 0.0f;
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+      d = std::max(d, std::fabs(a[i] - b[i]));
+    return d;
+  };
+  struct Case {
+    const char* name;
+    uint32_t modes;
+    MemoryPosition memlong_position;
+    ContextPosition context_position;
+  };
+  const Case cases[] = {
+      {"memlong zero", kModeMemLong, MemoryPosition::kZero, ContextPosition::kConstant},
+      {"memlong before_window", kModeMemLong, MemoryPosition::kBeforeWindow,
+       ContextPosition::kConstant},
+      {"reread", kModeReread, MemoryPosition::kZero, ContextPosition::kConstant},
+      {"context constant", kModeContext, MemoryPosition::kZero, ContextPosition::kConstant},
+      {"context contiguous", kModeContext, MemoryPosition::kZero, ContextPosition::kContiguous},
+      {"knn", kModeKnnLm, MemoryPosition::kZero, ContextPosition::kConstant},
+      {"all", kAllMemoryModes, MemoryPosition::kZero, ContextPosition::kConstant},
+  };
+  for (const Case& c : cases) {
+    LongContextOptions o = base;
+    o.modes = c.modes;
+    o.memory_position = c.memlong_position;
+    o.context.position = c.context_position;
+    const Outcome a = RunScenario(cpu, o);
+    const Outcome b = RunScenario(gpu, o);
+    ASSERT_FALSE(b.begin_logits.empty()) << c.name;
+    EXPECT_EQ(b.chunk_ids, a.chunk_ids) << c.name;
+    EXPECT_EQ(b.excerpts, a.excerpts) << c.name;
+    EXPECT_LT(max_diff(a.begin_logits, b.begin_logits), 2e-3f) << c.name;
+    EXPECT_LT(max_diff(a.logprobs, b.logprobs), 2e-3f) << c.name;
+    EXPECT_EQ(b.generated.size(), a.generated.size()) << c.name;
+    std::printf("%-22s begin logits max |cpu - cuda| %.2e, log-probs %.2e, greedy tokens %s\n",
+                c.name, max_diff(a.begin_logits, b.begin_logits), max_diff(a.logprobs, b.logprobs),
+                a.generated == b.generated ? "equal" : "differ");
+  }
+#else
+  GTEST_SKIP() << "built without MUNINN_CUDA";
+#endif
+}
+
+}  // namespace
+}  // namespace muninn::retriever

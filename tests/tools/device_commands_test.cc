@@ -1,0 +1,90 @@
+// --device on the long-context commands (ingest, ask, summarize, eval passkey/needle/perplexity):
+// without a GPU each fails with the backend's UNAVAILABLE message (a build without MUNINN_CUDA:
+// FAILED_PRECONDITION) and a non-zero exit, never a crash; --lora with a device is refused before
+// any device is touched.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "tests/tools/run_cli.h"
+#if defined(MUNINN_HAVE_CUDA)
+#include "muninn/core/cuda_backend.h"
+#endif
+
+namespace muninn::tools {
+namespace {
+
+using testing::RunCli;
+
+class DeviceCommandsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+#if defined(MUNINN_HAVE_CUDA)
+    if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present: --device cuda would run";
+#endif
+    dir_ = (std::filesystem::temp_directory_path() /
+            ("muninn_device_cmd_" + std::to_string(::getpid())))
+               .string();
+    std::filesystem::create_directories(dir_);
+    file_ = dir_ + "/doc.txt";
+    std::ofstream(file_) << "A short document about ravens.\n";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+  // Runs the CLI; returns the exit code, stderr in *err.
+  int Run(std::vector<std::string> args, std::string* err) {
+    std::string out;
+    ::testing::internal::CaptureStderr();
+    const int rc = RunCli(std::move(args), &out);
+    *err = ::testing::internal::GetCapturedStderr();
+    return rc;
+  }
+  std::string dir_, file_;
+};
+
+TEST_F(DeviceCommandsTest, CudaWithoutADeviceIsAClearError) {
+  const std::vector<std::vector<std::string>> commands = {
+      {"ingest", file_, "--bank", dir_ + "/bank"},
+      {"ask", "What about ravens?", "--bank", dir_ + "/bank"},
+      {"summarize", file_},
+      {"eval", "passkey", "--lengths", "256", "--trials", "1"},
+      {"eval", "needle", "--lengths", "256", "--trials", "1"},
+      {"eval", "perplexity", "--text", file_},
+  };
+  for (std::vector<std::string> args : commands) {
+    const std::string what = args[0] + (args[0] == "eval" ? " " + args[1] : "");
+    args.insert(args.end(), {"--device", "cuda", "--embedder", "hidden"});
+    std::string err;
+    const int rc = Run(args, &err);
+    EXPECT_NE(rc, 0) << what;
+#if defined(MUNINN_HAVE_CUDA)
+    EXPECT_NE(err.find("UNAVAILABLE: no CUDA device"), std::string::npos) << what << ": " << err;
+#else
+    EXPECT_NE(err.find("FAILED_PRECONDITION"), std::string::npos) << what << ": " << err;
+#endif
+  }
+}
+
+TEST_F(DeviceCommandsTest, UnknownDeviceIsAnInvalidArgument) {
+  std::string err;
+  EXPECT_EQ(Run({"ingest", file_, "--bank", dir_ + "/bank", "--device", "gpu"}, &err), 2);
+  EXPECT_NE(err.find("unknown device 'gpu'"), std::string::npos) << err;
+}
+
+TEST_F(DeviceCommandsTest, LoraWithADeviceIsRefused) {
+  std::string err;
+  EXPECT_EQ(
+      Run({"ingest", file_, "--bank", dir_ + "/bank", "--device", "cuda", "--lora", dir_}, &err),
+      2);
+  EXPECT_NE(err.find("runs on the CPU backend only"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace muninn::tools
