@@ -32,6 +32,7 @@ struct ScalarIsa {
   static V Add(V a, V b) { return a + b; }
   static V Sub(V a, V b) { return a - b; }
   static V Max(V a, V b) { return a > b ? a : b; }
+  static constexpr int kScoreKeys = 2;
   static float ReduceAdd(V v) { return v; }
   static V Exp(V x) { return std::exp(x); }
   static V ZeroIfNegInf(V x) { return x == -std::numeric_limits<float>::infinity() ? 0.0f : x; }

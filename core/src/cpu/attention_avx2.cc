@@ -24,6 +24,7 @@ struct Avx2Isa {
   static V Add(V a, V b) { return _mm256_add_ps(a, b); }
   static V Sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V Max(V a, V b) { return _mm256_max_ps(a, b); }
+  static constexpr int kScoreKeys = 2;
   static float ReduceAdd(V v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

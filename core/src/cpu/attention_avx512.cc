@@ -33,6 +33,23 @@ struct Avx512Isa {
   static V Sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V Max(V a, V b) { return _mm512_max_ps(a, b); }
   static float ReduceAdd(V v) { return _mm512_reduce_add_ps(v); }
+  static constexpr int kScoreKeys = 4;
+  // out[k] = sum of a[k]'s 16 lanes, k < 4: pairs of vectors fold their 256-bit halves together,
+  // then their 128-bit quarters, leaving [a0 | a1 | a2 | a3] as four 4-lane groups; two in-lane
+  // shuffles finish each group, and lane 0 of each group is gathered.
+  static void ReduceAdd4(const V* a, float* out) {
+    const V b0 = _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], 0x44),   // a0.q0 a0.q1 a1.q0 a1.q1
+                               _mm512_shuffle_f32x4(a[0], a[1], 0xEE));  // a0.q2 a0.q3 a1.q2 a1.q3
+    const V b1 = _mm512_add_ps(_mm512_shuffle_f32x4(a[2], a[3], 0x44),
+                               _mm512_shuffle_f32x4(a[2], a[3], 0xEE));
+    // b0 = [a0 x2 quarters | a1 x2]; fold the quarter pairs: [a0 | a1 | a2 | a3].
+    V c = _mm512_add_ps(_mm512_shuffle_f32x4(b0, b1, 0x88),   // b0.q0 b0.q2 b1.q0 b1.q2
+                        _mm512_shuffle_f32x4(b0, b1, 0xDD));  // b0.q1 b0.q3 b1.q1 b1.q3
+    c = _mm512_add_ps(c, _mm512_shuffle_ps(c, c, 0x4E));  // x0+x2 x1+x3 (per 128-bit lane)
+    c = _mm512_add_ps(c, _mm512_shuffle_ps(c, c, 0xB1));  // lane 0 of each group: its sum
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, c)));
+  }
   static V ZeroIfNegInf(V x) {
     const __mmask16 ninf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-__builtin_inff()), _CMP_EQ_OQ);
     return _mm512_mask_mov_ps(x, ninf, _mm512_setzero_ps());

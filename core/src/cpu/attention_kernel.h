@@ -116,7 +116,8 @@ AttentionPlan PlanAttention(int64_t T, int64_t S, int64_t M, int64_t n_head, int
 // The tile kernel, generic over an ISA traits type A that provides:
 //   using V (a vector of kW floats); kW; kMaxRb, kMaxNv (register blocking limits);
 //   Zero, Set1, Load, Store (unaligned), Fma(a, b, c) = a * b + c, Mul, Add, Sub, Max,
-//   ReduceAdd (sum of lanes), Exp (e^x for x <= 0, exactly 0 below -87 and for -inf),
+//   ReduceAdd (sum of lanes), kScoreKeys (4: ReduceAdd4(const V a[4], float out[4]) writes the
+//   four vectors' lane sums; else 2), Exp (e^x for x <= 0, exactly 0 below -87 and for -inf),
 //   ZeroIfNegInf, LoadF16 (kW halves), LoadF16Partial (count < kW halves, rest 0).
 
 template <class A>
@@ -304,6 +305,38 @@ void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
   using V = typename A::V;
   constexpr int W = A::kW;
   int j = 0;
+  if constexpr (A::kScoreKeys == 4) {
+    // Four keys at a time: R x 4 accumulators, then one transposing reduction per row that sums
+    // the four keys' vectors together (a handful of shuffles for four scores, instead of one
+    // full horizontal sum per key and row).
+    for (; j + 4 <= tile.n; j += 4) {
+      const char* k0 = tile.k + j * tile.k_stride;
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        PrefetchRow(k0 + (kPrefetchRows + k) * tile.k_stride, ND * W * (kF16 ? 2 : 4));
+      }
+      V a[R][4];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) a[r][k] = A::Zero();
+      }
+#pragma GCC unroll 8
+      for (int c = 0; c < ND; ++c) {
+        V x[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) x[k] = LoadExact<A, kF16>(k0 + k * tile.k_stride, c * W);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const V qv = A::Load(qb.q + r * qb.dp + c * W);
+#pragma GCC unroll 4
+          for (int k = 0; k < 4; ++k) a[r][k] = A::Fma(qv, x[k], a[r][k]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) A::ReduceAdd4(a[r], p + r * kKeyTile + j);
+    }
+  }
   for (; j + 2 <= tile.n; j += 2) {
     const char* k0 = tile.k + j * tile.k_stride;
     const char* k1 = k0 + tile.k_stride;
