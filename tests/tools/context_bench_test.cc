@@ -66,6 +66,10 @@ TEST_F(ContextBenchTest, ReportsIngestBankAndDecodeAtDepth) {
   EXPECT_GT(j["decode_depth0_ts"].get<double>(), 0.0);
   EXPECT_GT(j["decode_depthN_ts"].get<double>(), 0.0);
   EXPECT_EQ(j["n_gen"], 4);
+  // Depth 0 and depth N alternate, one pair per repetition; the ratio is the pairs' median.
+  ASSERT_EQ(j["decode_pair_ratios"].size(), 1u);
+  EXPECT_DOUBLE_EQ(j["decode_ratio"].get<double>(), j["decode_pair_ratios"][0].get<double>());
+  EXPECT_GT(j["decode_ratio_of_means"].get<double>(), 0.0);
   // The temporary bank is gone afterwards.
   for (const auto& e : std::filesystem::directory_iterator(std::filesystem::temp_directory_path())) {
     EXPECT_NE(e.path().filename().string(), "muninn_ctxbench_" + std::to_string(::getpid()));

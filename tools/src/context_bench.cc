@@ -51,52 +51,62 @@ int64_t DirectoryBytes(const std::filesystem::path& dir) {
 }
 
 struct DecodeFigures {
-  std::vector<double> samples_ts;
+  std::vector<double> samples_ts;  // tok/s per timed run
   double mean = 0.0;
   double stddev = 0.0;
   int64_t memory_tokens = 0;  // memory tokens the window attended to (re-read: excerpt tokens)
   double prompt_s = 0.0;      // mean time of Begin (retrieval + prompt), seconds
+
+  void Finish() {
+    double sum = 0;
+    for (double v : samples_ts) sum += v;
+    mean = samples_ts.empty() ? 0.0 : sum / static_cast<double>(samples_ts.size());
+    double var = 0;
+    for (double v : samples_ts) var += (v - mean) * (v - mean);
+    stddev = samples_ts.size() > 1 ? std::sqrt(var / static_cast<double>(samples_ts.size() - 1)) : 0.0;
+  }
 };
 
-// reps + 1 runs (the first is a warm-up): Begin(prompt) then n_gen greedy Steps, timed.
-StatusOr<DecodeFigures> MeasureDecode(retriever::LongContextSession& session,
-                                      std::span<const model::TokenId> prompt,
-                                      const std::string& query, const ContextBenchOptions& o) {
-  DecodeFigures d;
-  for (int32_t r = -1; r < o.reps; ++r) {
-    // Re-read mode: the retrieved chunks' tokens precede the prompt, as `ask` puts them there.
-    std::vector<model::TokenId> ids;
-    if (session.options().has(retriever::kModeReread)) {
-      ASSIGN_OR_RETURN(auto excerpts, session.RetrieveExcerpts(query));
-      for (const auto& e : excerpts) ids.insert(ids.end(), e.tokens.begin(), e.tokens.end());
-    }
-    const int64_t excerpt_tokens = static_cast<int64_t>(ids.size());
-    ids.insert(ids.end(), prompt.begin(), prompt.end());
-    if (static_cast<int64_t>(ids.size()) + o.n_gen > session.options().local_window) {
-      return InvalidArgumentError("the prompt, the re-read excerpts and -n do not fit the local "
-                                  "window; lower --prompt-tokens or -n");
-    }
-    const auto t_prompt = Clock::now();
-    RETURN_IF_ERROR(session.Begin(ids, query));
-    if (r >= 0) d.prompt_s += Seconds(t_prompt) / o.reps;
-    d.memory_tokens = session.retrieved().n_tokens() + excerpt_tokens;
-    const auto t0 = Clock::now();
-    for (int32_t i = 0; i < o.n_gen; ++i) {
-      const auto logits = session.logits();
-      const auto next = static_cast<model::TokenId>(
-          std::max_element(logits.begin(), logits.end()) - logits.begin());
-      RETURN_IF_ERROR(session.Step(next));
-    }
-    const double s = Seconds(t0);
-    if (r >= 0) d.samples_ts.push_back(o.n_gen / s);
+// One run: Begin(prompt) then n_gen greedy Steps. Timed into `d` unless `warm_up`.
+Status DecodeRun(retriever::LongContextSession& session, std::span<const model::TokenId> prompt,
+                 const std::string& query, const ContextBenchOptions& o, bool warm_up,
+                 DecodeFigures* d) {
+  // Re-read mode: the retrieved chunks' tokens precede the prompt, as `ask` puts them there.
+  std::vector<model::TokenId> ids;
+  if (session.options().has(retriever::kModeReread)) {
+    ASSIGN_OR_RETURN(auto excerpts, session.RetrieveExcerpts(query));
+    for (const auto& e : excerpts) ids.insert(ids.end(), e.tokens.begin(), e.tokens.end());
   }
-  double sum = 0;
-  for (double v : d.samples_ts) sum += v;
-  d.mean = sum / static_cast<double>(d.samples_ts.size());
-  double var = 0;
-  for (double v : d.samples_ts) var += (v - d.mean) * (v - d.mean);
-  d.stddev = d.samples_ts.size() > 1 ? std::sqrt(var / static_cast<double>(d.samples_ts.size() - 1)) : 0.0;
-  return d;
+  const int64_t excerpt_tokens = static_cast<int64_t>(ids.size());
+  ids.insert(ids.end(), prompt.begin(), prompt.end());
+  if (static_cast<int64_t>(ids.size()) + o.n_gen > session.options().local_window) {
+    return InvalidArgumentError("the prompt, the re-read excerpts and -n do not fit the local "
+                                "window; lower --prompt-tokens or -n");
+  }
+  const auto t_prompt = Clock::now();
+  RETURN_IF_ERROR(session.Begin(ids, query));
+  const double prompt_s = Seconds(t_prompt);
+  d->memory_tokens = session.retrieved().n_tokens() + excerpt_tokens;
+  const auto t0 = Clock::now();
+  for (int32_t i = 0; i < o.n_gen; ++i) {
+    const auto logits = session.logits();
+    const auto next = static_cast<model::TokenId>(
+        std::max_element(logits.begin(), logits.end()) - logits.begin());
+    RETURN_IF_ERROR(session.Step(next));
+  }
+  const double s = Seconds(t0);
+  if (!warm_up) {
+    d->prompt_s += prompt_s / o.reps;
+    d->samples_ts.push_back(o.n_gen / s);
+  }
+  return Status::Ok();
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 int Fail(const Status& s) {
@@ -158,10 +168,6 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
                                                                    static_cast<size_t>(o.n_prompt));
   const std::string query = tok.Decode(prompt, true);
 
-  // Depth 0: memory on, empty bank (retrieval finds nothing, the retrieval layers run plain).
-  auto d0 = MeasureDecode(session, prompt, query, o);
-  if (!d0.ok()) return Fail(d0.status());
-
   const int64_t rss_before = CurrentRssBytes();
   const auto t_ingest = Clock::now();
   std::fprintf(stderr, "[bench] ingesting %lld tokens of %s\n", static_cast<long long>(o.depth_tokens),
@@ -174,11 +180,37 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
   const memory::BankStats bs = (*rt)->bank()->Stats();
   const int64_t disk_bytes = DirectoryBytes(bank_dir);
 
-  auto dn = MeasureDecode(session, prompt, query, o);
-  if (!dn.ok()) return Fail(dn.status());
+  // Depth 0: a second runtime, same model and configuration, memory on with an empty bank in RAM
+  // (retrieval finds nothing, the retrieval layers run plain). Its runs alternate with the
+  // depth-N runs (which goes first alternates too), so that the machine's drift and noise fall on
+  // both alike; the ratio is the median of the per-pair ratios.
+  RuntimeFlags rf0 = runtime_flags;
+  rf0.bank.clear();
+  rf0.create_bank = true;
+  auto rt0 = Runtime::Open(rf0);
+  if (!rt0.ok()) return Fail(rt0.status());
+  retriever::LongContextSession& session0 = (*rt0)->session();
+  DecodeFigures d0_fig, dn_fig;
+  DecodeFigures* d0 = &d0_fig;
+  DecodeFigures* dn = &dn_fig;
+  std::vector<double> pair_ratios;
+  for (int32_t r = -1; r < o.reps; ++r) {
+    const bool warm_up = r < 0;
+    const bool zero_first = r % 2 == 0;
+    for (int k = 0; k < 2; ++k) {
+      const bool zero = (k == 0) == zero_first;
+      const Status st = DecodeRun(zero ? session0 : session, prompt, query, o, warm_up,
+                                  zero ? d0 : dn);
+      if (!st.ok()) return Fail(st);
+    }
+    if (!warm_up) pair_ratios.push_back(dn->samples_ts.back() / d0->samples_ts.back());
+  }
+  d0->Finish();
+  dn->Finish();
 
   const double per_1k = 1000.0 / static_cast<double>(o.depth_tokens);
-  const double ratio = d0->mean > 0 ? dn->mean / d0->mean : 0.0;
+  const double ratio = Median(pair_ratios);
+  const double ratio_of_means = d0->mean > 0 ? dn->mean / d0->mean : 0.0;
   // ThreadPool(0) takes every hardware thread.
   const int threads = runtime_flags.threads > 0 ? runtime_flags.threads
                                                 : static_cast<int>(std::thread::hardware_concurrency());
@@ -207,6 +239,8 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
         {"prompt_depthN_s", dn->prompt_s},
         {"memory_modes", session.options().use_memory ? retriever::MemoryModesName(session.options().modes) : "none"},
         {"decode_ratio", ratio},
+        {"decode_ratio_of_means", ratio_of_means},
+        {"decode_pair_ratios", pair_ratios},
         {"n_gen", o.n_gen},
         {"reps", o.reps}};
     std::printf("%s\n", j.dump(2).c_str());
@@ -223,9 +257,11 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
               disk_bytes / 1048576.0, static_cast<double>(disk_bytes) * per_1k / 1024.0,
               bs.kv_bytes / 1048576.0);
   std::printf("decode:   tg%d at depth 0: %.2f ± %.2f tok/s; at depth %lld (%lld memory tokens "
-              "attended): %.2f ± %.2f tok/s; ratio %.2f\n",
+              "attended): %.2f ± %.2f tok/s; ratio %.2f (median of %zu interleaved pairs; "
+              "ratio of the means %.2f)\n",
               o.n_gen, d0->mean, d0->stddev, static_cast<long long>(o.depth_tokens),
-              static_cast<long long>(dn->memory_tokens), dn->mean, dn->stddev, ratio);
+              static_cast<long long>(dn->memory_tokens), dn->mean, dn->stddev, ratio,
+              pair_ratios.size(), ratio_of_means);
   return 0;
 }
 
