@@ -683,6 +683,8 @@ const std::vector<AttnCase> kAttnCases = {
     {20, 0, 45, 2, 2, 17, 33, false, false, DType::kF16},
     {16, 40, 10, 2, 1, 128, 128, true, true, DType::kF16},
     {100, 300, 0, 9, 3, 64, 64, true, false, DType::kF16},
+    // A prompt over a longer cache and memory: on a GPU, query tiles and key ranges merged.
+    {40, 700, 100, 9, 3, 64, 64, true, true, DType::kF16},
     // Decode over a long cache: on a GPU, key ranges of several chunks, merged across ranges.
     {2, 12000, 300, 9, 3, 64, 64, true, true, DType::kF16},
 };
@@ -692,7 +694,7 @@ void CheckAttention(Backend& be) {
   for (const AttnCase& c : kAttnCases) CheckAttentionCase(be, c, seed++);
   // With a per-head memory logit bias: decode (split keys), a prompt with memory queries, prefill,
   // and a query-tiled case.
-  for (const size_t i : {0, 2, 3, 5, 7}) CheckAttentionCase(be, kAttnCases[i], seed++, true);
+  for (const size_t i : {0, 2, 3, 5, 7, 11}) CheckAttentionCase(be, kAttnCases[i], seed++, true);
 }
 
 // ---- the tests ---------------------------------------------------------------------------------

@@ -150,10 +150,13 @@ __global__ void MergeKernel(const AttentionLaunch a) {
 // row (shuffles among 4 lanes), and owns output columns c, c + 4, ... of row r. Memory keys come
 // first with the memory queries (mem_q) staged, then local keys with the local queries; one
 // softmax spans both, as in the decode kernel. Rows of shared arrays are padded by one float so
-// the 8 rows a warp touches fall in different banks.
+// the 8 rows a warp touches fall in different banks. When the query tiles alone give the GPU too
+// few blocks (T = 512 and 9 heads: 144), the keys are split into ranges (blockIdx.z) whose states
+// MergeKernel combines, as in decode; a range holding no key a row can see leaves l = 0, which
+// the merge skips.
 constexpr int kTileThreads = 128;
-constexpr int kBq = 32;
-constexpr int kBk = 32;
+constexpr int kBq = static_cast<int>(kTiledRows);
+constexpr int kBk = static_cast<int>(kTiledKeys);
 
 size_t TiledSharedBytes(int64_t d, int64_t dv) {
   return sizeof(float) * static_cast<size_t>(kBq * (d + 1) + kBk * (d + 1) + kBk * (dv + 1) +
@@ -186,10 +189,16 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
   const int64_t t_last = (t0 + kBq < a.T ? t0 + kBq : a.T) - 1;
   const int64_t local_end = a.causal ? (t_last + (a.S - a.T) + 1 < a.S ? t_last + (a.S - a.T) + 1 : a.S)
                                      : a.S;
+  // This block's range of the concatenated [memory ; local] keys.
+  const int64_t range_begin = static_cast<int64_t>(blockIdx.z) * a.split_keys;
+  const int64_t range_end = range_begin + a.split_keys;
   for (int phase = 0; phase < 2; ++phase) {
     const bool mem = phase == 0;
-    const int64_t n_keys = mem ? a.M : local_end;
-    if (n_keys <= 0) continue;
+    const int64_t offset = mem ? 0 : a.M;  // the phase's keys start here in the concatenation
+    const int64_t phase_end = mem ? a.M : local_end;
+    const int64_t k_begin = range_begin - offset > 0 ? range_begin - offset : 0;
+    const int64_t n_keys = range_end - offset < phase_end ? range_end - offset : phase_end;
+    if (n_keys <= k_begin) continue;
     const AttentionOperand& qo = mem ? a.mem_q : a.q;
     const AttentionOperand& ko = mem ? a.mem_k : a.k;
     const AttentionOperand& vo = mem ? a.mem_v : a.v;
@@ -201,7 +210,7 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
           tq < a.T ? reinterpret_cast<const float*>(qo.data + tq * qo.s0 + h * qo.s1)[e] * a.scale
                    : 0.0f;
     }
-    for (int64_t kb = 0; kb < n_keys; kb += kBk) {
+    for (int64_t kb = k_begin; kb < n_keys; kb += kBk) {
       __syncthreads();  // s_k / s_v / s_q of the previous step are no longer read
       for (int i = tid; i < kBk * d; i += kTileThreads) {
         const int key = i / d, e = i % d;
@@ -264,6 +273,19 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
     }
   }
   if (!row_ok) return;
+  if (a.n_split > 1) {
+    float* part = a.partial + ((t * a.n_head + h) * a.n_split + blockIdx.z) * (2 + a.dv);
+    if (c == 0) {
+      part[0] = m;
+      part[1] = l;
+    }
+#pragma unroll
+    for (int k = 0; k < kCols; ++k) {
+      const int col = c + 4 * k;
+      if (col < dv) part[2 + col] = acc[k];
+    }
+    return;
+  }
   float* o = reinterpret_cast<float*>(a.out + t * a.out_s0 + h * a.out_s1);
   const float inv = l > 0.0f ? 1.0f / l : 0.0f;
 #pragma unroll
@@ -282,8 +304,12 @@ cudaError_t LaunchTiled(const AttentionLaunch& a, cudaStream_t stream) {
                                                static_cast<int>(bytes));
     if (e != cudaSuccess) return e;
   }
-  const dim3 grid(static_cast<unsigned>((a.T + kBq - 1) / kBq), static_cast<unsigned>(a.n_head));
+  const dim3 grid(static_cast<unsigned>((a.T + kBq - 1) / kBq), static_cast<unsigned>(a.n_head),
+                  static_cast<unsigned>(a.n_split));
   TiledAttentionKernel<kCols><<<grid, kTileThreads, bytes, stream>>>(a);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess || a.n_split == 1) return e;
+  MergeKernel<<<static_cast<unsigned>(a.T * a.n_head), 128, 0, stream>>>(a);
   return cudaGetLastError();
 }
 
@@ -507,7 +533,9 @@ bool AttentionUsesGqaDecode(const AttentionLaunch& a) {
 
 cudaError_t LaunchAttention(const AttentionLaunch& args, cudaStream_t stream) {
   if (AttentionUsesTiles(args.T, args.d, args.dv)) {
-    if (args.n_head > 65535 || args.T > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+    if (args.n_head > 65535 || args.n_split > 65535 || args.T * args.n_head > 0x7fffffffLL) {
+      return cudaErrorInvalidConfiguration;
+    }
     return args.dv <= 64 ? LaunchTiled<16>(args, stream) : LaunchTiled<32>(args, stream);
   }
   if (AttentionUsesGqaDecode(args)) {

@@ -113,8 +113,11 @@ struct AttentionLaunch {
   float mem_bias[kAttnMaxBiasHeads] = {};
 };
 // Prefill (T >= kTiledMinRows query rows, head dims <= kTiledMaxHeadDim) runs a query-tiled kernel
-// that stages K/V in shared memory; decode runs the split-key kernel and needs `partial`.
+// that stages K/V in shared memory; both kernels split the keys into ranges when the query
+// blocks alone would leave the GPU idle, and then need `partial`.
 inline constexpr int64_t kTiledMinRows = 16;
+inline constexpr int64_t kTiledRows = 32;  // query rows per block of the tiled kernel
+inline constexpr int64_t kTiledKeys = 32;  // keys per staged tile (key ranges are multiples)
 inline constexpr int64_t kTiledMaxHeadDim = 128;
 bool AttentionUsesTiles(int64_t T, int64_t d, int64_t dv);
 // Decode with few query rows per KV head (T * n_head / n_head_kv <= kGqaMaxQ), head dims <= 128

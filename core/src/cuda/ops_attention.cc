@@ -155,8 +155,16 @@ Status AttentionOp(const CudaContext& ctx, const Tensor& q, const Tensor& k, con
     const int64_t want = (2 * ctx.sm_count + a.n_head_kv - 1) / a.n_head_kv;
     const int64_t n = std::clamp<int64_t>(want, 1, std::min<int64_t>(chunks, 65535));
     a.split_keys = (chunks + n - 1) / n * kGqaChunk;
+  } else if (AttentionUsesTiles(a.T, a.d, a.dv)) {
+    // Query tiles of kTiledRows x heads blocks; key ranges (whole key tiles, at least 8 of them)
+    // until there are about two blocks per multiprocessor.
+    const int64_t blocks = (a.T + kTiledRows - 1) / kTiledRows * a.n_head;
+    const int64_t tiles = (keys + kTiledKeys - 1) / kTiledKeys;
+    const int64_t want = (2 * ctx.sm_count + blocks - 1) / blocks;
+    const int64_t n = std::clamp<int64_t>(std::min(want, tiles / 8), 1, 65535);
+    a.split_keys = (tiles + n - 1) / n * kTiledKeys;
   } else {
-    const int64_t n = AttentionUsesTiles(a.T, a.d, a.dv) ? 1 : ChooseSplits(a.T * a.n_head, keys);
+    const int64_t n = ChooseSplits(a.T * a.n_head, keys);
     a.split_keys = (keys + n - 1) / n;
   }
   a.n_split = (keys + a.split_keys - 1) / a.split_keys;
