@@ -113,10 +113,15 @@ void BM_AttentionDecodeLayers(benchmark::State& state) {
                           static_cast<int64_t>(k0.nbytes() + v0.nbytes()));
   state.SetLabel("f16 K/V, 30 layers");
 }
-BENCHMARK(BM_AttentionDecodeLayers)->Args({100, 2})->Args({640, 2})->Args({4096, 2})
-    ->Args({16384, 2})->Args({16384, 1})
+BENCHMARK(BM_AttentionDecodeLayers)
+    ->Args({100, 2})
+    ->Args({640, 2})
+    ->Args({4096, 2})
+    ->Args({16384, 2})
+    ->Args({16384, 1})
     ->ArgNames({"S", "threads"})
-    ->Unit(benchmark::kMicrosecond)->UseRealTime();
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 void DecodeArgs(benchmark::internal::Benchmark* b) {
   for (int64_t s : {4096, 32768, 100000}) {

@@ -123,9 +123,9 @@ void BM_CudaMatMulPrefill(benchmark::State& state) {
   const Tensor x = OnGpu(be, RandomHost(rng, DType::kF32, {m, k}));
   Tensor out = *be->Allocate(DType::kF32, {m, n});
   if (!Run(state, be, [&] { return be->MatMul(x, w, &out); })) return;
-  state.counters["FLOP/s"] = benchmark::Counter(
-      static_cast<double>(state.iterations()) * kLaunches * 2.0 * m * n * k,
-      benchmark::Counter::kIsRate);
+  state.counters["FLOP/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * kLaunches * 2.0 * m * n * k,
+                         benchmark::Counter::kIsRate);
 }
 
 void BM_CudaAttention(benchmark::State& state) {
@@ -145,7 +145,8 @@ void BM_CudaAttention(benchmark::State& state) {
   double pairs = 0.0;
   for (int64_t t = 0; t < T; ++t) pairs += static_cast<double>(S - T + t + 1);
   const double reps = static_cast<double>(state.iterations()) * kLaunches;
-  state.SetBytesProcessed(static_cast<int64_t>(reps * static_cast<double>(k.nbytes() + v.nbytes())));
+  state.SetBytesProcessed(
+      static_cast<int64_t>(reps * static_cast<double>(k.nbytes() + v.nbytes())));
   state.counters["FLOP/s"] =
       benchmark::Counter(reps * pairs * kHeads * 2.0 * (2 * kD), benchmark::Counter::kIsRate);
 }

@@ -45,8 +45,8 @@ struct Avx512Isa {
     // b0 = [a0 x2 quarters | a1 x2]; fold the quarter pairs: [a0 | a1 | a2 | a3].
     V c = _mm512_add_ps(_mm512_shuffle_f32x4(b0, b1, 0x88),   // b0.q0 b0.q2 b1.q0 b1.q2
                         _mm512_shuffle_f32x4(b0, b1, 0xDD));  // b0.q1 b0.q3 b1.q1 b1.q3
-    c = _mm512_add_ps(c, _mm512_shuffle_ps(c, c, 0x4E));  // x0+x2 x1+x3 (per 128-bit lane)
-    c = _mm512_add_ps(c, _mm512_shuffle_ps(c, c, 0xB1));  // lane 0 of each group: its sum
+    c = _mm512_add_ps(c, _mm512_shuffle_ps(c, c, 0x4E));      // x0+x2 x1+x3 (per 128-bit lane)
+    c = _mm512_add_ps(c, _mm512_shuffle_ps(c, c, 0xB1));      // lane 0 of each group: its sum
     const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, c)));
   }

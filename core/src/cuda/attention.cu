@@ -159,18 +159,18 @@ constexpr int kBq = static_cast<int>(kTiledRows);
 constexpr int kBk = static_cast<int>(kTiledKeys);
 
 size_t TiledSharedBytes(int64_t d, int64_t dv) {
-  return sizeof(float) * static_cast<size_t>(kBq * (d + 1) + kBk * (d + 1) + kBk * (dv + 1) +
-                                             kBq * (kBk + 1));
+  return sizeof(float) *
+         static_cast<size_t>(kBq * (d + 1) + kBk * (d + 1) + kBk * (dv + 1) + kBq * (kBk + 1));
 }
 
 template <int kCols>  // output columns per thread: dv <= 4 * kCols
 __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const AttentionLaunch a) {
   extern __shared__ float smem[];
   const int d = static_cast<int>(a.d), dv = static_cast<int>(a.dv);
-  float* s_q = smem;                    // [kBq][d + 1]
-  float* s_k = s_q + kBq * (d + 1);     // [kBk][d + 1]
-  float* s_v = s_k + kBk * (d + 1);     // [kBk][dv + 1]
-  float* s_p = s_v + kBk * (dv + 1);    // [kBq][kBk + 1]
+  float* s_q = smem;                  // [kBq][d + 1]
+  float* s_k = s_q + kBq * (d + 1);   // [kBk][d + 1]
+  float* s_v = s_k + kBk * (d + 1);   // [kBk][dv + 1]
+  float* s_p = s_v + kBk * (dv + 1);  // [kBq][kBk + 1]
   const int tid = static_cast<int>(threadIdx.x);
   const int r = tid >> 2, c = tid & 3;
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kBq;
@@ -187,8 +187,8 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
 
   // Local keys visible to the tile's last row (causal: up to t + (S - T)).
   const int64_t t_last = (t0 + kBq < a.T ? t0 + kBq : a.T) - 1;
-  const int64_t local_end = a.causal ? (t_last + (a.S - a.T) + 1 < a.S ? t_last + (a.S - a.T) + 1 : a.S)
-                                     : a.S;
+  const int64_t local_end =
+      a.causal ? (t_last + (a.S - a.T) + 1 < a.S ? t_last + (a.S - a.T) + 1 : a.S) : a.S;
   // This block's range of the concatenated [memory ; local] keys.
   const int64_t range_begin = static_cast<int64_t>(blockIdx.z) * a.split_keys;
   const int64_t range_end = range_begin + a.split_keys;
@@ -215,12 +215,14 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
       for (int i = tid; i < kBk * d; i += kTileThreads) {
         const int key = i / d, e = i % d;
         const int64_t j = kb + key;
-        s_k[key * (d + 1) + e] = j < n_keys ? LoadElem(ko, ko.data + j * ko.s0 + g * ko.s1, e) : 0.0f;
+        s_k[key * (d + 1) + e] =
+            j < n_keys ? LoadElem(ko, ko.data + j * ko.s0 + g * ko.s1, e) : 0.0f;
       }
       for (int i = tid; i < kBk * dv; i += kTileThreads) {
         const int key = i / dv, e = i % dv;
         const int64_t j = kb + key;
-        s_v[key * (dv + 1) + e] = j < n_keys ? LoadElem(vo, vo.data + j * vo.s0 + g * vo.s1, e) : 0.0f;
+        s_v[key * (dv + 1) + e] =
+            j < n_keys ? LoadElem(vo, vo.data + j * vo.s0 + g * vo.s1, e) : 0.0f;
       }
       __syncthreads();
 
@@ -299,9 +301,9 @@ template <int kCols>
 cudaError_t LaunchTiled(const AttentionLaunch& a, cudaStream_t stream) {
   const size_t bytes = TiledSharedBytes(a.d, a.dv);
   if (bytes > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(TiledAttentionKernel<kCols>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(bytes));
+    const cudaError_t e =
+        cudaFuncSetAttribute(TiledAttentionKernel<kCols>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
     if (e != cudaSuccess) return e;
   }
   const dim3 grid(static_cast<unsigned>((a.T + kBq - 1) / kBq), static_cast<unsigned>(a.n_head),
@@ -338,8 +340,14 @@ __device__ __forceinline__ void LoadRow8(const AttentionOperand& o, const char* 
   } else {
     const float4 a = *reinterpret_cast<const float4*>(reinterpret_cast<const float*>(row) + e0);
     const float4 b = *reinterpret_cast<const float4*>(reinterpret_cast<const float*>(row) + e0 + 4);
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    v[0] = a.x;
+    v[1] = a.y;
+    v[2] = a.z;
+    v[3] = a.w;
+    v[4] = b.x;
+    v[5] = b.y;
+    v[6] = b.z;
+    v[7] = b.w;
   }
 }
 
@@ -358,10 +366,10 @@ __global__ void __launch_bounds__(kGqaThreads) GqaDecodeKernel(const AttentionLa
   const int Q = static_cast<int>(a.T) * group;  // query rows of this block: (t, head in group)
   const int dv_pad = dv <= 32 ? 32 : dv <= 64 ? 64 : 128;
   const int parts = kGqaThreads / dv_pad;
-  float* s_q = smem;                  // [Q][d] local queries, scaled
-  float* s_mq = s_q + Q * d;          // [Q][d] memory queries, scaled
-  float* s_p = s_mq + Q * d;          // [Q][kGqaKeys] scores, then probabilities
-  float* s_o = s_p + Q * kGqaKeys;    // [parts][Q][dv_pad] accumulators to combine
+  float* s_q = smem;                      // [Q][d] local queries, scaled
+  float* s_mq = s_q + Q * d;              // [Q][d] memory queries, scaled
+  float* s_p = s_mq + Q * d;              // [Q][kGqaKeys] scores, then probabilities
+  float* s_o = s_p + Q * kGqaKeys;        // [parts][Q][dv_pad] accumulators to combine
   float* s_m = s_o + parts * Q * dv_pad;  // [Q] running max
   float* s_l = s_m + Q;                   // [Q] running sum
   float* s_c = s_l + Q;                   // [Q] this chunk's rescale factor
@@ -374,8 +382,8 @@ __global__ void __launch_bounds__(kGqaThreads) GqaDecodeKernel(const AttentionLa
     const int qi = i / d, e = i % d;
     const int64_t t = qi / group, h = g * group + qi % group;
     s_q[i] = reinterpret_cast<const float*>(a.q.data + t * a.q.s0 + h * a.q.s1)[e] * a.scale;
-    s_mq[i] = reinterpret_cast<const float*>(a.mem_q.data + t * a.mem_q.s0 + h * a.mem_q.s1)[e] *
-              a.scale;
+    s_mq[i] =
+        reinterpret_cast<const float*>(a.mem_q.data + t * a.mem_q.s0 + h * a.mem_q.s1)[e] * a.scale;
   }
   for (int qi = tid; qi < Q; qi += kGqaThreads) {
     s_m[qi] = -INFINITY;
@@ -499,8 +507,9 @@ template <int kMaxQ>
 cudaError_t LaunchGqa(const AttentionLaunch& a, cudaStream_t stream) {
   const size_t bytes = GqaSharedBytes(a.T * (a.n_head / a.n_head_kv), a.d, a.dv);
   if (bytes > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(
-        GqaDecodeKernel<kMaxQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    const cudaError_t e =
+        cudaFuncSetAttribute(GqaDecodeKernel<kMaxQ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(bytes));
     if (e != cudaSuccess) return e;
   }
   const dim3 grid(static_cast<unsigned>(a.n_head_kv), static_cast<unsigned>(a.n_split));
@@ -512,7 +521,8 @@ cudaError_t LaunchGqa(const AttentionLaunch& a, cudaStream_t stream) {
 }
 
 bool Aligned16(const AttentionOperand& o, bool defined) {
-  return !defined || (reinterpret_cast<uintptr_t>(o.data) % 16 == 0 && o.s0 % 16 == 0 && o.s1 % 16 == 0);
+  return !defined ||
+         (reinterpret_cast<uintptr_t>(o.data) % 16 == 0 && o.s0 % 16 == 0 && o.s1 % 16 == 0);
 }
 
 }  // namespace

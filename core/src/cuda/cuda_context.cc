@@ -30,7 +30,8 @@ Status Staging::Upload(const void* host, size_t bytes, void* device, cudaStream_
     MUNINN_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(slot_events_[slot].get()));
     char* staged = static_cast<char*>(slots_.get()) + slot * kSlotBytes;
     std::memcpy(staged, src, bytes);
-    MUNINN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream));
+    MUNINN_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream));
     MUNINN_CUDA_RETURN_IF_ERROR(cudaEventRecord(slot_events_[slot].get(), stream));
     return Status::Ok();
   }

@@ -2,11 +2,11 @@
 // walks its weight row on the blocks as stored (block_decode.h), each lane taking every 32nd
 // chunk, and multiplies with f32 activations; a warp reduction finishes each dot product. The
 // weight is read once for all M rows.
-#include "cuda/decode_dispatch.cuh"
-#include "cuda/kernel_util.cuh"
-
 #include <cstdint>
 #include <type_traits>
+
+#include "cuda/decode_dispatch.cuh"
+#include "cuda/kernel_util.cuh"
 
 namespace muninn::cuda {
 namespace {
@@ -116,7 +116,7 @@ struct QuantBlock<DType::kQ8_0> {  // 34 bytes: f16 d, 32 int8; x = q d
 };
 
 template <DType DT, int L>
-__global__ void __launch_bounds__(kWarpsPerBlock * kWarp)
+__global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
     QuantMatVecKernel(const char* w, int64_t w_row_stride, const char* x, int64_t x_row_stride,
                       int M, int64_t N, int64_t K, char* out, int64_t out_row_stride) {
   using QB = QuantBlock<DT>;
@@ -192,7 +192,8 @@ cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, con
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
   // The word-loading kernel needs x rows 16-byte aligned and weight rows aligned to the block's
   // word size (4 bytes for q4_1, 2 for q4_0 and q8_0).
-  const bool x_aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && (M == 1 || x_row_stride % 16 == 0);
+  const bool x_aligned =
+      reinterpret_cast<uintptr_t>(x) % 16 == 0 && (M == 1 || x_row_stride % 16 == 0);
   const auto w_aligned = [&](int64_t a) {
     return reinterpret_cast<uintptr_t>(w) % a == 0 && w_row_stride % a == 0;
   };
