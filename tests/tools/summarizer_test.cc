@@ -203,6 +203,16 @@ TEST(CondensationTest, OnlyTheSourceWithWordsOrWholeClausesLeftOutPasses) {
                                       "The LORD made a covenant with Abram, and the Kenites, and "
                                       "the Kenizzites, and the Kadmonites."));
   EXPECT_TRUE(IsFaithfulCondensation(covenant, "The LORD made a covenant with Abram."));
+  // The dropped tail may follow a clause mark; after a comma only if the kept part's last clause
+  // is more than a two-word aside (Genesis 41:51).
+  const std::string manasseh =
+      "And Joseph called the name of the firstborn Manasseh: For God, said he, hath made me "
+      "forget all my toil, and all my father's house.";
+  EXPECT_FALSE(IsFaithfulCondensation(
+      manasseh, "Joseph called the name of the firstborn Manasseh: For God, said he."));
+  EXPECT_TRUE(IsFaithfulCondensation(manasseh, "Joseph called the name of the firstborn Manasseh."));
+  EXPECT_FALSE(IsFaithfulCondensation(manasseh,
+                                      "Joseph called the name of the firstborn Manasseh: For God."));
 }
 
 TEST_F(SummarizerTest, EmptyBinaryOversizedAndWordlessDocumentsAreClearErrors) {

@@ -107,7 +107,25 @@ bool IsFaithfulCondensation(std::string_view source, std::string_view candidate)
     }
     return true;
   };
-  if (!cuts_ok(early) && !cuts_ok(late)) return false;
+  // Source words dropped after the last kept one: the kept part must end at a clause mark, and
+  // where that mark is only a comma, its last clause must have at least three words. A comma
+  // after a two-word aside leaves the sentence hanging: "For God, said he, hath made me forget
+  // all my toil" must not become "For God, said he." ("God healed Abimelech, [and his wife]"
+  // may end there).
+  const auto tail_ok = [&](const std::vector<std::pair<size_t, size_t>>& pairs) {
+    if (pairs.empty()) return false;
+    const size_t last = pairs.back().second;
+    if (last + 1 >= m) return true;
+    const size_t from = static_cast<size_t>(sw[last].data() - source.data()) + sw[last].size();
+    const size_t to = static_cast<size_t>(sw[last + 1].data() - source.data());
+    const std::string_view after = source.substr(from, to - from);
+    if (after.find_first_of(";:.!?") != std::string_view::npos) return true;
+    if (after.find(',') == std::string_view::npos) return false;
+    size_t clause_words = 1;
+    for (size_t j = last; j > 0 && !clause_break(j - 1); --j) ++clause_words;
+    return clause_words >= 3;
+  };
+  if (!(cuts_ok(early) && tail_ok(early)) && !(cuts_ok(late) && tail_ok(late))) return false;
   std::set<std::string> trigrams;
   for (size_t i = 0; i + 2 < n; ++i) {
     if (!trigrams.insert(c[i] + " " + c[i + 1] + " " + c[i + 2]).second) return false;  // looping
