@@ -148,6 +148,32 @@ TEST_F(TrainCommandTest, SigkillAtARandomStepThenResumeGivesTheUninterruptedAdap
   EXPECT_EQ(ReadAll(dir_ + "/killed/checkpoint.bin"), ReadAll(dir_ + "/full/checkpoint.bin"));
 }
 
+// --plot is redrawn at every evaluation: while a long run is still going (100000 steps), the
+// picture is there once an evaluation (every 5 steps) has passed; the step-5 plot is drawn before
+// step 6's metrics line is written, so seeing 7 lines means it is complete.
+TEST_F(TrainCommandTest, PlotIsDrawnAtEachEvaluationNotOnlyAtTheEnd) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "gnuplot is not installed (scripts/setup.sh installs gnuplot-nox)";
+  }
+  std::vector<std::string> a = Args("plotted");
+  a[10] = "100000";  // --steps: the run cannot end (and draw its final plot) during the test
+  const std::string png = dir_ + "/plotted/loss.png";
+  a.insert(a.end(), {"--eval-data", dir_ + "/data.jsonl", "--eval-blocks", "2", "--eval-every",
+                     "5", "--plot", png});
+  const pid_t pid = Spawn(a);
+  ASSERT_GT(pid, 0);
+  const std::string metrics = dir_ + "/plotted/metrics.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (CountLines(metrics) < 7 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const bool drawn = std::filesystem::exists(png) && std::filesystem::file_size(png) > 1000u;
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(Wait(pid), 128 + SIGKILL);
+  EXPECT_GE(CountLines(metrics), 7);
+  EXPECT_TRUE(drawn) << png << " not written at the step-5 evaluation";
+}
+
 // Train on the GGUF form, then `lora merge` and `logits --lora` give the same logits (the PEFT
 // folder goes through Hugging Face order and back), different from the base model's.
 TEST_F(TrainCommandTest, LoraMergeMatchesLogitsWithLora) {

@@ -499,8 +499,18 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
                    o.reducer == nullptr ? "local" : f.reducer.c_str());
     }
   }
-  const Status st = (*trainer)->Run([root, recall](const model::StepReport& r) {
+  bool plot_warned = false;
+  const Status st = (*trainer)->Run([&f, &plot_warned, root, recall](const model::StepReport& r) {
     if (!root) return;
+    // The plot is redrawn at every held-out evaluation too, so that a run stopped between sittings
+    // (SIGKILL, a session's end) leaves a current picture beside its checkpoint.
+    if (r.evaluated && !f.plot.empty()) {
+      const Status ps = PlotMetrics(f.out + "/metrics.jsonl", f.plot);
+      if (!ps.ok() && !plot_warned) {
+        std::fprintf(stderr, "muninn train: --plot: %s\n", ps.ToString().c_str());
+        plot_warned = true;
+      }
+    }
     char eval[48] = "";
     if (r.evaluated) std::snprintf(eval, sizeof eval, "  held-out %.4f", r.eval_loss);
     char gold[48] = "";
@@ -640,7 +650,9 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
       ->capture_default_str();
   cmd->add_option("--eval-blocks", f->eval_blocks, "Evaluate the first N blocks (0: all)")
       ->capture_default_str();
-  cmd->add_option("--plot", f->plot, "Write the loss curves from metrics.jsonl to this PNG");
+  cmd->add_option("--plot", f->plot,
+                  "Write the loss curves from metrics.jsonl to this PNG (at every evaluation and "
+                  "when the run ends)");
   cmd->add_option("--task", f->task,
                   "lm: language modelling on --data; recall: synthetic facts read from MemLong "
                   "memory (--data is their filler text; model and memory settings from --config)")
