@@ -48,4 +48,30 @@ Status AttentionParams::Validate(int64_t n_head) const {
   return Status::Ok();
 }
 
+Status CheckTransferArgs(const Backend& backend, const Tensor& src, const Tensor* dst) {
+  if (dst == nullptr || !src.defined() || !dst->defined()) {
+    return InvalidArgumentError("Transfer: src and dst must be defined tensors");
+  }
+  if (src.dtype() != dst->dtype() || !(src.shape() == dst->shape())) {
+    return InvalidArgumentError("Transfer needs equal dtype and shape: " + src.DebugString() +
+                                " vs " + dst->DebugString());
+  }
+  const Device here = backend.device();
+  const bool src_here = src.device() == here, dst_here = dst->device() == here;
+  if ((!src_here && !src.device().is_cpu()) || (!dst_here && !dst->device().is_cpu()) ||
+      (!src_here && !dst_here)) {
+    return InvalidArgumentError("Transfer on " + backend.name() + " copies between the host and " +
+                                backend.name() + "; got " + src.device().ToString() + " -> " +
+                                dst->device().ToString());
+  }
+  return Status::Ok();
+}
+
+StatusOr<Tensor> CopyToHost(Backend& backend, const Tensor& t) {
+  if (t.device().is_cpu()) return t.Contiguous();
+  ASSIGN_OR_RETURN(Tensor host, Tensor::Empty(t.dtype(), t.shape()));
+  RETURN_IF_ERROR(backend.Transfer(t, &host));
+  return host;
+}
+
 }  // namespace muninn

@@ -40,15 +40,6 @@ Status CheckNorm(const Tensor& t, const std::string& name, int64_t n) {
   return Status::Ok();
 }
 
-// A packed host copy of `t` (what ForwardResult hands out; scratch views are reused by the next
-// forward). On a device backend the bytes come back through Transfer.
-StatusOr<Tensor> HostCopy(Backend* backend, const Tensor& t) {
-  if (t.device().is_cpu()) return t.Contiguous();
-  ASSIGN_OR_RETURN(Tensor host, Tensor::Empty(t.dtype(), t.shape()));
-  RETURN_IF_ERROR(backend->Transfer(t, &host));
-  return host;
-}
-
 // A [n, ...] prefix view of a scratch buffer reshaped to `shape`.
 Tensor View(const Tensor& buf, const Shape& shape) {
   auto rows = buf.Slice(0, 0, shape[0]);
@@ -351,15 +342,15 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   observe("k_pre_rope", k3);
   observe("v", v3);
   if (layer == options.capture_layer) {
-    ASSIGN_OR_RETURN(result->captured_k, HostCopy(backend_, k3));
-    ASSIGN_OR_RETURN(result->captured_v, HostCopy(backend_, v3));
+    ASSIGN_OR_RETURN(result->captured_k, CopyToHost(*backend_, k3));
+    ASSIGN_OR_RETURN(result->captured_v, CopyToHost(*backend_, v3));
   }
   for (size_t i = 0; i < options.capture_layers.size(); ++i) {
     if (options.capture_layers[i] != layer) continue;
     ForwardResult::CapturedKV& c = result->captured[i];
     c.layer = layer;
-    ASSIGN_OR_RETURN(c.k, HostCopy(backend_, k3));
-    ASSIGN_OR_RETURN(c.v, HostCopy(backend_, v3));
+    ASSIGN_OR_RETURN(c.k, CopyToHost(*backend_, k3));
+    ASSIGN_OR_RETURN(c.v, CopyToHost(*backend_, v3));
   }
   const LayerMemoryKV* memory =
       options.memory != nullptr ? options.memory->ForLayer(layer) : nullptr;

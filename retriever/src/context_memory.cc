@@ -9,8 +9,6 @@
 #include <tuple>
 #include <utility>
 
-#include "host_copy.h"
-
 namespace muninn::retriever {
 
 namespace {
@@ -135,7 +133,7 @@ StatusOr<std::vector<ContextMemory::Window>> ContextMemory::IngestSegment(
       if (im.name != "q" || !observer_status.ok()) return;
       const int64_t li = layer_index(im.layer);
       if (li < 0) return;
-      auto copy = HostCopy(model_->backend(), im.value);
+      auto copy = CopyToHost(*model_->backend(), im.value);
       if (!copy.ok()) {
         observer_status = copy.status();
         return;
@@ -151,7 +149,7 @@ StatusOr<std::vector<ContextMemory::Window>> ContextMemory::IngestSegment(
       const Tensor& k = r.captured[static_cast<size_t>(bank_index_[static_cast<size_t>(li)])].k;
       ASSIGN_OR_RETURN(Tensor rot, model::RotateMemoryKeys(model_->backend(), cfg.rope, k, 0));
       if (!rot.device().is_cpu()) {  // rotated on a device: the scores below run on the host
-        ASSIGN_OR_RETURN(rot, HostCopy(model_->backend(), rot));
+        ASSIGN_OR_RETURN(rot, CopyToHost(*model_->backend(), rot));
       }
       k_rot[static_cast<size_t>(li)] = std::move(rot);
       if (!q_rot[static_cast<size_t>(li)].defined()) {
@@ -252,7 +250,7 @@ StatusOr<std::vector<float>> ContextMemory::MeanQueries(std::span<const model::T
     const int64_t li = it - layers_.begin();
     Tensor q = im.value;  // [T, n_head, hd]
     if (!q.device().is_cpu()) {  // a device backend: average on the host
-      auto host = HostCopy(model_->backend(), q);
+      auto host = CopyToHost(*model_->backend(), q);
       if (!host.ok()) {
         observer_status = host.status();
         return;

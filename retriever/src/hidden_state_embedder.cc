@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include "host_copy.h"
-
 namespace muninn::retriever {
 
 StatusOr<std::unique_ptr<HiddenStateEmbedder>> HiddenStateEmbedder::Create(model::Model* model,
@@ -36,7 +34,7 @@ StatusOr<std::vector<float>> HiddenStateEmbedder::Embed(std::span<const EmbedReq
       if (!match) return;
       Tensor h = im.value;  // [T, n_embd]
       if (!h.device().is_cpu()) {  // a device backend: read the rows on the host
-        auto host = HostCopy(model_->backend(), h);
+        auto host = CopyToHost(*model_->backend(), h);
         if (!host.ok()) {
           pooled = host.status();
           return;

@@ -75,21 +75,8 @@ class DeviceDouble final : public Backend {
   }
 
   Status Transfer(const Tensor& src, Tensor* dst) override {
-    if (dst == nullptr || !src.defined() || !dst->defined()) {
-      return InvalidArgumentError("Transfer: src and dst must be defined tensors");
-    }
-    if (src.dtype() != dst->dtype() || !(src.shape() == dst->shape())) {
-      return InvalidArgumentError("Transfer needs equal dtype and shape: " + src.DebugString() +
-                                  " vs " + dst->DebugString());
-    }
+    RETURN_IF_ERROR(CheckTransferArgs(*this, src, dst));
     const bool src_dev = src.device() == device(), dst_dev = dst->device() == device();
-    if ((!src_dev && !src.device().is_cpu()) || (!dst_dev && !dst->device().is_cpu()) ||
-        (!src_dev && !dst_dev)) {
-      return InvalidArgumentError("Transfer on " + name() +
-                                  " copies between the host and the "
-                                  "device; got " +
-                                  src.device().ToString() + " -> " + dst->device().ToString());
-    }
     if (!dst_dev && !dst->is_contiguous()) {
       return InvalidArgumentError("Transfer to the host needs a contiguous destination, got " +
                                   dst->DebugString());

@@ -60,13 +60,7 @@ class CpuBackend final : public Backend {
     return Tensor::Empty(dtype, shape);
   }
   Status Transfer(const Tensor& src, Tensor* dst) override {
-    if (!src.device().is_cpu() || !dst->device().is_cpu()) {
-      return InvalidArgumentError("the CPU backend only transfers between host tensors");
-    }
-    if (src.dtype() != dst->dtype() || !(src.shape() == dst->shape())) {
-      return InvalidArgumentError("Transfer needs equal dtype and shape: " + src.DebugString() +
-                                  " vs " + dst->DebugString());
-    }
+    RETURN_IF_ERROR(CheckTransferArgs(*this, src, dst));  // here: host to host
     return cpu::CopyOp(ctx_, src, dst);
   }
   bool SupportsOp(const OpDesc& op) const override { return CpuSupportsOp(op); }

@@ -91,21 +91,9 @@ class CudaBackend final : public Backend {
   }
 
   Status Transfer(const Tensor& src, Tensor* dst) override {
-    if (dst == nullptr || !src.defined() || !dst->defined()) {
-      return InvalidArgumentError("Transfer: src and dst must be defined tensors");
-    }
-    if (src.dtype() != dst->dtype() || !(src.shape() == dst->shape())) {
-      return InvalidArgumentError("Transfer needs equal dtype and shape: " + src.DebugString() +
-                                  " vs " + dst->DebugString());
-    }
+    RETURN_IF_ERROR(CheckTransferArgs(*this, src, dst));
     const Device here = device();
     const bool src_here = src.device() == here, dst_here = dst->device() == here;
-    if ((!src_here && !src.device().is_cpu()) || (!dst_here && !dst->device().is_cpu()) ||
-        (!src_here && !dst_here)) {
-      return InvalidArgumentError("Transfer on " + name() + " copies between the host and " +
-                                  name() + "; got " + src.device().ToString() + " -> " +
-                                  dst->device().ToString());
-    }
     RETURN_IF_ERROR(Activate());
     if (src_here && dst_here) return cuda::CopyOp(ctx_, src, dst);
     if (src.numel() == 0) return Status::Ok();

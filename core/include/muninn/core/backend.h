@@ -147,4 +147,13 @@ class Backend {
                            const Tensor& mem_v, const AttentionParams& params, Tensor* out) = 0;
 };
 
+// The argument rules every Backend::Transfer shares: both tensors defined, equal dtype and shape,
+// and each side on the host or on `backend`'s device, at least one on the device (for the CPU
+// backend: both on the host). InvalidArgument naming what is wrong otherwise.
+Status CheckTransferArgs(const Backend& backend, const Tensor& src, const Tensor* dst);
+
+// A packed host copy of `t`: Tensor::Contiguous for a host tensor, Backend::Transfer from a tensor
+// on `backend`'s device (e.g. a forward's intermediate on a GPU).
+StatusOr<Tensor> CopyToHost(Backend& backend, const Tensor& t);
+
 }  // namespace muninn
