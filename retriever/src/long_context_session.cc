@@ -452,16 +452,12 @@ Status LongContextSession::Retrieve(std::string_view query_text,
   Tensor rotated;  // the keys rotated on a device backend (retrieved_ keeps the host ones)
   if (options_.memory_position == MemoryPosition::kBeforeWindow) {
     // Memory keys are stored before RoPE; place memory token i of M at position i - M.
-    const int64_t m = retrieved_.n_tokens();
-    if (model_->backend()->device().is_cpu()) {
-      ASSIGN_OR_RETURN(Tensor k, retrieved_.k.Contiguous());
-      ASSIGN_OR_RETURN(Tensor pos, Tensor::Empty(DType::kI32, {m}));
-      for (int64_t i = 0; i < m; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(i - m);
-      RETURN_IF_ERROR(model_->backend()->Rope(k, pos, model_->config().rope, &k));
-      retrieved_.k = k;
-    } else {  // moved to the device and rotated there
-      ASSIGN_OR_RETURN(rotated, model::RotateMemoryKeys(model_->backend(), model_->config().rope,
-                                                        retrieved_.k, -m));
+    ASSIGN_OR_RETURN(Tensor k, model::RotateMemoryKeys(model_->backend(), model_->config().rope,
+                                                       retrieved_.k, -retrieved_.n_tokens()));
+    if (k.device().is_cpu()) {
+      retrieved_.k = std::move(k);
+    } else {
+      rotated = std::move(k);
     }
   }
   memory_ = retrieved_.ForLayers(options_.retrieval_layers);
