@@ -27,6 +27,19 @@ TEST(CpuBackendTest, SupportsOpAndTransfer) {
   EXPECT_EQ(dst.data_as<float>()[3], 4.0f);
   auto wrong = *b->Allocate(DType::kF32, {4});
   EXPECT_EQ(b->Transfer(src, &wrong).code(), StatusCode::kInvalidArgument);
+  // Undefined tensors and a null destination are errors, not reads of nothing.
+  Tensor undefined;
+  EXPECT_EQ(b->Transfer(src, &undefined).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(b->Transfer(undefined, &dst).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(b->Transfer(src, nullptr).code(), StatusCode::kInvalidArgument);
+  // CopyToHost: a packed copy, not a view of the source.
+  auto strided = *src.Slice(1, 1, 2);  // column 1: [2, 1] with a row stride of 2 floats
+  auto copy = CopyToHost(*b, strided);
+  ASSERT_TRUE(copy.ok()) << copy.status();
+  EXPECT_TRUE(copy->is_contiguous());
+  EXPECT_NE(copy->data(), strided.data());
+  EXPECT_EQ(copy->data_as<float>()[0], 2.0f);
+  EXPECT_EQ(copy->data_as<float>()[1], 4.0f);
   EXPECT_TRUE(b->Synchronize().ok());
 }
 
