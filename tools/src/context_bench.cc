@@ -190,9 +190,7 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
   auto rt0 = Runtime::Open(rf0);
   if (!rt0.ok()) return Fail(rt0.status());
   retriever::LongContextSession& session0 = (*rt0)->session();
-  DecodeFigures d0_fig, dn_fig;
-  DecodeFigures* d0 = &d0_fig;
-  DecodeFigures* dn = &dn_fig;
+  DecodeFigures d0, dn;
   std::vector<double> pair_ratios;
   for (int32_t r = -1; r < o.reps; ++r) {
     const bool warm_up = r < 0;
@@ -200,17 +198,17 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
     for (int k = 0; k < 2; ++k) {
       const bool zero = (k == 0) == zero_first;
       const Status st = DecodeRun(zero ? session0 : session, prompt, query, o, warm_up,
-                                  zero ? d0 : dn);
+                                  zero ? &d0 : &dn);
       if (!st.ok()) return Fail(st);
     }
-    if (!warm_up) pair_ratios.push_back(dn->samples_ts.back() / d0->samples_ts.back());
+    if (!warm_up) pair_ratios.push_back(dn.samples_ts.back() / d0.samples_ts.back());
   }
-  d0->Finish();
-  dn->Finish();
+  d0.Finish();
+  dn.Finish();
 
   const double per_1k = 1000.0 / static_cast<double>(o.depth_tokens);
   const double ratio = Median(pair_ratios);
-  const double ratio_of_means = d0->mean > 0 ? dn->mean / d0->mean : 0.0;
+  const double ratio_of_means = d0.mean > 0 ? dn.mean / d0.mean : 0.0;
   // ThreadPool(0) takes every hardware thread.
   const int threads = runtime_flags.threads > 0 ? runtime_flags.threads
                                                 : static_cast<int>(std::thread::hardware_concurrency());
@@ -230,13 +228,13 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
         {"bank_kv_bytes", bs.kv_bytes},
         {"bank_disk_bytes", disk_bytes},
         {"bank_disk_bytes_per_1k_tokens", static_cast<double>(disk_bytes) * per_1k},
-        {"decode_depth0_ts", d0->mean},
-        {"decode_depth0_stddev", d0->stddev},
-        {"decode_depthN_ts", dn->mean},
-        {"decode_depthN_stddev", dn->stddev},
-        {"decode_depthN_memory_tokens", dn->memory_tokens},
-        {"prompt_depth0_s", d0->prompt_s},
-        {"prompt_depthN_s", dn->prompt_s},
+        {"decode_depth0_ts", d0.mean},
+        {"decode_depth0_stddev", d0.stddev},
+        {"decode_depthN_ts", dn.mean},
+        {"decode_depthN_stddev", dn.stddev},
+        {"decode_depthN_memory_tokens", dn.memory_tokens},
+        {"prompt_depth0_s", d0.prompt_s},
+        {"prompt_depthN_s", dn.prompt_s},
         {"memory_modes", session.options().use_memory ? retriever::MemoryModesName(session.options().modes) : "none"},
         {"decode_ratio", ratio},
         {"decode_ratio_of_means", ratio_of_means},
@@ -259,8 +257,8 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
   std::printf("decode:   tg%d at depth 0: %.2f ± %.2f tok/s; at depth %lld (%lld memory tokens "
               "attended): %.2f ± %.2f tok/s; ratio %.2f (median of %zu interleaved pairs; "
               "ratio of the means %.2f)\n",
-              o.n_gen, d0->mean, d0->stddev, static_cast<long long>(o.depth_tokens),
-              static_cast<long long>(dn->memory_tokens), dn->mean, dn->stddev, ratio,
+              o.n_gen, d0.mean, d0.stddev, static_cast<long long>(o.depth_tokens),
+              static_cast<long long>(dn.memory_tokens), dn.mean, dn.stddev, ratio,
               pair_ratios.size(), ratio_of_means);
   return 0;
 }
