@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "muninn/core/backend.h"
@@ -77,23 +78,29 @@ void BM_Attention(benchmark::State& state) {
 void BM_AttentionDecodeLayers(benchmark::State& state) {
   constexpr int kLayers = 30;  // SmolLM2-135M
   const int64_t S = state.range(0);
+  const DType kv = state.range(2) != 0 ? DType::kQ8_0 : DType::kF16;  // the KV cache's dtype
   std::mt19937 rng(7);
-  const Tensor q = RandomTensor(rng, DType::kF32, {1, kHeads, kHeadDim});
-  // One random layer's K/V, copied into every layer (filling 377 MB randomly takes too long).
-  const Tensor k0 = RandomTensor(rng, DType::kF16, {S, kHeadsKv, kHeadDim});
-  const Tensor v0 = RandomTensor(rng, DType::kF16, {S, kHeadsKv, kHeadDim});
-  std::vector<Tensor> ks, vs;
-  for (int l = 0; l < kLayers; ++l) {
-    ks.push_back(*Tensor::Empty(DType::kF16, {S, kHeadsKv, kHeadDim}));
-    vs.push_back(*Tensor::Empty(DType::kF16, {S, kHeadsKv, kHeadDim}));
-    std::memcpy(ks.back().data(), k0.data(), static_cast<size_t>(k0.nbytes()));
-    std::memcpy(vs.back().data(), v0.data(), static_cast<size_t>(v0.nbytes()));
-  }
-  Tensor out = *Tensor::Empty(DType::kF32, {1, kHeads, kHeadDim});
   ThreadPool pool(static_cast<int>(state.range(1)));
   CpuBackendOptions opts;
   opts.pool = &pool;
   auto backend = std::move(*CreateCpuBackend(opts));
+  const Tensor q = RandomTensor(rng, DType::kF32, {1, kHeads, kHeadDim});
+  // One random layer's K/V, copied into every layer (filling 377 MB randomly takes too long).
+  Tensor k0 = *Tensor::Empty(kv, {S, kHeadsKv, kHeadDim});
+  Tensor v0 = *Tensor::Empty(kv, {S, kHeadsKv, kHeadDim});
+  if (!backend->Copy(RandomTensor(rng, DType::kF32, {S, kHeadsKv, kHeadDim}), &k0).ok() ||
+      !backend->Copy(RandomTensor(rng, DType::kF32, {S, kHeadsKv, kHeadDim}), &v0).ok()) {
+    state.SkipWithError("converting K/V");
+    return;
+  }
+  std::vector<Tensor> ks, vs;
+  for (int l = 0; l < kLayers; ++l) {
+    ks.push_back(*Tensor::Empty(kv, {S, kHeadsKv, kHeadDim}));
+    vs.push_back(*Tensor::Empty(kv, {S, kHeadsKv, kHeadDim}));
+    std::memcpy(ks.back().data(), k0.data(), static_cast<size_t>(k0.nbytes()));
+    std::memcpy(vs.back().data(), v0.data(), static_cast<size_t>(v0.nbytes()));
+  }
+  Tensor out = *Tensor::Empty(DType::kF32, {1, kHeads, kHeadDim});
   const AttentionParams params;
   for (auto _ : state) {
     for (int l = 0; l < kLayers; ++l) {
@@ -111,15 +118,19 @@ void BM_AttentionDecodeLayers(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   state.SetBytesProcessed(state.iterations() * kLayers *
                           static_cast<int64_t>(k0.nbytes() + v0.nbytes()));
-  state.SetLabel("f16 K/V, 30 layers");
+  state.SetLabel(std::string(DTypeName(kv)) + " K/V, 30 layers");
 }
 BENCHMARK(BM_AttentionDecodeLayers)
-    ->Args({100, 2})
-    ->Args({640, 2})
-    ->Args({4096, 2})
-    ->Args({16384, 2})
-    ->Args({16384, 1})
-    ->ArgNames({"S", "threads"})
+    ->Args({100, 2, 0})
+    ->Args({640, 2, 0})
+    ->Args({4096, 2, 0})
+    ->Args({16384, 2, 0})
+    ->Args({16384, 1, 0})
+    ->Args({100, 2, 1})
+    ->Args({640, 2, 1})
+    ->Args({4096, 2, 1})
+    ->Args({16384, 2, 1})
+    ->ArgNames({"S", "threads", "q8"})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

@@ -8,8 +8,8 @@ Status KvCacheOptions::Validate() const {
   if (n_ctx <= 0) {
     return InvalidArgumentError("KV cache n_ctx must be positive, got " + std::to_string(n_ctx));
   }
-  if (dtype != DType::kF16 && dtype != DType::kF32) {
-    return InvalidArgumentError("KV cache dtype must be f16 or f32, got " +
+  if (dtype != DType::kF16 && dtype != DType::kF32 && dtype != DType::kQ8_0) {
+    return InvalidArgumentError("KV cache dtype must be f16, f32 or q8_0, got " +
                                 std::string(DTypeName(dtype)));
   }
   if (max_steps < 0 || (share != KvShare::kFull && share_k <= 0)) {
@@ -41,6 +41,19 @@ StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, const KvSlo
     return InvalidArgumentError("KV cache needs positive n_layer, n_head_kv, head_dim; got " +
                                 std::to_string(n_layer) + ", " + std::to_string(n_head_kv) +
                                 ", " + std::to_string(head_dim));
+  }
+  if (options.dtype == DType::kQ8_0 && head_dim % BlockSize(DType::kQ8_0) != 0) {
+    return InvalidArgumentError("a q8_0 KV cache needs a head dim that is a multiple of " +
+                                std::to_string(BlockSize(DType::kQ8_0)) + ", got " +
+                                std::to_string(head_dim));
+  }
+  // The forward writes new rows with Copy (f32 -> cache dtype) and attention reads them.
+  if (!backend->SupportsOp({OpKind::kAttention, options.dtype}) ||
+      !backend->SupportsOp({OpKind::kCopy, options.dtype})) {
+    return InvalidArgumentError("the " + backend->name() + " backend cannot hold a " +
+                                std::string(DTypeName(options.dtype)) +
+                                " KV cache (no attention over it or no conversion into it); "
+                                "use f16");
   }
   std::unique_ptr<KvCache> cache(new KvCache());
   cache->slot_layout_ = layout;

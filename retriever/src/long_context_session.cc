@@ -163,8 +163,9 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
                                 " exceeds the context the model was trained with (" +
                                 std::to_string(config.n_ctx_train) + ")");
   }
-  if (kv_cache_dtype != DType::kF16 && kv_cache_dtype != DType::kF32) {
-    return InvalidArgumentError("the KV cache dtype must be f16 or f32");
+  if (kv_cache_dtype != DType::kF16 && kv_cache_dtype != DType::kF32 &&
+      kv_cache_dtype != DType::kQ8_0) {
+    return InvalidArgumentError("the KV cache dtype must be f16, f32 or q8_0");
   }
   if ((modes & ~kAllMemoryModes) != 0) return InvalidArgumentError("unknown memory mode bits");
   for (int32_t l : context.layers) {

@@ -16,6 +16,7 @@
 #include "muninn/core/cpu_backend.h"
 #include "muninn/core/cpu_features.h"
 #include "muninn/core/fp16.h"
+#include "muninn/core/quant.h"
 #include "muninn/core/tensor.h"
 #include "muninn/core/thread_pool.h"
 
@@ -76,6 +77,15 @@ Operand RandomOperand(std::mt19937_64& rng, int64_t rows, int64_t heads, int64_t
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t h = 0; h < heads; ++h) {
       char* row = static_cast<char*>(op.t.data()) + r * op.t.stride(0) + h * op.t.stride(1);
+      if (dtype == DType::kQ8_0) {  // a head's row is whole q8_0 blocks: quantize it at once
+        std::vector<float> x(static_cast<size_t>(dim)), back(static_cast<size_t>(dim));
+        for (float& e : x) e = static_cast<float>(dist(rng));
+        EXPECT_TRUE(QuantizeRow(dtype, x.data(), row, dim).ok());
+        DequantizeRow(dtype, row, back.data(), dim);
+        std::copy(back.begin(), back.end(),
+                  op.values.begin() + static_cast<std::ptrdiff_t>((r * heads + h) * dim));
+        continue;
+      }
       for (int64_t i = 0; i < dim; ++i) {
         const float x = static_cast<float>(dist(rng));
         double stored;
@@ -235,6 +245,19 @@ void RunCase(const Case& c, uint64_t seed, double tol) {
 
 constexpr DType kF32 = DType::kF32;
 constexpr DType kF16 = DType::kF16;
+constexpr DType kQ8 = DType::kQ8_0;
+
+// q8_0 K/V (the CPU's compact KV cache): head dims 64 (the unrolled few-rows path), 96 (the
+// generic one) and 128 (8 vectors); decode with a key split, prefill, and mixed with f16/f32.
+TEST(AttentionTest, Q8KeysAndValuesAgainstReference) {
+  const uint64_t seed = TestSeed();
+  RunCase({1, 3000, 300, 9, 3, 64, 64, true, kQ8, kQ8, true, 3.0}, seed, 2e-5);  // split
+  RunCase({1, 70, 0, 4, 1, 96, 96, true, kQ8, kQ8, false, 1.0}, seed + 1, 2e-5);
+  RunCase({1, 130, 65, 2, 2, 128, 128, true, kQ8, kF16, true, 2.0}, seed + 2, 2e-5);
+  RunCase({2, 5, 3, 6, 3, 64, 32, true, kF32, kQ8, false, 1.0}, seed + 3, 2e-5);
+  RunCase({67, 67, 300, 8, 1, 64, 64, true, kQ8, kQ8, true, 4.0}, seed + 4, 2e-5);  // prefill
+  RunCase({40, 1000, 0, 9, 3, 64, 64, true, kQ8, kQ8, false, 2.0}, seed + 5, 2e-5);
+}
 
 TEST(AttentionTest, DecodeAgainstReference) {
   const uint64_t seed = TestSeed();
@@ -458,6 +481,35 @@ TEST_F(AttentionErrorTest, RejectsBadShapesAndDtypes) {
   AttentionParams full;
   full.causal = false;
   ExpectRejected(q, Filled(kF32, {0, 2, 8}), Filled(kF32, {0, 2, 8}), none, none, full, &out);
+}
+
+TEST_F(AttentionErrorTest, Q8KeysAndValuesOnly) {
+  const Tensor none;
+  const AttentionParams causal;
+  const Tensor q = Filled(kF32, {4, 6, 32});
+  Tensor out = Filled(kF32, {4, 6, 32});
+  const Tensor k8 = Filled(kQ8, {10, 2, 32});
+  EXPECT_TRUE(backend_->Attention(q, k8, k8, k8, k8, causal, &out).ok());
+  ExpectRejected(Filled(kQ8, {4, 6, 32}), k8, k8, none, none, causal, &out);  // q stays f32
+  const Tensor k4 = Filled(DType::kQ4_0, {10, 2, 32});
+  ExpectRejected(q, k4, k4, none, none, causal, &out);  // no other quantized K/V
+  ExpectRejected(q, k8, k8, k4, k4, causal, &out);
+  EXPECT_TRUE(backend_->SupportsOp({OpKind::kAttention, kQ8}));
+  EXPECT_FALSE(backend_->SupportsOp({OpKind::kAttention, DType::kQ4_0}));
+
+  // K/V rows just before `out` in one buffer are not taken for an overlap: a quantized innermost
+  // dimension counts elements but strides per block, so its bytes end at the last block.
+  auto raw = Tensor::Zeros(DType::kU8, {8192});
+  ASSERT_TRUE(raw.ok());
+  // k at 0 and v at 704 take 680 bytes each ([10, 2, 32] q8_0); out starts 24 bytes after v.
+  auto k_in = Tensor::FromBuffer(raw->buffer(), 0, kQ8, Shape{10, 2, 32});
+  auto v_in = Tensor::FromBuffer(raw->buffer(), 704, kQ8, Shape{10, 2, 32});
+  auto out_in = Tensor::FromBuffer(raw->buffer(), 1408, kF32, Shape{4, 6, 32});
+  ASSERT_TRUE(k_in.ok()) << k_in.status();
+  ASSERT_TRUE(v_in.ok()) << v_in.status();
+  ASSERT_TRUE(out_in.ok()) << out_in.status();
+  const Status st = backend_->Attention(q, *k_in, *v_in, none, none, causal, &*out_in);
+  EXPECT_TRUE(st.ok()) << st;
 }
 
 TEST_F(AttentionErrorTest, RejectsUnpackedRowsAndAliasing) {

@@ -180,40 +180,45 @@ TEST_F(LlamaGoldenTest, RealModelGreedyContinuationMatches) {
 // the q8 activation error (logits within ~0.5) cannot flip the argmax. (Until 2026-12-01 this
 // compared the chat prompt's first 32 tokens against goldens HF had made with the prompt's
 // <|im_end|> masked out; the corrected reference has margins 0.49, 0.19, 0.01 at steps 13, 17, 23.)
+// Both KV cache dtypes the CPU offers hold to it: f16 and q8_0 (configs/smollm2-135m.json's).
 TEST_F(LlamaGoldenTest, RealModelDecodeThroughCacheMatchesGreedyPrefix) {
   constexpr float kTieMargin = 0.5f;
   Model& model = *loaded_->model;
   const size_t n_vocab = static_cast<size_t>(model.config().n_vocab);
   auto sampler = Sampler::Create(SamplerOptions::Greedy());
   ASSERT_TRUE(sampler.ok());
-  size_t compared = 0;
-  for (const auto& p : (*goldens_)["prompts"]) {
-    SCOPED_TRACE(p["text"].get<std::string>());
-    const std::vector<TokenId> ids = Ids(p["ids"]);
-    std::vector<TokenId> want = Ids(p["greedy_ids"]);
-    const auto margins = p["greedy_margins"].get<std::vector<float>>();
-    const size_t n = static_cast<size_t>(
-        std::find_if(margins.begin(), margins.end(), [](float m) { return m < kTieMargin; }) -
-        margins.begin());
-    want.resize(n);
-    compared += n;
-    auto cache = model.NewKvCache(KvCacheOptions{});
-    ASSERT_TRUE(cache.ok());
-    auto res = model.Forward(ids, cache->get());
-    ASSERT_TRUE(res.ok()) << res.status();
-    std::vector<TokenId> got;
-    while (got.size() < want.size()) {
-      const TokenId next =
-          sampler->Sample(std::span<const float>(res->logits.data_as<float>(), n_vocab), {});
-      got.push_back(next);
-      const TokenId one[] = {next};
-      res = model.Forward(one, cache->get());
+  for (const DType kv_dtype : {DType::kF16, DType::kQ8_0}) {
+    size_t compared = 0;
+    KvCacheOptions ko;
+    ko.dtype = kv_dtype;
+    for (const auto& p : (*goldens_)["prompts"]) {
+      SCOPED_TRACE(p["text"].get<std::string>() + ", KV cache " + std::string(DTypeName(kv_dtype)));
+      const std::vector<TokenId> ids = Ids(p["ids"]);
+      std::vector<TokenId> want = Ids(p["greedy_ids"]);
+      const auto margins = p["greedy_margins"].get<std::vector<float>>();
+      const size_t n = static_cast<size_t>(
+          std::find_if(margins.begin(), margins.end(), [](float m) { return m < kTieMargin; }) -
+          margins.begin());
+      want.resize(n);
+      compared += n;
+      auto cache = model.NewKvCache(ko);
+      ASSERT_TRUE(cache.ok());
+      auto res = model.Forward(ids, cache->get());
       ASSERT_TRUE(res.ok()) << res.status();
+      std::vector<TokenId> got;
+      while (got.size() < want.size()) {
+        const TokenId next =
+            sampler->Sample(std::span<const float>(res->logits.data_as<float>(), n_vocab), {});
+        got.push_back(next);
+        const TokenId one[] = {next};
+        res = model.Forward(one, cache->get());
+        ASSERT_TRUE(res.ok()) << res.status();
+      }
+      EXPECT_EQ(got, want);
+      EXPECT_EQ((*cache)->n_past(), static_cast<int64_t>(ids.size() + want.size()));
     }
-    EXPECT_EQ(got, want);
-    EXPECT_EQ((*cache)->n_past(), static_cast<int64_t>(ids.size() + want.size()));
+    EXPECT_GE(compared, 20u) << "the goldens leave too few steps above the q8 tie margin";
   }
-  EXPECT_GE(compared, 20u) << "the goldens leave too few steps above the q8 tie margin";
 }
 
 // The same weights dequantized to f32 (so MatMul runs in float, with no activation quantization)

@@ -107,6 +107,15 @@ TEST_F(LlamaKvCacheTest, OptionsAndShapesAreValidated) {
   auto ok = KvCache::Create(backend_.get(), 3, 2, 8, o);
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ((*ok)->nbytes(), size_t{3} * 2 * 4 * 2 * 8 * 2);
+  // q8_0: whole blocks of 32 per head row (34 bytes each), so the head dim must be a multiple.
+  o.dtype = DType::kQ8_0;
+  const auto not_blocks = KvCache::Create(backend_.get(), 3, 2, 8, o);
+  EXPECT_EQ(not_blocks.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(not_blocks.status().message().find("multiple of 32"), std::string::npos);
+  auto q8 = KvCache::Create(backend_.get(), 3, 2, 64, o);
+  ASSERT_TRUE(q8.ok()) << q8.status();
+  EXPECT_EQ((*q8)->nbytes(), size_t{3} * 2 * 4 * 2 * 2 * 34);
+  EXPECT_EQ((*q8)->Keys(0, 4).dtype(), DType::kQ8_0);
 }
 
 }  // namespace

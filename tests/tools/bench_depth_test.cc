@@ -81,6 +81,28 @@ TEST_F(BenchDepthTest, BadDepthIsAClearError) {
   EXPECT_NE(err.find("-d/--depth does not apply to --memory-depth"), std::string::npos) << err;
 }
 
+// -k/--cache-type picks the KV cache's dtype (llama-bench's -ctk/-ctv); it shows in the backend
+// column and the JSON. The tiny model's 16-wide heads cannot hold q8_0 blocks of 32: a clear error.
+TEST_F(BenchDepthTest, CacheTypeSetsTheKvCacheDtype) {
+  std::string out, err;
+  ASSERT_EQ(Bench({"-p", "0", "-n", "2", "-k", "f32", "--json"}, &out, &err), 0) << err;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j[0]["cache_type"], "f32");
+  EXPECT_NE(j[0]["backend"].get<std::string>().find(" kv f32"), std::string::npos) << out;
+  ASSERT_EQ(Bench({"-p", "0", "-n", "2", "--json"}, &out, &err), 0) << err;
+  EXPECT_EQ(nlohmann::json::parse(out)[0]["cache_type"], "f16");
+  EXPECT_EQ(Bench({"-p", "0", "-n", "2", "-k", "f8"}, &out, &err), 2);
+  EXPECT_NE(err.find("unknown --cache-type 'f8'"), std::string::npos) << err;
+  EXPECT_NE(Bench({"-p", "0", "-n", "2", "--cache-type", "q8_0"}, &out, &err), 0);
+  EXPECT_NE(err.find("head dim that is a multiple of 32, got 16"), std::string::npos) << err;
+  EXPECT_NE(Bench({"-p", "0", "-n", "2", "-k", "q4_0"}, &out, &err), 0);
+  EXPECT_NE(err.find("KV cache dtype must be f16, f32 or q8_0"), std::string::npos) << err;
+  EXPECT_EQ(Bench({"--memory-depth", "100", "-k", "q8_0"}, &out, &err), 2);
+  EXPECT_NE(err.find("--cache-type (the config's kv_cache sets it) does not apply"),
+            std::string::npos)
+      << err;
+}
+
 TEST_F(BenchDepthTest, DepthPastTheTrainedContextIsAClearError) {
   std::string out, err;
   // 250 + 8 > 256 positions.

@@ -349,7 +349,7 @@ TEST(AppConfigTest, ParsesAndRejects) {
   };
   auto ok = LoadAppConfig(write(R"({"model": "/m.gguf", "embedder": "hidden",
       "long_context": {"memory_layer": 3, "retrieval_layers": [3, 5], "chunk_tokens": 64,
-                       "memory_position": "before_window"},
+                       "memory_position": "before_window", "kv_cache": "q8_0"},
       "bank": {"kv_dtype": "q8_0"}, "summarize": {"max_tokens": 10}})"));
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->model_path, "/m.gguf");
@@ -357,6 +357,15 @@ TEST(AppConfigTest, ParsesAndRejects) {
   EXPECT_EQ(ok->long_context.retrieval_layers, (std::vector<int32_t>{3, 5}));
   EXPECT_EQ(ok->long_context.memory_position, retriever::MemoryPosition::kBeforeWindow);
   EXPECT_EQ(ok->bank_kv_dtype, DType::kQ8_0);
+  EXPECT_EQ(ok->long_context.kv_cache_dtype, DType::kQ8_0);
+  auto f16_default = LoadAppConfig(write(R"({"model": "m", "long_context": {}})"));
+  ASSERT_TRUE(f16_default.ok()) << f16_default.status();
+  EXPECT_EQ(f16_default->long_context.kv_cache_dtype, DType::kF16);
+  const auto bad_kv =
+      LoadAppConfig(write(R"({"model": "m", "long_context": {"kv_cache": "q4_0"}})"));
+  EXPECT_NE(bad_kv.status().message().find("'kv_cache' must be f16, f32 or q8_0"),
+            std::string::npos)
+      << bad_kv.status();
   EXPECT_EQ(ok->summarize.max_tokens, 10);
   EXPECT_FALSE(LoadAppConfig(write("[1, 2]")).ok());
   EXPECT_FALSE(LoadAppConfig(write(R"({"embedder": "hidden"})")).ok());  // no model

@@ -171,6 +171,15 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
     RETURN_IF_ERROR(get_int(lc, "chunk_tokens", &o.chunk_tokens));
     RETURN_IF_ERROR(get_int(lc, "top_k", &o.top_k));
     RETURN_IF_ERROR(get_int(lc, "local_window", &o.local_window));
+    if (lc.contains("kv_cache")) {
+      std::string kv;
+      RETURN_IF_ERROR(get_string(lc, "kv_cache", &kv));
+      auto d = DTypeFromName(kv);
+      if (!d || (*d != DType::kF16 && *d != DType::kF32 && *d != DType::kQ8_0)) {
+        return err("kv_cache", "must be f16, f32 or q8_0");
+      }
+      o.kv_cache_dtype = *d;
+    }
     std::string pos = "zero";
     RETURN_IF_ERROR(get_string(lc, "memory_position", &pos));
     if (!retriever::ParseMemoryPosition(pos, &o.memory_position)) {

@@ -25,6 +25,7 @@
 #include "device_backend.h"
 #include "llm_cli.h"
 #include "muninn/core/cpu_features.h"
+#include "muninn/core/dtype.h"
 
 namespace muninn::tools {
 namespace {
@@ -48,6 +49,8 @@ struct BenchFlags {
   // Depth + test tokens past the model's trained context are an error unless this is set (speed
   // can be measured there; output quality is not defined).
   bool allow_ctx_overflow = false;
+  // -k/--cache-type: the KV cache's dtype for ppN/tgN (llama-bench's -ctk/-ctv, one for both).
+  std::string cache_type = "f16";
 };
 
 struct BenchResult {
@@ -150,6 +153,13 @@ int RunBench(const BenchFlags& f) {
   }
   model::KvCacheOptions co;
   co.n_ctx = n_ctx;
+  const auto cache_dtype = DTypeFromName(f.cache_type);
+  if (!cache_dtype) {
+    std::fprintf(stderr, "muninn bench: unknown --cache-type '%s' (f16, f32 or q8_0)\n",
+                 f.cache_type.c_str());
+    return 2;
+  }
+  co.dtype = *cache_dtype;
   auto cache = m.NewKvCache(co);
   if (!cache.ok()) {
     std::fprintf(stderr, "muninn bench: %s\n", cache.status().ToString().c_str());
@@ -198,7 +208,9 @@ int RunBench(const BenchFlags& f) {
     }
   }
   const int threads = (*cm)->pool->num_threads();
-  const std::string backend = m.backend()->name();
+  // The KV cache's dtype joins the backend's name when it is not llama-bench's default, f16.
+  const std::string backend =
+      m.backend()->name() + (co.dtype == DType::kF16 ? "" : " kv " + f.cache_type);
   if (f.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const BenchResult& b : tests) {
@@ -206,6 +218,7 @@ int RunBench(const BenchFlags& f) {
                      {"model_size", m.weight_bytes()},
                      {"model_n_params", n_params},
                      {"backend", backend},
+                     {"cache_type", f.cache_type},
                      {"n_threads", threads},
                      {"test", b.test},
                      {"n_prompt", b.n_prompt},
@@ -257,6 +270,10 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
                   "(e.g. -d 0,4096: tg128 and \"tg128 @ d4096\"); default 0")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  cmd->add_option("-k,--cache-type", f->cache_type,
+                  "KV cache dtype for ppN/tgN: f16 (as llama-bench), f32, or q8_0 (CPU; like "
+                  "llama-bench's -ctk/-ctv q8_0); --memory-depth uses the config's kv_cache")
+      ->capture_default_str();
   cmd->add_flag("--allow-ctx-overflow", f->allow_ctx_overflow,
                 "Allow depth + test tokens past the model's trained context (speed only)");
   cmd->add_option("--memory-depth", f->memory_depth,
@@ -271,9 +288,12 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--embedder", f->rt.embedder, "Embedder for --memory-depth (default from the config)");
   cmd->callback([&ctx, f] {
     if (f->memory_depth > 0) {
-      if (f->exact || !f->depths.empty() || f->device != "cpu") {
+      if (f->exact || !f->depths.empty() || f->device != "cpu" || f->cache_type != "f16") {
         std::fprintf(stderr, "muninn bench: %s does not apply to --memory-depth\n",
-                     f->exact ? "--exact" : !f->depths.empty() ? "-d/--depth" : "--device");
+                     f->exact             ? "--exact"
+                     : !f->depths.empty() ? "-d/--depth"
+                     : f->device != "cpu" ? "--device"
+                                          : "--cache-type (the config's kv_cache sets it)");
         ctx.exit_code = 2;
         return;
       }

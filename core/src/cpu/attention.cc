@@ -38,6 +38,8 @@ struct ScalarIsa {
   static V ZeroIfNegInf(V x) { return x == -std::numeric_limits<float>::infinity() ? 0.0f : x; }
   static V LoadF16(const uint16_t* p) { return Fp16ToFp32(*p); }
   static V LoadF16Partial(const uint16_t* p, int) { return Fp16ToFp32(*p); }
+  static V LoadI8(const int8_t* p) { return static_cast<float>(*p); }
+  static V Set1F16(uint16_t h) { return Fp16ToFp32(h); }
 };
 
 int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -111,7 +113,8 @@ Operand OperandOf(const Tensor& t) {
   return Operand{static_cast<const char*>(t.data()), t.stride(0), t.stride(1), t.dtype()};
 }
 
-Status CheckOperand(const Tensor& t, const char* name, bool f16_ok) {
+// `kv`: a key or value operand, which may also be f16 or q8_0 (head dim a multiple of 32).
+Status CheckOperand(const Tensor& t, const char* name, bool kv) {
   if (!t.defined()) return InvalidArgumentError(std::string("Attention: ") + name + " is undefined");
   if (!t.device().is_cpu()) {
     return InvalidArgumentError(std::string("Attention: ") + name +
@@ -121,10 +124,11 @@ Status CheckOperand(const Tensor& t, const char* name, bool f16_ok) {
     return InvalidArgumentError(std::string("Attention: ") + name +
                                 " must be 3-d [rows, heads, head_dim], got " + t.DebugString());
   }
-  const bool dtype_ok = t.dtype() == DType::kF32 || (f16_ok && t.dtype() == DType::kF16);
+  const bool dtype_ok =
+      t.dtype() == DType::kF32 || (kv && (t.dtype() == DType::kF16 || t.dtype() == DType::kQ8_0));
   if (!dtype_ok) {
     return InvalidArgumentError(std::string("Attention: ") + name + " must be f32" +
-                                (f16_ok ? " or f16" : "") + ", got " + t.DebugString());
+                                (kv ? ", f16 or q8_0" : "") + ", got " + t.DebugString());
   }
   if (t.stride(2) != static_cast<int64_t>(GetDTypeInfo(t.dtype()).block_bytes)) {
     return InvalidArgumentError(std::string("Attention: ") + name +
@@ -142,7 +146,11 @@ struct ByteRange {
 ByteRange RangeOf(const Tensor& t) {
   if (!t.defined() || t.numel() == 0) return {};
   uintptr_t last = reinterpret_cast<uintptr_t>(t.data());
-  for (int i = 0; i < t.ndim(); ++i) last += static_cast<uintptr_t>((t.dim(i) - 1) * t.stride(i));
+  for (int i = 0; i < t.ndim(); ++i) {
+    // A quantized innermost dimension counts elements but strides per block.
+    const int64_t n = i == t.ndim() - 1 ? t.dim(i) / BlockSize(t.dtype()) : t.dim(i);
+    last += static_cast<uintptr_t>((n - 1) * t.stride(i));
+  }
   return {reinterpret_cast<uintptr_t>(t.data()),
           last + static_cast<uintptr_t>(GetDTypeInfo(t.dtype()).block_bytes)};
 }

@@ -65,6 +65,11 @@ struct Avx2Isa {
     std::memcpy(tmp, p, static_cast<size_t>(count) * sizeof(uint16_t));
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tmp)));
   }
+  static V Set1F16(uint16_t h) { return _mm256_set1_ps(_cvtsh_ss(h)); }
+  static V LoadI8(const int8_t* p) {
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
 };
 
 }  // namespace

@@ -82,6 +82,11 @@ struct Avx512Isa {
     const __mmask16 m = static_cast<__mmask16>((1u << count) - 1u);
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
   }
+  static V Set1F16(uint16_t h) { return _mm512_set1_ps(_cvtsh_ss(h)); }
+  static V LoadI8(const int8_t* p) {
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
 };
 
 }  // namespace

@@ -49,7 +49,8 @@ struct QueryBlock {
 };
 
 // Up to kKeyTile consecutive keys of one kv head: key j at k + j * k_stride ([d] elements of
-// k_dtype, packed), value j at v + j * v_stride ([dv] elements of v_dtype). Dtypes: f32 or f16.
+// k_dtype, packed), value j at v + j * v_stride ([dv] elements of v_dtype). Dtypes: f32, f16, or
+// q8_0 (GGUF's blocks of 32 int8 with one f16 scale, 34 bytes; the head dim a multiple of 32).
 struct KeyTile {
   const char* k;
   int64_t k_stride;
@@ -118,7 +119,40 @@ AttentionPlan PlanAttention(int64_t T, int64_t S, int64_t M, int64_t n_head, int
 //   Zero, Set1, Load, Store (unaligned), Fma(a, b, c) = a * b + c, Mul, Add, Sub, Max,
 //   ReduceAdd (sum of lanes), kScoreKeys (4: ReduceAdd4(const V a[4], float out[4]) writes the
 //   four vectors' lane sums; else 2), Exp (e^x for x <= 0, exactly 0 below -87 and for -inf),
-//   ZeroIfNegInf, LoadF16 (kW halves), LoadF16Partial (count < kW halves, rest 0).
+//   ZeroIfNegInf, LoadF16 (kW halves), LoadF16Partial (count < kW halves, rest 0), LoadI8 (kW
+//   int8 as floats), Set1F16 (one half, converted and broadcast).
+
+// How a K or V row is stored: f32, f16, or q8_0 blocks.
+enum class KvFmt { kF32, kF16, kQ8 };
+inline constexpr int64_t kQ8Block = 32;       // elements per q8_0 block
+inline constexpr int64_t kQ8BlockBytes = 34;  // its f16 scale, then 32 int8
+
+inline KvFmt KvFmtOf(DType d) {
+  return d == DType::kF16 ? KvFmt::kF16 : d == DType::kQ8_0 ? KvFmt::kQ8 : KvFmt::kF32;
+}
+
+// Bytes of the first `n` elements of a row (n a multiple of kQ8Block for q8_0).
+inline constexpr int64_t KvRowBytes(KvFmt f, int64_t n) {
+  return f == KvFmt::kF32 ? 4 * n : f == KvFmt::kF16 ? 2 * n : n / kQ8Block * kQ8BlockBytes;
+}
+
+// W floats of a row from column c, which must leave a whole vector inside the row (for q8_0 it
+// does whenever c < len: len is a multiple of 32 and W divides 32).
+template <class A, KvFmt F>
+[[gnu::always_inline]] inline typename A::V LoadExact(const char* row, int64_t c) {
+  if constexpr (F == KvFmt::kF16) {
+    return A::LoadF16(reinterpret_cast<const uint16_t*>(row) + c);
+  } else if constexpr (F == KvFmt::kQ8) {
+    static_assert(kQ8Block % A::kW == 0, "a vector must not straddle two q8_0 blocks");
+    const char* block = row + c / kQ8Block * kQ8BlockBytes;
+    uint16_t scale;
+    std::memcpy(&scale, block, sizeof scale);
+    return A::Mul(A::LoadI8(reinterpret_cast<const int8_t*>(block + 2) + c % kQ8Block),
+                  A::Set1F16(scale));
+  } else {
+    return A::Load(reinterpret_cast<const float*>(row) + c);
+  }
+}
 
 template <class A>
 void ConvertRows(const char* src, int64_t stride, DType dtype, int n, int64_t len, int64_t lenp,
@@ -128,7 +162,9 @@ void ConvertRows(const char* src, int64_t stride, DType dtype, int n, int64_t le
     const char* row = src + j * stride;
     float* out = dst + j * lenp;
     int64_t c = 0;
-    if (dtype == DType::kF32) {
+    if (dtype == DType::kQ8_0) {
+      for (; c < len; c += W) A::Store(out + c, LoadExact<A, KvFmt::kQ8>(row, c));
+    } else if (dtype == DType::kF32) {
       const float* s = reinterpret_cast<const float*>(row);
       for (; c + W <= len; c += W) A::Store(out + c, A::Load(s + c));
       for (; c < len; ++c) out[c] = s[c];
@@ -244,13 +280,14 @@ void PvRows(const QueryBlock& qb, int n, const float* p, const float* vf, int r0
 
 inline constexpr int kFewRows = 4;  // blocks of up to this many rows take the few-rows path
 
-// W floats of a K or V row (f16 when kF16, else f32) starting at column c, zero past `len`.
-template <class A, bool kF16>
-[[gnu::always_inline]] inline typename A::V LoadRowVector(const char* row, int64_t c,
-                                                          int64_t len) {
+// W floats of a K or V row (stored as F) starting at column c, zero past `len`.
+template <class A, KvFmt F>
+[[gnu::always_inline]] inline typename A::V LoadRowVector(const char* row, int64_t c, int64_t len) {
   constexpr int W = A::kW;
   if (c >= len) return A::Zero();  // a chunk of the padding (dv < dvp)
-  if constexpr (!kF16) {
+  if constexpr (F == KvFmt::kQ8) {
+    return LoadExact<A, F>(row, c);  // len is a multiple of 32: the vector is whole
+  } else if constexpr (F == KvFmt::kF32) {
     const float* s = reinterpret_cast<const float*>(row) + c;
     if (c + W <= len) return A::Load(s);
     float tmp[W] = {};
@@ -264,7 +301,7 @@ template <class A, bool kF16>
 }
 
 // p[r * kKeyTile + j] = q_r . k_j for the R rows of the block and the tile's n keys.
-template <class A, int R, bool kF16>
+template <class A, int R, KvFmt F>
 void FewRowScores(const QueryBlock& qb, const KeyTile& tile, float* p) {
   using V = typename A::V;
   constexpr int W = A::kW;
@@ -273,7 +310,7 @@ void FewRowScores(const QueryBlock& qb, const KeyTile& tile, float* p) {
     V acc[R];
     for (int r = 0; r < R; ++r) acc[r] = A::Zero();
     for (int64_t c = 0; c < qb.d; c += W) {
-      const V kv = LoadRowVector<A, kF16>(krow, c, qb.d);
+      const V kv = LoadRowVector<A, F>(krow, c, qb.d);
       for (int r = 0; r < R; ++r) acc[r] = A::Fma(A::Load(qb.q + r * qb.dp + c), kv, acc[r]);
     }
     for (int r = 0; r < R; ++r) p[r * kKeyTile + j] = A::ReduceAdd(acc[r]);
@@ -291,19 +328,11 @@ inline constexpr int kPrefetchRows = 24;
   for (int64_t b = 0; b < bytes && b < 256; b += 64) __builtin_prefetch(row + b, 0, 3);
 }
 
-template <class A, bool kF16>
-[[gnu::always_inline]] inline typename A::V LoadExact(const char* row, int64_t c) {
-  if constexpr (kF16) {
-    return A::LoadF16(reinterpret_cast<const uint16_t*>(row) + c);
-  } else {
-    return A::Load(reinterpret_cast<const float*>(row) + c);
-  }
-}
-
-template <class A, int R, int ND, bool kF16>
+template <class A, int R, int ND, KvFmt F>
 void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
   using V = typename A::V;
   constexpr int W = A::kW;
+  constexpr int64_t kRowBytes = KvRowBytes(F, ND * W);
   int j = 0;
   if constexpr (A::kScoreKeys == 4) {
     // Four keys at a time: R x 4 accumulators, then one transposing reduction per row that sums
@@ -313,7 +342,7 @@ void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
       const char* k0 = tile.k + j * tile.k_stride;
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
-        PrefetchRow(k0 + (kPrefetchRows + k) * tile.k_stride, ND * W * (kF16 ? 2 : 4));
+        PrefetchRow(k0 + (kPrefetchRows + k) * tile.k_stride, kRowBytes);
       }
       V a[R][4];
 #pragma GCC unroll 8
@@ -325,7 +354,7 @@ void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
       for (int c = 0; c < ND; ++c) {
         V x[4];
 #pragma GCC unroll 4
-        for (int k = 0; k < 4; ++k) x[k] = LoadExact<A, kF16>(k0 + k * tile.k_stride, c * W);
+        for (int k = 0; k < 4; ++k) x[k] = LoadExact<A, F>(k0 + k * tile.k_stride, c * W);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const V qv = A::Load(qb.q + r * qb.dp + c * W);
@@ -340,15 +369,15 @@ void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
   for (; j + 2 <= tile.n; j += 2) {
     const char* k0 = tile.k + j * tile.k_stride;
     const char* k1 = k0 + tile.k_stride;
-    PrefetchRow(k0 + kPrefetchRows * tile.k_stride, ND * W * (kF16 ? 2 : 4));
-    PrefetchRow(k1 + kPrefetchRows * tile.k_stride, ND * W * (kF16 ? 2 : 4));
+    PrefetchRow(k0 + kPrefetchRows * tile.k_stride, kRowBytes);
+    PrefetchRow(k1 + kPrefetchRows * tile.k_stride, kRowBytes);
     V a0[R], a1[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) a0[r] = a1[r] = A::Zero();
 #pragma GCC unroll 8
     for (int c = 0; c < ND; ++c) {
-      const V x0 = LoadExact<A, kF16>(k0, c * W);
-      const V x1 = LoadExact<A, kF16>(k1, c * W);
+      const V x0 = LoadExact<A, F>(k0, c * W);
+      const V x1 = LoadExact<A, F>(k1, c * W);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const V qv = A::Load(qb.q + r * qb.dp + c * W);
@@ -369,7 +398,7 @@ void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
     for (int r = 0; r < R; ++r) a0[r] = A::Zero();
 #pragma GCC unroll 8
     for (int c = 0; c < ND; ++c) {
-      const V x0 = LoadExact<A, kF16>(k0, c * W);
+      const V x0 = LoadExact<A, F>(k0, c * W);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) a0[r] = A::Fma(A::Load(qb.q + r * qb.dp + c * W), x0, a0[r]);
     }
@@ -380,9 +409,8 @@ void FewRowScoresExact(const QueryBlock& qb, const KeyTile& tile, float* p) {
 
 // acc_r[x0, x0 + NV*W) += sum_j p[r][j] * v_j[x0, ...) for the R rows. kExact: dv == dvp (every
 // chunk whole), so rows load without bounds checks and the accumulators stay in registers.
-template <class A, int R, int NV, bool kF16, bool kExact>
-void FewRowPv(const QueryBlock& qb, const KeyTile& tile, const float* p, int64_t x0,
-              float* acc) {
+template <class A, int R, int NV, KvFmt F, bool kExact>
+void FewRowPv(const QueryBlock& qb, const KeyTile& tile, const float* p, int64_t x0, float* acc) {
   using V = typename A::V;
   constexpr int W = A::kW;
   V a[R][NV];
@@ -393,14 +421,14 @@ void FewRowPv(const QueryBlock& qb, const KeyTile& tile, const float* p, int64_t
   }
   for (int j = 0; j < tile.n; ++j) {
     const char* vrow = tile.v + j * tile.v_stride;
-    if (x0 == 0) PrefetchRow(vrow + kPrefetchRows * tile.v_stride, qb.dv * (kF16 ? 2 : 4));
+    if (x0 == 0) PrefetchRow(vrow + kPrefetchRows * tile.v_stride, KvRowBytes(F, qb.dv));
     V v[NV];
 #pragma GCC unroll 8
     for (int b = 0; b < NV; ++b) {
       if constexpr (kExact) {
-        v[b] = LoadExact<A, kF16>(vrow, x0 + b * W);
+        v[b] = LoadExact<A, F>(vrow, x0 + b * W);
       } else {
-        v[b] = LoadRowVector<A, kF16>(vrow, x0 + b * W, qb.dv);
+        v[b] = LoadRowVector<A, F>(vrow, x0 + b * W, qb.dv);
       }
     }
 #pragma GCC unroll 8
@@ -417,22 +445,34 @@ void FewRowPv(const QueryBlock& qb, const KeyTile& tile, const float* p, int64_t
   }
 }
 
-template <class A, int R, bool kF16>
+template <class A, int R, KvFmt F>
 void FewRowPvAll(const QueryBlock& qb, const KeyTile& tile, const float* p, float* acc) {
   constexpr int W = A::kW;
   constexpr int NV = A::kMaxNv;
   int64_t x0 = 0;
   if (qb.dvp == qb.dv) {
     for (; x0 + NV * W <= qb.dvp; x0 += NV * W) {
-      FewRowPv<A, R, NV, kF16, true>(qb, tile, p, x0, acc);
+      FewRowPv<A, R, NV, F, true>(qb, tile, p, x0, acc);
     }
-    for (; x0 < qb.dvp; x0 += W) FewRowPv<A, R, 1, kF16, true>(qb, tile, p, x0, acc);
+    for (; x0 < qb.dvp; x0 += W) FewRowPv<A, R, 1, F, true>(qb, tile, p, x0, acc);
     return;
   }
   for (; x0 + NV * W <= qb.dvp; x0 += NV * W) {
-    FewRowPv<A, R, NV, kF16, false>(qb, tile, p, x0, acc);
+    FewRowPv<A, R, NV, F, false>(qb, tile, p, x0, acc);
   }
-  for (; x0 < qb.dvp; x0 += W) FewRowPv<A, R, 1, kF16, false>(qb, tile, p, x0, acc);
+  for (; x0 < qb.dvp; x0 += W) FewRowPv<A, R, 1, F, false>(qb, tile, p, x0, acc);
+}
+
+// Scores for keys stored as F: the unrolled path when a key row is 4 or 8 whole vectors.
+template <class A, int R, KvFmt F>
+void FewRowScoresFor(const QueryBlock& qb, const KeyTile& tile, int64_t nd, float* p) {
+  if (nd == 4) {
+    FewRowScoresExact<A, R, 4, F>(qb, tile, p);
+  } else if (nd == 8) {
+    FewRowScoresExact<A, R, 8, F>(qb, tile, p);
+  } else {
+    FewRowScores<A, R, F>(qb, tile, p);
+  }
 }
 
 template <class A, int R>
@@ -445,20 +485,17 @@ void AttendTileFewRows(const QueryBlock& qb, const KeyTile& tile, const TileScra
   // Whole vectors of keys per row; the columns [n, nw) are -inf (exp gives 0 there).
   const int nw = (n + W - 1) / W * W;  // <= kKeyTile (a multiple of every W)
   float* p = sc.p;                     // [R, kKeyTile]: fits, kKeyTile * rp >= R * kKeyTile
-  const bool k16 = tile.k_dtype == DType::kF16;
   const int64_t nd = qb.dp == qb.d ? qb.d / W : 0;  // whole vectors per key row, 0: not exact
-  if (nd == 4 && k16) {
-    FewRowScoresExact<A, R, 4, true>(qb, tile, p);
-  } else if (nd == 4) {
-    FewRowScoresExact<A, R, 4, false>(qb, tile, p);
-  } else if (nd == 8 && k16) {
-    FewRowScoresExact<A, R, 8, true>(qb, tile, p);
-  } else if (nd == 8) {
-    FewRowScoresExact<A, R, 8, false>(qb, tile, p);
-  } else if (k16) {
-    FewRowScores<A, R, true>(qb, tile, p);
-  } else {
-    FewRowScores<A, R, false>(qb, tile, p);
+  switch (KvFmtOf(tile.k_dtype)) {
+    case KvFmt::kF16:
+      FewRowScoresFor<A, R, KvFmt::kF16>(qb, tile, nd, p);
+      break;
+    case KvFmt::kQ8:
+      FewRowScoresFor<A, R, KvFmt::kQ8>(qb, tile, nd, p);
+      break;
+    case KvFmt::kF32:
+      FewRowScoresFor<A, R, KvFmt::kF32>(qb, tile, nd, p);
+      break;
   }
   if (qb.bias != nullptr) {  // the memory tiles' per-head logit bias
     for (int r = 0; r < R; ++r) {
@@ -505,10 +542,16 @@ void AttendTileFewRows(const QueryBlock& qb, const KeyTile& tile, const TileScra
     }
   }
   // acc += p . V, in column chunks of kMaxNv vectors (the accumulators stay in registers).
-  if (tile.v_dtype == DType::kF16) {
-    FewRowPvAll<A, R, true>(qb, tile, p, st.acc);
-  } else {
-    FewRowPvAll<A, R, false>(qb, tile, p, st.acc);
+  switch (KvFmtOf(tile.v_dtype)) {
+    case KvFmt::kF16:
+      FewRowPvAll<A, R, KvFmt::kF16>(qb, tile, p, st.acc);
+      break;
+    case KvFmt::kQ8:
+      FewRowPvAll<A, R, KvFmt::kQ8>(qb, tile, p, st.acc);
+      break;
+    case KvFmt::kF32:
+      FewRowPvAll<A, R, KvFmt::kF32>(qb, tile, p, st.acc);
+      break;
   }
 }
 

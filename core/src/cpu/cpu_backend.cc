@@ -38,8 +38,8 @@ bool CpuSupportsOp(const OpDesc& op) {
         default:
           return false;
       }
-    case OpKind::kAttention:
-      return op.dtype == DType::kF32 || op.dtype == DType::kF16;
+    case OpKind::kAttention:  // the K/V dtype
+      return op.dtype == DType::kF32 || op.dtype == DType::kF16 || op.dtype == DType::kQ8_0;
     default:
       return op.dtype == DType::kF32;
   }

@@ -1,7 +1,8 @@
 // KvCache: per-slot keys and values of the tokens a sequence has seen so far.
 //
 // Layout: for each slot, K and V are [n_ctx, n_head_kv, head_dim] in the cache dtype
-// (f16 by default, halving the bytes decode reads; f32 for exactness), allocated once on the
+// (f16 by default, halving the bytes decode reads; f32 for exactness; q8_0, 34 bytes per 32
+// values, halving them again where the backend attends over it), allocated once on the
 // backend's device. Position p of the sequence lives in row p. Keys are stored AFTER RoPE (the
 // pre-RoPE keys a memory layer needs are captured separately, see ForwardOptions::capture_layer).
 //
@@ -35,7 +36,7 @@ namespace muninn::model {
 
 struct KvCacheOptions {
   int64_t n_ctx = 2048;         // positions the cache can hold (> 0)
-  DType dtype = DType::kF16;    // kF16 or kF32
+  DType dtype = DType::kF16;    // kF16, kF32, or kQ8_0 (half f16's bytes; CPU backend only)
   // Recurrent models only (ignored by plain ones): core iterations that get their own slots under
   // kFull / kCompressR sharing (0: the model's default r), and the sharing rule.
   int32_t max_steps = 0;
