@@ -255,7 +255,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{11, 19, 2, true, false, 5, 7, true},  // two query blocks: db summed
                       Case{3, 6, 2, false, false, 5, 7, true},
                       Case{1, 9, 4, true, false, 5, 7, true},
-                      Case{5, 5, 0, true, false, 5, 7, true}),  // bias without memory: no effect
+                      Case{5, 5, 0, true, false, 5, 7, true},  // bias without memory: no effect
+                      // several 64-key tiles of memory and of local keys, partial last tiles,
+                      // several pass-2 key blocks, the causal edge inside a tile
+                      Case{20, 70, 66, true, false, 5, 7, true},
+                      Case{20, 70, 66, true, true, 5, 7, true}, Case{30, 70, 0, false, false}),
     [](const ::testing::TestParamInfo<Case>& param_info) {
       const Case& c = param_info.param;
       return "T" + std::to_string(c.T) + "S" + std::to_string(c.S) + "M" + std::to_string(c.M) +
