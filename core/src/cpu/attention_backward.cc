@@ -108,8 +108,8 @@ void AttentionForwardTrain(ThreadPool* pool, const AttentionTrainDims& dims, con
   a.mem_bias = mem_bias;
   a.out = out;
   a.out_lse = lse;
-  const int64_t n_tasks = (g.T + cpu::attn_train::kRowsPerTask - 1) / cpu::attn_train::kRowsPerTask;
-  DynamicFor(pool, n_tasks, [&](int64_t task) { kernels.forward(g, a, task); });
+  const int64_t n_qblocks = (g.T + cpu::attn_train::kQueryBlock - 1) / cpu::attn_train::kQueryBlock;
+  DynamicFor(pool, n_qblocks * g.Hkv, [&](int64_t task) { kernels.forward(g, a, task); });
 }
 
 void AttentionBackward(ThreadPool* pool, const AttentionTrainDims& dims, const float* q,
