@@ -246,20 +246,21 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{5, 7, 3, true, false, 13, 19},
                       Case{4, 4, 3, true, true},  // memory scored by separate queries
                       Case{4, 6, 2, true, true, 16, 24},
-                      Case{11, 19, 2, true, false},  // several query and key blocks
+                      Case{11, 19, 2, true, false},  // queries and keys of one block
                       Case{17, 17, 0, true, false}, Case{3, 6, 2, false, false},  // bidirectional
                       Case{1, 9, 4, true, false},  // one query (decode-shaped)
                       // per-head memory logit bias
                       Case{5, 7, 3, true, false, 5, 7, true},
                       Case{4, 6, 2, true, true, 16, 24, true},
-                      Case{11, 19, 2, true, false, 5, 7, true},  // two query blocks: db summed
+                      Case{11, 19, 2, true, false, 5, 7, true},
                       Case{3, 6, 2, false, false, 5, 7, true},
                       Case{1, 9, 4, true, false, 5, 7, true},
                       Case{5, 5, 0, true, false, 5, 7, true},  // bias without memory: no effect
                       // several 64-key tiles of memory and of local keys, partial last tiles,
-                      // several pass-2 key blocks, the causal edge inside a tile
+                      // several pass-2 key blocks, the causal edge inside a tile; T 40: two
+                      // forward / pass-1 query blocks of 32 (dmem_bias summed over them)
                       Case{20, 70, 66, true, false, 5, 7, true},
-                      Case{20, 70, 66, true, true, 5, 7, true}, Case{30, 70, 0, false, false}),
+                      Case{40, 70, 66, true, true, 5, 7, true}, Case{40, 70, 0, false, false}),
     [](const ::testing::TestParamInfo<Case>& param_info) {
       const Case& c = param_info.param;
       return "T" + std::to_string(c.T) + "S" + std::to_string(c.S) + "M" + std::to_string(c.M) +

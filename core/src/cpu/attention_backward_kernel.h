@@ -24,7 +24,7 @@
 
 namespace muninn::cpu::attn_train {
 
-inline constexpr int64_t kQueryBlock = 8;   // forward, pass 1: query rows per task (times G heads)
+inline constexpr int64_t kQueryBlock = 32;  // forward, pass 1: query rows per task (times G heads)
 inline constexpr int64_t kKeyBlock = 64;    // pass 2: key rows per task (one key tile)
 
 struct Geometry {
