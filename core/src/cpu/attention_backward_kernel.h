@@ -1,11 +1,12 @@
 // Private to the CPU backend: the per-task bodies of the training attention (contract in
 // attention_backward.h, driver in attention_backward.cc). They are templates on a tag type so
 // that each ISA file instantiates its own copy with its own compiler flags (internal linkage
-// through the file-local tag, as attention_kernel.h does); the loops are plain C++ that the
-// compiler vectorises for the target.
+// through the file-local tag, as attention_kernel.h does); the loops are plain C++ and GCC vector
+// extensions (16 floats) that compile to each target's vectors.
 //
-// Backward (FlashAttention-2's two loops, keys in tiles of 64): P = exp(scale · q·k (+ b[h] for memory
-// keys) - lse) is recomputed from the forward's lse, dP = dO · v, D = rowsum(dO ∘ O),
+// Forward: per block of query rows and kv head, the keys in tiles of 64 with an online softmax.
+// Backward (FlashAttention-2's two loops, keys in tiles of 64): P = exp(scale · q·k (+ b[h] for
+// memory keys) - lse) is recomputed from the forward's lse, dP = dO · v, D = rowsum(dO ∘ O),
 // dS = P ∘ (dP - D);
 //   pass 1, per block of query rows and kv head:  dQ = scale · dS · K (memory keys: dMemQ), and
 //                                                 the block's Σ dS over memory keys per head (db)
@@ -15,7 +16,6 @@
 #pragma once
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -83,29 +83,6 @@ inline void Axpy(float a, const float* __restrict x, float* __restrict y, int64_
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
-// e^x for x <= 0 in plain float arithmetic that the compiler vectorises (std::exp in a loop does
-// not vectorise without -ffast-math): x = n ln2 + r with |r| <= ln2/2, e^r by its degree-7 Taylor
-// polynomial (relative error < 2e-7 with float rounding), times 2^n built in the exponent field.
-// Below -87 (masked keys pass -inf) the result is exactly 0.
-template <class Tag>
-inline float ExpNonPositive(float x) {
-  const bool keep = x >= -87.0f;
-  x = keep ? x : -87.0f;
-  const float n = std::floor(x * 1.44269504f + 0.5f);
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const auto bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  return keep ? p * std::bit_cast<float>(bits) : 0.0f;
-}
-
 // Keys (or values) are handled in tiles of kKeyTile, transposed into [dim][kKeyTile] scratch so
 // that a row's scores against the whole tile are FMAs over keys as vector lanes (no horizontal
 // sums); columns past the tile's n keys are zero.
@@ -143,8 +120,10 @@ template <class Tag>
 
 using I16 = int32_t __attribute__((vector_size(64)));
 
-// ExpNonPositive on 16 lanes at once (the scalar loop does not vectorise at -O2): 2^n from the
-// rounding of x · log2(e) by the 1.5 · 2^23 trick, the same polynomial, 0 below -87.
+// e^x for x <= 0 on 16 lanes (std::exp in a loop does not vectorise without -ffast-math):
+// x = n ln2 + r with |r| <= ln2/2 (n rounded by the 1.5 · 2^23 trick), e^r by its degree-7 Taylor
+// polynomial (relative error < 2e-7 with float rounding), times 2^n built in the exponent field.
+// Below -87 (masked keys) the result is exactly 0.
 template <class Tag>
 [[gnu::always_inline]] inline V16 ExpV(V16 x) {
   const I16 keep = x >= -87.0f;
@@ -184,7 +163,8 @@ inline void RowsTimesTile(const float* const* x, const float* tile, int64_t dim,
   V16 acc[R][4] = {};
   for (int64_t i = 0; i < dim; ++i) {
     const float* t = tile + i * kKeyTile;
-    const V16 t0 = LoadV<Tag>(t), t1 = LoadV<Tag>(t + 16), t2 = LoadV<Tag>(t + 32), t3 = LoadV<Tag>(t + 48);
+    const V16 t0 = LoadV<Tag>(t), t1 = LoadV<Tag>(t + 16), t2 = LoadV<Tag>(t + 32),
+              t3 = LoadV<Tag>(t + 48);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const float xr = x[r][i];
@@ -219,8 +199,8 @@ inline void AxpyRows(const float* c, const float* const* x, float* y, int64_t n)
 // out[r][i] += scale · Σ_{jj < n} c[r][jj] · rows[jj · stride + i] for i < dim (R rows times
 // n key rows): each key row chunk is loaded once for the R rows, accumulators in registers.
 template <class Tag, int R>
-inline void CoefTimesRows(const float (*c)[kKeyTile], const float* rows, int64_t stride,
-                          int64_t n, int64_t dim, float scale, float* const* out) {
+inline void CoefTimesRows(const float (*c)[kKeyTile], const float* rows, int64_t stride, int64_t n,
+                          int64_t dim, float scale, float* const* out) {
   int64_t i0 = 0;
   for (; i0 + 16 <= dim; i0 += 16) {
     V16 acc[R] = {};
@@ -236,6 +216,36 @@ inline void CoefTimesRows(const float (*c)[kKeyTile], const float* rows, int64_t
       float acc = 0.0f;
       for (int64_t jj = 0; jj < n; ++jj) acc += c[r][jj] * rows[jj * stride + i0];
       out[r][i0] += scale * acc;
+    }
+  }
+}
+
+// The key tiles a query block [t0, t1) reads: fn(kbase, vbase, qbase, j0, n, memory) for the
+// memory tiles (scored with mem_q when given), then the local tiles up to the block's last
+// visible key.
+template <class Fn>
+inline void ForEachKeyTile(const Geometry& g, const Args& a, int64_t t0, int64_t t1, Fn&& fn) {
+  for (int64_t j0 = 0; j0 < g.M; j0 += kKeyTile) {
+    fn(a.mem_k, a.mem_v, a.mem_q != nullptr ? a.mem_q : a.q, j0, std::min(kKeyTile, g.M - j0),
+       /*memory=*/true);
+  }
+  const int64_t vis = t1 > t0 ? g.Visible(t1 - 1) : 0;
+  for (int64_t j0 = 0; j0 < vis; j0 += kKeyTile) {
+    fn(a.k, a.v, a.q, j0, std::min(kKeyTile, vis - j0), /*memory=*/false);
+  }
+}
+
+// fn(t, h0, R, nv) for every query t of [t0, t1) that sees nv > 0 of the tile's keys [j0, j0 + n)
+// (all memory keys; local keys below Visible(t)) and every chunk h0 .. h0 + R (R <= kMaxRows) of
+// kv head kvh's query heads.
+template <class Fn>
+inline void ForEachRowChunk(const Geometry& g, int64_t kvh, int64_t t0, int64_t t1, int64_t j0,
+                            int64_t n, bool memory, Fn&& fn) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t nv = memory ? n : std::clamp<int64_t>(g.Visible(t) - j0, 0, n);
+    if (nv == 0) continue;
+    for (int64_t h0 = kvh * g.G; h0 < (kvh + 1) * g.G; h0 += kMaxRows) {
+      fn(t, h0, std::min<int64_t>(kMaxRows, (kvh + 1) * g.G - h0), nv);
     }
   }
 }
@@ -286,40 +296,29 @@ void Pass1Task(const Geometry& g, const Args& a, int64_t task) {
       if (a.dmq != a.dq) std::fill(a.dmq + row * g.d, a.dmq + (row + 1) * g.d, 0.0f);
     }
   }
-  std::vector<float> kt(static_cast<size_t>(g.d * kKeyTile)), vt(static_cast<size_t>(g.dv * kKeyTile));
+  std::vector<float> kt(static_cast<size_t>(g.d * kKeyTile)),
+      vt(static_cast<size_t>(g.dv * kKeyTile));
   // Σ dS over this block's memory keys per head of the group, summed in (tile, query, key) order.
   std::vector<double> db(static_cast<size_t>(g.G), 0.0);
-  // One tile of keys [j0, j0 + n) of `kbase`/`vbase` ([keys, Hkv, d] / [.., dv]).
-  const auto tile = [&](const float* kbase, const float* vbase, int64_t j0, int64_t n,
-                        const float* qbase, float* dqbase, bool memory) {
-    TransposeTile<Tag>(kbase + kvh * g.d, g.Hkv * g.d, j0, n, g.d, kt.data());
-    TransposeTile<Tag>(vbase + kvh * g.dv, g.Hkv * g.dv, j0, n, g.dv, vt.data());
-    for (int64_t t = t0; t < t1; ++t) {
-      // Keys of the tile this query sees: all memory keys; local keys below Visible(t).
-      const int64_t nv = memory ? n : std::clamp<int64_t>(g.Visible(t) - j0, 0, n);
-      if (nv == 0) continue;
-      for (int64_t h0 = kvh * g.G; h0 < (kvh + 1) * g.G; h0 += kMaxRows) {
-        const int64_t R = std::min<int64_t>(kMaxRows, (kvh + 1) * g.G - h0);
-        auto* fn = R == 1   ? &Pass1Rows<Tag, 1>
-                   : R == 2 ? &Pass1Rows<Tag, 2>
-                   : R == 3 ? &Pass1Rows<Tag, 3>
-                            : &Pass1Rows<Tag, 4>;
-        fn(g, a, kvh, t, h0, memory, kbase, j0, nv, kt.data(), vt.data(), qbase, dqbase,
-           db.data());
-      }
-    }
-  };
-  for (int64_t j0 = 0; j0 < g.M; j0 += kKeyTile) {
-    tile(a.mem_k, a.mem_v, j0, std::min(kKeyTile, g.M - j0), a.mem_q != nullptr ? a.mem_q : a.q,
-         a.dmq, /*memory=*/true);
-  }
+  ForEachKeyTile(g, a, t0, t1,
+                 [&](const float* kbase, const float* vbase, const float* qbase, int64_t j0,
+                     int64_t n, bool memory) {
+                   TransposeTile<Tag>(kbase + kvh * g.d, g.Hkv * g.d, j0, n, g.d, kt.data());
+                   TransposeTile<Tag>(vbase + kvh * g.dv, g.Hkv * g.dv, j0, n, g.dv, vt.data());
+                   float* dqbase = memory ? a.dmq : a.dq;
+                   ForEachRowChunk(g, kvh, t0, t1, j0, n, memory,
+                                   [&](int64_t t, int64_t h0, int64_t R, int64_t nv) {
+                                     auto* fn = R == 1   ? &Pass1Rows<Tag, 1>
+                                                : R == 2 ? &Pass1Rows<Tag, 2>
+                                                : R == 3 ? &Pass1Rows<Tag, 3>
+                                                         : &Pass1Rows<Tag, 4>;
+                                     fn(g, a, kvh, t, h0, memory, kbase, j0, nv, kt.data(),
+                                        vt.data(), qbase, dqbase, db.data());
+                                   });
+                 });
   if (a.db_part != nullptr) {
     float* part = a.db_part + (task / g.Hkv) * g.H + kvh * g.G;
     for (int64_t i = 0; i < g.G; ++i) part[i] = static_cast<float>(db[static_cast<size_t>(i)]);
-  }
-  const int64_t vis = t1 > t0 ? g.Visible(t1 - 1) : 0;
-  for (int64_t j0 = 0; j0 < vis; j0 += kKeyTile) {
-    tile(a.k, a.v, j0, std::min(kKeyTile, vis - j0), a.q, a.dq, /*memory=*/false);
   }
 }
 
@@ -345,7 +344,7 @@ void ForwardRows(const Geometry& g, const Args& a, int64_t kvh, int64_t t, int64
     if (m[r] != mx) {  // the running max moved: rescale what was summed so far
       const float corr = m[r] == -std::numeric_limits<float>::infinity()
                              ? 0.0f
-                             : ExpNonPositive<Tag>(m[r] - mx);
+                             : ExpV<Tag>(V16{} + (m[r] - mx))[0];
       l[r] *= corr;
       for (int64_t i = 0; i < g.dv; ++i) acc[r][i] *= corr;
       m[r] = mx;
@@ -366,34 +365,24 @@ void ForwardTask(const Geometry& g, const Args& a, int64_t task) {
   std::vector<float> m(static_cast<size_t>(rows), -std::numeric_limits<float>::infinity());
   std::vector<double> l(static_cast<size_t>(rows), 0.0);
   std::vector<float> acc(static_cast<size_t>(rows * g.dv), 0.0f);
-  const auto tile = [&](const float* kbase, const float* vbase, int64_t j0, int64_t n,
-                        const float* qbase, bool memory) {
-    TransposeTile<Tag>(kbase + kvh * g.d, g.Hkv * g.d, j0, n, g.d, kt.data());
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t nv = memory ? n : std::clamp<int64_t>(g.Visible(t) - j0, 0, n);
-      if (nv == 0) continue;
-      for (int64_t h0 = kvh * g.G; h0 < (kvh + 1) * g.G; h0 += kMaxRows) {
-        const int64_t R = std::min<int64_t>(kMaxRows, (kvh + 1) * g.G - h0);
-        const int64_t r0 = (t - t0) * g.G + (h0 - kvh * g.G);
-        float* accp[kMaxRows];
-        for (int64_t r = 0; r < R; ++r) accp[r] = acc.data() + (r0 + r) * g.dv;
-        auto* fn = R == 1   ? &ForwardRows<Tag, 1>
-                   : R == 2 ? &ForwardRows<Tag, 2>
-                   : R == 3 ? &ForwardRows<Tag, 3>
-                            : &ForwardRows<Tag, 4>;
-        fn(g, a, kvh, t, h0, memory, vbase, j0, nv, kt.data(), qbase, m.data() + r0,
-           l.data() + r0, accp);
-      }
-    }
-  };
-  for (int64_t j0 = 0; j0 < g.M; j0 += kKeyTile) {
-    tile(a.mem_k, a.mem_v, j0, std::min(kKeyTile, g.M - j0), a.mem_q != nullptr ? a.mem_q : a.q,
-         /*memory=*/true);
-  }
-  const int64_t vis = t1 > t0 ? g.Visible(t1 - 1) : 0;
-  for (int64_t j0 = 0; j0 < vis; j0 += kKeyTile) {
-    tile(a.k, a.v, j0, std::min(kKeyTile, vis - j0), a.q, /*memory=*/false);
-  }
+  ForEachKeyTile(g, a, t0, t1,
+                 [&](const float* kbase, const float* vbase, const float* qbase, int64_t j0,
+                     int64_t n, bool memory) {
+                   TransposeTile<Tag>(kbase + kvh * g.d, g.Hkv * g.d, j0, n, g.d, kt.data());
+                   ForEachRowChunk(g, kvh, t0, t1, j0, n, memory,
+                                   [&](int64_t t, int64_t h0, int64_t R, int64_t nv) {
+                                     const int64_t r0 = (t - t0) * g.G + (h0 - kvh * g.G);
+                                     float* accp[kMaxRows];
+                                     for (int64_t r = 0; r < R; ++r)
+                                       accp[r] = acc.data() + (r0 + r) * g.dv;
+                                     auto* fn = R == 1   ? &ForwardRows<Tag, 1>
+                                                : R == 2 ? &ForwardRows<Tag, 2>
+                                                : R == 3 ? &ForwardRows<Tag, 3>
+                                                         : &ForwardRows<Tag, 4>;
+                                     fn(g, a, kvh, t, h0, memory, vbase, j0, nv, kt.data(), qbase,
+                                        m.data() + r0, l.data() + r0, accp);
+                                   });
+                 });
   for (int64_t t = t0; t < t1; ++t) {
     for (int64_t h = kvh * g.G; h < (kvh + 1) * g.G; ++h) {
       const int64_t r = (t - t0) * g.G + (h - kvh * g.G), row = t * g.H + h;
@@ -408,8 +397,8 @@ void ForwardTask(const Geometry& g, const Args& a, int64_t task) {
 // Pass 2 for R heads (h0 .. h0 + R) of query t over the block's first nv keys: adds to the
 // block's dk ([kKeyTile, d]) and dv ([kKeyTile, dv]) accumulators.
 template <class Tag, int R>
-void Pass2Rows(const Geometry& g, const Args& a, int64_t t, int64_t h0, int64_t nv,
-               const float* kt, const float* vt, float* dk, float* dv) {
+void Pass2Rows(const Geometry& g, const Args& a, int64_t t, int64_t h0, int64_t nv, const float* kt,
+               const float* vt, float* dk, float* dv) {
   const float* qr[R];
   const float* dor[R];
   float p[R][kKeyTile], dp[R][kKeyTile];
@@ -446,19 +435,29 @@ void Pass2Task(const Geometry& g, const Args& a, int64_t task) {
   const int64_t kvh = task % g.Hkv;
   const int64_t s0 = (task / g.Hkv) * kKeyBlock, s1 = std::min(g.S, s0 + kKeyBlock);
   const int64_t n = s1 - s0;
-  std::vector<float> kt(static_cast<size_t>(g.d * kKeyTile)), vt(static_cast<size_t>(g.dv * kKeyTile));
+  std::vector<float> kt(static_cast<size_t>(g.d * kKeyTile)),
+      vt(static_cast<size_t>(g.dv * kKeyTile));
   TransposeTile<Tag>(a.k + kvh * g.d, g.Hkv * g.d, s0, n, g.d, kt.data());
   TransposeTile<Tag>(a.v + kvh * g.dv, g.Hkv * g.dv, s0, n, g.dv, vt.data());
-  std::vector<float> dk(static_cast<size_t>(n * g.d), 0.0f), dv(static_cast<size_t>(n * g.dv), 0.0f);
+  std::vector<float> dk(static_cast<size_t>(n * g.d), 0.0f),
+      dv(static_cast<size_t>(n * g.dv), 0.0f);
   for (int64_t t = g.FirstQuery(s0); t < g.T; ++t) {
     const int64_t nv = std::min(s1, g.Visible(t)) - s0;  // keys of the block that t sees
     if (nv <= 0) continue;
     for (int64_t h0 = kvh * g.G; h0 < (kvh + 1) * g.G; h0 += kMaxRows) {
       switch (std::min<int64_t>(kMaxRows, (kvh + 1) * g.G - h0)) {
-        case 1: Pass2Rows<Tag, 1>(g, a, t, h0, nv, kt.data(), vt.data(), dk.data(), dv.data()); break;
-        case 2: Pass2Rows<Tag, 2>(g, a, t, h0, nv, kt.data(), vt.data(), dk.data(), dv.data()); break;
-        case 3: Pass2Rows<Tag, 3>(g, a, t, h0, nv, kt.data(), vt.data(), dk.data(), dv.data()); break;
-        default: Pass2Rows<Tag, 4>(g, a, t, h0, nv, kt.data(), vt.data(), dk.data(), dv.data()); break;
+        case 1:
+          Pass2Rows<Tag, 1>(g, a, t, h0, nv, kt.data(), vt.data(), dk.data(), dv.data());
+          break;
+        case 2:
+          Pass2Rows<Tag, 2>(g, a, t, h0, nv, kt.data(), vt.data(), dk.data(), dv.data());
+          break;
+        case 3:
+          Pass2Rows<Tag, 3>(g, a, t, h0, nv, kt.data(), vt.data(), dk.data(), dv.data());
+          break;
+        default:
+          Pass2Rows<Tag, 4>(g, a, t, h0, nv, kt.data(), vt.data(), dk.data(), dv.data());
+          break;
       }
     }
   }
