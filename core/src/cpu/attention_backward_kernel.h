@@ -123,12 +123,15 @@ using I16 = int32_t __attribute__((vector_size(64)));
 // e^x for x <= 0 on 16 lanes (std::exp in a loop does not vectorise without -ffast-math):
 // x = n ln2 + r with |r| <= ln2/2 (n rounded by the 1.5 · 2^23 trick), e^r by its degree-7 Taylor
 // polynomial (relative error < 2e-7 with float rounding), times 2^n built in the exponent field.
-// Below -87 (masked keys) the result is exactly 0.
+// Below -87 (masked keys) the result is exactly 0; x > 0 counts as 0.
 template <class Tag>
 [[gnu::always_inline]] inline V16 ExpV(V16 x) {
   const I16 keep = x >= -87.0f;
   const V16 lo = V16{} - 87.0f;
   x = keep ? x : lo;
+  // Above 0 (float rounding of a score at the row's max, or the unused columns of a partial
+  // tile) clamp to 0, so 2^n below never leaves the exponent field.
+  x = x > 0.0f ? V16{} : x;
   const V16 n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
   V16 r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
