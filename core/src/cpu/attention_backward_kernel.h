@@ -60,29 +60,6 @@ struct Args {
   float* db_part = nullptr;
 };
 
-// 8 independent accumulators so that the loop vectorises without -ffast-math; the final sum's
-// order is fixed (a result depends on the ISA, never on the thread count).
-template <class Tag>
-inline float Dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  }
-  float tail = 0.0f;
-  for (; i < n; ++i) tail += a[i] * b[i];
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
-}
-
-template <class Tag>
-inline void Axpy(float a, const float* __restrict x, float* __restrict y, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) y[i + j] += a * x[i + j];
-  }
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-
 // Keys (or values) are handled in tiles of kKeyTile, transposed into [dim][kKeyTile] scratch so
 // that a row's scores against the whole tile are FMAs over keys as vector lanes (no horizontal
 // sums); columns past the tile's n keys are zero.
