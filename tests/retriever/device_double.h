@@ -101,7 +101,14 @@ class DeviceDouble final : public Backend {
     return cpu_->Copy(s, &d);
   }
 
-  bool SupportsOp(const OpDesc& op) const override { return cpu_->SupportsOp(op); }
+  // The CPU's answer, less the ops Refuse() listed (a device without, e.g., q8_0 attention).
+  bool SupportsOp(const OpDesc& op) const override {
+    for (const OpDesc& r : refused_) {
+      if (r.kind == op.kind && r.dtype == op.dtype) return false;
+    }
+    return cpu_->SupportsOp(op);
+  }
+  void Refuse(const OpDesc& op) { refused_.push_back(op); }
   Status Synchronize() override { return Status::Ok(); }
 
   Status Copy(const Tensor& src, Tensor* dst) override {
@@ -243,6 +250,7 @@ class DeviceDouble final : public Backend {
   }
 
   std::unique_ptr<Backend> cpu_;
+  std::vector<OpDesc> refused_;  // SupportsOp says no to these
 };
 
 }  // namespace muninn::testing

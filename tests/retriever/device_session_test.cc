@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "muninn/core/cpu_backend.h"
+#include "muninn/model/kv_cache.h"
 #include "muninn/model/memory_placement.h"
 #include "muninn/model/sampler.h"
 #include "muninn/retriever/hidden_state_embedder.h"
@@ -367,6 +368,23 @@ TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {
 #else
   GTEST_SKIP() << "built without MUNINN_CUDA";
 #endif
+}
+
+// A KV cache in a dtype the device cannot attend over is refused when it is made, with a message
+// that names the backend and the way out, instead of failing in the first forward.
+TEST(DeviceKvCacheTest, ADtypeWithoutAttentionOnTheDeviceIsRefused) {
+  auto device = std::make_unique<tt::DeviceDouble>(CpuBackend());
+  model::KvCacheOptions o;
+  o.n_ctx = 8;
+  o.dtype = DType::kQ8_0;
+  ASSERT_TRUE(model::KvCache::Create(device.get(), 2, 2, 64, o).ok());
+  device->Refuse({OpKind::kAttention, DType::kQ8_0});
+  const auto refused = model::KvCache::Create(device.get(), 2, 2, 64, o);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("cannot hold a q8_0 KV cache"), std::string::npos)
+      << refused.status();
+  o.dtype = DType::kF16;
+  EXPECT_TRUE(model::KvCache::Create(device.get(), 2, 2, 64, o).ok());
 }
 
 }  // namespace

@@ -227,6 +227,15 @@ TEST_F(SessionTest, BadInputsAreErrors) {
   o = opts_;
   o.memory_layer = 9;
   EXPECT_FALSE(LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, o).ok());
+  // KV cache dtypes: f16, f32 or q8_0 pass the options' check (this model's 8-wide heads then
+  // cannot hold q8_0 blocks of 32, which the cache itself says); anything else does not.
+  o = opts_;
+  o.kv_cache_dtype = DType::kQ4_0;
+  auto q4 = LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, o);
+  EXPECT_NE(q4.status().message().find("must be f16, f32 or q8_0"), std::string::npos) << q4.status();
+  o.kv_cache_dtype = DType::kQ8_0;
+  auto q8 = LongContextSession::Create(model_.get(), tok_.get(), bank_.get(), &embedder_, o);
+  EXPECT_NE(q8.status().message().find("multiple of 32"), std::string::npos) << q8.status();
   auto session = Session(opts_);
   EXPECT_EQ(session->Begin({}, "").code(), StatusCode::kInvalidArgument);
   std::vector<model::TokenId> too_long(100, 97);

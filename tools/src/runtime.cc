@@ -138,11 +138,6 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
 
   const auto& mc = rt->loaded_.model->config();
   auto& lc = rt->config_.long_context;
-  if (!rt->backend_->SupportsOp({OpKind::kAttention, lc.kv_cache_dtype})) {
-    // The config's KV cache dtype is the CPU's choice (q8_0 halves the bytes decode reads); a
-    // device without attention over it (CUDA: f16/f32 only) keeps its cache in f16 instead.
-    lc.kv_cache_dtype = DType::kF16;
-  }
   if (lc.memory_layer >= mc.n_layer) {
     return InvalidArgumentError("the config's memory_layer " + std::to_string(lc.memory_layer) +
                                 " does not exist in a " + std::to_string(mc.n_layer) +
