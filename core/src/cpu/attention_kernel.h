@@ -26,6 +26,7 @@
 #include <limits>
 
 #include "muninn/core/dtype.h"
+#include "muninn/core/quant.h"
 
 namespace muninn::cpu::attn {
 
@@ -163,7 +164,8 @@ void ConvertRows(const char* src, int64_t stride, DType dtype, int n, int64_t le
     float* out = dst + j * lenp;
     int64_t c = 0;
     if (dtype == DType::kQ8_0) {
-      for (; c < len; c += W) A::Store(out + c, LoadExact<A, KvFmt::kQ8>(row, c));
+      DequantizeRow(dtype, row, out, len);  // len is whole blocks
+      c = len;
     } else if (dtype == DType::kF32) {
       const float* s = reinterpret_cast<const float*>(row);
       for (; c + W <= len; c += W) A::Store(out + c, A::Load(s + c));
