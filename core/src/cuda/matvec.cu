@@ -12,6 +12,7 @@ namespace muninn::cuda {
 namespace {
 
 constexpr int kWarpsPerBlock = 4;
+constexpr int kBlockThreads = kWarpsPerBlock * kWarp;
 constexpr int kRows = static_cast<int>(kMatVecMaxRows);
 
 template <class Dec>
@@ -116,7 +117,7 @@ struct QuantBlock<DType::kQ8_0> {  // 34 bytes: f16 d, 32 int8; x = q d
 };
 
 template <DType DT, int L>
-__global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
+__global__ void __launch_bounds__(kBlockThreads)
     QuantMatVecKernel(const char* w, int64_t w_row_stride, const char* x, int64_t x_row_stride,
                       int M, int64_t N, int64_t K, char* out, int64_t out_row_stride) {
   using QB = QuantBlock<DT>;
@@ -172,7 +173,7 @@ cudaError_t LaunchQuantMatVec(const char* w, int64_t w_row_stride, const char* x
     const int64_t rows_per_block = kWarpsPerBlock * (kWarp / L);
     const int64_t grid = (N + rows_per_block - 1) / rows_per_block;
     if (grid > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-    QuantMatVecKernel<DT, L><<<static_cast<unsigned>(grid), kWarpsPerBlock * kWarp, 0, stream>>>(
+    QuantMatVecKernel<DT, L><<<static_cast<unsigned>(grid), kBlockThreads, 0, stream>>>(
         w, w_row_stride, x, x_row_stride, M, N, K, out, out_row_stride);
     return cudaGetLastError();
   };
@@ -214,7 +215,7 @@ cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, con
   }
   return DispatchDecoder(w_dtype, [&](auto dec) {
     using Dec = decltype(dec);
-    MatVecKernel<Dec><<<static_cast<unsigned>(blocks), kWarpsPerBlock * kWarp, 0, stream>>>(
+    MatVecKernel<Dec><<<static_cast<unsigned>(blocks), kBlockThreads, 0, stream>>>(
         w, w_row_stride, x, x_row_stride, static_cast<int>(M), N, K, out, out_row_stride);
   });
 }
