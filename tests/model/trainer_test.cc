@@ -631,5 +631,99 @@ TEST_F(TrainerTest, PeftFolderMovesBetweenGgufAndHfCheckpoints) {
   EXPECT_EQ(0, std::memcmp(t0->data(), t1->data(), t0->nbytes()));
 }
 
+// `lora merge --type`: adapted matrices written in the type asked for. A q4_1 model file (the
+// tiny model with a zero adapter merged as q4_1) gives its own bytes back through a zero adapter
+// with kSame and q8_0 matrices with kAuto; a real adapter merged as q8_0 gives logits close to the
+// exact (f32) merge but not equal to them; a type muninn cannot write, or rows that are not whole
+// blocks, are InvalidArgument.
+TEST_F(TrainerTest, LoraMergeWritesTheAskedMatrixTypes) {
+  const std::string f32_path = *root_ + "/tiny.gguf";
+  tl::WriteGgufModel(f32_path);
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  auto f32_model = LoadModel(f32_path, backend_.get(), lo);
+  ASSERT_TRUE(f32_model.ok()) << f32_model.status();
+  LoraConfig c = tl::AdapterConfig();  // every target's rows are whole 32-blocks but down's (48)
+  c.targets = {LoraTarget::kQ, LoraTarget::kK, LoraTarget::kV, LoraTarget::kO, LoraTarget::kGate,
+               LoraTarget::kUp};
+  auto zero = LoraParams::Create(f32_model->model->config(), f32_model->model->weights(), c);
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  const std::string q41_path = *root_ + "/tiny.q4_1.gguf";
+  ASSERT_TRUE(MergeLoraIntoGguf(f32_path, *zero, 1.0f, q41_path,
+                                MergeMatrixType::Fixed(DType::kQ4_1))
+                  .ok());
+  auto q41 = GgufFile::Open(q41_path);
+  ASSERT_TRUE(q41.ok()) << q41.status();
+  const std::string adapted = "blk.1.attn_q.weight", untouched = "blk.0.attn_q.weight";
+  EXPECT_EQ((*q41)->FindTensor(adapted)->dtype, DType::kQ4_1);
+  EXPECT_EQ((*q41)->FindTensor(untouched)->dtype, DType::kF32);
+
+  auto q41_model = LoadModel(q41_path, backend_.get(), lo);
+  ASSERT_TRUE(q41_model.ok()) << q41_model.status();
+  auto zero41 = LoraParams::Create(q41_model->model->config(), q41_model->model->weights(), c);
+  ASSERT_TRUE(zero41.ok());
+  const std::string same_path = *root_ + "/same.gguf", auto_path = *root_ + "/auto.gguf";
+  MergeMatrixType same;
+  same.kind = MergeMatrixType::kSame;
+  ASSERT_TRUE(MergeLoraIntoGguf(q41_path, *zero41, 1.0f, same_path, same).ok());
+  ASSERT_TRUE(MergeLoraIntoGguf(q41_path, *zero41, 1.0f, auto_path).ok());
+  auto same_file = GgufFile::Open(same_path);
+  auto auto_file = GgufFile::Open(auto_path);
+  ASSERT_TRUE(same_file.ok() && auto_file.ok());
+  for (const char* name : {"blk.1.attn_q.weight", "blk.2.attn_output.weight", "blk.2.ffn_up.weight"}) {
+    SCOPED_TRACE(name);
+    auto a = (*q41)->GetTensor(name);
+    auto b = (*same_file)->GetTensor(name);
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(b->dtype(), DType::kQ4_1);
+    EXPECT_EQ(0, std::memcmp(a->data(), b->data(), static_cast<size_t>(a->nbytes())));
+    EXPECT_EQ((*auto_file)->FindTensor(name)->dtype, DType::kQ8_0);
+  }
+
+  // A real adapter on the f32 file: kAuto keeps f32 (the exact merge), q8_0 comes close.
+  auto p = LoraParams::Create(f32_model->model->config(), f32_model->model->weights(), c);
+  ASSERT_TRUE(p.ok());
+  tl::SetAdapterValues(&*p);
+  const std::string exact_path = *root_ + "/exact.gguf", q8_path = *root_ + "/q8.gguf";
+  ASSERT_TRUE(MergeLoraIntoGguf(f32_path, *p, 1.0f, exact_path).ok());
+  ASSERT_TRUE(MergeLoraIntoGguf(f32_path, *p, 1.0f, q8_path, MergeMatrixType::Fixed(DType::kQ8_0))
+                  .ok());
+  auto exact = LoadModel(exact_path, backend_.get(), lo);
+  auto q8 = LoadModel(q8_path, backend_.get(), lo);
+  ASSERT_TRUE(exact.ok() && q8.ok());
+  EXPECT_EQ(exact->model->weights().layers[1].wq.dtype(), DType::kF32);
+  EXPECT_EQ(q8->model->weights().layers[1].wq.dtype(), DType::kQ8_0);
+  std::vector<int32_t> ids, labels;
+  tl::Block(0, &ids, &labels);
+  ForwardOptions fo;
+  fo.all_logits = true;
+  auto la = exact->model->Forward(ids, nullptr, fo);
+  auto lb = q8->model->Forward(ids, nullptr, fo);
+  ASSERT_TRUE(la.ok() && lb.ok());
+  double max_diff = 0.0, max_abs = 0.0;
+  for (int64_t i = 0; i < la->logits.numel(); ++i) {
+    const double x = la->logits.data_as<const float>()[i], y = lb->logits.data_as<const float>()[i];
+    max_diff = std::max(max_diff, std::fabs(x - y));
+    max_abs = std::max(max_abs, std::fabs(x));
+  }
+  // (The q8_0 model also runs its matmuls on q8_0 activations: 3.6 % of the largest logit here.)
+  EXPECT_GT(max_diff, 0.0);
+  EXPECT_LT(max_diff, 0.08 * max_abs);
+
+  // Refusals: an activation format, and down's 48-value rows as q4_1 blocks of 32.
+  EXPECT_EQ(MergeLoraIntoGguf(f32_path, *p, 1.0f, *root_ + "/x.gguf",
+                              MergeMatrixType::Fixed(DType::kQ8_1))
+                .code(),
+            StatusCode::kInvalidArgument);
+  auto with_down = LoraParams::Create(f32_model->model->config(), f32_model->model->weights(),
+                                      tl::AdapterConfig());
+  ASSERT_TRUE(with_down.ok());
+  const Status st = MergeLoraIntoGguf(f32_path, *with_down, 1.0f, *root_ + "/y.gguf",
+                                      MergeMatrixType::Fixed(DType::kQ4_1));
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("ffn_down"), std::string::npos) << st;
+  EXPECT_FALSE(std::filesystem::exists(*root_ + "/y.gguf"));
+}
+
 }  // namespace
 }  // namespace muninn::model

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "muninn/model/gguf_file.h"
 #include "tests/model/tiny_lora_llama.h"
 #include "tests/tools/run_cli.h"
 
@@ -210,6 +211,24 @@ TEST_F(TrainCommandTest, LoraMergeMatchesLogitsWithLora) {
       testing::RunCli(
           {"lora", "merge", "-m", gguf, "--lora", dir_ + "/nothing", "-o", dir_ + "/x.gguf"}, &out),
       2);
+  // --type: a type muninn cannot write is refused (code 2) before anything is written; q8_0
+  // writes the adapted matrices as q8_0, the others as they were.
+  for (const char* type : {"q8_1", "q4_K", "f64"}) {
+    EXPECT_EQ(testing::RunCli({"lora", "merge", "-m", gguf, "--lora", adapter, "-o",
+                               dir_ + "/x.gguf", "--type", type},
+                              &out),
+              2)
+        << type;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/x.gguf"));
+  ASSERT_EQ(testing::RunCli({"lora", "merge", "-m", gguf, "--lora", adapter, "-o",
+                             dir_ + "/q8.gguf", "--type", "q8_0"},
+                            &out),
+            0);
+  auto q8 = model::GgufFile::Open(dir_ + "/q8.gguf");
+  ASSERT_TRUE(q8.ok()) << q8.status();
+  EXPECT_EQ((*q8)->FindTensor("blk.1.attn_q.weight")->dtype, DType::kQ8_0);
+  EXPECT_EQ((*q8)->FindTensor("blk.0.attn_q.weight")->dtype, DType::kF32);
 }
 
 TEST_F(TrainCommandTest, BadFlagsAndDataExitWithCode2) {

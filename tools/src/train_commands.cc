@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "command_registry.h"
 #include "llm_cli.h"
 #include "lora_spec.h"
+#include "muninn/core/dtype.h"
 #include "muninn/model/lora.h"
 #include "muninn/model/lora_merge.h"
 #include "muninn/model/parallel_training.h"
@@ -551,6 +553,7 @@ struct MergeFlags {
   std::string model;
   std::string lora;
   std::string out;
+  std::string type = "auto";  // or "same", or a merge type (IsMergeMatrixType)
 };
 
 int RunLoraMerge(const MergeFlags& f) {
@@ -558,16 +561,28 @@ int RunLoraMerge(const MergeFlags& f) {
     std::fprintf(stderr, "muninn lora merge: %s\n", msg.c_str());
     return code;
   };
+  model::MergeMatrixType type;
+  if (f.type == "same") {
+    type.kind = model::MergeMatrixType::kSame;
+  } else if (f.type != "auto") {
+    const std::optional<DType> d = DTypeFromName(f.type);
+    if (!d || !model::IsMergeMatrixType(*d)) {
+      return fail("--type must be auto, same, f32, f16, bf16, q4_0, q4_1, q5_0, q5_1 or q8_0, "
+                  "got '" + f.type + "'",
+                  2);
+    }
+    type = model::MergeMatrixType::Fixed(*d);
+  }
   auto cm = OpenCliModel(f.model, 1, /*load_tokenizer=*/false);
   if (!cm.ok()) return fail(cm.status().ToString(), 1);
   const LoraSpec ls = ParseLoraSpec(f.lora);
   const model::Model& m = *(*cm)->loaded.model;
   auto params = model::ReadPeftAdapter(ls.path, m.config(), m.weights());
   if (!params.ok()) return fail(params.status().ToString(), 2);
-  const Status st = model::MergeLoraIntoGguf((*cm)->path, *params, ls.scale, f.out);
-  if (!st.ok()) return fail(st.ToString(), 1);
-  std::fprintf(stderr, "muninn lora merge: wrote %s (%s merged at scale %g)\n", f.out.c_str(),
-               ls.path.c_str(), static_cast<double>(ls.scale));
+  const Status st = model::MergeLoraIntoGguf((*cm)->path, *params, ls.scale, f.out, type);
+  if (!st.ok()) return fail(st.ToString(), st.code() == StatusCode::kInvalidArgument ? 2 : 1);
+  std::fprintf(stderr, "muninn lora merge: wrote %s (%s merged at scale %g, matrices %s)\n",
+               f.out.c_str(), ls.path.c_str(), static_cast<double>(ls.scale), f.type.c_str());
   return 0;
 }
 
@@ -579,10 +594,15 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
     auto* lora = app.add_subcommand("lora", "LoRA adapter tools");
     lora->require_subcommand(1);
     auto* merge = lora->add_subcommand(
-        "merge", "Write a GGUF with a PEFT LoRA folder merged in (adapted matrices in F32)");
+        "merge", "Write a GGUF with a PEFT LoRA folder merged in");
     merge->add_option("-m,--model", mf->model, "Base model (llama GGUF file)");
     merge->add_option("--lora", mf->lora, "PEFT LoRA folder, optionally :SCALE")->required();
     merge->add_option("-o,--out", mf->out, "Merged GGUF to write")->required();
+    merge->add_option("--type", mf->type,
+                      "Type of the adapted matrices: auto (float ones keep their type, "
+                      "quantized ones become q8_0), same (each re-quantized to its type in the "
+                      "base file), f32 (exact), f16, bf16, q4_0, q4_1, q5_0, q5_1 or q8_0")
+        ->capture_default_str();
     merge->callback([mf, &ctx] { ctx.exit_code = RunLoraMerge(*mf); });
   }
   auto f = std::make_shared<TrainFlags>();

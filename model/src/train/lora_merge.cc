@@ -5,10 +5,14 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 
 #include "muninn/core/backward.h"
 #include "muninn/core/cpu_backend.h"
+#include "muninn/core/dtype.h"
+#include "muninn/core/quant.h"
 #include "muninn/model/gguf_file.h"
 #include "muninn/model/gguf_writer.h"
 #include "muninn/model/lora_gguf.h"
@@ -71,8 +75,50 @@ StatusOr<std::unique_ptr<Model>> MergeLora(const Model& base, const LoraParams& 
   return Model::Create(base.backend(), mc, std::move(w), base.layout());
 }
 
+bool IsMergeMatrixType(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ8_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
+namespace {
+
+// The merged f32 matrix `m` ([n_out, n_in]) as `dtype`, row by row.
+StatusOr<Tensor> ConvertMatrix(const Tensor& m, DType dtype, const std::string& name) {
+  if (dtype == DType::kF32) return m;
+  const int64_t n_in = m.dim(1);
+  if (n_in % BlockSize(dtype) != 0) {
+    return InvalidArgumentError(name + " has rows of " + std::to_string(n_in) +
+                                " values, not whole " + std::string(DTypeName(dtype)) +
+                                " blocks of " + std::to_string(BlockSize(dtype)));
+  }
+  ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(dtype, m.shape()));
+  for (int64_t r = 0; r < m.dim(0); ++r) {
+    RETURN_IF_ERROR(QuantizeRow(dtype, m.data_as<const float>() + r * n_in,
+                                static_cast<char*>(out.data()) + r * out.stride(0), n_in));
+  }
+  return out;
+}
+
+}  // namespace
+
 Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, float mult,
-                         const std::string& dst_gguf) {
+                         const std::string& dst_gguf, MergeMatrixType matrix_type) {
+  if (matrix_type.kind == MergeMatrixType::kFixed && !IsMergeMatrixType(matrix_type.dtype)) {
+    return InvalidArgumentError("merged matrices cannot be written as " +
+                                std::string(DTypeName(matrix_type.dtype)) +
+                                " (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1 or q8_0)");
+  }
   if (params.gates_offset() < params.size()) {
     return UnimplementedError(
         "the adapter has memory gates (memory_gates.safetensors), which a GGUF model file cannot "
@@ -86,8 +132,9 @@ Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, 
     return UnimplementedError("lora merge supports llama GGUF files");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Model> merged, MergeLora(*base.model, params, mult));
-  // The tensors the adapter changed, by their GGUF names.
+  // The tensors the adapter changed, by their GGUF names; `matrices`: which of them are matrices.
   std::map<std::string, Tensor> changed;
+  std::set<std::string> matrices;
   const LoraConfig& c = params.config();
   for (int32_t l = c.first_layer; l < merged->config().n_layer; ++l) {
     const LayerWeights& lw = merged->weights().layers[static_cast<size_t>(l)];
@@ -95,7 +142,9 @@ Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, 
                                            &lw.w_gate, &lw.w_up, &lw.w_down};
     for (int t = 0; t < kNumLoraTargets; ++t) {
       if (params.OffsetA(l, static_cast<LoraTarget>(t)) >= 0) {
-        changed[GgufLoraBaseName(l, static_cast<LoraTarget>(t))] = *mats[t];
+        const std::string name = GgufLoraBaseName(l, static_cast<LoraTarget>(t));
+        changed[name] = *mats[t];
+        matrices.insert(name);
       }
     }
     if (params.OffsetAttnNorm(l) >= 0) {
@@ -112,6 +161,25 @@ Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, 
   for (const TensorInfo& info : file->tensors()) {
     auto it = changed.find(info.name);
     if (it != changed.end()) {
+      if (matrices.contains(info.name)) {
+        std::optional<DType> type = info.dtype;
+        if (matrix_type.kind == MergeMatrixType::kFixed) {
+          type = matrix_type.dtype;
+        } else if (matrix_type.kind == MergeMatrixType::kAuto && type &&
+                   *type != DType::kF32 && *type != DType::kF16 && *type != DType::kBF16) {
+          type = DType::kQ8_0;
+        }
+        if (!type || !IsMergeMatrixType(*type)) {
+          return InvalidArgumentError(
+              info.name + " is " + (type ? std::string(DTypeName(*type)) : "of another type") +
+              " in " + src_gguf + ", which muninn does not quantize; choose a type for the merged "
+              "matrices (--type q8_0, q4_1, ... or f32)");
+        }
+        ASSIGN_OR_RETURN(Tensor m, ConvertMatrix(it->second, *type, info.name));
+        RETURN_IF_ERROR(w.AddTensor(info.name, m));
+        ++used;
+        continue;
+      }
       RETURN_IF_ERROR(w.AddTensor(info.name, it->second));
       ++used;
       continue;

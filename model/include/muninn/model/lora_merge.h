@@ -22,13 +22,33 @@ namespace muninn::model {
 StatusOr<std::unique_ptr<Model>> MergeLora(const Model& base, const LoraParams& params,
                                            float mult = 1.0f);
 
+// Whether adapted matrices can be written as `dtype` by MergeLoraIntoGguf: the weight types
+// muninn quantizes and llama.cpp loads (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0).
+bool IsMergeMatrixType(DType dtype);
+
+// The type MergeLoraIntoGguf writes an adapted matrix in.
+struct MergeMatrixType {
+  enum Kind {
+    kAuto,   // a float matrix (f32, f16, bf16) keeps its type; a quantized one becomes q8_0
+    kSame,   // each matrix in its own type in the base file, re-quantized
+    kFixed,  // `dtype` for every matrix
+  };
+  Kind kind = kAuto;
+  DType dtype = DType::kF32;  // kFixed only
+  static MergeMatrixType Fixed(DType d) { return {kFixed, d}; }
+};
+
 // `muninn lora merge`: a copy of the llama GGUF file `src_gguf` with `params` merged (as
 // MergeLora does) into `dst_gguf`: every metadata entry and every tensor the adapter does not
-// touch are copied as they are (quantized tensors stay quantized, same bytes); adapted matrices
-// become F32, trained norms are replaced. `params` must be in the file's own row order (what
-// ReadPeftAdapter gives for a model loaded from that file). Written atomically. Unimplemented for
-// an adapter with memory gates (a GGUF model has no place for them).
+// touch are copied as they are (quantized tensors stay quantized, same bytes); trained norms are
+// replaced. Adapted matrices are merged in f32 and written as `type` says; a type that is not a
+// merge type (IsMergeMatrixType; e.g. kSame on a q4_K matrix) is an InvalidArgument naming the
+// tensor. Re-quantizing adds its rounding to the merged matrix: on the run3 adapter (SmolLM2
+// Q4_1) q8_0 moves KJV perplexity by -0.1 %, q4_1 (kSame) by +4 % (docs/TRAINING.md); a matrix
+// the adapter leaves unchanged comes back bit for bit in its own type. `params` must be in the
+// file's own row order (what ReadPeftAdapter gives for a model loaded from that file). Written
+// atomically. Unimplemented for an adapter with memory gates (a GGUF model has no place for them).
 Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, float mult,
-                         const std::string& dst_gguf);
+                         const std::string& dst_gguf, MergeMatrixType type = {});
 
 }  // namespace muninn::model
