@@ -502,12 +502,15 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
     }
   }
   bool plot_warned = false;
-  const Status st = (*trainer)->Run([&f, &plot_warned, root, recall](const model::StepReport& r) {
+  int64_t plotted_step = -1;  // the step the plot last showed
+  const Status st = (*trainer)->Run([&f, &plot_warned, &plotted_step, root,
+                                     recall](const model::StepReport& r) {
     if (!root) return;
     // The plot is redrawn at every held-out evaluation too, so that a run stopped between sittings
     // (SIGKILL, a session's end) leaves a current picture beside its checkpoint.
     if (r.evaluated && !f.plot.empty()) {
       const Status ps = PlotMetrics(f.out + "/metrics.jsonl", f.plot);
+      if (ps.ok()) plotted_step = r.step;
       if (!ps.ok() && !plot_warned) {
         std::fprintf(stderr, "muninn train: --plot: %s\n", ps.ToString().c_str());
         plot_warned = true;
@@ -524,8 +527,9 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
                  static_cast<double>(r.lr), r.grad_norm, r.tokens_per_second,
                  Duration(r.eta_seconds).c_str(), eval, gold, r.checkpointed ? "  [checkpoint]" : "");
   });
-  if (!f.plot.empty() && root) {
-    // Also after a failed run: the curve up to the failure is what one wants to see then.
+  if (!f.plot.empty() && root && !(st.ok() && plotted_step == (*trainer)->step())) {
+    // Also after a failed run: the curve up to the failure is what one wants to see then. (Not
+    // again when the last step's evaluation has just drawn it.)
     const Status ps = PlotMetrics(f.out + "/metrics.jsonl", f.plot);
     if (!ps.ok()) std::fprintf(stderr, "muninn train: --plot: %s\n", ps.ToString().c_str());
   }
