@@ -18,6 +18,7 @@
 #include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "muninn/model/gguf_file.h"
 #include "muninn/model/lora_gguf.h"
 #include "muninn/model/lora_merge.h"
+#include "muninn/model/memory_kv.h"
 #include "muninn/model/model_loader.h"
 #include "muninn/model/peft_adapter.h"
 #include "muninn/model/train_data.h"
@@ -369,6 +371,98 @@ TEST_F(TrainerTest, ResumeAfterInterruptionGivesIdenticalAdapterBytes) {
   TrainerOptions none = Options("nothing_here");
   none.resume = true;
   EXPECT_EQ(Trainer::Create(model(), data_.get(), none).status().code(), StatusCode::kNotFound);
+}
+
+// The bottom cache (`--bottom-cache`): a run whose blocks come again (12 blocks of 9 here) reads
+// the frozen layers' output back and ends with the adapter bytes of a run without the cache; a
+// second run over the same folder reads every block; damaged files are recomputed and rewritten.
+TEST_F(TrainerTest, BottomCacheGivesTheSameAdapterAndRecomputesBadFiles) {
+  TrainerOptions a = Options("no_cache");
+  auto ta = Trainer::Create(model(), data_.get(), a);
+  ASSERT_TRUE(ta.ok()) << ta.status();
+  ASSERT_TRUE((*ta)->Run().ok());
+  const std::string want = ReadAll(a.out_dir + "/adapter/adapter_model.safetensors");
+  ASSERT_FALSE(want.empty());
+  const std::string dir = *root_ + "/bottom_cache";
+  auto run = [&](const std::string& name) {
+    TrainerOptions o = Options(name);
+    o.model.bottom_cache_dir = dir;
+    auto t = Trainer::Create(model(), data_.get(), o);
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (!t.ok()) return BottomCacheCounts{};
+    EXPECT_TRUE((*t)->Run().ok());
+    EXPECT_EQ(ReadAll(o.out_dir + "/adapter/adapter_model.safetensors"), want) << name;
+    return (*t)->bottom_cache_stats();
+  };
+  BottomCacheCounts c = run("cache_1");
+  EXPECT_EQ(c.misses, 9);
+  EXPECT_EQ(c.hits, 3);
+  EXPECT_EQ(c.rejected + c.skipped, 0);
+  c = run("cache_2");
+  EXPECT_EQ(c.hits, 12);
+  EXPECT_EQ(c.misses + c.rejected, 0);
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  ASSERT_EQ(files.size(), 9u);
+  std::filesystem::resize_file(files[0], 100);  // torn
+  {
+    std::fstream f(files[1], std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x7f');  // one value changed
+  }
+  c = run("cache_3");
+  EXPECT_EQ(c.rejected, 2);
+  EXPECT_EQ(c.hits, 10);
+  EXPECT_EQ(c.misses, 0);
+  c = run("cache_4");  // rewritten: every block reads again
+  EXPECT_EQ(c.hits, 12);
+}
+
+// A block whose frozen layers read memory is never cached (its bottom depends on the memory, not
+// on the block alone); memory only in trained layers leaves the block cacheable.
+TEST_F(TrainerTest, BottomCacheSkipsBlocksWhoseFrozenLayersReadMemory) {
+  TrainModelOptions mo;
+  mo.bottom_cache_dir = *root_ + "/bottom_cache_memory";
+  auto tm = TrainModel::Create(model(), tl::AdapterConfig(), mo);
+  ASSERT_TRUE(tm.ok()) << tm.status();
+  auto p = LoraParams::Create(model()->config(), model()->weights(), tl::AdapterConfig());
+  ASSERT_TRUE(p.ok());
+  std::vector<int32_t> ids, labels;
+  tl::Block(0, &ids, &labels);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  auto mem_tensor = [&] {
+    Tensor t = *Tensor::Empty(DType::kF32, Shape{4, tl::kHeadsKv, tl::kHd});
+    for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = u(rng);
+    return t;
+  };
+  MemoryKV bottom_mem;  // layer 0 is frozen (the adapter trains from layer 1)
+  bottom_mem.layers.resize(1);
+  bottom_mem.layers[0] = LayerMemoryKV{mem_tensor(), mem_tensor()};
+  MemoryKV upper_mem;
+  upper_mem.layers.resize(2);
+  upper_mem.layers[1] = LayerMemoryKV{mem_tensor(), mem_tensor()};
+  TrainBatch plain{ids, labels};
+  TrainBatch with_bottom = plain, with_upper = plain;
+  with_bottom.memory = &bottom_mem;
+  with_upper.memory = &upper_mem;
+  auto l_plain = (*tm)->Loss(*p, plain);
+  auto l_bottom = (*tm)->Loss(*p, with_bottom);
+  ASSERT_TRUE(l_plain.ok() && l_bottom.ok()) << l_bottom.status();
+  EXPECT_NE(l_plain->mean(), l_bottom->mean());  // the memory changes the frozen layers' output
+  BottomCacheCounts c = (*tm)->bottom_cache_stats();
+  EXPECT_EQ(c.misses, 1);
+  EXPECT_EQ(c.skipped, 1);
+  auto l_bottom2 = (*tm)->Loss(*p, with_bottom);  // still computed, not read from the plain entry
+  ASSERT_TRUE(l_bottom2.ok());
+  EXPECT_EQ(l_bottom2->mean(), l_bottom->mean());
+  auto l_upper = (*tm)->Loss(*p, with_upper);  // the plain block's bottom, from the cache
+  ASSERT_TRUE(l_upper.ok());
+  c = (*tm)->bottom_cache_stats();
+  EXPECT_EQ(c.skipped, 2);
+  EXPECT_EQ(c.hits, 1);
+  EXPECT_EQ(c.misses, 1);
 }
 
 // Two streams over the 9 blocks ([0, 4) and [4, 9), so their cursors wrap at different steps):

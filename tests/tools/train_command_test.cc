@@ -247,6 +247,12 @@ TEST_F(TrainCommandTest, BadFlagsAndDataExitWithCode2) {
   a = Args("bad");
   a[10] = "0";  // --steps 0
   EXPECT_EQ(testing::RunCli(a, &out), 2);
+  // A bottom cache for the recall task (fresh examples every step) is refused before anything
+  // is made.
+  a = Args("bad_cache");
+  a.insert(a.end(), {"--task", "recall", "--bottom-cache", dir_ + "/bc"});
+  EXPECT_EQ(testing::RunCli(a, &out), 2);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/bc"));
 }
 
 // --task recall on the real default model and embedder (skipped when set-up has not fetched them):

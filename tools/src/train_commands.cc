@@ -64,6 +64,7 @@ struct TrainFlags {
   int64_t checkpoint_every = 50;
   bool resume = false;
   bool recompute = false;
+  std::string bottom_cache;  // --bottom-cache DIR
   int threads = 0;
   int64_t stop_after = -1;
   std::vector<std::string> eval_data;
@@ -394,6 +395,11 @@ int RunTrain(const TrainFlags& f) {
   }
   if (f.block < 1) return fail("--block must be >= 1", 2);
   if (f.gate_lr != 0.0f && !f.memory_gates) return fail("--gate-lr needs --memory-gates", 2);
+  if (f.task == "recall" && !f.bottom_cache.empty()) {
+    return fail("--bottom-cache does not apply to --task recall: its examples are generated "
+                "afresh every step, so no block would ever be read back",
+                2);
+  }
   if (f.task == "recall") return RunRecallTrain(f, std::move(o), *targets);
   if (f.task != "lm") return fail("--task must be lm or recall, got '" + f.task + "'", 2);
   if (f.memory) return RunStreamMemoryTrain(f, std::move(o), *targets);
@@ -450,6 +456,7 @@ void FillTrainerOptions(const TrainFlags& f, const model::Model& m,
   o.checkpoint_every = f.checkpoint_every;
   o.resume = f.resume;
   o.model.recompute = f.recompute;
+  o.model.bottom_cache_dir = f.bottom_cache;
   o.eval_every = f.eval_every;
   o.eval_max_blocks = f.eval_blocks;
 }
@@ -532,6 +539,16 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
     // again when the last step's evaluation has just drawn it.)
     const Status ps = PlotMetrics(f.out + "/metrics.jsonl", f.plot);
     if (!ps.ok()) std::fprintf(stderr, "muninn train: --plot: %s\n", ps.ToString().c_str());
+  }
+  if (!f.bottom_cache.empty()) {
+    const model::BottomCacheCounts c = (*trainer)->bottom_cache_stats();
+    std::fprintf(stderr,
+                 "muninn train: bottom cache %s: %lld blocks read, %lld computed and stored, %lld "
+                 "rewritten (did not check out), %lld not cacheable (their frozen layers read "
+                 "memory)\n",
+                 f.bottom_cache.c_str(), static_cast<long long>(c.hits),
+                 static_cast<long long>(c.misses), static_cast<long long>(c.rejected),
+                 static_cast<long long>(c.skipped));
   }
   if (!st.ok()) return fail(st.ToString(), 1);
   if (root) {
@@ -664,6 +681,10 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
                   "Steps between checkpoints (0: only at the end)")
       ->capture_default_str();
   cmd->add_flag("--resume", f->resume, "Continue the run in --out from its checkpoint");
+  cmd->add_option("--bottom-cache", f->bottom_cache,
+                  "Folder that keeps the frozen layers' output of every block (n_embd floats a "
+                  "token), read back when a block comes again (epochs, repeated runs on the same "
+                  "corpus); bit for bit what recomputing gives");
   cmd->add_flag("--recompute", f->recompute,
                 "Recompute each layer's activations in the backward (less memory)");
   cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();

@@ -14,6 +14,7 @@
 
 #include "muninn/core/attention_backward.h"
 #include "muninn/core/backward.h"
+#include "train/bottom_cache.h"
 
 namespace muninn::model {
 
@@ -119,6 +120,11 @@ struct TrainModel::Scratch {
   std::vector<float> dgate, dup, dact;       // [T, F]
 };
 
+struct TrainModel::Cache {
+  train::BottomCache cache;
+  int64_t skipped = 0;
+};
+
 TrainModel::TrainModel(Model* model, const LoraConfig& config, const TrainModelOptions& options)
     : model_(model), lora_(config), options_(options) {}
 
@@ -171,6 +177,11 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
   auto head = DequantizeToF32(mw.output);
   if (!head.ok()) return head.status().WithContext("output head");
   tm->weights_->head = std::move(head).value();
+  if (!options.bottom_cache_dir.empty()) {
+    auto c = train::BottomCache::Open(options.bottom_cache_dir, *model, config.first_layer);
+    if (!c.ok()) return c.status();
+    tm->cache_ = std::make_unique<Cache>(Cache{std::move(c).value(), 0});
+  }
   tm->scratch_ = std::make_unique<Scratch>();
   return tm;
 }
@@ -223,7 +234,29 @@ Status TrainModel::CheckBatch(const LoraParams& params, const TrainBatch& batch)
   return Status::Ok();
 }
 
+BottomCacheCounts TrainModel::bottom_cache_stats() const {
+  if (cache_ == nullptr) return {};
+  const train::BottomCacheStats& s = cache_->cache.stats();
+  return {s.hits, s.misses, s.rejected, cache_->skipped};
+}
+
 Status TrainModel::BottomForward(const TrainBatch& batch, std::vector<float>* h) {
+  if (cache_ == nullptr || lora_.first_layer == 0) return ComputeBottom(batch, h);
+  // Cacheable when no frozen layer reads memory: the output depends on the block alone.
+  bool reads_memory = false;
+  for (int32_t l = 0; l < lora_.first_layer && batch.memory != nullptr; ++l) {
+    reads_memory = reads_memory || batch.memory->ForLayer(l) != nullptr;
+  }
+  if (reads_memory) {
+    ++cache_->skipped;
+    return ComputeBottom(batch, h);
+  }
+  if (cache_->cache.Read(batch.start_pos, batch.ids, h)) return Status::Ok();
+  RETURN_IF_ERROR(ComputeBottom(batch, h));
+  return cache_->cache.Write(batch.start_pos, batch.ids, *h);
+}
+
+Status TrainModel::ComputeBottom(const TrainBatch& batch, std::vector<float>* h) {
   const ModelConfig& mc = model_->config();
   const int64_t T = static_cast<int64_t>(batch.ids.size());
   h->resize(static_cast<size_t>(T * mc.n_embd));

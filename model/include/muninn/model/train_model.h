@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "muninn/core/cross_entropy.h"
@@ -55,6 +56,19 @@ struct TrainModelOptions {
   // Cross-entropy tiling (cross_entropy.h).
   int64_t ce_rows_per_block = 1024;
   int64_t ce_vocab_block = 4096;
+  // A folder where the frozen bottom's output of every block is kept (n_embd f32 values a token)
+  // and read back when the same block comes again (another epoch, a repeated run on the same
+  // corpus); empty: none. Only blocks whose bottom reads no memory are cached. A hit is bit for
+  // bit the computed value; see model/src/train/bottom_cache.h.
+  std::string bottom_cache_dir;
+};
+
+// What the bottom cache did (TrainModel::bottom_cache_stats).
+struct BottomCacheCounts {
+  int64_t hits = 0;
+  int64_t misses = 0;    // computed and written
+  int64_t rejected = 0;  // a file that did not check out: computed and rewritten
+  int64_t skipped = 0;   // blocks not cacheable (their bottom reads memory)
 };
 
 // One block of tokens.
@@ -87,17 +101,23 @@ class TrainModel {
   StatusOr<CrossEntropyResult> ForwardBackward(const LoraParams& params, const TrainBatch& batch,
                                                float grad_scale, std::span<float> grads);
 
+  // Zero when TrainModelOptions::bottom_cache_dir is empty.
+  BottomCacheCounts bottom_cache_stats() const;
+
   ~TrainModel();
 
  private:
+  struct Cache;
   struct Weights;
   struct LayerActs;
   struct Scratch;
   TrainModel(Model* model, const LoraConfig& config, const TrainModelOptions& options);
 
   Status CheckBatch(const LoraParams& params, const TrainBatch& batch) const;
-  // The hidden state entering layer first_layer: [T, n_embd] into *h.
+  // The hidden state entering layer first_layer: [T, n_embd] into *h (from the bottom cache when
+  // there is one and the block is in it; ComputeBottom runs the frozen layers).
   Status BottomForward(const TrainBatch& batch, std::vector<float>* h);
+  Status ComputeBottom(const TrainBatch& batch, std::vector<float>* h);
   Status LayerForward(int32_t layer, const LoraParams& params, const TrainBatch& batch, bool train,
                       const float* h_in, LayerActs* acts, float* h_out);
   Status LayerBackward(int32_t layer, const LoraParams& params, const TrainBatch& batch,
@@ -110,6 +130,7 @@ class TrainModel {
   TrainModelOptions options_;
   std::unique_ptr<Weights> weights_;
   std::unique_ptr<Scratch> scratch_;
+  std::unique_ptr<Cache> cache_;  // null: no bottom cache
 };
 
 }  // namespace muninn::model

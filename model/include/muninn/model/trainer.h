@@ -144,6 +144,8 @@ class Trainer {
   int64_t step() const { return step_; }
   int64_t cursor() const { return cursors_[0]; }  // stream 0's
   const std::vector<int64_t>& cursors() const { return cursors_; }
+  // TrainerOptions::model.bottom_cache_dir's counts (zero without a cache).
+  BottomCacheCounts bottom_cache_stats() const { return train_model_->bottom_cache_stats(); }
 
   ~Trainer();
 
