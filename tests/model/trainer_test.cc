@@ -93,6 +93,13 @@ class TrainerTest : public ::testing::Test {
     return o;
   }
   Model* model() { return loaded_.model.get(); }
+  // The tiny model written as a llama GGUF file at `path` and loaded from it (no tokenizer).
+  StatusOr<LoadedModel> WriteAndLoadGguf(const std::string& path) {
+    tl::WriteGgufModel(path);
+    LoadModelOptions lo;
+    lo.load_tokenizer = false;
+    return LoadModel(path, backend_.get(), lo);
+  }
 
   static std::string* root_;
   std::unique_ptr<Backend> backend_;
@@ -634,11 +641,10 @@ TEST_F(TrainerTest, PeftFolderRoundTripsAndKeepsTheLoss) {
 // loss; the q/k B rows are reordered on the way (without that the GGUF loss differs).
 TEST_F(TrainerTest, PeftFolderMovesBetweenGgufAndHfCheckpoints) {
   const std::string gguf_path = *root_ + "/tiny.gguf";
-  tl::WriteGgufModel(gguf_path);
+  auto gguf = WriteAndLoadGguf(gguf_path);
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
   LoadModelOptions lo;
   lo.load_tokenizer = false;
-  auto gguf = LoadModel(gguf_path, backend_.get(), lo);
-  ASSERT_TRUE(gguf.ok()) << gguf.status();
   ASSERT_EQ(gguf->model->config().rope.layout, RopeLayout::kInterleaved);
   auto hf_params = LoraParams::Create(model()->config(), model()->weights(), tl::AdapterConfig());
   ASSERT_TRUE(hf_params.ok());
@@ -732,11 +738,10 @@ TEST_F(TrainerTest, PeftFolderMovesBetweenGgufAndHfCheckpoints) {
 // blocks, are InvalidArgument.
 TEST_F(TrainerTest, LoraMergeWritesTheAskedMatrixTypes) {
   const std::string f32_path = *root_ + "/tiny.gguf";
-  tl::WriteGgufModel(f32_path);
+  auto f32_model = WriteAndLoadGguf(f32_path);
+  ASSERT_TRUE(f32_model.ok()) << f32_model.status();
   LoadModelOptions lo;
   lo.load_tokenizer = false;
-  auto f32_model = LoadModel(f32_path, backend_.get(), lo);
-  ASSERT_TRUE(f32_model.ok()) << f32_model.status();
   LoraConfig c = tl::AdapterConfig();  // every target's rows are whole 32-blocks but down's (48)
   c.targets = {LoraTarget::kQ, LoraTarget::kK, LoraTarget::kV, LoraTarget::kO, LoraTarget::kGate,
                LoraTarget::kUp};

@@ -76,19 +76,8 @@ StatusOr<std::unique_ptr<Model>> MergeLora(const Model& base, const LoraParams& 
 }
 
 bool IsMergeMatrixType(DType dtype) {
-  switch (dtype) {
-    case DType::kF32:
-    case DType::kF16:
-    case DType::kBF16:
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kQ5_0:
-    case DType::kQ5_1:
-    case DType::kQ8_0:
-      return true;
-    default:
-      return false;
-  }
+  // What muninn quantizes, less the activation formats (llama.cpp has no q8_1/q8_K weights).
+  return CanQuantize(dtype) && dtype != DType::kQ8_1 && dtype != DType::kQ8_K;
 }
 
 namespace {
