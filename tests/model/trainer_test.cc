@@ -424,6 +424,21 @@ TEST_F(TrainerTest, BottomCacheGivesTheSameAdapterAndRecomputesBadFiles) {
   EXPECT_EQ(c.misses, 0);
   c = run("cache_4");  // rewritten: every block reads again
   EXPECT_EQ(c.hits, 12);
+  EXPECT_EQ(c.write_errors, 0);
+  // A folder that cannot be written any more (a file in its place) does not stop the run: the
+  // blocks are computed, counted as not stored, and the adapter is the same.
+  const std::string gone = *root_ + "/bottom_cache_gone";
+  TrainerOptions o = Options("cache_gone");
+  o.model.bottom_cache_dir = gone;
+  auto t = Trainer::Create(model(), data_.get(), o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::filesystem::remove_all(gone);
+  std::ofstream(gone) << "not a folder";
+  ASSERT_TRUE((*t)->Run().ok());
+  EXPECT_EQ(ReadAll(o.out_dir + "/adapter/adapter_model.safetensors"), want);
+  c = (*t)->bottom_cache_stats();
+  EXPECT_EQ(c.write_errors, 12);
+  EXPECT_NE(c.first_write_error.find("bottom cache"), std::string::npos) << c.first_write_error;
 }
 
 // A block whose frozen layers read memory is never cached (its bottom depends on the memory, not

@@ -549,6 +549,10 @@ int TrainAndReport(const TrainFlags& f, model::Model& m, const model::TrainData&
                  f.bottom_cache.c_str(), static_cast<long long>(c.hits),
                  static_cast<long long>(c.misses), static_cast<long long>(c.rejected),
                  static_cast<long long>(c.skipped));
+    if (c.write_errors > 0) {
+      std::fprintf(stderr, "muninn train: bottom cache: %lld blocks could not be stored (%s)\n",
+                   static_cast<long long>(c.write_errors), c.first_write_error.c_str());
+    }
   }
   if (!st.ok()) return fail(st.ToString(), 1);
   if (root) {

@@ -123,6 +123,8 @@ struct TrainModel::Scratch {
 struct TrainModel::Cache {
   train::BottomCache cache;
   int64_t skipped = 0;
+  int64_t write_errors = 0;
+  std::string first_write_error;
 };
 
 TrainModel::TrainModel(Model* model, const LoraConfig& config, const TrainModelOptions& options)
@@ -180,7 +182,7 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
   if (!options.bottom_cache_dir.empty()) {
     auto c = train::BottomCache::Open(options.bottom_cache_dir, *model, config.first_layer);
     if (!c.ok()) return c.status();
-    tm->cache_ = std::make_unique<Cache>(Cache{std::move(c).value(), 0});
+    tm->cache_ = std::make_unique<Cache>(Cache{std::move(c).value(), 0, 0, {}});
   }
   tm->scratch_ = std::make_unique<Scratch>();
   return tm;
@@ -237,7 +239,8 @@ Status TrainModel::CheckBatch(const LoraParams& params, const TrainBatch& batch)
 BottomCacheCounts TrainModel::bottom_cache_stats() const {
   if (cache_ == nullptr) return {};
   const train::BottomCacheStats& s = cache_->cache.stats();
-  return {s.hits, s.misses, s.rejected, cache_->skipped};
+  return {s.hits, s.misses, s.rejected, cache_->skipped, cache_->write_errors,
+          cache_->first_write_error};
 }
 
 Status TrainModel::BottomForward(const TrainBatch& batch, std::vector<float>* h) {
@@ -253,7 +256,10 @@ Status TrainModel::BottomForward(const TrainBatch& batch, std::vector<float>* h)
   }
   if (cache_->cache.Read(batch.start_pos, batch.ids, h)) return Status::Ok();
   RETURN_IF_ERROR(ComputeBottom(batch, h));
-  return cache_->cache.Write(batch.start_pos, batch.ids, *h);
+  // A cache that cannot be written (disk full) must not stop a training run: count it, go on.
+  const Status w = cache_->cache.Write(batch.start_pos, batch.ids, *h);
+  if (!w.ok() && cache_->write_errors++ == 0) cache_->first_write_error = w.ToString();
+  return Status::Ok();
 }
 
 Status TrainModel::ComputeBottom(const TrainBatch& batch, std::vector<float>* h) {

@@ -69,6 +69,9 @@ struct BottomCacheCounts {
   int64_t misses = 0;    // computed and written
   int64_t rejected = 0;  // a file that did not check out: computed and rewritten
   int64_t skipped = 0;   // blocks not cacheable (their bottom reads memory)
+  // Blocks that could not be stored (disk full, folder gone): training goes on without them.
+  int64_t write_errors = 0;
+  std::string first_write_error;
 };
 
 // One block of tokens.
