@@ -91,6 +91,10 @@ StatusOr<BottomCache> BottomCache::Open(const std::string& dir, const Model& mod
   const ModelConfig& mc = model.config();
   Hasher x;
   x.Add(kMagic, sizeof kMagic);
+  // The backend's name carries its kernel family and exact_matmul ("cpu-avx512-exact"): entries
+  // made by other kernels would be a correct forward, but not this one's bits.
+  const std::string backend = model.backend()->name();
+  x.Add(backend.data(), backend.size());
   for (int64_t v : {int64_t{first_layer}, int64_t{mc.n_layer}, int64_t{mc.n_embd},
                     int64_t{mc.n_head}, int64_t{mc.n_head_kv}, int64_t{mc.head_dim},
                     int64_t{mc.n_ff}}) {

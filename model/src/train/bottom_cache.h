@@ -7,8 +7,9 @@
 // the same data) can read it from disk instead of recomputing it. An entry is one file
 // `DIR/<128-bit key in hex>.bin`: a header (magic, key, T, n_embd, payload hash) and the T x n_embd
 // f32 values exactly as computed, so a hit gives bit for bit what the forward gives. The key hashes
-// a fingerprint of the model (its configuration, the trained-layer boundary and the bytes of the
-// embedding and of every frozen layer's weights, read once when the cache is opened) with the
+// a fingerprint of the model (its configuration, the trained-layer boundary, the backend's kernel
+// family, and the bytes of the embedding and of every frozen layer's weights, read once when the
+// cache is opened) with the
 // block's first position and ids. A file that does not check out (torn, truncated, another key)
 // counts as `rejected` and is recomputed and rewritten. Files are written to a per-process
 // temporary name and renamed into place, so processes (MPI ranks) may share the folder.
