@@ -441,6 +441,38 @@ TEST_F(TrainerTest, BottomCacheGivesTheSameAdapterAndRecomputesBadFiles) {
   EXPECT_NE(c.first_write_error.find("bottom cache"), std::string::npos) << c.first_write_error;
 }
 
+// Entries belong to the kernels that made them: the same model on an exact_matmul backend does
+// not read the default backend's entries (its frozen forward gives other bits).
+TEST_F(TrainerTest, BottomCacheEntriesBelongToTheirBackend) {
+  const std::string dir = *root_ + "/bottom_cache_backends";
+  std::vector<int32_t> ids, labels;
+  tl::Block(1, &ids, &labels);
+  auto p = LoraParams::Create(model()->config(), model()->weights(), tl::AdapterConfig());
+  ASSERT_TRUE(p.ok());
+  auto loss_on = [&](Model* m) {
+    TrainModelOptions mo;
+    mo.bottom_cache_dir = dir;
+    auto tm = TrainModel::Create(m, tl::AdapterConfig(), mo);
+    EXPECT_TRUE(tm.ok()) << tm.status();
+    if (!tm.ok()) return BottomCacheCounts{};
+    EXPECT_TRUE((*tm)->Loss(*p, TrainBatch{ids, labels}).ok());
+    return (*tm)->bottom_cache_stats();
+  };
+  EXPECT_EQ(loss_on(model()).misses, 1);
+  EXPECT_EQ(loss_on(model()).hits, 1);
+  CpuBackendOptions exact;
+  exact.exact_matmul = true;
+  auto b = CreateCpuBackend(exact);
+  ASSERT_TRUE(b.ok());
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  auto m = LoadModel(*root_ + "/model", b->get(), lo);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const BottomCacheCounts c = loss_on(m->model.get());
+  EXPECT_EQ(c.hits, 0);
+  EXPECT_EQ(c.misses, 1);
+}
+
 // A block whose frozen layers read memory is never cached (its bottom depends on the memory, not
 // on the block alone); memory only in trained layers leaves the block cacheable.
 TEST_F(TrainerTest, BottomCacheSkipsBlocksWhoseFrozenLayersReadMemory) {
