@@ -9,8 +9,7 @@
 // f32 values exactly as computed, so a hit gives bit for bit what the forward gives. The key hashes
 // a fingerprint of the model (its configuration, the trained-layer boundary, the backend's kernel
 // family, and the bytes of the embedding and of every frozen layer's weights, read once when the
-// cache is opened) with the
-// block's first position and ids. A file that does not check out (torn, truncated, another key)
+// cache is opened) with the block's first position and ids. A file that does not check out (torn, truncated, another key)
 // counts as `rejected` and is recomputed and rewritten. Files are written to a per-process
 // temporary name and renamed into place, so processes (MPI ranks) may share the folder.
 // Not thread-safe: one per TrainModel.

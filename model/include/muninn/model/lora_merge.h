@@ -44,8 +44,8 @@ struct MergeMatrixType {
 // replaced. Adapted matrices are merged in f32 and written as `type` says; a type that is not a
 // merge type (IsMergeMatrixType; e.g. kSame on a q4_K matrix) is an InvalidArgument naming the
 // tensor. Re-quantizing adds its rounding to the merged matrix: on the run3 adapter (SmolLM2
-// Q4_1) q8_0 moves KJV perplexity by -0.1 %, q4_1 (kSame) by +4 % (docs/TRAINING.md); a matrix
-// the adapter leaves unchanged comes back bit for bit in its own type. `params` must be in the
+// Q4_1) q8_0 moves KJV perplexity by -0.1 %, q4_1 (kSame) by +4 % (docs/TRAINING.md); with
+// kSame a q4_1 matrix the adapter leaves unchanged comes back bit for bit. `params` must be in the
 // file's own row order (what ReadPeftAdapter gives for a model loaded from that file). Written
 // atomically. Unimplemented for an adapter with memory gates (a GGUF model has no place for them).
 Status MergeLoraIntoGguf(const std::string& src_gguf, const LoraParams& params, float mult,
