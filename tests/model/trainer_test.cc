@@ -425,6 +425,12 @@ TEST_F(TrainerTest, BottomCacheGivesTheSameAdapterAndRecomputesBadFiles) {
   c = run("cache_4");  // rewritten: every block reads again
   EXPECT_EQ(c.hits, 12);
   EXPECT_EQ(c.write_errors, 0);
+  // Another block's intact file under this block's name (what a key collision would leave) is
+  // not used: the stored ids differ.
+  std::filesystem::copy_file(files[2], files[3], std::filesystem::copy_options::overwrite_existing);
+  c = run("cache_5");
+  EXPECT_EQ(c.rejected, 1);
+  EXPECT_EQ(c.hits, 11);
   // A folder that cannot be written any more (a file in its place) does not stop the run: the
   // blocks are computed, counted as not stored, and the adapter is the same.
   const std::string gone = *root_ + "/bottom_cache_gone";

@@ -2,76 +2,37 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
+#include "train/fnv1a.h"
+
 namespace muninn::model::train {
 
 namespace {
 
-constexpr char kMagic[8] = {'M', 'N', 'B', 'O', 'T', 'C', '1', '\0'};
-
-// Two independent 64-bit streams over the same bytes (128 bits of key): a multiply-xorshift mix
-// per 8-byte word and a splitmix64 finalizer. Not cryptographic; the inputs are not adversarial.
-class Hasher {
- public:
-  void Add(const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      Mix(w);
-    }
-    uint64_t tail = 0;
-    std::memcpy(&tail, p + i, n - i);
-    Mix(tail ^ (static_cast<uint64_t>(n - i) << 56));
-  }
-  template <class T>
-  void AddValue(const T& v) {
-    Add(&v, sizeof v);
-  }
-  uint64_t lo() const { return Final(a_); }
-  uint64_t hi() const { return Final(b_); }
-
- private:
-  void Mix(uint64_t w) {
-    a_ = (a_ ^ w) * 0x9E3779B97F4A7C15ull;
-    a_ ^= a_ >> 29;
-    b_ = (b_ + w) * 0xBF58476D1CE4E5B9ull;
-    b_ ^= b_ >> 31;
-  }
-  static uint64_t Final(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-  }
-  uint64_t a_ = 0x243F6A8885A308D3ull, b_ = 0x13198A2E03707344ull;
-};
+constexpr char kMagic[8] = {'M', 'N', 'B', 'O', 'T', 'C', '2', '\0'};
 
 struct Header {
   char magic[8];
-  uint64_t key_lo, key_hi;
-  int64_t n_tokens, n_embd;
-  uint64_t payload_hash;
+  uint64_t fingerprint;
+  int64_t start_pos, n_tokens, n_embd;
+  uint64_t values_hash;
 };
 
-uint64_t PayloadHash(std::span<const float> h) {
-  Hasher x;
-  x.Add(h.data(), h.size_bytes());
-  return x.lo();
+uint64_t HashOf(std::span<const float> h) {
+  return Fnv1a({reinterpret_cast<const uint8_t*>(h.data()), h.size_bytes()});
 }
 
-void AddTensor(Hasher* x, const Tensor& t) {
-  if (!t.defined()) return;
-  x->AddValue(static_cast<int>(t.dtype()));
-  for (int i = 0; i < t.ndim(); ++i) x->AddValue(t.dim(i));
+uint64_t HashTensor(const Tensor& t, uint64_t h) {
+  if (!t.defined()) return h;
+  h = Fnv1aOf(static_cast<int>(t.dtype()), h);
+  for (int i = 0; i < t.ndim(); ++i) h = Fnv1aOf(t.dim(i), h);
   // Weights are host tensors loaded whole (packed); hash what they hold.
-  x->Add(t.data(), static_cast<size_t>(t.nbytes()));
+  return Fnv1a({static_cast<const uint8_t*>(t.data()), t.nbytes()}, h);
 }
 
 }  // namespace
@@ -89,79 +50,67 @@ StatusOr<BottomCache> BottomCache::Open(const std::string& dir, const Model& mod
                    (ec ? ": " + ec.message() : std::string()));
   }
   const ModelConfig& mc = model.config();
-  Hasher x;
-  x.Add(kMagic, sizeof kMagic);
+  uint64_t h = Fnv1a({reinterpret_cast<const uint8_t*>(kMagic), sizeof kMagic});
   // The backend's name carries its kernel family and exact_matmul ("cpu-avx512-exact"): entries
   // made by other kernels would be a correct forward, but not this one's bits.
   const std::string backend = model.backend()->name();
-  x.Add(backend.data(), backend.size());
+  h = Fnv1a({reinterpret_cast<const uint8_t*>(backend.data()), backend.size()}, h);
   for (int64_t v : {int64_t{first_layer}, int64_t{mc.n_layer}, int64_t{mc.n_embd},
                     int64_t{mc.n_head}, int64_t{mc.n_head_kv}, int64_t{mc.head_dim},
                     int64_t{mc.n_ff}}) {
-    x.AddValue(v);
+    h = Fnv1aOf(v, h);
   }
-  x.AddValue(mc.norm_eps);
-  x.AddValue(mc.embd_scale);
   const RopeParams& r = mc.rope;
-  x.AddValue(static_cast<int>(r.layout));
-  x.AddValue(r.n_rot);
-  x.AddValue(r.freq_base);
-  x.AddValue(static_cast<int>(r.scaling));
-  x.AddValue(r.factor);
-  x.AddValue(r.original_ctx);
-  x.AddValue(r.beta_fast);
-  x.AddValue(r.beta_slow);
-  x.AddValue(r.attn_factor);
+  for (float v : {mc.norm_eps, mc.embd_scale, r.freq_base, r.factor, r.beta_fast, r.beta_slow,
+                  r.attn_factor}) {
+    h = Fnv1aOf(v, h);
+  }
+  for (int v : {static_cast<int>(r.layout), r.n_rot, static_cast<int>(r.scaling), r.original_ctx}) {
+    h = Fnv1aOf(v, h);
+  }
   const ModelWeights& w = model.weights();
-  AddTensor(&x, w.tok_embd);
+  h = HashTensor(w.tok_embd, h);
   for (int32_t l = 0; l < first_layer; ++l) {
     const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
     for (const Tensor* t : {&lw.attn_norm, &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_norm,
                             &lw.w_gate, &lw.w_up, &lw.w_down}) {
-      AddTensor(&x, *t);
+      h = HashTensor(*t, h);
     }
   }
   BottomCache c;
   c.dir_ = dir;
   c.n_embd_ = mc.n_embd;
-  c.fp_lo_ = x.lo();
-  c.fp_hi_ = x.hi();
+  c.fingerprint_ = h;
   return c;
 }
 
-BottomCache::Key BottomCache::KeyOf(int64_t start_pos, std::span<const TokenId> ids) const {
-  Hasher x;
-  x.AddValue(fp_lo_);
-  x.AddValue(fp_hi_);
-  x.AddValue(start_pos);
-  x.AddValue(static_cast<int64_t>(ids.size()));
-  x.Add(ids.data(), ids.size_bytes());
-  return Key{x.lo(), x.hi()};
-}
-
-std::string BottomCache::PathOf(const Key& k) const {
-  char name[40];
-  std::snprintf(name, sizeof name, "%016llx%016llx.bin", static_cast<unsigned long long>(k.hi),
-                static_cast<unsigned long long>(k.lo));
+std::string BottomCache::PathOf(int64_t start_pos, std::span<const TokenId> ids) const {
+  const uint64_t key = Fnv1a({reinterpret_cast<const uint8_t*>(ids.data()), ids.size_bytes()},
+                             Fnv1aOf(start_pos, fingerprint_));
+  char name[24];
+  std::snprintf(name, sizeof name, "%016llx.bin", static_cast<unsigned long long>(key));
   return dir_ + "/" + name;
 }
 
 bool BottomCache::Read(int64_t start_pos, std::span<const TokenId> ids, std::vector<float>* h) {
-  const Key k = KeyOf(start_pos, ids);
-  std::ifstream in(PathOf(k), std::ios::binary);
+  std::ifstream in(PathOf(start_pos, ids), std::ios::binary);
   if (!in) {
     ++stats_.misses;
     return false;
   }
   const auto T = static_cast<int64_t>(ids.size());
   Header hd{};
+  std::vector<TokenId> stored(ids.size());
   h->resize(static_cast<size_t>(T * n_embd_));
   const bool ok =
       in.read(reinterpret_cast<char*>(&hd), sizeof hd) &&
-      std::memcmp(hd.magic, kMagic, sizeof kMagic) == 0 && hd.key_lo == k.lo &&
-      hd.key_hi == k.hi && hd.n_tokens == T && hd.n_embd == n_embd_ &&
+      std::memcmp(hd.magic, kMagic, sizeof kMagic) == 0 && hd.fingerprint == fingerprint_ &&
+      hd.start_pos == start_pos && hd.n_tokens == T && hd.n_embd == n_embd_ &&
+      in.read(reinterpret_cast<char*>(stored.data()),
+              static_cast<std::streamsize>(stored.size() * sizeof(TokenId))) &&
+      std::equal(stored.begin(), stored.end(), ids.begin()) &&
       in.read(reinterpret_cast<char*>(h->data()), static_cast<std::streamsize>(h->size() * 4)) &&
-      in.peek() == std::char_traits<char>::eof() && PayloadHash(*h) == hd.payload_hash;
+      in.peek() == std::char_traits<char>::eof() && HashOf(*h) == hd.values_hash;
   if (!ok) {
     ++stats_.rejected;
     return false;
@@ -175,19 +124,19 @@ Status BottomCache::Write(int64_t start_pos, std::span<const TokenId> ids,
   if (static_cast<int64_t>(h.size()) != static_cast<int64_t>(ids.size()) * n_embd_) {
     return InvalidArgumentError("bottom cache: the values do not match the block's shape");
   }
-  const Key k = KeyOf(start_pos, ids);
   Header hd{};
   std::memcpy(hd.magic, kMagic, sizeof kMagic);
-  hd.key_lo = k.lo;
-  hd.key_hi = k.hi;
+  hd.fingerprint = fingerprint_;
+  hd.start_pos = start_pos;
   hd.n_tokens = static_cast<int64_t>(ids.size());
   hd.n_embd = n_embd_;
-  hd.payload_hash = PayloadHash(h);
-  const std::string path = PathOf(k);
+  hd.values_hash = HashOf(h);
+  const std::string path = PathOf(start_pos, ids);
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(&hd), sizeof hd);
+    out.write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size_bytes()));
     out.write(reinterpret_cast<const char*>(h.data()), static_cast<std::streamsize>(h.size_bytes()));
     out.close();
     if (!out) {

@@ -5,11 +5,13 @@
 // output for a block depends only on the model and the block (token ids and first position). So
 // a run over the same corpus again (a second epoch, a resumed or repeated run, another adapter on
 // the same data) can read it from disk instead of recomputing it. An entry is one file
-// `DIR/<128-bit key in hex>.bin`: a header (magic, key, T, n_embd, payload hash) and the T x n_embd
-// f32 values exactly as computed, so a hit gives bit for bit what the forward gives. The key hashes
-// a fingerprint of the model (its configuration, the trained-layer boundary, the backend's kernel
-// family, and the bytes of the embedding and of every frozen layer's weights, read once when the
-// cache is opened) with the block's first position and ids. A file that does not check out (torn, truncated, another key)
+// `DIR/<64-bit key in hex>.bin`: a header (magic, the model's fingerprint, first position, T,
+// n_embd, a checksum of the values), the block's ids, and the T x n_embd f32 values exactly as
+// computed, so a hit gives bit for bit what the forward gives. The fingerprint hashes the model's
+// configuration, the trained-layer boundary, the backend's kernel family, and the bytes of the
+// embedding and of every frozen layer's weights (read once when the cache is opened); the key
+// hashes it with the block. A file is used only when its fingerprint, position and ids equal the
+// block's and its values match their checksum; any other (torn, truncated, a key collision)
 // counts as `rejected` and is recomputed and rewritten. Files are written to a per-process
 // temporary name and renamed into place, so processes (MPI ranks) may share the folder.
 // Not thread-safe: one per TrainModel.
@@ -47,15 +49,11 @@ class BottomCache {
   const std::string& dir() const { return dir_; }
 
  private:
-  struct Key {
-    uint64_t lo = 0, hi = 0;
-  };
-  Key KeyOf(int64_t start_pos, std::span<const TokenId> ids) const;
-  std::string PathOf(const Key& k) const;
+  std::string PathOf(int64_t start_pos, std::span<const TokenId> ids) const;
 
   std::string dir_;
   int64_t n_embd_ = 0;
-  uint64_t fp_lo_ = 0, fp_hi_ = 0;  // the model's fingerprint
+  uint64_t fingerprint_ = 0;  // the model's
   BottomCacheStats stats_;
 };
 

@@ -13,6 +13,7 @@
 #include "muninn/model/lora_gguf.h"
 #include "muninn/model/peft_adapter.h"
 #include "train/atomic_file.h"
+#include "train/fnv1a.h"
 
 namespace muninn::model {
 
@@ -22,14 +23,7 @@ constexpr char kMagic[8] = {'M', 'N', 'N', 'T', 'R', 'A', 'I', 'N'};
 constexpr uint32_t kVersion = 2;
 constexpr uint32_t kVersionGates = 3;  // version 2's layout, the arena ending with memory gates
 
-uint64_t Fnv1a(std::span<const uint8_t> bytes) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (uint8_t b : bytes) {
-    h ^= b;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
+using train::Fnv1a;
 
 uint64_t Mix(uint64_t a, uint64_t b) {
   uint64_t z = a ^ (b + 0x9E3779B97F4A7C15ull + (a << 6) + (a >> 2));
