@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 
@@ -125,8 +126,8 @@ AttentionPlan PlanAttention(int64_t T, int64_t S, int64_t M, int64_t n_head, int
 
 // How a K or V row is stored: f32, f16, or q8_0 blocks.
 enum class KvFmt { kF32, kF16, kQ8 };
-inline constexpr int64_t kQ8Block = 32;       // elements per q8_0 block
-inline constexpr int64_t kQ8BlockBytes = 34;  // its f16 scale, then 32 int8
+inline constexpr int64_t kQ8Block = kQK;                     // elements per q8_0 block
+inline constexpr int64_t kQ8BlockBytes = sizeof(BlockQ8_0);  // its f16 scale, then the int8
 
 inline KvFmt KvFmtOf(DType d) {
   return d == DType::kF16 ? KvFmt::kF16 : d == DType::kQ8_0 ? KvFmt::kQ8 : KvFmt::kF32;
@@ -148,7 +149,7 @@ template <class A, KvFmt F>
     const char* block = row + c / kQ8Block * kQ8BlockBytes;
     uint16_t scale;
     std::memcpy(&scale, block, sizeof scale);
-    return A::Mul(A::LoadI8(reinterpret_cast<const int8_t*>(block + 2) + c % kQ8Block),
+    return A::Mul(A::LoadI8(reinterpret_cast<const int8_t*>(block + offsetof(BlockQ8_0, qs)) + c % kQ8Block),
                   A::Set1F16(scale));
   } else {
     return A::Load(reinterpret_cast<const float*>(row) + c);
