@@ -4,11 +4,15 @@
 
 namespace muninn::model {
 
+bool IsKvCacheDType(DType dtype) {
+  return dtype == DType::kF16 || dtype == DType::kF32 || dtype == DType::kQ8_0;
+}
+
 Status KvCacheOptions::Validate() const {
   if (n_ctx <= 0) {
     return InvalidArgumentError("KV cache n_ctx must be positive, got " + std::to_string(n_ctx));
   }
-  if (dtype != DType::kF16 && dtype != DType::kF32 && dtype != DType::kQ8_0) {
+  if (!IsKvCacheDType(dtype)) {
     return InvalidArgumentError("KV cache dtype must be f16, f32 or q8_0, got " +
                                 std::string(DTypeName(dtype)));
   }

@@ -163,8 +163,7 @@ Status LongContextOptions::Validate(const model::ModelConfig& config) const {
                                 " exceeds the context the model was trained with (" +
                                 std::to_string(config.n_ctx_train) + ")");
   }
-  if (kv_cache_dtype != DType::kF16 && kv_cache_dtype != DType::kF32 &&
-      kv_cache_dtype != DType::kQ8_0) {
+  if (!model::IsKvCacheDType(kv_cache_dtype)) {
     return InvalidArgumentError("the KV cache dtype must be f16, f32 or q8_0");
   }
   if ((modes & ~kAllMemoryModes) != 0) return InvalidArgumentError("unknown memory mode bits");

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "muninn/model/kv_cache.h"
+
 namespace muninn::tools {
 namespace fs = std::filesystem;
 
@@ -175,7 +177,7 @@ StatusOr<AppConfig> LoadAppConfig(const std::string& path) {
       std::string kv;
       RETURN_IF_ERROR(get_string(lc, "kv_cache", &kv));
       auto d = DTypeFromName(kv);
-      if (!d || (*d != DType::kF16 && *d != DType::kF32 && *d != DType::kQ8_0)) {
+      if (!d || !model::IsKvCacheDType(*d)) {
         return err("kv_cache", "must be f16, f32 or q8_0");
       }
       o.kv_cache_dtype = *d;

@@ -34,6 +34,10 @@
 
 namespace muninn::model {
 
+// The dtypes a KV cache can hold: f16, f32, q8_0 (whether a backend attends over it is
+// KvCache::Create's check).
+bool IsKvCacheDType(DType dtype);
+
 struct KvCacheOptions {
   int64_t n_ctx = 2048;         // positions the cache can hold (> 0)
   DType dtype = DType::kF16;    // kF16, kF32, or kQ8_0 (half f16's bytes; CPU backend only)
