@@ -74,4 +74,54 @@ StatusOr<Tensor> CopyToHost(Backend& backend, const Tensor& t) {
   return host;
 }
 
+Status CheckMatMulSharedArgs(const Backend& backend, const Tensor& x,
+                             std::span<const Tensor* const> ws, std::span<Tensor* const> outs) {
+  if (ws.empty() || ws.size() != outs.size()) {
+    return InvalidArgumentError("MatMulShared: needs as many outputs as weights, at least one; got " +
+                                std::to_string(ws.size()) + " weights and " +
+                                std::to_string(outs.size()) + " outputs");
+  }
+  if (!x.defined()) return InvalidArgumentError("MatMulShared: x is an undefined tensor");
+  if (x.ndim() < 1 || x.ndim() > 2) {
+    return InvalidArgumentError("MatMulShared: x must be [M, K] or [K], got " +
+                                x.shape().ToString());
+  }
+  const int64_t k = x.dim(-1);
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const std::string at = "MatMulShared: pair " + std::to_string(i) + ": ";
+    if (ws[i] == nullptr || outs[i] == nullptr || !ws[i]->defined() || !outs[i]->defined()) {
+      return InvalidArgumentError(at + "weight and output must be defined tensors");
+    }
+    const Tensor& w = *ws[i];
+    const Tensor& out = *outs[i];
+    if (!backend.SupportsOp(OpDesc{OpKind::kMatMul, w.dtype()})) {
+      return InvalidArgumentError(at + backend.name() + " has no MatMul for " +
+                                  std::string(DTypeName(w.dtype())) + " weights");
+    }
+    if (w.ndim() != 2 || w.dim(1) != k || out.ndim() != x.ndim() || out.dim(-1) != w.dim(0) ||
+        (x.ndim() == 2 && out.dim(0) != x.dim(0))) {
+      return InvalidArgumentError(at + "expected w [N, " + std::to_string(k) +
+                                  "] and out [M, N] for x " + x.shape().ToString() + "; got w " +
+                                  w.shape().ToString() + ", out " + out.shape().ToString());
+    }
+    if (ViewsOverlap(out, x) || ViewsOverlap(out, w)) {
+      return InvalidArgumentError(at + "out must not overlap x or w");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (ViewsOverlap(out, *outs[j]) || ViewsOverlap(out, *ws[j])) {
+        return InvalidArgumentError(at + "out overlaps pair " + std::to_string(j) +
+                                    "'s weight or output");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status Backend::MatMulShared(const Tensor& x, std::span<const Tensor* const> ws,
+                             std::span<Tensor* const> outs) {
+  RETURN_IF_ERROR(CheckMatMulSharedArgs(*this, x, ws, outs));
+  for (size_t i = 0; i < ws.size(); ++i) RETURN_IF_ERROR(MatMul(x, *ws[i], outs[i]));
+  return Status::Ok();
+}
+
 }  // namespace muninn

@@ -298,4 +298,23 @@ std::string Tensor::DebugString() const {
   return os.str();
 }
 
+std::pair<uintptr_t, uintptr_t> ByteExtent(const Tensor& t) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(t.data());
+  uintptr_t last = first;
+  for (int i = 0; i < t.ndim(); ++i) {
+    int64_t count = t.dim(i);
+    if (i == t.ndim() - 1) count /= BlockSize(t.dtype());  // a quantized row strides per block
+    if (count > 0) last += static_cast<uintptr_t>((count - 1) * t.stride(i));
+  }
+  return {first, last + GetDTypeInfo(t.dtype()).block_bytes};
+}
+
+bool ViewsOverlap(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined() || a.numel() == 0 || b.numel() == 0) return false;
+  if (a.device() != b.device()) return false;
+  const auto [a0, a1] = ByteExtent(a);
+  const auto [b0, b1] = ByteExtent(b);
+  return a0 < b1 && b0 < a1;
+}
+
 }  // namespace muninn

@@ -333,9 +333,11 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   // ---- attention ----
   RETURN_IF_ERROR(backend_->RmsNorm(h, w.attn_norm, config_.norm_eps, &x));
   observe("attn_norm", x);
-  RETURN_IF_ERROR(backend_->MatMul(x, w.wq, &q2));
-  RETURN_IF_ERROR(backend_->MatMul(x, w.wk, &k2));
-  RETURN_IF_ERROR(backend_->MatMul(x, w.wv, &v2));
+  {
+    const Tensor* qkv_w[] = {&w.wq, &w.wk, &w.wv};
+    Tensor* qkv_out[] = {&q2, &k2, &v2};
+    RETURN_IF_ERROR(backend_->MatMulShared(x, qkv_w, qkv_out));
+  }
   if (w.q_bias.defined()) RETURN_IF_ERROR(backend_->Add(q2, w.q_bias, &q2));
   if (w.k_bias.defined()) RETURN_IF_ERROR(backend_->Add(k2, w.k_bias, &k2));
   observe("q_pre_rope", q3);
@@ -401,8 +403,11 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   // ---- MLP ----
   RETURN_IF_ERROR(backend_->RmsNorm(h, w.ffn_norm, config_.norm_eps, &x));
   observe("ffn_norm", x);
-  RETURN_IF_ERROR(backend_->MatMul(x, w.w_gate, &gate));
-  RETURN_IF_ERROR(backend_->MatMul(x, w.w_up, &up));
+  {
+    const Tensor* gate_up_w[] = {&w.w_gate, &w.w_up};
+    Tensor* gate_up_out[] = {&gate, &up};
+    RETURN_IF_ERROR(backend_->MatMulShared(x, gate_up_w, gate_up_out));
+  }
   RETURN_IF_ERROR(backend_->SwiGlu(gate, up, &gate));
   RETURN_IF_ERROR(backend_->MatMul(gate, w.w_down, &proj));
   observe("mlp_out", proj);

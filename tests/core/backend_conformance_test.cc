@@ -341,6 +341,69 @@ void CheckAllMatMul(Backend& be) {
   }
 }
 
+// MatMulShared with the model's Q/K/V (576 -> 576, 192, 192) and gate/up (576 -> 1536, 1536)
+// weights on one input, for decode (M = 1, the CPU's fused dispatch) and a batch (M = 9), plus
+// mixed dtypes (each weight as MatMul computes it): every output against its float64 reference.
+void CheckMatMulShared(Backend& be) {
+  struct Run {
+    std::vector<DType> dtypes;
+    std::vector<int64_t> ns;
+    int64_t m;
+  };
+  std::vector<Run> runs;
+  for (DType wt : kWeightDTypes) {
+    for (int64_t m : {1, 9}) {
+      runs.push_back({{wt, wt, wt}, {576, 192, 192}, m});
+      runs.push_back({{wt, wt}, {1536, 1536}, m});
+    }
+  }
+  runs.push_back({{DType::kQ4_1, DType::kQ8_0, DType::kF16}, {576, 192, 193}, 1});
+  uint32_t seed = 500;
+  for (const Run& run : runs) {
+    bool supported = true;
+    int64_t k = 576;
+    for (DType wt : run.dtypes) {
+      supported = supported && be.SupportsOp({OpKind::kMatMul, wt});
+      k = std::max(k, LegalK(wt, 576));
+    }
+    if (!supported) continue;
+    std::mt19937 rng(seed++);
+    std::vector<Tensor> ws;
+    std::vector<std::vector<std::vector<float>>> wf(run.dtypes.size());
+    for (size_t i = 0; i < run.dtypes.size(); ++i) {
+      ws.push_back(RandomMatrix(run.dtypes[i], run.ns[i], k, 0, rng));
+      for (int64_t r = 0; r < run.ns[i]; ++r) wf[i].push_back(RowAsFloat(ws[i], r));
+    }
+    const std::vector<float> x = Random(run.m * k, rng);
+    for (size_t i = 0; i < ws.size(); ++i) {
+      double denom = 0.0;
+      const std::vector<double> ref = RefMatMul(x, wf[i], run.m, k, &denom);
+      RunOp op = [&](Backend& b) {
+        const Tensor xd = On(b, Host({run.m, k}, x));
+        std::vector<Tensor> wd, outs;
+        std::vector<const Tensor*> wp;
+        std::vector<Tensor*> op_outs;
+        for (size_t j = 0; j < ws.size(); ++j) {
+          wd.push_back(On(b, ws[j]));
+          outs.push_back(Out(b, {run.m, run.ns[j]}));
+        }
+        for (size_t j = 0; j < ws.size(); ++j) {
+          wp.push_back(&wd[j]);
+          op_outs.push_back(&outs[j]);
+        }
+        const Status st = b.MatMulShared(xd, wp, op_outs);
+        EXPECT_TRUE(st.ok()) << st;
+        return ToHost(b, outs[i]);
+      };
+      Verify(be, op, ref, MatMulBound(run.dtypes[i]),
+             "MatMulShared " + std::string(DTypeName(run.dtypes[i])) + " weight " +
+                 std::to_string(i) + " of " + std::to_string(ws.size()) + ", M " +
+                 std::to_string(run.m),
+             denom);
+    }
+  }
+}
+
 void CheckLmHead(Backend& be) {
   // The tied embedding as output head: [1, 576] x [49152, 576]^T in the model's q8_0 / f16.
   CheckMatMul(be, DType::kQ8_0, {1, 49152, 576}, 101);
@@ -714,6 +777,7 @@ void CheckAttention(Backend& be) {
 
 CONFORMANCE_TEST(MatMul, CheckAllMatMul)
 CONFORMANCE_TEST(MatMulLmHead, CheckLmHead)
+CONFORMANCE_TEST(MatMulShared, CheckMatMulShared)
 CONFORMANCE_TEST(GetRows, CheckGetRows)
 CONFORMANCE_TEST(RmsNorm, CheckRmsNorm)
 CONFORMANCE_TEST(LayerNorm, CheckLayerNorm)

@@ -381,5 +381,110 @@ TEST(MatMulTest, ExactModeMatchesFloat64WithinFloat32Rounding) {
   }
 }
 
+// MatMulShared (Q/K/V, gate/up) gives what separate MatMul calls give, bit for bit, on every
+// kernel family: the fused decode dispatch (same dtype, few rows: one activation conversion, the
+// weights' rows split across threads together, with chunk borders inside and across weights), and
+// the per-weight loop it falls back to (mixed dtypes, batches, exact mode). Outputs are strided
+// views whose padding must stay untouched.
+TEST(MatMulTest, SharedInputMatchesSeparateCallsBitForBit) {
+  ThreadPool pool(2);
+  uint32_t seed = 900;
+  struct Run {
+    std::vector<DType> dtypes;
+    std::vector<int64_t> ns;
+  };
+  std::vector<Run> runs;
+  for (DType wt : kWeightDTypes) runs.push_back({{wt, wt, wt}, {37, 13, 13}});
+  runs.push_back({{DType::kQ4_1, DType::kQ4_1}, {96, 0}});       // an empty weight in a fused run
+  runs.push_back({{DType::kQ4_0, DType::kQ8_0, DType::kF16}, {9, 21, 5}});  // mixed: the loop
+  runs.push_back({{DType::kQ6_K, DType::kQ4_K}, {11, 30}});
+  for (bool exact : {false, true}) {
+    for (ThreadPool* tp : {static_cast<ThreadPool*>(nullptr), &pool}) {
+      for (CpuIsa isa : AvailableIsas()) {
+        auto backend = MakeBackend(isa, tp, exact);
+        for (const Run& run : runs) {
+          for (int64_t m : {1, 3, 20}) {
+            const int64_t k = 256;
+            SCOPED_TRACE(std::string(CpuIsaName(isa)) + " " + std::string(DTypeName(run.dtypes[0])) +
+                         " M=" + std::to_string(m) + (exact ? " exact" : "") +
+                         (tp ? " 2 threads" : " inline") + " seed=" + std::to_string(seed));
+            std::mt19937 rng(seed++);
+            const Tensor x = RandomMatrix(DType::kF32, m, k, 4, rng);
+            std::vector<Tensor> ws, shared, separate;
+            for (size_t i = 0; i < run.dtypes.size(); ++i) {
+              ws.push_back(RandomMatrix(run.dtypes[i], run.ns[i], k, 0, rng));
+              for (std::vector<Tensor>* v : {&shared, &separate}) {
+                Tensor o = Tensor::Zeros(DType::kF32, Shape{m, run.ns[i] + 3}).value();
+                v->push_back(o.Slice(1, 0, run.ns[i]).value());
+              }
+            }
+            std::vector<const Tensor*> wp;
+            std::vector<Tensor*> op;
+            for (size_t i = 0; i < ws.size(); ++i) {
+              wp.push_back(&ws[i]);
+              op.push_back(&shared[i]);
+              ASSERT_TRUE(backend->MatMul(x, ws[i], &separate[i]).ok());
+            }
+            ASSERT_TRUE(backend->MatMulShared(x, wp, op).ok());
+            for (size_t i = 0; i < ws.size(); ++i) {
+              for (int64_t r = 0; r < m; ++r) {
+                const float* a = reinterpret_cast<const float*>(
+                    static_cast<const char*>(shared[i].data()) + r * shared[i].stride(0));
+                const float* b = reinterpret_cast<const float*>(
+                    static_cast<const char*>(separate[i].data()) + r * separate[i].stride(0));
+                for (int64_t j = 0; j < run.ns[i]; ++j) {
+                  ASSERT_EQ(a[j], b[j]) << "weight " << i << " row " << r << " col " << j;
+                }
+                for (int64_t j = run.ns[i]; j < run.ns[i] + 3; ++j) ASSERT_EQ(a[j], 0.0f);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(MatMulTest, SharedInputRejectsBadArgumentsBeforeWritingAnything) {
+  auto b = MakeBackend(GetCpuFeatures().BestIsa(), nullptr);
+  std::mt19937 rng(5);
+  const Tensor x = RandomMatrix(DType::kF32, 1, 64, 0, rng);
+  const Tensor w0 = RandomMatrix(DType::kQ4_1, 8, 64, 0, rng);
+  const Tensor w1 = RandomMatrix(DType::kQ4_1, 4, 64, 0, rng);
+  Tensor o0 = Tensor::FromVector(Shape{1, 8}, std::vector<float>(8, 7.0f)).value();
+  Tensor o1 = Tensor::FromVector(Shape{1, 4}, std::vector<float>(4, 7.0f)).value();
+  auto untouched = [&] {
+    for (const Tensor* o : {&o0, &o1}) {
+      for (int64_t j = 0; j < o->numel(); ++j) {
+        if (o->data_as<float>()[j] != 7.0f) return false;
+      }
+    }
+    return true;
+  };
+  auto expect_invalid = [&](std::vector<const Tensor*> ws, std::vector<Tensor*> outs,
+                            const char* what, const Tensor& xx) {
+    const Status s = b->MatMulShared(xx, ws, outs);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << what << ": " << s;
+    EXPECT_TRUE(untouched()) << what;
+  };
+  expect_invalid({}, {}, "no weights", x);
+  expect_invalid({&w0, &w1}, {&o0}, "count mismatch", x);
+  expect_invalid({&w0, nullptr}, {&o0, &o1}, "null weight", x);
+  Tensor o1_wide = Tensor::Zeros(DType::kF32, Shape{1, 5}).value();
+  expect_invalid({&w0, &w1}, {&o0, &o1_wide}, "second out shape", x);
+  const Tensor w_k32 = RandomMatrix(DType::kQ4_1, 4, 32, 0, rng);
+  expect_invalid({&w0, &w_k32}, {&o0, &o1}, "second weight's K", x);
+  const Tensor alias = o0.Slice(1, 0, 4).value();
+  Tensor alias_out = alias;
+  expect_invalid({&w0, &w1}, {&o0, &alias_out}, "outputs overlap", x);
+  Tensor xo = Tensor::FromVector(Shape{1, 64}, std::vector<float>(64, 1.0f)).value();
+  Tensor x_alias = xo.Slice(1, 0, 4).value();
+  expect_invalid({&w0, &w1}, {&o0, &x_alias}, "out overlaps x", xo);
+  Tensor misaligned_x =
+      Tensor::FromBuffer(AllocateHostBuffer(64 * 4 + 4).value(), 2, DType::kF32, Shape{1, 64})
+          .value();
+  expect_invalid({&w0, &w1}, {&o0, &o1}, "misaligned x (a CPU-specific check)", misaligned_x);
+}
+
 }  // namespace
 }  // namespace muninn

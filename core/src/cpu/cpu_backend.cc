@@ -70,6 +70,11 @@ class CpuBackend final : public Backend {
   Status MatMul(const Tensor& x, const Tensor& w, Tensor* out) override {
     return MatMulOp(ctx_, x, w, out);
   }
+  Status MatMulShared(const Tensor& x, std::span<const Tensor* const> ws,
+                      std::span<Tensor* const> outs) override {
+    RETURN_IF_ERROR(CheckMatMulSharedArgs(*this, x, ws, outs));
+    return MatMulSharedOp(ctx_, x, ws, outs);
+  }
   Status GetRows(const Tensor& t, const Tensor& ids, Tensor* out) override {
     return GetRowsOp(ctx_, t, ids, out);
   }

@@ -10,6 +10,9 @@ namespace muninn::cpu {
 
 Status CopyOp(const CpuContext& ctx, const Tensor& src, Tensor* dst);                 // copy.cc
 Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out);  // matmul.cc
+// outs[i] = x · ws[i]ᵀ; the caller has run CheckMatMulSharedArgs. matmul.cc
+Status MatMulSharedOp(const CpuContext& ctx, const Tensor& x, std::span<const Tensor* const> ws,
+                      std::span<Tensor* const> outs);
 Status GetRowsOp(const CpuContext& ctx, const Tensor& table, const Tensor& ids, Tensor* out);  // get_rows.cc
 Status RmsNormOp(const CpuContext& ctx, const Tensor& x, const Tensor& weight, float eps, Tensor* out);  // norm.cc
 Status LayerNormOp(const CpuContext& ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,

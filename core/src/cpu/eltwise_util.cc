@@ -9,16 +9,6 @@ std::string Prefix(std::string_view op, std::string_view name) {
   return std::string(op) + ": " + std::string(name) + " ";
 }
 
-// [first, last) byte addresses a non-empty tensor touches.
-std::pair<uintptr_t, uintptr_t> ByteExtent(const Tensor& t) {
-  const uintptr_t first = reinterpret_cast<uintptr_t>(t.data());
-  uintptr_t last = first;
-  for (int i = 0; i < t.ndim(); ++i) {
-    last += static_cast<uintptr_t>((t.dim(i) - 1) * t.stride(i));
-  }
-  return {first, last + GetDTypeInfo(t.dtype()).block_bytes};
-}
-
 }  // namespace
 
 Status CheckF32Rows(const Tensor& t, std::string_view op, std::string_view name) {
@@ -66,10 +56,7 @@ Status CheckOptionalVector(const Tensor& t, int64_t n, std::string_view op, std:
 
 Status CheckAliasing(const Tensor& in, const Tensor& out, std::string_view op,
                      std::string_view name) {
-  if (in.numel() == 0 || out.numel() == 0) return Status::Ok();
-  const auto [a0, a1] = ByteExtent(in);
-  const auto [b0, b1] = ByteExtent(out);
-  if (a1 <= b0 || b1 <= a0) return Status::Ok();
+  if (!ViewsOverlap(in, out)) return Status::Ok();
   bool same = in.data() == out.data() && in.shape() == out.shape();
   for (int i = 0; same && i < in.ndim(); ++i) {
     same = in.dim(i) == 1 || in.stride(i) == out.stride(i);

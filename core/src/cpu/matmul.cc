@@ -20,7 +20,9 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "cpu/cpu_ops.h"
 #include "cpu/quant_dot.h"
@@ -199,84 +201,83 @@ void VnniMatMul(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
   });
 }
 
-// Decode with q4_0/q4_1 weights on VNNI machines: activations packed for the grouped q4 kernel
-// (quant_gemm.h), weight rows split across threads as in the dot path below.
-void VnniQ4MatVec(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out, int64_t m,
-                  int64_t n, int64_t k) {
-  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;          // bytes
-  const int64_t out_stride = out->ndim() == 2 ? out->stride(0) : 0;  // bytes
+// One weight of a run of matrices that share the input (MatMulShared; a single MatMul is a run
+// of one): its rows are [first, first + n) of the run's combined rows.
+struct RowSegment {
+  const char* w = nullptr;
+  int64_t w_stride = 0;  // bytes
+  char* out = nullptr;
+  int64_t out_stride = 0;  // bytes
+  int64_t first = 0;
+  int64_t n = 0;
+};
+
+std::vector<RowSegment> SegmentsOf(std::span<const Tensor* const> ws,
+                                   std::span<Tensor* const> outs) {
+  std::vector<RowSegment> segs;
+  int64_t first = 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const Tensor& out = *outs[i];
+    segs.push_back(RowSegment{static_cast<const char*>(ws[i]->data()), ws[i]->stride(0),
+                              static_cast<char*>(out.data()), out.ndim() == 2 ? out.stride(0) : 0,
+                              first, ws[i]->dim(0)});
+    first += ws[i]->dim(0);
+  }
+  return segs;
+}
+
+// fn(segment, j0, j1) for the rows [j0, j1) of each segment that [begin, end) of the run covers.
+template <class Fn>
+void ForSegmentRows(std::span<const RowSegment> segs, int64_t begin, int64_t end, Fn&& fn) {
+  for (const RowSegment& s : segs) {
+    const int64_t b = std::max(begin, s.first), e = std::min(end, s.first + s.n);
+    if (b < e) fn(s, b - s.first, e - s.first);
+  }
+}
+
+int64_t RunRows(std::span<const RowSegment> segs) { return segs.back().first + segs.back().n; }
+
+// Weight rows per thread chunk: enough that waking the pool is worth it (~64 KiB of weights x
+// activations).
+int64_t MinChunk(size_t w_row_bytes, int64_t m) {
+  return std::max<int64_t>(
+      1, static_cast<int64_t>((64u << 10) / (w_row_bytes * static_cast<size_t>(m))));
+}
+
+// Decode with q4_0/q4_1 weights on VNNI machines: activations packed once for the grouped q4
+// kernel (quant_gemm.h), the run's weight rows split across threads as in the dot path below.
+void VnniQ4MatVec(const CpuContext& ctx, const Tensor& x, DType wt,
+                  std::span<const RowSegment> segs, int64_t m, int64_t k) {
+  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;  // bytes
   const int64_t act_bytes = VnniQ4ActBytes(k);
   // [M, act_bytes], 64-byte aligned (the kernel loads whole cache lines)
   std::unique_ptr<char[]> storage(new char[static_cast<size_t>(m * act_bytes + 64)]);
   char* acts = storage.get() + (64 - reinterpret_cast<uintptr_t>(storage.get()) % 64) % 64;
   const auto* x_base = static_cast<const char*>(x.data());
   for (int64_t i = 0; i < m; ++i) {
-    VnniQ4PackAct(w.dtype(), reinterpret_cast<const float*>(x_base + i * x_stride), k,
+    VnniQ4PackAct(wt, reinterpret_cast<const float*>(x_base + i * x_stride), k,
                   acts + i * act_bytes);
   }
-  const auto* w_base = static_cast<const char*>(w.data());
-  const int64_t w_stride = w.stride(0);
-  auto* out_base = static_cast<char*>(out->data());
-  const size_t w_row_bytes = *RowBytes(w.dtype(), k);
-  const int64_t min_chunk = std::max<int64_t>(
-      1, static_cast<int64_t>((64u << 10) / (w_row_bytes * static_cast<size_t>(m))));
-  const DType wt = w.dtype();
-  ParallelFor(ctx.pool, n, min_chunk, [&](int64_t begin, int64_t end) {
-    for (int64_t i = 0; i < m; ++i) {
-      const char* a = acts + i * act_bytes;
-      auto* orow = reinterpret_cast<float*>(out_base + i * out_stride);
-      for (int64_t j = begin; j < end; ++j) orow[j] = VnniQ4Dot(wt, k, w_base + j * w_stride, a);
-    }
+  const int64_t min_chunk = MinChunk(*RowBytes(wt, k), m);
+  ParallelFor(ctx.pool, RunRows(segs), min_chunk, [&](int64_t begin, int64_t end) {
+    ForSegmentRows(segs, begin, end, [&](const RowSegment& s, int64_t j0, int64_t j1) {
+      for (int64_t i = 0; i < m; ++i) {
+        const char* a = acts + i * act_bytes;
+        auto* orow = reinterpret_cast<float*>(s.out + i * s.out_stride);
+        for (int64_t j = j0; j < j1; ++j) orow[j] = VnniQ4Dot(wt, k, s.w + j * s.w_stride, a);
+      }
+    });
   });
 }
 
-}  // namespace
-
-Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out) {
-  if (out == nullptr) return InvalidArgumentError("MatMul: out is null");
-  RETURN_IF_ERROR(Validate(x, w, *out));
-  const int64_t n = w.dim(0), k = w.dim(1);
-  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
-  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;          // bytes
-  const int64_t out_stride = out->ndim() == 2 ? out->stride(0) : 0;  // bytes
-  if (m == 0 || n == 0) return Status::Ok();
-  auto* out_base = static_cast<char*>(out->data());
-  if (k == 0) {
-    for (int64_t i = 0; i < m; ++i) std::memset(out_base + i * out_stride, 0, sizeof(float) * n);
-    return Status::Ok();
-  }
-  // sgemm needs leading dimensions >= K; views with overlapping rows (a broadcast x, say) take the
-  // dot-kernel path below, which accepts any row stride.
-  const bool blas_strides = (m == 1 || x_stride >= 4 * k) && (n == 1 || w.stride(0) >= 4 * k);
-  if (w.dtype() == DType::kF32 && m > 1 && blas_strides) {
-    Sgemm(x, w, out, m, n, k);
-    return Status::Ok();
-  }
-  if ((w.dtype() == DType::kF16 || w.dtype() == DType::kBF16) && m >= kHalfSgemmMinRows &&
-      (m == 1 || x_stride >= 4 * k)) {
-    DequantTileSgemm(ctx, x, w, out, m, n, k);
-    return Status::Ok();
-  }
-  if (ctx.exact_matmul && ActivationDType(w.dtype()) != DType::kF32) {
-    if (m >= kHalfSgemmMinRows && blas_strides) {
-      DequantTileSgemm(ctx, x, w, out, m, n, k);
-    } else {
-      ExactDotMatMul(ctx, x, w, out, m, n, k);
-    }
-    return Status::Ok();
-  }
-
-  if (ctx.vnni_gemm && m >= kVnniGemmMinRows && VnniGemmSupports(w.dtype())) {
-    VnniMatMul(ctx, x, w, out, m, n, k);
-    return Status::Ok();
-  }
-  if (ctx.vnni_gemm && (w.dtype() == DType::kQ4_0 || w.dtype() == DType::kQ4_1)) {
-    VnniQ4MatVec(ctx, x, w, out, m, n, k);
-    return Status::Ok();
-  }
-
-  const VecDotFn dot = SelectVecDot(w.dtype(), ctx.isa);
-  const DType act = ActivationDType(w.dtype());
+// Every other case: each activation row converted once to the weight's activation format, then
+// one dot kernel per (weight row, activation row), tiles of weight rows kept in cache while every
+// activation row passes over them.
+Status DotMatMul(const CpuContext& ctx, const Tensor& x, DType wt,
+                 std::span<const RowSegment> segs, int64_t m, int64_t k) {
+  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;  // bytes
+  const VecDotFn dot = SelectVecDot(wt, ctx.isa);
+  const DType act = ActivationDType(wt);
   // Activation rows in the kernel's format: [M, row_bytes(act, K)] packed, or x itself for f32.
   const char* act_base = static_cast<const char*>(x.data());
   int64_t act_stride = x_stride;
@@ -305,24 +306,124 @@ Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
     act_base = dst;
   }
 
-  const size_t w_row_bytes = *RowBytes(w.dtype(), k);
-  const int64_t w_stride = w.stride(0);
-  const auto* w_base = static_cast<const char*>(w.data());
+  const size_t w_row_bytes = *RowBytes(wt, k);
   const int64_t tile = TileRows(w_row_bytes);
-  // Enough rows per thread that waking the pool is worth it (~64 KiB of weights x activations).
-  const int64_t min_chunk = std::max<int64_t>(
-      1, static_cast<int64_t>((64u << 10) / (w_row_bytes * static_cast<size_t>(m))));
-  ParallelFor(ctx.pool, n, min_chunk, [&](int64_t begin, int64_t end) {
-    for (int64_t t0 = begin; t0 < end; t0 += tile) {
-      const int64_t t1 = std::min(end, t0 + tile);
-      for (int64_t i = 0; i < m; ++i) {
-        const char* xr = act_base + i * act_stride;
-        auto* orow = reinterpret_cast<float*>(out_base + i * out_stride);
-        for (int64_t j = t0; j < t1; ++j) orow[j] = dot(k, w_base + j * w_stride, xr);
+  ParallelFor(ctx.pool, RunRows(segs), MinChunk(w_row_bytes, m), [&](int64_t begin, int64_t end) {
+    ForSegmentRows(segs, begin, end, [&](const RowSegment& s, int64_t j0, int64_t j1) {
+      for (int64_t t0 = j0; t0 < j1; t0 += tile) {
+        const int64_t t1 = std::min(j1, t0 + tile);
+        for (int64_t i = 0; i < m; ++i) {
+          const char* xr = act_base + i * act_stride;
+          auto* orow = reinterpret_cast<float*>(s.out + i * s.out_stride);
+          for (int64_t j = t0; j < t1; ++j) orow[j] = dot(k, s.w + j * s.w_stride, xr);
+        }
       }
-    }
+    });
   });
   return Status::Ok();
+}
+
+// The kernel family a call takes (the file comment's list, in its order).
+enum class Path : uint8_t { kSgemm, kHalfTiles, kExactTiles, kExactDot, kVnniGemm, kVnniQ4, kDot };
+
+Path ChoosePath(const CpuContext& ctx, const Tensor& x, const Tensor& w, int64_t m, int64_t k) {
+  const int64_t x_stride = x.ndim() == 2 ? x.stride(0) : 0;  // bytes
+  const int64_t n = w.dim(0);
+  // sgemm needs leading dimensions >= K; views with overlapping rows (a broadcast x, say) take the
+  // dot-kernel path, which accepts any row stride.
+  const bool blas_strides = (m == 1 || x_stride >= 4 * k) && (n == 1 || w.stride(0) >= 4 * k);
+  if (w.dtype() == DType::kF32 && m > 1 && blas_strides) return Path::kSgemm;
+  if ((w.dtype() == DType::kF16 || w.dtype() == DType::kBF16) && m >= kHalfSgemmMinRows &&
+      (m == 1 || x_stride >= 4 * k)) {
+    return Path::kHalfTiles;
+  }
+  if (ctx.exact_matmul && ActivationDType(w.dtype()) != DType::kF32) {
+    return m >= kHalfSgemmMinRows && blas_strides ? Path::kExactTiles : Path::kExactDot;
+  }
+  if (ctx.vnni_gemm && m >= kVnniGemmMinRows && VnniGemmSupports(w.dtype())) {
+    return Path::kVnniGemm;
+  }
+  if (ctx.vnni_gemm && (w.dtype() == DType::kQ4_0 || w.dtype() == DType::kQ4_1)) {
+    return Path::kVnniQ4;
+  }
+  return Path::kDot;
+}
+
+// The row-split paths, for a run of one or more weights of dtype `wt`.
+Status RunRowPath(const CpuContext& ctx, Path path, const Tensor& x, DType wt,
+                  std::span<const RowSegment> segs, int64_t m, int64_t k) {
+  if (path == Path::kVnniQ4) {
+    VnniQ4MatVec(ctx, x, wt, segs, m, k);
+    return Status::Ok();
+  }
+  return DotMatMul(ctx, x, wt, segs, m, k);
+}
+
+}  // namespace
+
+Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor* out) {
+  if (out == nullptr) return InvalidArgumentError("MatMul: out is null");
+  RETURN_IF_ERROR(Validate(x, w, *out));
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
+  const int64_t out_stride = out->ndim() == 2 ? out->stride(0) : 0;  // bytes
+  if (m == 0 || n == 0) return Status::Ok();
+  auto* out_base = static_cast<char*>(out->data());
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i) std::memset(out_base + i * out_stride, 0, sizeof(float) * n);
+    return Status::Ok();
+  }
+  const Path path = ChoosePath(ctx, x, w, m, k);
+  switch (path) {
+    case Path::kSgemm:
+      Sgemm(x, w, out, m, n, k);
+      return Status::Ok();
+    case Path::kHalfTiles:
+    case Path::kExactTiles:
+      DequantTileSgemm(ctx, x, w, out, m, n, k);
+      return Status::Ok();
+    case Path::kExactDot:
+      ExactDotMatMul(ctx, x, w, out, m, n, k);
+      return Status::Ok();
+    case Path::kVnniGemm:
+      VnniMatMul(ctx, x, w, out, m, n, k);
+      return Status::Ok();
+    case Path::kVnniQ4:
+    case Path::kDot:
+      break;
+  }
+  const Tensor* ws[] = {&w};
+  Tensor* outs[] = {out};
+  const std::vector<RowSegment> segs = SegmentsOf(ws, outs);
+  return RunRowPath(ctx, path, x, w.dtype(), segs, m, k);
+}
+
+Status MatMulSharedOp(const CpuContext& ctx, const Tensor& x, std::span<const Tensor* const> ws,
+                      std::span<Tensor* const> outs) {
+  // The shared checks (counts, overlaps between pairs) come from the caller; every pair's own
+  // checks run here, all before anything is written.
+  for (size_t i = 0; i < ws.size(); ++i) {
+    Status st = Validate(x, *ws[i], *outs[i]);
+    if (!st.ok()) return st.WithContext("MatMulShared pair " + std::to_string(i));
+  }
+  const int64_t k = x.dim(-1);
+  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
+  // One dispatch when every weight takes the same row-split path (decode): the activations are
+  // converted once and the threads split the weights' rows together.
+  bool fuse = ws.size() > 1 && m > 0 && k > 0;
+  const Path path = fuse ? ChoosePath(ctx, x, *ws[0], m, k) : Path::kDot;
+  fuse = fuse && (path == Path::kVnniQ4 || path == Path::kDot);
+  for (size_t i = 1; fuse && i < ws.size(); ++i) {
+    fuse = ws[i]->dtype() == ws[0]->dtype() && ChoosePath(ctx, x, *ws[i], m, k) == path;
+  }
+  if (!fuse) {
+    for (size_t i = 0; i < ws.size(); ++i) RETURN_IF_ERROR(MatMulOp(ctx, x, *ws[i], outs[i]));
+    return Status::Ok();
+  }
+  std::vector<RowSegment> segs = SegmentsOf(ws, outs);
+  std::erase_if(segs, [](const RowSegment& s) { return s.n == 0; });
+  if (segs.empty()) return Status::Ok();
+  return RunRowPath(ctx, path, x, ws[0]->dtype(), segs, m, k);
 }
 
 }  // namespace muninn::cpu

@@ -9,32 +9,8 @@
 
 namespace muninn::cpu {
 
-// The bytes [begin, end) a (non-empty) host view addresses.
-struct ByteSpan {
-  uintptr_t begin = 0;
-  uintptr_t end = 0;
-};
-
-inline ByteSpan SpanOf(const Tensor& t) {
-  ByteSpan s;
-  s.begin = reinterpret_cast<uintptr_t>(t.data());
-  uint64_t last = 0;
-  const int nd = t.ndim();
-  for (int i = 0; i < nd; ++i) {
-    int64_t count = t.dim(i);
-    if (i == nd - 1) count /= BlockSize(t.dtype());
-    if (count > 0) last += static_cast<uint64_t>(count - 1) * static_cast<uint64_t>(t.stride(i));
-  }
-  s.end = s.begin + last + GetDTypeInfo(t.dtype()).block_bytes;
-  return s;
-}
-
 // True when two non-empty views share any byte.
-inline bool Overlaps(const Tensor& a, const Tensor& b) {
-  if (a.numel() == 0 || b.numel() == 0 || a.buffer() != b.buffer()) return false;
-  const ByteSpan x = SpanOf(a), y = SpanOf(b);
-  return x.begin < y.end && y.begin < x.end;
-}
+inline bool Overlaps(const Tensor& a, const Tensor& b) { return ViewsOverlap(a, b); }
 
 // InvalidArgument unless every row start of `t` is aligned to `align` bytes (the kernels read
 // blocks and floats through typed pointers).

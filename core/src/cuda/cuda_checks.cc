@@ -10,18 +10,6 @@ std::string Prefix(std::string_view op, std::string_view name) {
   return std::string(op) + ": " + std::string(name) + " ";
 }
 
-// [first, last) byte addresses of a non-empty view.
-std::pair<uintptr_t, uintptr_t> ByteExtent(const Tensor& t) {
-  const uintptr_t first = reinterpret_cast<uintptr_t>(t.data());
-  uintptr_t last = first;
-  for (int i = 0; i < t.ndim(); ++i) {
-    int64_t count = t.dim(i);
-    if (i == t.ndim() - 1) count /= BlockSize(t.dtype());
-    if (count > 0) last += static_cast<uintptr_t>((count - 1) * t.stride(i));
-  }
-  return {first, last + GetDTypeInfo(t.dtype()).block_bytes};
-}
-
 }  // namespace
 
 Status CheckOnDevice(const Tensor& t, int device, std::string_view op, std::string_view name) {
@@ -76,13 +64,7 @@ Status CheckOptionalVector(const Tensor& t, int64_t n, int device, std::string_v
   return Status::Ok();
 }
 
-bool Overlaps(const Tensor& a, const Tensor& b) {
-  if (!a.defined() || !b.defined() || a.numel() == 0 || b.numel() == 0) return false;
-  if (a.buffer() != b.buffer()) return false;
-  const auto [a0, a1] = ByteExtent(a);
-  const auto [b0, b1] = ByteExtent(b);
-  return a0 < b1 && b0 < a1;
-}
+bool Overlaps(const Tensor& a, const Tensor& b) { return ViewsOverlap(a, b); }
 
 Status CheckAliasing(const Tensor& in, const Tensor& out, std::string_view op,
                      std::string_view name) {

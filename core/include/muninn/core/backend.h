@@ -14,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 
 #include "muninn/core/device.h"
@@ -113,6 +114,16 @@ class Backend {
   virtual Status Copy(const Tensor& src, Tensor* dst) = 0;
   // out[M, N] = x[M, K] · w[N, K]ᵀ.
   virtual Status MatMul(const Tensor& x, const Tensor& w, Tensor* out) = 0;
+  // outs[i] = x · ws[i]ᵀ for weights that share one input (a layer's Q/K/V projections, its gate
+  // and up), each as MatMul says; the outputs must not overlap x, the weights or each other. A
+  // backend may run them as one dispatch: the CPU backend does at decode (the activations are
+  // converted once, and the rows of all the weights are split across its threads together), with
+  // results identical to separate MatMul calls. The CPU backend validates every pair before it
+  // writes anything; the default (separate MatMul calls after checking counts, shapes, devices,
+  // overlaps and SupportsOp) can still fail a backend-specific check after earlier outputs were
+  // written.
+  virtual Status MatMulShared(const Tensor& x, std::span<const Tensor* const> ws,
+                              std::span<Tensor* const> outs);
   // out[T, D] (f32) = table[ids[t], :] for ids: [T] i32, table: [V, D] any dtype.
   // InvalidArgument for an id outside [0, V).
   virtual Status GetRows(const Tensor& table, const Tensor& ids, Tensor* out) = 0;
@@ -152,6 +163,11 @@ class Backend {
 // backend: both on the host). InvalidArgument naming what is wrong otherwise.
 Status CheckTransferArgs(const Backend& backend, const Tensor& src, const Tensor* dst);
 
+// The checks every Backend::MatMulShared shares: as many outputs as weights (at least one), all
+// defined, each weight [N, K] of a dtype the backend's MatMul supports with out [M, N] for x
+// [M, K] (or [K] and [N]), and no output overlapping x, any weight or another output.
+Status CheckMatMulSharedArgs(const Backend& backend, const Tensor& x,
+                             std::span<const Tensor* const> ws, std::span<Tensor* const> outs);
 // A packed host copy of `t`: Tensor::Contiguous for a host tensor, Backend::Transfer from a tensor
 // on `backend`'s device (e.g. a forward's intermediate on a GPU).
 StatusOr<Tensor> CopyToHost(Backend& backend, const Tensor& t);

@@ -19,6 +19,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "muninn/core/buffer.h"
@@ -128,5 +129,12 @@ class Tensor {
 // Packed row-major byte strides for `shape` (innermost per block for quantized dtypes).
 // nullopt when a size overflows or the innermost dim is not block-aligned.
 std::optional<std::array<int64_t, kMaxDims>> ContiguousStrides(DType dtype, const Shape& shape);
+
+// The addresses [first, last) of the bytes a defined, non-empty view touches on its device.
+std::pair<uintptr_t, uintptr_t> ByteExtent(const Tensor& t);
+
+// True when two defined, non-empty views on the same device share a byte (whichever buffers own
+// them: two host buffers may wrap the same memory).
+bool ViewsOverlap(const Tensor& a, const Tensor& b);
 
 }  // namespace muninn
