@@ -137,6 +137,12 @@ class CudaBackend final : public Backend {
     RETURN_IF_ERROR(Activate());
     return MatMulOp(ctx_, x, w, out);
   }
+  Status MatMulShared(const Tensor& x, std::span<const Tensor* const> ws,
+                      std::span<Tensor* const> outs) override {
+    RETURN_IF_ERROR(Activate());
+    RETURN_IF_ERROR(CheckMatMulSharedArgs(*this, x, ws, outs));
+    return MatMulSharedOp(ctx_, x, ws, outs);
+  }
   Status GetRows(const Tensor& t, const Tensor& ids, Tensor* out) override {
     RETURN_IF_ERROR(Activate());
     return GetRowsOp(ctx_, t, ids, out);

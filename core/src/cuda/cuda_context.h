@@ -76,6 +76,10 @@ struct CudaContext {
 
 Status CopyOp(const CudaContext& ctx, const Tensor& src, Tensor* dst);
 Status MatMulOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor* out);
+// outs[i] = x · ws[i]ᵀ in one launch at decode (same dtype, M <= kMatVecMaxRows); the caller has
+// run CheckMatMulSharedArgs.
+Status MatMulSharedOp(const CudaContext& ctx, const Tensor& x, std::span<const Tensor* const> ws,
+                      std::span<Tensor* const> outs);
 Status GetRowsOp(const CudaContext& ctx, const Tensor& table, const Tensor& ids, Tensor* out);
 Status RmsNormOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, float eps, Tensor* out);
 Status LayerNormOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b,

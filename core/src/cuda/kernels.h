@@ -84,6 +84,20 @@ inline constexpr int64_t kMatVecMaxRows = 8;
 cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, const char* x,
                          int64_t x_row_stride, int64_t M, int64_t N, int64_t K, char* out,
                          int64_t out_row_stride, cudaStream_t stream);
+// Several weights of one dtype that share x (Backend::MatMulShared: Q/K/V, gate/up) in one
+// launch: segment s is w[s] [first[s + 1] - first[s], K] with its own output, and the launch's
+// rows [first[s], first[s + 1]) are its rows. Passed to the kernels by value.
+inline constexpr int kMatVecMaxSegments = 4;
+struct MatVecSegments {
+  int count = 0;
+  const char* w[kMatVecMaxSegments] = {};
+  int64_t w_row_stride[kMatVecMaxSegments] = {};
+  char* out[kMatVecMaxSegments] = {};
+  int64_t out_row_stride[kMatVecMaxSegments] = {};
+  int64_t first[kMatVecMaxSegments + 1] = {};  // first[0] = 0, first[count] = all rows
+};
+cudaError_t LaunchMatVecSegments(DType w_dtype, const MatVecSegments& segs, const char* x,
+                                 int64_t x_row_stride, int64_t M, int64_t K, cudaStream_t stream);
 // Dequantizes w [N, K] into a packed f16 (or bf16 when to_bf16) matrix dst [N, K].
 cudaError_t LaunchDecodeToHalf(DType dtype, const char* src, int64_t src_row_stride, int64_t N,
                                int64_t K, bool to_bf16, void* dst, cudaStream_t stream);

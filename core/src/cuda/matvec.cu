@@ -15,14 +15,24 @@ constexpr int kWarpsPerBlock = 4;
 constexpr int kBlockThreads = kWarpsPerBlock * kWarp;
 constexpr int kRows = static_cast<int>(kMatVecMaxRows);
 
+// The segment that holds launch row n (n < segs.first[segs.count]) and the row inside it.
+__device__ __forceinline__ int SegmentOf(const MatVecSegments& segs, int64_t n, int64_t* local) {
+  int s = 0;
+  while (s + 1 < segs.count && n >= segs.first[s + 1]) ++s;
+  *local = n - segs.first[s];
+  return s;
+}
+
 template <class Dec>
-__global__ void MatVecKernel(const char* w, int64_t w_row_stride, const char* x,
-                             int64_t x_row_stride, int M, int64_t N, int64_t K, char* out,
-                             int64_t out_row_stride) {
+__global__ void MatVecKernel(const MatVecSegments segs, const char* x, int64_t x_row_stride, int M,
+                             int64_t K) {
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (n >= N) return;  // whole warps leave together: the reductions below stay full-warp
-  const auto* row = reinterpret_cast<const uint8_t*>(w + n * w_row_stride);
+  // Whole warps leave together: the reductions below stay full-warp.
+  if (n >= segs.first[segs.count]) return;
+  int64_t local = 0;
+  const int s = SegmentOf(segs, n, &local);
+  const auto* row = reinterpret_cast<const uint8_t*>(segs.w[s] + local * segs.w_row_stride[s]);
   const int64_t chunks = K / Dec::kChunk;
   float acc[kRows];
 #pragma unroll
@@ -45,7 +55,9 @@ __global__ void MatVecKernel(const char* w, int64_t w_row_stride, const char* x,
   for (int m = 0; m < kRows; ++m) {
     if (m < M) {
       const float v = WarpSum(acc[m]);
-      if (lane == 0) reinterpret_cast<float*>(out + m * out_row_stride)[n] = v;
+      if (lane == 0) {
+        reinterpret_cast<float*>(segs.out[s] + m * segs.out_row_stride[s])[local] = v;
+      }
     }
   }
 }
@@ -118,20 +130,23 @@ struct QuantBlock<DType::kQ8_0> {  // 34 bytes: f16 d, 32 int8; x = q d
 
 template <DType DT, int L>
 __global__ void __launch_bounds__(kBlockThreads)
-    QuantMatVecKernel(const char* w, int64_t w_row_stride, const char* x, int64_t x_row_stride,
-                      int M, int64_t N, int64_t K, char* out, int64_t out_row_stride) {
+    QuantMatVecKernel(const MatVecSegments segs, const char* x, int64_t x_row_stride, int M,
+                      int64_t K) {
   using QB = QuantBlock<DT>;
   constexpr int kRowsPerWarp = kWarp / L;
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
   const int li = lane % L;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
   const int64_t n = warp * kRowsPerWarp + lane / L;
+  const int64_t N = segs.first[segs.count];
   const int64_t blocks = K / 32;
   float acc[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
+  int64_t local = 0;
+  const int s = n < N ? SegmentOf(segs, n, &local) : 0;
   if (n < N) {
-    const auto* row = reinterpret_cast<const uint8_t*>(w + n * w_row_stride);
+    const auto* row = reinterpret_cast<const uint8_t*>(segs.w[s] + local * segs.w_row_stride[s]);
     for (int64_t b = li; b < blocks; b += L) {
       float d, mn, q[32];
       QB::Load(row + b * QB::kBytes, &d, &mn, q);
@@ -158,23 +173,25 @@ __global__ void __launch_bounds__(kBlockThreads)
       float v = acc[r];
 #pragma unroll
       for (int o = L / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (n < N && li == 0) reinterpret_cast<float*>(out + r * out_row_stride)[n] = v;
+      if (n < N && li == 0) {
+        reinterpret_cast<float*>(segs.out[s] + r * segs.out_row_stride[s])[local] = v;
+      }
     }
   }
 }
 
 template <DType DT>
-cudaError_t LaunchQuantMatVec(const char* w, int64_t w_row_stride, const char* x,
-                              int64_t x_row_stride, int M, int64_t N, int64_t K, char* out,
-                              int64_t out_row_stride, cudaStream_t stream) {
+cudaError_t LaunchQuantMatVec(const MatVecSegments& segs, const char* x, int64_t x_row_stride,
+                              int M, int64_t K, cudaStream_t stream) {
   const int64_t blocks = K / 32;
+  const int64_t N = segs.first[segs.count];
   auto launch = [&](auto lanes) {
     constexpr int L = decltype(lanes)::value;
     const int64_t rows_per_block = kWarpsPerBlock * (kWarp / L);
     const int64_t grid = (N + rows_per_block - 1) / rows_per_block;
     if (grid > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
     QuantMatVecKernel<DT, L><<<static_cast<unsigned>(grid), kBlockThreads, 0, stream>>>(
-        w, w_row_stride, x, x_row_stride, M, N, K, out, out_row_stride);
+        segs, x, x_row_stride, M, K);
     return cudaGetLastError();
   };
   if (blocks >= 24) return launch(std::integral_constant<int, 32>{});
@@ -185,39 +202,57 @@ cudaError_t LaunchQuantMatVec(const char* w, int64_t w_row_stride, const char* x
 
 }  // namespace
 
-cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, const char* x,
-                         int64_t x_row_stride, int64_t M, int64_t N, int64_t K, char* out,
-                         int64_t out_row_stride, cudaStream_t stream) {
-  if (M > kMatVecMaxRows) return cudaErrorInvalidValue;
+cudaError_t LaunchMatVecSegments(DType w_dtype, const MatVecSegments& segs, const char* x,
+                                 int64_t x_row_stride, int64_t M, int64_t K, cudaStream_t stream) {
+  if (M > kMatVecMaxRows || segs.count < 1 || segs.count > kMatVecMaxSegments) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t N = segs.first[segs.count];
+  if (N == 0) return cudaSuccess;
   const int64_t blocks = (N + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
   // The word-loading kernel needs x rows 16-byte aligned and weight rows aligned to the block's
-  // word size (4 bytes for q4_1, 2 for q4_0 and q8_0).
+  // word size (4 bytes for q4_1, 2 for q4_0 and q8_0), in every segment.
   const bool x_aligned =
       reinterpret_cast<uintptr_t>(x) % 16 == 0 && (M == 1 || x_row_stride % 16 == 0);
   const auto w_aligned = [&](int64_t a) {
-    return reinterpret_cast<uintptr_t>(w) % a == 0 && w_row_stride % a == 0;
+    for (int s = 0; s < segs.count; ++s) {
+      if (reinterpret_cast<uintptr_t>(segs.w[s]) % a != 0 || segs.w_row_stride[s] % a != 0) {
+        return false;
+      }
+    }
+    return true;
   };
   if (x_aligned && K % 32 == 0) {
     const int m = static_cast<int>(M);
     if (w_dtype == DType::kQ4_1 && w_aligned(4)) {
-      return LaunchQuantMatVec<DType::kQ4_1>(w, w_row_stride, x, x_row_stride, m, N, K, out,
-                                             out_row_stride, stream);
+      return LaunchQuantMatVec<DType::kQ4_1>(segs, x, x_row_stride, m, K, stream);
     }
     if (w_dtype == DType::kQ4_0 && w_aligned(2)) {
-      return LaunchQuantMatVec<DType::kQ4_0>(w, w_row_stride, x, x_row_stride, m, N, K, out,
-                                             out_row_stride, stream);
+      return LaunchQuantMatVec<DType::kQ4_0>(segs, x, x_row_stride, m, K, stream);
     }
     if (w_dtype == DType::kQ8_0 && w_aligned(2)) {
-      return LaunchQuantMatVec<DType::kQ8_0>(w, w_row_stride, x, x_row_stride, m, N, K, out,
-                                             out_row_stride, stream);
+      return LaunchQuantMatVec<DType::kQ8_0>(segs, x, x_row_stride, m, K, stream);
     }
   }
   return DispatchDecoder(w_dtype, [&](auto dec) {
     using Dec = decltype(dec);
     MatVecKernel<Dec><<<static_cast<unsigned>(blocks), kBlockThreads, 0, stream>>>(
-        w, w_row_stride, x, x_row_stride, static_cast<int>(M), N, K, out, out_row_stride);
+        segs, x, x_row_stride, static_cast<int>(M), K);
   });
+}
+
+cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, const char* x,
+                         int64_t x_row_stride, int64_t M, int64_t N, int64_t K, char* out,
+                         int64_t out_row_stride, cudaStream_t stream) {
+  MatVecSegments segs;
+  segs.count = 1;
+  segs.w[0] = w;
+  segs.w_row_stride[0] = w_row_stride;
+  segs.out[0] = out;
+  segs.out_row_stride[0] = out_row_stride;
+  segs.first[1] = N;
+  return LaunchMatVecSegments(w_dtype, segs, x, x_row_stride, M, K, stream);
 }
 
 }  // namespace muninn::cuda

@@ -5,6 +5,7 @@
 //    f32 weights use cublasSgemm (full f32, no TF32).
 #include <algorithm>
 #include <climits>
+#include <span>
 #include <string>
 
 #include "cuda/block_decode.h"
@@ -144,6 +145,47 @@ Status MatMulOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor
         ldw, xh.data(), half_type, ki, &beta, op + n0 * 4, CUDA_R_32F,
         static_cast<int>(o_rs / 4), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
+  return Status::Ok();
+}
+
+Status MatMulSharedOp(const CudaContext& ctx, const Tensor& x, std::span<const Tensor* const> ws,
+                      std::span<Tensor* const> outs) {
+  for (size_t i = 0; i < ws.size(); ++i) {
+    Status st = Validate(ctx, x, *ws[i], outs[i]);
+    if (!st.ok()) return st.WithContext("MatMulShared pair " + std::to_string(i));
+  }
+  const int64_t k = x.dim(-1);
+  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
+  // One launch for a decode-sized batch whose weights share a dtype: the launch's rows are the
+  // weights' rows one after another (matvec.cu's segments). Otherwise one MatMul per weight.
+  bool fuse = ws.size() > 1 && m > 0 && m <= kMatVecMaxRows && k > 0;
+  int64_t rows = 0;
+  int count = 0;
+  for (size_t i = 0; fuse && i < ws.size(); ++i) {
+    fuse = ws[i]->dtype() == ws[0]->dtype();
+    if (ws[i]->dim(0) > 0) ++count;
+    rows += ws[i]->dim(0);
+  }
+  fuse = fuse && count <= kMatVecMaxSegments && rows <= INT_MAX;
+  if (!fuse) {
+    for (size_t i = 0; i < ws.size(); ++i) RETURN_IF_ERROR(MatMulOp(ctx, x, *ws[i], outs[i]));
+    return Status::Ok();
+  }
+  MatVecSegments segs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const int64_t n = ws[i]->dim(0);
+    if (n == 0) continue;
+    const int c = segs.count++;
+    segs.w[c] = static_cast<const char*>(ws[i]->data());
+    segs.w_row_stride[c] = ws[i]->stride(0);
+    segs.out[c] = static_cast<char*>(outs[i]->data());
+    segs.out_row_stride[c] = RowStride(*outs[i], 4 * n);
+    segs.first[c + 1] = segs.first[c] + n;
+  }
+  if (segs.count == 0) return Status::Ok();
+  MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVecSegments(ws[0]->dtype(), segs,
+                                                   static_cast<const char*>(x.data()),
+                                                   RowStride(x, 4 * k), m, k, ctx.stream));
   return Status::Ok();
 }
 
