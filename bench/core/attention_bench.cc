@@ -74,7 +74,11 @@ void BM_Attention(benchmark::State& state) {
 // Decode as the model runs it (args: S, threads): one query over S cached f16 keys in each of kLayers layers per
 // iteration, so K/V (kLayers * S * 768 bytes: 377 MB at S = 16384) stream from DRAM rather than
 // sitting in the cache the way one layer's do in BM_AttentionDecode. Compare bytes_per_second
-// with BM_StreamRead at 153600000 (DRAM).
+// with BM_StreamRead at 153600000 (DRAM). With weights = 1, the pool also sums a 96.6 MB buffer
+// (SmolLM2-135M Q4_1's weights per token) in 30 slices, one before each layer's attention, as
+// decode does: small K/V (S = 100, 612: the 512 memory excerpt tokens) then leave the L3 between
+// tokens as they do in the model, and time(S = 612) - time(S = 100) is what the excerpt costs
+// there (compare with `muninn bench --memory-depth`).
 void BM_AttentionDecodeLayers(benchmark::State& state) {
   constexpr int kLayers = 30;  // SmolLM2-135M
   const int64_t S = state.range(0);
@@ -102,8 +106,23 @@ void BM_AttentionDecodeLayers(benchmark::State& state) {
   }
   Tensor out = *Tensor::Empty(DType::kF32, {1, kHeads, kHeadDim});
   const AttentionParams params;
+  constexpr int64_t kWeightBytes = 96600000;
+  const bool weights = state.range(3) != 0;
+  Tensor wbuf = weights ? *Tensor::Zeros(DType::kU8, {kWeightBytes}) : Tensor();
+  const int64_t slice_words = kWeightBytes / 8 / kLayers;
+  uint64_t sums[2] = {0, 0};
   for (auto _ : state) {
     for (int l = 0; l < kLayers; ++l) {
+      if (weights) {
+        const auto* words = static_cast<const uint64_t*>(wbuf.data()) + l * slice_words;
+        pool.RunOnAll([&](int i, int nt) {
+          uint64_t acc = 0;
+          for (int64_t w = slice_words * i / nt; w < slice_words * (i + 1) / nt; ++w) {
+            acc += words[w];
+          }
+          sums[i % 2] += acc;
+        });
+      }
       const Status st = backend->Attention(q, ks[static_cast<size_t>(l)],
                                            vs[static_cast<size_t>(l)], Tensor(), Tensor(), params,
                                            &out);
@@ -113,24 +132,32 @@ void BM_AttentionDecodeLayers(benchmark::State& state) {
       }
     }
     benchmark::DoNotOptimize(out.data());
+    benchmark::DoNotOptimize(sums);
   }
   state.counters["tokens/s"] =
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   state.SetBytesProcessed(state.iterations() * kLayers *
                           static_cast<int64_t>(k0.nbytes() + v0.nbytes()));
-  state.SetLabel(std::string(DTypeName(kv)) + " K/V, 30 layers");
+  state.SetLabel(std::string(DTypeName(kv)) + " K/V, 30 layers" +
+                 (weights ? ", 96.6 MB of weights streamed" : ""));
 }
 BENCHMARK(BM_AttentionDecodeLayers)
-    ->Args({100, 2, 0})
-    ->Args({640, 2, 0})
-    ->Args({4096, 2, 0})
-    ->Args({16384, 2, 0})
-    ->Args({16384, 1, 0})
-    ->Args({100, 2, 1})
-    ->Args({640, 2, 1})
-    ->Args({4096, 2, 1})
-    ->Args({16384, 2, 1})
-    ->ArgNames({"S", "threads", "q8"})
+    ->Args({100, 2, 0, 0})
+    ->Args({640, 2, 0, 0})
+    ->Args({4096, 2, 0, 0})
+    ->Args({16384, 2, 0, 0})
+    ->Args({16384, 1, 0, 0})
+    ->Args({100, 2, 1, 0})
+    ->Args({640, 2, 1, 0})
+    ->Args({4096, 2, 1, 0})
+    ->Args({16384, 2, 1, 0})
+    ->Args({100, 2, 0, 1})
+    ->Args({612, 2, 0, 1})
+    ->Args({100, 2, 1, 1})
+    ->Args({612, 2, 1, 1})
+    ->Args({100, 1, 0, 1})
+    ->Args({612, 1, 0, 1})
+    ->ArgNames({"S", "threads", "q8", "weights"})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
