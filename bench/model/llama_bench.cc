@@ -59,7 +59,9 @@ Fixture* GetFixture(int threads, std::string* error) {
     return nullptr;
   }
   f->backend = std::move(backend).value();
-  auto loaded = LoadModel(path, f->backend.get(), LoadModelOptions{false});
+  LoadModelOptions no_tokenizer;
+  no_tokenizer.load_tokenizer = false;
+  auto loaded = LoadModel(path, f->backend.get(), no_tokenizer);
   if (!loaded.ok()) {
     *error = loaded.status().ToString();
     return nullptr;

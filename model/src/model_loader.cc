@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "muninn/core/cpu_backend.h"
 #include "muninn/core/fp16.h"
 #include "muninn/model/tokenizer_factory.h"
 
@@ -116,11 +117,29 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
                                             options.huginn_matrix_dtype)
                         : LoadLlamaWeights(*out.checkpoint, out.hparams);
   if (!weights.ok()) return weights.status().WithContext(path);
-  auto model = Model::Create(backend, config, std::move(weights).value(),
+  // With an on_host step and a device backend, the model is first built on a host backend.
+  std::unique_ptr<Backend> host_backend;
+  Backend* first = backend;
+  if (options.on_host && !backend->device().is_cpu()) {
+    ASSIGN_OR_RETURN(host_backend, CreateCpuBackend(CpuBackendOptions{}));
+    first = host_backend.get();
+  }
+  auto model = Model::Create(first, config, std::move(weights).value(),
                              huginn ? HuginnLayout(out.hparams)
                                     : ModelLayout::Plain(config.n_layer));
   if (!model.ok()) return model.status().WithContext(path);
   out.model = std::move(model).value();
+  if (options.on_host) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Model> changed, options.on_host(*out.model));
+    if (changed == nullptr) return InternalError("LoadModel: the on_host step returned no model");
+    if (first != backend) {
+      // Rebuilt on the device: Create copies the (host) weights there.
+      auto placed = Model::Create(backend, changed->config(), changed->weights(), changed->layout());
+      if (!placed.ok()) return placed.status().WithContext(path);
+      changed = std::move(placed).value();
+    }
+    out.model = std::move(changed);
+  }
   if (options.load_tokenizer) {
     auto tok = LoadTokenizer(path);
     if (!tok.ok()) return tok.status().WithContext("loading the tokenizer of " + path);

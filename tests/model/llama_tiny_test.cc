@@ -720,7 +720,9 @@ TEST_F(TinyLlamaTest, MisshapenCheckpointIsAClearError) {
                                                         Shape{kVocab, kEmbd})).ok());
   const std::string path = ::testing::TempDir() + "/muninn_tiny_bad.gguf";
   ASSERT_TRUE(w.WriteFile(path).ok());
-  auto m = LoadModel(path, backend_.get(), LoadModelOptions{false});
+  LoadModelOptions no_tokenizer;
+  no_tokenizer.load_tokenizer = false;
+  auto m = LoadModel(path, backend_.get(), no_tokenizer);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("output_norm"), std::string::npos) << m.status();
   std::filesystem::remove(path);

@@ -30,6 +30,7 @@
 #include "muninn/model/model_loader.h"
 #include "muninn/model/train_model.h"
 #include "tests/model/tiny_lora_llama.h"
+#include "tests/retriever/device_double.h"
 
 namespace muninn::model {
 namespace {
@@ -224,6 +225,52 @@ TEST_F(LoraGoldenTest, MergedModelGivesTheTrainingLoss) {
   EXPECT_GT(
       std::abs(full->logits.data_as<const float>()[0] - none->logits.data_as<const float>()[0]),
       1e-3);
+}
+
+// `--lora` with `--device`: LoadModel's on_host step merges the adapter into the host weights, then
+// the merged model is built on the device backend (weights copied there). On the device test
+// double (a CPU backend behind device-only tensors) its logits equal the CPU merge's bit for bit;
+// the step sees a host model and runs once.
+TEST_F(LoraGoldenTest, MergedOnTheHostThenBuiltOnADevice) {
+  const LoraParams p = Params();
+  auto cpu_merged = MergeLora(*loaded_.model, p);
+  ASSERT_TRUE(cpu_merged.ok()) << cpu_merged.status();
+  muninn::testing::DeviceDouble device(CreateCpuBackend(CpuBackendOptions{}).value());
+  int calls = 0;
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  lo.on_host = [&](const Model& host) -> StatusOr<std::unique_ptr<Model>> {
+    ++calls;
+    EXPECT_TRUE(host.backend()->device().is_cpu());
+    EXPECT_TRUE(host.weights().layers[0].wq.device().is_cpu());
+    return MergeLora(host, p);
+  };
+  auto on_device = LoadModel(*dir_, &device, lo);
+  ASSERT_TRUE(on_device.ok()) << on_device.status();
+  EXPECT_EQ(calls, 1);
+  Model& dm = *on_device->model;
+  EXPECT_EQ(dm.backend(), &device);
+  EXPECT_EQ(dm.weights().layers[1].wq.device(), Device::Cuda(0));
+  EXPECT_GT(device.uploads, 0);
+  std::vector<int32_t> ids, labels;
+  tl::Block(1, &ids, &labels);
+  ForwardOptions fo;
+  fo.all_logits = true;
+  auto want = (*cpu_merged)->Forward(ids, nullptr, fo);
+  auto got = dm.Forward(ids, nullptr, fo);
+  ASSERT_TRUE(want.ok() && got.ok()) << want.status() << " " << got.status();
+  ASSERT_EQ(want->logits.numel(), got->logits.numel());
+  ASSERT_TRUE(got->logits.device().is_cpu());
+  for (int64_t i = 0; i < want->logits.numel(); ++i) {
+    ASSERT_EQ(got->logits.data_as<const float>()[i], want->logits.data_as<const float>()[i]) << i;
+  }
+  // An on_host error stops the load, with its message.
+  lo.on_host = [](const Model&) -> StatusOr<std::unique_ptr<Model>> {
+    return InvalidArgumentError("adapter does not fit");
+  };
+  auto bad = LoadModel(*dir_, &device, lo);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().ToString().find("adapter does not fit"), std::string::npos);
 }
 
 // LoRA dropout (which PyTorch cannot be compared with: other masks): with dropout 0.3 the

@@ -20,9 +20,8 @@ namespace muninn::tools {
 namespace {
 
 // --lora PATH[:SCALE]: a PEFT LoRA folder merged into the weights at load (lora_merge.h).
-Status ApplyLora(const std::string& spec, model::LoadedModel* lm) {
-  if (spec.empty()) return Status::Ok();
-  return tools::ApplyLora(ParseLoraSpec(spec), lm);
+LoraSpec LoraOf(const std::string& flag) {
+  return flag.empty() ? LoraSpec{} : ParseLoraSpec(flag);
 }
 
 struct GenerateFlags {
@@ -109,13 +108,10 @@ StatusOr<std::vector<model::TokenId>> PromptIds(const model::LoadedModel& lm,
 }
 
 int RunGenerate(const GenerateFlags& f) {
-  if (!f.lora.empty() && f.device != "cpu") {
-    return Fail("generate", InvalidArgumentError("--lora runs on the CPU backend only; drop --device"));
-  }
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true, f.exact, f.device);
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true, f.exact, f.device,
+                         LoraOf(f.lora));
   if (!cm.ok()) return Fail("generate", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
-  if (Status st = ApplyLora(f.lora, &lm); !st.ok()) return Fail("generate", st);
   auto ids = PromptIds(lm, f.prompt, f.chat, f.system);
   if (!ids.ok()) return Fail("generate", ids.status());
 
@@ -247,13 +243,10 @@ int RunLogits(const LogitsFlags& f) {
     ids = std::move(parsed).value();
   }
   // --ids bypasses the tokenizer entirely.
-  if (!f.lora.empty() && f.device != "cpu") {
-    return Fail("logits", InvalidArgumentError("--lora runs on the CPU backend only; drop --device"));
-  }
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/ids.empty(), f.exact, f.device);
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/ids.empty(), f.exact, f.device,
+                         LoraOf(f.lora));
   if (!cm.ok()) return Fail("logits", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
-  if (Status st = ApplyLora(f.lora, &lm); !st.ok()) return Fail("logits", st);
   if (ids.empty()) ids = lm.tokenizer->Encode(f.prompt, /*add_special=*/true, true);
   if (ids.empty()) return Fail("logits", InvalidArgumentError("the prompt gives no tokens"));
 

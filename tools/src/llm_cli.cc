@@ -18,7 +18,8 @@ StatusOr<std::string> ResolveLlmPath(const std::string& flag) {
 
 StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, int threads,
                                                  bool load_tokenizer, bool exact_matmul,
-                                                 const std::string& device) {
+                                                 const std::string& device,
+                                                 const LoraSpec& lora) {
   if (threads < 0) return InvalidArgumentError("threads must be >= 0 (0 = all cores)");
   auto m = std::make_unique<CliModel>();
   ASSIGN_OR_RETURN(m->path, ResolveLlmPath(path_flag));
@@ -34,6 +35,7 @@ StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, i
   model::LoadModelOptions lo;
   lo.load_tokenizer = load_tokenizer;
   if (exact_matmul) lo.huginn_matrix_dtype = DType::kF32;  // Huginn's F32 shards as stored
+  lo.on_host = LoraOnHost(lora);
   ASSIGN_OR_RETURN(m->loaded, model::LoadModel(m->path, m->backend.get(), lo));
   return m;
 }

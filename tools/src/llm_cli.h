@@ -8,6 +8,7 @@
 #include "muninn/core/backend.h"
 #include "muninn/core/status.h"
 #include "muninn/core/thread_pool.h"
+#include "lora_spec.h"
 #include "muninn/model/model_loader.h"
 
 namespace muninn::tools {
@@ -30,8 +31,10 @@ struct CliModel {
 // Loads `path_flag` (see ResolveLlmPath) with `threads` threads (0 = all cores). `exact_matmul`
 // builds the backend with CpuBackendOptions::exact_matmul (f32 activations for quantized weights).
 // `device` names the backend (device_backend.h: cpu, cuda, cuda:N); the weights go to it.
+// `lora` (a PEFT folder, lora_spec.h) is merged into the weights on the host first.
 StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, int threads,
                                                  bool load_tokenizer, bool exact_matmul = false,
-                                                 const std::string& device = "cpu");
+                                                 const std::string& device = "cpu",
+                                                 const LoraSpec& lora = {});
 
 }  // namespace muninn::tools

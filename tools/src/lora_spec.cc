@@ -8,8 +8,8 @@
 
 namespace muninn::tools {
 
-Status ApplyLora(const LoraSpec& spec, model::LoadedModel* lm) {
-  if (spec.path.empty()) return Status::Ok();
+StatusOr<std::unique_ptr<model::Model>> MergeLoraSpec(const LoraSpec& spec,
+                                                      const model::Model& base) {
   const std::string what = "LoRA adapter '" + spec.path + "'";
   if (!std::isfinite(spec.scale)) {
     return InvalidArgumentError(what + ": the scale must be a finite number (PATH[:SCALE])");
@@ -21,12 +21,17 @@ Status ApplyLora(const LoraSpec& spec, model::LoadedModel* lm) {
                          "and adapter_model.safetensors (e.g. the adapter/ folder `muninn train` "
                          "writes)");
   }
-  auto params = model::ReadPeftAdapter(spec.path, lm->model->config(), lm->model->weights());
+  auto params = model::ReadPeftAdapter(spec.path, base.config(), base.weights());
   if (!params.ok()) return params.status().WithContext("loading the " + what);
-  auto merged = model::MergeLora(*lm->model, *params, spec.scale);
+  auto merged = model::MergeLora(base, *params, spec.scale);
   if (!merged.ok()) return merged.status().WithContext("merging the " + what);
-  lm->model = std::move(*merged);
-  return Status::Ok();
+  return merged;
+}
+
+std::function<StatusOr<std::unique_ptr<model::Model>>(const model::Model&)> LoraOnHost(
+    const LoraSpec& spec) {
+  if (spec.path.empty()) return nullptr;
+  return [spec](const model::Model& base) { return MergeLoraSpec(spec, base); };
 }
 
 }  // namespace muninn::tools

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdlib>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "muninn/core/status.h"
@@ -32,10 +34,17 @@ inline LoraSpec ParseLoraSpec(const std::string& spec) {
   return s;
 }
 
-// Merges the PEFT folder `spec.path` into `lm`'s weights (W + scale·(α/r)·B·A, lora_merge.h),
-// replacing lm->model; a no-op when the path is empty. NotFound when the folder or its files are
-// missing, InvalidArgument for a non-finite scale or an adapter that does not fit the model
-// (other shapes, layers, targets), each naming the folder.
-Status ApplyLora(const LoraSpec& spec, model::LoadedModel* lm);
+// `base` (a model on the host) with the PEFT folder `spec.path` merged into its weights
+// (W + scale·(α/r)·B·A, lora_merge.h). NotFound when the folder or its files are missing,
+// InvalidArgument for a non-finite scale or an adapter that does not fit the model (other shapes,
+// layers, targets), each naming the folder.
+StatusOr<std::unique_ptr<model::Model>> MergeLoraSpec(const LoraSpec& spec,
+                                                      const model::Model& base);
+
+// The LoadModelOptions::on_host step that merges `spec` (empty when spec.path is: no adapter).
+// The merge runs on the host before the weights go to the backend, so an adapter works with
+// every --device.
+std::function<StatusOr<std::unique_ptr<model::Model>>(const model::Model&)> LoraOnHost(
+    const LoraSpec& spec);
 
 }  // namespace muninn::tools

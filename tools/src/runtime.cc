@@ -104,10 +104,6 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
     rt->config_.lora = ParseLoraSpec(flags.lora);
   }
   const bool on_device = !flags.device.empty() && flags.device != "cpu";
-  if (on_device && !rt->config_.lora.path.empty()) {
-    return InvalidArgumentError("--lora (or the config's \"lora\") runs on the CPU backend only; "
-                                "drop --device, or pass --lora none");
-  }
   if (flags.no_memory) rt->config_.long_context.use_memory = false;
   if (!flags.memory_mode.empty()) {
     RETURN_IF_ERROR(retriever::ParseMemoryModes(flags.memory_mode, &rt->config_.long_context.modes)
@@ -126,10 +122,12 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
     return NotFoundError("model '" + rt->config_.model_path +
                          "' not found; run scripts/setup.sh to fetch the default model, or pass -m");
   }
-  ASSIGN_OR_RETURN(rt->loaded_, model::LoadModel(rt->config_.model_path, rt->backend_.get()));
-  // Before anything holds the model (hidden-state embedder, session): ingest writes K/V from
-  // the same adapted weights that later read them.
-  RETURN_IF_ERROR(ApplyLora(rt->config_.lora, &rt->loaded_));
+  // The adapter is merged at load, on the host, before anything holds the model (hidden-state
+  // embedder, session): ingest writes K/V from the same adapted weights that later read them.
+  model::LoadModelOptions load;
+  load.on_host = LoraOnHost(rt->config_.lora);
+  ASSIGN_OR_RETURN(rt->loaded_,
+                   model::LoadModel(rt->config_.model_path, rt->backend_.get(), load));
   if (rt->loaded_.tokenizer == nullptr) {
     return InvalidArgumentError("model '" + rt->config_.model_path + "' carries no tokenizer");
   }

@@ -10,6 +10,7 @@
 // NotFound / InvalidArgument for missing or misshapen tensors (checked before any byte is read).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,6 +27,13 @@ struct LoadModelOptions {
   bool load_tokenizer = true;
   // Huginn only: the dtype f32 matrices are converted to at load (kF32 keeps mmap views).
   DType huginn_matrix_dtype = DType::kBF16;
+  // When set, called with the model as loaded, on the host, and its result is the model
+  // LoadModel returns, built on `backend` (work that needs host weights, such as merging a LoRA
+  // adapter, before a device backend copies them). On a device backend the host model is on a
+  // CPU backend of LoadModel's own, which lives for the call only: the result must not keep it
+  // (a model made with Model::Create on the host model's backend does not outlive the call; it is
+  // rebuilt on `backend`, its weights copied to the device).
+  std::function<StatusOr<std::unique_ptr<Model>>(const Model& host)> on_host;
 };
 
 struct LoadedModel {
