@@ -45,6 +45,9 @@ say "bench (pp512 / tg128), cpu then cuda"
 "$muninn" bench --device cpu -p 512 -n 128 -r 3
 "$muninn" bench --device cuda -p 512 -n 128 -r 3
 
+say "decode with memory at 80k depth vs depth 0 (the default configuration), on cuda"
+"$muninn" bench --device cuda --memory-depth 81920 -n 128 -r 3
+
 say "passkey retrieval through the session (memlong, reread), cpu then cuda"
 "$muninn" eval passkey --lengths 4096 --trials 2 --modes reread,memlong --device cpu
 "$muninn" eval passkey --lengths 4096 --trials 2 --modes reread,memlong --device cuda

@@ -14,6 +14,9 @@
 #include "muninn/model/huginn_writer.h"
 #include "muninn/tools/commands.h"
 #include "tests/tools/run_cli.h"
+#if defined(MUNINN_HAVE_CUDA)
+#include "muninn/core/cuda_backend.h"
+#endif
 
 namespace muninn::tools {
 namespace {
@@ -66,6 +69,7 @@ TEST_F(ContextBenchTest, ReportsIngestBankAndDecodeAtDepth) {
   EXPECT_GT(j["decode_depth0_ts"].get<double>(), 0.0);
   EXPECT_GT(j["decode_depthN_ts"].get<double>(), 0.0);
   EXPECT_EQ(j["n_gen"], 4);
+  EXPECT_NE(j["device"].get<std::string>().find("cpu"), std::string::npos) << j["device"];
   // Depth 0 and depth N alternate, one pair per repetition; the ratio is the pairs' median.
   ASSERT_EQ(j["decode_pair_ratios"].size(), 1u);
   EXPECT_DOUBLE_EQ(j["decode_ratio"].get<double>(), j["decode_pair_ratios"][0].get<double>());
@@ -88,6 +92,27 @@ TEST_F(ContextBenchTest, BadInputIsAClearError) {
                    &out),
             2);
   EXPECT_EQ(RunCli({"bench", "--memory-depth", "100", "--exact", "--config", config_}, &out), 2);
+}
+
+// --device is taken (the runtime opens the device, as ask and ingest do): without a GPU it is the
+// device's own error, not a refusal of the flag.
+TEST_F(ContextBenchTest, DeviceGoesToTheRuntime) {
+#if defined(MUNINN_HAVE_CUDA)
+  if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present: the benchmark would run";
+#endif
+  std::string out;
+  ::testing::internal::CaptureStderr();
+  const int rc = RunCli({"bench", "--memory-depth", "100", "--config", config_, "--text", text_,
+                         "-n", "2", "-r", "1", "-t", "1", "--device", "cuda"},
+                        &out);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+#if defined(MUNINN_HAVE_CUDA)
+  EXPECT_NE(err.find("UNAVAILABLE: no CUDA device"), std::string::npos) << err;
+#else
+  EXPECT_NE(err.find("FAILED_PRECONDITION"), std::string::npos) << err;
+#endif
+  EXPECT_NE(rc, 0);
+  EXPECT_EQ(err.find("does not apply"), std::string::npos) << err;
 }
 
 }  // namespace

@@ -288,11 +288,10 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--embedder", f->rt.embedder, "Embedder for --memory-depth (default from the config)");
   cmd->callback([&ctx, f] {
     if (f->memory_depth > 0) {
-      if (f->exact || !f->depths.empty() || f->device != "cpu" || f->cache_type != "f16") {
+      if (f->exact || !f->depths.empty() || f->cache_type != "f16") {
         std::fprintf(stderr, "muninn bench: %s does not apply to --memory-depth\n",
                      f->exact             ? "--exact"
                      : !f->depths.empty() ? "-d/--depth"
-                     : f->device != "cpu" ? "--device"
                                           : "--cache-type (the config's kv_cache sets it)");
         ctx.exit_code = 2;
         return;
@@ -300,6 +299,7 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
       RuntimeFlags rt = f->rt;
       rt.model = f->model;
       rt.threads = f->threads;
+      rt.device = f->device;  // the long-context runtime takes --device like ask and ingest
       ContextBenchOptions o;
       o.depth_tokens = f->memory_depth;
       o.n_gen = f->n_gen > 0 ? f->n_gen : 128;

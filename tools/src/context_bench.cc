@@ -217,6 +217,7 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
         {"model", (*rt)->config().model_path},
         {"embedder", (*rt)->config().embedder},
         {"threads", threads},
+        {"device", (*rt)->model().backend()->name()},
         {"load_s", load_s},
         {"ingest_tokens", stats->n_tokens},
         {"ingest_chunks", stats->n_chunks},
@@ -244,8 +245,8 @@ int RunContextBench(const RuntimeFlags& runtime_flags, const ContextBenchOptions
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("model:    %s (embedder %s, %d threads)\n", (*rt)->config().model_path.c_str(),
-              (*rt)->config().embedder.c_str(), threads);
+  std::printf("model:    %s (embedder %s, %d threads, %s)\n", (*rt)->config().model_path.c_str(),
+              (*rt)->config().embedder.c_str(), threads, (*rt)->model().backend()->name().c_str());
   std::printf("ingest:   %lld tokens (%lld chunks) in %.1f s = %.0f tokens/s\n",
               static_cast<long long>(stats->n_tokens), static_cast<long long>(stats->n_chunks),
               ingest_s, static_cast<double>(stats->n_tokens) / ingest_s);
