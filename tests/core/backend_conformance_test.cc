@@ -275,8 +275,10 @@ std::vector<double> RefAttention(const AttnCase& c, const AttnData& x, bool with
 // ---- the checks, one per op --------------------------------------------------------------------
 
 // Weight dtypes every backend under test supports for MatMul / GetRows.
-const std::vector<DType> kWeightDTypes = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0,
-                                          DType::kQ4_1, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K};
+const std::vector<DType> kWeightDTypes = {DType::kF32,  DType::kF16,  DType::kBF16,
+                                          DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,
+                                          DType::kQ5_1, DType::kQ8_0, DType::kQ4_K,
+                                          DType::kQ5_K, DType::kQ6_K};
 
 // MatMul bounds: f32 products; 16-bit weights add the activations' rounding to f16/bf16 on a GPU
 // GEMM path (~1e-7 / ~1e-5 relative variance); block formats on the CPU quantize activations to
@@ -287,6 +289,7 @@ double MatMulBound(DType w) {
     case DType::kF16: return 1e-5;
     case DType::kBF16: return 1e-4;
     case DType::kQ4_K:
+    case DType::kQ5_K:
     case DType::kQ6_K: return 4e-4;
     default: return 2.5e-4;
   }

@@ -40,18 +40,20 @@ TEST(CudaBlockDecode, MatchesDequantizeRow) {
   CheckDecoder<DType::kBF16>(3, 37);
   CheckDecoder<DType::kQ4_0>(5, 576);
   CheckDecoder<DType::kQ4_1>(5, 576);
+  CheckDecoder<DType::kQ5_0>(5, 576);
+  CheckDecoder<DType::kQ5_1>(5, 576);
   CheckDecoder<DType::kQ8_0>(5, 576);
   CheckDecoder<DType::kQ4_K>(5, 1536);
+  CheckDecoder<DType::kQ5_K>(5, 1536);
   CheckDecoder<DType::kQ6_K>(5, 1536);
 }
 
 TEST(CudaBlockDecode, KnowsExactlyTheKernelDTypes) {
-  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ8_0,
-                  DType::kQ4_K, DType::kQ6_K}) {
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,
+                  DType::kQ5_1, DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
     EXPECT_TRUE(cuda::CudaDecodes(d)) << DTypeName(d);
   }
-  for (DType d : {DType::kQ5_0, DType::kQ5_1, DType::kQ5_K, DType::kQ8_1, DType::kQ8_K,
-                  DType::kI32, DType::kF64}) {
+  for (DType d : {DType::kQ8_1, DType::kQ8_K, DType::kI32, DType::kF64}) {
     EXPECT_FALSE(cuda::CudaDecodes(d)) << DTypeName(d);
   }
 }

@@ -151,6 +151,50 @@ struct BlockDecoder<DType::kQ4_1> {
   }
 };
 
+// Little-endian u32 from 4 bytes at any address (q5_0's qh sits at byte 2 of its block).
+MUNINN_HD uint32_t LoadU32Bytes(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+}
+
+// q5_0: 22-byte blocks of 32; the low 4 bits as q4_0 (qs at byte 6), bit 4 of element j is bit j
+// of the little-endian u32 qh at byte 2; x = (q - 16) * d.
+template <>
+struct BlockDecoder<DType::kQ5_0> {
+  static constexpr int kChunk = 8;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    const uint8_t* b = row + (c / 4) * 22;
+    const int j0 = static_cast<int>(c % 4) * 8;
+    const float d = HalfBitsToFloat(LoadU16(b));
+    const uint32_t qh = LoadU32Bytes(b + 2);
+    const uint8_t* qs = b + 6 + (j0 & 15);
+    const int shift = j0 >= 16 ? 4 : 0;
+    for (int i = 0; i < 8; ++i) {
+      const int q = ((qs[i] >> shift) & 0xF) | static_cast<int>(((qh >> (j0 + i)) & 1u) << 4);
+      y[i] = MulRn(static_cast<float>(q - 16), d);
+    }
+  }
+};
+
+// q5_1: 24-byte blocks of 32; d, m, then qh and qs as q5_0 (at bytes 4 and 8); x = q * d + m.
+template <>
+struct BlockDecoder<DType::kQ5_1> {
+  static constexpr int kChunk = 8;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    const uint8_t* b = row + (c / 4) * 24;
+    const int j0 = static_cast<int>(c % 4) * 8;
+    const float d = HalfBitsToFloat(LoadU16(b));
+    const float m = HalfBitsToFloat(LoadU16(b + 2));
+    const uint32_t qh = LoadU32Bytes(b + 4);
+    const uint8_t* qs = b + 8 + (j0 & 15);
+    const int shift = j0 >= 16 ? 4 : 0;
+    for (int i = 0; i < 8; ++i) {
+      const int q = ((qs[i] >> shift) & 0xF) | static_cast<int>(((qh >> (j0 + i)) & 1u) << 4);
+      y[i] = AddRn(MulRn(static_cast<float>(q), d), m);
+    }
+  }
+};
+
 // q8_0: 34-byte blocks of 32; x = qs[j] * d.
 template <>
 struct BlockDecoder<DType::kQ8_0> {
@@ -194,6 +238,37 @@ struct BlockDecoder<DType::kQ4_K> {
   }
 };
 
+// q5_K: 176-byte super-blocks of 256: q4_K's d, dmin and scales, then qh (32 bytes: bit j of
+// byte l is bit 4 of element 32 j + l) and q4_K's qs at byte 48; x = (d * sc[j]) * q - dmin * mn[j].
+template <>
+struct BlockDecoder<DType::kQ5_K> {
+  static constexpr int kChunk = 8;
+  MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
+    const uint8_t* b = row + (c / 32) * 176;
+    const int i0 = static_cast<int>(c % 32) * 8;
+    const int j = i0 / 32;
+    const uint8_t* s = b + 4;
+    int sc, mn;
+    if (j < 4) {
+      sc = s[j] & 63;
+      mn = s[j + 4] & 63;
+    } else {
+      sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+      mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+    const float d = MulRn(HalfBitsToFloat(LoadU16(b)), static_cast<float>(sc));
+    const float m = MulRn(HalfBitsToFloat(LoadU16(b + 2)), static_cast<float>(mn));
+    const int l0 = i0 % 32;
+    const uint8_t* qh = b + 16 + l0;
+    const uint8_t* qs = b + 48 + (i0 / 64) * 32 + l0;
+    const int shift = (i0 % 64) >= 32 ? 4 : 0;
+    for (int i = 0; i < 8; ++i) {
+      const int q = ((qs[i] >> shift) & 0xF) | (((qh[i] >> j) & 1) << 4);
+      y[i] = AddRn(MulRn(d, static_cast<float>(q)), -m);
+    }
+  }
+};
+
 // q6_K: 210-byte super-blocks of 256. Element i: half h = i / 128, quarter qd = (i % 128) / 32,
 // l = i % 32; low 4 bits in ql[64h + 32 (qd & 1) + l] (low nibble for qd < 2, high otherwise),
 // top 2 bits in qh[32h + l] at bit 2 qd; x = d * scales[i / 16] * (q - 32).
@@ -225,8 +300,11 @@ MUNINN_HD bool CudaDecodes(DType dtype) {
     case DType::kBF16:
     case DType::kQ4_0:
     case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
     case DType::kQ8_0:
     case DType::kQ4_K:
+    case DType::kQ5_K:
     case DType::kQ6_K:
       return true;
     default:

@@ -17,8 +17,11 @@ cudaError_t DispatchDecoder(DType dtype, Fn&& fn) {
     case DType::kBF16: fn(BlockDecoder<DType::kBF16>{}); break;
     case DType::kQ4_0: fn(BlockDecoder<DType::kQ4_0>{}); break;
     case DType::kQ4_1: fn(BlockDecoder<DType::kQ4_1>{}); break;
+    case DType::kQ5_0: fn(BlockDecoder<DType::kQ5_0>{}); break;
+    case DType::kQ5_1: fn(BlockDecoder<DType::kQ5_1>{}); break;
     case DType::kQ8_0: fn(BlockDecoder<DType::kQ8_0>{}); break;
     case DType::kQ4_K: fn(BlockDecoder<DType::kQ4_K>{}); break;
+    case DType::kQ5_K: fn(BlockDecoder<DType::kQ5_K>{}); break;
     case DType::kQ6_K: fn(BlockDecoder<DType::kQ6_K>{}); break;
     default: return cudaErrorInvalidValue;
   }

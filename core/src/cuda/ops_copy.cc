@@ -1,4 +1,4 @@
-// Copy (same-dtype copies of any dtype; conversions from f32/f16/bf16/q4_0/q4_1/q8_0/q4_K/q6_K to
+// Copy (same-dtype copies of any dtype; conversions from f32/f16/bf16/q4_0/q4_1/q5_0/q5_1/q8_0/q4_K/q5_K/q6_K to
 // f32/f16/bf16) and GetRows on the CUDA backend. Argument rules follow core/src/cpu/copy.cc and
 // get_rows.cc with device tensors; ids may be host or device tensors.
 #include <cstring>
@@ -63,7 +63,8 @@ Status CopyOp(const CudaContext& ctx, const Tensor& src, Tensor* dst) {
     return InvalidArgumentError(
         "Copy: no conversion from " + std::string(DTypeName(src.dtype())) + " to " +
         std::string(DTypeName(dst->dtype())) +
-        " on the CUDA backend; sources: f32, f16, bf16, q4_0, q4_1, q8_0, q4_K, q6_K; "
+        " on the CUDA backend; sources: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, "
+        "q6_K; "
         "destinations: f32, f16, bf16 (same-dtype copies: any dtype)");
   }
   if (!InnerPacked(src) || !InnerPacked(*dst)) {
@@ -103,7 +104,7 @@ Status GetRowsOp(const CudaContext& ctx, const Tensor& table, const Tensor& ids,
   if (!CudaDecodes(table.dtype())) {
     return InvalidArgumentError("GetRows: table dtype " + std::string(DTypeName(table.dtype())) +
                                 " is not supported by the CUDA backend (f32, f16, bf16, q4_0, "
-                                "q4_1, q8_0, q4_K, q6_K)");
+                                "q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K)");
   }
   if (!ids.defined() || (ids.dtype() != DType::kI32 && ids.dtype() != DType::kI64)) {
     return InvalidArgumentError("GetRows: ids must be i32 (or i64)");

@@ -30,7 +30,7 @@ Status Validate(const CudaContext& ctx, const Tensor& x, const Tensor& w, const 
   if (!CudaDecodes(w.dtype())) {
     return InvalidArgumentError("MatMul: weight dtype " + std::string(DTypeName(w.dtype())) +
                                 " is not supported by the CUDA backend (f32, f16, bf16, q4_0, "
-                                "q4_1, q8_0, q4_K, q6_K)");
+                                "q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K)");
   }
   if (w.ndim() != 2 || x.ndim() > 2 || out->ndim() != x.ndim()) {
     return InvalidArgumentError("MatMul: expected w [N, K], x [M, K] or [K], out [M, N] or [N]; "
