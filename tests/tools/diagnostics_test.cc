@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "retriever/device_double.h"
 #include "retriever/tiny_stack.h"
 
 namespace muninn::tools {
@@ -203,6 +204,63 @@ TEST(DiagnosticsTest, RetrievalHeadsScoreEveryHeadAndRankThem) {
   EXPECT_EQ(ToJson(*r, 5)["top_heads"].size(), 5u);
   o.depths.clear();
   EXPECT_FALSE(RunRetrievalHeads(*model, *tok, o).ok());
+}
+
+// The diagnostics on a device backend (the test double: CPU kernels behind device-only tensors):
+// the traced intermediates are copied to the host, the bank's K/V are placed on the device for the
+// forward, and the probabilities are recomputed on the host, so the results equal the CPU's exactly.
+TEST(DiagnosticsTest, OnADeviceTheyMatchTheCpu) {
+  auto cpu = std::move(*CreateCpuBackend({}));
+  tt::DeviceDouble device(std::move(*CreateCpuBackend({})));
+  auto cpu_model = TinyModel(cpu.get());
+  auto dev_model = TinyModel(&device);
+  ASSERT_EQ(dev_model->weights().layers[0].wq.device(), Device::Cuda(0));
+  auto tok = ByteTokenizer();
+  RetrievalHeadOptions ho;
+  ho.length = 300;
+  ho.depths = {0.5};
+  ho.max_answer_tokens = 3;
+  auto heads_cpu = RunRetrievalHeads(*cpu_model, *tok, ho);
+  const int64_t downloads = device.downloads;
+  auto heads_dev = RunRetrievalHeads(*dev_model, *tok, ho);
+  ASSERT_TRUE(heads_cpu.ok() && heads_dev.ok()) << heads_cpu.status() << " " << heads_dev.status();
+  EXPECT_GT(device.downloads, downloads);  // the intermediates came back through Transfer
+  EXPECT_EQ(ToJson(*heads_dev, 1000), ToJson(*heads_cpu, 1000));
+
+  retriever::LongContextOptions o;
+  o.memory_layer = 1;
+  o.retrieval_layers = {1, 3};
+  o.chunk_tokens = 64;
+  o.top_k = 2;
+  o.local_window = 512;
+  MemoryMassOptions mo;
+  mo.length = 1200;
+  mo.depth = 0.3;
+  mo.local_tokens = 256;
+  mo.query_rows = 4;
+  KeywordEmbedder embedder;
+  nlohmann::json mass[2];
+  for (int d = 0; d < 2; ++d) {
+    auto bank = InMemoryBank(4);
+    auto session = std::move(*retriever::LongContextSession::Create(
+        d == 0 ? cpu_model.get() : dev_model.get(), tok.get(), bank.get(), &embedder, o));
+    auto r = RunMemoryMass(*session, mo);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    mass[d] = ToJson(*r);
+  }
+  EXPECT_EQ(mass[1], mass[0]);
+
+  // A trace without a backend to copy from reports the device intermediate as an error.
+  AttentionTrace bare(dev_model->config(), {0});
+  model::KvCacheOptions kvo;
+  kvo.n_ctx = 8;
+  auto cache = dev_model->NewKvCache(kvo);
+  ASSERT_TRUE(cache.ok());
+  model::ForwardOptions fo;
+  fo.observer = bare.observer();
+  const std::vector<model::TokenId> ids = {1, 2, 3};
+  ASSERT_TRUE(dev_model->Forward(ids, cache->get(), fo).ok());
+  EXPECT_EQ(bare.status().code(), StatusCode::kFailedPrecondition) << bare.status();
 }
 
 }  // namespace

@@ -165,6 +165,7 @@ void RegisterDiagnoseCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--json-out", f->json_out, "Also write the JSON here");
     cmd->add_option("--plot", f->plot, "Write a PNG plot (needs gnuplot)");
     AddRuntimeFlags(cmd, &f->rt);
+    AddDeviceFlag(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunLoss(*f); });
   }
   {
@@ -180,6 +181,7 @@ void RegisterDiagnoseCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--json-out", f->json_out, "Also write the JSON here");
     cmd->add_option("--plot", f->plot, "Write a PNG plot (needs gnuplot)");
     AddRuntimeFlags(cmd, &f->rt);
+    AddDeviceFlag(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunAttention(*f); });
   }
   {
@@ -193,6 +195,7 @@ void RegisterDiagnoseCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--json-out", f->json_out, "Also write the JSON here");
     cmd->add_option("--plot", f->plot, "Write a PNG plot (needs gnuplot)");
     AddRuntimeFlags(cmd, &f->rt);
+    AddDeviceFlag(cmd, &f->rt);
     cmd->callback([&ctx, f] { ctx.exit_code = RunHeads(*f); });
   }
 }

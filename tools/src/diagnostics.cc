@@ -5,6 +5,8 @@
 #include <limits>
 
 #include "muninn/core/check.h"
+#include "muninn/core/cpu_backend.h"
+#include "muninn/model/memory_placement.h"
 #include "muninn/model/sampler.h"
 
 namespace muninn::tools {
@@ -72,8 +74,9 @@ StatusOr<LossRuns> RunLossRuns(retriever::LongContextSession& memory_session,
 
 // ---- attention recomputation ---------------------------------------------------------------
 
-AttentionTrace::AttentionTrace(const model::ModelConfig& config, std::vector<int32_t> layers)
-    : config_(config), layers_(std::move(layers)), data_(layers_.size()) {}
+AttentionTrace::AttentionTrace(const model::ModelConfig& config, std::vector<int32_t> layers,
+                               Backend* device)
+    : config_(config), layers_(std::move(layers)), data_(layers_.size()), device_(device) {}
 
 const AttentionTrace::Layer* AttentionTrace::Find(int32_t layer) const {
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -93,9 +96,28 @@ model::ForwardObserver AttentionTrace::observer() {
     else if (im.name == "k_pre_rope") dst = &L.k;
     else if (im.name == "v") dst = &L.v;
     else if (im.name == "attn_out") dst = &L.attn_out;
-    if (dst == nullptr) return;
-    auto vals = Values(im.value);
-    MUNINN_CHECK(vals.ok());  // the forward's intermediates are host f32
+    if (dst == nullptr || !status_.ok()) return;
+    Tensor host = im.value;
+    if (!host.device().is_cpu()) {
+      if (device_ == nullptr) {
+        status_ = FailedPreconditionError("AttentionTrace: layer " + std::to_string(im.layer) +
+                                          " '" + std::string(im.name) + "' is on " +
+                                          host.device().ToString() +
+                                          " and the trace has no backend to copy it from");
+        return;
+      }
+      auto copied = CopyToHost(*device_, im.value);
+      if (!copied.ok()) {
+        status_ = copied.status().WithContext("AttentionTrace: copying an intermediate");
+        return;
+      }
+      host = std::move(copied).value();
+    }
+    auto vals = Values(host);
+    if (!vals.ok()) {
+      status_ = vals.status();
+      return;
+    }
     dst->insert(dst->end(), vals->begin(), vals->end());
   };
 }
@@ -258,7 +280,9 @@ StatusOr<MemorySet> FetchMemory(const retriever::LongContextSession& session,
     const int64_t m = set.k.dim(0);
     ASSIGN_OR_RETURN(Tensor pos, Tensor::Empty(DType::kI32, Shape{m}));
     for (int64_t i = 0; i < m; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(i - m);
-    RETURN_IF_ERROR(session.model()->backend()->Rope(set.k, pos, session.model()->config().rope, &set.k));
+    // The bank's K/V are host tensors: rotated on the host whatever the model's device.
+    ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, CreateCpuBackend(CpuBackendOptions{}));
+    RETURN_IF_ERROR(host->Rope(set.k, pos, session.model()->config().rope, &set.k));
   }
   return set;
 }
@@ -268,7 +292,7 @@ StatusOr<std::vector<HeadMass>> MassFor(retriever::LongContextSession& session,
                                         const MemorySet& set, int64_t query_rows) {
   model::Model& m = *session.model();
   const std::vector<int32_t>& layers = session.options().retrieval_layers;
-  AttentionTrace trace(m.config(), layers);
+  AttentionTrace trace(m.config(), layers, m.backend());
   model::MemoryKV mem;
   if (set.k.defined()) {
     for (int32_t l : layers) {
@@ -281,9 +305,14 @@ StatusOr<std::vector<HeadMass>> MassFor(retriever::LongContextSession& session,
   kvo.dtype = DType::kF32;
   ASSIGN_OR_RETURN(auto cache, m.NewKvCache(kvo));
   model::ForwardOptions fo;
-  fo.memory = mem.layers.empty() ? nullptr : &mem;
+  // On a device the host K/V are copied there first (the session does the same per retrieval).
+  model::MemoryPlacement placement(m.backend());
+  ASSIGN_OR_RETURN(model::MemoryKV placed, placement.Place(mem));
+  fo.memory = placed.layers.empty() ? nullptr : &placed;
   fo.observer = trace.observer();
   RETURN_IF_ERROR(m.Forward(window, cache.get(), fo).status());
+  RETURN_IF_ERROR(trace.status());
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, CreateCpuBackend(CpuBackendOptions{}));
   const int64_t n_head = m.config().n_head;
   const int64_t M = set.k.defined() ? set.k.dim(0) : 0;
   const int64_t T = static_cast<int64_t>(window.size());
@@ -292,7 +321,7 @@ StatusOr<std::vector<HeadMass>> MassFor(retriever::LongContextSession& session,
   for (int32_t l : layers) {
     std::vector<double> mem_mass(static_cast<size_t>(n_head)), gold_mass(static_cast<size_t>(n_head));
     for (int64_t r = first_row; r < T; ++r) {
-      ASSIGN_OR_RETURN(auto probs, trace.Probabilities(*m.backend(), l, r, set.k));
+      ASSIGN_OR_RETURN(auto probs, trace.Probabilities(*host, l, r, set.k));
       const std::pair<int64_t, int64_t> all{0, M};
       const auto a = MassOn(probs, n_head, M + r + 1, std::span(&all, 1));
       const auto g = MassOn(probs, n_head, M + r + 1, std::span(&set.gold, 1));
@@ -379,13 +408,15 @@ StatusOr<RetrievalHeadResult> RunRetrievalHeads(model::Model& model,
   std::vector<double> copies(key_mass.size(), 0.0);
   RetrievalHeadResult result;
   uint64_t seed = options.seed;
+  // The traced rows are copied to the host; the probabilities are recomputed there.
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, CreateCpuBackend(CpuBackendOptions{}));
   for (double depth : options.depths) {
     ASSIGN_OR_RETURN(PasskeyPrompt p, BuildPasskeyPrompt(tokenizer, options.length, depth,
                                                          options.length + 1024, seed++));
     std::vector<model::TokenId> ids = tokenizer.Encode(p.prefix_text + p.window_text, false, false);
     const auto key_spans = TokenSpansOf(tokenizer, ids, p.key);
     if (key_spans.empty()) return InternalError("the key's tokens were not found in the prompt");
-    AttentionTrace trace(cfg, layers);
+    AttentionTrace trace(cfg, layers, model.backend());
     model::KvCacheOptions kvo;
     kvo.n_ctx = static_cast<int64_t>(ids.size()) + options.max_answer_tokens;
     kvo.dtype = DType::kF32;
@@ -393,6 +424,7 @@ StatusOr<RetrievalHeadResult> RunRetrievalHeads(model::Model& model,
     model::ForwardOptions fo;
     fo.observer = trace.observer();
     ASSIGN_OR_RETURN(model::ForwardResult fr, model.Forward(ids, cache.get(), fo));
+    RETURN_IF_ERROR(trace.status());
     std::vector<model::TokenId> answer;
     int64_t row = static_cast<int64_t>(ids.size()) - 1;
     for (int64_t step = 0; step < options.max_answer_tokens; ++step) {
@@ -405,7 +437,7 @@ StatusOr<RetrievalHeadResult> RunRetrievalHeads(model::Model& model,
       if (digit) {
         ++result.digit_steps;
         for (int32_t l = 0; l < cfg.n_layer; ++l) {
-          ASSIGN_OR_RETURN(auto probs, trace.Probabilities(*model.backend(), l, row, Tensor{}));
+          ASSIGN_OR_RETURN(auto probs, trace.Probabilities(*host, l, row, Tensor{}));
           const int64_t n_keys = row + 1;
           const auto mass = MassOn(probs, n_head, n_keys, key_spans);
           for (int64_t h = 0; h < n_head; ++h) {
@@ -423,6 +455,7 @@ StatusOr<RetrievalHeadResult> RunRetrievalHeads(model::Model& model,
       ids.push_back(next);
       if (step + 1 == options.max_answer_tokens) break;
       ASSIGN_OR_RETURN(fr, model.Forward(std::span<const model::TokenId>(&next, 1), cache.get(), fo));
+      RETURN_IF_ERROR(trace.status());
       ++row;
     }
     ++result.trials;

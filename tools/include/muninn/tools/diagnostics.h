@@ -60,8 +60,14 @@ StatusOr<LossRuns> RunLossRuns(retriever::LongContextSession& memory_session,
 // Install observer() as ForwardOptions::observer. Thread-compatible.
 class AttentionTrace {
  public:
-  AttentionTrace(const model::ModelConfig& config, std::vector<int32_t> layers);
+  // `device`: the forward's backend when it is not the CPU (not owned): the intermediates live
+  // there and are copied to the host as they come (null: they are host tensors).
+  AttentionTrace(const model::ModelConfig& config, std::vector<int32_t> layers,
+                 Backend* device = nullptr);
   model::ForwardObserver observer();
+  // The first intermediate the observer could not read (a failed device copy; one on a device
+  // with no `device` backend to copy it); OK otherwise. Check it after each forward.
+  const Status& status() const { return status_; }
   int64_t n_rows() const;  // sequence rows seen so far
   const std::vector<int32_t>& layers() const { return layers_; }
   // attn_out row `row` of `layer` as the forward computed it ([n_embd]).
@@ -69,8 +75,9 @@ class AttentionTrace {
 
   // Attention probabilities of query `row` at `layer`, every head, over [memory ; rows 0..row]
   // (causal, as in a cache starting at position 0): [n_head, M + row + 1] row-major.
-  // `mem_k` [M, n_head_kv, head_dim] f32 host (as handed to the forward) or undefined. Local keys
-  // are rotated with `backend`'s RoPE at positions 0..row. Scale 1/sqrt(head_dim).
+  // `mem_k` [M, n_head_kv, head_dim] f32 host (as fetched from the bank) or undefined. Local keys
+  // are rotated with `backend`'s RoPE at positions 0..row, on the host: `backend` must be a CPU
+  // backend. Scale 1/sqrt(head_dim).
   StatusOr<std::vector<double>> Probabilities(Backend& backend, int32_t layer, int64_t row,
                                               const Tensor& mem_k) const;
   // Σ_j p_j v_j per head for those probabilities: [n_head · head_dim] (the attention output
@@ -89,6 +96,8 @@ class AttentionTrace {
   model::ModelConfig config_;
   std::vector<int32_t> layers_;
   std::vector<Layer> data_;  // parallel to layers_
+  Backend* device_ = nullptr;
+  Status status_;
 };
 
 // Sum of `probs` [n_head, n_keys] over key ranges [first, end) per head: [n_head].
