@@ -22,7 +22,6 @@ StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, i
                                                  const LoraSpec& lora) {
   if (threads < 0) return InvalidArgumentError("threads must be >= 0 (0 = all cores)");
   auto m = std::make_unique<CliModel>();
-  ASSIGN_OR_RETURN(m->path, ResolveLlmPath(path_flag));
   m->pool = std::make_unique<ThreadPool>(threads);
   CpuBackendOptions bo;
   bo.pool = m->pool.get();
@@ -31,7 +30,9 @@ StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, i
     return InvalidArgumentError("--exact selects CPU kernels; it cannot be combined with --device " +
                                 device);
   }
+  // The device first (as the long-context runtime does): without one, --device fails at once.
   ASSIGN_OR_RETURN(m->backend, CreateBackendForDevice(device, bo));
+  ASSIGN_OR_RETURN(m->path, ResolveLlmPath(path_flag));
   model::LoadModelOptions lo;
   lo.load_tokenizer = load_tokenizer;
   if (exact_matmul) lo.huginn_matrix_dtype = DType::kF32;  // Huginn's F32 shards as stored
