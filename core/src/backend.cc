@@ -108,9 +108,11 @@ Status CheckMatMulSharedArgs(const Backend& backend, const Tensor& x,
       return InvalidArgumentError(at + "out must not overlap x or w");
     }
     for (size_t j = 0; j < i; ++j) {
-      if (ViewsOverlap(out, *outs[j]) || ViewsOverlap(out, *ws[j])) {
+      if (ViewsOverlap(out, *outs[j]) || ViewsOverlap(out, *ws[j]) ||
+          ViewsOverlap(*outs[j], w)) {
         return InvalidArgumentError(at + "out overlaps pair " + std::to_string(j) +
-                                    "'s weight or output");
+                                    "'s weight or output, or pair " + std::to_string(j) +
+                                    "'s output overlaps this weight");
       }
     }
   }

@@ -480,6 +480,16 @@ TEST(MatMulTest, SharedInputRejectsBadArgumentsBeforeWritingAnything) {
   Tensor xo = Tensor::FromVector(Shape{1, 64}, std::vector<float>(64, 1.0f)).value();
   Tensor x_alias = xo.Slice(1, 0, 4).value();
   expect_invalid({&w0, &w1}, {&o0, &x_alias}, "out overlaps x", xo);
+  // An earlier pair's output over a later pair's weight (f32 weights, so they can share a buffer).
+  Tensor shared = Tensor::Zeros(DType::kF32, Shape{2, 64}).value();
+  Tensor w_f32 = shared.Slice(0, 0, 1).value();       // [1, 64]: the second pair's weight
+  Tensor out_over_w = shared.Select(0).value().Slice(0, 0, 8).value().Reshape(Shape{1, 8}).value();
+  const Tensor w8_f32 = RandomMatrix(DType::kF32, 8, 64, 0, rng);
+  Tensor o_one = Tensor::Zeros(DType::kF32, Shape{1, 1}).value();
+  const Status s_over = b->MatMulShared(x, std::vector<const Tensor*>{&w8_f32, &w_f32},
+                                        std::vector<Tensor*>{&out_over_w, &o_one});
+  EXPECT_EQ(s_over.code(), StatusCode::kInvalidArgument) << s_over;
+  EXPECT_NE(s_over.ToString().find("overlaps this weight"), std::string::npos) << s_over;
   Tensor misaligned_x =
       Tensor::FromBuffer(AllocateHostBuffer(64 * 4 + 4).value(), 2, DType::kF32, Shape{1, 64})
           .value();
