@@ -17,6 +17,36 @@ using muninn::testing::KeywordEmbedder;
 using muninn::testing::TinyModel;
 namespace tt = muninn::testing;
 
+// The session and the passkey prompt the memory-mass tests use: retrieval at layers 1 and 3,
+// chunks of 64 tokens, a 1200-token prompt with the key at depth 0.3.
+retriever::LongContextOptions MassSessionOptions() {
+  retriever::LongContextOptions o;
+  o.memory_layer = 1;
+  o.retrieval_layers = {1, 3};
+  o.chunk_tokens = 64;
+  o.top_k = 2;
+  o.local_window = 512;
+  return o;
+}
+
+MemoryMassOptions SmallMass() {
+  MemoryMassOptions mo;
+  mo.length = 1200;
+  mo.depth = 0.3;
+  mo.local_tokens = 256;
+  mo.query_rows = 4;
+  return mo;
+}
+
+// One 300-token passkey at depth 0.5, three answer tokens.
+RetrievalHeadOptions SmallHeads() {
+  RetrievalHeadOptions o;
+  o.length = 300;
+  o.depths = {0.5};
+  o.max_answer_tokens = 3;
+  return o;
+}
+
 TEST(DiagnosticsTest, LossDeltaByPositionBucketsAndAveragesOverWindows) {
   // Two windows of 6 positions; memory costs 1 nat more at positions 0-1 only.
   const std::vector<std::vector<float>> none = {{-1, -1, -2, -2, -3, -3}, {-3, -3, -2, -2, -1, -1}};
@@ -114,20 +144,9 @@ TEST(DiagnosticsTest, MemoryMassSeesTheGoldChunkOnlyWhenItIsInMemory) {
   auto tok = ByteTokenizer();
   auto bank = InMemoryBank(4);
   KeywordEmbedder embedder;
-  retriever::LongContextOptions o;
-  o.memory_layer = 1;
-  o.retrieval_layers = {1, 3};
-  o.chunk_tokens = 64;
-  o.top_k = 2;
-  o.local_window = 512;
   auto session = std::move(*retriever::LongContextSession::Create(model.get(), tok.get(), bank.get(),
-                                                                  &embedder, o));
-  MemoryMassOptions mo;
-  mo.length = 1200;
-  mo.depth = 0.3;
-  mo.local_tokens = 256;
-  mo.query_rows = 4;
-  auto r = RunMemoryMass(*session, mo);
+                                                                  &embedder, MassSessionOptions()));
+  auto r = RunMemoryMass(*session, SmallMass());
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(r->with_gold.size(), 2u * tt::kHeads);
   ASSERT_EQ(r->without_gold.size(), 2u * tt::kHeads);
@@ -186,10 +205,7 @@ TEST(DiagnosticsTest, RetrievalHeadsScoreEveryHeadAndRankThem) {
   auto backend = std::move(*CreateCpuBackend({}));
   auto model = TinyModel(backend.get());
   auto tok = ByteTokenizer();
-  RetrievalHeadOptions o;
-  o.length = 300;
-  o.depths = {0.5};
-  o.max_answer_tokens = 3;
+  RetrievalHeadOptions o = SmallHeads();
   auto r = RunRetrievalHeads(*model, *tok, o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->trials, 1);
@@ -216,10 +232,7 @@ TEST(DiagnosticsTest, OnADeviceTheyMatchTheCpu) {
   auto dev_model = TinyModel(&device);
   ASSERT_EQ(dev_model->weights().layers[0].wq.device(), Device::Cuda(0));
   auto tok = ByteTokenizer();
-  RetrievalHeadOptions ho;
-  ho.length = 300;
-  ho.depths = {0.5};
-  ho.max_answer_tokens = 3;
+  const RetrievalHeadOptions ho = SmallHeads();
   auto heads_cpu = RunRetrievalHeads(*cpu_model, *tok, ho);
   const int64_t downloads = device.downloads;
   auto heads_dev = RunRetrievalHeads(*dev_model, *tok, ho);
@@ -227,24 +240,14 @@ TEST(DiagnosticsTest, OnADeviceTheyMatchTheCpu) {
   EXPECT_GT(device.downloads, downloads);  // the intermediates came back through Transfer
   EXPECT_EQ(ToJson(*heads_dev, 1000), ToJson(*heads_cpu, 1000));
 
-  retriever::LongContextOptions o;
-  o.memory_layer = 1;
-  o.retrieval_layers = {1, 3};
-  o.chunk_tokens = 64;
-  o.top_k = 2;
-  o.local_window = 512;
-  MemoryMassOptions mo;
-  mo.length = 1200;
-  mo.depth = 0.3;
-  mo.local_tokens = 256;
-  mo.query_rows = 4;
   KeywordEmbedder embedder;
   nlohmann::json mass[2];
   for (int d = 0; d < 2; ++d) {
     auto bank = InMemoryBank(4);
     auto session = std::move(*retriever::LongContextSession::Create(
-        d == 0 ? cpu_model.get() : dev_model.get(), tok.get(), bank.get(), &embedder, o));
-    auto r = RunMemoryMass(*session, mo);
+        d == 0 ? cpu_model.get() : dev_model.get(), tok.get(), bank.get(), &embedder,
+        MassSessionOptions()));
+    auto r = RunMemoryMass(*session, SmallMass());
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     mass[d] = ToJson(*r);
   }

@@ -208,6 +208,22 @@ struct BlockDecoder<DType::kQ8_0> {
   }
 };
 
+// q4_K and q5_K: the scale d * sc[j] and the minimum dmin * mn[j] of sub-block j (of 8) of the
+// super-block at `b` (d at byte 0, dmin at 2, the 12 packed 6-bit scales and minimums at 4).
+MUNINN_HD void SubBlockScaleMin(const uint8_t* b, int j, float* d, float* m) {
+  const uint8_t* s = b + 4;
+  int sc, mn;
+  if (j < 4) {
+    sc = s[j] & 63;
+    mn = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+  *d = MulRn(HalfBitsToFloat(LoadU16(b)), static_cast<float>(sc));
+  *m = MulRn(HalfBitsToFloat(LoadU16(b + 2)), static_cast<float>(mn));
+}
+
 // q4_K: 144-byte super-blocks of 256. Element i (in the super-block) lies in sub-block j = i / 32
 // and in 32-byte chunk i / 64 of qs, low nibble for (i % 64) < 32, high nibble otherwise;
 // x = (d * sc[j]) * q - dmin * mn[j].
@@ -217,18 +233,8 @@ struct BlockDecoder<DType::kQ4_K> {
   MUNINN_HD static void Decode(const uint8_t* row, int64_t c, float* y) {
     const uint8_t* b = row + (c / 32) * 144;
     const int i0 = static_cast<int>(c % 32) * 8;
-    const int j = i0 / 32;
-    const uint8_t* s = b + 4;
-    int sc, mn;
-    if (j < 4) {
-      sc = s[j] & 63;
-      mn = s[j + 4] & 63;
-    } else {
-      sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-      mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-    const float d = MulRn(HalfBitsToFloat(LoadU16(b)), static_cast<float>(sc));
-    const float m = MulRn(HalfBitsToFloat(LoadU16(b + 2)), static_cast<float>(mn));
+    float d, m;
+    SubBlockScaleMin(b, i0 / 32, &d, &m);
     const int l0 = i0 % 64;
     const uint8_t* qs = b + 16 + (i0 / 64) * 32 + (l0 & 31);
     const int shift = l0 >= 32 ? 4 : 0;
@@ -247,17 +253,8 @@ struct BlockDecoder<DType::kQ5_K> {
     const uint8_t* b = row + (c / 32) * 176;
     const int i0 = static_cast<int>(c % 32) * 8;
     const int j = i0 / 32;
-    const uint8_t* s = b + 4;
-    int sc, mn;
-    if (j < 4) {
-      sc = s[j] & 63;
-      mn = s[j + 4] & 63;
-    } else {
-      sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-      mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-    const float d = MulRn(HalfBitsToFloat(LoadU16(b)), static_cast<float>(sc));
-    const float m = MulRn(HalfBitsToFloat(LoadU16(b + 2)), static_cast<float>(mn));
+    float d, m;
+    SubBlockScaleMin(b, j, &d, &m);
     const int l0 = i0 % 32;
     const uint8_t* qh = b + 16 + l0;
     const uint8_t* qs = b + 48 + (i0 / 64) * 32 + l0;
