@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
+#include <string>
 
 namespace muninn::model::train {
 
@@ -27,12 +28,14 @@ Status WriteAll(int fd, std::span<const uint8_t> bytes, const std::string& path)
 
 }  // namespace
 
-Status WriteFileAtomic(const std::string& path, std::span<const uint8_t> bytes) {
-  const std::string tmp = path + ".tmp";
+Status WriteFileAtomic(const std::string& path, std::span<const std::span<const uint8_t>> pieces,
+                       const AtomicWriteOptions& options) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("create " + tmp, errno);
-  Status st = WriteAll(fd, bytes, tmp);
-  if (st.ok() && ::fsync(fd) != 0) st = ErrnoError("fsync " + tmp, errno);
+  Status st;
+  for (size_t i = 0; i < pieces.size() && st.ok(); ++i) st = WriteAll(fd, pieces[i], tmp);
+  if (st.ok() && options.durable && ::fsync(fd) != 0) st = ErrnoError("fsync " + tmp, errno);
   if (::close(fd) != 0 && st.ok()) st = ErrnoError("close " + tmp, errno);
   if (st.ok() && std::rename(tmp.c_str(), path.c_str()) != 0) {
     st = ErrnoError("rename " + tmp + " to " + path, errno);
@@ -41,6 +44,7 @@ Status WriteFileAtomic(const std::string& path, std::span<const uint8_t> bytes) 
     ::unlink(tmp.c_str());
     return st;
   }
+  if (!options.durable) return Status::Ok();
   std::filesystem::path dir = std::filesystem::path(path).parent_path();
   if (dir.empty()) dir = std::filesystem::path(".");
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -49,6 +53,11 @@ Status WriteFileAtomic(const std::string& path, std::span<const uint8_t> bytes) 
     ::close(dfd);
   }
   return Status::Ok();
+}
+
+Status WriteFileAtomic(const std::string& path, std::span<const uint8_t> bytes) {
+  const std::span<const uint8_t> pieces[] = {bytes};
+  return WriteFileAtomic(path, pieces);
 }
 
 }  // namespace muninn::model::train

@@ -1,13 +1,12 @@
 #include "train/bottom_cache.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
+#include "train/atomic_file.h"
 #include "train/fnv1a.h"
 
 namespace muninn::model::train {
@@ -131,26 +130,16 @@ Status BottomCache::Write(int64_t start_pos, std::span<const TokenId> ids,
   hd.n_tokens = static_cast<int64_t>(ids.size());
   hd.n_embd = n_embd_;
   hd.values_hash = HashOf(h);
-  const std::string path = PathOf(start_pos, ids);
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(&hd), sizeof hd);
-    out.write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size_bytes()));
-    out.write(reinterpret_cast<const char*>(h.data()), static_cast<std::streamsize>(h.size_bytes()));
-    out.close();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return IoError("bottom cache: cannot write " + tmp + " (disk full?)");
-    }
+  const std::span<const uint8_t> pieces[] = {
+      {reinterpret_cast<const uint8_t*>(&hd), sizeof hd},
+      {reinterpret_cast<const uint8_t*>(ids.data()), ids.size_bytes()},
+      {reinterpret_cast<const uint8_t*>(h.data()), h.size_bytes()}};
+  Status st = WriteFileAtomic(PathOf(start_pos, ids), pieces, AtomicWriteOptions{.durable = false});
+  if (!st.ok()) {
+    st = st.WithContext("bottom cache");
+    if (stats_.write_errors++ == 0) stats_.first_write_error = st.ToString();
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    return IoError("bottom cache: cannot rename " + tmp + " to " + path + ": " + ec.message());
-  }
-  return Status::Ok();
+  return st;
 }
 
 }  // namespace muninn::model::train

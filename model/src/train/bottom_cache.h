@@ -12,9 +12,9 @@
 // embedding and of every frozen layer's weights (read once when the cache is opened); the key
 // hashes it with the block. A file is used only when its fingerprint, position and ids equal the
 // block's and its values match their checksum; any other (torn, truncated, a key collision)
-// counts as `rejected` and is recomputed and rewritten. Files are written to a per-process
-// temporary name and renamed into place, so processes (MPI ranks) may share the folder.
-// Not thread-safe: one per TrainModel.
+// counts as `rejected` and is recomputed and rewritten. Files are written with WriteFileAtomic
+// (per-process temporary name, not synced: an entry that does not check out is recomputed), so
+// processes (MPI ranks) may share the folder. Not thread-safe: one per TrainModel.
 #pragma once
 
 #include <cstdint>
@@ -24,14 +24,9 @@
 
 #include "muninn/core/status.h"
 #include "muninn/model/model.h"
+#include "muninn/model/train_model.h"
 
 namespace muninn::model::train {
-
-struct BottomCacheStats {
-  int64_t hits = 0;
-  int64_t misses = 0;    // no file: computed and written
-  int64_t rejected = 0;  // a file that did not check out: computed and rewritten
-};
 
 class BottomCache {
  public:
@@ -42,10 +37,13 @@ class BottomCache {
   // The cached output for (start_pos, ids) into `h` ([T * n_embd]); false when there is none that
   // checks out (then `h` is unspecified).
   bool Read(int64_t start_pos, std::span<const TokenId> ids, std::vector<float>* h);
-  // Stores `h` ([T * n_embd]) for (start_pos, ids).
+  // Stores `h` ([T * n_embd]) for (start_pos, ids). A failure (disk full, folder gone) is counted
+  // in stats().write_errors, the first one's message kept, and returned.
   Status Write(int64_t start_pos, std::span<const TokenId> ids, std::span<const float> h);
+  // Counts a block that is not cacheable (its frozen layers read memory).
+  void CountSkipped() { ++stats_.skipped; }
 
-  const BottomCacheStats& stats() const { return stats_; }
+  const BottomCacheCounts& stats() const { return stats_; }
   const std::string& dir() const { return dir_; }
 
  private:
@@ -54,7 +52,7 @@ class BottomCache {
   std::string dir_;
   int64_t n_embd_ = 0;
   uint64_t fingerprint_ = 0;  // the model's
-  BottomCacheStats stats_;
+  BottomCacheCounts stats_;
 };
 
 }  // namespace muninn::model::train

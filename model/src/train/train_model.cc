@@ -120,13 +120,6 @@ struct TrainModel::Scratch {
   std::vector<float> dgate, dup, dact;       // [T, F]
 };
 
-struct TrainModel::Cache {
-  train::BottomCache cache;
-  int64_t skipped = 0;
-  int64_t write_errors = 0;
-  std::string first_write_error;
-};
-
 TrainModel::TrainModel(Model* model, const LoraConfig& config, const TrainModelOptions& options)
     : model_(model), lora_(config), options_(options) {}
 
@@ -182,7 +175,7 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
   if (!options.bottom_cache_dir.empty()) {
     auto c = train::BottomCache::Open(options.bottom_cache_dir, *model, config.first_layer);
     if (!c.ok()) return c.status();
-    tm->cache_ = std::make_unique<Cache>(Cache{std::move(c).value(), 0, 0, {}});
+    tm->cache_ = std::make_unique<train::BottomCache>(std::move(c).value());
   }
   tm->scratch_ = std::make_unique<Scratch>();
   return tm;
@@ -237,10 +230,7 @@ Status TrainModel::CheckBatch(const LoraParams& params, const TrainBatch& batch)
 }
 
 BottomCacheCounts TrainModel::bottom_cache_stats() const {
-  if (cache_ == nullptr) return {};
-  const train::BottomCacheStats& s = cache_->cache.stats();
-  return {s.hits, s.misses, s.rejected, cache_->skipped, cache_->write_errors,
-          cache_->first_write_error};
+  return cache_ == nullptr ? BottomCacheCounts{} : cache_->stats();
 }
 
 Status TrainModel::BottomForward(const TrainBatch& batch, std::vector<float>* h) {
@@ -251,14 +241,14 @@ Status TrainModel::BottomForward(const TrainBatch& batch, std::vector<float>* h)
     reads_memory = reads_memory || batch.memory->ForLayer(l) != nullptr;
   }
   if (reads_memory) {
-    ++cache_->skipped;
+    cache_->CountSkipped();
     return ComputeBottom(batch, h);
   }
-  if (cache_->cache.Read(batch.start_pos, batch.ids, h)) return Status::Ok();
+  if (cache_->Read(batch.start_pos, batch.ids, h)) return Status::Ok();
   RETURN_IF_ERROR(ComputeBottom(batch, h));
-  // A cache that cannot be written (disk full) must not stop a training run: count it, go on.
-  const Status w = cache_->cache.Write(batch.start_pos, batch.ids, *h);
-  if (!w.ok() && cache_->write_errors++ == 0) cache_->first_write_error = w.ToString();
+  // A cache that cannot be written (disk full) must not stop a training run: the cache counts
+  // the failure (bottom_cache_stats), training goes on.
+  cache_->Write(batch.start_pos, batch.ids, *h).IgnoreError();
   return Status::Ok();
 }
 

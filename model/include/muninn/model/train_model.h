@@ -47,6 +47,10 @@
 
 namespace muninn::model {
 
+namespace train {
+class BottomCache;  // model/src/train/bottom_cache.h
+}  // namespace train
+
 struct TrainModelOptions {
   // Keep only each trained layer's input and recompute the layer in the backward.
   bool recompute = false;
@@ -110,7 +114,6 @@ class TrainModel {
   ~TrainModel();
 
  private:
-  struct Cache;
   struct Weights;
   struct LayerActs;
   struct Scratch;
@@ -133,7 +136,7 @@ class TrainModel {
   TrainModelOptions options_;
   std::unique_ptr<Weights> weights_;
   std::unique_ptr<Scratch> scratch_;
-  std::unique_ptr<Cache> cache_;  // null: no bottom cache
+  std::unique_ptr<train::BottomCache> cache_;  // null: no bottom cache
 };
 
 }  // namespace muninn::model
