@@ -57,9 +57,12 @@ TEST_F(DeviceCommandsTest, CudaWithoutADeviceIsAClearError) {
       {"eval", "passkey", "--lengths", "256", "--trials", "1"},
       {"eval", "needle", "--lengths", "256", "--trials", "1"},
       {"eval", "perplexity", "--text", file_},
+      {"eval", "diagnose", "heads", "--length", "256"},
+      {"eval", "diagnose", "attention", "--length", "256"},
   };
   for (std::vector<std::string> args : commands) {
-    const std::string what = args[0] + (args[0] == "eval" ? " " + args[1] : "");
+    const std::string what =
+        args[0] + (args[0] == "eval" ? " " + args[1] : "") + (args[1] == "diagnose" ? " " + args[2] : "");
     args.insert(args.end(), {"--device", "cuda", "--embedder", "hidden"});
     std::string err;
     const int rc = Run(args, &err);
@@ -85,6 +88,8 @@ TEST_F(DeviceCommandsTest, LoraWithADeviceGoesToTheDevice) {
       {"ingest", file_, "--bank", dir_ + "/bank", "--embedder", "hidden"},
       {"generate", "-p", "ravens", "-n", "2"},
       {"logits", "-p", "ravens"},
+      // The device is opened before the model is looked for: a missing one is the first error.
+      {"generate", "-p", "ravens", "-n", "2", "-m", dir_ + "/no-such-model.gguf"},
   };
   for (std::vector<std::string> args : commands) {
     args.insert(args.end(), {"--device", "cuda", "--lora", dir_});

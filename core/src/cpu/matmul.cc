@@ -212,18 +212,10 @@ struct RowSegment {
   int64_t n = 0;
 };
 
-std::vector<RowSegment> SegmentsOf(std::span<const Tensor* const> ws,
-                                   std::span<Tensor* const> outs) {
-  std::vector<RowSegment> segs;
-  int64_t first = 0;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    const Tensor& out = *outs[i];
-    segs.push_back(RowSegment{static_cast<const char*>(ws[i]->data()), ws[i]->stride(0),
-                              static_cast<char*>(out.data()), out.ndim() == 2 ? out.stride(0) : 0,
-                              first, ws[i]->dim(0)});
-    first += ws[i]->dim(0);
-  }
-  return segs;
+RowSegment SegmentOf(const Tensor& w, const Tensor& out, int64_t first) {
+  return RowSegment{static_cast<const char*>(w.data()), w.stride(0),
+                    static_cast<char*>(out.data()), out.ndim() == 2 ? out.stride(0) : 0, first,
+                    w.dim(0)};
 }
 
 // fn(segment, j0, j1) for the rows [j0, j1) of each segment that [begin, end) of the run covers.
@@ -392,10 +384,8 @@ Status MatMulOp(const CpuContext& ctx, const Tensor& x, const Tensor& w, Tensor*
     case Path::kDot:
       break;
   }
-  const Tensor* ws[] = {&w};
-  Tensor* outs[] = {out};
-  const std::vector<RowSegment> segs = SegmentsOf(ws, outs);
-  return RunRowPath(ctx, path, x, w.dtype(), segs, m, k);
+  const RowSegment seg = SegmentOf(w, *out, 0);
+  return RunRowPath(ctx, path, x, w.dtype(), std::span(&seg, 1), m, k);
 }
 
 Status MatMulSharedOp(const CpuContext& ctx, const Tensor& x, std::span<const Tensor* const> ws,
@@ -420,8 +410,13 @@ Status MatMulSharedOp(const CpuContext& ctx, const Tensor& x, std::span<const Te
     for (size_t i = 0; i < ws.size(); ++i) RETURN_IF_ERROR(MatMulOp(ctx, x, *ws[i], outs[i]));
     return Status::Ok();
   }
-  std::vector<RowSegment> segs = SegmentsOf(ws, outs);
-  std::erase_if(segs, [](const RowSegment& s) { return s.n == 0; });
+  std::vector<RowSegment> segs;  // the non-empty weights, their rows one after another
+  int64_t first = 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    if (ws[i]->dim(0) == 0) continue;
+    segs.push_back(SegmentOf(*ws[i], *outs[i], first));
+    first += ws[i]->dim(0);
+  }
   if (segs.empty()) return Status::Ok();
   return RunRowPath(ctx, path, x, ws[0]->dtype(), segs, m, k);
 }
