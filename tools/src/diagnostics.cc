@@ -260,7 +260,9 @@ struct MemorySet {
   std::pair<int64_t, int64_t> gold{0, 0};  // token range of the gold chunk inside memory
 };
 
-StatusOr<MemorySet> FetchMemory(const retriever::LongContextSession& session,
+// `host`: a CPU backend for the work on host tensors (the bank's K/V, the traced rows), whatever
+// the model's device.
+StatusOr<MemorySet> FetchMemory(Backend& host, const retriever::LongContextSession& session,
                                 std::vector<memory::ChunkId> ids, memory::ChunkId gold) {
   MemorySet set;
   if (ids.empty()) return set;
@@ -280,14 +282,12 @@ StatusOr<MemorySet> FetchMemory(const retriever::LongContextSession& session,
     const int64_t m = set.k.dim(0);
     ASSIGN_OR_RETURN(Tensor pos, Tensor::Empty(DType::kI32, Shape{m}));
     for (int64_t i = 0; i < m; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(i - m);
-    // The bank's K/V are host tensors: rotated on the host whatever the model's device.
-    ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, CreateCpuBackend(CpuBackendOptions{}));
-    RETURN_IF_ERROR(host->Rope(set.k, pos, session.model()->config().rope, &set.k));
+    RETURN_IF_ERROR(host.Rope(set.k, pos, session.model()->config().rope, &set.k));
   }
   return set;
 }
 
-StatusOr<std::vector<HeadMass>> MassFor(retriever::LongContextSession& session,
+StatusOr<std::vector<HeadMass>> MassFor(Backend& host, retriever::LongContextSession& session,
                                         std::span<const model::TokenId> window,
                                         const MemorySet& set, int64_t query_rows) {
   model::Model& m = *session.model();
@@ -312,7 +312,6 @@ StatusOr<std::vector<HeadMass>> MassFor(retriever::LongContextSession& session,
   fo.observer = trace.observer();
   RETURN_IF_ERROR(m.Forward(window, cache.get(), fo).status());
   RETURN_IF_ERROR(trace.status());
-  ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, CreateCpuBackend(CpuBackendOptions{}));
   const int64_t n_head = m.config().n_head;
   const int64_t M = set.k.defined() ? set.k.dim(0) : 0;
   const int64_t T = static_cast<int64_t>(window.size());
@@ -321,7 +320,7 @@ StatusOr<std::vector<HeadMass>> MassFor(retriever::LongContextSession& session,
   for (int32_t l : layers) {
     std::vector<double> mem_mass(static_cast<size_t>(n_head)), gold_mass(static_cast<size_t>(n_head));
     for (int64_t r = first_row; r < T; ++r) {
-      ASSIGN_OR_RETURN(auto probs, trace.Probabilities(*host, l, r, set.k));
+      ASSIGN_OR_RETURN(auto probs, trace.Probabilities(host, l, r, set.k));
       const std::pair<int64_t, int64_t> all{0, M};
       const auto a = MassOn(probs, n_head, M + r + 1, std::span(&all, 1));
       const auto g = MassOn(probs, n_head, M + r + 1, std::span(&set.gold, 1));
@@ -384,12 +383,14 @@ StatusOr<MemoryMassResult> RunMemoryMass(retriever::LongContextSession& session,
   }
   with = without;
   with.push_back(gold);
-  ASSIGN_OR_RETURN(MemorySet set_with, FetchMemory(session, with, gold));
-  ASSIGN_OR_RETURN(MemorySet set_without, FetchMemory(session, without, 0));
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> host, CreateCpuBackend(CpuBackendOptions{}));
+  ASSIGN_OR_RETURN(MemorySet set_with, FetchMemory(*host, session, with, gold));
+  ASSIGN_OR_RETURN(MemorySet set_without, FetchMemory(*host, session, without, 0));
   r.memory_tokens_with = set_with.k.defined() ? set_with.k.dim(0) : 0;
   r.memory_tokens_without = set_without.k.defined() ? set_without.k.dim(0) : 0;
-  ASSIGN_OR_RETURN(r.with_gold, MassFor(session, window, set_with, options.query_rows));
-  ASSIGN_OR_RETURN(r.without_gold, MassFor(session, window, set_without, options.query_rows));
+  ASSIGN_OR_RETURN(r.with_gold, MassFor(*host, session, window, set_with, options.query_rows));
+  ASSIGN_OR_RETURN(r.without_gold,
+                   MassFor(*host, session, window, set_without, options.query_rows));
   return r;
 }
 
