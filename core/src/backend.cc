@@ -1,5 +1,7 @@
 #include "muninn/core/backend.h"
 
+#include "muninn/core/train_ops.h"
+
 #include <cmath>
 #include <string>
 
@@ -124,6 +126,10 @@ Status Backend::MatMulShared(const Tensor& x, std::span<const Tensor* const> ws,
   RETURN_IF_ERROR(CheckMatMulSharedArgs(*this, x, ws, outs));
   for (size_t i = 0; i < ws.size(); ++i) RETURN_IF_ERROR(MatMul(x, *ws[i], outs[i]));
   return Status::Ok();
+}
+
+StatusOr<std::unique_ptr<TrainOps>> Backend::CreateTrainOps(ThreadPool* /*pool*/) {
+  return UnimplementedError("backend " + name() + " has no training ops");
 }
 
 }  // namespace muninn

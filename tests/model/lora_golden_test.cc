@@ -273,6 +273,87 @@ TEST_F(LoraGoldenTest, MergedOnTheHostThenBuiltOnADevice) {
   EXPECT_NE(bad.status().ToString().find("adapter does not fit"), std::string::npos);
 }
 
+// The trainer on a device (tests/retriever/device_double.h: the CUDA backend's argument rules,
+// memory the host cannot read, the CPU's kernels): frozen weights, activations, LoRA parameters
+// and gradients live on the device and the memory K/V are uploaded per call. Losses and every
+// gradient equal the CPU's bit for bit, with memory in both query modes on every layer, memory
+// gates, dropout, with and without recomputation, over two accumulated micro-batches.
+TEST_F(LoraGoldenTest, TrainingOnADeviceGivesTheCpuBits) {
+  LoraConfig c = tl::AdapterConfig();
+  c.dropout = 0.2f;
+  c.memory_gate_layers = {1, 2};
+  auto p = LoraParams::Create(loaded_.model->config(), loaded_.model->weights(), c);
+  ASSERT_TRUE(p.ok()) << p.status();
+  tl::SetAdapterValues(&*p);
+  int gates = 0;
+  for (const LoraTensor& t : p->tensors()) {
+    if (t.kind != LoraTensor::Kind::kMemGate) continue;
+    for (int64_t i = 0; i < t.size(); ++i) {
+      p->values()[static_cast<size_t>(t.offset + i)] = 0.25f * static_cast<float>(i % 3) - 0.2f;
+    }
+    ++gates;
+  }
+  ASSERT_EQ(gates, 2);
+  muninn::testing::DeviceDouble device(CreateCpuBackend(CpuBackendOptions{}).value());
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  auto on_device = LoadModel(*dir_, &device, lo);
+  ASSERT_TRUE(on_device.ok()) << on_device.status();
+  constexpr int kM = 5;
+  for (bool recompute : {false, true}) {
+    for (int64_t query_position : {int64_t{-1}, int64_t{40}}) {
+      MemoryKV mem;
+      for (int l = 0; l < tl::kLayers; ++l) {
+        LayerMemoryKV lm;
+        lm.k = Tensor::FromVector(Shape{kM, tl::kHeadsKv, tl::kHd},
+                                  tl::Uniform(5000 + 2 * l, kM * tl::kHeadsKv * tl::kHd, 1.5))
+                   .value();
+        lm.v = Tensor::FromVector(Shape{kM, tl::kHeadsKv, tl::kHd},
+                                  tl::Uniform(5001 + 2 * l, kM * tl::kHeadsKv * tl::kHd, 1.0))
+                   .value();
+        lm.query_position = query_position;
+        mem.layers.push_back(lm);
+      }
+      TrainModelOptions o;
+      o.recompute = recompute;
+      auto cpu = TrainModel::Create(loaded_.model.get(), c, o);
+      auto dev = TrainModel::Create(on_device->model.get(), c, o);
+      ASSERT_TRUE(cpu.ok() && dev.ok()) << cpu.status() << " " << dev.status();
+      std::vector<float> g_cpu(static_cast<size_t>(p->size()), 0.0f), g_dev = g_cpu;
+      const int64_t uploads = device.uploads, downloads = device.downloads;
+      for (int block = 0; block < 2; ++block) {
+        std::vector<int32_t> ids, labels;
+        tl::Block(block, &ids, &labels);
+        TrainBatch batch{ids, labels};
+        batch.memory = block == 0 ? &mem : nullptr;
+        batch.start_pos = 3 * block;
+        batch.dropout_seed = 7 + static_cast<uint64_t>(block);
+        auto want = (*cpu)->ForwardBackward(*p, batch, 0.05f, g_cpu);
+        auto got = (*dev)->ForwardBackward(*p, batch, 0.05f, g_dev);
+        ASSERT_TRUE(want.ok() && got.ok()) << want.status() << " " << got.status();
+        EXPECT_EQ(got->loss_sum, want->loss_sum) << "block " << block;
+        EXPECT_EQ(got->n_supervised, want->n_supervised);
+        auto want_eval = (*cpu)->Loss(*p, batch);
+        auto got_eval = (*dev)->Loss(*p, batch);
+        ASSERT_TRUE(want_eval.ok() && got_eval.ok()) << got_eval.status();
+        EXPECT_EQ(got_eval->loss_sum, want_eval->loss_sum);
+        EXPECT_NE(got_eval->loss_sum, got->loss_sum) << "dropout should change the loss";
+      }
+      for (size_t i = 0; i < g_cpu.size(); ++i) {
+        ASSERT_EQ(g_dev[i], g_cpu[i]) << "gradient " << i << " recompute " << recompute
+                                      << " query_position " << query_position;
+      }
+      double norm = 0.0;
+      for (float g : g_cpu) norm += static_cast<double>(g) * g;
+      EXPECT_GT(norm, 0.0);
+      // Per call: parameters, gradients, the bottom's output and the memory went up, the gradients
+      // and the losses came back.
+      EXPECT_GE(device.uploads - uploads, 2 * 3);
+      EXPECT_GE(device.downloads - downloads, 2);
+    }
+  }
+}
+
 // LoRA dropout (which PyTorch cannot be compared with: other masks): with dropout 0.3 the
 // largest gradient elements of each kind of tensor (A, B, norms) equal central finite differences
 // of the training loss (same seed, so the same masks), with and without recomputation; another

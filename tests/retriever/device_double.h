@@ -30,6 +30,7 @@
 #include "muninn/core/backend.h"
 #include "muninn/core/buffer.h"
 #include "muninn/core/check.h"
+#include "muninn/core/train_ops.h"
 
 namespace muninn::testing {
 
@@ -209,6 +210,10 @@ class DeviceDouble final : public Backend {
     return cpu_->Attention(hq, hk, hv, hmk, hmv, p, &o);
   }
 
+  // Training ops (train_ops.h) with the CPU's kernels on the shadow bytes, under the same
+  // argument rules as the CUDA backend's: every tensor on the device, Rope positions on either.
+  StatusOr<std::unique_ptr<TrainOps>> CreateTrainOps(ThreadPool* pool) override;
+
   // What crossed between the host and the "device".
   int64_t uploads = 0, downloads = 0, upload_bytes = 0, download_bytes = 0;
   int64_t allocations = 0;
@@ -251,6 +256,120 @@ class DeviceDouble final : public Backend {
 
   std::unique_ptr<Backend> cpu_;
   std::vector<OpDesc> refused_;  // SupportsOp says no to these
+  friend class DoubleTrainOps;
 };
+
+class DoubleTrainOps final : public TrainOps {
+ public:
+  explicit DoubleTrainOps(std::unique_ptr<TrainOps> cpu) : cpu_(std::move(cpu)) {}
+  std::string name() const override { return "device-double(cuda:0)"; }
+  Device device() const override { return Device::Cuda(0); }
+
+ protected:
+  // The entry points (train_ops.cc) have checked that every tensor is on cuda:0, so each is a
+  // FakeDeviceBuffer view: its shadow is a host tensor with the same bytes.
+  static Tensor H(const Tensor& t) {
+    if (!t.defined()) return t;
+    auto s = DeviceDouble::Shadow(t);
+    MUNINN_CHECK(s.ok()) << s.status();
+    return *s;
+  }
+  struct Out {
+    explicit Out(Tensor* t) : shadow(t != nullptr ? H(*t) : Tensor()), given(t != nullptr) {}
+    Tensor* get() { return given ? &shadow : nullptr; }
+    Tensor shadow;
+    bool given;
+  };
+  static AttentionTrainTensors H(const AttentionTrainTensors& in) {
+    return {H(in.q), H(in.k), H(in.v), H(in.mem_q), H(in.mem_k), H(in.mem_v), H(in.mem_bias)};
+  }
+  Status DoLinear(const Tensor& x, const Tensor& w, Tensor* y) override {
+    Out o(y);
+    return cpu_->Linear(H(x), H(w), o.get());
+  }
+  Status DoLinearBackwardInput(const Tensor& dy, const Tensor& w, bool acc, Tensor* dx) override {
+    Out o(dx);
+    return cpu_->LinearBackwardInput(H(dy), H(w), acc, o.get());
+  }
+  Status DoLoraDropout(const LoraDims& d, const Tensor& x, Tensor* xd) override {
+    Out o(xd);
+    return cpu_->LoraDropout(d, H(x), o.get());
+  }
+  Status DoLoraForward(const LoraDims& d, const Tensor& xd, const Tensor& a, const Tensor& b,
+                       Tensor* u, Tensor* y) override {
+    Out ou(u), oy(y);
+    return cpu_->LoraForward(d, H(xd), H(a), H(b), ou.get(), oy.get());
+  }
+  Status DoLoraBackward(const LoraDims& d, const Tensor& dy, const Tensor& xd, const Tensor& u,
+                        const Tensor& a, const Tensor& b, Tensor* da, Tensor* db,
+                        Tensor* dx) override {
+    Out oa(da), ob(db), ox(dx);
+    return cpu_->LoraBackward(d, H(dy), H(xd), H(u), H(a), H(b), oa.get(), ob.get(), ox.get());
+  }
+  Status DoRmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y) override {
+    Out o(y);
+    return cpu_->RmsNormForward(H(x), H(w), eps, o.get());
+  }
+  Status DoRmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps,
+                           Tensor* dx, Tensor* dw) override {
+    Out ox(dx), ow(dw);
+    return cpu_->RmsNormBackward(H(x), H(w), H(dy), eps, ox.get(), ow.get());
+  }
+  Status DoRopeBackward(const Tensor& dy, const Tensor& positions, const RopeParams& params,
+                        Tensor* dx) override {
+    Out o(dx);
+    return cpu_->RopeBackward(H(dy), positions.device().is_cpu() ? positions : H(positions),
+                              params, o.get());
+  }
+  Status DoSwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out) override {
+    Out o(out);
+    return cpu_->SwiGluForward(H(gate), H(up), o.get());
+  }
+  Status DoSwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor* dgate,
+                          Tensor* dup) override {
+    Out og(dgate), ou(dup);
+    return cpu_->SwiGluBackward(H(gate), H(up), H(dy), og.get(), ou.get());
+  }
+  Status DoAttentionForward(const AttentionTrainDims& dims, const AttentionTrainTensors& in,
+                            Tensor* out, Tensor* lse) override {
+    Out oo(out), ol(lse);
+    return cpu_->AttentionForward(dims, H(in), oo.get(), ol.get());
+  }
+  Status DoAttentionBackward(const AttentionTrainDims& dims, const AttentionTrainTensors& in,
+                             const Tensor& out, const Tensor& lse, const Tensor& dout,
+                             const AttentionTrainGrads& g) override {
+    Out dq(g.dq), dk(g.dk), dv(g.dv), dmq(g.dmem_q), dmb(g.dmem_bias);
+    return cpu_->AttentionBackward(dims, H(in), H(out), H(lse), H(dout),
+                                   {dq.get(), dk.get(), dv.get(), dmq.get(), dmb.get()});
+  }
+  StatusOr<CrossEntropyResult> DoCrossEntropy(const Tensor& h, const Tensor& w,
+                                              std::span<const int32_t> labels,
+                                              const CrossEntropyOptions& options,
+                                              Tensor* dh) override {
+    Out o(dh);
+    ++cross_entropies;
+    return cpu_->CrossEntropy(H(h), H(w), labels, options, o.get());
+  }
+  Status DoAddInPlace(const Tensor& x, Tensor* y) override {
+    Out o(y);
+    return cpu_->AddInPlace(H(x), o.get());
+  }
+  Status DoAdamW(const AdamWOptions& options, int64_t step, float lr, const Tensor& grad,
+                 Tensor* param, Tensor* m, Tensor* v) override {
+    Out op(param), om(m), ov(v);
+    return cpu_->AdamW(options, step, lr, H(grad), op.get(), om.get(), ov.get());
+  }
+
+ public:
+  int64_t cross_entropies = 0;  // CrossEntropy calls (the trainer's forwards reached the head)
+
+ private:
+  std::unique_ptr<TrainOps> cpu_;
+};
+
+inline StatusOr<std::unique_ptr<TrainOps>> DeviceDouble::CreateTrainOps(ThreadPool* pool) {
+  ASSIGN_OR_RETURN(std::unique_ptr<TrainOps> cpu, cpu_->CreateTrainOps(pool));
+  return std::unique_ptr<TrainOps>(std::make_unique<DoubleTrainOps>(std::move(cpu)));
+}
 
 }  // namespace muninn::testing

@@ -42,5 +42,23 @@ TEST(DeviceBackend, CudaWithoutDeviceOrBuildIsAClearError) {
 #endif
 }
 
+// Data-parallel training: `cuda` spreads the ranks over the GPUs; a named device, the CPU and a
+// single process are left alone.
+TEST(DeviceBackend, RanksGetTheirOwnGpu) {
+  EXPECT_EQ(DeviceForRank("cpu", 1, 4), "cpu");
+  EXPECT_EQ(DeviceForRank("cuda:1", 3, 4), "cuda:1");
+  EXPECT_EQ(DeviceForRank("cuda", 3, 1), "cuda");
+  int gpus = 0;
+#if defined(MUNINN_HAVE_CUDA)
+  gpus = CudaDeviceCount();
+#endif
+  if (gpus > 1) {
+    EXPECT_EQ(DeviceForRank("cuda", 3, 4), "cuda:" + std::to_string(3 % gpus));
+    EXPECT_EQ(DeviceForRank("cuda", 0, 4), "cuda:0");
+  } else {
+    EXPECT_EQ(DeviceForRank("cuda", 3, 4), "cuda");  // one GPU (shared) or none (a clear error)
+  }
+}
+
 }  // namespace
 }  // namespace muninn::tools

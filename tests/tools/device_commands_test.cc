@@ -104,5 +104,28 @@ TEST_F(DeviceCommandsTest, LoraWithADeviceGoesToTheDevice) {
   }
 }
 
+// `muninn train --device` puts the trainer on the device (TrainModel with the backend's TrainOps),
+// for plain language modelling and with memory in the loop; without a GPU both stop at the device.
+TEST_F(DeviceCommandsTest, TrainGoesToTheDevice) {
+  const std::string config = std::string(MUNINN_SOURCE_DIR) + "/configs/smollm2-135m-memlong.json";
+  const std::vector<std::vector<std::string>> commands = {
+      {"train", "-d", file_, "-o", dir_ + "/out", "--steps", "1", "--block", "16"},
+      {"train", "--memory", "--config", config, "-d", file_, "-o", dir_ + "/out", "--steps", "1"},
+      {"train", "-d", file_, "-o", dir_ + "/out", "-m", dir_ + "/no-such-model.gguf"},
+  };
+  for (std::vector<std::string> args : commands) {
+    args.insert(args.end(), {"--device", "cuda"});
+    std::string err;
+    EXPECT_NE(Run(args, &err), 0) << args[1];
+    EXPECT_EQ(err.find("CPU backend only"), std::string::npos) << err;
+#if defined(MUNINN_HAVE_CUDA)
+    EXPECT_NE(err.find("UNAVAILABLE: no CUDA device"), std::string::npos) << args[1] << ": " << err;
+#else
+    EXPECT_NE(err.find("FAILED_PRECONDITION"), std::string::npos) << args[1] << ": " << err;
+#endif
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/out/adapter"));
+}
+
 }  // namespace
 }  // namespace muninn::tools

@@ -1,12 +1,24 @@
 #include "device_backend.h"
 
 #include <charconv>
+#include <string>
 
 #if defined(MUNINN_HAVE_CUDA)
 #include "muninn/core/cuda_backend.h"
 #endif
 
 namespace muninn::tools {
+
+std::string DeviceForRank(const std::string& device, int rank, int world) {
+  if (device != "cuda" || world <= 1) return device;
+#if defined(MUNINN_HAVE_CUDA)
+  const int count = CudaDeviceCount();
+  if (count > 1) return "cuda:" + std::to_string(rank % count);
+#else
+  (void)rank;
+#endif
+  return device;
+}
 
 StatusOr<std::unique_ptr<Backend>> CreateBackendForDevice(const std::string& device,
                                                           const CpuBackendOptions& cpu) {

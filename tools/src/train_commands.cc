@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "command_registry.h"
+#include "device_backend.h"
 #include "llm_cli.h"
 #include "lora_spec.h"
 #include "muninn/core/dtype.h"
@@ -38,6 +39,7 @@ namespace {
 
 struct TrainFlags {
   std::string model;
+  std::string device = "cpu";
   std::vector<std::string> data;
   std::string out;
   int64_t block = 1024;
@@ -174,6 +176,7 @@ StatusOr<std::unique_ptr<Runtime>> OpenMemoryTraining(const TrainFlags& f,
   rf.config = f.config;
   rf.model = f.model;
   rf.threads = f.threads;
+  rf.device = f.device;
   rf.lora = "none";
   ASSIGN_OR_RETURN(std::unique_ptr<Runtime> rt, Runtime::Open(rf));
   *lc = rt->config().long_context;
@@ -358,7 +361,8 @@ int RunStreamMemoryTrain(const TrainFlags& f, model::TrainerOptions o,
   return TrainAndReport(f, m, *data, eval_data.get(), o, nullptr);
 }
 
-int RunTrain(const TrainFlags& f) {
+int RunTrain(const TrainFlags& flags) {
+  TrainFlags f = flags;
   // Under mpirun every rank runs this function; a rank that fails alone ends the whole job
   // (the others would wait in the next collective).
   std::unique_ptr<model::GradientReducer> reducer;
@@ -379,6 +383,7 @@ int RunTrain(const TrainFlags& f) {
     reducer = std::move(r).value();
   }
   const int world = reducer == nullptr ? 1 : reducer->world_size();
+  f.device = DeviceForRank(flags.device, reducer == nullptr ? 0 : reducer->rank(), world);
   model::TrainerOptions o;
   o.reducer = reducer.get();
   o.streams = f.streams > 0 ? f.streams : world;
@@ -407,16 +412,21 @@ int RunTrain(const TrainFlags& f) {
     return fail("--memory-gates needs memory in the loop: --task recall or --memory (with "
                 "--config)", 2);
   }
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true);
-  if (!cm.ok()) {
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true, /*exact_matmul=*/false,
+                         f.device);
+  if (!cm.ok() && cm.status().code() != StatusCode::kUnavailable &&
+      cm.status().code() != StatusCode::kFailedPrecondition) {
     // A model without a tokenizer can still train on {"ids": [...]} JSONL; TrainData::Load says
     // so clearly if a file holds text after all.
     const bool all_jsonl = std::all_of(f.data.begin(), f.data.end(), [](const std::string& p) {
       return p.size() > 6 && p.compare(p.size() - 6, 6, ".jsonl") == 0;
     });
-    if (all_jsonl) cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false);
-    if (!cm.ok()) return fail(cm.status().ToString(), 1);
+    if (all_jsonl) {
+      cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false, /*exact_matmul=*/false,
+                        f.device);
+    }
   }
+  if (!cm.ok()) return fail(cm.status().ToString(), 1);
   model::Model& m = *(*cm)->loaded.model;
   FillTrainerOptions(f, m, *targets, &o);
   o.base_model_name = (*cm)->path;
@@ -692,6 +702,11 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_flag("--recompute", f->recompute,
                 "Recompute each layer's activations in the backward (less memory)");
   cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--device", f->device,
+                  std::string(kDeviceHelp) +
+                      "; the trained layers' weights, activations and gradients live there too "
+                      "(under mpirun, `cuda` gives rank r the GPU r mod the GPU count)")
+      ->capture_default_str();
   cmd->add_option("--eval-data", f->eval_data,
                   "Held-out data (same formats as --data), evaluated every --eval-every steps "
                   "and at the end; repeatable");

@@ -57,6 +57,14 @@ StatusOr<Tensor> DequantizeToF32(const Tensor& w) {
   return out;
 }
 
+void LinearForward(const float* x, const float* w, int64_t m, int64_t n_out, int64_t n_in,
+                   float* y) {
+  MUNINN_CHECK(m >= 0 && n_out > 0 && n_in > 0);
+  if (m == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B(m), B(n_out), B(n_in), 1.0f, x, B(n_in), w,
+              B(n_in), 0.0f, y, B(n_out));
+}
+
 void LinearBackwardInput(const float* dy, const float* w, int64_t m, int64_t n_out, int64_t n_in,
                          float* dx, bool accumulate) {
   MUNINN_CHECK(m >= 0 && n_out > 0 && n_in > 0);

@@ -102,6 +102,9 @@ class CpuBackend final : public Backend {
                    const Tensor& mv, const AttentionParams& p, Tensor* out) override {
     return AttentionOp(ctx_, q, k, v, mk, mv, p, out);
   }
+  StatusOr<std::unique_ptr<TrainOps>> CreateTrainOps(ThreadPool* pool) override {
+    return MakeCpuTrainOps(pool != nullptr ? pool : ctx_.pool);
+  }
 
  private:
   CpuContext ctx_;

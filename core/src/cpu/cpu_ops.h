@@ -3,7 +3,10 @@
 // then runs the kernel family ctx.isa selects. Semantics are documented on Backend (backend.h).
 #pragma once
 
+#include <memory>
+
 #include "muninn/core/backend.h"
+#include "muninn/core/train_ops.h"
 #include "cpu/cpu_context.h"
 
 namespace muninn::cpu {
@@ -29,6 +32,9 @@ Status ScaleOp(const CpuContext& ctx, const Tensor& x, float s, Tensor* out);   
 Status AttentionOp(const CpuContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                    const Tensor& mem_k, const Tensor& mem_v, const AttentionParams& p,
                    Tensor* out);                                                         // attention.cc
+
+// The host kernels of train_ops.h on host tensors; pool may be null.            // train_ops_cpu.cc
+std::unique_ptr<TrainOps> MakeCpuTrainOps(ThreadPool* pool);
 
 // Which dtypes each op accepts for its main operand (see OpDesc).
 bool CpuSupportsOp(const OpDesc& op);                                                    // cpu_backend.cc

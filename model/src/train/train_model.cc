@@ -1,9 +1,8 @@
-// The training forward/backward of a llama model with LoRA (contract in train_model.h). Buffers
-// are packed row-major f32 host arrays; shapes in comments use T tokens, E = n_embd,
-// Q = n_head·hd, K = n_head_kv·hd, F = n_ff, R = LoRA rank.
+// The training forward/backward of a llama model with LoRA (contract in train_model.h). Every
+// buffer is a packed f32 tensor on the model's backend, computed with its TrainOps (train_ops.h);
+// shapes in comments use T tokens, E = n_embd, Q = n_head·hd, K = n_head_kv·hd, F = n_ff,
+// R = LoRA rank.
 #include "muninn/model/train_model.h"
-
-#include <cblas.h>
 
 #include <algorithm>
 #include <array>
@@ -14,35 +13,14 @@
 
 #include "muninn/core/attention_backward.h"
 #include "muninn/core/backward.h"
+#include "muninn/core/buffer.h"
+#include "muninn/core/train_ops.h"
+#include "muninn/model/memory_placement.h"
 #include "train/bottom_cache.h"
 
 namespace muninn::model {
 
 namespace {
-
-blasint B(int64_t x) { return static_cast<blasint>(x); }
-
-// y[m, n_out] = x[m, n_in] · w[n_out, n_in]ᵀ
-void Linear(const float* x, const float* w, int64_t m, int64_t n_out, int64_t n_in, float* y) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B(m), B(n_out), B(n_in), 1.0f, x, B(n_in), w,
-              B(n_in), 0.0f, y, B(n_out));
-}
-
-// y = x / sqrt(mean(x²) + eps) · w per row (Backend::RmsNorm's definition).
-void RmsNormForward(const float* x, const float* w, int64_t rows, int64_t d, float eps, float* y) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * d;
-    float* yr = y + r * d;
-    double ss = 0.0;
-    for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const auto rstd = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
-    for (int64_t i = 0; i < d; ++i) yr[i] = xr[i] * rstd * w[i];
-  }
-}
-
-void Add(float* y, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
-}
 
 uint64_t DropoutSeed(uint64_t seed, int32_t layer, LoraTarget t) {
   uint64_t z = seed ^ (0x9E3779B97F4A7C15ull *
@@ -76,7 +54,7 @@ AttentionTrainDims LayerAttentionDims(const ModelConfig& mc, int64_t T, const La
 
 }  // namespace
 
-// Frozen f32 copies of the trained layers' matrices and of the head.
+// Frozen f32 copies of the trained layers' matrices and of the head, on the model's device.
 struct TrainModel::Weights {
   struct Layer {
     std::array<Tensor, kNumLoraTargets> w;  // indexed by LoraTarget: [n_out, n_in] f32
@@ -85,40 +63,73 @@ struct TrainModel::Weights {
   Tensor head;                // [n_vocab, n_embd] f32
 };
 
-// What one trained layer's backward needs from its forward.
+// What one trained layer's backward needs from its forward (f32 on the model's device).
 struct TrainModel::LayerActs {
   int64_t T = 0;
-  std::vector<float> h_in;   // [T, E] layer input
-  std::vector<float> x1;     // [T, E] attn_norm output
-  Tensor q;                  // [T, n_head, hd] after RoPE
-  Tensor k;                  // [T, n_head_kv, hd] after RoPE
-  std::vector<float> v;      // [T, K]
-  Tensor mq;                 // [T, n_head, hd] memory queries (query_position mode), or undefined
-  std::vector<float> att;    // [T, Q] attention output
-  std::vector<float> lse;    // [T, n_head]
-  std::vector<float> h_mid;  // [T, E] after the attention residual
-  std::vector<float> x2;     // [T, E] ffn_norm output
-  std::vector<float> gate;   // [T, F] before SwiGLU
-  std::vector<float> up;     // [T, F]
-  std::vector<float> act;    // [T, F] silu(gate)·up
-  std::array<std::vector<float>, kNumLoraTargets> u;  // [T, R] x·Aᵀ per trained target
+  Tensor h_in;   // [T, E] layer input
+  Tensor x1;     // [T, E] attn_norm output
+  Tensor q;      // [T, Q] after RoPE (viewed as [T, n_head, hd])
+  Tensor k;      // [T, K] after RoPE
+  Tensor v;      // [T, K]
+  Tensor mq;     // [T, Q] memory queries (query_position mode), or undefined
+  Tensor att;    // [T, Q] attention output
+  Tensor lse;    // [T, n_head]
+  Tensor h_mid;  // [T, E] after the attention residual
+  Tensor x2;     // [T, E] ffn_norm output
+  Tensor gate;   // [T, F] before SwiGLU
+  Tensor up;     // [T, F]
+  Tensor act;    // [T, F] silu(gate)·up
+  std::array<Tensor, kNumLoraTargets> u;  // [T, R] x·Aᵀ per trained target
 };
 
 struct TrainModel::Scratch {
   int64_t T = 0;
-  Tensor pos;                                // [T] i32 positions
-  Tensor mpos;                               // [T] i32 the memory queries' position
-  std::vector<LayerActs> acts;               // per trained layer, or one (recompute / loss only)
-  std::vector<std::vector<float>> inputs;    // recompute: each trained layer's input [T, E]
-  std::vector<float> h;                      // [T, E] residual stream
-  std::vector<float> hn;                     // [T, E] output_norm(h)
-  std::vector<float> dh;                     // [T, E]
-  std::vector<float> dtmp;                   // [T, E]
-  std::vector<float> dx;                     // [T, max(E, Q, F)]
-  std::vector<float> xd;                     // [T, max(E, Q, F)] dropped-out LoRA input
-  std::vector<float> dq, dk, dv, dmq, datt;  // [T, Q] / [T, K]
-  std::vector<float> dgate, dup, dact;       // [T, F]
+  Tensor pos;                   // [T] i32 positions (host)
+  Tensor mpos;                  // [T] i32 the memory queries' position (host)
+  std::vector<LayerActs> acts;  // per trained layer, or one (recompute / loss only)
+  std::vector<Tensor> inputs;   // recompute: each trained layer's input [T, E]
+  std::vector<float> h_host;    // [T, E] the frozen bottom's output on the host
+  Tensor h, next;               // [T, E] residual stream
+  Tensor hn;                    // [T, E] output_norm(h)
+  Tensor dh;                    // [T, E]
+  Tensor dtmp;                  // [T, E]
+  Tensor dx;                    // [T · max(E, Q, F)], viewed as [T, n_in]
+  Tensor xd;                    // [T · max(E, Q, F)] dropped-out LoRA input
+  Tensor dq, dmq, datt;         // [T, Q]
+  Tensor dk, dv;                // [T, K]
+  Tensor dgate, dup, dact;      // [T, F]
+  // Per call: the LoRA parameters and (training) the gradient arena on the device — views of the
+  // caller's arrays on the CPU, device copies otherwise — and each trained layer's memory K/V.
+  Tensor pv, gv;
+  std::vector<Tensor> mem_k, mem_v;  // [n_trained], undefined where a layer reads no memory
+  explicit Scratch(Backend* be) : placement(be) {}
+  MemoryPlacement placement;  // the batch's memory on the device
 };
+
+namespace {
+
+// A packed f32 tensor of `shape` viewing `n` floats at float offset `off` of `flat`'s bytes.
+StatusOr<Tensor> Sub(const Tensor& flat, int64_t off, const Shape& shape) {
+  return Tensor::FromBuffer(flat.buffer(), flat.offset() + static_cast<size_t>(off) * sizeof(float),
+                            DType::kF32, shape);
+}
+
+// A packed f32 host tensor over caller-owned floats.
+StatusOr<Tensor> HostF32(const float* data, const Shape& shape) {
+  const size_t bytes = static_cast<size_t>(shape.numel()) * sizeof(float);
+  return Tensor::FromBuffer(WrapHostMemory(const_cast<float*>(data), bytes, nullptr), 0,
+                            DType::kF32, shape);
+}
+
+// `t` on the backend's device: itself on the CPU backend, else an uploaded copy.
+StatusOr<Tensor> OnBackend(Backend* be, const Tensor& host) {
+  if (be->device().is_cpu()) return host;
+  ASSIGN_OR_RETURN(Tensor d, be->Allocate(host.dtype(), host.shape()));
+  RETURN_IF_ERROR(be->Transfer(host, &d));
+  return d;
+}
+
+}  // namespace
 
 TrainModel::TrainModel(Model* model, const LoraConfig& config, const TrainModelOptions& options)
     : model_(model), lora_(config), options_(options) {}
@@ -130,11 +141,6 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
   MUNINN_CHECK(model != nullptr);
   const ModelConfig& mc = model->config();
   RETURN_IF_ERROR(config.Validate(mc));
-  if (!model->backend()->device().is_cpu()) {
-    return UnimplementedError(
-        "training runs on the CPU backend only; load the model without "
-        "a GPU backend");
-  }
   if (model->is_recurrent()) {
     return UnimplementedError("training a recurrent-depth model (Huginn) is not supported");
   }
@@ -155,7 +161,21 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
                                 "into the model); train on the base model");
     }
   }
+  Backend* be = model->backend();
+  auto ops = be->CreateTrainOps(options.pool);
+  if (!ops.ok()) {
+    return ops.status().WithContext("training on " + be->device().ToString() + " (" + be->name() +
+                                    ")");
+  }
   std::unique_ptr<TrainModel> tm(new TrainModel(model, config, options));
+  tm->ops_ = std::move(ops).value();
+  // f32 copies of the frozen matrices, dequantized on the host (a device model's weights are
+  // copied back for that once) and placed on the model's device.
+  auto f32_copy = [&](const Tensor& w) -> StatusOr<Tensor> {
+    ASSIGN_OR_RETURN(Tensor host, CopyToHost(*be, w));
+    ASSIGN_OR_RETURN(Tensor f, DequantizeToF32(host));
+    return OnBackend(be, f);
+  };
   tm->weights_ = std::make_unique<Weights>();
   for (int32_t l = config.first_layer; l < mc.n_layer; ++l) {
     const LayerWeights& lw = mw.layers[static_cast<size_t>(l)];
@@ -163,13 +183,13 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
     const Tensor* src[kNumLoraTargets] = {&lw.wq,     &lw.wk,   &lw.wv,    &lw.wo,
                                           &lw.w_gate, &lw.w_up, &lw.w_down};
     for (int t = 0; t < kNumLoraTargets; ++t) {
-      auto w = DequantizeToF32(*src[t]);
+      auto w = f32_copy(*src[t]);
       if (!w.ok()) return w.status().WithContext("layer " + std::to_string(l));
       wl.w[static_cast<size_t>(t)] = std::move(w).value();
     }
     tm->weights_->layers.push_back(std::move(wl));
   }
-  auto head = DequantizeToF32(mw.output);
+  auto head = f32_copy(mw.output);
   if (!head.ok()) return head.status().WithContext("output head");
   tm->weights_->head = std::move(head).value();
   if (!options.bottom_cache_dir.empty()) {
@@ -177,7 +197,7 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
     if (!c.ok()) return c.status();
     tm->cache_ = std::make_unique<train::BottomCache>(std::move(c).value());
   }
-  tm->scratch_ = std::make_unique<Scratch>();
+  tm->scratch_ = std::make_unique<Scratch>(be);
   return tm;
 }
 
@@ -254,14 +274,16 @@ Status TrainModel::BottomForward(const TrainBatch& batch, std::vector<float>* h)
 
 Status TrainModel::ComputeBottom(const TrainBatch& batch, std::vector<float>* h) {
   const ModelConfig& mc = model_->config();
+  Backend* be = model_->backend();
   const int64_t T = static_cast<int64_t>(batch.ids.size());
   h->resize(static_cast<size_t>(T * mc.n_embd));
   if (lora_.first_layer == 0) {
     ASSIGN_OR_RETURN(Tensor ids, Tensor::Empty(DType::kI32, Shape{T}));
     std::copy(batch.ids.begin(), batch.ids.end(), ids.data_as<int32_t>());
-    ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(DType::kF32, Shape{T, mc.n_embd}));
-    RETURN_IF_ERROR(model_->backend()->GetRows(model_->weights().tok_embd, ids, &out));
-    const float* o = out.data_as<const float>();
+    ASSIGN_OR_RETURN(Tensor out, be->Allocate(DType::kF32, Shape{T, mc.n_embd}));
+    RETURN_IF_ERROR(be->GetRows(model_->weights().tok_embd, ids, &out));
+    ASSIGN_OR_RETURN(Tensor host, CopyToHost(*be, out));
+    const float* o = host.data_as<const float>();
     for (size_t i = 0; i < h->size(); ++i) (*h)[i] = o[i] * mc.embd_scale;
     return Status::Ok();
   }
@@ -271,37 +293,72 @@ Status TrainModel::ComputeBottom(const TrainBatch& batch, std::vector<float>* h)
   fo.start_pos = batch.start_pos;
   fo.last_layer = lora_.first_layer - 1;
   bool got = false;
+  Status copied;
   fo.observer = [&](const Intermediate& im) {
     if (im.layer != fo.last_layer || im.name != "hidden") return;
-    MUNINN_CHECK(im.value.is_contiguous() && im.value.dtype() == DType::kF32);
-    std::memcpy(h->data(), im.value.data(), h->size() * sizeof(float));
+    MUNINN_CHECK(im.value.dtype() == DType::kF32 && im.value.numel() == T * mc.n_embd);
+    auto host = CopyToHost(*be, im.value);  // the value itself on the CPU backend
+    if (!host.ok()) {
+      copied = host.status();
+      return;
+    }
+    std::memcpy(h->data(), host->data(), h->size() * sizeof(float));
     got = true;
   };
   auto r = model_->Forward(batch.ids, nullptr, fo);
   if (!r.ok()) return r.status().WithContext("frozen layers' forward");
+  RETURN_IF_ERROR(copied.WithContext("frozen layers' output"));
   MUNINN_CHECK(got) << "the frozen forward did not report layer " << fo.last_layer << "'s output";
   return Status::Ok();
 }
 
+Status TrainModel::EnsureActs(const LoraParams& params, int32_t layer, bool mem_q, int64_t T,
+                              LayerActs* a) {
+  const ModelConfig& mc = model_->config();
+  Backend* be = model_->backend();
+  const int64_t E = mc.n_embd, F = mc.n_ff;
+  const int64_t Q = int64_t{mc.n_head} * mc.head_dim, K = int64_t{mc.n_head_kv} * mc.head_dim;
+  auto alloc = [&](Tensor* t, int64_t cols) -> Status {
+    if (t->defined() && t->dim(0) == T && t->dim(1) == cols) return Status::Ok();
+    ASSIGN_OR_RETURN(*t, be->Allocate(DType::kF32, Shape{T, cols}));
+    return Status::Ok();
+  };
+  a->T = T;
+  for (auto [t, cols] : {std::pair{&a->h_in, E}, {&a->x1, E}, {&a->q, Q}, {&a->k, K},
+                         {&a->v, K}, {&a->att, Q}, {&a->lse, int64_t{mc.n_head}},
+                         {&a->h_mid, E}, {&a->x2, E}, {&a->gate, F}, {&a->up, F}, {&a->act, F}}) {
+    RETURN_IF_ERROR(alloc(t, cols));
+  }
+  if (mem_q) RETURN_IF_ERROR(alloc(&a->mq, Q));
+  for (int t = 0; t < kNumLoraTargets; ++t) {
+    if (params.OffsetA(layer, static_cast<LoraTarget>(t)) >= 0) {
+      RETURN_IF_ERROR(alloc(&a->u[static_cast<size_t>(t)], lora_.rank));
+    }
+  }
+  return Status::Ok();
+}
+
 Status TrainModel::LayerForward(int32_t layer, const LoraParams& params, const TrainBatch& batch,
-                                bool train, const float* h_in, LayerActs* a, float* h_out) {
+                                bool train, const Tensor& h_in, LayerActs* a, Tensor* h_out) {
   const ModelConfig& mc = model_->config();
   Scratch& s = *scratch_;
+  TrainOps& ops = *ops_;
+  Backend* be = model_->backend();
   const int64_t T = static_cast<int64_t>(batch.ids.size());
-  const int64_t E = mc.n_embd, hd = mc.head_dim, F = mc.n_ff;
-  const int64_t Q = int64_t{mc.n_head} * hd, K = int64_t{mc.n_head_kv} * hd;
-  const Weights::Layer& W = weights_->layers[static_cast<size_t>(layer - lora_.first_layer)];
+  const int64_t hd = mc.head_dim, H = mc.n_head, Hkv = mc.n_head_kv;
+  const size_t li = static_cast<size_t>(layer - lora_.first_layer);
+  const Weights::Layer& W = weights_->layers[li];
   const LayerWeights& frozen = model_->weights().layers[static_cast<size_t>(layer)];
-  auto wt = [&](LoraTarget t) { return W.w[static_cast<size_t>(t)].data_as<const float>(); };
-  auto norm = [&](int64_t off, const Tensor& fallback) {
-    return off >= 0 ? params.values().data() + off : fallback.data_as<const float>();
+  auto norm = [&](int64_t off, const Tensor& fallback) -> StatusOr<Tensor> {
+    if (off < 0) return fallback;
+    return Sub(s.pv, off, Shape{mc.n_embd});
   };
   // y[T, n_out] = x·Wᵀ, plus the LoRA path when t trains (u kept in a->u[t]).
-  auto project = [&](LoraTarget t, const float* x, float* y) {
+  auto project = [&](LoraTarget t, const Tensor& x, Tensor* y) -> Status {
     const int64_t n_in = params.InDim(t), n_out = params.OutDim(t);
-    Linear(x, wt(t), T, n_out, n_in, y);
+    RETURN_IF_ERROR(ops.Linear(x, W.w[static_cast<size_t>(t)], y));
     const int64_t oa = params.OffsetA(layer, t);
-    if (oa < 0) return;
+    if (oa < 0) return Status::Ok();
     LoraDims d{T,
                n_in,
                n_out,
@@ -309,98 +366,80 @@ Status TrainModel::LayerForward(int32_t layer, const LoraParams& params, const T
                lora_.scale(),
                train ? lora_.dropout : 0.0f,
                DropoutSeed(batch.dropout_seed, layer, t)};
-    const float* xd = x;
+    Tensor xd = x;
     if (d.dropout > 0.0f) {
-      LoraDropout(d, x, s.xd.data());
-      xd = s.xd.data();
+      ASSIGN_OR_RETURN(xd, Sub(s.xd, 0, Shape{T, n_in}));
+      RETURN_IF_ERROR(ops.LoraDropout(d, x, &xd));
     }
-    std::vector<float>& u = a->u[static_cast<size_t>(t)];
-    u.resize(static_cast<size_t>(T * lora_.rank));
-    LoraForward(d, xd, params.values().data() + oa,
-                params.values().data() + params.OffsetB(layer, t), u.data(), y);
+    ASSIGN_OR_RETURN(Tensor A, Sub(s.pv, oa, Shape{lora_.rank, n_in}));
+    ASSIGN_OR_RETURN(Tensor B, Sub(s.pv, params.OffsetB(layer, t), Shape{n_out, lora_.rank}));
+    return ops.LoraForward(d, xd, A, B, &a->u[static_cast<size_t>(t)], y);
   };
 
-  a->T = T;
-  a->h_in.assign(h_in, h_in + T * E);
-  a->x1.resize(static_cast<size_t>(T * E));
-  a->v.resize(static_cast<size_t>(T * K));
-  a->att.resize(static_cast<size_t>(T * Q));
-  a->lse.resize(static_cast<size_t>(T * mc.n_head));
-  a->h_mid.resize(static_cast<size_t>(T * E));
-  a->x2.resize(static_cast<size_t>(T * E));
-  a->gate.resize(static_cast<size_t>(T * F));
-  a->up.resize(static_cast<size_t>(T * F));
-  a->act.resize(static_cast<size_t>(T * F));
-  if (!a->q.defined() || a->q.dim(0) != T) {
-    ASSIGN_OR_RETURN(a->q, Tensor::Empty(DType::kF32, Shape{T, mc.n_head, hd}));
-    ASSIGN_OR_RETURN(a->k, Tensor::Empty(DType::kF32, Shape{T, mc.n_head_kv, hd}));
-  }
+  const LayerMemoryKV* mem = batch.memory != nullptr ? batch.memory->ForLayer(layer) : nullptr;
+  const bool use_mq = mem != nullptr && mem->query_position >= 0;
+  RETURN_IF_ERROR(EnsureActs(params, layer, use_mq, T, a));
+  RETURN_IF_ERROR(be->Copy(h_in, &a->h_in));
 
   // ---- attention ----
-  RmsNormForward(h_in, norm(params.OffsetAttnNorm(layer), frozen.attn_norm), T, E, mc.norm_eps,
-                 a->x1.data());
-  float* q = a->q.data_as<float>();
-  float* k = a->k.data_as<float>();
-  project(LoraTarget::kQ, a->x1.data(), q);
-  project(LoraTarget::kK, a->x1.data(), k);
-  project(LoraTarget::kV, a->x1.data(), a->v.data());
-  const LayerMemoryKV* mem = batch.memory != nullptr ? batch.memory->ForLayer(layer) : nullptr;
-  Backend* be = model_->backend();
-  const float* mem_q = nullptr;
-  if (mem != nullptr && mem->query_position >= 0) {
-    if (!a->mq.defined() || a->mq.dim(0) != T) {
-      ASSIGN_OR_RETURN(a->mq, Tensor::Empty(DType::kF32, Shape{T, mc.n_head, hd}));
-    }
-    std::memcpy(a->mq.data(), q, static_cast<size_t>(T * Q) * sizeof(float));
+  ASSIGN_OR_RETURN(Tensor attn_norm, norm(params.OffsetAttnNorm(layer), frozen.attn_norm));
+  RETURN_IF_ERROR(ops.RmsNormForward(h_in, attn_norm, mc.norm_eps, &a->x1));
+  RETURN_IF_ERROR(project(LoraTarget::kQ, a->x1, &a->q));
+  RETURN_IF_ERROR(project(LoraTarget::kK, a->x1, &a->k));
+  RETURN_IF_ERROR(project(LoraTarget::kV, a->x1, &a->v));
+  AttentionTrainTensors in;
+  ASSIGN_OR_RETURN(in.q, a->q.Reshape(Shape{T, H, hd}));
+  ASSIGN_OR_RETURN(in.k, a->k.Reshape(Shape{T, Hkv, hd}));
+  ASSIGN_OR_RETURN(in.v, a->v.Reshape(Shape{T, Hkv, hd}));
+  if (use_mq) {
+    RETURN_IF_ERROR(be->Copy(a->q, &a->mq));
     std::fill(s.mpos.data_as<int32_t>(), s.mpos.data_as<int32_t>() + T,
               static_cast<int32_t>(mem->query_position));
-    RETURN_IF_ERROR(be->Rope(a->mq, s.mpos, mc.rope, &a->mq));
-    mem_q = a->mq.data_as<const float>();
+    ASSIGN_OR_RETURN(in.mem_q, a->mq.Reshape(Shape{T, H, hd}));
+    RETURN_IF_ERROR(be->Rope(in.mem_q, s.mpos, mc.rope, &in.mem_q));
   }
-  RETURN_IF_ERROR(be->Rope(a->q, s.pos, mc.rope, &a->q));
-  RETURN_IF_ERROR(be->Rope(a->k, s.pos, mc.rope, &a->k));
-  const AttentionTrainDims ad = LayerAttentionDims(mc, T, mem);
+  RETURN_IF_ERROR(be->Rope(in.q, s.pos, mc.rope, &in.q));
+  RETURN_IF_ERROR(be->Rope(in.k, s.pos, mc.rope, &in.k));
+  if (mem != nullptr) {
+    in.mem_k = s.mem_k[li];
+    in.mem_v = s.mem_v[li];
+  }
   const int64_t off_gate = params.OffsetMemGate(layer);
-  AttentionForwardTrain(options_.pool, ad, q, k, a->v.data(), mem_q,
-                        mem != nullptr ? mem->k.data_as<const float>() : nullptr,
-                        mem != nullptr ? mem->v.data_as<const float>() : nullptr, a->att.data(),
-                        a->lse.data(), off_gate >= 0 ? params.values().data() + off_gate : nullptr);
-  project(LoraTarget::kO, a->att.data(), a->h_mid.data());
-  Add(a->h_mid.data(), h_in, T * E);
+  if (off_gate >= 0) {
+    ASSIGN_OR_RETURN(in.mem_bias, Sub(s.pv, off_gate, Shape{H}));
+  }
+  ASSIGN_OR_RETURN(Tensor att3, a->att.Reshape(Shape{T, H, hd}));
+  RETURN_IF_ERROR(ops.AttentionForward(LayerAttentionDims(mc, T, mem), in, &att3, &a->lse));
+  RETURN_IF_ERROR(project(LoraTarget::kO, a->att, &a->h_mid));
+  RETURN_IF_ERROR(ops.AddInPlace(h_in, &a->h_mid));
 
   // ---- MLP ----
-  RmsNormForward(a->h_mid.data(), norm(params.OffsetFfnNorm(layer), frozen.ffn_norm), T, E,
-                 mc.norm_eps, a->x2.data());
-  project(LoraTarget::kGate, a->x2.data(), a->gate.data());
-  project(LoraTarget::kUp, a->x2.data(), a->up.data());
-  for (int64_t i = 0; i < T * F; ++i) {
-    const float g = a->gate[static_cast<size_t>(i)];
-    a->act[static_cast<size_t>(i)] = g / (1.0f + std::exp(-g)) * a->up[static_cast<size_t>(i)];
-  }
-  project(LoraTarget::kDown, a->act.data(), h_out);
-  Add(h_out, a->h_mid.data(), T * E);
-  return Status::Ok();
+  ASSIGN_OR_RETURN(Tensor ffn_norm, norm(params.OffsetFfnNorm(layer), frozen.ffn_norm));
+  RETURN_IF_ERROR(ops.RmsNormForward(a->h_mid, ffn_norm, mc.norm_eps, &a->x2));
+  RETURN_IF_ERROR(project(LoraTarget::kGate, a->x2, &a->gate));
+  RETURN_IF_ERROR(project(LoraTarget::kUp, a->x2, &a->up));
+  RETURN_IF_ERROR(ops.SwiGluForward(a->gate, a->up, &a->act));
+  RETURN_IF_ERROR(project(LoraTarget::kDown, a->act, h_out));
+  return ops.AddInPlace(a->h_mid, h_out);
 }
 
 Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const TrainBatch& batch,
-                                 const LayerActs& a, std::span<float> grads, float* dh) {
+                                 const LayerActs& a) {
   const ModelConfig& mc = model_->config();
   Scratch& s = *scratch_;
+  TrainOps& ops = *ops_;
   const int64_t T = a.T;
-  const int64_t E = mc.n_embd, hd = mc.head_dim, F = mc.n_ff;
-  const int64_t Q = int64_t{mc.n_head} * hd;
-  const Weights::Layer& W = weights_->layers[static_cast<size_t>(layer - lora_.first_layer)];
+  const int64_t E = mc.n_embd, hd = mc.head_dim, H = mc.n_head, Hkv = mc.n_head_kv;
+  const size_t li = static_cast<size_t>(layer - lora_.first_layer);
+  const Weights::Layer& W = weights_->layers[li];
   const LayerWeights& frozen = model_->weights().layers[static_cast<size_t>(layer)];
-  const float* pv = params.values().data();
-  float* g = grads.data();
-  auto wt = [&](LoraTarget t) { return W.w[static_cast<size_t>(t)].data_as<const float>(); };
   // dx (+)= dy·W for target t (written when !accumulate), plus the LoRA path's dx and dA, dB.
-  auto project_back = [&](LoraTarget t, const float* dy, const float* x, float* dx,
-                          bool accumulate) {
+  auto project_back = [&](LoraTarget t, const Tensor& dy, const Tensor& x, Tensor* dx,
+                          bool accumulate) -> Status {
     const int64_t n_in = params.InDim(t), n_out = params.OutDim(t);
-    LinearBackwardInput(dy, wt(t), T, n_out, n_in, dx, accumulate);
+    RETURN_IF_ERROR(ops.LinearBackwardInput(dy, W.w[static_cast<size_t>(t)], accumulate, dx));
     const int64_t oa = params.OffsetA(layer, t);
-    if (oa < 0) return;
+    if (oa < 0) return Status::Ok();
     const int64_t ob = params.OffsetB(layer, t);
     LoraDims d{T,
                n_in,
@@ -409,60 +448,105 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
                lora_.scale(),
                lora_.dropout,
                DropoutSeed(batch.dropout_seed, layer, t)};
-    const float* xd = x;
+    Tensor xd = x;
     if (d.dropout > 0.0f) {
-      LoraDropout(d, x, s.xd.data());
-      xd = s.xd.data();
+      ASSIGN_OR_RETURN(xd, Sub(s.xd, 0, Shape{T, n_in}));
+      RETURN_IF_ERROR(ops.LoraDropout(d, x, &xd));
     }
-    LoraBackward(d, dy, xd, a.u[static_cast<size_t>(t)].data(), pv + oa, pv + ob, g + oa, g + ob,
-                 dx);
+    ASSIGN_OR_RETURN(Tensor A, Sub(s.pv, oa, Shape{lora_.rank, n_in}));
+    ASSIGN_OR_RETURN(Tensor B, Sub(s.pv, ob, Shape{n_out, lora_.rank}));
+    ASSIGN_OR_RETURN(Tensor dA, Sub(s.gv, oa, Shape{lora_.rank, n_in}));
+    ASSIGN_OR_RETURN(Tensor dB, Sub(s.gv, ob, Shape{n_out, lora_.rank}));
+    return ops.LoraBackward(d, dy, xd, a.u[static_cast<size_t>(t)], A, B, &dA, &dB, dx);
   };
-  auto norm_w = [&](int64_t off, const Tensor& fallback) {
-    return off >= 0 ? pv + off : fallback.data_as<const float>();
+  auto norm_w = [&](int64_t off, const Tensor& fallback) -> StatusOr<Tensor> {
+    if (off < 0) return fallback;
+    return Sub(s.pv, off, Shape{E});
   };
-  auto norm_g = [&](int64_t off) { return off >= 0 ? g + off : nullptr; };
+  auto norm_g = [&](int64_t off) -> StatusOr<Tensor> {
+    if (off < 0) return Tensor();
+    return Sub(s.gv, off, Shape{E});
+  };
+  auto ptr = [](Tensor& t) { return t.defined() ? &t : nullptr; };
+  ASSIGN_OR_RETURN(Tensor dx_e, Sub(s.dx, 0, Shape{T, E}));
 
   // ---- MLP: h_out = h_mid + down(silu(gate)·up) ----
-  project_back(LoraTarget::kDown, dh, a.act.data(), s.dact.data(), false);
-  SwiGluBackward(options_.pool, a.gate.data(), a.up.data(), s.dact.data(), T * F, s.dgate.data(),
-                 s.dup.data());
-  project_back(LoraTarget::kGate, s.dgate.data(), a.x2.data(), s.dx.data(), false);
-  project_back(LoraTarget::kUp, s.dup.data(), a.x2.data(), s.dx.data(), true);
+  RETURN_IF_ERROR(project_back(LoraTarget::kDown, s.dh, a.act, &s.dact, false));
+  RETURN_IF_ERROR(ops.SwiGluBackward(a.gate, a.up, s.dact, &s.dgate, &s.dup));
+  RETURN_IF_ERROR(project_back(LoraTarget::kGate, s.dgate, a.x2, &dx_e, false));
+  RETURN_IF_ERROR(project_back(LoraTarget::kUp, s.dup, a.x2, &dx_e, true));
   const int64_t off_ffn = params.OffsetFfnNorm(layer);
-  RmsNormBackward(options_.pool, a.h_mid.data(), norm_w(off_ffn, frozen.ffn_norm), s.dx.data(), T,
-                  E, mc.norm_eps, s.dtmp.data(), norm_g(off_ffn));
-  Add(dh, s.dtmp.data(), T * E);  // dh is now d(h_mid)
+  ASSIGN_OR_RETURN(Tensor ffn_w, norm_w(off_ffn, frozen.ffn_norm));
+  ASSIGN_OR_RETURN(Tensor ffn_g, norm_g(off_ffn));
+  RETURN_IF_ERROR(ops.RmsNormBackward(a.h_mid, ffn_w, dx_e, mc.norm_eps, &s.dtmp, ptr(ffn_g)));
+  RETURN_IF_ERROR(ops.AddInPlace(s.dtmp, &s.dh));  // dh is now d(h_mid)
 
   // ---- attention: h_mid = h_in + o(Attention(rope(q), rope(k), v)) ----
-  project_back(LoraTarget::kO, dh, a.att.data(), s.datt.data(), false);
+  RETURN_IF_ERROR(project_back(LoraTarget::kO, s.dh, a.att, &s.datt, false));
   const LayerMemoryKV* mem = batch.memory != nullptr ? batch.memory->ForLayer(layer) : nullptr;
   const bool mem_q = a.mq.defined() && mem != nullptr && mem->query_position >= 0;
-  const AttentionTrainDims ad = LayerAttentionDims(mc, T, mem);
-  const int64_t off_gate = params.OffsetMemGate(layer);
-  AttentionBackward(options_.pool, ad, a.q.data_as<const float>(), a.k.data_as<const float>(),
-                    a.v.data(), mem_q ? a.mq.data_as<const float>() : nullptr,
-                    mem != nullptr ? mem->k.data_as<const float>() : nullptr,
-                    mem != nullptr ? mem->v.data_as<const float>() : nullptr, a.att.data(),
-                    a.lse.data(), s.datt.data(), s.dq.data(), s.dk.data(), s.dv.data(),
-                    mem_q ? s.dmq.data() : nullptr, off_gate >= 0 ? pv + off_gate : nullptr,
-                    off_gate >= 0 ? g + off_gate : nullptr);
-  const int32_t* pos = s.pos.data_as<const int32_t>();
-  RETURN_IF_ERROR(
-      RopeBackward(options_.pool, s.dq.data(), pos, T, mc.n_head, hd, mc.rope, s.dq.data()));
-  RETURN_IF_ERROR(
-      RopeBackward(options_.pool, s.dk.data(), pos, T, mc.n_head_kv, hd, mc.rope, s.dk.data()));
+  AttentionTrainTensors in;
+  ASSIGN_OR_RETURN(in.q, a.q.Reshape(Shape{T, H, hd}));
+  ASSIGN_OR_RETURN(in.k, a.k.Reshape(Shape{T, Hkv, hd}));
+  ASSIGN_OR_RETURN(in.v, a.v.Reshape(Shape{T, Hkv, hd}));
   if (mem_q) {
-    RETURN_IF_ERROR(RopeBackward(options_.pool, s.dmq.data(), s.mpos.data_as<const int32_t>(), T,
-                                 mc.n_head, hd, mc.rope, s.dmq.data()));
-    Add(s.dq.data(), s.dmq.data(), T * Q);
+    ASSIGN_OR_RETURN(in.mem_q, a.mq.Reshape(Shape{T, H, hd}));
   }
-  project_back(LoraTarget::kQ, s.dq.data(), a.x1.data(), s.dx.data(), false);
-  project_back(LoraTarget::kK, s.dk.data(), a.x1.data(), s.dx.data(), true);
-  project_back(LoraTarget::kV, s.dv.data(), a.x1.data(), s.dx.data(), true);
+  if (mem != nullptr) {
+    in.mem_k = s.mem_k[li];
+    in.mem_v = s.mem_v[li];
+  }
+  const int64_t off_gate = params.OffsetMemGate(layer);
+  Tensor dgate_bias;
+  if (off_gate >= 0) {
+    ASSIGN_OR_RETURN(in.mem_bias, Sub(s.pv, off_gate, Shape{H}));
+    ASSIGN_OR_RETURN(dgate_bias, Sub(s.gv, off_gate, Shape{H}));
+  }
+  ASSIGN_OR_RETURN(Tensor att3, a.att.Reshape(Shape{T, H, hd}));
+  ASSIGN_OR_RETURN(Tensor datt3, s.datt.Reshape(Shape{T, H, hd}));
+  ASSIGN_OR_RETURN(Tensor dq3, s.dq.Reshape(Shape{T, H, hd}));
+  ASSIGN_OR_RETURN(Tensor dk3, s.dk.Reshape(Shape{T, Hkv, hd}));
+  ASSIGN_OR_RETURN(Tensor dv3, s.dv.Reshape(Shape{T, Hkv, hd}));
+  ASSIGN_OR_RETURN(Tensor dmq3, s.dmq.Reshape(Shape{T, H, hd}));
+  AttentionTrainGrads g{&dq3, &dk3, &dv3, mem_q ? &dmq3 : nullptr, ptr(dgate_bias)};
+  RETURN_IF_ERROR(
+      ops.AttentionBackward(LayerAttentionDims(mc, T, mem), in, att3, a.lse, datt3, g));
+  RETURN_IF_ERROR(ops.RopeBackward(dq3, s.pos, mc.rope, &dq3));
+  RETURN_IF_ERROR(ops.RopeBackward(dk3, s.pos, mc.rope, &dk3));
+  if (mem_q) {
+    RETURN_IF_ERROR(ops.RopeBackward(dmq3, s.mpos, mc.rope, &dmq3));
+    RETURN_IF_ERROR(ops.AddInPlace(s.dmq, &s.dq));
+  }
+  RETURN_IF_ERROR(project_back(LoraTarget::kQ, s.dq, a.x1, &dx_e, false));
+  RETURN_IF_ERROR(project_back(LoraTarget::kK, s.dk, a.x1, &dx_e, true));
+  RETURN_IF_ERROR(project_back(LoraTarget::kV, s.dv, a.x1, &dx_e, true));
   const int64_t off_attn = params.OffsetAttnNorm(layer);
-  RmsNormBackward(options_.pool, a.h_in.data(), norm_w(off_attn, frozen.attn_norm), s.dx.data(), T,
-                  E, mc.norm_eps, s.dtmp.data(), norm_g(off_attn));
-  Add(dh, s.dtmp.data(), T * E);  // dh is now d(h_in)
+  ASSIGN_OR_RETURN(Tensor attn_w, norm_w(off_attn, frozen.attn_norm));
+  ASSIGN_OR_RETURN(Tensor attn_g, norm_g(off_attn));
+  RETURN_IF_ERROR(ops.RmsNormBackward(a.h_in, attn_w, dx_e, mc.norm_eps, &s.dtmp, ptr(attn_g)));
+  return ops.AddInPlace(s.dtmp, &s.dh);  // dh is now d(h_in)
+}
+
+Status TrainModel::PrepareScratch(int64_t T) {
+  Scratch& s = *scratch_;
+  if (s.T == T) return Status::Ok();
+  const ModelConfig& mc = model_->config();
+  Backend* be = model_->backend();
+  const int64_t E = mc.n_embd, F = mc.n_ff;
+  const int64_t Q = int64_t{mc.n_head} * mc.head_dim, K = int64_t{mc.n_head_kv} * mc.head_dim;
+  s.T = 0;  // until every tensor below exists
+  ASSIGN_OR_RETURN(s.pos, Tensor::Empty(DType::kI32, Shape{T}));
+  ASSIGN_OR_RETURN(s.mpos, Tensor::Empty(DType::kI32, Shape{T}));
+  const int64_t widest = std::max({E, Q, F});
+  for (auto [t, shape] :
+       {std::pair{&s.h, Shape{T, E}}, {&s.next, Shape{T, E}}, {&s.hn, Shape{T, E}},
+        {&s.dh, Shape{T, E}}, {&s.dtmp, Shape{T, E}}, {&s.dx, Shape{T * widest}},
+        {&s.xd, Shape{T * widest}}, {&s.dq, Shape{T, Q}}, {&s.dmq, Shape{T, Q}},
+        {&s.datt, Shape{T, Q}}, {&s.dk, Shape{T, K}}, {&s.dv, Shape{T, K}},
+        {&s.dgate, Shape{T, F}}, {&s.dup, Shape{T, F}}, {&s.dact, Shape{T, F}}}) {
+    ASSIGN_OR_RETURN(*t, be->Allocate(DType::kF32, shape));
+  }
+  s.T = T;
   return Status::Ok();
 }
 
@@ -478,68 +562,90 @@ StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const Tra
   }
   const ModelConfig& mc = model_->config();
   Scratch& s = *scratch_;
+  TrainOps& ops = *ops_;
+  Backend* be = model_->backend();
+  const bool on_host = be->device().is_cpu();
   const int64_t T = static_cast<int64_t>(batch.ids.size());
-  const int64_t E = mc.n_embd, F = mc.n_ff;
-  const int64_t Q = int64_t{mc.n_head} * mc.head_dim, K = int64_t{mc.n_head_kv} * mc.head_dim;
+  const int64_t E = mc.n_embd;
   const int32_t first = lora_.first_layer, n_trained = mc.n_layer - first;
   const bool keep_all = train && !options_.recompute;
   const size_t n_acts = keep_all ? static_cast<size_t>(n_trained) : 1;
   if (s.acts.size() != n_acts) s.acts.resize(n_acts);
-  if (s.T != T) {
-    s.T = T;
-    ASSIGN_OR_RETURN(s.pos, Tensor::Empty(DType::kI32, Shape{T}));
-    ASSIGN_OR_RETURN(s.mpos, Tensor::Empty(DType::kI32, Shape{T}));
-    const auto n = [&](int64_t cols) { return static_cast<size_t>(T * cols); };
-    s.hn.resize(n(E));
-    s.dh.resize(n(E));
-    s.dtmp.resize(n(E));
-    s.dx.resize(n(std::max({E, Q, F})));
-    s.xd.resize(n(std::max({E, Q, F})));
-    s.dq.resize(n(Q));
-    s.dmq.resize(n(Q));
-    s.datt.resize(n(Q));
-    s.dk.resize(n(K));
-    s.dv.resize(n(K));
-    s.dgate.resize(n(F));
-    s.dup.resize(n(F));
-    s.dact.resize(n(F));
-  }
+  RETURN_IF_ERROR(PrepareScratch(T));
   for (int64_t t = 0; t < T; ++t) {
     s.pos.data_as<int32_t>()[t] = static_cast<int32_t>(batch.start_pos + t);
   }
+  // The parameters (and the gradient arena) on the device: views of the caller's floats on the
+  // CPU, copies on a device (the gradients go up with their current values so that a device adds
+  // to them exactly as the CPU does, and come back at the end).
+  const Shape arena{params.size()};
+  ASSIGN_OR_RETURN(Tensor host_params, HostF32(params.values().data(), arena));
+  Tensor host_grads;
+  if (train) {
+    ASSIGN_OR_RETURN(host_grads, HostF32(grads.data(), arena));
+  }
+  if (on_host) {
+    s.pv = host_params;
+    s.gv = host_grads;
+  } else {
+    ASSIGN_OR_RETURN(s.pv, OnBackend(be, host_params));
+    if (train) {
+      ASSIGN_OR_RETURN(s.gv, OnBackend(be, host_grads));
+    }
+  }
+  // The memory K/V on the device (copied once per call; the same tensors on the CPU), for the
+  // frozen bottom and the trained layers alike.
+  TrainBatch placed = batch;
+  MemoryKV placed_memory;
+  if (batch.memory != nullptr) {
+    ASSIGN_OR_RETURN(placed_memory, s.placement.Place(*batch.memory));
+    placed.memory = &placed_memory;
+  }
+  s.mem_k.assign(static_cast<size_t>(n_trained), Tensor());
+  s.mem_v.assign(static_cast<size_t>(n_trained), Tensor());
+  for (int32_t l = first; l < mc.n_layer && placed.memory != nullptr; ++l) {
+    const LayerMemoryKV* m = placed.memory->ForLayer(l);
+    if (m == nullptr) continue;
+    s.mem_k[static_cast<size_t>(l - first)] = m->k;
+    s.mem_v[static_cast<size_t>(l - first)] = m->v;
+  }
 
-  RETURN_IF_ERROR(BottomForward(batch, &s.h));
+  RETURN_IF_ERROR(BottomForward(placed, &s.h_host));
+  ASSIGN_OR_RETURN(Tensor bottom, HostF32(s.h_host.data(), Shape{T, E}));
+  RETURN_IF_ERROR(be->Transfer(bottom, &s.h));
   if (train && options_.recompute) s.inputs.resize(static_cast<size_t>(n_trained));
-  std::vector<float> next(static_cast<size_t>(T * E));
   for (int32_t l = first; l < mc.n_layer; ++l) {
     const size_t i = static_cast<size_t>(l - first);
-    if (train && options_.recompute) s.inputs[i] = s.h;
+    if (train && options_.recompute) {
+      Tensor& in = s.inputs[i];
+      if (!in.defined() || in.dim(0) != T) {
+        ASSIGN_OR_RETURN(in, be->Allocate(DType::kF32, Shape{T, E}));
+      }
+      RETURN_IF_ERROR(be->Copy(s.h, &in));
+    }
     LayerActs& a = s.acts[keep_all ? i : 0];
-    RETURN_IF_ERROR(LayerForward(l, params, batch, train, s.h.data(), &a, next.data()));
-    s.h.swap(next);
+    RETURN_IF_ERROR(LayerForward(l, params, placed, train, s.h, &a, &s.next));
+    std::swap(s.h, s.next);
   }
-  RmsNormForward(s.h.data(), model_->weights().output_norm.data_as<const float>(), T, E,
-                 mc.norm_eps, s.hn.data());
+  const Tensor& out_norm = model_->weights().output_norm;
+  RETURN_IF_ERROR(ops.RmsNormForward(s.h, out_norm, mc.norm_eps, &s.hn));
   CrossEntropyOptions ce;
   ce.grad_scale = grad_scale;
   ce.rows_per_block = options_.ce_rows_per_block;
   ce.vocab_block = options_.ce_vocab_block;
-  ASSIGN_OR_RETURN(CrossEntropyResult loss,
-                   FusedCrossEntropy(options_.pool, s.hn.data(),
-                                     weights_->head.data_as<const float>(), batch.labels.data(), T,
-                                     E, mc.n_vocab, train ? s.dtmp.data() : nullptr, ce));
+  ASSIGN_OR_RETURN(CrossEntropyResult loss, ops.CrossEntropy(s.hn, weights_->head, placed.labels, ce,
+                                                             train ? &s.dtmp : nullptr));
   if (!train) return loss;
   // dh = d(h_final) through the frozen output norm.
-  RmsNormBackward(options_.pool, s.h.data(), model_->weights().output_norm.data_as<const float>(),
-                  s.dtmp.data(), T, E, mc.norm_eps, s.dh.data(), nullptr);
+  RETURN_IF_ERROR(ops.RmsNormBackward(s.h, out_norm, s.dtmp, mc.norm_eps, &s.dh, nullptr));
   for (int32_t l = mc.n_layer - 1; l >= first; --l) {
     const size_t i = static_cast<size_t>(l - first);
     if (options_.recompute) {
-      RETURN_IF_ERROR(
-          LayerForward(l, params, batch, true, s.inputs[i].data(), &s.acts[0], next.data()));
+      RETURN_IF_ERROR(LayerForward(l, params, placed, true, s.inputs[i], &s.acts[0], &s.next));
     }
-    RETURN_IF_ERROR(LayerBackward(l, params, batch, s.acts[keep_all ? i : 0], grads, s.dh.data()));
+    RETURN_IF_ERROR(LayerBackward(l, params, placed, s.acts[keep_all ? i : 0]));
   }
+  if (!on_host) RETURN_IF_ERROR(be->Transfer(s.gv, &host_grads));
   return loss;
 }
 

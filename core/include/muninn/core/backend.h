@@ -24,6 +24,9 @@
 
 namespace muninn {
 
+class ThreadPool;
+class TrainOps;  // train_ops.h
+
 enum class OpKind : uint8_t {
   kCopy,       // dtype conversion / packing copy: f32 <-> f16/bf16, f32 -> q8_0/q4_0/q4_1, any -> f32
   kMatMul,
@@ -156,6 +159,12 @@ class Backend {
   // online-softmax tiling: no [T, S] scores.
   virtual Status Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
                            const Tensor& mem_v, const AttentionParams& params, Tensor* out) = 0;
+
+  // The training ops on this backend's device (train_ops.h), for a trainer that keeps its
+  // activations and gradients there. `pool`: worker pool for the CPU kernels (not owned, may be
+  // null; device backends ignore it). The returned object borrows the backend, which must outlive
+  // it. Unimplemented for a backend without training ops (the default).
+  virtual StatusOr<std::unique_ptr<TrainOps>> CreateTrainOps(ThreadPool* pool);
 };
 
 // The argument rules every Backend::Transfer shares: both tensors defined, equal dtype and shape,

@@ -34,6 +34,11 @@ namespace muninn {
 // InvalidArgument for a tensor that is not a 2-d host tensor of such a dtype.
 StatusOr<Tensor> DequantizeToF32(const Tensor& w);
 
+// y[m, n_out] = x[m, n_in] · w[n_out, n_in]ᵀ (the frozen part of a trained layer's projection).
+// OpenBLAS sgemm.
+void LinearForward(const float* x, const float* w, int64_t m, int64_t n_out, int64_t n_in,
+                   float* y);
+
 // dx[m, n_in] = dy[m, n_out] · w[n_out, n_in]   (the input gradient of y = x · wᵀ; w frozen).
 // With `accumulate` the product is added to dx instead. OpenBLAS sgemm.
 void LinearBackwardInput(const float* dy, const float* w, int64_t m, int64_t n_out, int64_t n_in,
@@ -74,6 +79,11 @@ void LoraBackward(const LoraDims& dims, const float* dy, const float* xd, const 
 
 // ---- RMSNorm ----
 
+// y = x / sqrt(mean(x²) + eps) · w per row of d: Σ x² in double, rstd rounded to float, then
+// y = x · rstd · w in float. x, y: [rows, d]; w: [d]. Rows are split over the pool.
+void RmsNormForward(ThreadPool* pool, const float* x, const float* w, int64_t rows, int64_t d,
+                    float eps, float* y);
+
 // Backward of y = x / sqrt(mean(x²) + eps) · w per row of d (the forward of Backend::RmsNorm, eps
 // inside the square root, normalise then scale). x, dy, dx: [rows, d]; w: [d] or null (= 1).
 // dx is written; dw [d] (may be null) is added: dw += Σ_rows dy ∘ x · rstd. Per-row sums in double.
@@ -92,6 +102,9 @@ Status RopeBackward(ThreadPool* pool, const float* dy, const int32_t* positions,
                     int64_t n_head, int64_t head_dim, const RopeParams& params, float* dx);
 
 // ---- SwiGLU ----
+
+// out = silu(gate) · up with silu(g) = g / (1 + exp(-g)), element-wise over n values.
+void SwiGluForward(ThreadPool* pool, const float* gate, const float* up, int64_t n, float* out);
 
 // Backward of y = silu(gate) · up with silu(g) = g · σ(g): gate, up, dy, dgate, dup: [n].
 // dgate = dy · up · σ(g) · (1 + g · (1 - σ(g))), dup = dy · silu(g); both written. The forward

@@ -41,6 +41,7 @@
 #include "muninn/core/cross_entropy.h"
 #include "muninn/core/status.h"
 #include "muninn/core/thread_pool.h"
+#include "muninn/core/train_ops.h"
 #include "muninn/model/lora.h"
 #include "muninn/model/memory_kv.h"
 #include "muninn/model/model.h"
@@ -124,10 +125,17 @@ class TrainModel {
   // there is one and the block is in it; ComputeBottom runs the frozen layers).
   Status BottomForward(const TrainBatch& batch, std::vector<float>* h);
   Status ComputeBottom(const TrainBatch& batch, std::vector<float>* h);
+  // The activation tensors of one trained layer for T tokens (kept while T does not change).
+  Status EnsureActs(const LoraParams& params, int32_t layer, bool mem_q, int64_t T,
+                    LayerActs* acts);
+  // The per-call buffers for T tokens (kept while T does not change).
+  Status PrepareScratch(int64_t T);
   Status LayerForward(int32_t layer, const LoraParams& params, const TrainBatch& batch, bool train,
-                      const float* h_in, LayerActs* acts, float* h_out);
+                      const Tensor& h_in, LayerActs* acts, Tensor* h_out);
+  // Backward of one trained layer: scratch's dh goes from d(h_out) to d(h_in); the parameter
+  // gradients are added into scratch's gradient arena.
   Status LayerBackward(int32_t layer, const LoraParams& params, const TrainBatch& batch,
-                       const LayerActs& acts, std::span<float> grads, float* dh);
+                       const LayerActs& acts);
   StatusOr<CrossEntropyResult> Run(const LoraParams& params, const TrainBatch& batch, bool train,
                                    float grad_scale, std::span<float> grads);
 
@@ -136,6 +144,7 @@ class TrainModel {
   TrainModelOptions options_;
   std::unique_ptr<Weights> weights_;
   std::unique_ptr<Scratch> scratch_;
+  std::unique_ptr<TrainOps> ops_;  // the model backend's training ops
   std::unique_ptr<train::BottomCache> cache_;  // null: no bottom cache
 };
 
