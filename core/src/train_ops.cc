@@ -73,6 +73,7 @@ Status CheckAttentionDims(const char* op, const AttentionTrainDims& d) {
     return InvalidArgumentError(at + "n_head_kv must divide n_head");
   }
   if (d.causal && d.T > d.S) return InvalidArgumentError(at + "causal attention needs T <= S");
+  if (d.T > 0 && d.S + d.M == 0) return InvalidArgumentError(at + "queries but no keys (S = M = 0)");
   if (!std::isfinite(d.scale) || d.scale < 0.0f) {
     return InvalidArgumentError(at + "scale must be finite and >= 0");
   }

@@ -218,6 +218,18 @@ TEST_F(TrainOpsTest, BadArgumentsAreRefusedBeforeAnythingIsWritten) {
   in.v = Random({3, 1, 4});
   Tensor out = Random({4, 2, 4}), lse = Random({4, 2});
   EXPECT_EQ(ops_->AttentionForward(dims, in, &out, &lse).code(), StatusCode::kInvalidArgument);
+  {
+    AttentionTrainDims none = dims;  // queries without a single key: refused, not a CHECK
+    none.causal = false;
+    none.S = 0;
+    AttentionTrainTensors empty;
+    empty.q = in.q;
+    empty.k = Random({0, 1, 4});
+    empty.v = Random({0, 1, 4});
+    auto st = ops_->AttentionForward(none, empty, &out, &lse);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.ToString().find("no keys"), std::string::npos) << st;
+  }
   dims.S = 4;
   in.k = Random({4, 1, 4});
   in.v = Random({4, 1, 4});

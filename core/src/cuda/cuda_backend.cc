@@ -7,6 +7,7 @@
 #include "cuda/block_decode.h"
 #include "cuda/cuda_context.h"
 #include "cuda/cuda_status.h"
+#include "cuda/cuda_train_ops.h"
 
 namespace muninn {
 
@@ -192,6 +193,11 @@ class CudaBackend final : public Backend {
                    const Tensor& mv, const AttentionParams& p, Tensor* out) override {
     RETURN_IF_ERROR(Activate());
     return AttentionOp(ctx_, q, k, v, mk, mv, p, out);
+  }
+  // The training ops on this backend's stream and allocator (train_ops.h); `pool` is unused.
+  StatusOr<std::unique_ptr<TrainOps>> CreateTrainOps(ThreadPool* /*pool*/) override {
+    RETURN_IF_ERROR(Activate());
+    return MakeCudaTrainOps(&ctx_);
   }
 
  private:

@@ -84,8 +84,10 @@ Status GetRowsOp(const CudaContext& ctx, const Tensor& table, const Tensor& ids,
 Status RmsNormOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, float eps, Tensor* out);
 Status LayerNormOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
                    float eps, Tensor* out);
+// negate_positions: rotate by the negated positions (RoPE's backward, train_ops.h), exact for
+// every int32 position.
 Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& pos, const RopeParams& p,
-              Tensor* out);
+              Tensor* out, bool negate_positions = false);
 Status SoftmaxOp(const CudaContext& ctx, const Tensor& x, float scale, Tensor* out);
 Status SiluOp(const CudaContext& ctx, const Tensor& x, Tensor* out);
 Status GeluOp(const CudaContext& ctx, const Tensor& x, GeluMode mode, Tensor* out);

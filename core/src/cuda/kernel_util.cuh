@@ -57,6 +57,24 @@ __device__ __forceinline__ float BlockMax(float v, float* scratch) {
   return WarpMax(v);
 }
 
+// The same sums in double (the training kernels' per-row sums, as the CPU reference's).
+__device__ __forceinline__ double WarpSumD(double v) {
+  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// `scratch` holds 32 doubles of shared memory.
+__device__ __forceinline__ double BlockSumD(double v, double* scratch) {
+  const int lane = static_cast<int>(threadIdx.x) % kWarp, warp = static_cast<int>(threadIdx.x) / kWarp;
+  v = WarpSumD(v);
+  __syncthreads();  // scratch may still be read from a previous reduction
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  const int n_warps = static_cast<int>(blockDim.x) / kWarp;
+  v = lane < n_warps ? scratch[lane] : 0.0;
+  return WarpSumD(v);
+}
+
 // Blocks for a grid-stride loop over n items with `threads` per block (capped; the loop covers
 // the rest).
 inline unsigned GridFor(int64_t n, int threads) {

@@ -57,6 +57,7 @@ struct RopeLaunch {
   bool interleaved = false;
   double pos_scale = 1.0;
   float mscale = 1.0f;
+  bool negate_positions = false;  // rotate by -position (RoPE's backward: the inverse rotation)
   double inv_freq[kMaxRopePairs] = {};  // radians per position, pair i < n_rot / 2
 };
 cudaError_t LaunchRope(const RopeLaunch& args, cudaStream_t stream);

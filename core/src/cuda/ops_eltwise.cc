@@ -143,7 +143,7 @@ Status SoftmaxOp(const CudaContext& ctx, const Tensor& x, float scale, Tensor* o
 
 // The frequency plan is the CPU backend's (core/src/cpu/rope.cc MakeRopePlan), in double.
 Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
-              const RopeParams& p, Tensor* out) {
+              const RopeParams& p, Tensor* out, bool negate_positions) {
   RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, "Rope", "x"));
   if (x.ndim() != 3) {
     return InvalidArgumentError("Rope: x must be [T, n_head, head_dim], got " +
@@ -236,6 +236,7 @@ Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
   a.n_rot = n_rot;
   a.interleaved = p.layout == RopeLayout::kInterleaved;
   a.mscale = static_cast<float>(mscale);
+  a.negate_positions = negate_positions;
   return CudaStatus(LaunchRope(a, ctx.stream), "Rope kernel");
 }
 

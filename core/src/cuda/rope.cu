@@ -26,7 +26,9 @@ __global__ void RopeKernel(const RopeLaunch a) {
       continue;
     }
     const int32_t pos = *reinterpret_cast<const int32_t*>(a.positions + t * a.pos_stride);
-    const double angle = static_cast<double>(pos) * a.pos_scale * a.inv_freq[k];
+    // Negated in double: exact for every int32, INT32_MIN included.
+    const double pos_d = a.negate_positions ? -static_cast<double>(pos) : static_cast<double>(pos);
+    const double angle = pos_d * a.pos_scale * a.inv_freq[k];
     const float reduced = static_cast<float>(angle - kTwoPi * rint(angle * (1.0 / kTwoPi)));
     float s, c;
     sincosf(reduced, &s, &c);

@@ -20,6 +20,10 @@
 // runs give the same bits. CPU and CUDA differ by float rounding (cuBLAS vs OpenBLAS, device
 // exp/log).
 //
+// The CUDA implementation (core/src/cuda/cuda_train_ops.cc) takes attention head dims up to 256
+// (InvalidArgument above) and refuses host RoPE positions of INT32_MIN as the CPU does; positions
+// already on the device are negated in double there, exact for every int32, so it accepts them.
+//
 // Thread-compatible, like a backend: one call at a time. Work may be queued on the device: results
 // are visible to Backend::Transfer of the same backend (same stream) and to later ops.
 #pragma once
@@ -97,6 +101,8 @@ class TrainOps {
                         Tensor* dup);
 
   // attention_backward.h's AttentionForwardTrain: out [T, n_head, dv] and lse [T, n_head].
+  // dims.isa chooses the CPU kernel family; device implementations ignore it. Queries need keys:
+  // T > 0 with S = M = 0 is InvalidArgument.
   Status AttentionForward(const AttentionTrainDims& dims, const AttentionTrainTensors& in,
                           Tensor* out, Tensor* lse);
   // attention_backward.h's AttentionBackward from the forward's out and lse and dout.
