@@ -22,11 +22,14 @@ if [ ! -f "$build_dir/CMakeCache.txt" ]; then
     -DCMAKE_CUDA_COMPILER="$nvcc" -DMUNINN_BUILD_BENCHMARKS=OFF >/dev/null
 fi
 cmake --build "$build_dir" -j "$(nproc)" --target muninn muninn_core_test muninn_tools_test \
-  muninn_retriever_test
+  muninn_retriever_test muninn_model_test
 
-say "conformance suite on the GPU (BackendConformanceGpu.*, CudaBackendGpu.*)"
+say "conformance suite on the GPU (BackendConformanceGpu.*, CudaBackendGpu.*, TrainOpsGpu.*)"
 "$build_dir/tests/muninn_core_test" --gtest_filter='*Gpu*:CudaBackend.*:CudaBlockDecode.*'
 "$build_dir/tests/muninn_tools_test" --gtest_filter='DeviceBackend.*'
+
+say "the trainer on the GPU: the tiny model's loss and gradients, cpu vs cuda"
+"$build_dir/tests/muninn_model_test" --gtest_filter='*Gpu*'
 
 say "long-context session on the GPU: every memory mode on the tiny model, cpu vs cuda"
 "$build_dir/tests/muninn_retriever_test" --gtest_filter='DeviceSession*'
@@ -51,3 +54,9 @@ say "decode with memory at 80k depth vs depth 0 (the default configuration), on 
 say "passkey retrieval through the session (memlong, reread), cpu then cuda"
 "$muninn" eval passkey --lengths 4096 --trials 2 --modes reread,memlong --device cpu
 "$muninn" eval passkey --lengths 4096 --trials 2 --modes reread,memlong --device cuda
+
+say "fine-tuning, cpu then cuda: 4 steps of LoRA on Genesis (the losses should agree to ~1e-4)"
+for dev in cpu cuda; do
+  "$muninn" train --device "$dev" -d "$root/data/genesis.txt" -o "/tmp/gpu_check_train_$dev" \
+    --block 512 --steps 4 --seed 1 2>&1 | grep -E "step [0-9]+|tok/s" | tail -5
+done

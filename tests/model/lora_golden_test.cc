@@ -24,6 +24,9 @@
 #include <vector>
 
 #include "muninn/core/cpu_backend.h"
+#if defined(MUNINN_HAVE_CUDA)
+#include "muninn/core/cuda_backend.h"
+#endif
 #include "muninn/core/optimizer.h"
 #include "muninn/model/lora.h"
 #include "muninn/model/lora_merge.h"
@@ -352,6 +355,61 @@ TEST_F(LoraGoldenTest, TrainingOnADeviceGivesTheCpuBits) {
       EXPECT_GE(device.downloads - downloads, 2);
     }
   }
+}
+
+// The same training on a real CUDA device (label gpu; skips without one): loss and gradients
+// within float rounding of the CPU's (cuBLAS and the device's exp/log against OpenBLAS and libm).
+TEST_F(LoraGoldenTest, TrainingOnCudaMatchesTheCpuGpu) {
+#if !defined(MUNINN_HAVE_CUDA)
+  GTEST_SKIP() << "muninn was built with MUNINN_CUDA=OFF";
+#else
+  if (CudaDeviceCount() == 0) {
+    GTEST_SKIP() << "no CUDA device present: " << CreateCudaBackend({}).status();
+  }
+  auto cuda = CreateCudaBackend({});
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  LoraConfig c = tl::AdapterConfig();
+  c.dropout = 0.1f;
+  c.memory_gate_layers = {1, 2};
+  auto p = LoraParams::Create(loaded_.model->config(), loaded_.model->weights(), c);
+  ASSERT_TRUE(p.ok()) << p.status();
+  tl::SetAdapterValues(&*p);
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  auto on_gpu = LoadModel(*dir_, cuda->get(), lo);
+  ASSERT_TRUE(on_gpu.ok()) << on_gpu.status();
+  MemoryKV mem;
+  for (int l = 0; l < tl::kLayers; ++l) {
+    LayerMemoryKV lm;
+    lm.k = Tensor::FromVector(Shape{6, tl::kHeadsKv, tl::kHd},
+                              tl::Uniform(6000 + 2 * l, 6 * tl::kHeadsKv * tl::kHd, 1.5))
+               .value();
+    lm.v = Tensor::FromVector(Shape{6, tl::kHeadsKv, tl::kHd},
+                              tl::Uniform(6001 + 2 * l, 6 * tl::kHeadsKv * tl::kHd, 1.0))
+               .value();
+    lm.query_position = l == 2 ? 40 : -1;
+    mem.layers.push_back(lm);
+  }
+  auto cpu = TrainModel::Create(loaded_.model.get(), c, {});
+  auto gpu = TrainModel::Create(on_gpu->model.get(), c, {});
+  ASSERT_TRUE(cpu.ok() && gpu.ok()) << cpu.status() << " " << gpu.status();
+  std::vector<float> g_cpu(static_cast<size_t>(p->size()), 0.0f), g_gpu = g_cpu;
+  std::vector<int32_t> ids, labels;
+  tl::Block(0, &ids, &labels);
+  TrainBatch batch{ids, labels};
+  batch.memory = &mem;
+  batch.dropout_seed = 5;
+  auto want = (*cpu)->ForwardBackward(*p, batch, 0.0f, g_cpu);
+  auto got = (*gpu)->ForwardBackward(*p, batch, 0.0f, g_gpu);
+  ASSERT_TRUE(want.ok() && got.ok()) << want.status() << " " << got.status();
+  EXPECT_NEAR(got->loss_sum, want->loss_sum, 1e-5 * std::abs(want->loss_sum));
+  double max_g = 0.0, max_err = 0.0;
+  for (size_t i = 0; i < g_cpu.size(); ++i) {
+    max_g = std::max(max_g, std::abs(static_cast<double>(g_cpu[i])));
+    max_err = std::max(max_err, std::abs(static_cast<double>(g_gpu[i]) - g_cpu[i]));
+  }
+  EXPECT_LE(max_err, 1e-4 * max_g) << "largest gradient " << max_g;
+#endif
 }
 
 // LoRA dropout (which PyTorch cannot be compared with: other masks): with dropout 0.3 the

@@ -32,6 +32,7 @@
 #include "muninn/model/train_data.h"
 #include "muninn/model/train_memory.h"
 #include "tests/model/tiny_lora_llama.h"
+#include "tests/retriever/device_double.h"
 
 namespace muninn::model {
 namespace {
@@ -378,6 +379,38 @@ TEST_F(TrainerTest, ResumeAfterInterruptionGivesIdenticalAdapterBytes) {
   TrainerOptions none = Options("nothing_here");
   none.resume = true;
   EXPECT_EQ(Trainer::Create(model(), data_.get(), none).status().code(), StatusCode::kNotFound);
+}
+
+// The whole trainer with the model on a device (tests/retriever/device_double.h: memory the host
+// cannot read, the CUDA backend's argument rules, the CPU's kernels): parameters are made from the
+// model's norms, trained with memory and gates, checkpointed and written as a PEFT folder, and the
+// adapter and checkpoint bytes equal a CPU run's.
+TEST_F(TrainerTest, TrainsOnADeviceLikeOnTheCpu) {
+  muninn::testing::DeviceDouble device(CreateCpuBackend(CpuBackendOptions{}).value());
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  auto on_device = LoadModel(*root_ + "/model", &device, lo);
+  ASSERT_TRUE(on_device.ok()) << on_device.status();
+  ASSERT_EQ(on_device->model->weights().layers[1].attn_norm.device(), Device::Cuda(0));
+  FakeMemory mem_cpu("a"), mem_dev("a");
+  std::string dirs[2];
+  for (int d = 0; d < 2; ++d) {
+    TrainerOptions o = Options(d == 0 ? "on_cpu" : "on_device");
+    o.lora.memory_gate_layers = {1, 2};
+    o.steps = 3;
+    o.memory = d == 0 ? &mem_cpu : &mem_dev;
+    auto t = Trainer::Create(d == 0 ? model() : on_device->model.get(), data_.get(), o);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE((*t)->Run().ok());
+    dirs[d] = o.out_dir;
+  }
+  for (const char* f : {"/adapter/adapter_model.safetensors", "/adapter/memory_gates.safetensors",
+                        "/checkpoint.bin"}) {
+    const std::string want = ReadAll(dirs[0] + f);
+    ASSERT_FALSE(want.empty()) << f;
+    EXPECT_EQ(ReadAll(dirs[1] + f), want) << f;
+  }
+  EXPECT_GT(device.uploads, 0);
 }
 
 // The bottom cache (`--bottom-cache`): a run whose blocks come again (12 blocks of 9 here) reads

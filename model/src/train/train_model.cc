@@ -176,6 +176,15 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
     ASSIGN_OR_RETURN(Tensor f, DequantizeToF32(host));
     return OnBackend(be, f);
   };
+  tm->host_norms_ = mw;
+  for (LayerWeights& lw : tm->host_norms_.layers) {
+    for (Tensor* t : {&lw.attn_norm, &lw.ffn_norm}) {
+      if (t->defined()) {
+        ASSIGN_OR_RETURN(*t, CopyToHost(*be, *t));
+      }
+    }
+  }
+  ASSIGN_OR_RETURN(tm->host_norms_.output_norm, CopyToHost(*be, mw.output_norm));
   tm->weights_ = std::make_unique<Weights>();
   for (int32_t l = config.first_layer; l < mc.n_layer; ++l) {
     const LayerWeights& lw = mw.layers[static_cast<size_t>(l)];

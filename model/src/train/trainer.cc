@@ -147,7 +147,8 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Model* model, const TrainData
   RETURN_IF_ERROR(t->schedule_.Validate());
   ASSIGN_OR_RETURN(t->train_model_, TrainModel::Create(model, options.lora, options.model));
   ASSIGN_OR_RETURN(LoraParams p,
-                   LoraParams::Create(model->config(), model->weights(), options.lora));
+                   LoraParams::Create(model->config(),
+                                     t->train_model_->host_norm_weights(), options.lora));
   p.InitPeft(options.seed);
   t->params_ = std::make_unique<LoraParams>(std::move(p));
   const size_t n = static_cast<size_t>(t->params_->size());
@@ -233,7 +234,8 @@ Status Trainer::SaveCheckpoint() {
   // The adapter first: a crash between the two leaves a newer adapter beside an older
   // checkpoint, which a resume rewrites; the reverse could leave a checkpoint whose adapter
   // folder is stale.
-  RETURN_IF_ERROR(WritePeftAdapter(*params_, model_->weights(), options_.out_dir + "/adapter",
+  RETURN_IF_ERROR(WritePeftAdapter(*params_, train_model_->host_norm_weights(),
+                                   options_.out_dir + "/adapter",
                                    options_.base_model_name));
   if (model_->config().architecture == "llama") {
     RETURN_IF_ERROR(WriteLlamaCppLoraGguf(*params_, options_.out_dir + "/adapter-lora.gguf"));

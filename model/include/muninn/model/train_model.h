@@ -109,6 +109,11 @@ class TrainModel {
   StatusOr<CrossEntropyResult> ForwardBackward(const LoraParams& params, const TrainBatch& batch,
                                                float grad_scale, std::span<float> grads);
 
+  // The model's weights with every norm weight (attention, MLP, output) on the host — copies when
+  // the model lives on a device, the model's own tensors otherwise; the matrices are the model's.
+  // What LoraParams::Create and the PEFT writer read (they copy norm values).
+  const ModelWeights& host_norm_weights() const { return host_norms_; }
+
   // Zero when TrainModelOptions::bottom_cache_dir is empty.
   BottomCacheCounts bottom_cache_stats() const;
 
@@ -145,6 +150,7 @@ class TrainModel {
   std::unique_ptr<Weights> weights_;
   std::unique_ptr<Scratch> scratch_;
   std::unique_ptr<TrainOps> ops_;  // the model backend's training ops
+  ModelWeights host_norms_;
   std::unique_ptr<train::BottomCache> cache_;  // null: no bottom cache
 };
 
