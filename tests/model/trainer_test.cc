@@ -383,8 +383,8 @@ TEST_F(TrainerTest, ResumeAfterInterruptionGivesIdenticalAdapterBytes) {
 
 // The whole trainer with the model on a device (tests/retriever/device_double.h: memory the host
 // cannot read, the CUDA backend's argument rules, the CPU's kernels): parameters are made from the
-// model's norms, trained with memory and gates, checkpointed and written as a PEFT folder, and the
-// adapter and checkpoint bytes equal a CPU run's.
+// model's norms, trained with memory and gates (and the bottom cache), checkpointed and written as
+// a PEFT folder, and the adapter and checkpoint bytes equal a CPU run's.
 TEST_F(TrainerTest, TrainsOnADeviceLikeOnTheCpu) {
   muninn::testing::DeviceDouble device(CreateCpuBackend(CpuBackendOptions{}).value());
   LoadModelOptions lo;
@@ -399,6 +399,8 @@ TEST_F(TrainerTest, TrainsOnADeviceLikeOnTheCpu) {
     o.lora.memory_gate_layers = {1, 2};
     o.steps = 3;
     o.memory = d == 0 ? &mem_cpu : &mem_dev;
+    // On the device, also the bottom cache (it fingerprints the device's weights).
+    if (d == 1) o.model.bottom_cache_dir = o.out_dir + "_bottom";
     auto t = Trainer::Create(d == 0 ? model() : on_device->model.get(), data_.get(), o);
     ASSERT_TRUE(t.ok()) << t.status();
     ASSERT_TRUE((*t)->Run().ok());
@@ -411,6 +413,7 @@ TEST_F(TrainerTest, TrainsOnADeviceLikeOnTheCpu) {
     EXPECT_EQ(ReadAll(dirs[1] + f), want) << f;
   }
   EXPECT_GT(device.uploads, 0);
+  EXPECT_FALSE(std::filesystem::is_empty(dirs[1] + "_bottom"));
 }
 
 // The bottom cache (`--bottom-cache`): a run whose blocks come again (12 blocks of 9 here) reads

@@ -26,12 +26,16 @@ uint64_t HashOf(std::span<const float> h) {
   return Fnv1a({reinterpret_cast<const uint8_t*>(h.data()), h.size_bytes()});
 }
 
-uint64_t HashTensor(const Tensor& t, uint64_t h) {
+// Hashes a weight's dtype, shape and bytes (a device model's weights are read back once for it).
+StatusOr<uint64_t> HashTensor(Backend& backend, const Tensor& t, uint64_t h) {
   if (!t.defined()) return h;
   h = Fnv1aOf(static_cast<int>(t.dtype()), h);
   for (int i = 0; i < t.ndim(); ++i) h = Fnv1aOf(t.dim(i), h);
-  // Weights are host tensors loaded whole (packed); hash what they hold.
-  return Fnv1a({static_cast<const uint8_t*>(t.data()), t.nbytes()}, h);
+  if (t.device().is_cpu() && t.is_contiguous()) {
+    return Fnv1a({static_cast<const uint8_t*>(t.data()), t.nbytes()}, h);
+  }
+  ASSIGN_OR_RETURN(Tensor host, CopyToHost(backend, t));
+  return Fnv1a({static_cast<const uint8_t*>(host.data()), host.nbytes()}, h);
 }
 
 }  // namespace
@@ -39,9 +43,6 @@ uint64_t HashTensor(const Tensor& t, uint64_t h) {
 StatusOr<BottomCache> BottomCache::Open(const std::string& dir, const Model& model,
                                         int32_t first_layer) {
   if (dir.empty()) return InvalidArgumentError("the bottom cache needs a folder");
-  if (!model.backend()->device().is_cpu()) {
-    return UnimplementedError("the bottom cache fingerprints host weights (CPU models only)");
-  }
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec || !std::filesystem::is_directory(dir)) {
@@ -68,12 +69,13 @@ StatusOr<BottomCache> BottomCache::Open(const std::string& dir, const Model& mod
     h = Fnv1aOf(v, h);
   }
   const ModelWeights& w = model.weights();
-  h = HashTensor(w.tok_embd, h);
+  Backend& be = *model.backend();
+  ASSIGN_OR_RETURN(h, HashTensor(be, w.tok_embd, h));
   for (int32_t l = 0; l < first_layer; ++l) {
     const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
     for (const Tensor* t : {&lw.attn_norm, &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_norm,
                             &lw.w_gate, &lw.w_up, &lw.w_down}) {
-      h = HashTensor(*t, h);
+      ASSIGN_OR_RETURN(h, HashTensor(be, *t, h));
     }
   }
   BottomCache c;
