@@ -144,6 +144,11 @@ struct Model::Scratch {
   Tensor ids;     // [cap] i32
   Tensor pos;     // [cap] i32
   Tensor mpos;    // [cap] i32, the memory queries' constant position
+  // On a device backend: the positions and the memory queries' position uploaded once per forward
+  // (every layer's RoPE reads them there; host positions would be copied up by each call).
+  Tensor pos_dev;   // [cap] i32
+  Tensor mpos_dev;  // [cap] i32
+  int64_t mpos_dev_value = -1, mpos_dev_rows = 0;  // what mpos_dev holds (rows 0: nothing)
 };
 
 StatusOr<std::unique_ptr<Model>> Model::Create(Backend* backend, const ModelConfig& config,
@@ -300,6 +305,10 @@ Status Model::EnsureScratch(int64_t n_tokens) {
   ASSIGN_OR_RETURN(s->ids, Tensor::Empty(DType::kI32, Shape{cap}));
   ASSIGN_OR_RETURN(s->pos, Tensor::Empty(DType::kI32, Shape{cap}));
   ASSIGN_OR_RETURN(s->mpos, Tensor::Empty(DType::kI32, Shape{cap}));
+  if (!backend_->device().is_cpu()) {
+    ASSIGN_OR_RETURN(s->pos_dev, backend_->Allocate(DType::kI32, Shape{cap}));
+    ASSIGN_OR_RETURN(s->mpos_dev, backend_->Allocate(DType::kI32, Shape{cap}));
+  }
   scratch_ = std::move(s);
   return Status::Ok();
 }
@@ -365,8 +374,21 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
     mem_q3 = View(s.mq, Shape{T, config_.n_head, hd});
     RETURN_IF_ERROR(backend_->Copy(q3, &mem_q3));
     Tensor mpos = View(s.mpos, Shape{T});
-    std::fill(mpos.data_as<int32_t>(), mpos.data_as<int32_t>() + T,
-              static_cast<int32_t>(memory->query_position));
+    if (s.mpos_dev.defined()) {
+      // Layers share one query position: it goes up once, not once per layer.
+      Tensor dev = View(s.mpos_dev, Shape{T});
+      if (s.mpos_dev_value != memory->query_position || s.mpos_dev_rows < T) {
+        std::fill(mpos.data_as<int32_t>(), mpos.data_as<int32_t>() + T,
+                  static_cast<int32_t>(memory->query_position));
+        RETURN_IF_ERROR(backend_->Transfer(mpos, &dev));
+        s.mpos_dev_value = memory->query_position;
+        s.mpos_dev_rows = T;
+      }
+      mpos = dev;
+    } else {
+      std::fill(mpos.data_as<int32_t>(), mpos.data_as<int32_t>() + T,
+                static_cast<int32_t>(memory->query_position));
+    }
     RETURN_IF_ERROR(backend_->Rope(mem_q3, mpos, config_.rope, &mem_q3));
   }
   RETURN_IF_ERROR(backend_->Rope(q3, positions, config_.rope, &q3));
@@ -553,6 +575,11 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
   for (int64_t t = 0; t < T; ++t) {
     ids_t.data_as<int32_t>()[t] = ids[static_cast<size_t>(t)];
     pos_t.data_as<int32_t>()[t] = static_cast<int32_t>(start + t);
+  }
+  if (s.pos_dev.defined()) {
+    Tensor dev = View(s.pos_dev, Shape{T});
+    RETURN_IF_ERROR(backend_->Transfer(pos_t, &dev));
+    pos_t = dev;
   }
   const int64_t n_embd = config_.n_embd;
   Tensor h = View(s.h, Shape{T, n_embd});  // [T, n_embd]

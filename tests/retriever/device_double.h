@@ -218,6 +218,8 @@ class DeviceDouble final : public Backend {
   int64_t uploads = 0, downloads = 0, upload_bytes = 0, download_bytes = 0;
   int64_t allocations = 0;
   int64_t memory_attentions = 0;  // Attention calls with a memory block
+  // Host ids / positions handed to GetRows / Rope: each is a hidden small upload on CUDA.
+  int64_t host_index_uploads = 0;
 
  private:
   // The host view of a device tensor: the same offset and strides into the shadow bytes.
@@ -244,9 +246,12 @@ class DeviceDouble final : public Backend {
     if (!t.defined()) return Tensor();
     return OnDevice(t, op, what);
   }
-  StatusOr<Tensor> HostOrDevice(const Tensor& t, const char* op, const char* what) const {
+  StatusOr<Tensor> HostOrDevice(const Tensor& t, const char* op, const char* what) {
     if (!t.defined()) return InvalidArgumentError(std::string(op) + ": " + what + " is undefined");
-    if (t.device().is_cpu()) return t;
+    if (t.device().is_cpu()) {
+      ++host_index_uploads;  // the CUDA backend copies such a tensor up (IndexOnDevice)
+      return t;
+    }
     return OnDevice(t, op, what);
   }
   StatusOr<Tensor> Out(Tensor* out, const char* op) const {

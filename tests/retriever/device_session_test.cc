@@ -305,6 +305,47 @@ TEST_F(DeviceSessionTest, TheDoubleRefusesHostMemoryInAttention) {
   EXPECT_EQ(on_cpu.reserved_bytes(), 0);
 }
 
+// A decode step on a device copies its indices up once: the token id and its position, and the
+// memory queries' position once for all layers that read memory — not one copy per RoPE call
+// (each host index operand is a hidden small upload on CUDA). Same logits as the CPU.
+TEST_F(DeviceSessionTest, ADecodeStepCopiesItsIndicesUpOnce) {
+  model::MemoryKV mem;
+  for (int l = 0; l < tt::kLayers; ++l) {
+    auto k = Tensor::Zeros(DType::kF32, Shape{3, tt::kHeadsKv, tt::kHd});
+    auto v = Tensor::Zeros(DType::kF32, Shape{3, tt::kHeadsKv, tt::kHd});
+    ASSERT_TRUE(k.ok() && v.ok());
+    for (int64_t i = 0; i < k->numel(); ++i) {
+      k->data_as<float>()[i] = 0.01f * static_cast<float>(i % 17 + l);
+      v->data_as<float>()[i] = 0.02f * static_cast<float>(i % 5 - l);
+    }
+    mem.layers.push_back(model::LayerMemoryKV{*k, *v, /*query_position=*/2});
+  }
+  std::vector<float> logits[2];
+  for (int d = 0; d < 2; ++d) {
+    Stack& st = d == 0 ? cpu_ : gpu_;
+    model::MemoryPlacement placement(st.backend.get());
+    auto placed = placement.Place(mem);
+    ASSERT_TRUE(placed.ok()) << placed.status();
+    auto cache = st.model->NewKvCache(model::KvCacheOptions{.n_ctx = 16});
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    model::ForwardOptions fo;
+    fo.memory = &*placed;
+    const std::vector<model::TokenId> prompt = {5, 9, 2, 7};
+    ASSERT_TRUE(st.model->Forward(prompt, cache->get(), fo).ok());
+    const int64_t index_uploads = d == 1 ? st.double_->host_index_uploads : 0;
+    const int64_t uploads = d == 1 ? st.double_->uploads : 0;
+    auto r = st.model->Forward(std::vector<model::TokenId>{11}, cache->get(), fo);
+    ASSERT_TRUE(r.ok()) << r.status();
+    logits[d].assign(r->logits.data_as<const float>(),
+                     r->logits.data_as<const float>() + r->logits.numel());
+    if (d == 1) {
+      EXPECT_EQ(st.double_->host_index_uploads - index_uploads, 1) << "only GetRows' token id";
+      EXPECT_EQ(st.double_->uploads - uploads, 1) << "the position (the memory's went up before)";
+    }
+  }
+  EXPECT_EQ(logits[1], logits[0]);
+}
+
 // The same scenarios on a real CUDA device (label gpu; skipped without one): the session runs and
 // agrees with the CPU backend to float rounding (different kernels: no bit-for-bit equality).
 TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {
