@@ -1,6 +1,8 @@
 #include "muninn/model/kv_cache.h"
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 namespace muninn::model {
 
@@ -38,6 +40,14 @@ StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, const KvSlo
                                                    int n_head_kv, int head_dim,
                                                    const KvCacheOptions& options) {
   MUNINN_CHECK(backend != nullptr);
+  RETURN_IF_ERROR(layout.Validate());
+  return Create(std::vector<Backend*>(static_cast<size_t>(std::max(layout.n_slots(), 0)), backend),
+                layout, n_head_kv, head_dim, options);
+}
+
+StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const std::vector<Backend*>& slot_backends,
+                                                   const KvSlotLayout& layout, int n_head_kv,
+                                                   int head_dim, const KvCacheOptions& options) {
   RETURN_IF_ERROR(options.Validate());
   RETURN_IF_ERROR(layout.Validate());
   const int n_layer = layout.n_slots();
@@ -46,18 +56,22 @@ StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, const KvSlo
                                 std::to_string(n_layer) + ", " + std::to_string(n_head_kv) +
                                 ", " + std::to_string(head_dim));
   }
+  MUNINN_CHECK(slot_backends.size() == static_cast<size_t>(n_layer));
   if (options.dtype == DType::kQ8_0 && head_dim % BlockSize(DType::kQ8_0) != 0) {
     return InvalidArgumentError("a q8_0 KV cache needs a head dim that is a multiple of " +
                                 std::to_string(BlockSize(DType::kQ8_0)) + ", got " +
                                 std::to_string(head_dim));
   }
   // The forward writes new rows with Copy (f32 -> cache dtype) and attention reads them.
-  if (!backend->SupportsOp({OpKind::kAttention, options.dtype}) ||
-      !backend->SupportsOp({OpKind::kCopy, options.dtype})) {
-    return InvalidArgumentError("the " + backend->name() + " backend cannot hold a " +
-                                std::string(DTypeName(options.dtype)) +
-                                " KV cache (no attention over it or no conversion into it); "
-                                "use f16");
+  for (Backend* backend : slot_backends) {
+    MUNINN_CHECK(backend != nullptr);
+    if (!backend->SupportsOp({OpKind::kAttention, options.dtype}) ||
+        !backend->SupportsOp({OpKind::kCopy, options.dtype})) {
+      return InvalidArgumentError("the " + backend->name() + " backend cannot hold a " +
+                                  std::string(DTypeName(options.dtype)) +
+                                  " KV cache (no attention over it or no conversion into it); "
+                                  "use f16");
+    }
   }
   std::unique_ptr<KvCache> cache(new KvCache());
   cache->slot_layout_ = layout;
@@ -67,6 +81,7 @@ StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, const KvSlo
   cache->dtype_ = options.dtype;
   const Shape shape{options.n_ctx, n_head_kv, head_dim};
   for (int l = 0; l < n_layer; ++l) {
+    Backend* backend = slot_backends[static_cast<size_t>(l)];
     auto k = backend->Allocate(options.dtype, shape);
     if (!k.ok()) return k.status().WithContext("allocating the KV cache");
     auto v = backend->Allocate(options.dtype, shape);

@@ -20,6 +20,13 @@ bool SameView(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
+MemoryPlacement::MemoryPlacement(const Model& model) : backend_(model.backend()) {
+  if (model.host_layers() == 0) return;
+  for (int32_t l = 0; l < model.config().n_layer; ++l) {
+    layer_backends_.push_back(model.LayerBackend(l));
+  }
+}
+
 int64_t MemoryPlacement::reserved_bytes() const {
   int64_t total = 0;
   for (const Tensor& s : slots_) total += s.numel();
@@ -46,9 +53,10 @@ StatusOr<Tensor> MemoryPlacement::SlotTensor(size_t slot, DType dtype, const Sha
 
 StatusOr<MemoryKV> MemoryPlacement::Place(const MemoryKV& memory) {
   const Device device = backend_->device();
-  if (device.is_cpu()) return memory;
+  if (device.is_cpu() && layer_backends_.empty()) return memory;
   MemoryKV out = memory;
   std::vector<std::pair<Tensor, Tensor>> placed;  // host view -> its device copy
+  std::vector<std::pair<Tensor, Tensor>> fetched;  // device view -> its host copy (split models)
   auto place = [&](Tensor* t) -> Status {
     if (!t->defined() || t->device() == device) return Status::Ok();
     if (!t->device().is_cpu()) {
@@ -69,9 +77,25 @@ StatusOr<MemoryKV> MemoryPlacement::Place(const MemoryKV& memory) {
     *t = std::move(dev);
     return Status::Ok();
   };
-  for (LayerMemoryKV& l : out.layers) {
-    RETURN_IF_ERROR(place(&l.k));
-    RETURN_IF_ERROR(place(&l.v));
+  // A host layer of a split model: its memory on the host.
+  auto fetch = [&](Tensor* t) -> Status {
+    if (!t->defined() || t->device().is_cpu()) return Status::Ok();
+    for (const auto& [dev, host] : fetched) {
+      if (SameView(dev, *t)) {
+        *t = host;
+        return Status::Ok();
+      }
+    }
+    ASSIGN_OR_RETURN(Tensor host, CopyToHost(*backend_, *t));
+    fetched.emplace_back(*t, host);
+    *t = std::move(host);
+    return Status::Ok();
+  };
+  for (size_t l = 0; l < out.layers.size(); ++l) {
+    LayerMemoryKV& lm = out.layers[l];
+    const bool on_host = l < layer_backends_.size() && layer_backends_[l]->device().is_cpu();
+    RETURN_IF_ERROR(on_host ? fetch(&lm.k) : place(&lm.k));
+    RETURN_IF_ERROR(on_host ? fetch(&lm.v) : place(&lm.v));
   }
   return out;
 }

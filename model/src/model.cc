@@ -153,17 +153,40 @@ struct Model::Scratch {
 
 StatusOr<std::unique_ptr<Model>> Model::Create(Backend* backend, const ModelConfig& config,
                                                ModelWeights weights, ModelLayout layout) {
-  MUNINN_CHECK(backend != nullptr);
+  return Create(backend, config, std::move(weights), std::move(layout), LayerSplit{});
+}
+
+StatusOr<std::unique_ptr<Model>> Model::Create(Backend* device, const ModelConfig& config,
+                                               ModelWeights weights, ModelLayout layout,
+                                               const LayerSplit& split) {
+  MUNINN_CHECK(device != nullptr);
   RETURN_IF_ERROR(config.Validate());
   RETURN_IF_ERROR(layout.Validate(config.n_layer));
+  const int32_t host_layers = split.host_layers;
+  if (host_layers < 0 || host_layers >= config.n_layer) {
+    return InvalidArgumentError("a layer split keeps 0.." + std::to_string(config.n_layer - 1) +
+                                " layers on the host (at least one on the device), got " +
+                                std::to_string(host_layers));
+  }
+  if (host_layers > 0) {
+    if (split.host == nullptr || !split.host->device().is_cpu()) {
+      return InvalidArgumentError("a layer split needs a CPU backend for the host layers");
+    }
+    if (device->device().is_cpu()) {
+      return InvalidArgumentError("a layer split needs a device backend for the upper layers; "
+                                  "without one every layer runs on the CPU anyway");
+    }
+  }
+  // The backend that runs (and must support) the weights of layer l / the embeddings.
+  auto backend_of = [&](int32_t l) { return l < host_layers ? split.host : device; };
   const int64_t n_embd = config.n_embd;
   const int64_t n_q = int64_t{config.n_head} * config.head_dim;
   const int64_t n_kv = int64_t{config.n_head_kv} * config.head_dim;
   RETURN_IF_ERROR(
-      CheckWeight(backend, weights.tok_embd, "token_embd", Shape{config.n_vocab, n_embd},
+      CheckWeight(backend_of(0), weights.tok_embd, "token_embd", Shape{config.n_vocab, n_embd},
                   OpKind::kGetRows));
   RETURN_IF_ERROR(CheckNorm(weights.output_norm, "output_norm", n_embd));
-  RETURN_IF_ERROR(CheckWeight(backend, weights.output, "output", Shape{config.n_vocab, n_embd},
+  RETURN_IF_ERROR(CheckWeight(device, weights.output, "output", Shape{config.n_vocab, n_embd},
                               OpKind::kMatMul));
   if (weights.layers.size() != static_cast<size_t>(config.n_layer)) {
     return InvalidArgumentError("model has " + std::to_string(weights.layers.size()) +
@@ -173,6 +196,7 @@ StatusOr<std::unique_ptr<Model>> Model::Create(Backend* backend, const ModelConf
   for (int32_t i = 0; i < config.n_layer; ++i) {
     const LayerWeights& l = weights.layers[static_cast<size_t>(i)];
     const std::string p = "blk." + std::to_string(i) + ".";
+    Backend* const backend = backend_of(i);
     RETURN_IF_ERROR(CheckNorm(l.attn_norm, p + "attn_norm", n_embd));
     RETURN_IF_ERROR(CheckNorm(l.ffn_norm, p + "ffn_norm", n_embd));
     RETURN_IF_ERROR(CheckWeight(backend, l.wq, p + "attn_q", Shape{n_q, n_embd}, OpKind::kMatMul));
@@ -204,18 +228,32 @@ StatusOr<std::unique_ptr<Model>> Model::Create(Backend* backend, const ModelConf
     }
   }
   if (weights.adapter.defined()) {
-    RETURN_IF_ERROR(CheckWeight(backend, weights.adapter, "adapter", Shape{n_embd, 2 * n_embd},
+    RETURN_IF_ERROR(CheckWeight(device, weights.adapter, "adapter", Shape{n_embd, 2 * n_embd},
                                 OpKind::kMatMul));
     if (layout.core() == nullptr) {
       return InvalidArgumentError("a model with an input-injection adapter needs a 'core' stage");
     }
   }
-  if (!backend->device().is_cpu()) {
-    // Weights come mapped or converted on the host; a device backend computes on its own copy.
-    ASSIGN_OR_RETURN(weights, PlaceWeightsOn(backend, std::move(weights)));
+  std::unique_ptr<Model> model;
+  if (host_layers > 0) {
+    const bool recurrent = weights.adapter.defined() ||
+                           (layout.core() != nullptr && layout.core()->repeats > 1);
+    if (recurrent) {
+      return UnimplementedError("a layer split (partial offload) of a recurrent-depth model is not "
+                                "supported; put the whole model on one device");
+    }
+    // Only what runs on the device goes there, tensor by tensor.
+    ASSIGN_OR_RETURN(weights, PlaceUpperLayersOn(device, std::move(weights), host_layers));
+    model.reset(new Model(device, config, std::move(weights), std::move(layout)));
+    model->host_backend_ = split.host;
+    model->host_layers_ = host_layers;
+    return model;
   }
-  return std::unique_ptr<Model>(
-      new Model(backend, config, std::move(weights), std::move(layout)));
+  if (!device->device().is_cpu()) {
+    // Weights come mapped or converted on the host; a device backend computes on its own copy.
+    ASSIGN_OR_RETURN(weights, PlaceWeightsOn(device, std::move(weights)));
+  }
+  return std::unique_ptr<Model>(new Model(device, config, std::move(weights), std::move(layout)));
 }
 
 size_t Model::weight_bytes() const {
@@ -262,7 +300,14 @@ KvSlotLayout Model::SlotLayoutFor(const KvCacheOptions& options) const {
 }
 
 StatusOr<std::unique_ptr<KvCache>> Model::NewKvCache(const KvCacheOptions& options) const {
-  return KvCache::Create(backend_, SlotLayoutFor(options), config_.n_head_kv, config_.head_dim,
+  if (host_layers_ == 0) {
+    return KvCache::Create(backend_, SlotLayoutFor(options), config_.n_head_kv, config_.head_dim,
+                           options);
+  }
+  // A split model is plain: slot l is layer l's.
+  std::vector<Backend*> slots;
+  for (int32_t l = 0; l < config_.n_layer; ++l) slots.push_back(LayerBackend(l));
+  return KvCache::Create(slots, SlotLayoutFor(options), config_.n_head_kv, config_.head_dim,
                          options);
 }
 
@@ -270,6 +315,15 @@ Status Model::EnsureScratch(int64_t n_tokens) {
   if (scratch_ && scratch_->capacity >= n_tokens) return Status::Ok();
   // Grow geometrically so a prefill followed by decode steps allocates once.
   const int64_t cap = std::max<int64_t>(n_tokens, scratch_ ? scratch_->capacity * 2 : 1);
+  ASSIGN_OR_RETURN(std::shared_ptr<Scratch> dev, MakeScratch(backend_, cap));
+  if (host_layers_ > 0) {
+    ASSIGN_OR_RETURN(host_scratch_, MakeScratch(host_backend_, cap));
+  }
+  scratch_ = std::move(dev);
+  return Status::Ok();
+}
+
+StatusOr<std::shared_ptr<Model::Scratch>> Model::MakeScratch(Backend* backend, int64_t cap) const {
   auto s = std::make_shared<Scratch>();
   s->capacity = cap;
   const int64_t n_q = int64_t{config_.n_head} * config_.head_dim;
@@ -292,31 +346,34 @@ Status Model::EnsureScratch(int64_t n_tokens) {
       {&s->up, DType::kF32, Shape{cap, config_.n_ff}},
   };
   if (is_recurrent()) {
-    ASSIGN_OR_RETURN(s->e, backend_->Allocate(DType::kF32, Shape{cap, config_.n_embd}));
-    ASSIGN_OR_RETURN(s->saved, backend_->Allocate(DType::kF32, Shape{cap, config_.n_embd}));
+    ASSIGN_OR_RETURN(s->e, backend->Allocate(DType::kF32, Shape{cap, config_.n_embd}));
+    ASSIGN_OR_RETURN(s->saved, backend->Allocate(DType::kF32, Shape{cap, config_.n_embd}));
     if (weights_.adapter.defined()) {
-      ASSIGN_OR_RETURN(s->cat, backend_->Allocate(DType::kF32, Shape{cap, 2 * config_.n_embd}));
+      ASSIGN_OR_RETURN(s->cat, backend->Allocate(DType::kF32, Shape{cap, 2 * config_.n_embd}));
     }
   }
   for (const Want& w : wants) {
-    ASSIGN_OR_RETURN(*w.t, backend_->Allocate(w.dtype, w.shape));
+    ASSIGN_OR_RETURN(*w.t, backend->Allocate(w.dtype, w.shape));
   }
   // ids and positions are read on the host by GetRows/Rope.
   ASSIGN_OR_RETURN(s->ids, Tensor::Empty(DType::kI32, Shape{cap}));
   ASSIGN_OR_RETURN(s->pos, Tensor::Empty(DType::kI32, Shape{cap}));
   ASSIGN_OR_RETURN(s->mpos, Tensor::Empty(DType::kI32, Shape{cap}));
-  if (!backend_->device().is_cpu()) {
-    ASSIGN_OR_RETURN(s->pos_dev, backend_->Allocate(DType::kI32, Shape{cap}));
-    ASSIGN_OR_RETURN(s->mpos_dev, backend_->Allocate(DType::kI32, Shape{cap}));
+  if (!backend->device().is_cpu()) {
+    ASSIGN_OR_RETURN(s->pos_dev, backend->Allocate(DType::kI32, Shape{cap}));
+    ASSIGN_OR_RETURN(s->mpos_dev, backend->Allocate(DType::kI32, Shape{cap}));
   }
-  scratch_ = std::move(s);
-  return Status::Ok();
+  return s;
 }
 
 Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
                        const Tensor& positions, KvCache* cache, const KvUpdate* update,
                        const ForwardOptions& options, ForwardResult* result) {
-  Scratch& s = *scratch_;
+  Scratch& s = ScratchOf(layer);
+  Backend* const be = LayerBackend(layer);
+  // A split model's host layers read the host copy of the positions.
+  const Tensor host_positions = layer < host_layers_ ? View(s.pos, Shape{n_tokens}) : Tensor();
+  const Tensor& pos = layer < host_layers_ ? host_positions : positions;
   const LayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
   const bool sandwich = w.type == BlockType::kSandwich;
   const int64_t T = n_tokens;
@@ -340,28 +397,28 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   Tensor up = View(s.up, Shape{T, config_.n_ff});
 
   // ---- attention ----
-  RETURN_IF_ERROR(backend_->RmsNorm(h, w.attn_norm, config_.norm_eps, &x));
+  RETURN_IF_ERROR(be->RmsNorm(h, w.attn_norm, config_.norm_eps, &x));
   observe("attn_norm", x);
   {
     const Tensor* qkv_w[] = {&w.wq, &w.wk, &w.wv};
     Tensor* qkv_out[] = {&q2, &k2, &v2};
-    RETURN_IF_ERROR(backend_->MatMulShared(x, qkv_w, qkv_out));
+    RETURN_IF_ERROR(be->MatMulShared(x, qkv_w, qkv_out));
   }
-  if (w.q_bias.defined()) RETURN_IF_ERROR(backend_->Add(q2, w.q_bias, &q2));
-  if (w.k_bias.defined()) RETURN_IF_ERROR(backend_->Add(k2, w.k_bias, &k2));
+  if (w.q_bias.defined()) RETURN_IF_ERROR(be->Add(q2, w.q_bias, &q2));
+  if (w.k_bias.defined()) RETURN_IF_ERROR(be->Add(k2, w.k_bias, &k2));
   observe("q_pre_rope", q3);
   observe("k_pre_rope", k3);
   observe("v", v3);
   if (layer == options.capture_layer) {
-    ASSIGN_OR_RETURN(result->captured_k, CopyToHost(*backend_, k3));
-    ASSIGN_OR_RETURN(result->captured_v, CopyToHost(*backend_, v3));
+    ASSIGN_OR_RETURN(result->captured_k, CopyToHost(*be, k3));
+    ASSIGN_OR_RETURN(result->captured_v, CopyToHost(*be, v3));
   }
   for (size_t i = 0; i < options.capture_layers.size(); ++i) {
     if (options.capture_layers[i] != layer) continue;
     ForwardResult::CapturedKV& c = result->captured[i];
     c.layer = layer;
-    ASSIGN_OR_RETURN(c.k, CopyToHost(*backend_, k3));
-    ASSIGN_OR_RETURN(c.v, CopyToHost(*backend_, v3));
+    ASSIGN_OR_RETURN(c.k, CopyToHost(*be, k3));
+    ASSIGN_OR_RETURN(c.v, CopyToHost(*be, v3));
   }
   const LayerMemoryKV* memory =
       options.memory != nullptr ? options.memory->ForLayer(layer) : nullptr;
@@ -372,7 +429,7 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
                                   std::to_string(memory->query_position) + " does not fit int32");
     }
     mem_q3 = View(s.mq, Shape{T, config_.n_head, hd});
-    RETURN_IF_ERROR(backend_->Copy(q3, &mem_q3));
+    RETURN_IF_ERROR(be->Copy(q3, &mem_q3));
     Tensor mpos = View(s.mpos, Shape{T});
     if (s.mpos_dev.defined()) {
       // Layers share one query position: it goes up once, not once per layer.
@@ -380,7 +437,7 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
       if (s.mpos_dev_value != memory->query_position || s.mpos_dev_rows < T) {
         std::fill(mpos.data_as<int32_t>(), mpos.data_as<int32_t>() + T,
                   static_cast<int32_t>(memory->query_position));
-        RETURN_IF_ERROR(backend_->Transfer(mpos, &dev));
+        RETURN_IF_ERROR(be->Transfer(mpos, &dev));
         s.mpos_dev_value = memory->query_position;
         s.mpos_dev_rows = T;
       }
@@ -389,10 +446,10 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
       std::fill(mpos.data_as<int32_t>(), mpos.data_as<int32_t>() + T,
                 static_cast<int32_t>(memory->query_position));
     }
-    RETURN_IF_ERROR(backend_->Rope(mem_q3, mpos, config_.rope, &mem_q3));
+    RETURN_IF_ERROR(be->Rope(mem_q3, mpos, config_.rope, &mem_q3));
   }
-  RETURN_IF_ERROR(backend_->Rope(q3, positions, config_.rope, &q3));
-  RETURN_IF_ERROR(backend_->Rope(k3, positions, config_.rope, &k3));
+  RETURN_IF_ERROR(be->Rope(q3, pos, config_.rope, &q3));
+  RETURN_IF_ERROR(be->Rope(k3, pos, config_.rope, &k3));
   observe("q", q3);
 
   Tensor keys = k3;
@@ -401,8 +458,8 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
     const int slot = cache->slot_layout().Slot(layer, iteration);
     Tensor k_slots = cache->KeySlots(slot, *update);
     Tensor v_slots = cache->ValueSlots(slot, *update);
-    RETURN_IF_ERROR(backend_->Copy(k3, &k_slots));
-    RETURN_IF_ERROR(backend_->Copy(v3, &v_slots));
+    RETURN_IF_ERROR(be->Copy(k3, &k_slots));
+    RETURN_IF_ERROR(be->Copy(v3, &v_slots));
     keys = cache->Keys(slot, update->begin + update->n);
     values = cache->Values(slot, update->begin + update->n);
   }
@@ -415,26 +472,26 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   ap.causal = true;
   if (mem_q3.defined()) ap.mem_q = &mem_q3;
   if (memory != nullptr && !w.mem_bias.empty()) ap.mem_bias = w.mem_bias.data();
-  Status st = backend_->Attention(q3, keys, values, mem_k, mem_v, ap, &att3);
+  Status st = be->Attention(q3, keys, values, mem_k, mem_v, ap, &att3);
   if (!st.ok()) return st.WithContext("layer " + std::to_string(layer) + " attention");
-  RETURN_IF_ERROR(backend_->MatMul(att2, w.wo, &proj));
+  RETURN_IF_ERROR(be->MatMul(att2, w.wo, &proj));
   observe("attn_out", proj);
-  RETURN_IF_ERROR(backend_->Add(h, proj, &h));
-  if (sandwich) RETURN_IF_ERROR(backend_->RmsNorm(h, w.attn_post_norm, config_.norm_eps, &h));
+  RETURN_IF_ERROR(be->Add(h, proj, &h));
+  if (sandwich) RETURN_IF_ERROR(be->RmsNorm(h, w.attn_post_norm, config_.norm_eps, &h));
 
   // ---- MLP ----
-  RETURN_IF_ERROR(backend_->RmsNorm(h, w.ffn_norm, config_.norm_eps, &x));
+  RETURN_IF_ERROR(be->RmsNorm(h, w.ffn_norm, config_.norm_eps, &x));
   observe("ffn_norm", x);
   {
     const Tensor* gate_up_w[] = {&w.w_gate, &w.w_up};
     Tensor* gate_up_out[] = {&gate, &up};
-    RETURN_IF_ERROR(backend_->MatMulShared(x, gate_up_w, gate_up_out));
+    RETURN_IF_ERROR(be->MatMulShared(x, gate_up_w, gate_up_out));
   }
-  RETURN_IF_ERROR(backend_->SwiGlu(gate, up, &gate));
-  RETURN_IF_ERROR(backend_->MatMul(gate, w.w_down, &proj));
+  RETURN_IF_ERROR(be->SwiGlu(gate, up, &gate));
+  RETURN_IF_ERROR(be->MatMul(gate, w.w_down, &proj));
   observe("mlp_out", proj);
-  RETURN_IF_ERROR(backend_->Add(h, proj, &h));
-  if (sandwich) RETURN_IF_ERROR(backend_->RmsNorm(h, w.ffn_post_norm, config_.norm_eps, &h));
+  RETURN_IF_ERROR(be->Add(h, proj, &h));
+  if (sandwich) RETURN_IF_ERROR(be->RmsNorm(h, w.ffn_post_norm, config_.norm_eps, &h));
   observe("hidden", h);
   return Status::Ok();
 }
@@ -447,10 +504,18 @@ Status Model::RunStage(const Stage& stage, int32_t iteration, int64_t n_tokens,
       *done = true;
       return Status::Ok();
     }
+    if (host_layers_ > 0 && layer == host_layers_) RETURN_IF_ERROR(CrossToDevice(n_tokens));
     RETURN_IF_ERROR(
         RunLayer(layer, iteration, n_tokens, positions, cache, update, options, result));
   }
   return Status::Ok();
+}
+
+Status Model::CrossToDevice(int64_t n_tokens) {
+  const Shape shape{n_tokens, config_.n_embd};
+  Tensor dev = View(scratch_->h, shape);
+  return backend_->Transfer(View(host_scratch_->h, shape), &dev)
+      .WithContext("moving the residual stream to " + backend_->device().ToString());
 }
 
 Status Model::Head(int64_t first, int64_t n_tokens, const ForwardOptions& options,
@@ -576,16 +641,23 @@ StatusOr<ForwardResult> Model::Forward(std::span<const TokenId> ids, KvCache* ca
     ids_t.data_as<int32_t>()[t] = ids[static_cast<size_t>(t)];
     pos_t.data_as<int32_t>()[t] = static_cast<int32_t>(start + t);
   }
+  if (host_layers_ > 0) {  // the host layers' copy (RunLayer reads it there)
+    std::copy_n(pos_t.data_as<const int32_t>(), T, host_scratch_->pos.data_as<int32_t>());
+  }
   if (s.pos_dev.defined()) {
     Tensor dev = View(s.pos_dev, Shape{T});
     RETURN_IF_ERROR(backend_->Transfer(pos_t, &dev));
     pos_t = dev;
   }
   const int64_t n_embd = config_.n_embd;
+  // The embeddings on layer 0's backend (the host's when split); the stack's residual stream
+  // ends in the device scratch (Head, final states and the recurrent core use `h` below).
+  Backend* const embd_be = LayerBackend(0);
+  Tensor h0 = View(ScratchOf(0).h, Shape{T, n_embd});
+  RETURN_IF_ERROR(embd_be->GetRows(weights_.tok_embd, ids_t, &h0));
+  if (config_.embd_scale != 1.0f) RETURN_IF_ERROR(embd_be->Scale(h0, config_.embd_scale, &h0));
+  if (options.observer) options.observer(Intermediate{"embeddings", -1, h0});
   Tensor h = View(s.h, Shape{T, n_embd});  // [T, n_embd]
-  RETURN_IF_ERROR(backend_->GetRows(weights_.tok_embd, ids_t, &h));
-  if (config_.embd_scale != 1.0f) RETURN_IF_ERROR(backend_->Scale(h, config_.embd_scale, &h));
-  if (options.observer) options.observer(Intermediate{"embeddings", -1, h});
 
   ForwardResult result;
   result.captured.resize(options.capture_layers.size());

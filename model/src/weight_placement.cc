@@ -1,6 +1,8 @@
 #include "weight_placement.h"
 
+#include <algorithm>
 #include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,49 @@ StatusOr<ModelWeights> PlaceWeightsOn(Backend* backend, ModelWeights weights) {
     for (int i = 0; i < t->ndim(); ++i) strides.push_back(t->stride(i));
     ASSIGN_OR_RETURN(*t, Tensor::FromBufferStrided(it->second, t->offset(), t->dtype(), t->shape(),
                                                    strides));
+  }
+  return weights;
+}
+
+StatusOr<ModelWeights> PlaceUpperLayersOn(Backend* backend, ModelWeights weights,
+                                          int32_t host_layers) {
+  const Device device = backend->device();
+  std::vector<Tensor*> moving = {&weights.output_norm, &weights.output};
+  for (size_t l = static_cast<size_t>(std::max(host_layers, 0)); l < weights.layers.size(); ++l) {
+    LayerWeights& lw = weights.layers[l];
+    for (Tensor* t : {&lw.attn_norm, &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_norm, &lw.w_gate,
+                      &lw.w_up, &lw.w_down, &lw.attn_post_norm, &lw.ffn_post_norm, &lw.q_bias,
+                      &lw.k_bias}) {
+      moving.push_back(t);
+    }
+    // Fused views (sandwich blocks) are not read by the forward; they would pin host memory.
+    lw.wqkv = Tensor();
+    lw.w_gate_up = Tensor();
+  }
+  // One device copy per distinct host view (a tied head shares nothing with the host's
+  // embedding table: it gets its own copy, the table stays on the host for GetRows).
+  std::vector<std::pair<Tensor, Tensor>> copies;  // host view -> its device copy
+  for (Tensor* t : moving) {
+    if (!t->defined() || t->device() == device) continue;
+    if (!t->device().is_cpu()) {
+      return InvalidArgumentError("weight " + t->DebugString() + " lives on " +
+                                  t->device().ToString() + ", neither the host nor " +
+                                  device.ToString());
+    }
+    auto same = std::find_if(copies.begin(), copies.end(), [&](const auto& c) {
+      return c.first.buffer() == t->buffer() && c.first.offset() == t->offset() &&
+             c.first.dtype() == t->dtype() && c.first.shape() == t->shape();
+    });
+    if (same != copies.end()) {
+      *t = same->second;
+      continue;
+    }
+    ASSIGN_OR_RETURN(Tensor host, t->is_contiguous() ? StatusOr<Tensor>(*t) : t->Contiguous());
+    ASSIGN_OR_RETURN(Tensor dev, backend->Allocate(t->dtype(), t->shape()));
+    RETURN_IF_ERROR(backend->Transfer(host, &dev).WithContext("moving weights to " +
+                                                              device.ToString()));
+    copies.emplace_back(*t, dev);
+    *t = std::move(dev);
   }
   return weights;
 }

@@ -13,4 +13,10 @@ namespace muninn::model {
 // copy. On an error (out of device memory, a tensor on a third device) the partial copy is dropped.
 StatusOr<ModelWeights> PlaceWeightsOn(Backend* backend, ModelWeights weights);
 
+// The weights of layers [host_layers, n_layer), the output norm and the head copied to `backend`
+// (one packed device tensor per distinct view); the embeddings and the lower layers stay on the
+// host. A partial offload's placement (Model's LayerSplit).
+StatusOr<ModelWeights> PlaceUpperLayersOn(Backend* backend, ModelWeights weights,
+                                          int32_t host_layers);
+
 }  // namespace muninn::model

@@ -217,7 +217,7 @@ LongContextSession::LongContextSession(model::Model* model, const model::Tokeniz
                                        memory::MemoryBank* bank, Embedder* embedder,
                                        const LongContextOptions& o)
     : model_(model), tokenizer_(tokenizer), bank_(bank), embedder_(embedder), options_(o),
-      placement_(model->backend()) {}
+      placement_(*model) {}
 
 LongContextSession::~LongContextSession() = default;
 

@@ -60,11 +60,18 @@ std::unique_ptr<Backend> CpuBackend() {
 
 // One backend's stack: model (same seed, so the same weights), tokenizer, bank, embedder.
 struct Stack {
-  explicit Stack(std::unique_ptr<Backend> b) : backend(std::move(b)) {
+  // host_layers > 0: a split model (partial offload), its bottom layers on a CPU backend of its own.
+  explicit Stack(std::unique_ptr<Backend> b, int32_t host_layers = 0) : backend(std::move(b)) {
     double_ = dynamic_cast<tt::DeviceDouble*>(backend.get());
-    model = tt::TinyModel(backend.get());
+    model::LayerSplit split;
+    if (host_layers > 0) {
+      host = CpuBackend();
+      split = {host.get(), host_layers};
+    }
+    model = tt::TinyModel(backend.get(), 7, split);
     tok = tt::ByteTokenizer();
   }
+  std::unique_ptr<Backend> host;  // a split model's host layers
   std::unique_ptr<Backend> backend;
   tt::DeviceDouble* double_ = nullptr;  // set when `backend` is the double
   std::unique_ptr<model::Model> model;
@@ -175,10 +182,21 @@ class DeviceSessionTest : public ::testing::Test {
       EXPECT_GT(gpu_.double_->uploads, uploads_before);
       EXPECT_GT(gpu_.double_->memory_attentions, memory_before);
     }
+    // Partial offload: layers 0-1 on the host, 2-3 and the head on the device; the same bits.
+    const Outcome split = RunScenario(split_, o);
+    EXPECT_EQ(split.chunk_ids, cpu.chunk_ids);
+    EXPECT_EQ(split.excerpts, cpu.excerpts);
+    EXPECT_EQ(split.retrieved_tokens, cpu.retrieved_tokens);
+    EXPECT_EQ(split.begin_logits, cpu.begin_logits);
+    EXPECT_EQ(split.logprobs, cpu.logprobs);
+    EXPECT_EQ(split.logprobs_logits, cpu.logprobs_logits);
+    EXPECT_EQ(split.generated, cpu.generated);
+    EXPECT_EQ(split.final_logits, cpu.final_logits);
   }
 
   Stack cpu_{CpuBackend()};
   Stack gpu_{std::make_unique<tt::DeviceDouble>(CpuBackend())};
+  Stack split_{std::make_unique<tt::DeviceDouble>(CpuBackend()), /*host_layers=*/2};
   LongContextOptions opts_;
 };
 
@@ -303,6 +321,53 @@ TEST_F(DeviceSessionTest, TheDoubleRefusesHostMemoryInAttention) {
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(same->layers[0].k.buffer(), host_k->buffer());
   EXPECT_EQ(on_cpu.reserved_bytes(), 0);
+}
+
+// Partial offload (Model's LayerSplit): the embeddings and layers 0-1 with their KV rows on the
+// host, layers 2-3, their KV rows and the head on the device; bad splits are refused.
+TEST_F(DeviceSessionTest, PartialOffloadPlacesLayersWhereTheyRun) {
+  const model::Model& m = *split_.model;
+  EXPECT_EQ(m.host_layers(), 2);
+  EXPECT_EQ(m.LayerBackend(1), split_.host.get());
+  EXPECT_EQ(m.LayerBackend(2), split_.backend.get());
+  EXPECT_TRUE(m.weights().tok_embd.device().is_cpu());
+  EXPECT_TRUE(m.weights().layers[1].wq.device().is_cpu());
+  EXPECT_EQ(m.weights().layers[2].wq.device(), Device::Cuda(0));
+  EXPECT_EQ(m.weights().output.device(), Device::Cuda(0));
+  EXPECT_EQ(m.weights().output_norm.device(), Device::Cuda(0));
+  auto cache = m.NewKvCache(model::KvCacheOptions{.n_ctx = 8});
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_TRUE((*cache)->Keys(1, 1).device().is_cpu());
+  EXPECT_EQ((*cache)->Keys(2, 1).device(), Device::Cuda(0));
+  // Memory for a split model: host layers get host tensors (even ones rotated on the device).
+  auto k = Tensor::Zeros(DType::kF32, Shape{2, tt::kHeadsKv, tt::kHd});
+  ASSERT_TRUE(k.ok());
+  auto on_dev = split_.backend->Allocate(DType::kF32, Shape{2, tt::kHeadsKv, tt::kHd});
+  ASSERT_TRUE(on_dev.ok());
+  ASSERT_TRUE(split_.backend->Transfer(*k, &*on_dev).ok());
+  model::MemoryKV mem;
+  mem.layers = {model::LayerMemoryKV{*on_dev, *on_dev}, model::LayerMemoryKV{*k, *k},
+                model::LayerMemoryKV{*k, *k}, model::LayerMemoryKV{*on_dev, *on_dev}};
+  model::MemoryPlacement placement(m);
+  auto placed = placement.Place(mem);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_TRUE(placed->layers[0].k.device().is_cpu());
+  EXPECT_TRUE(placed->layers[1].k.device().is_cpu());
+  EXPECT_EQ(placed->layers[2].k.device(), Device::Cuda(0));
+  EXPECT_EQ(placed->layers[3].k.device(), Device::Cuda(0));
+  // Bad splits.
+  auto bad = [&](Backend* device, const model::LayerSplit& s) {
+    auto w = tt::TinyModel(cpu_.backend.get());  // host weights to build from
+    return model::Model::Create(device, w->config(), w->weights(), model::ModelLayout::Plain(tt::kLayers), s)
+        .status();
+  };
+  EXPECT_EQ(bad(split_.backend.get(), {split_.host.get(), tt::kLayers}).code(),
+            StatusCode::kInvalidArgument);  // nothing left for the device
+  EXPECT_EQ(bad(split_.backend.get(), {split_.backend.get(), 1}).code(),
+            StatusCode::kInvalidArgument);  // the "host" is a device
+  EXPECT_EQ(bad(cpu_.backend.get(), {split_.host.get(), 1}).code(),
+            StatusCode::kInvalidArgument);  // no device at all
+  EXPECT_EQ(bad(split_.backend.get(), {nullptr, 1}).code(), StatusCode::kInvalidArgument);
 }
 
 // A decode step on a device copies its indices up once: the token id and its position, and the

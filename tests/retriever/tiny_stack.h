@@ -60,7 +60,9 @@ inline Tensor RandomTensor(std::mt19937_64& rng, const Shape& shape, float scale
   return t;
 }
 
-inline std::unique_ptr<model::Model> TinyModel(Backend* backend, uint64_t seed = 7) {
+// `split`: partial offload (the bottom split.host_layers layers on split.host).
+inline std::unique_ptr<model::Model> TinyModel(Backend* backend, uint64_t seed = 7,
+                                               const model::LayerSplit& split = {}) {
   std::mt19937_64 rng(seed);
   model::ModelConfig c;
   c.n_vocab = kVocab;
@@ -89,7 +91,9 @@ inline std::unique_ptr<model::Model> TinyModel(Backend* backend, uint64_t seed =
     L.w_down = RandomTensor(rng, {kEmbd, kFf}, 0.2f);
     w.layers.push_back(std::move(L));
   }
-  return std::move(*model::Model::Create(backend, c, std::move(w), model::ModelLayout::Plain(kLayers)));
+  auto m = model::Model::Create(backend, c, std::move(w), model::ModelLayout::Plain(kLayers), split);
+  MUNINN_CHECK(m.ok()) << m.status();
+  return std::move(m).value();
 }
 
 // 4-d embeddings that count the letters 'a', 'b', 'c', 'd' in the text (then L2-normalised), so

@@ -306,7 +306,7 @@ StatusOr<std::vector<HeadMass>> MassFor(Backend& host, retriever::LongContextSes
   ASSIGN_OR_RETURN(auto cache, m.NewKvCache(kvo));
   model::ForwardOptions fo;
   // On a device the host K/V are copied there first (the session does the same per retrieval).
-  model::MemoryPlacement placement(m.backend());
+  model::MemoryPlacement placement(m);
   ASSIGN_OR_RETURN(model::MemoryKV placed, placement.Place(mem));
   fo.memory = placed.layers.empty() ? nullptr : &placed;
   fo.observer = trace.observer();

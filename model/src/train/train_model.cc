@@ -58,9 +58,11 @@ AttentionTrainDims LayerAttentionDims(const ModelConfig& mc, int64_t T, const La
 struct TrainModel::Weights {
   struct Layer {
     std::array<Tensor, kNumLoraTargets> w;  // indexed by LoraTarget: [n_out, n_in] f32
+    Tensor attn_norm, ffn_norm;             // [n_embd] the frozen norms (when not trained)
   };
   std::vector<Layer> layers;  // [n_layer - first_layer]
   Tensor head;                // [n_vocab, n_embd] f32
+  Tensor output_norm;         // [n_embd]
 };
 
 // What one trained layer's backward needs from its forward (f32 on the model's device).
@@ -102,8 +104,8 @@ struct TrainModel::Scratch {
   // caller's arrays on the CPU, device copies otherwise — and each trained layer's memory K/V.
   Tensor pv, gv;
   std::vector<Tensor> mem_k, mem_v;  // [n_trained], undefined where a layer reads no memory
-  explicit Scratch(Backend* be) : placement(be) {}
-  MemoryPlacement placement;  // the batch's memory on the device
+  explicit Scratch(const Model& model) : placement(model) {}
+  MemoryPlacement placement;  // the batch's memory where the model's layers run
 };
 
 namespace {
@@ -185,6 +187,11 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
     }
   }
   ASSIGN_OR_RETURN(tm->host_norms_.output_norm, CopyToHost(*be, mw.output_norm));
+  auto on_ops_device = [&](const Tensor& t) -> StatusOr<Tensor> {
+    if (t.device() == be->device()) return t;
+    ASSIGN_OR_RETURN(Tensor host, CopyToHost(*be, t));
+    return OnBackend(be, host);
+  };
   tm->weights_ = std::make_unique<Weights>();
   for (int32_t l = config.first_layer; l < mc.n_layer; ++l) {
     const LayerWeights& lw = mw.layers[static_cast<size_t>(l)];
@@ -196,8 +203,12 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
       if (!w.ok()) return w.status().WithContext("layer " + std::to_string(l));
       wl.w[static_cast<size_t>(t)] = std::move(w).value();
     }
+    // The norms where the training ops run (a split model keeps its lower layers' on the host).
+    ASSIGN_OR_RETURN(wl.attn_norm, on_ops_device(lw.attn_norm));
+    ASSIGN_OR_RETURN(wl.ffn_norm, on_ops_device(lw.ffn_norm));
     tm->weights_->layers.push_back(std::move(wl));
   }
+  ASSIGN_OR_RETURN(tm->weights_->output_norm, on_ops_device(mw.output_norm));
   auto head = f32_copy(mw.output);
   if (!head.ok()) return head.status().WithContext("output head");
   tm->weights_->head = std::move(head).value();
@@ -206,7 +217,7 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
     if (!c.ok()) return c.status();
     tm->cache_ = std::make_unique<train::BottomCache>(std::move(c).value());
   }
-  tm->scratch_ = std::make_unique<Scratch>(be);
+  tm->scratch_ = std::make_unique<Scratch>(*model);
   return tm;
 }
 
@@ -283,7 +294,7 @@ Status TrainModel::BottomForward(const TrainBatch& batch, std::vector<float>* h)
 
 Status TrainModel::ComputeBottom(const TrainBatch& batch, std::vector<float>* h) {
   const ModelConfig& mc = model_->config();
-  Backend* be = model_->backend();
+  Backend* be = model_->LayerBackend(0);  // the embeddings' (the host's in a split model)
   const int64_t T = static_cast<int64_t>(batch.ids.size());
   h->resize(static_cast<size_t>(T * mc.n_embd));
   if (lora_.first_layer == 0) {
@@ -306,7 +317,8 @@ Status TrainModel::ComputeBottom(const TrainBatch& batch, std::vector<float>* h)
   fo.observer = [&](const Intermediate& im) {
     if (im.layer != fo.last_layer || im.name != "hidden") return;
     MUNINN_CHECK(im.value.dtype() == DType::kF32 && im.value.numel() == T * mc.n_embd);
-    auto host = CopyToHost(*be, im.value);  // the value itself on the CPU backend
+    // The value itself on the CPU; copied back from a device (the model's backend) otherwise.
+    auto host = CopyToHost(*model_->backend(), im.value);
     if (!host.ok()) {
       copied = host.status();
       return;
@@ -357,7 +369,6 @@ Status TrainModel::LayerForward(int32_t layer, const LoraParams& params, const T
   const int64_t hd = mc.head_dim, H = mc.n_head, Hkv = mc.n_head_kv;
   const size_t li = static_cast<size_t>(layer - lora_.first_layer);
   const Weights::Layer& W = weights_->layers[li];
-  const LayerWeights& frozen = model_->weights().layers[static_cast<size_t>(layer)];
   auto norm = [&](int64_t off, const Tensor& fallback) -> StatusOr<Tensor> {
     if (off < 0) return fallback;
     return Sub(s.pv, off, Shape{mc.n_embd});
@@ -391,7 +402,7 @@ Status TrainModel::LayerForward(int32_t layer, const LoraParams& params, const T
   RETURN_IF_ERROR(be->Copy(h_in, &a->h_in));
 
   // ---- attention ----
-  ASSIGN_OR_RETURN(Tensor attn_norm, norm(params.OffsetAttnNorm(layer), frozen.attn_norm));
+  ASSIGN_OR_RETURN(Tensor attn_norm, norm(params.OffsetAttnNorm(layer), W.attn_norm));
   RETURN_IF_ERROR(ops.RmsNormForward(h_in, attn_norm, mc.norm_eps, &a->x1));
   RETURN_IF_ERROR(project(LoraTarget::kQ, a->x1, &a->q));
   RETURN_IF_ERROR(project(LoraTarget::kK, a->x1, &a->k));
@@ -423,7 +434,7 @@ Status TrainModel::LayerForward(int32_t layer, const LoraParams& params, const T
   RETURN_IF_ERROR(ops.AddInPlace(h_in, &a->h_mid));
 
   // ---- MLP ----
-  ASSIGN_OR_RETURN(Tensor ffn_norm, norm(params.OffsetFfnNorm(layer), frozen.ffn_norm));
+  ASSIGN_OR_RETURN(Tensor ffn_norm, norm(params.OffsetFfnNorm(layer), W.ffn_norm));
   RETURN_IF_ERROR(ops.RmsNormForward(a->h_mid, ffn_norm, mc.norm_eps, &a->x2));
   RETURN_IF_ERROR(project(LoraTarget::kGate, a->x2, &a->gate));
   RETURN_IF_ERROR(project(LoraTarget::kUp, a->x2, &a->up));
@@ -441,7 +452,6 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   const int64_t E = mc.n_embd, hd = mc.head_dim, H = mc.n_head, Hkv = mc.n_head_kv;
   const size_t li = static_cast<size_t>(layer - lora_.first_layer);
   const Weights::Layer& W = weights_->layers[li];
-  const LayerWeights& frozen = model_->weights().layers[static_cast<size_t>(layer)];
   // dx (+)= dy·W for target t (written when !accumulate), plus the LoRA path's dx and dA, dB.
   auto project_back = [&](LoraTarget t, const Tensor& dy, const Tensor& x, Tensor* dx,
                           bool accumulate) -> Status {
@@ -485,7 +495,7 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   RETURN_IF_ERROR(project_back(LoraTarget::kGate, s.dgate, a.x2, &dx_e, false));
   RETURN_IF_ERROR(project_back(LoraTarget::kUp, s.dup, a.x2, &dx_e, true));
   const int64_t off_ffn = params.OffsetFfnNorm(layer);
-  ASSIGN_OR_RETURN(Tensor ffn_w, norm_w(off_ffn, frozen.ffn_norm));
+  ASSIGN_OR_RETURN(Tensor ffn_w, norm_w(off_ffn, W.ffn_norm));
   ASSIGN_OR_RETURN(Tensor ffn_g, norm_g(off_ffn));
   RETURN_IF_ERROR(ops.RmsNormBackward(a.h_mid, ffn_w, dx_e, mc.norm_eps, &s.dtmp, ptr(ffn_g)));
   RETURN_IF_ERROR(ops.AddInPlace(s.dtmp, &s.dh));  // dh is now d(h_mid)
@@ -530,7 +540,7 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   RETURN_IF_ERROR(project_back(LoraTarget::kK, s.dk, a.x1, &dx_e, true));
   RETURN_IF_ERROR(project_back(LoraTarget::kV, s.dv, a.x1, &dx_e, true));
   const int64_t off_attn = params.OffsetAttnNorm(layer);
-  ASSIGN_OR_RETURN(Tensor attn_w, norm_w(off_attn, frozen.attn_norm));
+  ASSIGN_OR_RETURN(Tensor attn_w, norm_w(off_attn, W.attn_norm));
   ASSIGN_OR_RETURN(Tensor attn_g, norm_g(off_attn));
   RETURN_IF_ERROR(ops.RmsNormBackward(a.h_in, attn_w, dx_e, mc.norm_eps, &s.dtmp, ptr(attn_g)));
   return ops.AddInPlace(s.dtmp, &s.dh);  // dh is now d(h_in)
@@ -615,8 +625,11 @@ StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const Tra
   for (int32_t l = first; l < mc.n_layer && placed.memory != nullptr; ++l) {
     const LayerMemoryKV* m = placed.memory->ForLayer(l);
     if (m == nullptr) continue;
-    s.mem_k[static_cast<size_t>(l - first)] = m->k;
-    s.mem_v[static_cast<size_t>(l - first)] = m->v;
+    // The trained layers read it where the training ops run.
+    ASSIGN_OR_RETURN(s.mem_k[static_cast<size_t>(l - first)],
+                     m->k.device() == be->device() ? StatusOr<Tensor>(m->k) : OnBackend(be, m->k));
+    ASSIGN_OR_RETURN(s.mem_v[static_cast<size_t>(l - first)],
+                     m->v.device() == be->device() ? StatusOr<Tensor>(m->v) : OnBackend(be, m->v));
   }
 
   RETURN_IF_ERROR(BottomForward(placed, &s.h_host));
@@ -636,7 +649,7 @@ StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const Tra
     RETURN_IF_ERROR(LayerForward(l, params, placed, train, s.h, &a, &s.next));
     std::swap(s.h, s.next);
   }
-  const Tensor& out_norm = model_->weights().output_norm;
+  const Tensor& out_norm = weights_->output_norm;
   RETURN_IF_ERROR(ops.RmsNormForward(s.h, out_norm, mc.norm_eps, &s.hn));
   CrossEntropyOptions ce;
   ce.grad_scale = grad_scale;

@@ -66,6 +66,11 @@ class KvCache {
   static StatusOr<std::unique_ptr<KvCache>> Create(Backend* backend, const KvSlotLayout& layout,
                                                    int n_head_kv, int head_dim,
                                                    const KvCacheOptions& options);
+  // Slot i allocated on slot_backends[i] (layout.n_slots() entries, not owned): a model whose
+  // bottom layers run on the host and upper layers on a device (Model's LayerSplit).
+  static StatusOr<std::unique_ptr<KvCache>> Create(const std::vector<Backend*>& slot_backends,
+                                                   const KvSlotLayout& layout, int n_head_kv,
+                                                   int head_dim, const KvCacheOptions& options);
 
   // Number of slots (= physical layers for a plain model).
   int n_layer() const { return static_cast<int>(k_.size()); }

@@ -16,6 +16,7 @@
 #include "muninn/core/status.h"
 #include "muninn/core/tensor.h"
 #include "muninn/model/memory_kv.h"
+#include "muninn/model/model.h"
 
 namespace muninn::model {
 
@@ -23,6 +24,10 @@ class MemoryPlacement {
  public:
   // `backend` is not owned and must outlive the placement.
   explicit MemoryPlacement(Backend* backend) : backend_(backend) {}
+  // For `model`'s layers wherever each runs (a split model, Model's LayerSplit: its host layers
+  // get host tensors — copied back when a caller rotated them on the device — and the others
+  // device copies). The model is not owned and must outlive the placement.
+  explicit MemoryPlacement(const Model& model);
 
   // `memory` with every tensor that does not live on the backend's device replaced by a packed
   // copy there. A view shared by several layers (MemLong hands one K/V to every retrieval layer)
@@ -41,6 +46,7 @@ class MemoryPlacement {
   StatusOr<Tensor> SlotTensor(size_t slot, DType dtype, const Shape& shape);
 
   Backend* backend_;
+  std::vector<Backend*> layer_backends_;  // per layer (split models); empty: all on backend_
   std::vector<Tensor> slots_;  // u8 [capacity] device buffers, one per distinct memory tensor
 };
 

@@ -219,17 +219,40 @@ struct ForwardResult {
   int32_t steps = 0;  // core iterations run
 };
 
+// Partial offload (`--gpu-layers`, llama.cpp's -ngl): the token embeddings and the bottom
+// `host_layers` layers run on `host` (a CPU backend, not owned), the layers above and the head on
+// the model's (device) backend. Their weights, KV cache rows and scratch live where they run; the
+// residual stream crosses once per forward, at layer host_layers. Plain (non-recurrent) models.
+struct LayerSplit {
+  Backend* host = nullptr;
+  int32_t host_layers = 0;  // 0: every layer on the model's backend
+};
+
 class Model {
  public:
   // Checks every weight's shape and dtype against `config` (InvalidArgument naming the tensor) and
   // that `backend` supports the dtypes (Unimplemented otherwise). `backend` is not owned.
   static StatusOr<std::unique_ptr<Model>> Create(Backend* backend, const ModelConfig& config,
                                                  ModelWeights weights, ModelLayout layout);
+  // With a layer split (above): InvalidArgument unless 0 <= host_layers < n_layer, the host is a
+  // CPU backend and `backend` a device's when host_layers > 0; Unimplemented for a recurrent
+  // model. Only the device part of the weights is copied to the device.
+  static StatusOr<std::unique_ptr<Model>> Create(Backend* backend, const ModelConfig& config,
+                                                 ModelWeights weights, ModelLayout layout,
+                                                 const LayerSplit& split);
 
   const ModelConfig& config() const { return config_; }
   const ModelLayout& layout() const { return layout_; }
   const ModelWeights& weights() const { return weights_; }
+  // The device backend: the head's, and every layer's unless the model is split.
   Backend* backend() const { return backend_; }
+  // The backend layer `layer` runs on (the host's below a split).
+  Backend* LayerBackend(int32_t layer) const {
+    return layer < host_layers_ ? host_backend_ : backend_;
+  }
+  // Layers on the host (0 unless split) and the host backend (null unless split).
+  int32_t host_layers() const { return host_layers_; }
+  Backend* host_backend() const { return host_backend_; }
   // Bytes of all weight tensors (the tied head counted once).
   size_t weight_bytes() const;
 
@@ -259,6 +282,11 @@ class Model {
         layout_(std::move(layout)) {}
   struct Scratch;
   Status EnsureScratch(int64_t n_tokens);
+  // Buffers for `cap` tokens on `backend`.
+  StatusOr<std::shared_ptr<Scratch>> MakeScratch(Backend* backend, int64_t cap) const;
+  Scratch& ScratchOf(int32_t layer) { return layer < host_layers_ ? *host_scratch_ : *scratch_; }
+  // Moves rows [0, n_tokens) of the host scratch's residual stream to the device scratch's.
+  Status CrossToDevice(int64_t n_tokens);
   Status RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens, const Tensor& positions,
                   KvCache* cache, const KvUpdate* update, const ForwardOptions& options,
                   ForwardResult* result);
@@ -270,10 +298,13 @@ class Model {
   Status Head(int64_t first, int64_t n_tokens, const ForwardOptions& options, Tensor* logits);
 
   Backend* backend_;
+  Backend* host_backend_ = nullptr;  // LayerSplit::host, or null
+  int32_t host_layers_ = 0;          // layers [0, host_layers_) run on host_backend_
   ModelConfig config_;
   ModelWeights weights_;
   ModelLayout layout_;
   std::shared_ptr<Scratch> scratch_;
+  std::shared_ptr<Scratch> host_scratch_;  // the host layers' buffers (split models)
 };
 
 }  // namespace muninn::model
