@@ -44,6 +44,11 @@ printf 'cpu:  %s\ncuda: %s\n' "$cpu_out" "$gpu_out"
 "$muninn" logits --device cpu -p "$prompt" --top 5
 "$muninn" logits --device cuda -p "$prompt" --top 5
 
+say "partial offload: the top 15 of 30 layers on the GPU (--gpu-layers 15), then 1"
+"$muninn" logits --device cuda --gpu-layers 15 -p "$prompt" --top 5
+"$muninn" generate --device cuda --gpu-layers 1 -p "$prompt" -n 32 --temp 0 2>/dev/null
+"$muninn" bench --device cuda --gpu-layers 15 -p 512 -n 128 -r 3
+
 say "bench (pp512 / tg128), cpu then cuda"
 "$muninn" bench --device cpu -p 512 -n 128 -r 3
 "$muninn" bench --device cuda -p 512 -n 128 -r 3

@@ -117,6 +117,20 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
                                             options.huginn_matrix_dtype)
                         : LoadLlamaWeights(*out.checkpoint, out.hparams);
   if (!weights.ok()) return weights.status().WithContext(path);
+  LayerSplit split;
+  if (options.gpu_layers >= 0 && !backend->device().is_cpu() &&
+      options.gpu_layers < config.n_layer) {
+    if (options.gpu_layers == 0) {
+      return InvalidArgumentError("--gpu-layers 0 leaves nothing on " +
+                                  backend->device().ToString() + "; use --device cpu");
+    }
+    if (options.host == nullptr) {
+      return InvalidArgumentError("a partial offload (gpu_layers " +
+                                  std::to_string(options.gpu_layers) +
+                                  ") needs a CPU backend for the host layers");
+    }
+    split = {options.host, config.n_layer - options.gpu_layers};
+  }
   // With an on_host step and a device backend, the model is first built on a host backend.
   std::unique_ptr<Backend> host_backend;
   Backend* first = backend;
@@ -126,7 +140,8 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
   }
   auto model = Model::Create(first, config, std::move(weights).value(),
                              huginn ? HuginnLayout(out.hparams)
-                                    : ModelLayout::Plain(config.n_layer));
+                                    : ModelLayout::Plain(config.n_layer),
+                             first == backend ? split : LayerSplit{});
   if (!model.ok()) return model.status().WithContext(path);
   out.model = std::move(model).value();
   if (options.on_host) {
@@ -134,7 +149,8 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
     if (changed == nullptr) return InternalError("LoadModel: the on_host step returned no model");
     if (first != backend) {
       // Rebuilt on the device: Create copies the (host) weights there.
-      auto placed = Model::Create(backend, changed->config(), changed->weights(), changed->layout());
+      auto placed = Model::Create(backend, changed->config(), changed->weights(), changed->layout(),
+                                  split);
       if (!placed.ok()) return placed.status().WithContext(path);
       changed = std::move(placed).value();
     }

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -355,6 +356,71 @@ TEST_F(LoraGoldenTest, TrainingOnADeviceGivesTheCpuBits) {
       EXPECT_GE(device.downloads - downloads, 2);
     }
   }
+}
+
+// Partial offload at load (LoadModelOptions::gpu_layers, `--gpu-layers`): the top layer on the
+// device, the others on the host; logits as on the CPU, with and without an adapter merged at
+// load, and training on the split model gives the CPU's bits (its trained layer 1 runs on the
+// device with the training ops, though the model runs it on the host).
+TEST_F(LoraGoldenTest, PartialOffloadAtLoadGivesTheCpuBits) {
+  muninn::testing::DeviceDouble device(CreateCpuBackend(CpuBackendOptions{}).value());
+  auto host = CreateCpuBackend(CpuBackendOptions{});
+  ASSERT_TRUE(host.ok());
+  const LoraParams p = Params();
+  std::vector<int32_t> ids, labels;
+  tl::Block(1, &ids, &labels);
+  ForwardOptions fo;
+  fo.all_logits = true;
+  for (bool merge : {false, true}) {
+    LoadModelOptions lo;
+    lo.load_tokenizer = false;
+    lo.gpu_layers = 1;
+    lo.host = host->get();
+    if (merge) lo.on_host = [&](const Model& m) { return MergeLora(m, p); };
+    auto split = LoadModel(*dir_, &device, lo);
+    ASSERT_TRUE(split.ok()) << split.status();
+    EXPECT_EQ(split->model->host_layers(), tl::kLayers - 1);
+    EXPECT_TRUE(split->model->weights().layers[1].wq.device().is_cpu());
+    EXPECT_EQ(split->model->weights().layers[2].wq.device(), Device::Cuda(0));
+    std::unique_ptr<Model> merged;
+    const Model* reference = loaded_.model.get();
+    if (merge) {
+      merged = MergeLora(*loaded_.model, p).value();
+      reference = merged.get();
+    }
+    auto want = const_cast<Model*>(reference)->Forward(ids, nullptr, fo);
+    auto got = split->model->Forward(ids, nullptr, fo);
+    ASSERT_TRUE(want.ok() && got.ok()) << want.status() << " " << got.status();
+    ASSERT_EQ(want->logits.numel(), got->logits.numel());
+    EXPECT_EQ(std::memcmp(want->logits.data(), got->logits.data(), want->logits.nbytes()), 0)
+        << "merge " << merge;
+    if (merge) continue;
+    TrainBatch batch{ids, labels};
+    auto cpu = Train();
+    auto dev = TrainModel::Create(split->model.get(), tl::AdapterConfig(), {});
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    std::vector<float> g_cpu(static_cast<size_t>(p.size()), 0.0f), g_dev = g_cpu;
+    auto lc = cpu->ForwardBackward(p, batch, 0.0f, g_cpu);
+    auto ld = (*dev)->ForwardBackward(p, batch, 0.0f, g_dev);
+    ASSERT_TRUE(lc.ok() && ld.ok()) << lc.status() << " " << ld.status();
+    EXPECT_EQ(ld->loss_sum, lc->loss_sum);
+    EXPECT_EQ(g_dev, g_cpu);
+  }
+  // No layer on the device is refused; as many as the model has (or more) is no split.
+  LoadModelOptions lo;
+  lo.load_tokenizer = false;
+  lo.host = host->get();
+  lo.gpu_layers = 0;
+  auto none = LoadModel(*dir_, &device, lo);
+  EXPECT_EQ(none.status().code(), StatusCode::kInvalidArgument) << none.status();
+  EXPECT_NE(none.status().ToString().find("--device cpu"), std::string::npos) << none.status();
+  lo.gpu_layers = 99;
+  auto all = LoadModel(*dir_, &device, lo);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->model->host_layers(), 0);
+  lo.gpu_layers = 1;
+  lo.host = nullptr;
+  EXPECT_EQ(LoadModel(*dir_, &device, lo).status().code(), StatusCode::kInvalidArgument);
 }
 
 // The same training on a real CUDA device (label gpu; skips without one): loss and gradients

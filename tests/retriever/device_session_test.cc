@@ -419,6 +419,9 @@ TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {
   if (!cuda.ok()) GTEST_SKIP() << "no CUDA device present: " << cuda.status();
   Stack cpu(CpuBackend());
   Stack gpu(std::move(*cuda));
+  auto cuda2 = CreateCudaBackend({});
+  ASSERT_TRUE(cuda2.ok()) << cuda2.status();
+  Stack split(std::move(*cuda2), /*host_layers=*/2);  // partial offload: layers 2-3 on the GPU
   LongContextOptions base;
   base.memory_layer = 1;
   base.retrieval_layers = {1, 3};
@@ -470,6 +473,14 @@ TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {
     std::printf("%-22s begin logits max |cpu - cuda| %.2e, log-probs %.2e, greedy tokens %s\n",
                 c.name, max_diff(a.begin_logits, b.begin_logits), max_diff(a.logprobs, b.logprobs),
                 a.generated == b.generated ? "equal" : "differ");
+    const Outcome h = RunScenario(split, o);
+    ASSERT_FALSE(h.begin_logits.empty()) << c.name << " (split)";
+    EXPECT_EQ(h.chunk_ids, a.chunk_ids) << c.name << " (split)";
+    EXPECT_LT(max_diff(a.begin_logits, h.begin_logits), 2e-3f) << c.name << " (split)";
+    EXPECT_LT(max_diff(a.logprobs, h.logprobs), 2e-3f) << c.name << " (split)";
+    std::printf("%-22s split 2+2: begin logits max |cpu - split| %.2e, greedy tokens %s\n",
+                c.name, max_diff(a.begin_logits, h.begin_logits),
+                a.generated == h.generated ? "equal" : "differ");
   }
 #else
   GTEST_SKIP() << "built without MUNINN_CUDA";

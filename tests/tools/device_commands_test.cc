@@ -52,6 +52,7 @@ class DeviceCommandsTest : public ::testing::Test {
 TEST_F(DeviceCommandsTest, CudaWithoutADeviceIsAClearError) {
   const std::vector<std::vector<std::string>> commands = {
       {"ingest", file_, "--bank", dir_ + "/bank"},
+      {"ingest", file_, "--bank", dir_ + "/bank", "--gpu-layers", "4"},
       {"ask", "What about ravens?", "--bank", dir_ + "/bank"},
       {"summarize", file_},
       {"eval", "passkey", "--lengths", "256", "--trials", "1"},
@@ -112,6 +113,7 @@ TEST_F(DeviceCommandsTest, TrainGoesToTheDevice) {
       {"train", "-d", file_, "-o", dir_ + "/out", "--steps", "1", "--block", "16"},
       {"train", "--memory", "--config", config, "-d", file_, "-o", dir_ + "/out", "--steps", "1"},
       {"train", "-d", file_, "-o", dir_ + "/out", "-m", dir_ + "/no-such-model.gguf"},
+      {"train", "-d", file_, "-o", dir_ + "/out", "--ngl", "20"},
   };
   for (std::vector<std::string> args : commands) {
     args.insert(args.end(), {"--device", "cuda"});

@@ -39,6 +39,7 @@ struct BenchFlags {
   bool json = false;
   bool exact = false;
   std::string device = "cpu";
+  int gpu_layers = -1;
   // --memory-depth N: the long-context benchmark (context_bench.h) instead of ppN/tgN.
   int64_t memory_depth = 0;
   RuntimeFlags rt;
@@ -133,7 +134,8 @@ int RunBench(const BenchFlags& f) {
       return 2;
     }
   }
-  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false, f.exact, f.device);
+  auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false, f.exact, f.device, {},
+                         f.gpu_layers);
   if (!cm.ok()) {
     std::fprintf(stderr, "muninn bench: %s\n", cm.status().ToString().c_str());
     return 1;
@@ -263,6 +265,7 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_flag("--exact", f->exact,
                 "Exact MatMul: f32 activations and dequantized weight rows (see generate --exact)");
   cmd->add_option("--device", f->device, kDeviceHelp)->capture_default_str();
+  cmd->add_option("--gpu-layers,--ngl", f->gpu_layers, kGpuLayersHelp)->capture_default_str();
   cmd->add_option("-r,--repetitions", f->reps, "Repetitions per test")->capture_default_str();
   cmd->add_flag("--json", f->json, "Print JSON");
   cmd->add_option("-d,--depth,--n-depth", f->depths,
@@ -300,6 +303,7 @@ void RegisterBenchCommands(CLI::App& app, CommandContext& ctx) {
       rt.model = f->model;
       rt.threads = f->threads;
       rt.device = f->device;  // the long-context runtime takes --device like ask and ingest
+      rt.gpu_layers = f->gpu_layers;
       ContextBenchOptions o;
       o.depth_tokens = f->memory_depth;
       o.n_gen = f->n_gen > 0 ? f->n_gen : 128;

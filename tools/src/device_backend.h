@@ -20,6 +20,11 @@ inline constexpr const char* kDeviceHelp =
 // the number of GPUs) when there are several processes and GPUs; anything else is returned as is.
 std::string DeviceForRank(const std::string& device, int rank, int world);
 
+inline constexpr const char* kGpuLayersHelp =
+    "With --device cuda: put only the top N layers (and the output head) on the GPU, the "
+    "embeddings and the layers below on the CPU (partial offload, like llama.cpp's -ngl); "
+    "-1 = every layer on the GPU";
+
 StatusOr<std::unique_ptr<Backend>> CreateBackendForDevice(const std::string& device,
                                                           const CpuBackendOptions& cpu);
 

@@ -44,6 +44,7 @@ struct GenerateFlags {
   bool exact = false;
   int threads = 0;
   std::string device = "cpu";
+  int gpu_layers = -1;
   // recurrent-depth models (Huginn)
   int32_t steps = 0;
   std::string init = "random";
@@ -109,7 +110,7 @@ StatusOr<std::vector<model::TokenId>> PromptIds(const model::LoadedModel& lm,
 
 int RunGenerate(const GenerateFlags& f) {
   auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true, f.exact, f.device,
-                         LoraOf(f.lora));
+                         LoraOf(f.lora), f.gpu_layers);
   if (!cm.ok()) return Fail("generate", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
   auto ids = PromptIds(lm, f.prompt, f.chat, f.system);
@@ -205,6 +206,7 @@ struct LogitsFlags {
   bool exact = false;
   int threads = 0;
   std::string device = "cpu";
+  int gpu_layers = -1;
   int32_t steps = 0;               // recurrent models: core iterations (0 = the model's default)
   std::string init = "random";     // recurrent models: initial state (seeded: reproducible)
   int64_t seed = 0;                // for --init random
@@ -244,7 +246,7 @@ int RunLogits(const LogitsFlags& f) {
   }
   // --ids bypasses the tokenizer entirely.
   auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/ids.empty(), f.exact, f.device,
-                         LoraOf(f.lora));
+                         LoraOf(f.lora), f.gpu_layers);
   if (!cm.ok()) return Fail("logits", cm.status());
   model::LoadedModel& lm = (*cm)->loaded;
   if (ids.empty()) ids = lm.tokenizer->Encode(f.prompt, /*add_special=*/true, true);
@@ -336,6 +338,7 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--exact", f->exact, kExactHelp);
     cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
     cmd->add_option("--device", f->device, kDeviceHelp)->capture_default_str();
+    cmd->add_option("--gpu-layers,--ngl", f->gpu_layers, kGpuLayersHelp)->capture_default_str();
     cmd->add_option("--steps", f->steps,
                     "Recurrent core iterations r (Huginn; 0 = the model's mean_recurrence)")
         ->capture_default_str();
@@ -381,6 +384,7 @@ void RegisterGenerateCommands(CLI::App& app, CommandContext& ctx) {
     cmd->add_flag("--exact", f->exact, kExactHelp);
     cmd->add_option("-t,--threads", f->threads, "Threads (0 = all cores)")->capture_default_str();
     cmd->add_option("--device", f->device, kDeviceHelp)->capture_default_str();
+    cmd->add_option("--gpu-layers,--ngl", f->gpu_layers, kGpuLayersHelp)->capture_default_str();
     cmd->add_option("--steps", f->steps,
                     "Recurrent core iterations r (Huginn; 0 = the model's mean_recurrence)")
         ->capture_default_str();

@@ -19,7 +19,7 @@ StatusOr<std::string> ResolveLlmPath(const std::string& flag) {
 StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, int threads,
                                                  bool load_tokenizer, bool exact_matmul,
                                                  const std::string& device,
-                                                 const LoraSpec& lora) {
+                                                 const LoraSpec& lora, int gpu_layers) {
   if (threads < 0) return InvalidArgumentError("threads must be >= 0 (0 = all cores)");
   auto m = std::make_unique<CliModel>();
   m->pool = std::make_unique<ThreadPool>(threads);
@@ -37,6 +37,11 @@ StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, i
   lo.load_tokenizer = load_tokenizer;
   if (exact_matmul) lo.huginn_matrix_dtype = DType::kF32;  // Huginn's F32 shards as stored
   lo.on_host = LoraOnHost(lora);
+  lo.gpu_layers = gpu_layers;
+  if (gpu_layers >= 0 && !m->backend->device().is_cpu()) {
+    ASSIGN_OR_RETURN(m->host_backend, CreateCpuBackend(bo));
+    lo.host = m->host_backend.get();
+  }
   ASSIGN_OR_RETURN(m->loaded, model::LoadModel(m->path, m->backend.get(), lo));
   return m;
 }

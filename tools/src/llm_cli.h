@@ -25,6 +25,7 @@ struct CliModel {
   std::string path;
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<Backend> backend;
+  std::unique_ptr<Backend> host_backend;  // the host layers' with --gpu-layers (partial offload)
   model::LoadedModel loaded;
 };
 
@@ -32,9 +33,11 @@ struct CliModel {
 // builds the backend with CpuBackendOptions::exact_matmul (f32 activations for quantized weights).
 // `device` names the backend (device_backend.h: cpu, cuda, cuda:N); the weights go to it.
 // `lora` (a PEFT folder, lora_spec.h) is merged into the weights on the host first.
+// `gpu_layers` >= 0 with a device: only that many top layers go to it (LoadModelOptions).
 StatusOr<std::unique_ptr<CliModel>> OpenCliModel(const std::string& path_flag, int threads,
                                                  bool load_tokenizer, bool exact_matmul = false,
                                                  const std::string& device = "cpu",
-                                                 const LoraSpec& lora = {});
+                                                 const LoraSpec& lora = {},
+                                                 int gpu_layers = -1);
 
 }  // namespace muninn::tools

@@ -37,6 +37,7 @@ void AddRuntimeFlags(CLI::App* cmd, RuntimeFlags* f) {
 
 void AddDeviceFlag(CLI::App* cmd, RuntimeFlags* f) {
   cmd->add_option("--device", f->device, kDeviceHelp)->capture_default_str();
+  cmd->add_option("--gpu-layers,--ngl", f->gpu_layers, kGpuLayersHelp)->capture_default_str();
 }
 
 memory::MemoryBankOptions Runtime::NewBankOptions(const retriever::LongContextOptions& lc) const {
@@ -126,6 +127,11 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   // embedder, session): ingest writes K/V from the same adapted weights that later read them.
   model::LoadModelOptions load;
   load.on_host = LoraOnHost(rt->config_.lora);
+  if (on_device) {  // the host layers of a partial offload, and the sentence encoder
+    ASSIGN_OR_RETURN(rt->cpu_backend_, CreateCpuBackend(cpu));
+    load.gpu_layers = flags.gpu_layers;
+    load.host = rt->cpu_backend_.get();
+  }
   ASSIGN_OR_RETURN(rt->loaded_,
                    model::LoadModel(rt->config_.model_path, rt->backend_.get(), load));
   if (rt->loaded_.tokenizer == nullptr) {
@@ -147,10 +153,7 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   } else {
     model::BertEncoderOptions bo;
     bo.backend = rt->backend_.get();
-    if (on_device) {  // the encoder reads host weights: it stays on the CPU
-      ASSIGN_OR_RETURN(rt->cpu_backend_, CreateCpuBackend(cpu));
-      bo.backend = rt->cpu_backend_.get();
-    }
+    if (on_device) bo.backend = rt->cpu_backend_.get();  // the encoder reads host weights
     auto enc = model::BertEncoder::Load(rt->config_.embedder, bo);
     if (!enc.ok()) {
       return enc.status().WithContext("loading the embedder '" + rt->config_.embedder +

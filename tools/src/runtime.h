@@ -33,6 +33,7 @@ struct RuntimeFlags {
   std::string retrieval;    // "" = the config's reread.retrieval; else dense|lexical|hybrid
   bool create_bank = true;  // false: the bank must exist (ask)
   std::string device = "cpu";  // the model's backend (device_backend.h: cpu, cuda, cuda:N)
+  int gpu_layers = -1;          // with a device: layers on it (-1 all; partial offload)
 };
 
 // Registers the flags every long-context command shares.
@@ -79,7 +80,8 @@ class Runtime {
   RuntimeFlags flags_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Backend> backend_;      // the model's (the device's with --device)
-  std::unique_ptr<Backend> cpu_backend_;  // the sentence encoder's when backend_ is a device's
+  // The sentence encoder's when backend_ is a device's, and the host layers' with --gpu-layers.
+  std::unique_ptr<Backend> cpu_backend_;
   model::LoadedModel loaded_;
   std::optional<model::ChatTemplate> chat_;
   std::unique_ptr<retriever::Embedder> embedder_;

@@ -40,6 +40,7 @@ namespace {
 struct TrainFlags {
   std::string model;
   std::string device = "cpu";
+  int gpu_layers = -1;
   std::vector<std::string> data;
   std::string out;
   int64_t block = 1024;
@@ -177,6 +178,7 @@ StatusOr<std::unique_ptr<Runtime>> OpenMemoryTraining(const TrainFlags& f,
   rf.model = f.model;
   rf.threads = f.threads;
   rf.device = f.device;
+  rf.gpu_layers = f.gpu_layers;
   rf.lora = "none";
   ASSIGN_OR_RETURN(std::unique_ptr<Runtime> rt, Runtime::Open(rf));
   *lc = rt->config().long_context;
@@ -413,7 +415,7 @@ int RunTrain(const TrainFlags& flags) {
                 "--config)", 2);
   }
   auto cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/true, /*exact_matmul=*/false,
-                         f.device);
+                         f.device, {}, f.gpu_layers);
   if (!cm.ok() && cm.status().code() != StatusCode::kUnavailable &&
       cm.status().code() != StatusCode::kFailedPrecondition) {
     // A model without a tokenizer can still train on {"ids": [...]} JSONL; TrainData::Load says
@@ -423,7 +425,7 @@ int RunTrain(const TrainFlags& flags) {
     });
     if (all_jsonl) {
       cm = OpenCliModel(f.model, f.threads, /*load_tokenizer=*/false, /*exact_matmul=*/false,
-                        f.device);
+                        f.device, {}, f.gpu_layers);
     }
   }
   if (!cm.ok()) return fail(cm.status().ToString(), 1);
@@ -707,6 +709,7 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
                       "; the trained layers' weights, activations and gradients live there too "
                       "(under mpirun, `cuda` gives rank r the GPU r mod the GPU count)")
       ->capture_default_str();
+  cmd->add_option("--gpu-layers,--ngl", f->gpu_layers, kGpuLayersHelp)->capture_default_str();
   cmd->add_option("--eval-data", f->eval_data,
                   "Held-out data (same formats as --data), evaluated every --eval-every steps "
                   "and at the end; repeatable");

@@ -34,6 +34,13 @@ struct LoadModelOptions {
   // (a model made with Model::Create on the host model's backend does not outlive the call; it is
   // rebuilt on `backend`, its weights copied to the device).
   std::function<StatusOr<std::unique_ptr<Model>>(const Model& host)> on_host;
+  // Partial offload (`--gpu-layers`): on a device backend, only the top `gpu_layers` layers and
+  // the head go to the device; the embeddings and the layers below run on `host` (a CPU backend,
+  // not owned, which must outlive the model; Model's LayerSplit). -1, or n_layer and more: every
+  // layer on the device. 0 is InvalidArgument (nothing on the device: use the CPU backend).
+  // Ignored on a CPU backend.
+  int32_t gpu_layers = -1;
+  Backend* host = nullptr;
 };
 
 struct LoadedModel {
