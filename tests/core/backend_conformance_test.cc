@@ -23,6 +23,7 @@
 #include "muninn/core/cpu_backend.h"
 #include "muninn/core/fp16.h"
 #include "muninn/core/quant.h"
+#include "tests/core/cuda_test_util.h"
 #include "tests/core/quant_test_util.h"
 #if defined(MUNINN_HAVE_CUDA)
 #include "muninn/core/cuda_backend.h"
@@ -51,25 +52,7 @@ Backend& CpuReference() {
   return *cpu;
 }
 
-// The CUDA backend, or null with `why` set when this process has none.
-std::unique_ptr<Backend> CudaBackendOrNull(std::string* why) {
-#if defined(MUNINN_HAVE_CUDA)
-  if (CudaDeviceCount() == 0) {
-    *why = "no CUDA device present: " + CreateCudaBackend({}).status().ToString();
-    return nullptr;
-  }
-  auto be = CreateCudaBackend({});
-  EXPECT_TRUE(be.ok()) << be.status();  // a device exists, so failing to open it is a failure
-  if (!be.ok()) {
-    *why = "CreateCudaBackend failed: " + be.status().ToString();
-    return nullptr;
-  }
-  return std::move(be).value();
-#else
-  *why = "muninn was built with MUNINN_CUDA=OFF: no CUDA backend to test";
-  return nullptr;
-#endif
-}
+using muninn::testing::CudaBackendOrNull;
 
 // ---- tensors -----------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@
 #include "muninn/core/cpu_backend.h"
 #include "muninn/core/thread_pool.h"
 #include "muninn/core/train_ops.h"
+#include "tests/core/cuda_test_util.h"
 #if defined(MUNINN_HAVE_CUDA)
 #include "muninn/core/cuda_backend.h"
 #endif
@@ -28,25 +29,7 @@
 namespace muninn {
 namespace {
 
-// The CUDA backend, or null with `why` set when this process has none.
-std::unique_ptr<Backend> CudaBackendOrNull(std::string* why) {
-#if defined(MUNINN_HAVE_CUDA)
-  if (CudaDeviceCount() == 0) {
-    *why = "no CUDA device present: " + CreateCudaBackend({}).status().ToString();
-    return nullptr;
-  }
-  auto be = CreateCudaBackend({});
-  EXPECT_TRUE(be.ok()) << be.status();  // a device exists, so failing to open it is a failure
-  if (!be.ok()) {
-    *why = "CreateCudaBackend failed: " + be.status().ToString();
-    return nullptr;
-  }
-  return std::move(be).value();
-#else
-  *why = "muninn was built with MUNINN_CUDA=OFF: no CUDA backend to test";
-  return nullptr;
-#endif
-}
+using muninn::testing::CudaBackendOrNull;
 
 Tensor RandomHost(const Shape& shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);
@@ -137,7 +120,7 @@ TEST_F(TrainOpsGpu, Linear) {
   uint32_t seed = 100;
   for (const Case c : {Case{37, 576, 1536}, Case{256, 576, 576}, Case{5, 1536, 576},
                        Case{1, 77, 33}, Case{300, 576, 192}}) {
-    SCOPED_TRACE(testing::Message() << "m " << c.m << " n_in " << c.n_in << " n_out " << c.n_out);
+    SCOPED_TRACE(::testing::Message() << "m " << c.m << " n_in " << c.n_in << " n_out " << c.n_out);
     const Tensor x = RandomHost({c.m, c.n_in}, seed++);
     const Tensor w = RandomHost({c.n_out, c.n_in}, seed++, -0.1f, 0.1f);
     Tensor y_c = Tensor::Empty(DType::kF32, {c.m, c.n_out}).value();
@@ -176,7 +159,7 @@ LoraDims Lora(int64_t m, int64_t n_in, int64_t n_out, int64_t rank, float dropou
 
 TEST_F(TrainOpsGpu, LoraDropoutMaskIsBitIdentical) {
   for (const float p : {0.0f, 0.05f, 0.1f, 0.5f}) {
-    SCOPED_TRACE(testing::Message() << "dropout " << p);
+    SCOPED_TRACE(::testing::Message() << "dropout " << p);
     const LoraDims d =
         Lora(67, 576, 192, 8, p, 0x1234567890abcdefull + static_cast<uint64_t>(p * 100));
     const Tensor x = RandomHost({d.m, d.n_in}, 7, 0.5f, 1.5f);  // never zero: zeros are the mask
@@ -217,7 +200,7 @@ TEST_F(TrainOpsGpu, LoraForwardBackward) {
   uint32_t seed = 200;
   for (const Case c : {Case{67, 576, 192, 8, 0.1f}, Case{256, 576, 576, 16, 0.0f},
                        Case{37, 1536, 576, 8, 0.05f}, Case{3, 77, 33, 5, 0.3f}}) {
-    SCOPED_TRACE(testing::Message() << "m " << c.m << " n_in " << c.n_in << " n_out " << c.n_out
+    SCOPED_TRACE(::testing::Message() << "m " << c.m << " n_in " << c.n_in << " n_out " << c.n_out
                                     << " rank " << c.rank << " dropout " << c.dropout);
     const LoraDims d = Lora(c.m, c.n_in, c.n_out, c.rank, c.dropout, 99 + seed);
     const Tensor x = RandomHost({d.m, d.n_in}, seed++);
@@ -286,7 +269,7 @@ TEST_F(TrainOpsGpu, RmsNorm) {
   uint32_t seed = 300;
   const float eps = 1e-5f;
   for (const Case c : {Case{37, 576}, Case{300, 77}, Case{1, 576}, Case{129, 1536}}) {
-    SCOPED_TRACE(testing::Message() << "rows " << c.rows << " d " << c.d);
+    SCOPED_TRACE(::testing::Message() << "rows " << c.rows << " d " << c.d);
     const Tensor x = RandomHost({c.rows, c.d}, seed++, -2.0f, 2.0f);
     const Tensor w = RandomHost({c.d}, seed++, 0.5f, 1.5f);
     const Tensor x_g = Up(x), w_g = Up(w);
@@ -334,7 +317,7 @@ TEST_F(TrainOpsGpu, RopeBackward) {
                        Case{20, 4, 80, RopeLayout::kHalves, 32, RopeScaling::kLinear, 2.0f},
                        Case{33, 2, 128, RopeLayout::kHalves, 0, RopeScaling::kYarn, 4.0f},
                        Case{5, 9, 64, RopeLayout::kInterleaved, 48, RopeScaling::kNtk, 2.0f}}) {
-    SCOPED_TRACE(testing::Message()
+    SCOPED_TRACE(::testing::Message()
                  << "T " << c.T << " heads " << c.n_head << " head_dim " << c.head_dim << " layout "
                  << static_cast<int>(c.layout) << " n_rot " << c.n_rot << " scaling "
                  << static_cast<int>(c.scaling));
@@ -425,13 +408,13 @@ TEST_F(TrainOpsGpu, AdamW) {
   AdamWOptions o;
   o.weight_decay = 0.01f;
   for (const int64_t n : {int64_t{4099}, int64_t{576 * 8}, int64_t{1}}) {
-    SCOPED_TRACE(testing::Message() << "n " << n);
+    SCOPED_TRACE(::testing::Message() << "n " << n);
     const Tensor p0 = RandomHost({n}, 700);
     Tensor p_c = CloneHost(p0), m_c = Tensor::Zeros(DType::kF32, {n}).value(),
            v_c = Tensor::Zeros(DType::kF32, {n}).value();
     Tensor p_g = Up(p0), m_g = Up(m_c), v_g = Up(v_c);
     for (int64_t step = 1; step <= 5; ++step) {
-      SCOPED_TRACE(testing::Message() << "step " << step);
+      SCOPED_TRACE(::testing::Message() << "step " << step);
       const Tensor g = RandomHost({n}, 710 + static_cast<uint32_t>(step), -0.1f, 0.1f);
       const float lr = 1e-3f * static_cast<float>(step);
       ASSERT_TRUE(cpu_->AdamW(o, step, lr, g, &p_c, &m_c, &v_c).ok());
@@ -502,7 +485,7 @@ AttentionTrainDims Dims(const AttnCase& c) {
 TEST_F(TrainOpsGpu, Attention) {
   uint32_t seed = 800;
   for (const AttnCase& c : kAttnCases) {
-    SCOPED_TRACE(testing::Message() << "T " << c.T << " S " << c.S << " M " << c.M << " heads "
+    SCOPED_TRACE(::testing::Message() << "T " << c.T << " S " << c.S << " M " << c.M << " heads "
                                     << c.n_head << "/" << c.n_head_kv << " d " << c.d << " dv "
                                     << c.dv << (c.causal ? " causal" : " full")
                                     << (c.mem_q ? " mem_q" : "") << (c.mem_bias ? " bias" : ""));
@@ -632,7 +615,7 @@ TEST_F(TrainOpsGpu, CrossEntropy) {
   };
   uint32_t seed = 1000;
   for (const CeCase& c : cases) {
-    SCOPED_TRACE(testing::Message() << "T " << c.T << " n_embd " << c.n_embd << " vocab "
+    SCOPED_TRACE(::testing::Message() << "T " << c.T << " n_embd " << c.n_embd << " vocab "
                                     << c.n_vocab << " rows/block " << c.options.rows_per_block
                                     << " vocab/block " << c.options.vocab_block);
     const Tensor h = RandomHost({c.T, c.n_embd}, seed++);
