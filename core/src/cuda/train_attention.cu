@@ -62,6 +62,24 @@ __device__ __forceinline__ void LoadRow(const float* src, int64_t n, float* dst)
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
 }
 
+// The (query row, head) pair of this block: row = t · n_head + h, and h's KV head.
+struct QueryRow {
+  int64_t row, t, h, kvh;
+};
+__device__ __forceinline__ QueryRow ThisQueryRow(const TrainAttentionLaunch& a) {
+  const int64_t row = blockIdx.x;
+  const int64_t h = row % a.n_head;
+  return {row, row / a.n_head, h, h / (a.n_head / a.n_head_kv)};
+}
+
+// The row's q (for local keys) and mem_q (for memory keys; q when there is none) into shared
+// memory (all threads of the block take part; the caller synchronises).
+__device__ __forceinline__ void LoadQueries(const TrainAttentionLaunch& a, int64_t row, float* qs,
+                                            float* mqs) {
+  LoadRow(a.q + row * a.d, a.d, qs);
+  LoadRow((a.mem_q != nullptr ? a.mem_q : a.q) + row * a.d, a.d, mqs);
+}
+
 __global__ void __launch_bounds__(kAttnThreads)
     AttnTrainForwardKernel(const TrainAttentionLaunch a, float* out, float* lse) {
   __shared__ float qs[kTrainAttnMaxHeadDim];   // q row (local keys)
@@ -70,11 +88,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   __shared__ float wmax[kAttnWarps];
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = tid % kWarp, warp = tid / kWarp;
-  const int64_t row = blockIdx.x;  // t · n_head + h
-  const int64_t t = row / a.n_head, h = row % a.n_head;
-  const int64_t kvh = h / (a.n_head / a.n_head_kv);
-  LoadRow(a.q + row * a.d, a.d, qs);
-  LoadRow((a.mem_q != nullptr ? a.mem_q : a.q) + row * a.d, a.d, mqs);
+  const QueryRow qr = ThisQueryRow(a);
+  const int64_t row = qr.row, t = qr.t, h = qr.h, kvh = qr.kvh;
+  LoadQueries(a, row, qs, mqs);
   __syncthreads();
   const int64_t n = a.M + Visible(a, t);
   const float bias = a.mem_bias != nullptr ? a.mem_bias[h] : 0.0f;
@@ -149,11 +165,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   __shared__ float dss[kAttnTile];
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = tid % kWarp, warp = tid / kWarp;
-  const int64_t row = blockIdx.x;  // t · n_head + h
-  const int64_t t = row / a.n_head, h = row % a.n_head;
-  const int64_t kvh = h / (a.n_head / a.n_head_kv);
-  LoadRow(a.q + row * a.d, a.d, qs);
-  LoadRow((a.mem_q != nullptr ? a.mem_q : a.q) + row * a.d, a.d, mqs);
+  const QueryRow qr = ThisQueryRow(a);
+  const int64_t row = qr.row, t = qr.t, h = qr.h, kvh = qr.kvh;
+  LoadQueries(a, row, qs, mqs);
   LoadRow(dout + row * a.dv, a.dv, dos);
   __syncthreads();
   const int64_t n = a.M + Visible(a, t);
