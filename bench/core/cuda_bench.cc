@@ -7,9 +7,10 @@
 //    memory bandwidth).
 //  - BM_CudaMatMulPrefill/M/N/K: prefill MatMul (M rows) on a q4_1 weight (decode to f16 + cuBLAS);
 //    FLOP/s = 2 M N K.
-//  - BM_CudaAttention/T/S: attention at SmolLM2-135M's head shape (9 query heads, 3 KV heads,
+//  - BM_CudaAttention/T/S/tc: attention at SmolLM2-135M's head shape (9 query heads, 3 KV heads,
 //    head_dim 64), f16 K/V, T causal queries at the end of S keys; bytes_per_second = K/V bytes,
-//    FLOP/s = 2 (d + dv) per visible query-key pair.
+//    FLOP/s = 2 (d + dv) per visible query-key pair; tc 1 lets prefill use tensor cores
+//    (attention_mma.cu), tc 0 keeps the SIMT kernel.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -33,12 +34,16 @@ namespace {
 
 constexpr int kLaunches = 20;
 
-Backend* Gpu(benchmark::State& state) {
+// The CUDA backend (tensor_cores: CudaBackendOptions::tensor_core_attention), made once.
+Backend* Gpu(benchmark::State& state, bool tensor_cores = true) {
 #if defined(MUNINN_HAVE_CUDA)
-  static std::unique_ptr<Backend> backend;
+  static std::unique_ptr<Backend> backends[2];
   static std::string why;
+  std::unique_ptr<Backend>& backend = backends[tensor_cores ? 1 : 0];
   if (backend == nullptr && why.empty()) {
-    auto be = CreateCudaBackend({});
+    CudaBackendOptions o;
+    o.tensor_core_attention = tensor_cores;
+    auto be = CreateCudaBackend(o);
     if (be.ok()) {
       backend = std::move(*be);
     } else {
@@ -48,6 +53,7 @@ Backend* Gpu(benchmark::State& state) {
   if (backend == nullptr) state.SkipWithError(why.c_str());
   return backend.get();
 #else
+  (void)tensor_cores;
   state.SkipWithError("built without MUNINN_CUDA");
   return nullptr;
 #endif
@@ -129,7 +135,7 @@ void BM_CudaMatMulPrefill(benchmark::State& state) {
 }
 
 void BM_CudaAttention(benchmark::State& state) {
-  Backend* be = Gpu(state);
+  Backend* be = Gpu(state, state.range(2) != 0);
   if (be == nullptr) return;
   const int64_t T = state.range(0), S = state.range(1);
   constexpr int64_t kHeads = 9, kHeadsKv = 3, kD = 64;
@@ -166,10 +172,9 @@ BENCHMARK(BM_CudaMatMulPrefill)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaAttention)
-    ->ArgsProduct({{1}, {4096, 16384, 81920}})
-    ->Args({512, 512})
-    ->Args({512, 4096})
-    ->Args({2048, 2048})
+    ->ArgsProduct({{1}, {4096, 16384, 81920}, {1}})
+    ->ArgsProduct({{512}, {512, 4096}, {0, 1}})
+    ->ArgsProduct({{2048}, {2048}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 

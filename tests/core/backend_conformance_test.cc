@@ -774,6 +774,23 @@ CONFORMANCE_TEST(Copy, CheckCopy)
 CONFORMANCE_TEST(StridedViews, CheckViews)
 CONFORMANCE_TEST(Attention, CheckAttention)
 
+// The CUDA backend's prefill over f16 K/V runs on tensor cores by default (attention_mma.cu); the
+// SIMT kernel it replaces for those shapes is still what runs with tensor_core_attention off, so
+// both are held to the same bounds.
+TEST(BackendConformanceGpu, AttentionWithoutTensorCores) {
+#if defined(MUNINN_HAVE_CUDA)
+  std::string why;
+  if (CudaBackendOrNull(&why) == nullptr) GTEST_SKIP() << why;
+  CudaBackendOptions o;
+  o.tensor_core_attention = false;
+  auto be = CreateCudaBackend(o);
+  ASSERT_TRUE(be.ok()) << be.status();
+  CheckAttention(**be);
+#else
+  GTEST_SKIP() << "muninn was built with MUNINN_CUDA=OFF";
+#endif
+}
+
 // The bounds are tight enough to notice a wrong reference: a flawed float64 reference (a missing
 // weight, the other RoPE layout, attention without its memory block, a transposed weight) must
 // fail them on the CPU backend.

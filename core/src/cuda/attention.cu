@@ -541,8 +541,15 @@ bool AttentionUsesGqaDecode(const AttentionLaunch& a) {
          Aligned16(a.k, a.S > 0) && Aligned16(a.mem_k, a.M > 0);
 }
 
+cudaError_t LaunchAttentionMerge(const AttentionLaunch& a, cudaStream_t stream) {
+  if (a.T * a.n_head > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  MergeKernel<<<static_cast<unsigned>(a.T * a.n_head), 128, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
 cudaError_t LaunchAttention(const AttentionLaunch& args, cudaStream_t stream) {
   if (AttentionUsesTiles(args.T, args.d, args.dv)) {
+    if (AttentionUsesMma(args)) return LaunchMmaAttention(args, stream);
     if (args.n_head > 65535 || args.n_split > 65535 || args.T * args.n_head > 0x7fffffffLL) {
       return cudaErrorInvalidConfiguration;
     }

@@ -77,6 +77,7 @@ class CudaBackend final : public Backend {
       ctx_.sm_count = sms;
     }
   }
+  void SetTensorCoreAttention(bool on) { ctx_.tensor_core_attention = on; }
   ~CudaBackend() override {
     // Queued kernels may still use buffers and the staging memory: let them finish first.
     (void)cudaSetDevice(ctx_.device);
@@ -255,9 +256,11 @@ StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& o
                                                  std::move(e1_owner));
   RETURN_IF_ERROR(staging->InitSlots());
   auto allocator = std::make_shared<cuda::DeviceAllocator>(options.device);
-  return std::unique_ptr<Backend>(std::make_unique<cuda::CudaBackend>(
-      options.device, std::move(allocator), std::move(stream_owner), std::move(cublas_owner),
-      std::move(staging)));
+  auto backend = std::make_unique<cuda::CudaBackend>(options.device, std::move(allocator),
+                                                     std::move(stream_owner),
+                                                     std::move(cublas_owner), std::move(staging));
+  backend->SetTensorCoreAttention(options.tensor_core_attention);
+  return std::unique_ptr<Backend>(std::move(backend));
 }
 
 }  // namespace muninn

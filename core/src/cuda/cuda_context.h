@@ -69,6 +69,7 @@ struct CudaContext {
   DeviceAllocator* allocator = nullptr;
   Staging* staging = nullptr;
   int sm_count = 1;  // multiprocessors of the device (for grid sizing)
+  bool tensor_core_attention = true;  // CudaBackendOptions::tensor_core_attention
 
   // A contiguous tensor on this device.
   StatusOr<Tensor> Empty(DType dtype, const Shape& shape) const;

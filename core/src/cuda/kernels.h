@@ -126,6 +126,7 @@ struct AttentionLaunch {
   float* partial = nullptr;  // [T, n_head, n_split, 2 + dv] when n_split > 1
   bool has_mem_bias = false;  // add mem_bias[h] to every memory key's score of query head h
   float mem_bias[kAttnMaxBiasHeads] = {};
+  bool tensor_cores = false;  // prefill may use the tensor-core kernel (AttentionUsesMma)
 };
 // Prefill (T >= kTiledMinRows query rows, head dims <= kTiledMaxHeadDim) runs a query-tiled kernel
 // that stages K/V in shared memory; both kernels split the keys into ranges when the query
@@ -144,5 +145,12 @@ bool AttentionUsesGqaDecode(const AttentionLaunch& a);
 // Floats of scratch `partial` needs for a launch with these sizes.
 int64_t AttentionPartialFloats(int64_t T, int64_t n_head, int64_t n_split, int64_t dv);
 cudaError_t LaunchAttention(const AttentionLaunch& args, cudaStream_t stream);
+// The query-tiled prefill on tensor cores (attention_mma.cu): with a.tensor_cores, f16 K/V (and
+// memory K/V), f32 queries and head dims that are multiples of 16 (up to kTiledMaxHeadDim).
+// LaunchAttention picks it for such launches.
+bool AttentionUsesMma(const AttentionLaunch& a);
+cudaError_t LaunchMmaAttention(const AttentionLaunch& a, cudaStream_t stream);
+// Combines the key ranges' partial states (a.n_split > 1) into a.out.
+cudaError_t LaunchAttentionMerge(const AttentionLaunch& a, cudaStream_t stream);
 
 }  // namespace muninn::cuda

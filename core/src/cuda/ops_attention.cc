@@ -144,6 +144,7 @@ Status AttentionOp(const CudaContext& ctx, const Tensor& q, const Tensor& k, con
   a.out_s1 = out->stride(1);
   a.scale = p.scale > 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(a.d));
   a.causal = p.causal;
+  a.tensor_cores = ctx.tensor_core_attention;
   if (p.mem_bias != nullptr) {
     a.has_mem_bias = true;
     std::copy(p.mem_bias, p.mem_bias + a.n_head, a.mem_bias);

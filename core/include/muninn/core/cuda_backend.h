@@ -22,6 +22,10 @@ namespace muninn {
 struct CudaBackendOptions {
   int device = 0;                   // CUDA device ordinal
   size_t staging_bytes = 8u << 20;  // pinned host memory for transfers (two halves, pipelined)
+  // Prefill attention over f16 K/V (the KV cache's default dtype) on tensor cores, with the
+  // queries and probabilities split into two f16 terms each (near-f32 products); false keeps the
+  // SIMT kernel for every shape (for A/B measurements).
+  bool tensor_core_attention = true;
   Status Validate() const;
 };
 
