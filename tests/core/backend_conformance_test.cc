@@ -907,6 +907,48 @@ TEST(CudaBackendGpu, TransfersAllocatorAndErrors) {
   EXPECT_TRUE(be->Synchronize().ok());
 }
 
+// Prefill's decoded weights (CudaBackendOptions::decoded_weight_cache_bytes): a quantized weight
+// decoded once is reused (same bits on the next call), and a new weight in the memory of a freed
+// one is never served the old decoding; with the cache off, or too small for a weight, the same
+// results come from per-call tiles.
+TEST(CudaBackendGpu, DecodedWeightsBelongToTheirWeight) {
+  std::string why;
+  if (CudaBackendOrNull(&why) == nullptr) GTEST_SKIP() << why;
+  CudaBackendOptions none;
+  none.decoded_weight_cache_bytes = 0;
+  CudaBackendOptions tiny;
+  tiny.decoded_weight_cache_bytes = 1024;  // smaller than any weight below
+  std::unique_ptr<Backend> be = CreateCudaBackend({}).value();
+  std::unique_ptr<Backend> plain = CreateCudaBackend(none).value();
+  std::unique_ptr<Backend> small = CreateCudaBackend(tiny).value();
+  std::mt19937 rng(21);
+  const int64_t m = 40, n = 96, k = 256;
+  const Tensor x_host = Host({m, k}, Random(m * k, rng));
+  auto run = [&](Backend& b, const Tensor& w_host) {
+    const Tensor x = On(b, x_host);
+    const Tensor w = On(b, w_host);
+    Tensor out = Out(b, {m, n});
+    EXPECT_TRUE(b.MatMul(x, w, &out).ok());
+    return ToHost(b, out);
+  };
+  const Tensor w1 = ToDType(Host({n, k}, Random(n * k, rng)), DType::kQ4_1);
+  const Tensor w2 = ToDType(Host({n, k}, Random(n * k, rng)), DType::kQ4_1);
+  const std::vector<float> want1 = run(*plain, w1), want2 = run(*plain, w2);
+  {
+    const Tensor x = On(*be, x_host);
+    const Tensor w = On(*be, w1);
+    Tensor a = Out(*be, {m, n}), b = Out(*be, {m, n});
+    ASSERT_TRUE(be->MatMul(x, w, &a).ok());  // decodes w and keeps it
+    ASSERT_TRUE(be->MatMul(x, w, &b).ok());  // reuses it
+    EXPECT_EQ(ToHost(*be, a), ToHost(*be, b));
+    EXPECT_LE(Nmse(ToHost(*be, a), AsDouble(want1)), 1e-12);
+  }
+  // w1's device copy is gone; w2 most likely lands in the same block.
+  EXPECT_LE(Nmse(run(*be, w2), AsDouble(want2)), 1e-12);
+  EXPECT_GT(Nmse(run(*be, w2), AsDouble(want1)), 1e-6);
+  EXPECT_LE(Nmse(run(*small, w1), AsDouble(want1)), 1e-12);
+}
+
 // Without a device, creating the backend is a clear Unavailable error, never an abort; with one,
 // it works and says it is on cuda:N.
 TEST(CudaBackend, CreationReportsMissingDevice) {

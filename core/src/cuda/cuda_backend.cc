@@ -8,6 +8,7 @@
 #include "cuda/cuda_context.h"
 #include "cuda/cuda_status.h"
 #include "cuda/cuda_train_ops.h"
+#include "cuda/decoded_weights.h"
 
 namespace muninn {
 
@@ -78,6 +79,10 @@ class CudaBackend final : public Backend {
     }
   }
   void SetTensorCoreAttention(bool on) { ctx_.tensor_core_attention = on; }
+  void SetDecodedWeightBudget(size_t bytes) {
+    decoded_ = bytes > 0 ? std::make_unique<DecodedWeightCache>(bytes) : nullptr;
+    ctx_.decoded = decoded_.get();
+  }
   ~CudaBackend() override {
     // Queued kernels may still use buffers and the staging memory: let them finish first.
     (void)cudaSetDevice(ctx_.device);
@@ -211,6 +216,7 @@ class CudaBackend final : public Backend {
   StreamPtr stream_;
   CublasPtr cublas_;
   std::unique_ptr<Staging> staging_;
+  std::unique_ptr<DecodedWeightCache> decoded_;  // its tensors go back to the allocator first
   CudaContext ctx_;
 };
 
@@ -260,6 +266,7 @@ StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& o
                                                      std::move(stream_owner),
                                                      std::move(cublas_owner), std::move(staging));
   backend->SetTensorCoreAttention(options.tensor_core_attention);
+  backend->SetDecodedWeightBudget(options.decoded_weight_cache_bytes);
   return std::unique_ptr<Backend>(std::move(backend));
 }
 

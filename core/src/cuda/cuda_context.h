@@ -10,6 +10,7 @@
 #include <memory>
 #include <string_view>
 
+#include "cuda/decoded_weights.h"
 #include "cuda/device_allocator.h"
 #include "muninn/core/backend.h"
 
@@ -70,6 +71,7 @@ struct CudaContext {
   Staging* staging = nullptr;
   int sm_count = 1;  // multiprocessors of the device (for grid sizing)
   bool tensor_core_attention = true;  // CudaBackendOptions::tensor_core_attention
+  DecodedWeightCache* decoded = nullptr;  // prefill's decoded weights (null: decode per call)
 
   // A contiguous tensor on this device.
   StatusOr<Tensor> Empty(DType dtype, const Shape& shape) const;

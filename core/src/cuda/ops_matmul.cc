@@ -1,6 +1,7 @@
 // MatMul on the CUDA backend (out[M, N] = x[M, K] · w[N, K]ᵀ, the convention of backend.h):
 //  - M <= kMatVecMaxRows (decode): matvec.cu on the weight's blocks as stored, f32 activations;
-//  - larger M (prefill): w is decoded to f16 (bf16 for bf16 weights) in tiles of rows, x is
+//  - larger M (prefill): w is decoded to f16 (bf16 for bf16 weights) — whole and once, kept in the
+//    backend's DecodedWeightCache while its budget lasts, else in tiles of rows per call — x is
 //    rounded to the same type, and cuBLAS multiplies with f32 accumulation and f32 output;
 //    f32 weights use cublasSgemm (full f32, no TF32).
 #include <algorithm>
@@ -125,6 +126,25 @@ Status MatMulOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor
                                             static_cast<char*>(xh.data()), lxh, m, k, ctx.stream));
   // Weights already in the 16-bit type with aligned rows are used in place.
   const bool in_place = (w.dtype() == DType::kF16 || bf16) && w_rs % 2 == 0;
+  // Others decoded whole, once, when the backend's cache has room (then every later prefill
+  // reuses them), else tile by tile below.
+  if (!in_place && ctx.decoded != nullptr) {
+    const Tensor* cached = ctx.decoded->Find(w, half_dtype);
+    if (cached == nullptr && ctx.decoded->Fits(static_cast<size_t>(n * k) * 2)) {
+      ASSIGN_OR_RETURN(Tensor whole, ctx.Empty(half_dtype, Shape{n, k}));
+      MUNINN_CUDA_RETURN_IF_ERROR(
+          LaunchDecodeToHalf(w.dtype(), wp, w_rs, n, k, bf16, whole.data(), ctx.stream));
+      ctx.decoded->Insert(w, half_dtype, std::move(whole));
+      cached = ctx.decoded->Find(w, half_dtype);
+    }
+    if (cached != nullptr) {
+      MUNINN_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+          ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, ni, mi, ki, &alpha, cached->data(), half_type, ki,
+          xh.data(), half_type, ki, &beta, op, CUDA_R_32F, static_cast<int>(o_rs / 4),
+          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      return Status::Ok();
+    }
+  }
   const int64_t tile_rows = in_place ? n : std::max<int64_t>(1, std::min(n, kDecodeTileBytes / (2 * k)));
   Tensor wh;
   if (!in_place) {

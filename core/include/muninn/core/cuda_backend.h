@@ -26,6 +26,10 @@ struct CudaBackendOptions {
   // queries and probabilities split into two f16 terms each (near-f32 products); false keeps the
   // SIMT kernel for every shape (for A/B measurements).
   bool tensor_core_attention = true;
+  // Device memory for quantized weights decoded to f16 once and kept for prefill's GEMMs (2 bytes
+  // a weight: 270 MB for SmolLM2-135M); weights beyond it are decoded tile by tile on every call.
+  // 0 turns the cache off.
+  size_t decoded_weight_cache_bytes = size_t{1} << 30;
   Status Validate() const;
 };
 
