@@ -19,10 +19,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || {
   say "nvidia-smi failed: no GPU or driver here"; exit 2; }
 if [ ! -f "$build_dir/CMakeCache.txt" ]; then
   cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUNINN_CUDA=ON \
-    -DCMAKE_CUDA_COMPILER="$nvcc" -DMUNINN_BUILD_BENCHMARKS=OFF >/dev/null
+    -DCMAKE_CUDA_COMPILER="$nvcc" -DMUNINN_BUILD_BENCHMARKS=ON >/dev/null
 fi
 cmake --build "$build_dir" -j "$(nproc)" --target muninn muninn_core_test muninn_tools_test \
-  muninn_retriever_test muninn_model_test
+  muninn_retriever_test muninn_model_test muninn_core_bench
 
 say "conformance suite on the GPU (BackendConformanceGpu.*, CudaBackendGpu.*, TrainOpsGpu.*)"
 "$build_dir/tests/muninn_core_test" --gtest_filter='*Gpu*:CudaBackend.*:CudaBlockDecode.*'
@@ -48,6 +48,9 @@ say "partial offload: the top 15 of 30 layers on the GPU (--gpu-layers 15), then
 "$muninn" logits --device cuda --gpu-layers 15 -p "$prompt" --top 5
 "$muninn" generate --device cuda --gpu-layers 1 -p "$prompt" -n 32 --temp 0 2>/dev/null
 "$muninn" bench --device cuda --gpu-layers 15 -p 512 -n 128 -r 3
+
+say "kernels alone: mat×vec, prefill matmul (decoded-weight cache), attention SIMT (tc 0) vs tensor cores (tc 1)"
+"$build_dir/bench/muninn_core_bench" --benchmark_filter='BM_Cuda' --benchmark_min_time=0.2
 
 say "bench (pp512 / tg128), cpu then cuda"
 "$muninn" bench --device cpu -p 512 -n 128 -r 3
