@@ -103,6 +103,16 @@ std::vector<float> RoundF16(std::vector<float> v) {
   return v;
 }
 
+// The values a q8_0 row of `cols` holds for `v` (rows of `cols` quantized and dequantized).
+std::vector<float> RoundQ8_0(std::vector<float> v, int64_t cols) {
+  std::vector<uint8_t> block(static_cast<size_t>(*RowBytes(DType::kQ8_0, cols)));
+  for (size_t r = 0; r + static_cast<size_t>(cols) <= v.size(); r += static_cast<size_t>(cols)) {
+    EXPECT_TRUE(QuantizeRow(DType::kQ8_0, v.data() + r, block.data(), cols).ok());
+    DequantizeRow(DType::kQ8_0, block.data(), v.data() + r, cols);
+  }
+  return v;
+}
+
 Tensor ToDType(const Tensor& f32, DType dtype) {
   if (dtype == DType::kF32) return f32;
   Tensor t = Tensor::Empty(dtype, f32.shape()).value();
@@ -585,6 +595,21 @@ void CheckCopy(Backend& be) {
       Verify(be, run, ref, 1e-14, "Copy " + std::string(DTypeName(src)) + " -> " + std::string(DTypeName(dst)));
     }
   }
+  // f32 -> q8_0 (a quantized KV cache's rows), bit for bit as QuantizeRow: read back as f32.
+  if (be.SupportsOp({OpKind::kCopy, DType::kQ8_0})) {
+    std::mt19937 qrng(7);
+    const int64_t rows = 9, cols = 192;
+    const std::vector<float> x = Random(rows * cols, qrng, 3.0f);
+    const std::vector<float> want = RoundQ8_0(x, cols);
+    RunOp run = [&](Backend& b) {
+      Tensor q = b.Allocate(DType::kQ8_0, {rows, cols}).value();
+      EXPECT_TRUE(b.Copy(On(b, Host({rows, cols}, x)), &q).ok());
+      Tensor f32 = Out(b, {rows, cols});
+      EXPECT_TRUE(b.Copy(q, &f32).ok());
+      return ToHost(b, f32);
+    };
+    Verify(be, run, AsDouble(want), 0.0, "Copy f32 -> q8_0");
+  }
   std::mt19937 rng(99);
   const std::vector<float> wide = Random(5 * 40, rng);
   std::vector<double> ref;
@@ -688,6 +713,10 @@ void CheckAttentionCase(Backend& be, const AttnCase& c, uint32_t seed, bool mem_
   if (c.kv_dtype == DType::kF16) {
     for (auto* v : {&x.k, &x.v, &x.mk, &x.mv}) *v = RoundF16(*v);
   }
+  if (c.kv_dtype == DType::kQ8_0) {  // the values the cache holds
+    for (auto* v : {&x.k, &x.mk}) *v = RoundQ8_0(*v, c.d);
+    for (auto* v : {&x.v, &x.mv}) *v = RoundQ8_0(*v, c.dv);
+  }
   const std::vector<double> ref = RefAttention(c, x);
   RunOp run = [&](Backend& b) {
     const Tensor q = On(b, Host({c.T, c.n_head, c.d}, x.q));
@@ -736,6 +765,10 @@ const std::vector<AttnCase> kAttnCases = {
     {40, 700, 100, 9, 3, 64, 64, true, true, DType::kF16},
     // Decode over a long cache: on a GPU, key ranges of several chunks, merged across ranges.
     {2, 12000, 300, 9, 3, 64, 64, true, true, DType::kF16},
+    // A q8_0 KV cache (kv_cache: q8_0): decode, a prompt with memory queries, prefill tiles.
+    {1, 700, 64, 9, 3, 64, 64, true, false, DType::kQ8_0},
+    {7, 40, 32, 9, 3, 64, 64, true, true, DType::kQ8_0},
+    {48, 100, 0, 9, 3, 64, 64, true, false, DType::kQ8_0},
 };
 
 void CheckAttention(Backend& be) {

@@ -48,6 +48,27 @@ TEST(CudaBlockDecode, MatchesDequantizeRow) {
   CheckDecoder<DType::kQ6_K>(5, 1536);
 }
 
+// The q8_0 encoder of the quantizing Copy (the KV cache on a GPU) is QuantizeRow's, bit for bit:
+// random rows, rows with ties at .5 after scaling, an all-zero block and a single large value.
+TEST(CudaBlockDecode, Q8_0EncoderMatchesQuantizeRow) {
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+  const int64_t n = 32 * 40;
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = u(rng);
+  for (int j = 0; j < 32; ++j) x[static_cast<size_t>(32 + j)] = 0.0f;  // block 1: zeros
+  for (int j = 0; j < 32; ++j) x[static_cast<size_t>(64 + j)] = 0.5f * static_cast<float>(j - 16);
+  x[64] = 127.0f;  // block 2: d = 1, every other value a tie at .5
+  for (int j = 0; j < 32; ++j) x[static_cast<size_t>(96 + j)] = j == 5 ? -1e6f : 1e-3f;
+  std::vector<uint8_t> want(static_cast<size_t>(*RowBytes(DType::kQ8_0, n)));
+  ASSERT_TRUE(QuantizeRow(DType::kQ8_0, x.data(), want.data(), n).ok());
+  std::vector<uint8_t> got(want.size());
+  for (int64_t b = 0; b < n / 32; ++b) {
+    cuda::EncodeQ8_0Block(x.data() + b * 32, got.data() + b * 34);
+  }
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "byte " << i;
+}
+
 TEST(CudaBlockDecode, KnowsExactlyTheKernelDTypes) {
   for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,
                   DType::kQ5_1, DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {

@@ -16,6 +16,10 @@ constexpr int kWarps = 4;
 constexpr int kPerLane = kAttnMaxHeadDim / kWarp;  // head-dim elements per lane
 
 __device__ __forceinline__ float LoadElem(const AttentionOperand& o, const char* row, int64_t i) {
+  if (o.q8_0) {  // DequantizeRow's d · q of element i's block
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(row) + (i / 32) * 34;
+    return MulRn(HalfBitsToFloat(LoadU16(b)), static_cast<float>(static_cast<int8_t>(b[2 + i % 32])));
+  }
   return o.f16 ? HalfBitsToFloat(reinterpret_cast<const uint16_t*>(row)[i])
                : reinterpret_cast<const float*>(row)[i];
 }
@@ -538,7 +542,7 @@ bool AttentionUsesTiles(int64_t T, int64_t d, int64_t dv) {
 bool AttentionUsesGqaDecode(const AttentionLaunch& a) {
   return !AttentionUsesTiles(a.T, a.d, a.dv) && a.T * (a.n_head / a.n_head_kv) <= kGqaMaxQ &&
          a.d % 8 == 0 && a.d <= kTiledMaxHeadDim && a.dv <= kTiledMaxHeadDim &&
-         Aligned16(a.k, a.S > 0) && Aligned16(a.mem_k, a.M > 0);
+         Aligned16(a.k, a.S > 0) && Aligned16(a.mem_k, a.M > 0) && !a.k.q8_0 && !a.mem_k.q8_0;
 }
 
 cudaError_t LaunchAttentionMerge(const AttentionLaunch& a, cudaStream_t stream) {

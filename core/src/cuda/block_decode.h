@@ -10,10 +10,12 @@
 // Thread-safe: pure functions.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
 #include "muninn/core/dtype.h"
+#include "muninn/core/fp16.h"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -290,6 +292,42 @@ struct BlockDecoder<DType::kQ6_K> {
 };
 
 // Whether the CUDA kernels decode `dtype` (weights of MatMul/GetRows, sources of Copy).
+// ---- encoding (f32 -> q8_0: the quantized KV cache) ----
+
+MUNINN_HD uint16_t FloatToHalfBits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __half_as_ushort(__float2half_rn(x));
+#else
+  return Fp32ToFp16(x);
+#endif
+}
+
+MUNINN_HD float RoundHalfAway(float x) {
+#if defined(__CUDA_ARCH__)
+  return roundf(x);
+#else
+  return std::roundf(x);
+#endif
+}
+
+// One q8_0 block (34 bytes: f16 scale d, 32 int8) from 32 floats, bit for bit as QuantizeRow
+// (quant.cc): d = max |x| / 127, q = round-half-away(x / d) computed as x · (1 / d).
+MUNINN_HD void EncodeQ8_0Block(const float* x, uint8_t* block) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    const float a = x[j] < 0.0f ? -x[j] : x[j];
+    amax = amax < a ? a : amax;  // std::max(amax, a), as quant.cc
+  }
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const uint16_t dh = FloatToHalfBits(d);
+  block[0] = static_cast<uint8_t>(dh & 0xffu);
+  block[1] = static_cast<uint8_t>(dh >> 8);
+  for (int j = 0; j < 32; ++j) {
+    block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(RoundHalfAway(MulRn(x[j], id))));
+  }
+}
+
 MUNINN_HD bool CudaDecodes(DType dtype) {
   switch (dtype) {
     case DType::kF32:

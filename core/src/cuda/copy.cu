@@ -61,7 +61,30 @@ bool AlignedTo(const char* p, const RowLayout& l, int64_t row_bytes, int64_t w) 
   return true;
 }
 
+// One thread per 32-element block: f32 rows -> q8_0 rows (block_decode.h's encoder).
+__global__ void QuantizeQ8_0Kernel(const char* src, RowLayout ls, char* dst, RowLayout ld,
+                                   int64_t rows, int64_t blocks) {
+  const int64_t n = rows * blocks;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / blocks, b = i % blocks;
+    float x[32];
+    const float* srow = reinterpret_cast<const float*>(src + RowOffset(ls, r)) + b * 32;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) x[j] = srow[j];
+    EncodeQ8_0Block(x, reinterpret_cast<uint8_t*>(dst + RowOffset(ld, r)) + b * 34);
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchQuantizeQ8_0(const char* src, const RowLayout& ls, char* dst, const RowLayout& ld,
+                               int64_t rows, int64_t cols, cudaStream_t stream) {
+  const int64_t blocks = cols / 32;
+  QuantizeQ8_0Kernel<<<GridFor(rows * blocks, kThreads), kThreads, 0, stream>>>(src, ls, dst, ld,
+                                                                               rows, blocks);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchConvert(DType src_dtype, const char* src, const RowLayout& ls, DType dst_dtype,
                           char* dst, const RowLayout& ld, int64_t rows, int64_t cols,

@@ -40,10 +40,11 @@ bool CudaSupportsOp(const OpDesc& op) {
     case OpKind::kMatMul:
     case OpKind::kGetRows:
       return CudaDecodes(op.dtype);
-    case OpKind::kCopy:  // the destination's dtype; conversions into f32/f16/bf16 only
-      return op.dtype == DType::kF32 || op.dtype == DType::kF16 || op.dtype == DType::kBF16;
-    case OpKind::kAttention:
-      return op.dtype == DType::kF32 || op.dtype == DType::kF16;
+    case OpKind::kCopy:  // the destination's dtype: f32/f16/bf16, and q8_0 (from f32)
+      return op.dtype == DType::kF32 || op.dtype == DType::kF16 || op.dtype == DType::kBF16 ||
+             op.dtype == DType::kQ8_0;
+    case OpKind::kAttention:  // the K/V dtype (q8_0: a quantized KV cache)
+      return op.dtype == DType::kF32 || op.dtype == DType::kF16 || op.dtype == DType::kQ8_0;
     case OpKind::kRmsNorm:
     case OpKind::kLayerNorm:
     case OpKind::kRope:

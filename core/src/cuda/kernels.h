@@ -75,6 +75,9 @@ cudaError_t LaunchGetRows(DType table_dtype, const char* table, int64_t table_ro
 cudaError_t LaunchConvert(DType src_dtype, const char* src, const RowLayout& ls, DType dst_dtype,
                           char* dst, const RowLayout& ld, int64_t rows, int64_t cols,
                           cudaStream_t stream);
+// f32 rows -> q8_0 rows (cols a multiple of 32), bit for bit as QuantizeRow.
+cudaError_t LaunchQuantizeQ8_0(const char* src, const RowLayout& ls, char* dst, const RowLayout& ld,
+                               int64_t rows, int64_t cols, cudaStream_t stream);
 // Same-dtype copy of rows of row_bytes bytes (any dtype; rows packed).
 cudaError_t LaunchCopyBytes(const char* src, const RowLayout& ls, char* dst, const RowLayout& ld,
                             int64_t rows, int64_t row_bytes, cudaStream_t stream);
@@ -112,7 +115,8 @@ inline constexpr int kAttnMaxBiasHeads = 256;
 struct AttentionOperand {
   const char* data = nullptr;
   int64_t s0 = 0, s1 = 0;  // bytes per row, per head
-  bool f16 = false;        // else f32
+  bool f16 = false;        // else f32 (or q8_0)
+  bool q8_0 = false;       // q8_0 blocks (a quantized KV cache): rows of head_dim / 32 blocks
 };
 struct AttentionLaunch {
   AttentionOperand q, mem_q, k, v, mem_k, mem_v;  // mem_q == q when no separate memory queries

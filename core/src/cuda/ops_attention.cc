@@ -13,19 +13,27 @@
 namespace muninn::cuda {
 namespace {
 
-Status CheckOperand(const CudaContext& ctx, const Tensor& t, const char* name, bool f16_ok) {
+// kv: a key or value operand (f32, f16, or q8_0 with head dims a multiple of 32); else f32.
+Status CheckOperand(const CudaContext& ctx, const Tensor& t, const char* name, bool kv) {
   RETURN_IF_ERROR(CheckOnDevice(t, ctx.device, "Attention", name));
   if (t.ndim() != 3) {
     return InvalidArgumentError(std::string("Attention: ") + name +
                                 " must be 3-d [rows, heads, head_dim], got " + t.DebugString());
   }
-  const bool dtype_ok = t.dtype() == DType::kF32 || (f16_ok && t.dtype() == DType::kF16);
+  const bool dtype_ok = t.dtype() == DType::kF32 ||
+                        (kv && (t.dtype() == DType::kF16 || t.dtype() == DType::kQ8_0));
   if (!dtype_ok) {
     return InvalidArgumentError(std::string("Attention: ") + name + " must be f32" +
-                                (f16_ok ? " or f16" : "") + ", got " + t.DebugString());
+                                (kv ? ", f16 or q8_0" : "") + ", got " + t.DebugString());
+  }
+  if (t.dtype() == DType::kQ8_0 && t.dim(2) % 32 != 0) {
+    return InvalidArgumentError(std::string("Attention: q8_0 ") + name +
+                                " needs a head dim that is a multiple of 32, got " +
+                                t.DebugString());
   }
   const int64_t elem = static_cast<int64_t>(GetDTypeInfo(t.dtype()).block_bytes);
-  if (t.stride(2) != elem || !RowsAligned(t, static_cast<size_t>(elem))) {
+  const size_t align = t.dtype() == DType::kQ8_0 ? 2 : static_cast<size_t>(elem);
+  if (t.stride(2) != elem || !RowsAligned(t, align)) {
     return InvalidArgumentError(std::string("Attention: ") + name +
                                 " must have a packed, aligned innermost dimension, got " +
                                 t.DebugString());
@@ -35,7 +43,7 @@ Status CheckOperand(const CudaContext& ctx, const Tensor& t, const char* name, b
 
 AttentionOperand OperandOf(const Tensor& t) {
   return AttentionOperand{static_cast<const char*>(t.data()), t.stride(0), t.stride(1),
-                          t.dtype() == DType::kF16};
+                          t.dtype() == DType::kF16, t.dtype() == DType::kQ8_0};
 }
 
 // Key ranges per (row, head): enough blocks for the GPU (~4096) without ranges under 128 keys.

@@ -1,5 +1,5 @@
 // Copy (same-dtype copies of any dtype; conversions from f32/f16/bf16/q4_0/q4_1/q5_0/q5_1/q8_0/q4_K/q5_K/q6_K to
-// f32/f16/bf16) and GetRows on the CUDA backend. Argument rules follow core/src/cpu/copy.cc and
+// f32/f16/bf16, and f32 to q8_0 — the quantized KV cache) and GetRows on the CUDA backend. Argument rules follow core/src/cpu/copy.cc and
 // get_rows.cc with device tensors; ids may be host or device tensors.
 #include <cstring>
 #include <string>
@@ -59,13 +59,19 @@ Status CopyOp(const CudaContext& ctx, const Tensor& src, Tensor* dst) {
     return InvalidArgumentError("Copy: shapes differ, src " + src.shape().ToString() + " vs dst " +
                                 dst->shape().ToString());
   }
-  if (src.dtype() != dst->dtype() && (!CudaDecodes(src.dtype()) || !IsHalfOrFloat(dst->dtype()))) {
+  const bool quantize = src.dtype() == DType::kF32 && dst->dtype() == DType::kQ8_0;
+  if (src.dtype() != dst->dtype() && !quantize &&
+      (!CudaDecodes(src.dtype()) || !IsHalfOrFloat(dst->dtype()))) {
     return InvalidArgumentError(
         "Copy: no conversion from " + std::string(DTypeName(src.dtype())) + " to " +
         std::string(DTypeName(dst->dtype())) +
         " on the CUDA backend; sources: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, "
         "q6_K; "
-        "destinations: f32, f16, bf16 (same-dtype copies: any dtype)");
+        "destinations: f32, f16, bf16, and q8_0 from f32 (same-dtype copies: any dtype)");
+  }
+  if (quantize && src.dim(-1) % 32 != 0) {
+    return InvalidArgumentError("Copy: f32 -> q8_0 needs rows of a multiple of 32 values, got " +
+                                src.shape().ToString());
   }
   if (!InnerPacked(src) || !InnerPacked(*dst)) {
     return InvalidArgumentError("Copy: the CUDA backend needs packed innermost dimensions, got src " +
@@ -91,6 +97,11 @@ Status CopyOp(const CudaContext& ctx, const Tensor& src, Tensor* dst) {
   if (!RowsAligned(src, ElemAlignment(src.dtype())) || !RowsAligned(*dst, ElemAlignment(dst->dtype()))) {
     return InvalidArgumentError("Copy: rows of src " + src.DebugString() + " or dst " +
                                 dst->DebugString() + " are not aligned to their element or block");
+  }
+  if (quantize) {
+    return CudaStatus(LaunchQuantizeQ8_0(sp, LayoutOf(src), dp, LayoutOf(*dst), src.num_rows(),
+                                         src.dim(-1), ctx.stream),
+                      "Copy (f32 -> q8_0) kernel");
   }
   return CudaStatus(LaunchConvert(src.dtype(), sp, LayoutOf(src), dst->dtype(), dp, LayoutOf(*dst),
                                   src.num_rows(), src.dim(-1), ctx.stream),
