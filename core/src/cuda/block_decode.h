@@ -24,6 +24,11 @@
 #else
 #define MUNINN_HD inline
 #endif
+#if defined(__CUDA_ARCH__)  // the device pass only (the host compiler knows no such pragma)
+#define MUNINN_UNROLL _Pragma("unroll")
+#else
+#define MUNINN_UNROLL
+#endif
 
 namespace muninn::cuda {
 
@@ -314,6 +319,7 @@ MUNINN_HD float RoundHalfAway(float x) {
 // (quant.cc): d = max |x| / 127, q = round-half-away(x / d) computed as x · (1 / d).
 MUNINN_HD void EncodeQ8_0Block(const float* x, uint8_t* block) {
   float amax = 0.0f;
+  MUNINN_UNROLL
   for (int j = 0; j < 32; ++j) {
     const float a = x[j] < 0.0f ? -x[j] : x[j];
     amax = amax < a ? a : amax;  // std::max(amax, a), as quant.cc
@@ -323,6 +329,7 @@ MUNINN_HD void EncodeQ8_0Block(const float* x, uint8_t* block) {
   const uint16_t dh = FloatToHalfBits(d);
   block[0] = static_cast<uint8_t>(dh & 0xffu);
   block[1] = static_cast<uint8_t>(dh >> 8);
+  MUNINN_UNROLL
   for (int j = 0; j < 32; ++j) {
     block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(RoundHalfAway(MulRn(x[j], id))));
   }

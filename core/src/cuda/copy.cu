@@ -68,10 +68,7 @@ __global__ void QuantizeQ8_0Kernel(const char* src, RowLayout ls, char* dst, Row
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / blocks, b = i % blocks;
-    float x[32];
-    const float* srow = reinterpret_cast<const float*>(src + RowOffset(ls, r)) + b * 32;
-#pragma unroll
-    for (int j = 0; j < 32; ++j) x[j] = srow[j];
+    const float* x = reinterpret_cast<const float*>(src + RowOffset(ls, r)) + b * 32;
     EncodeQ8_0Block(x, reinterpret_cast<uint8_t*>(dst + RowOffset(ld, r)) + b * 34);
   }
 }
