@@ -40,7 +40,7 @@ bool IsKvCacheDType(DType dtype);
 
 struct KvCacheOptions {
   int64_t n_ctx = 2048;         // positions the cache can hold (> 0)
-  DType dtype = DType::kF16;    // kF16, kF32, or kQ8_0 (half f16's bytes; CPU backend only)
+  DType dtype = DType::kF16;    // kF16, kF32, or kQ8_0 (half f16's bytes; CPU and CUDA)
   // Recurrent models only (ignored by plain ones): core iterations that get their own slots under
   // kFull / kCompressR sharing (0: the model's default r), and the sharing rule.
   int32_t max_steps = 0;
