@@ -7,6 +7,7 @@
 // CPU kernel: memory keys are visible to every query and scored with mem_q (plus the per-head
 // memory logit bias when given); local key s is visible to query t iff !causal or s <= t + (S - T).
 #include "cuda/block_decode.h"
+#include "cuda/attention_tile.cuh"
 #include "cuda/kernel_util.cuh"
 
 namespace muninn::cuda {
@@ -176,32 +177,20 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
   float* s_v = s_k + kBk * (d + 1);   // [kBk][dv + 1]
   float* s_p = s_v + kBk * (dv + 1);  // [kBq][kBk + 1]
   const int tid = static_cast<int>(threadIdx.x);
-  const int r = tid >> 2, c = tid & 3;
-  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kBq;
-  const int64_t h = blockIdx.y;
-  const int64_t g = h / (a.n_head / a.n_head_kv);
-  const int64_t t = t0 + r;
-  const bool row_ok = t < a.T;
-  const float mem_bias = a.has_mem_bias ? a.mem_bias[h] : 0.0f;
+  const TileThread x = ThisTileThread(a, kBq);
+  const int r = x.r, c = x.c;
+  const int64_t t0 = x.t0, t = x.t, h = x.h, g = x.g;
 
   float acc[kCols];
 #pragma unroll
   for (int k = 0; k < kCols; ++k) acc[k] = 0.0f;
   float m = -INFINITY, l = 0.0f;
 
-  // Local keys visible to the tile's last row (causal: up to t + (S - T)).
-  const int64_t t_last = (t0 + kBq < a.T ? t0 + kBq : a.T) - 1;
-  const int64_t local_end =
-      a.causal ? (t_last + (a.S - a.T) + 1 < a.S ? t_last + (a.S - a.T) + 1 : a.S) : a.S;
-  // This block's range of the concatenated [memory ; local] keys.
-  const int64_t range_begin = static_cast<int64_t>(blockIdx.z) * a.split_keys;
-  const int64_t range_end = range_begin + a.split_keys;
+  const int64_t local_end = TileLocalEnd(a, t0, kBq);
   for (int phase = 0; phase < 2; ++phase) {
-    const bool mem = phase == 0;
-    const int64_t offset = mem ? 0 : a.M;  // the phase's keys start here in the concatenation
-    const int64_t phase_end = mem ? a.M : local_end;
-    const int64_t k_begin = range_begin - offset > 0 ? range_begin - offset : 0;
-    const int64_t n_keys = range_end - offset < phase_end ? range_end - offset : phase_end;
+    const TilePhase ph = PhaseKeys(a, phase, local_end);
+    const bool mem = ph.mem;
+    const int64_t k_begin = ph.begin, n_keys = ph.end;
     if (n_keys <= k_begin) continue;
     const AttentionOperand& qo = mem ? a.mem_q : a.q;
     const AttentionOperand& ko = mem ? a.mem_k : a.k;
@@ -239,30 +228,9 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
 #pragma unroll
         for (int i = 0; i < kBk / 4; ++i) s[i] += qv * s_k[(c + 4 * i) * (d + 1) + e];
       }
-      float tile_max = -INFINITY;
-#pragma unroll
-      for (int i = 0; i < kBk / 4; ++i) {
-        const int64_t j = kb + c + 4 * i;
-        const bool visible = row_ok && j < n_keys && (mem || !a.causal || j <= t + (a.S - a.T));
-        s[i] = visible ? s[i] + (mem ? mem_bias : 0.0f) : -INFINITY;
-        tile_max = fmaxf(tile_max, s[i]);
-      }
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      const float m_new = fmaxf(m, tile_max);
-      // Nothing visible yet for this row: keep the state empty (p = 0, no rescale).
-      const float corr = m_new == -INFINITY ? 1.0f : expf(m - m_new);
-      float psum = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kBk / 4; ++i) {
-        const float p = s[i] == -INFINITY ? 0.0f : expf(s[i] - m_new);
-        psum += p;
+      const float corr = TileSoftmax(a, x, mem, kb, n_keys, s, &m, &l, [&](int i, float p) {
         s_p[r * (kBk + 1) + c + 4 * i] = p;
-      }
-      psum += __shfl_xor_sync(0xffffffffu, psum, 1);
-      psum += __shfl_xor_sync(0xffffffffu, psum, 2);
-      l = l * corr + psum;
-      m = m_new;
+      });
       __syncwarp();  // row r's probabilities come from the four lanes of its quad
       const float* pr = s_p + r * (kBk + 1);
 #pragma unroll
@@ -278,27 +246,7 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
       }
     }
   }
-  if (!row_ok) return;
-  if (a.n_split > 1) {
-    float* part = a.partial + ((t * a.n_head + h) * a.n_split + blockIdx.z) * (2 + a.dv);
-    if (c == 0) {
-      part[0] = m;
-      part[1] = l;
-    }
-#pragma unroll
-    for (int k = 0; k < kCols; ++k) {
-      const int col = c + 4 * k;
-      if (col < dv) part[2 + col] = acc[k];
-    }
-    return;
-  }
-  float* o = reinterpret_cast<float*>(a.out + t * a.out_s0 + h * a.out_s1);
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-#pragma unroll
-  for (int k = 0; k < kCols; ++k) {
-    const int col = c + 4 * k;
-    if (col < dv) o[col] = acc[k] * inv;
-  }
+  if (x.row_ok) WriteTileRow<kCols>(a, t, h, c, m, l, acc);
 }
 
 template <int kCols>

@@ -14,6 +14,7 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include "cuda/attention_tile.cuh"
 #include "cuda/kernel_util.cuh"
 #include "cuda/kernels.h"
 
@@ -87,30 +88,20 @@ __global__ void __launch_bounds__(kThreads) MmaAttentionKernel(const AttentionLa
 
   const int tid = static_cast<int>(threadIdx.x);
   const int warp = tid / kWarp;
-  const int r = tid >> 2, c = tid & 3;
-  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kRows;
-  const int64_t h = blockIdx.y;
-  const int64_t g = h / (a.n_head / a.n_head_kv);
-  const int64_t t = t0 + r;
-  const bool row_ok = t < a.T;
-  const float mem_bias = a.has_mem_bias ? a.mem_bias[h] : 0.0f;
+  const TileThread x = ThisTileThread(a, kRows);
+  const int r = x.r, c = x.c;
+  const int64_t t0 = x.t0, t = x.t, h = x.h, g = x.g;
 
   float acc[kCols];
 #pragma unroll
   for (int k = 0; k < kCols; ++k) acc[k] = 0.0f;
   float m = -INFINITY, l = 0.0f;
 
-  const int64_t t_last = (t0 + kRows < a.T ? t0 + kRows : a.T) - 1;
-  const int64_t local_end =
-      a.causal ? (t_last + (a.S - a.T) + 1 < a.S ? t_last + (a.S - a.T) + 1 : a.S) : a.S;
-  const int64_t range_begin = static_cast<int64_t>(blockIdx.z) * a.split_keys;
-  const int64_t range_end = range_begin + a.split_keys;
+  const int64_t local_end = TileLocalEnd(a, t0, kRows);
   for (int phase = 0; phase < 2; ++phase) {
-    const bool mem = phase == 0;
-    const int64_t offset = mem ? 0 : a.M;
-    const int64_t phase_end = mem ? a.M : local_end;
-    const int64_t k_begin = range_begin - offset > 0 ? range_begin - offset : 0;
-    const int64_t n_keys = range_end - offset < phase_end ? range_end - offset : phase_end;
+    const TilePhase ph = PhaseKeys(a, phase, local_end);
+    const bool mem = ph.mem;
+    const int64_t k_begin = ph.begin, n_keys = ph.end;
     if (n_keys <= k_begin) continue;
     const AttentionOperand& qo = mem ? a.mem_q : a.q;
     const AttentionOperand& ko = mem ? a.mem_k : a.k;
@@ -163,29 +154,11 @@ __global__ void __launch_bounds__(kThreads) MmaAttentionKernel(const AttentionLa
 
       // Row r's online softmax over the tile (thread c takes keys c, c + 4, ...).
       float s[kKeys / 4];
-      float tile_max = -INFINITY;
 #pragma unroll
-      for (int i = 0; i < kKeys / 4; ++i) {
-        const int64_t j = kb + c + 4 * i;
-        const bool visible = row_ok && j < n_keys && (mem || !a.causal || j <= t + (a.S - a.T));
-        s[i] = visible ? s_s[r * lds + c + 4 * i] + (mem ? mem_bias : 0.0f) : -INFINITY;
-        tile_max = fmaxf(tile_max, s[i]);
-      }
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      const float m_new = fmaxf(m, tile_max);
-      const float corr = m_new == -INFINITY ? 1.0f : expf(m - m_new);
-      float psum = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kKeys / 4; ++i) {
-        const float p = s[i] == -INFINITY ? 0.0f : expf(s[i] - m_new);
-        psum += p;
+      for (int i = 0; i < kKeys / 4; ++i) s[i] = s_s[r * lds + c + 4 * i];
+      const float corr = TileSoftmax(a, x, mem, kb, n_keys, s, &m, &l, [&](int i, float p) {
         Split(p, &s_ph[r * ldp + c + 4 * i], &s_pl[r * ldp + c + 4 * i]);
-      }
-      psum += __shfl_xor_sync(0xffffffffu, psum, 1);
-      psum += __shfl_xor_sync(0xffffffffu, psum, 2);
-      l = l * corr + psum;
-      m = m_new;
+      });
       __syncthreads();
 
       // The tile's P·V: fragments (rows 16 (f % 2), columns 16 (f / 2)), warp w takes f = w,
@@ -214,27 +187,7 @@ __global__ void __launch_bounds__(kThreads) MmaAttentionKernel(const AttentionLa
       }
     }
   }
-  if (!row_ok) return;
-  if (a.n_split > 1) {
-    float* part = a.partial + ((t * a.n_head + h) * a.n_split + blockIdx.z) * (2 + a.dv);
-    if (c == 0) {
-      part[0] = m;
-      part[1] = l;
-    }
-#pragma unroll
-    for (int k = 0; k < kCols; ++k) {
-      const int col = c + 4 * k;
-      if (col < dv) part[2 + col] = acc[k];
-    }
-    return;
-  }
-  float* o = reinterpret_cast<float*>(a.out + t * a.out_s0 + h * a.out_s1);
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-#pragma unroll
-  for (int k = 0; k < kCols; ++k) {
-    const int col = c + 4 * k;
-    if (col < dv) o[col] = acc[k] * inv;
-  }
+  if (x.row_ok) WriteTileRow<kCols>(a, t, h, c, m, l, acc);
 }
 
 template <int kCols>
