@@ -6,9 +6,14 @@
 # exits non-zero on the first failure.
 #
 #   scripts/gpu_check.sh [BUILD_DIR]      # default build-gpu/
+#   GPU_CHECK_BIN=DIR scripts/gpu_check.sh  # programs built elsewhere (below)
 #
 # Needs the packages of scripts/setup.sh, the CUDA Toolkit (nvcc in /usr/local/cuda/bin or on
-# PATH) and the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf).
+# PATH) and the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf). On a GPU machine that
+# cannot build muninn, bundle the programs on one that can (scripts/gpu_bundle.sh OUT.tar.xz
+# build/tools/muninn build/tests/muninn_{core,model,retriever,tools}_test
+# build/bench/muninn_core_bench), unpack it there, put its lib/ and CUDA's libraries on
+# LD_LIBRARY_PATH and run this from a checkout with GPU_CHECK_BIN=<the bundle's bin/>.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=$(realpath -m "${1:-$root/build-gpu}")
@@ -17,24 +22,36 @@ say() { printf '[gpu_check] %s\n' "$*" >&2; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || {
   say "nvidia-smi failed: no GPU or driver here"; exit 2; }
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUNINN_CUDA=ON \
-    -DCMAKE_CUDA_COMPILER="$nvcc" -DMUNINN_BUILD_BENCHMARKS=ON >/dev/null
+export MUNINN_HOME="$root"  # the tests' data and the commands' configs/, models/, data/
+if [ -n "${GPU_CHECK_BIN:-}" ]; then
+  bin() { echo "$GPU_CHECK_BIN/$1"; }
+else
+  if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+    cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUNINN_CUDA=ON \
+      -DCMAKE_CUDA_COMPILER="$nvcc" -DMUNINN_BUILD_BENCHMARKS=ON >/dev/null
+  fi
+  cmake --build "$build_dir" -j "$(nproc)" --target muninn muninn_core_test muninn_tools_test \
+    muninn_retriever_test muninn_model_test muninn_core_bench
+  bin() {
+    case $1 in
+      muninn) echo "$build_dir/tools/muninn" ;;
+      muninn_core_bench) echo "$(bin muninn_core_bench)" ;;
+      *) echo "$build_dir/tests/$1" ;;
+    esac
+  }
 fi
-cmake --build "$build_dir" -j "$(nproc)" --target muninn muninn_core_test muninn_tools_test \
-  muninn_retriever_test muninn_model_test muninn_core_bench
 
 say "conformance suite on the GPU (BackendConformanceGpu.*, CudaBackendGpu.*, TrainOpsGpu.*)"
-"$build_dir/tests/muninn_core_test" --gtest_filter='*Gpu*:CudaBackend.*:CudaBlockDecode.*'
-"$build_dir/tests/muninn_tools_test" --gtest_filter='DeviceBackend.*'
+"$(bin muninn_core_test)" --gtest_filter='*Gpu*:CudaBackend.*:CudaBlockDecode.*'
+"$(bin muninn_tools_test)" --gtest_filter='DeviceBackend.*'
 
 say "the trainer on the GPU: the tiny model's loss and gradients, cpu vs cuda"
-"$build_dir/tests/muninn_model_test" --gtest_filter='*Gpu*'
+"$(bin muninn_model_test)" --gtest_filter='*Gpu*'
 
 say "long-context session on the GPU: every memory mode on the tiny model, cpu vs cuda"
-"$build_dir/tests/muninn_retriever_test" --gtest_filter='DeviceSession*'
+"$(bin muninn_retriever_test)" --gtest_filter='DeviceSession*'
 
-muninn="$build_dir/tools/muninn"
+muninn=$(bin muninn)
 prompt="The capital of France is"
 say "greedy continuation, cpu vs cuda"
 cpu_out=$("$muninn" generate --device cpu -p "$prompt" -n 32 --temp 0 2>/dev/null)
@@ -50,7 +67,7 @@ say "partial offload: the top 15 of 30 layers on the GPU (--gpu-layers 15), then
 "$muninn" bench --device cuda --gpu-layers 15 -p 512 -n 128 -r 3
 
 say "kernels alone: mat×vec, prefill matmul (decoded-weight cache), attention SIMT (tc 0) vs tensor cores (tc 1)"
-"$build_dir/bench/muninn_core_bench" --benchmark_filter='BM_Cuda' --benchmark_min_time=0.2
+"$(bin muninn_core_bench)" --benchmark_filter='BM_Cuda' --benchmark_min_time=0.2
 
 say "bench (pp512 / tg128), cpu then cuda"
 "$muninn" bench --device cpu -p 512 -n 128 -r 3

@@ -34,6 +34,7 @@
 #include "muninn/model/model_loader.h"
 #include "muninn/model/train_model.h"
 #include "tests/model/tiny_lora_llama.h"
+#include "tests/source_dir.h"
 #include "tests/retriever/device_double.h"
 
 namespace muninn::model {
@@ -44,7 +45,7 @@ namespace tl = tiny_lora;
 class LoraGoldenTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    std::ifstream f(std::string(MUNINN_SOURCE_DIR) + "/tests/data/lora_goldens.json");
+    std::ifstream f(muninn::testing::SourceDir() + "/tests/data/lora_goldens.json");
     MUNINN_CHECK(f.good()) << "tests/data/lora_goldens.json is missing";
     goldens_ = new nlohmann::json(nlohmann::json::parse(f));
     dir_ =
