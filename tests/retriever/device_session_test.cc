@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -355,6 +356,27 @@ TEST_F(DeviceSessionTest, PartialOffloadPlacesLayersWhereTheyRun) {
   EXPECT_TRUE(placed->layers[1].k.device().is_cpu());
   EXPECT_EQ(placed->layers[2].k.device(), Device::Cuda(0));
   EXPECT_EQ(placed->layers[3].k.device(), Device::Cuda(0));
+  // A tied head (output = the embedding table): the table stays on the host for the embeddings,
+  // the head gets a device copy; logits as on the CPU.
+  {
+    auto host_model = tt::TinyModel(cpu_.backend.get());
+    model::ModelWeights w = host_model->weights();
+    w.output = w.tok_embd;
+    auto tied_cpu = model::Model::Create(cpu_.backend.get(), host_model->config(), w,
+                                         model::ModelLayout::Plain(tt::kLayers));
+    auto tied_split = model::Model::Create(split_.backend.get(), host_model->config(), w,
+                                           model::ModelLayout::Plain(tt::kLayers),
+                                           {split_.host.get(), 3});
+    ASSERT_TRUE(tied_cpu.ok() && tied_split.ok()) << tied_split.status();
+    EXPECT_TRUE((*tied_split)->weights().tok_embd.device().is_cpu());
+    EXPECT_EQ((*tied_split)->weights().output.device(), Device::Cuda(0));
+    const std::vector<model::TokenId> ids = {3, 1, 4, 1, 5};
+    auto want = (*tied_cpu)->Forward(ids, nullptr);
+    auto got = (*tied_split)->Forward(ids, nullptr);
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+    ASSERT_EQ(want->logits.numel(), got->logits.numel());
+    EXPECT_EQ(std::memcmp(want->logits.data(), got->logits.data(), want->logits.nbytes()), 0);
+  }
   // Bad splits.
   auto bad = [&](Backend* device, const model::LayerSplit& s) {
     auto w = tt::TinyModel(cpu_.backend.get());  // host weights to build from
