@@ -1,9 +1,12 @@
 // The fixed summation order behind `mpirun -np N` = one process with N streams: stream
 // gradients are added left to right in stream order, whatever the number of processes.
 #include "muninn/model/gradient_reducer.h"
+#include "muninn/model/parallel_training.h"
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace muninn::model {
@@ -32,6 +35,32 @@ TEST(GradientReducerTest, SumsStreamsLeftToRightInStreamOrder) {
   EXPECT_NE(reverse, out[0]);
   EXPECT_EQ(r.rank(), 0);
   EXPECT_EQ(r.world_size(), 1);
+}
+
+// The GPU of a data-parallel process follows its rank on its node (what the launcher says), so the
+// NCCL reducer and the model of `muninn train --device cuda` pick the same one.
+TEST(GradientReducerTest, NodeLocalRankComesFromTheLauncher) {
+  const char* vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"};
+  std::string saved[3];
+  bool had[3];
+  for (int i = 0; i < 3; ++i) {
+    const char* v = std::getenv(vars[i]);
+    had[i] = v != nullptr;
+    if (had[i]) saved[i] = v;
+    unsetenv(vars[i]);
+  }
+  EXPECT_EQ(NodeLocalRank(5), 5);  // no launcher: the global rank
+  setenv("SLURM_LOCALID", "2", 1);
+  EXPECT_EQ(NodeLocalRank(5), 2);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1", 1);  // Open MPI's first
+  EXPECT_EQ(NodeLocalRank(5), 1);
+  for (int i = 0; i < 3; ++i) {
+    if (had[i]) {
+      setenv(vars[i], saved[i].c_str(), 1);
+    } else {
+      unsetenv(vars[i]);
+    }
+  }
 }
 
 TEST(GradientReducerTest, RefusesMisshapenInput) {

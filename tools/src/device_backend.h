@@ -16,8 +16,9 @@ inline constexpr const char* kDeviceHelp =
 // "cpu" -> the CPU backend with `cpu`; "cuda" or "cuda:N" -> the CUDA backend on device N (0 by
 // default). Unavailable ("no CUDA device ...") on a machine without one, FailedPrecondition in a
 // build without MUNINN_CUDA, InvalidArgument for any other name.
-// The device rank `rank` of `world` data-parallel processes uses: `cuda` becomes cuda:(rank mod
-// the number of GPUs) when there are several processes and GPUs; anything else is returned as is.
+// The device the process of node-local rank `rank` (of `world` data-parallel processes) uses:
+// `cuda` becomes cuda:(rank mod the number of GPUs) when there are several processes and GPUs;
+// anything else is returned as is.
 std::string DeviceForRank(const std::string& device, int rank, int world);
 
 inline constexpr const char* kGpuLayersHelp =

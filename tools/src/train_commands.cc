@@ -385,7 +385,9 @@ int RunTrain(const TrainFlags& flags) {
     reducer = std::move(r).value();
   }
   const int world = reducer == nullptr ? 1 : reducer->world_size();
-  f.device = DeviceForRank(flags.device, reducer == nullptr ? 0 : reducer->rank(), world);
+  // The node-local rank picks the GPU, as the NCCL reducer's does.
+  f.device = DeviceForRank(flags.device, model::NodeLocalRank(reducer == nullptr ? 0 : reducer->rank()),
+                           world);
   model::TrainerOptions o;
   o.reducer = reducer.get();
   o.streams = f.streams > 0 ? f.streams : world;

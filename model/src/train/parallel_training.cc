@@ -14,6 +14,13 @@ bool LaunchedAsSeveralMpiProcesses() {
   return false;
 }
 
+int NodeLocalRank(int global_rank) {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  }
+  return global_rank;
+}
+
 #ifndef MUNINN_HAS_MPI
 bool BuiltWithMpi() { return false; }
 StatusOr<std::unique_ptr<GradientReducer>> CreateMpiGradientReducer() {

@@ -21,6 +21,11 @@ bool BuiltWithNccl();
 // without MPI can refuse instead of running N copies that overwrite each other's files.
 bool LaunchedAsSeveralMpiProcesses();
 
+// This process's rank among the processes on its node, from the launcher's environment
+// (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID), else `global_rank`: what picks a
+// process's GPU (the NCCL reducer's, and `muninn train --device cuda`'s model).
+int NodeLocalRank(int global_rank);
+
 // Initialises MPI (MPI_Init unless already initialised; finalised by the reducer's destructor
 // when it initialised it) and returns a reducer over MPI_COMM_WORLD: SumStreams gathers every
 // rank's stream gradients with MPI_Allgather and sums them with OrderedStreamSum on each rank.

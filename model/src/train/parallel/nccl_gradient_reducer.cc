@@ -62,13 +62,7 @@ class NcclGradientReducer final : public GradientReducer {
     RETURN_IF_ERROR(CudaStatus(cudaGetDeviceCount(&devices), "cudaGetDeviceCount"));
     if (devices < 1) return FailedPreconditionError("--reducer nccl: no CUDA device");
     // One GPU per process on a node: the node-local rank picks it.
-    int local = r->mpi_->rank();
-    for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
-      if (const char* v = std::getenv(var)) {
-        local = std::atoi(v);
-        break;
-      }
-    }
+    const int local = NodeLocalRank(r->mpi_->rank());
     RETURN_IF_ERROR(CudaStatus(cudaSetDevice(local % devices), "cudaSetDevice"));
     ncclUniqueId id;
     if (r->mpi_->rank() == 0) RETURN_IF_ERROR(NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId"));
