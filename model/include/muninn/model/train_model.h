@@ -28,7 +28,14 @@
 // TrainModelOptions::recompute only each trained layer's input is kept and the layer's forward is
 // rerun just before its backward (same kernels, same bits), about a third more compute.
 //
-// CPU only (host tensors). Thread-compatible: one call at a time; the Model is borrowed and must
+// Device: the kernels are the model backend's TrainOps (train_ops.h). On the CPU backend they work
+// on host arrays in place; on a device (CUDA) the trained layers' f32 weights, the activations, the
+// LoRA parameters and the gradient arena live there — the parameters and the caller's gradients
+// are copied up at the start of a call and the gradients back at its end, the frozen bottom's
+// output and the batch's memory K/V go up once per call — and with a split model (partial
+// offload) the trained layers run on the device whatever layers the model keeps on the host.
+//
+// Thread-compatible: one call at a time; the Model is borrowed and must
 // outlive this object; it is also run (frozen bottom) by the calls.
 #pragma once
 
@@ -55,8 +62,8 @@ class BottomCache;  // model/src/train/bottom_cache.h
 struct TrainModelOptions {
   // Keep only each trained layer's input and recompute the layer in the backward.
   bool recompute = false;
-  // Pool for the core kernels (not owned; null runs them on the calling thread). The matmuls use
-  // OpenBLAS and its own threads (OPENBLAS_NUM_THREADS).
+  // Pool for the CPU kernels (not owned; null runs them on the calling thread; device backends
+  // ignore it). The CPU matmuls use OpenBLAS and its own threads (OPENBLAS_NUM_THREADS).
   ThreadPool* pool = nullptr;
   // Cross-entropy tiling (cross_entropy.h).
   int64_t ce_rows_per_block = 1024;
@@ -90,8 +97,8 @@ struct TrainBatch {
 
 class TrainModel {
  public:
-  // `model` (not owned) must be a CPU llama model (plain kLlama blocks, no biases, not
-  // recurrent); Unimplemented otherwise. `config` chooses the trained layers; the trained layers'
+  // `model` (not owned) must be a llama model (plain kLlama blocks, no biases, not recurrent) on
+  // a backend with training ops (CPU, CUDA); Unimplemented otherwise. `config` chooses the trained layers; the trained layers'
   // matrices and the head are dequantized to f32 here.
   static StatusOr<std::unique_ptr<TrainModel>> Create(Model* model, const LoraConfig& config,
                                                       const TrainModelOptions& options = {});
