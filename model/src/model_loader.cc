@@ -118,8 +118,15 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
                         : LoadLlamaWeights(*out.checkpoint, out.hparams);
   if (!weights.ok()) return weights.status().WithContext(path);
   LayerSplit split;
-  if (options.gpu_layers >= 0 && !backend->device().is_cpu() &&
-      options.gpu_layers < config.n_layer) {
+  if (options.gpu_layers < -1) {
+    return InvalidArgumentError("--gpu-layers must be -1 (every layer) or a layer count >= 1, got " +
+                                std::to_string(options.gpu_layers));
+  }
+  if (options.gpu_layers >= 0 && backend->device().is_cpu()) {
+    return InvalidArgumentError("--gpu-layers splits a model between the CPU and a GPU; it needs "
+                                "--device cuda");
+  }
+  if (options.gpu_layers >= 0 && options.gpu_layers < config.n_layer) {
     if (options.gpu_layers == 0) {
       return InvalidArgumentError("--gpu-layers 0 leaves nothing on " +
                                   backend->device().ToString() + "; use --device cpu");

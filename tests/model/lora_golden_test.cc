@@ -422,6 +422,13 @@ TEST_F(LoraGoldenTest, PartialOffloadAtLoadGivesTheCpuBits) {
   lo.gpu_layers = 1;
   lo.host = nullptr;
   EXPECT_EQ(LoadModel(*dir_, &device, lo).status().code(), StatusCode::kInvalidArgument);
+  lo.host = host->get();
+  lo.gpu_layers = -2;
+  EXPECT_EQ(LoadModel(*dir_, &device, lo).status().code(), StatusCode::kInvalidArgument);
+  lo.gpu_layers = 1;  // on the CPU backend there is nothing to split
+  auto on_cpu = LoadModel(*dir_, backend_.get(), lo);
+  EXPECT_EQ(on_cpu.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(on_cpu.status().ToString().find("--device cuda"), std::string::npos) << on_cpu.status();
 }
 
 // The same training on a real CUDA device (label gpu; skips without one): loss and gradients

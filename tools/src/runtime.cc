@@ -127,9 +127,9 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeFlags& flags) {
   // embedder, session): ingest writes K/V from the same adapted weights that later read them.
   model::LoadModelOptions load;
   load.on_host = LoraOnHost(rt->config_.lora);
+  load.gpu_layers = flags.gpu_layers;  // refused without a device
   if (on_device) {  // the host layers of a partial offload, and the sentence encoder
     ASSIGN_OR_RETURN(rt->cpu_backend_, CreateCpuBackend(cpu));
-    load.gpu_layers = flags.gpu_layers;
     load.host = rt->cpu_backend_.get();
   }
   ASSIGN_OR_RETURN(rt->loaded_,

@@ -37,8 +37,8 @@ struct LoadModelOptions {
   // Partial offload (`--gpu-layers`): on a device backend, only the top `gpu_layers` layers and
   // the head go to the device; the embeddings and the layers below run on `host` (a CPU backend,
   // not owned, which must outlive the model; Model's LayerSplit). -1, or n_layer and more: every
-  // layer on the device. 0 is InvalidArgument (nothing on the device: use the CPU backend).
-  // Ignored on a CPU backend.
+  // layer on the device. InvalidArgument for 0 (nothing on the device: use the CPU backend), for
+  // values below -1, and for any value other than -1 on a CPU backend.
   int32_t gpu_layers = -1;
   Backend* host = nullptr;
 };
