@@ -234,6 +234,9 @@ StatusOr<std::unique_ptr<Model>> Model::Create(Backend* device, const ModelConfi
       return InvalidArgumentError("a model with an input-injection adapter needs a 'core' stage");
     }
   }
+  const bool tied = weights.output.data() == weights.tok_embd.data() &&
+                    weights.output.dtype() == weights.tok_embd.dtype() &&
+                    weights.output.shape() == weights.tok_embd.shape();
   std::unique_ptr<Model> model;
   if (host_layers > 0) {
     const bool recurrent = weights.adapter.defined() ||
@@ -247,18 +250,20 @@ StatusOr<std::unique_ptr<Model>> Model::Create(Backend* device, const ModelConfi
     model.reset(new Model(device, config, std::move(weights), std::move(layout)));
     model->host_backend_ = split.host;
     model->host_layers_ = host_layers;
-    return model;
+  } else {
+    if (!device->device().is_cpu()) {
+      // Weights come mapped or converted on the host; a device backend computes on its own copy.
+      ASSIGN_OR_RETURN(weights, PlaceWeightsOn(device, std::move(weights)));
+    }
+    model.reset(new Model(device, config, std::move(weights), std::move(layout)));
   }
-  if (!device->device().is_cpu()) {
-    // Weights come mapped or converted on the host; a device backend computes on its own copy.
-    ASSIGN_OR_RETURN(weights, PlaceWeightsOn(device, std::move(weights)));
-  }
-  return std::unique_ptr<Model>(new Model(device, config, std::move(weights), std::move(layout)));
+  model->tied_head_ = tied;
+  return model;
 }
 
 size_t Model::weight_bytes() const {
   size_t total = weights_.tok_embd.nbytes() + weights_.output_norm.nbytes();
-  if (weights_.output.data() != weights_.tok_embd.data()) total += weights_.output.nbytes();
+  if (!tied_head_) total += weights_.output.nbytes();
   for (const LayerWeights& l : weights_.layers) {
     for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate,
                             &l.w_up, &l.w_down, &l.attn_post_norm, &l.ffn_post_norm, &l.q_bias,

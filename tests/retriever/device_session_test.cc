@@ -369,6 +369,8 @@ TEST_F(DeviceSessionTest, PartialOffloadPlacesLayersWhereTheyRun) {
                                            {split_.host.get(), 3});
     ASSERT_TRUE(tied_cpu.ok() && tied_split.ok()) << tied_split.status();
     EXPECT_TRUE((*tied_split)->weights().tok_embd.device().is_cpu());
+    EXPECT_TRUE((*tied_split)->tied_head());
+    EXPECT_EQ((*tied_split)->weight_bytes(), (*tied_cpu)->weight_bytes());
     EXPECT_EQ((*tied_split)->weights().output.device(), Device::Cuda(0));
     const std::vector<model::TokenId> ids = {3, 1, 4, 1, 5};
     auto want = (*tied_cpu)->Forward(ids, nullptr);

@@ -202,7 +202,7 @@ int RunBench(const BenchFlags& f) {
   int64_t n_params = 0;
   const model::ModelWeights& w = m.weights();
   n_params += w.tok_embd.numel() + w.output_norm.numel();
-  if (w.output.data() != w.tok_embd.data()) n_params += w.output.numel();
+  if (!m.tied_head()) n_params += w.output.numel();
   for (const model::LayerWeights& l : w.layers) {
     for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate,
                             &l.w_up, &l.w_down}) {
@@ -212,7 +212,10 @@ int RunBench(const BenchFlags& f) {
   const int threads = (*cm)->pool->num_threads();
   // The KV cache's dtype joins the backend's name when it is not llama-bench's default, f16.
   const std::string backend =
-      m.backend()->name() + (co.dtype == DType::kF16 ? "" : " kv " + f.cache_type);
+      m.backend()->name() + (co.dtype == DType::kF16 ? "" : " kv " + f.cache_type) +
+      (m.host_layers() > 0
+           ? " ngl " + std::to_string(m.config().n_layer - m.host_layers())
+           : std::string());
   if (f.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const BenchResult& b : tests) {

@@ -255,6 +255,9 @@ class Model {
   Backend* host_backend() const { return host_backend_; }
   // Bytes of all weight tensors (the tied head counted once).
   size_t weight_bytes() const;
+  // Whether the output head is the token embedding table (tied), as the checkpoint has it; a
+  // split model keeps a device copy of a tied table for its head, still one weight.
+  bool tied_head() const { return tied_head_; }
 
   // Replaces the stage layout (e.g. to mark MemLong's memory layer as the coda's first layer).
   Status SetLayout(ModelLayout layout);
@@ -300,6 +303,7 @@ class Model {
   Backend* backend_;
   Backend* host_backend_ = nullptr;  // LayerSplit::host, or null
   int32_t host_layers_ = 0;          // layers [0, host_layers_) run on host_backend_
+  bool tied_head_ = false;
   ModelConfig config_;
   ModelWeights weights_;
   ModelLayout layout_;
