@@ -709,8 +709,8 @@ void RegisterTrainCommands(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--device", f->device,
                   std::string(kDeviceHelp) +
                       "; the trained layers' weights, activations and gradients live there too "
-                      "(under mpirun, `cuda` gives the process of node-local rank r the GPU r mod the GPU "
-                      "count, as the NCCL reducer does)")
+                      "(under mpirun, `cuda` gives the process of node-local rank r the GPU "
+                      "r mod the GPU count, as the NCCL reducer does)")
       ->capture_default_str();
   cmd->add_option("--gpu-layers,--ngl", f->gpu_layers, kGpuLayersHelp)->capture_default_str();
   cmd->add_option("--eval-data", f->eval_data,
