@@ -14,7 +14,8 @@ std::string Str(const Shape& s) { return s.ToString(); }
 Status CheckF32(const char* op, const char* what, const Tensor& t, Device dev, const Shape& want) {
   const std::string at = std::string(op) + ": " + what;
   if (!t.defined()) return InvalidArgumentError(at + " is undefined");
-  if (t.dtype() != DType::kF32) return InvalidArgumentError(at + " must be f32, got " + t.DebugString());
+  if (t.dtype() != DType::kF32)
+    return InvalidArgumentError(at + " must be f32, got " + t.DebugString());
   if (!t.is_contiguous()) {
     return InvalidArgumentError(at + " must be packed (contiguous), got " + t.DebugString());
   }
@@ -55,12 +56,14 @@ Status NoOverlap(const char* op, const char* what, const Tensor& out,
 
 Status CheckLoraDims(const char* op, const LoraDims& d) {
   if (d.m < 0 || d.n_in <= 0 || d.n_out <= 0 || d.rank <= 0) {
-    return InvalidArgumentError(std::string(op) + ": LoRA dims need m >= 0 and n_in, n_out, rank > 0");
+    return InvalidArgumentError(std::string(op) +
+                                ": LoRA dims need m >= 0 and n_in, n_out, rank > 0");
   }
   if (!(d.dropout >= 0.0f && d.dropout < 1.0f)) {
     return InvalidArgumentError(std::string(op) + ": LoRA dropout must be in [0, 1)");
   }
-  if (!std::isfinite(d.scale)) return InvalidArgumentError(std::string(op) + ": LoRA scale is not finite");
+  if (!std::isfinite(d.scale))
+    return InvalidArgumentError(std::string(op) + ": LoRA scale is not finite");
   return Status::Ok();
 }
 
@@ -73,7 +76,8 @@ Status CheckAttentionDims(const char* op, const AttentionTrainDims& d) {
     return InvalidArgumentError(at + "n_head_kv must divide n_head");
   }
   if (d.causal && d.T > d.S) return InvalidArgumentError(at + "causal attention needs T <= S");
-  if (d.T > 0 && d.S + d.M == 0) return InvalidArgumentError(at + "queries but no keys (S = M = 0)");
+  if (d.T > 0 && d.S + d.M == 0)
+    return InvalidArgumentError(at + "queries but no keys (S = M = 0)");
   if (!std::isfinite(d.scale) || d.scale < 0.0f) {
     return InvalidArgumentError(at + "scale must be finite and >= 0");
   }
@@ -108,7 +112,8 @@ Status TrainOps::Linear(const Tensor& x, const Tensor& w, Tensor* y) {
   RETURN_IF_ERROR(Check2d("Linear", "x", x, dev));
   RETURN_IF_ERROR(Check2d("Linear", "w", w, dev));
   if (w.dim(1) != x.dim(1)) {
-    return InvalidArgumentError("Linear: w " + Str(w.shape()) + " does not fit x " + Str(x.shape()));
+    return InvalidArgumentError("Linear: w " + Str(w.shape()) + " does not fit x " +
+                                Str(x.shape()));
   }
   RETURN_IF_ERROR(CheckOut("Linear", "y", y, dev, Shape{x.dim(0), w.dim(0)}));
   RETURN_IF_ERROR(NoOverlap("Linear", "y", *y, {&x, &w}));
@@ -266,8 +271,8 @@ Status TrainOps::AttentionForward(const AttentionTrainDims& dims, const Attentio
   RETURN_IF_ERROR(CheckOut(op, "out", out, dev, Shape{dims.T, dims.n_head, dims.dv}));
   RETURN_IF_ERROR(CheckOut(op, "lse", lse, dev, Shape{dims.T, dims.n_head}));
   for (Tensor* o : {out, lse}) {
-    RETURN_IF_ERROR(NoOverlap(op, "an output", *o,
-                              {&in.q, &in.k, &in.v, &in.mem_q, &in.mem_k, &in.mem_v, &in.mem_bias}));
+    RETURN_IF_ERROR(NoOverlap(
+        op, "an output", *o, {&in.q, &in.k, &in.v, &in.mem_q, &in.mem_k, &in.mem_v, &in.mem_bias}));
   }
   RETURN_IF_ERROR(NoOverlap(op, "out", *out, {lse}));
   return DoAttentionForward(dims, in, out, lse);
@@ -286,8 +291,7 @@ Status TrainOps::AttentionBackward(const AttentionTrainDims& dims, const Attenti
   RETURN_IF_ERROR(CheckOut(op, "dk", g.dk, dev, Shape{dims.S, dims.n_head_kv, dims.d}));
   RETURN_IF_ERROR(CheckOut(op, "dv", g.dv, dev, Shape{dims.S, dims.n_head_kv, dims.dv}));
   if (in.mem_q.defined() != (g.dmem_q != nullptr)) {
-    return InvalidArgumentError(
-        "AttentionBackward: dmem_q must be given exactly when mem_q is");
+    return InvalidArgumentError("AttentionBackward: dmem_q must be given exactly when mem_q is");
   }
   if (g.dmem_q != nullptr) {
     RETURN_IF_ERROR(CheckOut(op, "dmem_q", g.dmem_q, dev, Shape{dims.T, dims.n_head, dims.d}));
@@ -301,9 +305,9 @@ Status TrainOps::AttentionBackward(const AttentionTrainDims& dims, const Attenti
   const Tensor* outs[] = {g.dq, g.dk, g.dv, g.dmem_q, g.dmem_bias};
   for (size_t i = 0; i < std::size(outs); ++i) {
     if (outs[i] == nullptr) continue;
-    RETURN_IF_ERROR(NoOverlap(op, "a gradient", *outs[i],
-                              {&in.q, &in.k, &in.v, &in.mem_q, &in.mem_k, &in.mem_v, &in.mem_bias,
-                               &out, &lse, &dout}));
+    RETURN_IF_ERROR(NoOverlap(
+        op, "a gradient", *outs[i],
+        {&in.q, &in.k, &in.v, &in.mem_q, &in.mem_k, &in.mem_v, &in.mem_bias, &out, &lse, &dout}));
     for (size_t j = 0; j < i; ++j) {
       if (outs[j] != nullptr) RETURN_IF_ERROR(NoOverlap(op, "a gradient", *outs[i], {outs[j]}));
     }
@@ -336,8 +340,8 @@ StatusOr<CrossEntropyResult> TrainOps::CrossEntropy(const Tensor& h, const Tenso
   for (size_t t = 0; t < labels.size(); ++t) {
     if (labels[t] != kIgnoreLabel && (labels[t] < 0 || labels[t] >= n_vocab)) {
       return InvalidArgumentError("CrossEntropy: label " + std::to_string(labels[t]) + " at row " +
-                                  std::to_string(t) + " is outside [0, " +
-                                  std::to_string(n_vocab) + ")");
+                                  std::to_string(t) + " is outside [0, " + std::to_string(n_vocab) +
+                                  ")");
     }
   }
   if (dh != nullptr) {

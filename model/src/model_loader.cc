@@ -119,12 +119,14 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
   if (!weights.ok()) return weights.status().WithContext(path);
   LayerSplit split;
   if (options.gpu_layers < -1) {
-    return InvalidArgumentError("--gpu-layers must be -1 (every layer) or a layer count >= 1, got " +
-                                std::to_string(options.gpu_layers));
+    return InvalidArgumentError(
+        "--gpu-layers must be -1 (every layer) or a layer count >= 1, got " +
+        std::to_string(options.gpu_layers));
   }
   if (options.gpu_layers >= 0 && backend->device().is_cpu()) {
-    return InvalidArgumentError("--gpu-layers splits a model between the CPU and a GPU; it needs "
-                                "--device cuda");
+    return InvalidArgumentError(
+        "--gpu-layers splits a model between the CPU and a GPU; it needs "
+        "--device cuda");
   }
   if (options.gpu_layers >= 0 && options.gpu_layers < config.n_layer) {
     if (options.gpu_layers == 0) {
@@ -145,10 +147,10 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
     ASSIGN_OR_RETURN(host_backend, CreateCpuBackend(CpuBackendOptions{}));
     first = host_backend.get();
   }
-  auto model = Model::Create(first, config, std::move(weights).value(),
-                             huginn ? HuginnLayout(out.hparams)
-                                    : ModelLayout::Plain(config.n_layer),
-                             first == backend ? split : LayerSplit{});
+  auto model =
+      Model::Create(first, config, std::move(weights).value(),
+                    huginn ? HuginnLayout(out.hparams) : ModelLayout::Plain(config.n_layer),
+                    first == backend ? split : LayerSplit{});
   if (!model.ok()) return model.status().WithContext(path);
   out.model = std::move(model).value();
   if (options.on_host) {
@@ -156,8 +158,8 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, Backend* backend,
     if (changed == nullptr) return InternalError("LoadModel: the on_host step returned no model");
     if (first != backend) {
       // Rebuilt on the device: Create copies the (host) weights there.
-      auto placed = Model::Create(backend, changed->config(), changed->weights(), changed->layout(),
-                                  split);
+      auto placed =
+          Model::Create(backend, changed->config(), changed->weights(), changed->layout(), split);
       if (!placed.ok()) return placed.status().WithContext(path);
       changed = std::move(placed).value();
     }

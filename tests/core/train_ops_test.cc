@@ -154,11 +154,13 @@ TEST_F(TrainOpsTest, AttentionAndCrossEntropyAreTheHostKernels) {
   Tensor dq_ref = Copy(dq), dk_ref = Copy(dk), dv_ref = Copy(dv), dmq_ref = Copy(dmq),
          dmb_ref = Copy(dmb);
   ASSERT_TRUE(ops_->AttentionBackward(dims, in, out, lse, dout, {&dq, &dk, &dv, &dmq, &dmb}).ok());
-  AttentionBackward(nullptr, dims, F(in.q), F(in.k), F(in.v), F(in.mem_q), F(in.mem_k),
-                    F(in.mem_v), F(out_ref), F(lse_ref), F(dout), F(dq_ref), F(dk_ref), F(dv_ref),
-                    F(dmq_ref), F(in.mem_bias), F(dmb_ref));
-  for (auto [got, want, what] : {std::tuple{&dq, &dq_ref, "dq"}, {&dk, &dk_ref, "dk"},
-                                 {&dv, &dv_ref, "dv"}, {&dmq, &dmq_ref, "dmem_q"},
+  AttentionBackward(nullptr, dims, F(in.q), F(in.k), F(in.v), F(in.mem_q), F(in.mem_k), F(in.mem_v),
+                    F(out_ref), F(lse_ref), F(dout), F(dq_ref), F(dk_ref), F(dv_ref), F(dmq_ref),
+                    F(in.mem_bias), F(dmb_ref));
+  for (auto [got, want, what] : {std::tuple{&dq, &dq_ref, "dq"},
+                                 {&dk, &dk_ref, "dk"},
+                                 {&dv, &dv_ref, "dv"},
+                                 {&dmq, &dmq_ref, "dmem_q"},
                                  {&dmb, &dmb_ref, "dmem_bias"}}) {
     ExpectSameBits(*got, *want, what);
   }
@@ -194,10 +196,9 @@ TEST_F(TrainOpsTest, BadArgumentsAreRefusedBeforeAnythingIsWritten) {
   refused(ops_->Linear(strided, w, &y), "strided input", "packed");
   refused(ops_->Linear(x, w, nullptr), "null output", "is null");
   Tensor alias = x;
-  refused(ops_->RmsNormForward(x, Random({8}), 1e-5f, &alias), "output over the input",
-          "overlaps");
-  refused(ops_->LoraForward(LoraDims{6, 8, 5, 2, 1.0f, 1.5f, 0}, x, Random({2, 8}),
-                            Random({5, 2}), &alias, &y),
+  refused(ops_->RmsNormForward(x, Random({8}), 1e-5f, &alias), "output over the input", "overlaps");
+  refused(ops_->LoraForward(LoraDims{6, 8, 5, 2, 1.0f, 1.5f, 0}, x, Random({2, 8}), Random({5, 2}),
+                            &alias, &y),
           "dropout >= 1", "dropout");
   Tensor h = Random({3, 8});
   const Tensor hb = Copy(h);
@@ -237,7 +238,8 @@ TEST_F(TrainOpsTest, BadArgumentsAreRefusedBeforeAnythingIsWritten) {
   Tensor dq = Random({4, 2, 4}), dk = Random({4, 1, 4}), dv = Random({4, 1, 4});
   const Tensor dq_before = Copy(dq);
   ASSERT_TRUE(ops_->AttentionForward(dims, in, &out, &lse).ok());
-  auto s = ops_->AttentionBackward(dims, in, out, lse, Random({4, 2, 4}), {&dq, &dk, &dv, nullptr, nullptr});
+  auto s = ops_->AttentionBackward(dims, in, out, lse, Random({4, 2, 4}),
+                                   {&dq, &dk, &dv, nullptr, nullptr});
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.ToString().find("dmem_q"), std::string::npos) << s;
   ExpectSameBits(dq, dq_before, "dq after a refused backward");

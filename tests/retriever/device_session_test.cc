@@ -61,7 +61,8 @@ std::unique_ptr<Backend> CpuBackend() {
 
 // One backend's stack: model (same seed, so the same weights), tokenizer, bank, embedder.
 struct Stack {
-  // host_layers > 0: a split model (partial offload), its bottom layers on a CPU backend of its own.
+  // host_layers > 0: a split model (partial offload), its bottom layers on a CPU backend of its
+  // own.
   explicit Stack(std::unique_ptr<Backend> b, int32_t host_layers = 0) : backend(std::move(b)) {
     double_ = dynamic_cast<tt::DeviceDouble*>(backend.get());
     model::LayerSplit split;
@@ -364,9 +365,9 @@ TEST_F(DeviceSessionTest, PartialOffloadPlacesLayersWhereTheyRun) {
     w.output = w.tok_embd;
     auto tied_cpu = model::Model::Create(cpu_.backend.get(), host_model->config(), w,
                                          model::ModelLayout::Plain(tt::kLayers));
-    auto tied_split = model::Model::Create(split_.backend.get(), host_model->config(), w,
-                                           model::ModelLayout::Plain(tt::kLayers),
-                                           {split_.host.get(), 3});
+    auto tied_split =
+        model::Model::Create(split_.backend.get(), host_model->config(), w,
+                             model::ModelLayout::Plain(tt::kLayers), {split_.host.get(), 3});
     ASSERT_TRUE(tied_cpu.ok() && tied_split.ok()) << tied_split.status();
     EXPECT_TRUE((*tied_split)->weights().tok_embd.device().is_cpu());
     EXPECT_TRUE((*tied_split)->tied_head());
@@ -382,7 +383,8 @@ TEST_F(DeviceSessionTest, PartialOffloadPlacesLayersWhereTheyRun) {
   // Bad splits.
   auto bad = [&](Backend* device, const model::LayerSplit& s) {
     auto w = tt::TinyModel(cpu_.backend.get());  // host weights to build from
-    return model::Model::Create(device, w->config(), w->weights(), model::ModelLayout::Plain(tt::kLayers), s)
+    return model::Model::Create(device, w->config(), w->weights(),
+                                model::ModelLayout::Plain(tt::kLayers), s)
         .status();
   };
   EXPECT_EQ(bad(split_.backend.get(), {split_.host.get(), tt::kLayers}).code(),
@@ -502,8 +504,8 @@ TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {
     EXPECT_EQ(h.chunk_ids, a.chunk_ids) << c.name << " (split)";
     EXPECT_LT(max_diff(a.begin_logits, h.begin_logits), 2e-3f) << c.name << " (split)";
     EXPECT_LT(max_diff(a.logprobs, h.logprobs), 2e-3f) << c.name << " (split)";
-    std::printf("%-22s split 2+2: begin logits max |cpu - split| %.2e, greedy tokens %s\n",
-                c.name, max_diff(a.begin_logits, h.begin_logits),
+    std::printf("%-22s split 2+2: begin logits max |cpu - split| %.2e, greedy tokens %s\n", c.name,
+                max_diff(a.begin_logits, h.begin_logits),
                 a.generated == h.generated ? "equal" : "differ");
   }
 #else

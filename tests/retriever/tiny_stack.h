@@ -91,7 +91,8 @@ inline std::unique_ptr<model::Model> TinyModel(Backend* backend, uint64_t seed =
     L.w_down = RandomTensor(rng, {kEmbd, kFf}, 0.2f);
     w.layers.push_back(std::move(L));
   }
-  auto m = model::Model::Create(backend, c, std::move(w), model::ModelLayout::Plain(kLayers), split);
+  auto m =
+      model::Model::Create(backend, c, std::move(w), model::ModelLayout::Plain(kLayers), split);
   MUNINN_CHECK(m.ok()) << m.status();
   return std::move(m).value();
 }

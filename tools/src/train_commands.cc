@@ -25,8 +25,8 @@
 #include "muninn/model/lora_merge.h"
 #include "muninn/model/parallel_training.h"
 #include "muninn/model/peft_adapter.h"
-#include "muninn/model/train_data.h"
 #include "muninn/model/recall_tasks.h"
+#include "muninn/model/train_data.h"
 #include "muninn/model/trainer.h"
 #include "muninn/retriever/mixed_memory_source.h"
 #include "muninn/retriever/recall_memory_source.h"
@@ -386,8 +386,8 @@ int RunTrain(const TrainFlags& flags) {
   }
   const int world = reducer == nullptr ? 1 : reducer->world_size();
   // The node-local rank picks the GPU, as the NCCL reducer's does.
-  f.device = DeviceForRank(flags.device, model::NodeLocalRank(reducer == nullptr ? 0 : reducer->rank()),
-                           world);
+  f.device = DeviceForRank(flags.device,
+                           model::NodeLocalRank(reducer == nullptr ? 0 : reducer->rank()), world);
   model::TrainerOptions o;
   o.reducer = reducer.get();
   o.streams = f.streams > 0 ? f.streams : world;

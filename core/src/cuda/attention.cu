@@ -6,8 +6,8 @@
 // No [T, S] scores exist anywhere. Masking and the memory block follow Backend::Attention and the
 // CPU kernel: memory keys are visible to every query and scored with mem_q (plus the per-head
 // memory logit bias when given); local key s is visible to query t iff !causal or s <= t + (S - T).
-#include "cuda/block_decode.h"
 #include "cuda/attention_tile.cuh"
+#include "cuda/block_decode.h"
 #include "cuda/kernel_util.cuh"
 
 namespace muninn::cuda {
@@ -19,7 +19,8 @@ constexpr int kPerLane = kAttnMaxHeadDim / kWarp;  // head-dim elements per lane
 __device__ __forceinline__ float LoadElem(const AttentionOperand& o, const char* row, int64_t i) {
   if (o.q8_0) {  // DequantizeRow's d · q of element i's block
     const uint8_t* b = reinterpret_cast<const uint8_t*>(row) + (i / 32) * 34;
-    return MulRn(HalfBitsToFloat(LoadU16(b)), static_cast<float>(static_cast<int8_t>(b[2 + i % 32])));
+    return MulRn(HalfBitsToFloat(LoadU16(b)),
+                 static_cast<float>(static_cast<int8_t>(b[2 + i % 32])));
   }
   return o.f16 ? HalfBitsToFloat(reinterpret_cast<const uint16_t*>(row)[i])
                : reinterpret_cast<const float*>(row)[i];
@@ -228,9 +229,8 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
 #pragma unroll
         for (int i = 0; i < kBk / 4; ++i) s[i] += qv * s_k[(c + 4 * i) * (d + 1) + e];
       }
-      const float corr = TileSoftmax(a, x, mem, kb, n_keys, s, &m, &l, [&](int i, float p) {
-        s_p[r * (kBk + 1) + c + 4 * i] = p;
-      });
+      const float corr = TileSoftmax(a, x, mem, kb, n_keys, s, &m, &l,
+                                     [&](int i, float p) { s_p[r * (kBk + 1) + c + 4 * i] = p; });
       __syncwarp();  // row r's probabilities come from the four lanes of its quad
       const float* pr = s_p + r * (kBk + 1);
 #pragma unroll

@@ -65,7 +65,8 @@ __device__ __forceinline__ double WarpSumD(double v) {
 
 // `scratch` holds 32 doubles of shared memory.
 __device__ __forceinline__ double BlockSumD(double v, double* scratch) {
-  const int lane = static_cast<int>(threadIdx.x) % kWarp, warp = static_cast<int>(threadIdx.x) / kWarp;
+  const int lane = static_cast<int>(threadIdx.x) % kWarp,
+            warp = static_cast<int>(threadIdx.x) / kWarp;
   v = WarpSumD(v);
   __syncthreads();  // scratch may still be read from a previous reduction
   if (lane == 0) scratch[warp] = v;

@@ -1,6 +1,7 @@
-// Copy (same-dtype copies of any dtype; conversions from f32/f16/bf16/q4_0/q4_1/q5_0/q5_1/q8_0/q4_K/q5_K/q6_K to
-// f32/f16/bf16, and f32 to q8_0 — the quantized KV cache) and GetRows on the CUDA backend. Argument rules follow core/src/cpu/copy.cc and
-// get_rows.cc with device tensors; ids may be host or device tensors.
+// Copy (same-dtype copies of any dtype; conversions from
+// f32/f16/bf16/q4_0/q4_1/q5_0/q5_1/q8_0/q4_K/q5_K/q6_K to f32/f16/bf16, and f32 to q8_0 — the
+// quantized KV cache) and GetRows on the CUDA backend. Argument rules follow core/src/cpu/copy.cc
+// and get_rows.cc with device tensors; ids may be host or device tensors.
 #include <cstring>
 #include <string>
 

@@ -345,9 +345,18 @@ Status TrainModel::EnsureActs(const LoraParams& params, int32_t layer, bool mem_
     return Status::Ok();
   };
   a->T = T;
-  for (auto [t, cols] : {std::pair{&a->h_in, E}, {&a->x1, E}, {&a->q, Q}, {&a->k, K},
-                         {&a->v, K}, {&a->att, Q}, {&a->lse, int64_t{mc.n_head}},
-                         {&a->h_mid, E}, {&a->x2, E}, {&a->gate, F}, {&a->up, F}, {&a->act, F}}) {
+  for (auto [t, cols] : {std::pair{&a->h_in, E},
+                         {&a->x1, E},
+                         {&a->q, Q},
+                         {&a->k, K},
+                         {&a->v, K},
+                         {&a->att, Q},
+                         {&a->lse, int64_t{mc.n_head}},
+                         {&a->h_mid, E},
+                         {&a->x2, E},
+                         {&a->gate, F},
+                         {&a->up, F},
+                         {&a->act, F}}) {
     RETURN_IF_ERROR(alloc(t, cols));
   }
   if (mem_q) RETURN_IF_ERROR(alloc(&a->mq, Q));
@@ -528,8 +537,7 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   ASSIGN_OR_RETURN(Tensor dv3, s.dv.Reshape(Shape{T, Hkv, hd}));
   ASSIGN_OR_RETURN(Tensor dmq3, s.dmq.Reshape(Shape{T, H, hd}));
   AttentionTrainGrads g{&dq3, &dk3, &dv3, mem_q ? &dmq3 : nullptr, ptr(dgate_bias)};
-  RETURN_IF_ERROR(
-      ops.AttentionBackward(LayerAttentionDims(mc, T, mem), in, att3, a.lse, datt3, g));
+  RETURN_IF_ERROR(ops.AttentionBackward(LayerAttentionDims(mc, T, mem), in, att3, a.lse, datt3, g));
   RETURN_IF_ERROR(ops.RopeBackward(dq3, s.pos, mc.rope, &dq3));
   RETURN_IF_ERROR(ops.RopeBackward(dk3, s.pos, mc.rope, &dk3));
   if (mem_q) {
@@ -557,12 +565,21 @@ Status TrainModel::PrepareScratch(int64_t T) {
   ASSIGN_OR_RETURN(s.pos, Tensor::Empty(DType::kI32, Shape{T}));
   ASSIGN_OR_RETURN(s.mpos, Tensor::Empty(DType::kI32, Shape{T}));
   const int64_t widest = std::max({E, Q, F});
-  for (auto [t, shape] :
-       {std::pair{&s.h, Shape{T, E}}, {&s.next, Shape{T, E}}, {&s.hn, Shape{T, E}},
-        {&s.dh, Shape{T, E}}, {&s.dtmp, Shape{T, E}}, {&s.dx, Shape{T * widest}},
-        {&s.xd, Shape{T * widest}}, {&s.dq, Shape{T, Q}}, {&s.dmq, Shape{T, Q}},
-        {&s.datt, Shape{T, Q}}, {&s.dk, Shape{T, K}}, {&s.dv, Shape{T, K}},
-        {&s.dgate, Shape{T, F}}, {&s.dup, Shape{T, F}}, {&s.dact, Shape{T, F}}}) {
+  for (auto [t, shape] : {std::pair{&s.h, Shape{T, E}},
+                          {&s.next, Shape{T, E}},
+                          {&s.hn, Shape{T, E}},
+                          {&s.dh, Shape{T, E}},
+                          {&s.dtmp, Shape{T, E}},
+                          {&s.dx, Shape{T * widest}},
+                          {&s.xd, Shape{T * widest}},
+                          {&s.dq, Shape{T, Q}},
+                          {&s.dmq, Shape{T, Q}},
+                          {&s.datt, Shape{T, Q}},
+                          {&s.dk, Shape{T, K}},
+                          {&s.dv, Shape{T, K}},
+                          {&s.dgate, Shape{T, F}},
+                          {&s.dup, Shape{T, F}},
+                          {&s.dact, Shape{T, F}}}) {
     ASSIGN_OR_RETURN(*t, be->Allocate(DType::kF32, shape));
   }
   s.T = T;
@@ -655,8 +672,8 @@ StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const Tra
   ce.grad_scale = grad_scale;
   ce.rows_per_block = options_.ce_rows_per_block;
   ce.vocab_block = options_.ce_vocab_block;
-  ASSIGN_OR_RETURN(CrossEntropyResult loss, ops.CrossEntropy(s.hn, weights_->head, placed.labels, ce,
-                                                             train ? &s.dtmp : nullptr));
+  ASSIGN_OR_RETURN(CrossEntropyResult loss, ops.CrossEntropy(s.hn, weights_->head, placed.labels,
+                                                             ce, train ? &s.dtmp : nullptr));
   if (!train) return loss;
   // dh = d(h_final) through the frozen output norm.
   RETURN_IF_ERROR(ops.RmsNormBackward(s.h, out_norm, s.dtmp, mc.norm_eps, &s.dh, nullptr));

@@ -77,7 +77,8 @@ class TrainOps {
   // LoRA (backward.h): d.m, d.n_in, d.n_out, d.rank must match the tensors' shapes.
   // xd[m, n_in] = drop(x); x: [m, n_in]. In place (xd == x) is allowed.
   Status LoraDropout(const LoraDims& d, const Tensor& x, Tensor* xd);
-  // u[m, rank] = xd · aᵀ (written), y[m, n_out] += scale · u · bᵀ; a: [rank, n_in], b: [n_out, rank].
+  // u[m, rank] = xd · aᵀ (written), y[m, n_out] += scale · u · bᵀ;
+  // a: [rank, n_in], b: [n_out, rank].
   Status LoraForward(const LoraDims& d, const Tensor& xd, const Tensor& a, const Tensor& b,
                      Tensor* u, Tensor* y);
   // da [rank, n_in] and db [n_out, rank] added, dx [m, n_in] added (the LoRA path's share); each
@@ -138,13 +139,13 @@ class TrainOps {
   virtual Status DoRmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y) = 0;
   virtual Status DoRmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps,
                                    Tensor* dx, Tensor* dw) = 0;
-  virtual Status DoRopeBackward(const Tensor& dy, const Tensor& positions,
-                                const RopeParams& params, Tensor* dx) = 0;
+  virtual Status DoRopeBackward(const Tensor& dy, const Tensor& positions, const RopeParams& params,
+                                Tensor* dx) = 0;
   virtual Status DoSwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out) = 0;
   virtual Status DoSwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& dy,
                                   Tensor* dgate, Tensor* dup) = 0;
-  virtual Status DoAttentionForward(const AttentionTrainDims& dims,
-                                    const AttentionTrainTensors& in, Tensor* out, Tensor* lse) = 0;
+  virtual Status DoAttentionForward(const AttentionTrainDims& dims, const AttentionTrainTensors& in,
+                                    Tensor* out, Tensor* lse) = 0;
   virtual Status DoAttentionBackward(const AttentionTrainDims& dims,
                                      const AttentionTrainTensors& in, const Tensor& out,
                                      const Tensor& lse, const Tensor& dout,

@@ -98,8 +98,8 @@ struct TrainBatch {
 class TrainModel {
  public:
   // `model` (not owned) must be a llama model (plain kLlama blocks, no biases, not recurrent) on
-  // a backend with training ops (CPU, CUDA); Unimplemented otherwise. `config` chooses the trained layers; the trained layers'
-  // matrices and the head are dequantized to f32 here.
+  // a backend with training ops (CPU, CUDA); Unimplemented otherwise. `config` chooses the trained
+  // layers; the trained layers' matrices and the head are dequantized to f32 here.
   static StatusOr<std::unique_ptr<TrainModel>> Create(Model* model, const LoraConfig& config,
                                                       const TrainModelOptions& options = {});
 
