@@ -76,6 +76,13 @@ StatusOr<Tensor> CopyToHost(Backend& backend, const Tensor& t) {
   return host;
 }
 
+StatusOr<Tensor> ToBackend(Backend& backend, const Tensor& t) {
+  if (t.device() == backend.device()) return t;
+  ASSIGN_OR_RETURN(Tensor moved, backend.Allocate(t.dtype(), t.shape()));
+  RETURN_IF_ERROR(backend.Transfer(t, &moved));
+  return moved;
+}
+
 Status CheckMatMulSharedArgs(const Backend& backend, const Tensor& x,
                              std::span<const Tensor* const> ws, std::span<Tensor* const> outs) {
   if (ws.empty() || ws.size() != outs.size()) {

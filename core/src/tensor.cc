@@ -94,6 +94,12 @@ StatusOr<Tensor> Tensor::Empty(DType dtype, const Shape& shape) {
   return t;
 }
 
+StatusOr<Tensor> Tensor::WrapHost(void* data, DType dtype, const Shape& shape) {
+  auto bytes = ContiguousBytes(dtype, shape);
+  if (!bytes) return ShapeError(dtype, shape);
+  return FromBuffer(WrapHostMemory(data, *bytes, nullptr), 0, dtype, shape);
+}
+
 StatusOr<Tensor> Tensor::Zeros(DType dtype, const Shape& shape) {
   ASSIGN_OR_RETURN(Tensor t, Empty(dtype, shape));
   std::memset(t.data(), 0, t.buffer()->size());

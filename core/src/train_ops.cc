@@ -3,6 +3,7 @@
 #include "muninn/core/train_ops.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 namespace muninn {
@@ -234,6 +235,14 @@ Status TrainOps::RopeBackward(const Tensor& dy, const Tensor& positions, const R
                                 std::to_string(dy.dim(0)) + "] on the host or " + dev.ToString() +
                                 ", got " +
                                 (positions.defined() ? positions.DebugString() : "undefined"));
+  }
+  if (positions.device().is_cpu()) {  // the backward rotates by -position
+    const auto* p = positions.data_as<const int32_t>();
+    for (int64_t t = 0; t < positions.numel(); ++t) {
+      if (p[t] == std::numeric_limits<int32_t>::min()) {
+        return InvalidArgumentError("RopeBackward: position INT32_MIN cannot be negated");
+      }
+    }
   }
   RETURN_IF_ERROR(CheckOut(op, "dx", dx, dev, dy.shape()));
   if (dx->data() != dy.data()) RETURN_IF_ERROR(NoOverlap(op, "dx", *dx, {&dy}));

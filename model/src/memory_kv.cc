@@ -19,13 +19,9 @@ StatusOr<Tensor> RotateMemoryKeys(Backend* backend, const RopeParams& rope, cons
                                 std::to_string(first_position + m) + " do not fit int32");
   }
   ASSIGN_OR_RETURN(Tensor out, backend->Allocate(DType::kF32, keys.shape()));  // [M, n_head_kv, hd]
-  if (keys.device() == backend->device()) {
-    RETURN_IF_ERROR(backend->Copy(keys, &out));
-  } else {  // host keys (from the bank) on a device backend: move them, then convert there
-    ASSIGN_OR_RETURN(Tensor moved, backend->Allocate(keys.dtype(), keys.shape()));
-    RETURN_IF_ERROR(backend->Transfer(keys, &moved));
-    RETURN_IF_ERROR(backend->Copy(moved, &out));
-  }
+  // Host keys (from the bank) on a device backend are moved first, then converted there.
+  ASSIGN_OR_RETURN(Tensor moved, ToBackend(*backend, keys));
+  RETURN_IF_ERROR(backend->Copy(moved, &out));
   ASSIGN_OR_RETURN(Tensor pos, Tensor::Empty(DType::kI32, Shape{m}));
   for (int64_t i = 0; i < m; ++i) {
     pos.data_as<int32_t>()[i] = static_cast<int32_t>(first_position + i);

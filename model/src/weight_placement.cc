@@ -85,10 +85,9 @@ StatusOr<ModelWeights> PlaceUpperLayersOn(Backend* backend, ModelWeights weights
       *t = same->second;
       continue;
     }
-    ASSIGN_OR_RETURN(Tensor host, t->is_contiguous() ? StatusOr<Tensor>(*t) : t->Contiguous());
-    ASSIGN_OR_RETURN(Tensor dev, backend->Allocate(t->dtype(), t->shape()));
-    RETURN_IF_ERROR(backend->Transfer(host, &dev).WithContext("moving weights to " +
-                                                              device.ToString()));
+    auto moved = ToBackend(*backend, *t);
+    if (!moved.ok()) return moved.status().WithContext("moving weights to " + device.ToString());
+    Tensor dev = std::move(moved).value();
     copies.emplace_back(*t, dev);
     *t = std::move(dev);
   }

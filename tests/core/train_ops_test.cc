@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <tuple>
@@ -246,6 +247,14 @@ TEST_F(TrainOpsTest, BadArgumentsAreRefusedBeforeAnythingIsWritten) {
   auto pos = Tensor::Empty(DType::kI32, Shape{3}).value();
   Tensor r = Random({4, 2, 4});
   EXPECT_EQ(ops_->RopeBackward(r, pos, RopeParams{}, &r).code(), StatusCode::kInvalidArgument);
+  // A position the backward cannot negate is refused at the entry point, for every backend.
+  auto pos4 = Tensor::Zeros(DType::kI32, Shape{4}).value();
+  pos4.data_as<int32_t>()[2] = std::numeric_limits<int32_t>::min();
+  const Tensor r_before = Copy(r);
+  auto neg = ops_->RopeBackward(r, pos4, RopeParams{}, &r);
+  EXPECT_EQ(neg.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(neg.ToString().find("INT32_MIN"), std::string::npos) << neg;
+  ExpectSameBits(r, r_before, "RopeBackward after a refused position");
   Tensor p = Random({8}), m = Random({8}), v = Random({8});
   EXPECT_EQ(ops_->AdamW(AdamWOptions{}, 0, 1e-3f, Random({8}), &p, &m, &v).code(),
             StatusCode::kInvalidArgument);

@@ -19,13 +19,6 @@ namespace {
 // Rows per block of RmsNormBackward: the unit of parallel work and of the dw partial sums.
 constexpr int64_t kNormRowsPerBlock = 16;
 
-// A contiguous f32 tensor viewing caller-owned host memory.
-StatusOr<Tensor> ViewF32(const float* data, const Shape& shape) {
-  const size_t bytes = static_cast<size_t>(shape.numel()) * sizeof(float);
-  return Tensor::FromBuffer(WrapHostMemory(const_cast<float*>(data), bytes, nullptr), 0,
-                            DType::kF32, shape);
-}
-
 }  // namespace
 
 void RmsNormForward(ThreadPool* pool, const float* x, const float* w, int64_t rows, int64_t d,
@@ -98,8 +91,8 @@ Status RopeBackward(ThreadPool* pool, const float* dy, const int32_t* positions,
     np[t] = -positions[t];
   }
   const Shape shape{T, n_head, head_dim};
-  ASSIGN_OR_RETURN(Tensor in, ViewF32(dy, shape));
-  ASSIGN_OR_RETURN(Tensor out, ViewF32(dx, shape));
+  ASSIGN_OR_RETURN(Tensor in, Tensor::WrapHost(const_cast<float*>(dy), DType::kF32, shape));
+  ASSIGN_OR_RETURN(Tensor out, Tensor::WrapHost(dx, DType::kF32, shape));
   cpu::CpuContext ctx;
   ctx.pool = pool;
   ctx.isa = GetCpuFeatures().BestIsa();

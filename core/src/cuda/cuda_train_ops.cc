@@ -175,17 +175,8 @@ class CudaTrainOps final : public TrainOps {
   Status DoRopeBackward(const Tensor& dy, const Tensor& positions, const RopeParams& params,
                         Tensor* dx) override {
     RETURN_IF_ERROR(Activate());
-    if (positions.device().is_cpu()) {
-      // The CPU kernel negates the positions as int32 and refuses INT32_MIN; so does this one for
-      // host positions. Device positions are negated in double inside the kernel (exact for every
-      // int32), which cannot fail.
-      const auto* p = positions.data_as<const int32_t>();
-      for (int64_t t = 0; t < positions.numel(); ++t) {
-        if (p[t] == std::numeric_limits<int32_t>::min()) {
-          return InvalidArgumentError("RopeBackward: position INT32_MIN cannot be negated");
-        }
-      }
-    }
+    // Host positions of INT32_MIN were refused at the entry point; the kernel negates in double,
+    // exact for every int32 (device positions cannot be checked without a sync).
     return RopeOp(ctx_, dy, positions, params, dx, /*negate_positions=*/true)
         .WithContext("RopeBackward");
   }

@@ -116,21 +116,6 @@ StatusOr<Tensor> Sub(const Tensor& flat, int64_t off, const Shape& shape) {
                             DType::kF32, shape);
 }
 
-// A packed f32 host tensor over caller-owned floats.
-StatusOr<Tensor> HostF32(const float* data, const Shape& shape) {
-  const size_t bytes = static_cast<size_t>(shape.numel()) * sizeof(float);
-  return Tensor::FromBuffer(WrapHostMemory(const_cast<float*>(data), bytes, nullptr), 0,
-                            DType::kF32, shape);
-}
-
-// `t` on the backend's device: itself on the CPU backend, else an uploaded copy.
-StatusOr<Tensor> OnBackend(Backend* be, const Tensor& host) {
-  if (be->device().is_cpu()) return host;
-  ASSIGN_OR_RETURN(Tensor d, be->Allocate(host.dtype(), host.shape()));
-  RETURN_IF_ERROR(be->Transfer(host, &d));
-  return d;
-}
-
 }  // namespace
 
 TrainModel::TrainModel(Model* model, const LoraConfig& config, const TrainModelOptions& options)
@@ -176,7 +161,7 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
   auto f32_copy = [&](const Tensor& w) -> StatusOr<Tensor> {
     ASSIGN_OR_RETURN(Tensor host, CopyToHost(*be, w));
     ASSIGN_OR_RETURN(Tensor f, DequantizeToF32(host));
-    return OnBackend(be, f);
+    return ToBackend(*be, f);
   };
   tm->host_norms_ = mw;
   for (LayerWeights& lw : tm->host_norms_.layers) {
@@ -187,11 +172,6 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
     }
   }
   ASSIGN_OR_RETURN(tm->host_norms_.output_norm, CopyToHost(*be, mw.output_norm));
-  auto on_ops_device = [&](const Tensor& t) -> StatusOr<Tensor> {
-    if (t.device() == be->device()) return t;
-    ASSIGN_OR_RETURN(Tensor host, CopyToHost(*be, t));
-    return OnBackend(be, host);
-  };
   tm->weights_ = std::make_unique<Weights>();
   for (int32_t l = config.first_layer; l < mc.n_layer; ++l) {
     const LayerWeights& lw = mw.layers[static_cast<size_t>(l)];
@@ -204,11 +184,11 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
       wl.w[static_cast<size_t>(t)] = std::move(w).value();
     }
     // The norms where the training ops run (a split model keeps its lower layers' on the host).
-    ASSIGN_OR_RETURN(wl.attn_norm, on_ops_device(lw.attn_norm));
-    ASSIGN_OR_RETURN(wl.ffn_norm, on_ops_device(lw.ffn_norm));
+    ASSIGN_OR_RETURN(wl.attn_norm, ToBackend(*be, lw.attn_norm));
+    ASSIGN_OR_RETURN(wl.ffn_norm, ToBackend(*be, lw.ffn_norm));
     tm->weights_->layers.push_back(std::move(wl));
   }
-  ASSIGN_OR_RETURN(tm->weights_->output_norm, on_ops_device(mw.output_norm));
+  ASSIGN_OR_RETURN(tm->weights_->output_norm, ToBackend(*be, mw.output_norm));
   auto head = f32_copy(mw.output);
   if (!head.ok()) return head.status().WithContext("output head");
   tm->weights_->head = std::move(head).value();
@@ -615,19 +595,14 @@ StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const Tra
   // CPU, copies on a device (the gradients go up with their current values so that a device adds
   // to them exactly as the CPU does, and come back at the end).
   const Shape arena{params.size()};
-  ASSIGN_OR_RETURN(Tensor host_params, HostF32(params.values().data(), arena));
+  ASSIGN_OR_RETURN(Tensor host_params,
+                   Tensor::WrapHost(const_cast<float*>(params.values().data()), DType::kF32, arena));
+  ASSIGN_OR_RETURN(s.pv, ToBackend(*be, host_params));
   Tensor host_grads;
+  s.gv = Tensor();
   if (train) {
-    ASSIGN_OR_RETURN(host_grads, HostF32(grads.data(), arena));
-  }
-  if (on_host) {
-    s.pv = host_params;
-    s.gv = host_grads;
-  } else {
-    ASSIGN_OR_RETURN(s.pv, OnBackend(be, host_params));
-    if (train) {
-      ASSIGN_OR_RETURN(s.gv, OnBackend(be, host_grads));
-    }
+    ASSIGN_OR_RETURN(host_grads, Tensor::WrapHost(grads.data(), DType::kF32, arena));
+    ASSIGN_OR_RETURN(s.gv, ToBackend(*be, host_grads));
   }
   // The memory K/V on the device (copied once per call; the same tensors on the CPU), for the
   // frozen bottom and the trained layers alike.
@@ -643,14 +618,12 @@ StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const Tra
     const LayerMemoryKV* m = placed.memory->ForLayer(l);
     if (m == nullptr) continue;
     // The trained layers read it where the training ops run.
-    ASSIGN_OR_RETURN(s.mem_k[static_cast<size_t>(l - first)],
-                     m->k.device() == be->device() ? StatusOr<Tensor>(m->k) : OnBackend(be, m->k));
-    ASSIGN_OR_RETURN(s.mem_v[static_cast<size_t>(l - first)],
-                     m->v.device() == be->device() ? StatusOr<Tensor>(m->v) : OnBackend(be, m->v));
+    ASSIGN_OR_RETURN(s.mem_k[static_cast<size_t>(l - first)], ToBackend(*be, m->k));
+    ASSIGN_OR_RETURN(s.mem_v[static_cast<size_t>(l - first)], ToBackend(*be, m->v));
   }
 
   RETURN_IF_ERROR(BottomForward(placed, &s.h_host));
-  ASSIGN_OR_RETURN(Tensor bottom, HostF32(s.h_host.data(), Shape{T, E}));
+  ASSIGN_OR_RETURN(Tensor bottom, Tensor::WrapHost(s.h_host.data(), DType::kF32, Shape{T, E}));
   RETURN_IF_ERROR(be->Transfer(bottom, &s.h));
   if (train && options_.recompute) s.inputs.resize(static_cast<size_t>(n_trained));
   for (int32_t l = first; l < mc.n_layer; ++l) {

@@ -65,6 +65,9 @@ class Tensor {
   static StatusOr<Tensor> FromBufferStrided(std::shared_ptr<Buffer> buffer, size_t offset,
                                             DType dtype, const Shape& shape,
                                             std::span<const int64_t> byte_strides);
+  // A contiguous host tensor over caller-owned memory `data` (not copied, not owned: the caller
+  // keeps it alive while the tensor or a view of it is used).
+  static StatusOr<Tensor> WrapHost(void* data, DType dtype, const Shape& shape);
   // Convenience for tests and small tables: a contiguous f32 host tensor holding `values`.
   static StatusOr<Tensor> FromVector(const Shape& shape, const std::vector<float>& values);
 

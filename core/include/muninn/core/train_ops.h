@@ -21,8 +21,8 @@
 // exp/log).
 //
 // The CUDA implementation (core/src/cuda/cuda_train_ops.cc) takes attention head dims up to 256
-// (InvalidArgument above) and refuses host RoPE positions of INT32_MIN as the CPU does; positions
-// already on the device are negated in double there, exact for every int32, so it accepts them.
+// (InvalidArgument above). RoPE positions already on the device are negated in double there, exact
+// for every int32; host positions of INT32_MIN are refused here for every backend.
 //
 // Thread-compatible, like a backend: one call at a time. Work may be queued on the device: results
 // are visible to Backend::Transfer of the same backend (same stream) and to later ops.
@@ -92,7 +92,8 @@ class TrainOps {
   Status RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps, Tensor* dx,
                          Tensor* dw);
   // dx = the input gradient of Backend::Rope(x, positions, params); dy, dx: [T, n_head, head_dim];
-  // positions: i32 [T] on the host or the device. In place (dx == dy) is allowed.
+  // positions: i32 [T] on the host or the device; a host position of INT32_MIN (which cannot be
+  // negated) is InvalidArgument. In place (dx == dy) is allowed.
   Status RopeBackward(const Tensor& dy, const Tensor& positions, const RopeParams& params,
                       Tensor* dx);
   // out = silu(gate) · up with silu(g) = g / (1 + exp(-g)); all the same shape.
