@@ -135,6 +135,55 @@ Status Backend::MatMulShared(const Tensor& x, std::span<const Tensor* const> ws,
   return Status::Ok();
 }
 
+namespace {
+
+// A temporary like `like` (f32, its shape) on `backend`.
+StatusOr<Tensor> F32Like(Backend& backend, const Tensor& like, std::string_view op,
+                         std::string_view what) {
+  if (!like.defined()) {
+    return InvalidArgumentError(std::string(op) + ": " + std::string(what) +
+                                " is an undefined tensor");
+  }
+  return backend.Allocate(DType::kF32, like.shape());
+}
+
+}  // namespace
+
+Status Backend::MatMulAdd(const Tensor& x, const Tensor& w, Tensor* out) {
+  if (out == nullptr) return InvalidArgumentError("MatMulAdd: out is null");
+  if (ViewsOverlap(*out, x) || ViewsOverlap(*out, w)) {
+    return InvalidArgumentError("MatMulAdd: out must not overlap x or w");
+  }
+  ASSIGN_OR_RETURN(Tensor product, F32Like(*this, *out, "MatMulAdd", "out"));
+  RETURN_IF_ERROR(MatMul(x, w, &product));
+  return Add(*out, product, out);
+}
+
+Status Backend::RmsNormMatMulShared(const Tensor& x, const Tensor& norm_weight, float eps,
+                                    std::span<const Tensor* const> ws,
+                                    std::span<Tensor* const> outs) {
+  RETURN_IF_ERROR(CheckMatMulSharedArgs(*this, x, ws, outs));
+  for (Tensor* out : outs) {
+    if (norm_weight.defined() && ViewsOverlap(*out, norm_weight)) {
+      return InvalidArgumentError("RmsNormMatMulShared: an output overlaps the norm weight");
+    }
+  }
+  ASSIGN_OR_RETURN(Tensor normed, F32Like(*this, x, "RmsNormMatMulShared", "x"));
+  RETURN_IF_ERROR(RmsNorm(x, norm_weight, eps, &normed));
+  return MatMulShared(normed, ws, outs);
+}
+
+Status Backend::SwiGluMatMulAdd(const Tensor& gate, const Tensor& up, const Tensor& w,
+                                Tensor* out) {
+  if (out == nullptr) return InvalidArgumentError("SwiGluMatMulAdd: out is null");
+  if (ViewsOverlap(*out, gate) || ViewsOverlap(*out, up) || ViewsOverlap(*out, w)) {
+    return InvalidArgumentError("SwiGluMatMulAdd: out must not overlap gate, up or w");
+  }
+  ASSIGN_OR_RETURN(Tensor act, F32Like(*this, gate, "SwiGluMatMulAdd", "gate"));
+  RETURN_IF_ERROR(SwiGlu(gate, up, &act));
+  return MatMulAdd(act, w, out);
+}
+
 StatusOr<std::unique_ptr<TrainOps>> Backend::CreateTrainOps(ThreadPool* /*pool*/) {
   return UnimplementedError("backend " + name() + " has no training ops");
 }

@@ -401,13 +401,22 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   Tensor gate = View(s.gate, Shape{T, config_.n_ff});      // [T, n_ff]
   Tensor up = View(s.up, Shape{T, config_.n_ff});
 
+  // A backend that fuses the decode step's sequences (norm + projections, projection + residual,
+  // SwiGLU + down projection + residual) gets them in fewer launches; an observer needs the
+  // intermediates the fused forms never write.
+  const bool fuse = be->FusesDecodeOps() && !options.observer;
+
   // ---- attention ----
-  RETURN_IF_ERROR(be->RmsNorm(h, w.attn_norm, config_.norm_eps, &x));
-  observe("attn_norm", x);
   {
     const Tensor* qkv_w[] = {&w.wq, &w.wk, &w.wv};
     Tensor* qkv_out[] = {&q2, &k2, &v2};
-    RETURN_IF_ERROR(be->MatMulShared(x, qkv_w, qkv_out));
+    if (fuse) {
+      RETURN_IF_ERROR(be->RmsNormMatMulShared(h, w.attn_norm, config_.norm_eps, qkv_w, qkv_out));
+    } else {
+      RETURN_IF_ERROR(be->RmsNorm(h, w.attn_norm, config_.norm_eps, &x));
+      observe("attn_norm", x);
+      RETURN_IF_ERROR(be->MatMulShared(x, qkv_w, qkv_out));
+    }
   }
   if (w.q_bias.defined()) RETURN_IF_ERROR(be->Add(q2, w.q_bias, &q2));
   if (w.k_bias.defined()) RETURN_IF_ERROR(be->Add(k2, w.k_bias, &k2));
@@ -479,23 +488,36 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   if (memory != nullptr && !w.mem_bias.empty()) ap.mem_bias = w.mem_bias.data();
   Status st = be->Attention(q3, keys, values, mem_k, mem_v, ap, &att3);
   if (!st.ok()) return st.WithContext("layer " + std::to_string(layer) + " attention");
-  RETURN_IF_ERROR(be->MatMul(att2, w.wo, &proj));
-  observe("attn_out", proj);
-  RETURN_IF_ERROR(be->Add(h, proj, &h));
+  if (fuse) {
+    RETURN_IF_ERROR(be->MatMulAdd(att2, w.wo, &h));
+  } else {
+    RETURN_IF_ERROR(be->MatMul(att2, w.wo, &proj));
+    observe("attn_out", proj);
+    RETURN_IF_ERROR(be->Add(h, proj, &h));
+  }
   if (sandwich) RETURN_IF_ERROR(be->RmsNorm(h, w.attn_post_norm, config_.norm_eps, &h));
 
   // ---- MLP ----
-  RETURN_IF_ERROR(be->RmsNorm(h, w.ffn_norm, config_.norm_eps, &x));
-  observe("ffn_norm", x);
   {
     const Tensor* gate_up_w[] = {&w.w_gate, &w.w_up};
     Tensor* gate_up_out[] = {&gate, &up};
-    RETURN_IF_ERROR(be->MatMulShared(x, gate_up_w, gate_up_out));
+    if (fuse) {
+      RETURN_IF_ERROR(
+          be->RmsNormMatMulShared(h, w.ffn_norm, config_.norm_eps, gate_up_w, gate_up_out));
+    } else {
+      RETURN_IF_ERROR(be->RmsNorm(h, w.ffn_norm, config_.norm_eps, &x));
+      observe("ffn_norm", x);
+      RETURN_IF_ERROR(be->MatMulShared(x, gate_up_w, gate_up_out));
+    }
   }
-  RETURN_IF_ERROR(be->SwiGlu(gate, up, &gate));
-  RETURN_IF_ERROR(be->MatMul(gate, w.w_down, &proj));
-  observe("mlp_out", proj);
-  RETURN_IF_ERROR(be->Add(h, proj, &h));
+  if (fuse) {
+    RETURN_IF_ERROR(be->SwiGluMatMulAdd(gate, up, w.w_down, &h));
+  } else {
+    RETURN_IF_ERROR(be->SwiGlu(gate, up, &gate));
+    RETURN_IF_ERROR(be->MatMul(gate, w.w_down, &proj));
+    observe("mlp_out", proj);
+    RETURN_IF_ERROR(be->Add(h, proj, &h));
+  }
   if (sandwich) RETURN_IF_ERROR(be->RmsNorm(h, w.ffn_post_norm, config_.norm_eps, &h));
   observe("hidden", h);
   return Status::Ok();

@@ -14,9 +14,11 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <memory>
 #include <numbers>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -161,23 +163,39 @@ void Verify(Backend& be, const RunOp& run, const std::vector<double>& ref, doubl
 
 // ---- float64 references ------------------------------------------------------------------------
 
-// out[m, n] = sum_k x[m, k] w[n, k] with w given as f32 rows; denom (for Nmse) = sum (x w)^2.
-std::vector<double> RefMatMul(const std::vector<float>& x, const std::vector<std::vector<float>>& w,
+// out[m, n] = sum_k x[m, k] w[n, k] with w given as f32 rows and x as f32 or float64 (an
+// activation computed in float64); denom (for Nmse) = sum (x w)^2.
+template <typename T>
+std::vector<double> RefMatMul(const std::vector<T>& x, const std::vector<std::vector<float>>& w,
                               int64_t m, int64_t k, double* denom) {
   const int64_t n = static_cast<int64_t>(w.size());
   std::vector<double> out(static_cast<size_t>(m * n));
-  *denom = 0.0;
+  // Two partial sums each, in locals (one chain of dependent additions, or a sum kept through
+  // `denom`, would leave the loop latency-bound).
+  double sq0 = 0.0, sq1 = 0.0;
   for (int64_t i = 0; i < m; ++i) {
+    const T* xr = x.data() + i * k;
     for (int64_t j = 0; j < n; ++j) {
-      double s = 0.0;
-      for (int64_t c = 0; c < k; ++c) {
-        const double p = static_cast<double>(x[i * k + c]) * w[j][c];
-        s += p;
-        *denom += p * p;
+      const float* wr = w[j].data();
+      double s0 = 0.0, s1 = 0.0;
+      int64_t c = 0;
+      for (; c + 1 < k; c += 2) {
+        const double p0 = static_cast<double>(xr[c]) * wr[c];
+        const double p1 = static_cast<double>(xr[c + 1]) * wr[c + 1];
+        s0 += p0;
+        s1 += p1;
+        sq0 += p0 * p0;
+        sq1 += p1 * p1;
       }
-      out[i * n + j] = s;
+      if (c < k) {
+        const double p = static_cast<double>(xr[c]) * wr[c];
+        s0 += p;
+        sq0 += p * p;
+      }
+      out[i * n + j] = s0 + s1;
     }
   }
+  *denom = sq0 + sq1;
   return out;
 }
 
@@ -398,6 +416,241 @@ void CheckMatMulShared(Backend& be) {
              denom);
     }
   }
+}
+
+// ---- fused decode ops ----
+// MatMulAdd, RmsNormMatMulShared and SwiGluMatMulAdd against float64 references of the op
+// sequences they stand for. On the CUDA backend, M <= 8 runs one fused mat×vec kernel and M = 9
+// the composition of the plain ops.
+
+// Weight dtypes for the fused ops: the model's block formats, 16- and 32-bit floats and a K-quant.
+const std::vector<DType> kFusedDTypes = {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0,
+                                         DType::kF16,  DType::kF32,  DType::kQ6_K};
+
+// The rows of a 2-d weight as f32.
+std::vector<std::vector<float>> WeightRows(const Tensor& w) {
+  std::vector<std::vector<float>> rows;
+  for (int64_t r = 0; r < w.dim(0); ++r) rows.push_back(RowAsFloat(w, r));
+  return rows;
+}
+
+// The f32 [m, n] destination of a fused op and its initial values: packed, or (strided) columns
+// [n / 2, n / 2 + n) of an [m, 2n] buffer (row stride 2n floats) whose other columns hold random
+// values the op must leave alone.
+struct FusedDest {
+  int64_t m = 0, n = 0;
+  bool strided = false;
+  std::vector<float> buffer;  // [m, width()], the destination's initial values included
+
+  int64_t width() const { return strided ? 2 * n : n; }
+  int64_t first() const { return strided ? n / 2 : 0; }
+};
+
+FusedDest MakeFusedDest(int64_t m, int64_t n, bool strided, const std::vector<float>& init,
+                        std::mt19937& rng) {
+  FusedDest d{m, n, strided, {}};
+  d.buffer = Random(m * d.width(), rng);
+  for (int64_t r = 0; r < m; ++r) {
+    std::copy_n(init.begin() + r * n, n, d.buffer.begin() + r * d.width() + d.first());
+  }
+  return d;
+}
+
+// A destination for the "+=" ops holding a random residual as large as the products (rms
+// sqrt(denom / (m n))), so that a result without it, or with it added twice, is off by about
+// 100%; the residual is added to `ref`.
+FusedDest ResidualDest(int64_t m, int64_t n, bool strided, double denom, std::mt19937& rng,
+                       std::vector<double>* ref) {
+  const float scale = static_cast<float>(std::sqrt(denom / static_cast<double>(m * n)));
+  const std::vector<float> residual = Random(m * n, rng, scale);
+  for (size_t i = 0; i < residual.size(); ++i) (*ref)[i] += residual[i];
+  return MakeFusedDest(m, n, strided, residual, rng);
+}
+
+// The destination's buffer on `b`; *view is the destination within it.
+Tensor FusedDestOn(Backend& b, const FusedDest& d, Tensor* view) {
+  Tensor buffer = On(b, Host({d.m, d.width()}, d.buffer));
+  *view = buffer.Slice(1, d.first(), d.first() + d.n).value();
+  return buffer;
+}
+
+// The destination's values ([m, n]) after an op, checking that the buffer's other columns kept
+// their values.
+std::vector<float> ReadFusedDest(Backend& b, const FusedDest& d, const Tensor& buffer) {
+  const std::vector<float> all = ToHost(b, buffer);
+  std::vector<float> got;
+  int64_t touched = 0;
+  for (int64_t r = 0; r < d.m; ++r) {
+    for (int64_t c = 0; c < d.width(); ++c) {
+      const size_t i = static_cast<size_t>(r * d.width() + c);
+      if (c >= d.first() && c < d.first() + d.n) {
+        got.push_back(all[i]);
+      } else if (all[i] != d.buffer[i]) {
+        ++touched;
+      }
+    }
+  }
+  EXPECT_EQ(touched, 0) << "values outside the destination view changed";
+  return got;
+}
+
+std::string FusedWhat(const std::string& op, DType wt, int64_t m, int64_t n, int64_t k,
+                      bool strided) {
+  return op + " " + std::string(DTypeName(wt)) + " [" + std::to_string(m) + ", " +
+         std::to_string(k) + "] x [" + std::to_string(n) + ", " + std::to_string(k) + "]^T" +
+         (strided ? " into a strided view" : "");
+}
+
+// The batch sizes of a fused-op check: 1, 3 and 8 run the CUDA backend's fused decode kernel (8 is
+// its most rows), 9 the composition of the plain ops.
+const std::vector<int64_t> kFusedRows = {1, 3, 8, 9};
+
+// out += x · wᵀ for a [n, k] weight, x [m, k] and out starting as a residual, for each m in `ms`.
+void CheckMatMulAdd(Backend& be, DType wt, int64_t n, int64_t k, const std::vector<int64_t>& ms,
+                    bool strided, uint32_t seed) {
+  if (!be.SupportsOp({OpKind::kMatMul, wt})) return;
+  std::mt19937 rng(seed);
+  const Tensor w = RandomMatrix(wt, n, k, 0, rng);
+  const std::vector<std::vector<float>> wf = WeightRows(w);
+  for (int64_t m : ms) {
+    const std::vector<float> x = Random(m * k, rng);
+    double denom = 0.0;
+    std::vector<double> ref = RefMatMul(x, wf, m, k, &denom);
+    const FusedDest dest = ResidualDest(m, n, strided, denom, rng, &ref);
+    RunOp run = [&](Backend& b) {
+      Tensor out;
+      const Tensor buffer = FusedDestOn(b, dest, &out);
+      const Status st = b.MatMulAdd(On(b, Host({m, k}, x)), On(b, w), &out);
+      EXPECT_TRUE(st.ok()) << st;
+      return ReadFusedDest(b, dest, buffer);
+    };
+    Verify(be, run, ref, MatMulBound(wt), FusedWhat("MatMulAdd", wt, m, n, k, strided), denom);
+  }
+}
+
+// outs[i] = RmsNorm(x, norm_weight) · ws[i]ᵀ for weights of `ns` rows and x [m, k], m in `ms`: x of
+// scale 3 (the norm matters), the norm weight random around 1 or (norm_weight false) undefined,
+// the outputs starting as random values (overwritten, never added to); every output against its
+// float64 reference.
+void CheckRmsNormMatMulShared(Backend& be, DType wt, const std::vector<int64_t>& ns, int64_t k,
+                              const std::vector<int64_t>& ms, bool norm_weight, bool strided,
+                              uint32_t seed) {
+  if (!be.SupportsOp({OpKind::kMatMul, wt})) return;
+  std::mt19937 rng(seed);
+  std::vector<Tensor> ws;
+  std::vector<std::vector<std::vector<float>>> wf;
+  for (int64_t n : ns) {
+    ws.push_back(RandomMatrix(wt, n, k, 0, rng));
+    wf.push_back(WeightRows(ws.back()));
+  }
+  std::vector<float> nw;
+  if (norm_weight) {
+    nw = Random(k, rng, 0.25f);
+    for (float& v : nw) v += 1.0f;
+  }
+  const float eps = 1e-5f;
+  for (int64_t m : ms) {
+    std::vector<FusedDest> dests;
+    for (int64_t n : ns) dests.push_back(MakeFusedDest(m, n, strided, Random(m * n, rng), rng));
+    const std::vector<float> x = Random(m * k, rng, 3.0f);
+    const std::vector<double> normed = RefRmsNorm(x, nw, k, eps);
+    // The op runs once per backend; each output is then checked against its own reference.
+    std::map<const Backend*, std::vector<std::vector<float>>> results;
+    auto outputs = [&](Backend& b) -> const std::vector<std::vector<float>>& {
+      if (auto it = results.find(&b); it != results.end()) return it->second;
+      const Tensor xd = On(b, Host({m, k}, x));
+      const Tensor nwd = norm_weight ? On(b, Host({k}, nw)) : Tensor();
+      std::vector<Tensor> wd, buffers, outs(ns.size());
+      std::vector<const Tensor*> wp;
+      std::vector<Tensor*> op_outs;
+      for (size_t j = 0; j < ns.size(); ++j) {
+        wd.push_back(On(b, ws[j]));
+        buffers.push_back(FusedDestOn(b, dests[j], &outs[j]));
+      }
+      for (size_t j = 0; j < ns.size(); ++j) {
+        wp.push_back(&wd[j]);
+        op_outs.push_back(&outs[j]);
+      }
+      const Status st = b.RmsNormMatMulShared(xd, nwd, eps, wp, op_outs);
+      EXPECT_TRUE(st.ok()) << st;
+      std::vector<std::vector<float>>& got = results[&b];
+      for (size_t j = 0; j < ns.size(); ++j) got.push_back(ReadFusedDest(b, dests[j], buffers[j]));
+      return got;
+    };
+    for (size_t i = 0; i < ns.size(); ++i) {
+      double denom = 0.0;
+      const std::vector<double> ref = RefMatMul(normed, wf[i], m, k, &denom);
+      RunOp op = [&, i](Backend& b) { return outputs(b)[i]; };
+      Verify(be, op, ref, MatMulBound(wt),
+             FusedWhat("RmsNormMatMulShared", wt, m, ns[i], k, strided) + ", weight " +
+                 std::to_string(i) + " of " + std::to_string(ns.size()) +
+                 (norm_weight ? "" : ", no norm weight"),
+             denom);
+    }
+  }
+}
+
+// SwiGluMatMulAdd's bounds: silu(gate) * up (a product of Gaussians) is heavy-tailed, so the
+// 8-bit activation blocks a block-format MatMul uses (scaled by their largest value) lose 3x to 7x
+// more of its variance than of a Gaussian's (q6_K's 256-element blocks the most); the float
+// formats' rounding is relative and the same as for MatMul.
+double SwiGluMatMulBound(DType w) { return (IsQuantized(w) ? 6.0 : 1.0) * MatMulBound(w); }
+
+// out += (silu(gate) * up) · wᵀ for a [n, k] weight, gate and up [m, k] and out starting as a
+// residual, for each m in `ms`.
+void CheckSwiGluMatMulAdd(Backend& be, DType wt, int64_t n, int64_t k,
+                          const std::vector<int64_t>& ms, bool strided, uint32_t seed) {
+  if (!be.SupportsOp({OpKind::kMatMul, wt})) return;
+  std::mt19937 rng(seed);
+  const Tensor w = RandomMatrix(wt, n, k, 0, rng);
+  const std::vector<std::vector<float>> wf = WeightRows(w);
+  for (int64_t m : ms) {
+    const std::vector<float> gate = Random(m * k, rng, 2.0f), up = Random(m * k, rng);
+    std::vector<double> act(gate.size());
+    for (size_t i = 0; i < act.size(); ++i) {
+      const double g = gate[i];
+      act[i] = g / (1.0 + std::exp(-g)) * up[i];
+    }
+    double denom = 0.0;
+    std::vector<double> ref = RefMatMul(act, wf, m, k, &denom);
+    const FusedDest dest = ResidualDest(m, n, strided, denom, rng, &ref);
+    RunOp run = [&](Backend& b) {
+      Tensor out;
+      const Tensor buffer = FusedDestOn(b, dest, &out);
+      const Status st =
+          b.SwiGluMatMulAdd(On(b, Host({m, k}, gate)), On(b, Host({m, k}, up)), On(b, w), &out);
+      EXPECT_TRUE(st.ok()) << st;
+      return ReadFusedDest(b, dest, buffer);
+    };
+    Verify(be, run, ref, SwiGluMatMulBound(wt), FusedWhat("SwiGluMatMulAdd", wt, m, n, k, strided),
+           denom);
+  }
+}
+
+void CheckFusedDecodeOps(Backend& be) {
+  uint32_t seed = 700;
+  for (DType wt : kFusedDTypes) {
+    // Model shapes (K 576 rounded up to a whole block for the K-quants): Q/K/V and gate/up on the
+    // normed input, the attention output and the ffn down projection into the residual. And an
+    // odd shape per op: N = 13, K the smallest legal for the block format.
+    const int64_t k = LegalK(wt, 576), k_ff = LegalK(wt, 1536);
+    const int64_t k_odd = IsQuantized(wt) ? (BlockSize(wt) == 256 ? 512 : 96) : 37;
+    CheckRmsNormMatMulShared(be, wt, {576, 192, 192}, k, kFusedRows, true, false, seed++);
+    CheckRmsNormMatMulShared(be, wt, {1536, 1536}, k, kFusedRows, true, false, seed++);
+    CheckRmsNormMatMulShared(be, wt, {13, 5}, k_odd, kFusedRows, true, false, seed++);
+    CheckMatMulAdd(be, wt, 576, k, kFusedRows, false, seed++);
+    CheckMatMulAdd(be, wt, 13, k_odd, kFusedRows, false, seed++);
+    CheckSwiGluMatMulAdd(be, wt, 576, k_ff, kFusedRows, false, seed++);
+    CheckSwiGluMatMulAdd(be, wt, 13, k_odd, kFusedRows, false, seed++);
+  }
+  // No norm weight (= 1), and destinations that are column slices of wider buffers (row stride
+  // 2N floats), fused (M = 3) and composed (M = 9).
+  const std::vector<int64_t> ms = {3, 9};
+  CheckRmsNormMatMulShared(be, DType::kQ8_0, {576, 192, 192}, 576, ms, false, false, seed++);
+  CheckRmsNormMatMulShared(be, DType::kQ8_0, {576, 192, 192}, 576, ms, true, true, seed++);
+  CheckMatMulAdd(be, DType::kQ8_0, 576, 576, ms, true, seed++);
+  CheckMatMulAdd(be, DType::kF32, 13, 37, ms, true, seed++);
+  CheckSwiGluMatMulAdd(be, DType::kQ8_0, 576, 1536, ms, true, seed++);
 }
 
 void CheckLmHead(Backend& be) {
@@ -797,6 +1050,7 @@ void CheckAttention(Backend& be) {
 CONFORMANCE_TEST(MatMul, CheckAllMatMul)
 CONFORMANCE_TEST(MatMulLmHead, CheckLmHead)
 CONFORMANCE_TEST(MatMulShared, CheckMatMulShared)
+CONFORMANCE_TEST(FusedDecodeOps, CheckFusedDecodeOps)
 CONFORMANCE_TEST(GetRows, CheckGetRows)
 CONFORMANCE_TEST(RmsNorm, CheckRmsNorm)
 CONFORMANCE_TEST(LayerNorm, CheckLayerNorm)
@@ -893,6 +1147,70 @@ TEST(BackendConformance, WrongReferencesFail) {
     EXPECT_LE(Nmse(ToHost(be, out), right, denom), MatMulBound(DType::kQ8_0));
     EXPECT_GT(Nmse(ToHost(be, out), transposed, denom_t), MatMulBound(DType::kQ8_0));
   }
+}
+
+// The fused decode ops, on the CPU backend, refuse what their contract forbids: an output that
+// overlaps an operand is InvalidArgument, operands whose shapes do not fit are an error, and the
+// outputs keep their values either way.
+TEST(BackendConformance, FusedDecodeOpsRejectBadArguments) {
+  Backend& be = CpuReference();
+  constexpr StatusCode kBad = StatusCode::kInvalidArgument;
+  std::mt19937 rng(17);
+  const int64_t m = 2, k = 32, n = 32;
+  const Tensor x = Host({m, k}, Random(m * k, rng)), up = Host({m, k}, Random(m * k, rng));
+  const Tensor w = Host({n, k}, Random(n * k, rng));
+  const std::vector<float> init = Random(m * n, rng), shared = Random(m * 2 * k, rng);
+  // Overlaps: out as columns [k / 2, k / 2 + n) of a buffer whose columns [0, k) are x (or up).
+  {
+    Tensor buffer = Host({m, 2 * k}, shared);
+    Tensor out = buffer.Slice(1, k / 2, k / 2 + n).value();
+    EXPECT_EQ(be.MatMulAdd(buffer.Slice(1, 0, k).value(), w, &out).code(), kBad);
+    EXPECT_EQ(ToHost(be, buffer), shared);
+  }
+  {
+    Tensor buffer = Host({m, 2 * k}, shared);
+    Tensor out = buffer.Slice(1, k / 2, k / 2 + n).value();
+    EXPECT_EQ(be.SwiGluMatMulAdd(x, buffer.Slice(1, 0, k).value(), w, &out).code(), kBad);
+    EXPECT_EQ(ToHost(be, buffer), shared);
+  }
+  {
+    // The norm weight is row 1 of the second output; then x is the first output.
+    Tensor q = Host({m, n}, init), kv = Host({m, n}, init);
+    const Tensor* ws[] = {&w, &w};
+    Tensor* outs[] = {&q, &kv};
+    EXPECT_EQ(be.RmsNormMatMulShared(x, kv.Select(1).value(), 1e-5f, ws, outs).code(), kBad);
+    EXPECT_EQ(ToHost(be, q), init);
+    EXPECT_EQ(ToHost(be, kv), init);
+    EXPECT_EQ(be.RmsNormMatMulShared(q, Tensor(), 1e-5f, ws, outs).code(), kBad);
+    EXPECT_EQ(ToHost(be, q), init);
+    EXPECT_EQ(ToHost(be, kv), init);
+  }
+  // Shapes that do not fit: K of w against x's (or gate's), N of out against w's, M of out
+  // against x's, up against gate, a norm weight of the wrong length, fewer outputs than weights.
+  const Tensor w_k = Host({n, 2 * k}, Random(n * 2 * k, rng));
+  const Tensor x_m = Host({m + 1, k}, Random((m + 1) * k, rng));
+  const Tensor nw_k = Host({k + 1}, Random(k + 1, rng));
+  const std::vector<float> init_n = Random(m * (n + 1), rng);
+  Tensor out = Host({m, n}, init), out_n = Host({m, n + 1}, init_n);
+  EXPECT_FALSE(be.MatMulAdd(x, w_k, &out).ok());
+  EXPECT_FALSE(be.MatMulAdd(x, w, &out_n).ok());
+  EXPECT_FALSE(be.MatMulAdd(x_m, w, &out).ok());
+  EXPECT_FALSE(be.SwiGluMatMulAdd(x, up, w_k, &out).ok());
+  EXPECT_FALSE(be.SwiGluMatMulAdd(x, up, w, &out_n).ok());
+  EXPECT_FALSE(be.SwiGluMatMulAdd(x_m, x_m, w, &out).ok());
+  EXPECT_FALSE(be.SwiGluMatMulAdd(x, x_m, w, &out).ok());
+  {
+    const Tensor* ws[] = {&w, &w_k};
+    Tensor* outs[] = {&out, &out_n};
+    const std::span<const Tensor* const> w0(ws, 1), both_ws(ws, 2);
+    const std::span<Tensor* const> out0(outs, 1), out1(outs + 1, 1), both_outs(outs, 2);
+    EXPECT_FALSE(be.RmsNormMatMulShared(x, nw_k, 1e-5f, w0, out0).ok());
+    EXPECT_FALSE(be.RmsNormMatMulShared(x, Tensor(), 1e-5f, w0, out1).ok());
+    EXPECT_FALSE(be.RmsNormMatMulShared(x, Tensor(), 1e-5f, both_ws, both_outs).ok());
+    EXPECT_FALSE(be.RmsNormMatMulShared(x, Tensor(), 1e-5f, both_ws, out0).ok());
+  }
+  EXPECT_EQ(ToHost(be, out), init);
+  EXPECT_EQ(ToHost(be, out_n), init_n);
 }
 
 #if defined(MUNINN_HAVE_CUDA)

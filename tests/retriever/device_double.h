@@ -123,6 +123,25 @@ class DeviceDouble final : public Backend {
     ASSIGN_OR_RETURN(Tensor o, Out(out, "MatMul"));
     return cpu_->MatMul(hx, hw, &o);
   }
+  // Like the CUDA backend, the double takes the fused decode ops (the model then calls them); it
+  // runs them as Backend's defaults do, through its own plain ops, so results stay the CPU's bit
+  // for bit. `fused_calls` counts them.
+  bool FusesDecodeOps() const override { return fuses_decode_ops; }
+  Status MatMulAdd(const Tensor& x, const Tensor& w, Tensor* out) override {
+    ++fused_calls;
+    return Backend::MatMulAdd(x, w, out);
+  }
+  Status RmsNormMatMulShared(const Tensor& x, const Tensor& norm_weight, float eps,
+                             std::span<const Tensor* const> ws,
+                             std::span<Tensor* const> outs) override {
+    ++fused_calls;
+    return Backend::RmsNormMatMulShared(x, norm_weight, eps, ws, outs);
+  }
+  Status SwiGluMatMulAdd(const Tensor& gate, const Tensor& up, const Tensor& w,
+                         Tensor* out) override {
+    ++fused_calls;
+    return Backend::SwiGluMatMulAdd(gate, up, w, out);
+  }
   Status GetRows(const Tensor& table, const Tensor& ids, Tensor* out) override {
     ASSIGN_OR_RETURN(Tensor t, OnDevice(table, "GetRows", "table"));
     ASSIGN_OR_RETURN(Tensor i, HostOrDevice(ids, "GetRows", "ids"));
@@ -220,6 +239,8 @@ class DeviceDouble final : public Backend {
   int64_t memory_attentions = 0;  // Attention calls with a memory block
   // Host ids / positions handed to GetRows / Rope: each is a hidden small upload on CUDA.
   int64_t host_index_uploads = 0;
+  bool fuses_decode_ops = true;  // what FusesDecodeOps() answers
+  int64_t fused_calls = 0;       // MatMulAdd, RmsNormMatMulShared and SwiGluMatMulAdd calls
 
  private:
   // The host view of a device tensor: the same offset and strides into the shadow bytes.

@@ -437,6 +437,37 @@ TEST_F(DeviceSessionTest, ADecodeStepCopiesItsIndicesUpOnce) {
   EXPECT_EQ(logits[1], logits[0]);
 }
 
+// A backend that fuses the decode step's op sequences (the CUDA backend; the double mimics it) gets
+// four fused calls a layer — norm + Q/K/V, output projection + residual, norm + gate/up, SwiGLU +
+// down projection + residual — and the logits of the plain sequence; an observer, which reads the
+// intermediates the fused forms never write, gets the plain ops.
+TEST_F(DeviceSessionTest, ADecodeStepTakesTheFusedOps) {
+  std::vector<float> logits[3];
+  for (int run = 0; run < 3; ++run) {
+    gpu_.double_->fuses_decode_ops = run != 1;
+    auto cache = gpu_.model->NewKvCache(model::KvCacheOptions{.n_ctx = 16});
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    model::ForwardOptions fo;
+    int64_t observed = 0;
+    if (run == 2) fo.observer = [&](const model::Intermediate&) { ++observed; };
+    const int64_t before = gpu_.double_->fused_calls;
+    auto r = gpu_.model->Forward(std::vector<model::TokenId>{5, 9, 11}, cache->get(), fo);
+    ASSERT_TRUE(r.ok()) << r.status();
+    auto host = CopyToHost(*gpu_.backend, r->logits);
+    ASSERT_TRUE(host.ok()) << host.status();
+    logits[run].assign(host->data_as<const float>(),
+                       host->data_as<const float>() + host->numel());
+    // Five calls a layer: Backend's default SwiGluMatMulAdd ends in a MatMulAdd call.
+    EXPECT_EQ(gpu_.double_->fused_calls - before, run == 0 ? 5 * tt::kLayers : 0) << run;
+    if (run == 2) {
+      EXPECT_GT(observed, 0);
+    }
+  }
+  gpu_.double_->fuses_decode_ops = true;
+  EXPECT_EQ(logits[0], logits[1]);
+  EXPECT_EQ(logits[2], logits[1]);
+}
+
 // The same scenarios on a real CUDA device (label gpu; skipped without one): the session runs and
 // agrees with the CPU backend to float rounding (different kernels: no bit-for-bit equality).
 TEST(DeviceSessionGpu, EveryMemoryModeOnCudaAgreesWithTheCpu) {

@@ -151,6 +151,23 @@ class CudaBackend final : public Backend {
     RETURN_IF_ERROR(CheckMatMulSharedArgs(*this, x, ws, outs));
     return MatMulSharedOp(ctx_, x, ws, outs);
   }
+  bool FusesDecodeOps() const override { return true; }
+  Status MatMulAdd(const Tensor& x, const Tensor& w, Tensor* out) override {
+    RETURN_IF_ERROR(Activate());
+    return MatMulAddOp(ctx_, x, w, out);
+  }
+  Status RmsNormMatMulShared(const Tensor& x, const Tensor& norm_weight, float eps,
+                             std::span<const Tensor* const> ws,
+                             std::span<Tensor* const> outs) override {
+    RETURN_IF_ERROR(Activate());
+    RETURN_IF_ERROR(CheckMatMulSharedArgs(*this, x, ws, outs));
+    return RmsNormMatMulSharedOp(ctx_, x, norm_weight, eps, ws, outs);
+  }
+  Status SwiGluMatMulAdd(const Tensor& gate, const Tensor& up, const Tensor& w,
+                         Tensor* out) override {
+    RETURN_IF_ERROR(Activate());
+    return SwiGluMatMulAddOp(ctx_, gate, up, w, out);
+  }
   Status GetRows(const Tensor& t, const Tensor& ids, Tensor* out) override {
     RETURN_IF_ERROR(Activate());
     return GetRowsOp(ctx_, t, ids, out);

@@ -1,5 +1,6 @@
 #include "cuda/cuda_checks.h"
 
+#include <cmath>
 #include <string>
 #include <utility>
 
@@ -93,6 +94,14 @@ bool RowsAligned(const Tensor& t, size_t align) {
   bool ok = reinterpret_cast<uintptr_t>(t.data()) % align == 0;
   for (int i = 0; i + 1 < t.ndim(); ++i) ok = ok && static_cast<size_t>(t.stride(i)) % align == 0;
   return ok;
+}
+
+Status CheckEps(float eps, std::string_view op) {
+  if (!std::isfinite(eps) || eps < 0.0f) {
+    return InvalidArgumentError(std::string(op) + ": eps must be finite and >= 0, got " +
+                                std::to_string(eps));
+  }
+  return Status::Ok();
 }
 
 }  // namespace muninn::cuda

@@ -23,6 +23,8 @@ Status CheckOptionalVector(const Tensor& t, int64_t n, int device, std::string_v
 // OK unless `in` and `out` share bytes without being the very same view.
 Status CheckAliasing(const Tensor& in, const Tensor& out, std::string_view op,
                      std::string_view name);
+// OK when a norm's eps is finite and >= 0.
+Status CheckEps(float eps, std::string_view op);
 // True when two non-empty views share a byte.
 bool Overlaps(const Tensor& a, const Tensor& b);
 // The rows of a tensor with packed rows (checked by the caller): dims and strides of all dims but

@@ -83,6 +83,14 @@ Status MatMulOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor
 // run CheckMatMulSharedArgs.
 Status MatMulSharedOp(const CudaContext& ctx, const Tensor& x, std::span<const Tensor* const> ws,
                       std::span<Tensor* const> outs);
+// The fused decode ops (Backend::MatMulAdd, RmsNormMatMulShared — whose caller has run
+// CheckMatMulSharedArgs — and SwiGluMatMulAdd): one mat×vec launch for M <= kMatVecMaxRows.
+Status MatMulAddOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor* out);
+Status RmsNormMatMulSharedOp(const CudaContext& ctx, const Tensor& x, const Tensor& norm_weight,
+                             float eps, std::span<const Tensor* const> ws,
+                             std::span<Tensor* const> outs);
+Status SwiGluMatMulAddOp(const CudaContext& ctx, const Tensor& gate, const Tensor& up,
+                         const Tensor& w, Tensor* out);
 Status GetRowsOp(const CudaContext& ctx, const Tensor& table, const Tensor& ids, Tensor* out);
 Status RmsNormOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, float eps, Tensor* out);
 Status LayerNormOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b,

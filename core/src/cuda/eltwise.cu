@@ -7,8 +7,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float SiluF(float x) { return x / (1.0f + expf(-x)); }
-
 template <UnaryKind K>
 __global__ void UnaryKernel(const char* x, RowLayout lx, char* y, RowLayout ly, int64_t rows,
                             int64_t cols, float s) {

@@ -23,6 +23,9 @@ __device__ __forceinline__ int64_t RowOffset(const RowLayout& l, int64_t r) {
   return off;
 }
 
+// SiLU as the CPU reference computes it (core/src/cpu/eltwise_scalar.cc), with CUDA's expf.
+__device__ __forceinline__ float SiluF(float x) { return x / (1.0f + expf(-x)); }
+
 __device__ __forceinline__ float WarpSum(float v) {
   for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

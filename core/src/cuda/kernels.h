@@ -85,9 +85,24 @@ cudaError_t LaunchCopyBytes(const char* src, const RowLayout& ls, char* dst, con
 // matvec.cu. out[m, n] = sum_k x[m, k] * w[n, k] for small M (decode), computed on the weight's
 // blocks as stored with f32 activations. x, out: f32 rows; w rows w_row_stride bytes apart.
 inline constexpr int64_t kMatVecMaxRows = 8;
+// What a mat×vec launch fuses around the product (Backend's fused decode ops): how each activation
+// row is formed from the operands, and whether the product is added to the output.
+enum class MatVecFuse : int {
+  kNone,       // out = x · wᵀ
+  kAdd,        // out += x · wᵀ
+  kRmsNorm,    // out = (x / sqrt(mean(x²) + eps) * norm_w) · wᵀ, per activation row
+  kSwiGluAdd,  // out += (silu(x) * x2) · wᵀ
+};
+struct MatVecInput {
+  MatVecFuse fuse = MatVecFuse::kNone;
+  const char* x2 = nullptr;       // kSwiGluAdd: the "up" rows, x's row stride and alignment
+  const float* norm_w = nullptr;  // kRmsNorm: [K], or null for a weight of ones
+  float eps = 0.0f;               // kRmsNorm
+};
 cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, const char* x,
                          int64_t x_row_stride, int64_t M, int64_t N, int64_t K, char* out,
-                         int64_t out_row_stride, cudaStream_t stream);
+                         int64_t out_row_stride, cudaStream_t stream,
+                         const MatVecInput& in = {});
 // Several weights of one dtype that share x (Backend::MatMulShared: Q/K/V, gate/up) in one
 // launch: segment s is w[s] [first[s + 1] - first[s], K] with its own output, and the launch's
 // rows [first[s], first[s + 1]) are its rows. Passed to the kernels by value.
@@ -101,7 +116,8 @@ struct MatVecSegments {
   int64_t first[kMatVecMaxSegments + 1] = {};  // first[0] = 0, first[count] = all rows
 };
 cudaError_t LaunchMatVecSegments(DType w_dtype, const MatVecSegments& segs, const char* x,
-                                 int64_t x_row_stride, int64_t M, int64_t K, cudaStream_t stream);
+                                 int64_t x_row_stride, int64_t M, int64_t K, cudaStream_t stream,
+                                 const MatVecInput& in = {});
 // Dequantizes w [N, K] into a packed f16 (or bf16 when to_bf16) matrix dst [N, K].
 cudaError_t LaunchDecodeToHalf(DType dtype, const char* src, int64_t src_row_stride, int64_t N,
                                int64_t K, bool to_bf16, void* dst, cudaStream_t stream);

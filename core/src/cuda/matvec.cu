@@ -1,7 +1,9 @@
 // Matrix × vector for decode (M <= kMatVecMaxRows activation rows): one warp per output feature
 // walks its weight row on the blocks as stored (block_decode.h), each lane taking every 32nd
 // chunk, and multiplies with f32 activations; a warp reduction finishes each dot product. The
-// weight is read once for all M rows.
+// weight is read once for all M rows. Every kernel takes a MatVecFuse: the activations can be
+// formed on load (RmsNorm of x, or SwiGLU of two inputs) and the product added to the output, so a
+// decode step's norm, activation and residual add cost no launch of their own.
 #include <cstdint>
 #include <type_traits>
 
@@ -15,6 +17,77 @@ constexpr int kWarpsPerBlock = 4;
 constexpr int kBlockThreads = kWarpsPerBlock * kWarp;
 constexpr int kRows = static_cast<int>(kMatVecMaxRows);
 
+// Everything the fused forms need inside a kernel (MatVecInput, plus each activation row's RMS
+// factor, computed by the block's prologue for kRmsNorm).
+struct FuseArgs {
+  const char* x2;
+  const float* norm_w;
+  float eps;
+};
+
+// For kRmsNorm: inv[m] = 1 / sqrt(mean(x_m²) + eps) for each activation row, one warp a row (as
+// RmsNormKernel computes it, with a warp's summation order). Every thread of the block must call
+// it: it ends with a barrier.
+template <MatVecFuse F>
+__device__ __forceinline__ void RowScales(const char* x, int64_t x_row_stride, int M, int64_t K,
+                                          float eps, float* inv) {
+  if constexpr (F == MatVecFuse::kRmsNorm) {
+    const int lane = static_cast<int>(threadIdx.x) % kWarp;
+    for (int m = static_cast<int>(threadIdx.x) / kWarp; m < M; m += kWarpsPerBlock) {
+      const float* xm = reinterpret_cast<const float*>(x + m * x_row_stride);
+      float ss = 0.0f;
+      for (int64_t i = lane; i < K; i += kWarp) ss += xm[i] * xm[i];
+      ss = WarpSum(ss);
+      if (lane == 0) inv[m] = rsqrtf(ss / static_cast<float>(K) + eps);
+    }
+    __syncthreads();
+  }
+}
+
+// Activation element i of row m as the fused form defines it (RmsNormKernel's and the SwiGLU
+// kernel's expressions, so that a fused step rounds as the separate ops do).
+template <MatVecFuse F>
+__device__ __forceinline__ float ActAt(const char* x, int64_t x_row_stride, int m, int64_t i,
+                                       const FuseArgs& fa, const float* inv) {
+  const float v = reinterpret_cast<const float*>(x + m * x_row_stride)[i];
+  if constexpr (F == MatVecFuse::kRmsNorm) {
+    const float n = v * inv[m];
+    return fa.norm_w != nullptr ? n * fa.norm_w[i] : n;
+  } else if constexpr (F == MatVecFuse::kSwiGluAdd) {
+    return SiluF(v) * reinterpret_cast<const float*>(fa.x2 + m * x_row_stride)[i];
+  } else {
+    return v;
+  }
+}
+
+// Four activations from element 4·i4 of row m (16-byte-aligned rows).
+template <MatVecFuse F>
+__device__ __forceinline__ float4 ActAt4(const char* x, int64_t x_row_stride, int m, int64_t i4,
+                                         const FuseArgs& fa, const float* inv) {
+  float4 v = reinterpret_cast<const float4*>(x + m * x_row_stride)[i4];
+  if constexpr (F == MatVecFuse::kRmsNorm) {
+    const float r = inv[m];
+    v = make_float4(v.x * r, v.y * r, v.z * r, v.w * r);
+    if (fa.norm_w != nullptr) {
+      const float4 w = reinterpret_cast<const float4*>(fa.norm_w)[i4];
+      v = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
+    }
+  } else if constexpr (F == MatVecFuse::kSwiGluAdd) {
+    const float4 u = reinterpret_cast<const float4*>(fa.x2 + m * x_row_stride)[i4];
+    v = make_float4(SiluF(v.x) * u.x, SiluF(v.y) * u.y, SiluF(v.z) * u.z, SiluF(v.w) * u.w);
+  }
+  return v;
+}
+
+template <MatVecFuse F>
+__device__ __forceinline__ void Store(float* out, float v) {
+  if constexpr (F == MatVecFuse::kAdd || F == MatVecFuse::kSwiGluAdd) {
+    *out = *out + v;
+  } else {
+    *out = v;
+  }
+}
+
 // The segment that holds launch row n (n < segs.first[segs.count]) and the row inside it.
 __device__ __forceinline__ int SegmentOf(const MatVecSegments& segs, int64_t n, int64_t* local) {
   int s = 0;
@@ -23,12 +96,14 @@ __device__ __forceinline__ int SegmentOf(const MatVecSegments& segs, int64_t n, 
   return s;
 }
 
-template <class Dec>
+template <class Dec, MatVecFuse F>
 __global__ void MatVecKernel(const MatVecSegments segs, const char* x, int64_t x_row_stride, int M,
-                             int64_t K) {
+                             int64_t K, const FuseArgs fa) {
+  __shared__ float inv[kRows];
+  RowScales<F>(x, x_row_stride, M, K, fa.eps, inv);
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  // Whole warps leave together: the reductions below stay full-warp.
+  // Whole warps leave together (after the prologue's barrier): the reductions stay full-warp.
   if (n >= segs.first[segs.count]) return;
   int64_t local = 0;
   const int s = SegmentOf(segs, n, &local);
@@ -43,10 +118,11 @@ __global__ void MatVecKernel(const MatVecSegments segs, const char* x, int64_t x
 #pragma unroll
     for (int m = 0; m < kRows; ++m) {
       if (m < M) {
-        const float* xm = reinterpret_cast<const float*>(x + m * x_row_stride) + c * Dec::kChunk;
         float s = 0.0f;
 #pragma unroll
-        for (int j = 0; j < Dec::kChunk; ++j) s += y[j] * xm[j];
+        for (int j = 0; j < Dec::kChunk; ++j) {
+          s += y[j] * ActAt<F>(x, x_row_stride, m, c * Dec::kChunk + j, fa, inv);
+        }
         acc[m] += s;
       }
     }
@@ -56,7 +132,7 @@ __global__ void MatVecKernel(const MatVecSegments segs, const char* x, int64_t x
     if (m < M) {
       const float v = WarpSum(acc[m]);
       if (lane == 0) {
-        reinterpret_cast<float*>(segs.out[s] + m * segs.out_row_stride[s])[local] = v;
+        Store<F>(reinterpret_cast<float*>(segs.out[s] + m * segs.out_row_stride[s]) + local, v);
       }
     }
   }
@@ -128,11 +204,13 @@ struct QuantBlock<DType::kQ8_0> {  // 34 bytes: f16 d, 32 int8; x = q d
   }
 };
 
-template <DType DT, int L>
+template <DType DT, int L, MatVecFuse F>
 __global__ void __launch_bounds__(kBlockThreads)
     QuantMatVecKernel(const MatVecSegments segs, const char* x, int64_t x_row_stride, int M,
-                      int64_t K) {
+                      int64_t K, const FuseArgs fa) {
   using QB = QuantBlock<DT>;
+  __shared__ float inv[kRows];
+  RowScales<F>(x, x_row_stride, M, K, fa.eps, inv);
   constexpr int kRowsPerWarp = kWarp / L;
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
   const int li = lane % L;
@@ -153,11 +231,10 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         if (r < M) {
-          const auto* xv = reinterpret_cast<const float4*>(x + r * x_row_stride) + b * 8;
           float sq = 0.0f, sx = 0.0f;
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
-            const float4 v = xv[i];
+            const float4 v = ActAt4<F>(x, x_row_stride, r, b * 8 + i, fa, inv);
             sq += q[4 * i] * v.x + q[4 * i + 1] * v.y + q[4 * i + 2] * v.z + q[4 * i + 3] * v.w;
             if (QB::kHasMin) sx += (v.x + v.y) + (v.z + v.w);
           }
@@ -174,15 +251,15 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
       for (int o = L / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
       if (n < N && li == 0) {
-        reinterpret_cast<float*>(segs.out[s] + r * segs.out_row_stride[s])[local] = v;
+        Store<F>(reinterpret_cast<float*>(segs.out[s] + r * segs.out_row_stride[s]) + local, v);
       }
     }
   }
 }
 
-template <DType DT>
+template <DType DT, MatVecFuse F>
 cudaError_t LaunchQuantMatVec(const MatVecSegments& segs, const char* x, int64_t x_row_stride,
-                              int M, int64_t K, cudaStream_t stream) {
+                              int M, int64_t K, const FuseArgs& fa, cudaStream_t stream) {
   const int64_t blocks = K / 32;
   const int64_t N = segs.first[segs.count];
   auto launch = [&](auto lanes) {
@@ -190,8 +267,8 @@ cudaError_t LaunchQuantMatVec(const MatVecSegments& segs, const char* x, int64_t
     const int64_t rows_per_block = kWarpsPerBlock * (kWarp / L);
     const int64_t grid = (N + rows_per_block - 1) / rows_per_block;
     if (grid > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-    QuantMatVecKernel<DT, L><<<static_cast<unsigned>(grid), kBlockThreads, 0, stream>>>(
-        segs, x, x_row_stride, M, K);
+    QuantMatVecKernel<DT, L, F><<<static_cast<unsigned>(grid), kBlockThreads, 0, stream>>>(
+        segs, x, x_row_stride, M, K, fa);
     return cudaGetLastError();
   };
   if (blocks >= 24) return launch(std::integral_constant<int, 32>{});
@@ -202,19 +279,23 @@ cudaError_t LaunchQuantMatVec(const MatVecSegments& segs, const char* x, int64_t
 
 }  // namespace
 
-cudaError_t LaunchMatVecSegments(DType w_dtype, const MatVecSegments& segs, const char* x,
-                                 int64_t x_row_stride, int64_t M, int64_t K, cudaStream_t stream) {
-  if (M > kMatVecMaxRows || segs.count < 1 || segs.count > kMatVecMaxSegments) {
-    return cudaErrorInvalidValue;
-  }
+namespace {
+
+template <MatVecFuse F>
+cudaError_t LaunchFused(DType w_dtype, const MatVecSegments& segs, const char* x,
+                        int64_t x_row_stride, int64_t M, int64_t K, const FuseArgs& fa,
+                        cudaStream_t stream) {
   const int64_t N = segs.first[segs.count];
-  if (N == 0) return cudaSuccess;
   const int64_t blocks = (N + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  // The word-loading kernel needs x rows 16-byte aligned and weight rows aligned to the block's
-  // word size (4 bytes for q4_1, 2 for q4_0 and q8_0), in every segment.
-  const bool x_aligned =
-      reinterpret_cast<uintptr_t>(x) % 16 == 0 && (M == 1 || x_row_stride % 16 == 0);
+  // The word-loading kernel needs x rows (and the fused forms' second operands) 16-byte aligned
+  // and weight rows aligned to the block's word size (4 bytes for q4_1, 2 for q4_0 and q8_0), in
+  // every segment.
+  const auto aligned16 = [&](const void* p) {
+    return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0;
+  };
+  const bool x_aligned = aligned16(x) && aligned16(fa.x2) && aligned16(fa.norm_w) &&
+                         (M == 1 || x_row_stride % 16 == 0);
   const auto w_aligned = [&](int64_t a) {
     for (int s = 0; s < segs.count; ++s) {
       if (reinterpret_cast<uintptr_t>(segs.w[s]) % a != 0 || segs.w_row_stride[s] % a != 0) {
@@ -226,25 +307,50 @@ cudaError_t LaunchMatVecSegments(DType w_dtype, const MatVecSegments& segs, cons
   if (x_aligned && K % 32 == 0) {
     const int m = static_cast<int>(M);
     if (w_dtype == DType::kQ4_1 && w_aligned(4)) {
-      return LaunchQuantMatVec<DType::kQ4_1>(segs, x, x_row_stride, m, K, stream);
+      return LaunchQuantMatVec<DType::kQ4_1, F>(segs, x, x_row_stride, m, K, fa, stream);
     }
     if (w_dtype == DType::kQ4_0 && w_aligned(2)) {
-      return LaunchQuantMatVec<DType::kQ4_0>(segs, x, x_row_stride, m, K, stream);
+      return LaunchQuantMatVec<DType::kQ4_0, F>(segs, x, x_row_stride, m, K, fa, stream);
     }
     if (w_dtype == DType::kQ8_0 && w_aligned(2)) {
-      return LaunchQuantMatVec<DType::kQ8_0>(segs, x, x_row_stride, m, K, stream);
+      return LaunchQuantMatVec<DType::kQ8_0, F>(segs, x, x_row_stride, m, K, fa, stream);
     }
   }
   return DispatchDecoder(w_dtype, [&](auto dec) {
     using Dec = decltype(dec);
-    MatVecKernel<Dec><<<static_cast<unsigned>(blocks), kBlockThreads, 0, stream>>>(
-        segs, x, x_row_stride, static_cast<int>(M), K);
+    MatVecKernel<Dec, F><<<static_cast<unsigned>(blocks), kBlockThreads, 0, stream>>>(
+        segs, x, x_row_stride, static_cast<int>(M), K, fa);
   });
+}
+
+}  // namespace
+
+cudaError_t LaunchMatVecSegments(DType w_dtype, const MatVecSegments& segs, const char* x,
+                                 int64_t x_row_stride, int64_t M, int64_t K, cudaStream_t stream,
+                                 const MatVecInput& in) {
+  if (M > kMatVecMaxRows || segs.count < 1 || segs.count > kMatVecMaxSegments) {
+    return cudaErrorInvalidValue;
+  }
+  if (in.fuse == MatVecFuse::kSwiGluAdd && in.x2 == nullptr) return cudaErrorInvalidValue;
+  if (segs.first[segs.count] == 0) return cudaSuccess;
+  const FuseArgs fa{in.x2, in.norm_w, in.eps};
+  switch (in.fuse) {
+    case MatVecFuse::kNone:
+      return LaunchFused<MatVecFuse::kNone>(w_dtype, segs, x, x_row_stride, M, K, fa, stream);
+    case MatVecFuse::kAdd:
+      return LaunchFused<MatVecFuse::kAdd>(w_dtype, segs, x, x_row_stride, M, K, fa, stream);
+    case MatVecFuse::kRmsNorm:
+      return LaunchFused<MatVecFuse::kRmsNorm>(w_dtype, segs, x, x_row_stride, M, K, fa, stream);
+    case MatVecFuse::kSwiGluAdd:
+      return LaunchFused<MatVecFuse::kSwiGluAdd>(w_dtype, segs, x, x_row_stride, M, K, fa,
+                                                 stream);
+  }
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, const char* x,
                          int64_t x_row_stride, int64_t M, int64_t N, int64_t K, char* out,
-                         int64_t out_row_stride, cudaStream_t stream) {
+                         int64_t out_row_stride, cudaStream_t stream, const MatVecInput& in) {
   MatVecSegments segs;
   segs.count = 1;
   segs.w[0] = w;
@@ -252,7 +358,7 @@ cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, con
   segs.out[0] = out;
   segs.out_row_stride[0] = out_row_stride;
   segs.first[1] = N;
-  return LaunchMatVecSegments(w_dtype, segs, x, x_row_stride, M, K, stream);
+  return LaunchMatVecSegments(w_dtype, segs, x, x_row_stride, M, K, stream, in);
 }
 
 }  // namespace muninn::cuda

@@ -53,13 +53,6 @@ Status RunBinary(const CudaContext& ctx, const Tensor& a, const Tensor& b, Tenso
                     std::string(op) + " kernel");
 }
 
-Status CheckEps(float eps, std::string_view op) {
-  if (!std::isfinite(eps) || eps < 0.0f) {
-    return InvalidArgumentError(std::string(op) + ": eps must be finite and >= 0, got " +
-                                std::to_string(eps));
-  }
-  return Status::Ok();
-}
 
 }  // namespace
 

@@ -131,11 +131,14 @@ Status MatMulOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor
   if (!in_place && ctx.decoded != nullptr) {
     const Tensor* cached = ctx.decoded->Find(w, half_dtype);
     if (cached == nullptr && ctx.decoded->Fits(static_cast<size_t>(n * k) * 2)) {
-      ASSIGN_OR_RETURN(Tensor whole, ctx.Empty(half_dtype, Shape{n, k}));
-      MUNINN_CUDA_RETURN_IF_ERROR(
-          LaunchDecodeToHalf(w.dtype(), wp, w_rs, n, k, bf16, whole.data(), ctx.stream));
-      ctx.decoded->Insert(w, half_dtype, std::move(whole));
-      cached = ctx.decoded->Find(w, half_dtype);
+      // Without device memory for the whole copy, the tiles below need only kDecodeTileBytes.
+      StatusOr<Tensor> whole = ctx.Empty(half_dtype, Shape{n, k});
+      if (whole.ok()) {
+        MUNINN_CUDA_RETURN_IF_ERROR(
+            LaunchDecodeToHalf(w.dtype(), wp, w_rs, n, k, bf16, whole->data(), ctx.stream));
+        ctx.decoded->Insert(w, half_dtype, std::move(*whole));
+        cached = ctx.decoded->Find(w, half_dtype);
+      }
     }
     if (cached != nullptr) {
       MUNINN_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
@@ -207,6 +210,111 @@ Status MatMulSharedOp(const CudaContext& ctx, const Tensor& x, std::span<const T
                                                    static_cast<const char*>(x.data()),
                                                    RowStride(x, 4 * k), m, k, ctx.stream));
   return Status::Ok();
+}
+
+// ---- fused decode ops (Backend::MatMulAdd, RmsNormMatMulShared, SwiGluMatMulAdd) ----------------
+// One mat×vec launch for a decode-sized batch (M <= kMatVecMaxRows), the norm, the activation or
+// the residual add done inside it (matvec.cu's MatVecFuse); larger batches run the plain ops
+// through a temporary, as the Backend defaults do.
+
+Status MatMulAddOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor* out) {
+  RETURN_IF_ERROR(Validate(ctx, x, w, out));
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
+  if (m == 0 || n == 0 || k == 0) return Status::Ok();  // out += 0
+  if (m <= kMatVecMaxRows) {
+    MatVecInput in;
+    in.fuse = MatVecFuse::kAdd;
+    MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(
+        w.dtype(), static_cast<const char*>(w.data()), w.stride(0),
+        static_cast<const char*>(x.data()), RowStride(x, 4 * k), m, n, k,
+        static_cast<char*>(out->data()), RowStride(*out, 4 * n), ctx.stream, in));
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(Tensor product, ctx.Empty(DType::kF32, out->shape()));
+  RETURN_IF_ERROR(MatMulOp(ctx, x, w, &product));
+  return AddOp(ctx, *out, product, out);
+}
+
+Status RmsNormMatMulSharedOp(const CudaContext& ctx, const Tensor& x, const Tensor& norm_weight,
+                             float eps, std::span<const Tensor* const> ws,
+                             std::span<Tensor* const> outs) {
+  const int64_t k = x.dim(-1);
+  RETURN_IF_ERROR(CheckOptionalVector(norm_weight, k, ctx.device, "RmsNormMatMulShared", "weight"));
+  RETURN_IF_ERROR(CheckEps(eps, "RmsNormMatMulShared"));
+  for (size_t i = 0; i < ws.size(); ++i) {
+    Status st = Validate(ctx, x, *ws[i], outs[i]);
+    if (!st.ok()) return st.WithContext("RmsNormMatMulShared pair " + std::to_string(i));
+    if (norm_weight.defined() && Overlaps(*outs[i], norm_weight)) {
+      return InvalidArgumentError("RmsNormMatMulShared: output " + std::to_string(i) +
+                                  " overlaps the norm weight");
+    }
+  }
+  const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
+  bool fuse = m > 0 && m <= kMatVecMaxRows && k > 0;
+  int64_t rows = 0;
+  int count = 0;
+  for (size_t i = 0; fuse && i < ws.size(); ++i) {
+    fuse = ws[i]->dtype() == ws[0]->dtype();
+    if (ws[i]->dim(0) > 0) ++count;
+    rows += ws[i]->dim(0);
+  }
+  fuse = fuse && count <= kMatVecMaxSegments && rows <= INT_MAX;
+  if (!fuse) {
+    ASSIGN_OR_RETURN(Tensor normed, ctx.Empty(DType::kF32, x.shape()));
+    RETURN_IF_ERROR(RmsNormOp(ctx, x, norm_weight, eps, &normed));
+    return MatMulSharedOp(ctx, normed, ws, outs);
+  }
+  MatVecSegments segs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const int64_t n = ws[i]->dim(0);
+    if (n == 0) continue;
+    const int c = segs.count++;
+    segs.w[c] = static_cast<const char*>(ws[i]->data());
+    segs.w_row_stride[c] = ws[i]->stride(0);
+    segs.out[c] = static_cast<char*>(outs[i]->data());
+    segs.out_row_stride[c] = RowStride(*outs[i], 4 * n);
+    segs.first[c + 1] = segs.first[c] + n;
+  }
+  if (segs.count == 0) return Status::Ok();
+  MatVecInput in;
+  in.fuse = MatVecFuse::kRmsNorm;
+  in.norm_w = norm_weight.defined() ? norm_weight.data_as<const float>() : nullptr;
+  in.eps = eps;
+  MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVecSegments(ws[0]->dtype(), segs,
+                                                   static_cast<const char*>(x.data()),
+                                                   RowStride(x, 4 * k), m, k, ctx.stream, in));
+  return Status::Ok();
+}
+
+Status SwiGluMatMulAddOp(const CudaContext& ctx, const Tensor& gate, const Tensor& up,
+                         const Tensor& w, Tensor* out) {
+  RETURN_IF_ERROR(Validate(ctx, gate, w, out));
+  RETURN_IF_ERROR(CheckF32Rows(up, ctx.device, "SwiGluMatMulAdd", "up"));
+  if (up.shape() != gate.shape()) {
+    return InvalidArgumentError("SwiGluMatMulAdd: up " + up.shape().ToString() +
+                                " must have gate's shape " + gate.shape().ToString());
+  }
+  if (Overlaps(*out, up)) {
+    return InvalidArgumentError("SwiGluMatMulAdd: out must not overlap up");
+  }
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const int64_t m = gate.ndim() == 2 ? gate.dim(0) : 1;
+  if (m == 0 || n == 0 || k == 0) return Status::Ok();  // out += 0
+  const int64_t g_rs = RowStride(gate, 4 * k);
+  if (m <= kMatVecMaxRows && RowStride(up, 4 * k) == g_rs) {
+    MatVecInput in;
+    in.fuse = MatVecFuse::kSwiGluAdd;
+    in.x2 = static_cast<const char*>(up.data());
+    MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(
+        w.dtype(), static_cast<const char*>(w.data()), w.stride(0),
+        static_cast<const char*>(gate.data()), g_rs, m, n, k, static_cast<char*>(out->data()),
+        RowStride(*out, 4 * n), ctx.stream, in));
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(Tensor act, ctx.Empty(DType::kF32, gate.shape()));
+  RETURN_IF_ERROR(SwiGluOp(ctx, gate, up, &act));
+  return MatMulAddOp(ctx, act, w, out);
 }
 
 }  // namespace muninn::cuda

@@ -160,6 +160,24 @@ class Backend {
   virtual Status Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
                            const Tensor& mem_v, const AttentionParams& params, Tensor* out) = 0;
 
+  // ---- fused forms of the decode step's op sequences ----
+  // Each equals the plain ops it names, run in order, up to the rounding of a reduction's order;
+  // a backend that runs them in fewer kernel launches (the CUDA backend at decode, M <= 8) says so
+  // with FusesDecodeOps(), and the model then calls them instead of the sequences. The defaults
+  // run the plain ops through a temporary (FusesDecodeOps() false: callers gain nothing).
+  virtual bool FusesDecodeOps() const { return false; }
+  // out += x · wᵀ (MatMul, then Add into out). out: [M, N] f32, must not overlap x or w.
+  virtual Status MatMulAdd(const Tensor& x, const Tensor& w, Tensor* out);
+  // outs[i] = RmsNorm(x, norm_weight, eps) · ws[i]ᵀ (RmsNorm, then MatMulShared); the outputs
+  // must not overlap x, norm_weight, the weights or each other.
+  virtual Status RmsNormMatMulShared(const Tensor& x, const Tensor& norm_weight, float eps,
+                                     std::span<const Tensor* const> ws,
+                                     std::span<Tensor* const> outs);
+  // out += SwiGlu(gate, up) · wᵀ (SwiGlu, MatMul, then Add into out); gate and up [M, K] f32 of
+  // one shape; out must not overlap gate, up or w.
+  virtual Status SwiGluMatMulAdd(const Tensor& gate, const Tensor& up, const Tensor& w,
+                                 Tensor* out);
+
   // The training ops on this backend's device (train_ops.h), for a trainer that keeps its
   // activations and gradients there. `pool`: worker pool for the CPU kernels (not owned, may be
   // null; device backends ignore it). The returned object borrows the backend, which must outlive
