@@ -149,6 +149,17 @@ StatusOr<Tensor> F32Like(Backend& backend, const Tensor& like, std::string_view 
 
 }  // namespace
 
+Status Backend::RopeAndStoreKv(const Tensor& positions, const RopeParams& params, Tensor* q,
+                               Tensor* k, const Tensor& v, Tensor* k_cache, Tensor* v_cache) {
+  if (q == nullptr || k == nullptr || k_cache == nullptr || v_cache == nullptr) {
+    return InvalidArgumentError("RopeAndStoreKv: q, k, k_cache and v_cache must not be null");
+  }
+  RETURN_IF_ERROR(Rope(*q, positions, params, q));
+  RETURN_IF_ERROR(Rope(*k, positions, params, k));
+  RETURN_IF_ERROR(Copy(*k, k_cache));
+  return Copy(v, v_cache);
+}
+
 Status Backend::MatMulAdd(const Tensor& x, const Tensor& w, Tensor* out) {
   if (out == nullptr) return InvalidArgumentError("MatMulAdd: out is null");
   if (ViewsOverlap(*out, x) || ViewsOverlap(*out, w)) {

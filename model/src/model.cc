@@ -401,9 +401,9 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   Tensor gate = View(s.gate, Shape{T, config_.n_ff});      // [T, n_ff]
   Tensor up = View(s.up, Shape{T, config_.n_ff});
 
-  // A backend that fuses the decode step's sequences (norm + projections, projection + residual,
-  // SwiGLU + down projection + residual) gets them in fewer launches; an observer needs the
-  // intermediates the fused forms never write.
+  // A backend that fuses the decode step's sequences (norm + projections, RoPE + the KV cache
+  // store, projection + residual, SwiGLU + down projection + residual) gets them in fewer
+  // launches; an observer needs the intermediates the fused forms never write.
   const bool fuse = be->FusesDecodeOps() && !options.observer;
 
   // ---- attention ----
@@ -462,20 +462,27 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
     }
     RETURN_IF_ERROR(be->Rope(mem_q3, mpos, config_.rope, &mem_q3));
   }
-  RETURN_IF_ERROR(be->Rope(q3, pos, config_.rope, &q3));
-  RETURN_IF_ERROR(be->Rope(k3, pos, config_.rope, &k3));
-  observe("q", q3);
-
   Tensor keys = k3;
   Tensor values = v3;
   if (cache != nullptr) {
     const int slot = cache->slot_layout().Slot(layer, iteration);
     Tensor k_slots = cache->KeySlots(slot, *update);
     Tensor v_slots = cache->ValueSlots(slot, *update);
-    RETURN_IF_ERROR(be->Copy(k3, &k_slots));
-    RETURN_IF_ERROR(be->Copy(v3, &v_slots));
+    if (fuse) {
+      RETURN_IF_ERROR(be->RopeAndStoreKv(pos, config_.rope, &q3, &k3, v3, &k_slots, &v_slots));
+    } else {
+      RETURN_IF_ERROR(be->Rope(q3, pos, config_.rope, &q3));
+      RETURN_IF_ERROR(be->Rope(k3, pos, config_.rope, &k3));
+      observe("q", q3);
+      RETURN_IF_ERROR(be->Copy(k3, &k_slots));
+      RETURN_IF_ERROR(be->Copy(v3, &v_slots));
+    }
     keys = cache->Keys(slot, update->begin + update->n);
     values = cache->Values(slot, update->begin + update->n);
+  } else {
+    RETURN_IF_ERROR(be->Rope(q3, pos, config_.rope, &q3));
+    RETURN_IF_ERROR(be->Rope(k3, pos, config_.rope, &k3));
+    observe("q", q3);
   }
   Tensor mem_k, mem_v;
   if (memory != nullptr) {

@@ -754,6 +754,102 @@ void CheckRope(Backend& be) {
   }
 }
 
+// RopeAndStoreKv (the model's step into its KV cache): q and k rotated in place, the rotated k and
+// v stored into slots [offset, offset + T) of caches [cap, n_kv, head_dim] in f16, f32 or q8_0,
+// the other slots untouched. Device positions with an f16/f32 cache take the CUDA backend's one
+// launch; host positions and q8_0 its plain ops.
+void CheckRopeAndStoreKv(Backend& be) {
+  struct C {
+    int64_t T, n_head, n_kv, hd, n_rot;
+    bool interleaved;
+    DType cache;
+    int64_t cap, offset;
+    bool host_positions;
+  };
+  const C cases[] = {{1, 9, 3, 64, 0, false, DType::kF16, 16, 5, false},
+                     {7, 9, 3, 64, 0, false, DType::kF32, 8, 0, false},
+                     {3, 4, 2, 40, 24, true, DType::kF16, 6, 2, false},
+                     {2, 4, 2, 64, 0, false, DType::kQ8_0, 4, 1, true},
+                     {2, 4, 2, 64, 0, true, DType::kF16, 4, 2, true}};
+  for (const C& c : cases) {
+    if (!be.SupportsOp({OpKind::kCopy, c.cache})) continue;
+    std::mt19937 rng(static_cast<uint32_t>(c.T * 1000 + c.hd + c.offset));
+    const std::vector<float> q = Random(c.T * c.n_head * c.hd, rng);
+    const std::vector<float> k = Random(c.T * c.n_kv * c.hd, rng);
+    const std::vector<float> v = Random(c.T * c.n_kv * c.hd, rng);
+    const std::vector<float> old_cache = Random(c.cap * c.n_kv * c.hd, rng);
+    std::vector<int32_t> pos;
+    for (int64_t t = 0; t < c.T; ++t) pos.push_back(static_cast<int32_t>(c.offset + t * 37));
+    const int64_t n_rot = c.n_rot == 0 ? c.hd : c.n_rot;
+    const std::vector<double> ref_q = RefRope(q, pos, c.n_head, c.hd, n_rot, 10000.0,
+                                              c.interleaved);
+    const std::vector<double> ref_k = RefRope(k, pos, c.n_kv, c.hd, n_rot, 10000.0,
+                                              c.interleaved);
+    RopeParams p;
+    p.layout = c.interleaved ? RopeLayout::kInterleaved : RopeLayout::kHalves;
+    p.n_rot = static_cast<int>(c.n_rot);
+    const int64_t slot = c.n_kv * c.hd;  // elements of one cache slot
+    // The cache as the backend holds it before the op, read back as f32.
+    const std::vector<float> before =
+        c.cache == DType::kF16 ? RoundF16(old_cache)
+                               : c.cache == DType::kQ8_0 ? RoundQ8_0(old_cache, c.hd) : old_cache;
+    // part 0: q, 1: k, 2: the key cache's slots [offset, offset + T), 3: the value cache's,
+    // 4: both caches' other slots.
+    const auto run_part = [&](int part) {
+      return RunOp([&, part](Backend& b) {
+        const Shape qs{c.T, c.n_head, c.hd}, ks{c.T, c.n_kv, c.hd}, cs{c.cap, c.n_kv, c.hd};
+        Tensor qd = On(b, Host(qs, q)), kd = On(b, Host(ks, k));
+        const Tensor vd = On(b, Host(ks, v));
+        Tensor caches[2];
+        for (Tensor& cache : caches) {
+          cache = b.Allocate(c.cache, cs).value();
+          EXPECT_TRUE(b.Copy(On(b, Host(cs, old_cache)), &cache).ok());
+        }
+        Tensor kc = caches[0].Slice(0, c.offset, c.offset + c.T).value();
+        Tensor vc = caches[1].Slice(0, c.offset, c.offset + c.T).value();
+        const Tensor positions = c.host_positions ? HostI32(pos) : On(b, HostI32(pos));
+        const Status st = b.RopeAndStoreKv(positions, p, &qd, &kd, vd, &kc, &vc);
+        EXPECT_TRUE(st.ok()) << st;
+        if (part == 0) return ToHost(b, qd);
+        if (part == 1) return ToHost(b, kd);
+        std::vector<float> whole[2];
+        for (int i = 0; i < 2; ++i) {
+          Tensor f = Out(b, cs);
+          EXPECT_TRUE(b.Copy(caches[i], &f).ok());
+          whole[i] = ToHost(b, f);
+        }
+        const auto first = static_cast<size_t>(c.offset * slot);
+        const auto last = static_cast<size_t>((c.offset + c.T) * slot);
+        if (part < 4) {
+          const std::vector<float>& w = whole[part - 2];
+          return std::vector<float>(w.begin() + first, w.begin() + last);
+        }
+        std::vector<float> rest;
+        for (const std::vector<float>& w : whole) {
+          rest.insert(rest.end(), w.begin(), w.begin() + first);
+          rest.insert(rest.end(), w.begin() + last, w.end());
+        }
+        return rest;
+      });
+    };
+    const double store_bound =
+        c.cache == DType::kF32 ? 1e-11 : c.cache == DType::kF16 ? 1e-6 : 1e-4;
+    std::vector<double> ref_rest;
+    for (int i = 0; i < 2; ++i) {
+      ref_rest.insert(ref_rest.end(), before.begin(), before.begin() + c.offset * slot);
+      ref_rest.insert(ref_rest.end(), before.begin() + (c.offset + c.T) * slot, before.end());
+    }
+    const std::string what = "RopeAndStoreKv " + std::string(DTypeName(c.cache)) + " cache, T " +
+                             std::to_string(c.T) + (c.interleaved ? " interleaved" : " halves") +
+                             (c.host_positions ? ", host positions" : "");
+    Verify(be, run_part(0), ref_q, 1e-11, what + ": q");
+    Verify(be, run_part(1), ref_k, 1e-11, what + ": k");
+    Verify(be, run_part(2), ref_k, store_bound, what + ": key cache");
+    Verify(be, run_part(3), AsDouble(v), store_bound, what + ": value cache");
+    Verify(be, run_part(4), ref_rest, 0.0, what + ": other slots untouched");
+  }
+}
+
 void CheckSoftmax(Backend& be) {
   for (const auto& [rows, d] : std::vector<std::pair<int64_t, int64_t>>{{9, 49152}, {4, 13}}) {
     std::mt19937 rng(static_cast<uint32_t>(d));
@@ -1055,6 +1151,7 @@ CONFORMANCE_TEST(GetRows, CheckGetRows)
 CONFORMANCE_TEST(RmsNorm, CheckRmsNorm)
 CONFORMANCE_TEST(LayerNorm, CheckLayerNorm)
 CONFORMANCE_TEST(Rope, CheckRope)
+CONFORMANCE_TEST(RopeAndStoreKv, CheckRopeAndStoreKv)
 CONFORMANCE_TEST(Softmax, CheckSoftmax)
 CONFORMANCE_TEST(Elementwise, CheckElementwise)
 CONFORMANCE_TEST(Copy, CheckCopy)

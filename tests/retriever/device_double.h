@@ -127,6 +127,11 @@ class DeviceDouble final : public Backend {
   // runs them as Backend's defaults do, through its own plain ops, so results stay the CPU's bit
   // for bit. `fused_calls` counts them.
   bool FusesDecodeOps() const override { return fuses_decode_ops; }
+  Status RopeAndStoreKv(const Tensor& positions, const RopeParams& params, Tensor* q, Tensor* k,
+                        const Tensor& v, Tensor* k_cache, Tensor* v_cache) override {
+    ++fused_calls;
+    return Backend::RopeAndStoreKv(positions, params, q, k, v, k_cache, v_cache);
+  }
   Status MatMulAdd(const Tensor& x, const Tensor& w, Tensor* out) override {
     ++fused_calls;
     return Backend::MatMulAdd(x, w, out);
@@ -240,7 +245,7 @@ class DeviceDouble final : public Backend {
   // Host ids / positions handed to GetRows / Rope: each is a hidden small upload on CUDA.
   int64_t host_index_uploads = 0;
   bool fuses_decode_ops = true;  // what FusesDecodeOps() answers
-  int64_t fused_calls = 0;       // MatMulAdd, RmsNormMatMulShared and SwiGluMatMulAdd calls
+  int64_t fused_calls = 0;  // calls of the fused decode ops (RopeAndStoreKv, MatMulAdd, ...)
 
  private:
   // The host view of a device tensor: the same offset and strides into the shadow bytes.

@@ -438,9 +438,10 @@ TEST_F(DeviceSessionTest, ADecodeStepCopiesItsIndicesUpOnce) {
 }
 
 // A backend that fuses the decode step's op sequences (the CUDA backend; the double mimics it) gets
-// four fused calls a layer — norm + Q/K/V, output projection + residual, norm + gate/up, SwiGLU +
-// down projection + residual — and the logits of the plain sequence; an observer, which reads the
-// intermediates the fused forms never write, gets the plain ops.
+// five fused calls a layer — norm + Q/K/V, RoPE + the KV cache store, output projection +
+// residual, norm + gate/up, SwiGLU + down projection + residual — and the logits of the plain
+// sequence; an observer, which reads the intermediates the fused forms never write, gets the
+// plain ops.
 TEST_F(DeviceSessionTest, ADecodeStepTakesTheFusedOps) {
   std::vector<float> logits[3];
   for (int run = 0; run < 3; ++run) {
@@ -457,8 +458,8 @@ TEST_F(DeviceSessionTest, ADecodeStepTakesTheFusedOps) {
     ASSERT_TRUE(host.ok()) << host.status();
     logits[run].assign(host->data_as<const float>(),
                        host->data_as<const float>() + host->numel());
-    // Five calls a layer: Backend's default SwiGluMatMulAdd ends in a MatMulAdd call.
-    EXPECT_EQ(gpu_.double_->fused_calls - before, run == 0 ? 5 * tt::kLayers : 0) << run;
+    // Six calls a layer: Backend's default SwiGluMatMulAdd ends in a MatMulAdd call.
+    EXPECT_EQ(gpu_.double_->fused_calls - before, run == 0 ? 6 * tt::kLayers : 0) << run;
     if (run == 2) {
       EXPECT_GT(observed, 0);
     }

@@ -152,6 +152,11 @@ class CudaBackend final : public Backend {
     return MatMulSharedOp(ctx_, x, ws, outs);
   }
   bool FusesDecodeOps() const override { return true; }
+  Status RopeAndStoreKv(const Tensor& positions, const RopeParams& p, Tensor* q, Tensor* k,
+                        const Tensor& v, Tensor* k_cache, Tensor* v_cache) override {
+    RETURN_IF_ERROR(Activate());
+    return RopeAndStoreKvOp(ctx_, positions, p, q, k, v, k_cache, v_cache);
+  }
   Status MatMulAdd(const Tensor& x, const Tensor& w, Tensor* out) override {
     RETURN_IF_ERROR(Activate());
     return MatMulAddOp(ctx_, x, w, out);

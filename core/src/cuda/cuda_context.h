@@ -99,6 +99,10 @@ Status LayerNormOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, con
 // every int32 position.
 Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& pos, const RopeParams& p,
               Tensor* out, bool negate_positions = false);
+// Backend::RopeAndStoreKv: one launch for the model's decode step (f16/f32 cache, positions on
+// the device), the four plain ops otherwise.
+Status RopeAndStoreKvOp(const CudaContext& ctx, const Tensor& positions, const RopeParams& p,
+                        Tensor* q, Tensor* k, const Tensor& v, Tensor* k_cache, Tensor* v_cache);
 Status SoftmaxOp(const CudaContext& ctx, const Tensor& x, float scale, Tensor* out);
 Status SiluOp(const CudaContext& ctx, const Tensor& x, Tensor* out);
 Status GeluOp(const CudaContext& ctx, const Tensor& x, GeluMode mode, Tensor* out);

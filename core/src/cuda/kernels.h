@@ -61,6 +61,22 @@ struct RopeLaunch {
   double inv_freq[kMaxRopePairs] = {};  // radians per position, pair i < n_rot / 2
 };
 cudaError_t LaunchRope(const RopeLaunch& args, cudaStream_t stream);
+// Backend::RopeAndStoreKv in one launch: `rope` rotates q in place (its x = y, n_head the query
+// heads); k [T, n_kv, head_dim] is rotated in place with the same plan and also stored, converted,
+// into kc; v is converted into vc. The caches are f16 (cache_f16) or f32 with packed heads.
+struct RopeStoreLaunch {
+  RopeLaunch rope;
+  char* k = nullptr;
+  int64_t k_s0 = 0, k_s1 = 0, n_kv = 0;
+  const char* v = nullptr;
+  int64_t v_s0 = 0, v_s1 = 0;
+  char* kc = nullptr;
+  int64_t kc_s0 = 0, kc_s1 = 0;
+  char* vc = nullptr;
+  int64_t vc_s0 = 0, vc_s1 = 0;
+  bool cache_f16 = true;
+};
+cudaError_t LaunchRopeStore(const RopeStoreLaunch& args, cudaStream_t stream);
 
 // get_rows.cu. Sets *bad (device int, zeroed by the caller) to 1 if any id is outside [0, V).
 cudaError_t LaunchCheckIds(const char* ids, int64_t id_stride, bool ids_i64, int64_t n_ids,

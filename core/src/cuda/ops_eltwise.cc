@@ -3,6 +3,7 @@
 // softmax,rope}.cc) with device tensors.
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <string>
 
 #include "cuda/cuda_checks.h"
@@ -135,8 +136,11 @@ Status SoftmaxOp(const CudaContext& ctx, const Tensor& x, float scale, Tensor* o
 }
 
 // The frequency plan is the CPU backend's (core/src/cpu/rope.cc MakeRopePlan), in double.
-Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
-              const RopeParams& p, Tensor* out, bool negate_positions) {
+namespace {
+
+// Rope's checks and its launch (frequency plan, positions on the device) for x -> out.
+StatusOr<RopeLaunch> PlanRope(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
+                              const RopeParams& p, Tensor* out, bool negate_positions) {
   RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, "Rope", "x"));
   if (x.ndim() != 3) {
     return InvalidArgumentError("Rope: x must be [T, n_head, head_dim], got " +
@@ -213,7 +217,8 @@ Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
     }
     mscale = (0.1 * std::log(factor) + 1.0) * p.attn_factor;
   }
-  if (x.numel() == 0) return Status::Ok();
+  a.n_tokens = n_tokens;
+  if (x.numel() == 0) return a;
   ASSIGN_OR_RETURN(const Tensor pos, IndexOnDevice(ctx, positions, "Rope", "positions"));
   a.x = static_cast<const char*>(x.data());
   a.x_s0 = x.stride(0);
@@ -230,7 +235,78 @@ Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
   a.interleaved = p.layout == RopeLayout::kInterleaved;
   a.mscale = static_cast<float>(mscale);
   a.negate_positions = negate_positions;
+  return a;
+}
+
+}  // namespace
+
+Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
+              const RopeParams& p, Tensor* out, bool negate_positions) {
+  ASSIGN_OR_RETURN(const RopeLaunch a, PlanRope(ctx, x, positions, p, out, negate_positions));
+  if (x.numel() == 0) return Status::Ok();
   return CudaStatus(LaunchRope(a, ctx.stream), "Rope kernel");
+}
+
+// One launch when every operand is as the model's decode step has them: q, k, v f32 [T, heads,
+// head_dim] with packed heads, an f16 or f32 cache of k's and v's shapes, positions on the device;
+// anything else runs the four plain ops.
+Status RopeAndStoreKvOp(const CudaContext& ctx, const Tensor& positions, const RopeParams& p,
+                        Tensor* q, Tensor* k, const Tensor& v, Tensor* k_cache, Tensor* v_cache) {
+  if (q == nullptr || k == nullptr || k_cache == nullptr || v_cache == nullptr) {
+    return InvalidArgumentError("RopeAndStoreKv: q, k, k_cache and v_cache must not be null");
+  }
+  const auto plain = [&]() -> Status {
+    RETURN_IF_ERROR(RopeOp(ctx, *q, positions, p, q));
+    RETURN_IF_ERROR(RopeOp(ctx, *k, positions, p, k));
+    RETURN_IF_ERROR(CopyOp(ctx, *k, k_cache));
+    return CopyOp(ctx, v, v_cache);
+  };
+  const auto cache_ok = [&](const Tensor& c, const Tensor& like) {
+    if (!c.defined() || (c.dtype() != DType::kF16 && c.dtype() != DType::kF32)) return false;
+    const int64_t elem = c.dtype() == DType::kF16 ? 2 : 4;
+    return c.device() == Device::Cuda(ctx.device) && c.shape() == like.shape() &&
+           c.ndim() == 3 && c.stride(2) == elem && c.stride(1) >= c.dim(2) * elem &&
+           RowsAligned(c, static_cast<size_t>(elem));
+  };
+  const bool fits = q->defined() && k->defined() && v.defined() && q->ndim() == 3 &&
+                    k->ndim() == 3 && v.shape() == k->shape() && q->dim(0) == k->dim(0) &&
+                    q->dim(2) == k->dim(2) && positions.defined() &&
+                    positions.device() == Device::Cuda(ctx.device) &&
+                    CheckF32Rows(v, ctx.device, "RopeAndStoreKv", "v").ok() &&
+                    cache_ok(*k_cache, *k) && cache_ok(*v_cache, v) &&
+                    k_cache->dtype() == v_cache->dtype() && q->stride(2) == 4 &&
+                    k->stride(2) == 4 && v.stride(2) == 4 && q->stride(1) >= 4 * q->dim(2) &&
+                    k->stride(1) >= 4 * k->dim(2) && v.stride(1) >= 4 * v.dim(2);
+  if (!fits || q->numel() == 0 || k->numel() == 0) return plain();
+  // The plans check q, k and the rotation exactly as Rope does (in place, as the plain ops run).
+  ASSIGN_OR_RETURN(const RopeLaunch a, PlanRope(ctx, *q, positions, p, q, false));
+  RETURN_IF_ERROR(PlanRope(ctx, *k, positions, p, k, false).status());
+  const Tensor* const all[] = {q, k, &v, k_cache, v_cache, &positions};
+  for (size_t i = 0; i < std::size(all); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (Overlaps(*all[i], *all[j])) {
+        return InvalidArgumentError(
+            "RopeAndStoreKv: q, k, v, the caches and the positions must not overlap");
+      }
+    }
+  }
+  RopeStoreLaunch s;
+  s.rope = a;
+  s.k = static_cast<char*>(k->data());
+  s.k_s0 = k->stride(0);
+  s.k_s1 = k->stride(1);
+  s.n_kv = k->dim(1);
+  s.v = static_cast<const char*>(v.data());
+  s.v_s0 = v.stride(0);
+  s.v_s1 = v.stride(1);
+  s.kc = static_cast<char*>(k_cache->data());
+  s.kc_s0 = k_cache->stride(0);
+  s.kc_s1 = k_cache->stride(1);
+  s.vc = static_cast<char*>(v_cache->data());
+  s.vc_s0 = v_cache->stride(0);
+  s.vc_s1 = v_cache->stride(1);
+  s.cache_f16 = k_cache->dtype() == DType::kF16;
+  return CudaStatus(LaunchRopeStore(s, ctx.stream), "RopeAndStoreKv kernel");
 }
 
 }  // namespace muninn::cuda

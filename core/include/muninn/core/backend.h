@@ -166,6 +166,10 @@ class Backend {
   // with FusesDecodeOps(), and the model then calls them instead of the sequences. The defaults
   // run the plain ops through a temporary (FusesDecodeOps() false: callers gain nothing).
   virtual bool FusesDecodeOps() const { return false; }
+  // The step into a KV cache: q and k rotated in place (Rope with out = the input), then the
+  // rotated k copied into k_cache and v into v_cache, converted to their dtype (Copy).
+  virtual Status RopeAndStoreKv(const Tensor& positions, const RopeParams& params, Tensor* q,
+                                Tensor* k, const Tensor& v, Tensor* k_cache, Tensor* v_cache);
   // out += x · wᵀ (MatMul, then Add into out). out: [M, N] f32, must not overlap x or w.
   virtual Status MatMulAdd(const Tensor& x, const Tensor& w, Tensor* out);
   // outs[i] = RmsNorm(x, norm_weight, eps) · ws[i]ᵀ (RmsNorm, then MatMulShared); the outputs
