@@ -58,6 +58,9 @@ cpu_out=$("$muninn" generate --device cpu -p "$prompt" -n 32 --temp 0 2>/dev/nul
 gpu_out=$("$muninn" generate --device cuda -p "$prompt" -n 32 --temp 0 2>/dev/null)
 printf 'cpu:  %s\ncuda: %s\n' "$cpu_out" "$gpu_out"
 [ "$cpu_out" = "$gpu_out" ] || say "the continuations differ (expected only after a near-tie; compare logits)"
+plain_out=$(MUNINN_CUDA_FUSED_DECODE=0 "$muninn" generate --device cuda -p "$prompt" -n 32 --temp 0 2>/dev/null)
+printf 'cuda, plain ops: %s\n' "$plain_out"
+[ "$plain_out" = "$gpu_out" ] || say "fused and plain decode ops differ on cuda (expected only after a near-tie)"
 "$muninn" logits --device cpu -p "$prompt" --top 5
 "$muninn" logits --device cuda -p "$prompt" --top 5
 
@@ -72,6 +75,8 @@ say "kernels alone: mat×vec, prefill matmul (decoded-weight cache), attention S
 say "bench (pp512 / tg128), cpu then cuda"
 "$muninn" bench --device cpu -p 512 -n 128 -r 3
 "$muninn" bench --device cuda -p 512 -n 128 -r 3
+say "bench on cuda with the plain ops instead of the fused decode ops (A/B)"
+MUNINN_CUDA_FUSED_DECODE=0 "$muninn" bench --device cuda -p 512 -n 128 -r 3
 
 say "decode with memory at 80k depth vs depth 0 (the default configuration), on cuda"
 "$muninn" bench --device cuda --memory-depth 81920 -n 128 -r 3

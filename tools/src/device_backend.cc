@@ -1,7 +1,9 @@
 #include "device_backend.h"
 
 #include <charconv>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 
 #if defined(MUNINN_HAVE_CUDA)
 #include "muninn/core/cuda_backend.h"
@@ -38,6 +40,10 @@ StatusOr<std::unique_ptr<Backend>> CreateBackendForDevice(const std::string& dev
 #if defined(MUNINN_HAVE_CUDA)
   CudaBackendOptions o;
   o.device = ordinal;
+  // An A/B switch for measurements: the model's plain ops instead of the fused decode ops.
+  if (const char* fused = std::getenv("MUNINN_CUDA_FUSED_DECODE"); fused != nullptr) {
+    o.fused_decode_ops = std::string_view(fused) != "0";
+  }
   return CreateCudaBackend(o);
 #else
   return FailedPreconditionError("--device " + device +

@@ -80,6 +80,7 @@ class CudaBackend final : public Backend {
     }
   }
   void SetTensorCoreAttention(bool on) { ctx_.tensor_core_attention = on; }
+  void SetFusedDecodeOps(bool on) { fused_decode_ops_ = on; }
   void SetDecodedWeightBudget(size_t bytes) {
     decoded_ = bytes > 0 ? std::make_unique<DecodedWeightCache>(bytes) : nullptr;
     ctx_.decoded = decoded_.get();
@@ -151,7 +152,7 @@ class CudaBackend final : public Backend {
     RETURN_IF_ERROR(CheckMatMulSharedArgs(*this, x, ws, outs));
     return MatMulSharedOp(ctx_, x, ws, outs);
   }
-  bool FusesDecodeOps() const override { return true; }
+  bool FusesDecodeOps() const override { return fused_decode_ops_; }
   Status RopeAndStoreKv(const Tensor& positions, const RopeParams& p, Tensor* q, Tensor* k,
                         const Tensor& v, Tensor* k_cache, Tensor* v_cache) override {
     RETURN_IF_ERROR(Activate());
@@ -241,6 +242,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Staging> staging_;
   std::unique_ptr<DecodedWeightCache> decoded_;  // its tensors go back to the allocator first
   CudaContext ctx_;
+  bool fused_decode_ops_ = true;
 };
 
 }  // namespace
@@ -289,6 +291,7 @@ StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& o
                                                      std::move(stream_owner),
                                                      std::move(cublas_owner), std::move(staging));
   backend->SetTensorCoreAttention(options.tensor_core_attention);
+  backend->SetFusedDecodeOps(options.fused_decode_ops);
   backend->SetDecodedWeightBudget(options.decoded_weight_cache_bytes);
   return std::unique_ptr<Backend>(std::move(backend));
 }

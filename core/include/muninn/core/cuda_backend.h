@@ -30,6 +30,10 @@ struct CudaBackendOptions {
   // a weight: 270 MB for SmolLM2-135M); weights beyond it are decoded tile by tile on every call.
   // 0 turns the cache off.
   size_t decoded_weight_cache_bytes = size_t{1} << 30;
+  // The decode step's fused ops (Backend::FusesDecodeOps: norm + projections, RoPE + KV store,
+  // projection + residual, SwiGLU + down + residual in one launch each); false makes the model run
+  // the plain ops (for A/B measurements; muninn's tools read MUNINN_CUDA_FUSED_DECODE=0).
+  bool fused_decode_ops = true;
   Status Validate() const;
 };
 
