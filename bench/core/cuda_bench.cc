@@ -2,9 +2,10 @@
 // GPU's L2 where the op is bandwidth-bound. Every benchmark skips, saying why, on a machine without
 // a CUDA device or in a build without MUNINN_CUDA. An iteration queues kLaunches ops and then
 // synchronizes, so launch latency overlaps with execution as it does in a model's forward.
-//  - BM_CudaMatVec/dtype/N/K: decode MatMul (one row of x) against an [N, K] weight stored as
-//    q4_0 / q4_1 / q8_0 / f16; bytes_per_second = weight bytes read (compare with the card's
-//    memory bandwidth).
+//  - BM_CudaMatVec/dtype/N/K/coalesced: decode MatMul (one row of x) against an [N, K] weight
+//    stored as q4_0 / q4_1 / q8_0 / f16; bytes_per_second = weight bytes read (compare with the
+//    card's memory bandwidth); coalesced 1 is the default kernel for q4_0/q4_1/q8_0 (eight lanes a
+//    block), 0 the earlier one (a lane a block; f16 runs the same kernel either way).
 //  - BM_CudaMatMulPrefill/M/N/K: prefill MatMul (M rows) on a q4_1 weight (decode to f16 + cuBLAS);
 //    FLOP/s = 2 M N K.
 //  - BM_CudaAttention/T/S/tc: attention at SmolLM2-135M's head shape (9 query heads, 3 KV heads,
@@ -34,15 +35,17 @@ namespace {
 
 constexpr int kLaunches = 20;
 
-// The CUDA backend (tensor_cores: CudaBackendOptions::tensor_core_attention), made once.
-Backend* Gpu(benchmark::State& state, bool tensor_cores = true) {
+// The CUDA backend (tensor_cores: CudaBackendOptions::tensor_core_attention; coalesced:
+// CudaBackendOptions::coalesced_matvec), made once for each setting.
+Backend* Gpu(benchmark::State& state, bool tensor_cores = true, bool coalesced = true) {
 #if defined(MUNINN_HAVE_CUDA)
-  static std::unique_ptr<Backend> backends[2];
+  static std::unique_ptr<Backend> backends[4];
   static std::string why;
-  std::unique_ptr<Backend>& backend = backends[tensor_cores ? 1 : 0];
+  std::unique_ptr<Backend>& backend = backends[(tensor_cores ? 1 : 0) + (coalesced ? 2 : 0)];
   if (backend == nullptr && why.empty()) {
     CudaBackendOptions o;
     o.tensor_core_attention = tensor_cores;
+    o.coalesced_matvec = coalesced;
     auto be = CreateCudaBackend(o);
     if (be.ok()) {
       backend = std::move(*be);
@@ -54,6 +57,7 @@ Backend* Gpu(benchmark::State& state, bool tensor_cores = true) {
   return backend.get();
 #else
   (void)tensor_cores;
+  (void)coalesced;
   state.SkipWithError("built without MUNINN_CUDA");
   return nullptr;
 #endif
@@ -107,7 +111,7 @@ bool Run(benchmark::State& state, Backend* be, const std::function<Status()>& op
 const DType kMatVecTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kF16};
 
 void BM_CudaMatVec(benchmark::State& state) {
-  Backend* be = Gpu(state);
+  Backend* be = Gpu(state, true, state.range(3) != 0);
   if (be == nullptr) return;
   const DType dtype = kMatVecTypes[state.range(0)];
   const int64_t n = state.range(1), k = state.range(2);
@@ -116,7 +120,8 @@ void BM_CudaMatVec(benchmark::State& state) {
   const Tensor x = OnGpu(be, RandomHost(rng, DType::kF32, {1, k}));
   Tensor out = *be->Allocate(DType::kF32, {1, n});
   if (!Run(state, be, [&] { return be->MatMul(x, w, &out); })) return;
-  state.SetLabel(std::string(DTypeName(dtype)));
+  state.SetLabel(std::string(DTypeName(dtype)) +
+                 (state.range(3) != 0 ? " coalesced" : " block per lane"));
   state.SetBytesProcessed(state.iterations() * kLaunches * static_cast<int64_t>(w.nbytes()));
 }
 
@@ -160,9 +165,11 @@ void BM_CudaAttention(benchmark::State& state) {
 // q4_0, q4_1, q8_0, f16 weights of 16384 x 8192 (64-256 MiB, past the L2), and SmolLM2-135M's
 // largest decode matrices (the 49152 x 576 head and the 1536 x 576 FFN).
 BENCHMARK(BM_CudaMatVec)
-    ->ArgsProduct({{0, 1, 2, 3}, {16384}, {8192}})
-    ->Args({1, 49152, 576})
-    ->Args({1, 1536, 576})
+    ->ArgsProduct({{0, 1, 2, 3}, {16384}, {8192}, {0, 1}})
+    ->Args({1, 49152, 576, 0})
+    ->Args({1, 49152, 576, 1})
+    ->Args({1, 1536, 576, 0})
+    ->Args({1, 1536, 576, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaMatMulPrefill)

@@ -4,6 +4,7 @@
 // device the decoders round products and sums separately, as here, so they match there too).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -50,6 +51,46 @@ TEST(CudaBlockDecode, MatchesDequantizeRow) {
 
 // The q8_0 encoder of the quantizing Copy (the KV cache on a GPU) is QuantizeRow's, bit for bit:
 // random rows, rows with ties at .5 after scaling, an all-zero block and a single large value.
+// The coalesced mat×vec's lane slices (eight lanes a block, lane t on elements 4t .. 4t + 3):
+// every lane of every block of random rows reads the values DequantizeRow gives, bit for bit, and
+// the lanes' shares of a dot product add up to the dot product with the dequantized row.
+template <DType DT>
+void CheckLaneSlices(int64_t rows, int64_t n) {
+  using Slice = cuda::LaneSlice<DT>;
+  std::mt19937 rng(static_cast<uint32_t>(DT) + 29);
+  const Tensor t = testing::RandomMatrix(DT, rows, n, 0, rng);
+  std::normal_distribution<float> dist;
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = dist(rng);
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<float> want = testing::RowAsFloat(t, r);
+    const int64_t idx[1] = {r};
+    const auto* row = static_cast<const uint8_t*>(t.row_ptr(idx));
+    double ref = 0.0, got = 0.0, scale = 0.0;
+    for (int64_t b = 0; b < n / 32; ++b) {
+      for (int lane = 0; lane < 8; ++lane) {
+        float d, m, q[4];
+        Slice::Load(row + b * Slice::kBytes, lane, &d, &m, q);
+        for (int i = 0; i < 4; ++i) {
+          const size_t e = static_cast<size_t>(b * 32 + 4 * lane + i);
+          ASSERT_EQ(q[i] * d + m, want[e])
+              << DTypeName(DT) << " row " << r << " block " << b << " lane " << lane;
+          ref += static_cast<double>(want[e]) * x[e];
+          scale += std::abs(static_cast<double>(want[e]) * x[e]);
+        }
+        got += cuda::LaneDot<DT>(row + b * Slice::kBytes, lane, x.data() + b * 32 + 4 * lane);
+      }
+    }
+    EXPECT_NEAR(got, ref, 1e-5 * scale) << DTypeName(DT) << " row " << r;
+  }
+}
+
+TEST(CudaBlockDecode, LaneSlicesMatchDequantizeRow) {
+  CheckLaneSlices<DType::kQ4_0>(4, 576);
+  CheckLaneSlices<DType::kQ4_1>(4, 576);
+  CheckLaneSlices<DType::kQ8_0>(4, 576);
+}
+
 TEST(CudaBlockDecode, Q8_0EncoderMatchesQuantizeRow) {
   std::mt19937 rng(31);
   std::uniform_real_distribution<float> u(-3.0f, 3.0f);

@@ -354,4 +354,72 @@ MUNINN_HD bool CudaDecodes(DType dtype) {
   }
 }
 
+// ---- lane slices: a block shared by eight lanes (matvec.cu's coalesced decode kernel) ----------
+// Lane t (0..7) of the eight that share a block of 32 weights takes its elements 4t .. 4t + 3, so
+// the lanes of a warp read the activations as one contiguous run of float4s. Load gives the
+// block's scale d, its minimum m (0 without one) and the four quantized values q (as integers in
+// float; q4_0's minus 8), so that element 4t + i = q[i] * d + m. Reads only that block's bytes,
+// with 16-bit loads (q4_0, q8_0: 2-byte-aligned blocks) or 32-bit ones (q4_1: 4-byte-aligned).
+template <DType DT>
+struct LaneSlice;
+
+template <>
+struct LaneSlice<DType::kQ4_0> {  // 18 bytes: f16 d, 16 bytes of nibbles
+  static constexpr int kBytes = 18;
+  static constexpr bool kHasMin = false;
+  MUNINN_HD static void Load(const uint8_t* b, int t, float* d, float* m, float* q) {
+    *d = HalfBitsToFloat(LoadU16(b));
+    *m = 0.0f;
+    const uint8_t* qs = b + 2 + 4 * (t & 3);  // bytes 4(t mod 4) ..; high nibbles for t >= 4
+    const uint32_t w = static_cast<uint32_t>(LoadU16(qs)) | static_cast<uint32_t>(LoadU16(qs + 2))
+                                                                << 16;
+    const int shift = t >= 4 ? 4 : 0;
+    MUNINN_UNROLL
+    for (int i = 0; i < 4; ++i) q[i] = static_cast<float>(static_cast<int>((w >> (8 * i + shift)) & 0xF) - 8);
+  }
+};
+
+template <>
+struct LaneSlice<DType::kQ4_1> {  // 20 bytes: f16 d, f16 m, 16 bytes of nibbles
+  static constexpr int kBytes = 20;
+  static constexpr bool kHasMin = true;
+  MUNINN_HD static void Load(const uint8_t* b, int t, float* d, float* m, float* q) {
+    const uint32_t dm = *reinterpret_cast<const uint32_t*>(b);
+    *d = HalfBitsToFloat(static_cast<uint16_t>(dm & 0xFFFF));
+    *m = HalfBitsToFloat(static_cast<uint16_t>(dm >> 16));
+    const uint32_t w = *reinterpret_cast<const uint32_t*>(b + 4 + 4 * (t & 3));
+    const int shift = t >= 4 ? 4 : 0;
+    MUNINN_UNROLL
+    for (int i = 0; i < 4; ++i) q[i] = static_cast<float>((w >> (8 * i + shift)) & 0xF);
+  }
+};
+
+template <>
+struct LaneSlice<DType::kQ8_0> {  // 34 bytes: f16 d, 32 int8
+  static constexpr int kBytes = 34;
+  static constexpr bool kHasMin = false;
+  MUNINN_HD static void Load(const uint8_t* b, int t, float* d, float* m, float* q) {
+    *d = HalfBitsToFloat(LoadU16(b));
+    *m = 0.0f;
+    const uint8_t* qs = b + 2 + 4 * t;
+    const uint16_t lo = LoadU16(qs), hi = LoadU16(qs + 2);
+    q[0] = static_cast<float>(static_cast<int8_t>(lo & 0xFF));
+    q[1] = static_cast<float>(static_cast<int8_t>(lo >> 8));
+    q[2] = static_cast<float>(static_cast<int8_t>(hi & 0xFF));
+    q[3] = static_cast<float>(static_cast<int8_t>(hi >> 8));
+  }
+};
+
+// Lane t's share of a block's dot product with activations x[0..3] (the block's elements
+// 4t .. 4t + 3): d * sum(q x) + m * sum(x). Summed over the eight lanes it is the block's dot
+// product, up to rounding.
+template <DType DT>
+MUNINN_HD float LaneDot(const uint8_t* block, int t, const float* x) {
+  float d, m, q[4];
+  LaneSlice<DT>::Load(block, t, &d, &m, q);
+  const float sq = q[0] * x[0] + q[1] * x[1] + q[2] * x[2] + q[3] * x[3];
+  if constexpr (LaneSlice<DT>::kHasMin) return d * sq + m * ((x[0] + x[1]) + (x[2] + x[3]));
+  return d * sq;
+}
+
 }  // namespace muninn::cuda

@@ -81,6 +81,7 @@ class CudaBackend final : public Backend {
   }
   void SetTensorCoreAttention(bool on) { ctx_.tensor_core_attention = on; }
   void SetFusedDecodeOps(bool on) { fused_decode_ops_ = on; }
+  void SetCoalescedMatVec(bool on) { ctx_.coalesced_matvec = on; }
   void SetDecodedWeightBudget(size_t bytes) {
     decoded_ = bytes > 0 ? std::make_unique<DecodedWeightCache>(bytes) : nullptr;
     ctx_.decoded = decoded_.get();
@@ -292,6 +293,7 @@ StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& o
                                                      std::move(cublas_owner), std::move(staging));
   backend->SetTensorCoreAttention(options.tensor_core_attention);
   backend->SetFusedDecodeOps(options.fused_decode_ops);
+  backend->SetCoalescedMatVec(options.coalesced_matvec);
   backend->SetDecodedWeightBudget(options.decoded_weight_cache_bytes);
   return std::unique_ptr<Backend>(std::move(backend));
 }

@@ -71,6 +71,7 @@ struct CudaContext {
   Staging* staging = nullptr;
   int sm_count = 1;  // multiprocessors of the device (for grid sizing)
   bool tensor_core_attention = true;  // CudaBackendOptions::tensor_core_attention
+  bool coalesced_matvec = true;       // CudaBackendOptions::coalesced_matvec
   DecodedWeightCache* decoded = nullptr;  // prefill's decoded weights (null: decode per call)
 
   // A contiguous tensor on this device.

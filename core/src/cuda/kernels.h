@@ -114,6 +114,10 @@ struct MatVecInput {
   const char* x2 = nullptr;       // kSwiGluAdd: the "up" rows, x's row stride and alignment
   const float* norm_w = nullptr;  // kRmsNorm: [K], or null for a weight of ones
   float eps = 0.0f;               // kRmsNorm
+  // q4_0/q4_1/q8_0 with aligned rows: eight lanes share a block (the coalesced kernel) rather than
+  // each lane taking whole blocks (the earlier kernel, kept for A/B measurements of unfused
+  // launches; fused ones always take the coalesced kernel).
+  bool coalesced = true;
 };
 cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, const char* x,
                          int64_t x_row_stride, int64_t M, int64_t N, int64_t K, char* out,

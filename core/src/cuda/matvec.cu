@@ -144,6 +144,8 @@ __global__ void MatVecKernel(const MatVecSegments segs, const char* x, int64_t x
 // with 16-bit or 32-bit words, L lanes (L = 4 ... 32, the power of two that best fits the row's
 // blocks) share a row, so a warp works on 32 / L rows at once; x is read as float4. Per block:
 // d * sum(q * x) (+ m * sum(x) for q4_1), the nibbles and bytes as quant.h lays them out.
+// Since 2026-12-05 the coalesced kernel below replaces it; it runs only for unfused launches with
+// CudaBackendOptions::coalesced_matvec off (the kernel benchmark's A/B).
 template <DType DT>
 struct QuantBlock;
 
@@ -204,13 +206,11 @@ struct QuantBlock<DType::kQ8_0> {  // 34 bytes: f16 d, 32 int8; x = q d
   }
 };
 
-template <DType DT, int L, MatVecFuse F>
+template <DType DT, int L>
 __global__ void __launch_bounds__(kBlockThreads)
     QuantMatVecKernel(const MatVecSegments segs, const char* x, int64_t x_row_stride, int M,
-                      int64_t K, const FuseArgs fa) {
+                      int64_t K) {
   using QB = QuantBlock<DT>;
-  __shared__ float inv[kRows];
-  RowScales<F>(x, x_row_stride, M, K, fa.eps, inv);
   constexpr int kRowsPerWarp = kWarp / L;
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
   const int li = lane % L;
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kBlockThreads)
           float sq = 0.0f, sx = 0.0f;
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
-            const float4 v = ActAt4<F>(x, x_row_stride, r, b * 8 + i, fa, inv);
+            const float4 v = reinterpret_cast<const float4*>(x + r * x_row_stride)[b * 8 + i];
             sq += q[4 * i] * v.x + q[4 * i + 1] * v.y + q[4 * i + 2] * v.z + q[4 * i + 3] * v.w;
             if (QB::kHasMin) sx += (v.x + v.y) + (v.z + v.w);
           }
@@ -251,6 +251,62 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
       for (int o = L / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
       if (n < N && li == 0) {
+        reinterpret_cast<float*>(segs.out[s] + r * segs.out_row_stride[s])[local] = v;
+      }
+    }
+  }
+}
+
+// ---- q4_0 / q4_1 / q8_0, coalesced: eight lanes a block -------------------------------------------
+// The kernel above gives each lane whole blocks, so at one instruction the 32 lanes of a warp
+// read 16 bytes of x from 32 different 128-byte lines: for a large matrix the L1 serves x (6.4
+// times the weight bytes for q4_1) sixteen bytes at a time, and that bounds the kernel (~12 % of
+// the H200's bandwidth on 16384 x 8192, measured 2026-12-04). Here eight lanes share a block,
+// lane t on its elements 4t .. 4t + 3 (block_decode.h's LaneSlice), G lanes (8, 16 or 32) a row
+// take G / 8 consecutive blocks at a step, and an instruction reads x as one contiguous run of
+// float4s: four to eight times fewer L1 wavefronts for the same bytes.
+template <DType DT, int G, MatVecFuse F>
+__global__ void __launch_bounds__(kBlockThreads)
+    CoalescedMatVecKernel(const MatVecSegments segs, const char* x, int64_t x_row_stride, int M,
+                          int64_t K, const FuseArgs fa) {
+  constexpr int kRowsPerWarp = kWarp / G;
+  constexpr int kBlocksPerStep = G / 8;
+  __shared__ float inv[kRows];
+  RowScales<F>(x, x_row_stride, M, K, fa.eps, inv);
+  const int lane = static_cast<int>(threadIdx.x) % kWarp;
+  const int li = lane % G;
+  const int t = li % 8;  // the lane's slice of its block
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  const int64_t n = warp * kRowsPerWarp + lane / G;
+  const int64_t N = segs.first[segs.count];
+  const int64_t blocks = K / 32;
+  float acc[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
+  int64_t local = 0;
+  const int s = n < N ? SegmentOf(segs, n, &local) : 0;
+  if (n < N) {
+    const auto* row = reinterpret_cast<const uint8_t*>(segs.w[s] + local * segs.w_row_stride[s]);
+    for (int64_t b = li / 8; b < blocks; b += kBlocksPerStep) {
+      const uint8_t* block = row + b * LaneSlice<DT>::kBytes;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        if (r < M) {
+          const float4 v = ActAt4<F>(x, x_row_stride, r, b * 8 + t, fa, inv);
+          const float xv[4] = {v.x, v.y, v.z, v.w};
+          acc[r] += LaneDot<DT>(block, t, xv);
+        }
+      }
+    }
+  }
+  // Sum over the G lanes of each row (all lanes take part, rows past N included).
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r < M) {
+      float v = acc[r];
+#pragma unroll
+      for (int o = G / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (n < N && li == 0) {
         Store<F>(reinterpret_cast<float*>(segs.out[s] + r * segs.out_row_stride[s]) + local, v);
       }
     }
@@ -258,8 +314,28 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 template <DType DT, MatVecFuse F>
+cudaError_t LaunchCoalescedMatVec(const MatVecSegments& segs, const char* x, int64_t x_row_stride,
+                                  int M, int64_t K, const FuseArgs& fa, cudaStream_t stream) {
+  const int64_t blocks = K / 32;
+  const int64_t N = segs.first[segs.count];
+  auto launch = [&](auto lanes) {
+    constexpr int G = decltype(lanes)::value;
+    const int64_t rows_per_block = kWarpsPerBlock * (kWarp / G);
+    const int64_t grid = (N + rows_per_block - 1) / rows_per_block;
+    if (grid > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+    CoalescedMatVecKernel<DT, G, F><<<static_cast<unsigned>(grid), kBlockThreads, 0, stream>>>(
+        segs, x, x_row_stride, M, K, fa);
+    return cudaGetLastError();
+  };
+  // Four blocks a step once a row has at least 16 (SmolLM2's K = 576: 18), fewer for short rows.
+  if (blocks >= 16) return launch(std::integral_constant<int, 32>{});
+  if (blocks >= 4) return launch(std::integral_constant<int, 16>{});
+  return launch(std::integral_constant<int, 8>{});
+}
+
+template <DType DT>
 cudaError_t LaunchQuantMatVec(const MatVecSegments& segs, const char* x, int64_t x_row_stride,
-                              int M, int64_t K, const FuseArgs& fa, cudaStream_t stream) {
+                              int M, int64_t K, cudaStream_t stream) {
   const int64_t blocks = K / 32;
   const int64_t N = segs.first[segs.count];
   auto launch = [&](auto lanes) {
@@ -267,8 +343,8 @@ cudaError_t LaunchQuantMatVec(const MatVecSegments& segs, const char* x, int64_t
     const int64_t rows_per_block = kWarpsPerBlock * (kWarp / L);
     const int64_t grid = (N + rows_per_block - 1) / rows_per_block;
     if (grid > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-    QuantMatVecKernel<DT, L, F><<<static_cast<unsigned>(grid), kBlockThreads, 0, stream>>>(
-        segs, x, x_row_stride, M, K, fa);
+    QuantMatVecKernel<DT, L><<<static_cast<unsigned>(grid), kBlockThreads, 0, stream>>>(
+        segs, x, x_row_stride, M, K);
     return cudaGetLastError();
   };
   if (blocks >= 24) return launch(std::integral_constant<int, 32>{});
@@ -284,7 +360,7 @@ namespace {
 template <MatVecFuse F>
 cudaError_t LaunchFused(DType w_dtype, const MatVecSegments& segs, const char* x,
                         int64_t x_row_stride, int64_t M, int64_t K, const FuseArgs& fa,
-                        cudaStream_t stream) {
+                        bool coalesced, cudaStream_t stream) {
   const int64_t N = segs.first[segs.count];
   const int64_t blocks = (N + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
@@ -306,14 +382,28 @@ cudaError_t LaunchFused(DType w_dtype, const MatVecSegments& segs, const char* x
   };
   if (x_aligned && K % 32 == 0) {
     const int m = static_cast<int>(M);
-    if (w_dtype == DType::kQ4_1 && w_aligned(4)) {
-      return LaunchQuantMatVec<DType::kQ4_1, F>(segs, x, x_row_stride, m, K, fa, stream);
+    // The earlier kernel is kept for unfused launches only (an A/B of the kernel alone).
+    if (coalesced || F != MatVecFuse::kNone) {
+      if (w_dtype == DType::kQ4_1 && w_aligned(4)) {
+        return LaunchCoalescedMatVec<DType::kQ4_1, F>(segs, x, x_row_stride, m, K, fa, stream);
+      }
+      if (w_dtype == DType::kQ4_0 && w_aligned(2)) {
+        return LaunchCoalescedMatVec<DType::kQ4_0, F>(segs, x, x_row_stride, m, K, fa, stream);
+      }
+      if (w_dtype == DType::kQ8_0 && w_aligned(2)) {
+        return LaunchCoalescedMatVec<DType::kQ8_0, F>(segs, x, x_row_stride, m, K, fa, stream);
+      }
     }
-    if (w_dtype == DType::kQ4_0 && w_aligned(2)) {
-      return LaunchQuantMatVec<DType::kQ4_0, F>(segs, x, x_row_stride, m, K, fa, stream);
-    }
-    if (w_dtype == DType::kQ8_0 && w_aligned(2)) {
-      return LaunchQuantMatVec<DType::kQ8_0, F>(segs, x, x_row_stride, m, K, fa, stream);
+    if constexpr (F == MatVecFuse::kNone) {
+      if (w_dtype == DType::kQ4_1 && w_aligned(4)) {
+        return LaunchQuantMatVec<DType::kQ4_1>(segs, x, x_row_stride, m, K, stream);
+      }
+      if (w_dtype == DType::kQ4_0 && w_aligned(2)) {
+        return LaunchQuantMatVec<DType::kQ4_0>(segs, x, x_row_stride, m, K, stream);
+      }
+      if (w_dtype == DType::kQ8_0 && w_aligned(2)) {
+        return LaunchQuantMatVec<DType::kQ8_0>(segs, x, x_row_stride, m, K, stream);
+      }
     }
   }
   return DispatchDecoder(w_dtype, [&](auto dec) {
@@ -336,14 +426,17 @@ cudaError_t LaunchMatVecSegments(DType w_dtype, const MatVecSegments& segs, cons
   const FuseArgs fa{in.x2, in.norm_w, in.eps};
   switch (in.fuse) {
     case MatVecFuse::kNone:
-      return LaunchFused<MatVecFuse::kNone>(w_dtype, segs, x, x_row_stride, M, K, fa, stream);
+      return LaunchFused<MatVecFuse::kNone>(w_dtype, segs, x, x_row_stride, M, K, fa,
+                                          in.coalesced, stream);
     case MatVecFuse::kAdd:
-      return LaunchFused<MatVecFuse::kAdd>(w_dtype, segs, x, x_row_stride, M, K, fa, stream);
+      return LaunchFused<MatVecFuse::kAdd>(w_dtype, segs, x, x_row_stride, M, K, fa,
+                                          in.coalesced, stream);
     case MatVecFuse::kRmsNorm:
-      return LaunchFused<MatVecFuse::kRmsNorm>(w_dtype, segs, x, x_row_stride, M, K, fa, stream);
+      return LaunchFused<MatVecFuse::kRmsNorm>(w_dtype, segs, x, x_row_stride, M, K, fa,
+                                          in.coalesced, stream);
     case MatVecFuse::kSwiGluAdd:
       return LaunchFused<MatVecFuse::kSwiGluAdd>(w_dtype, segs, x, x_row_stride, M, K, fa,
-                                                 stream);
+                                                 in.coalesced, stream);
   }
   return cudaErrorInvalidValue;
 }

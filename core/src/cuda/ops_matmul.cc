@@ -67,6 +67,13 @@ Status Validate(const CudaContext& ctx, const Tensor& x, const Tensor& w, const 
   return Status::Ok();
 }
 
+// A mat×vec launch's input with nothing fused, in the kernel layout the backend chose.
+MatVecInput PlainInput(const CudaContext& ctx) {
+  MatVecInput in;
+  in.coalesced = ctx.coalesced_matvec;
+  return in;
+}
+
 int64_t RowStride(const Tensor& t, int64_t row_bytes) {
   return t.ndim() == 2 ? t.stride(0) : row_bytes;
 }
@@ -95,7 +102,8 @@ Status MatMulOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor
     for (int64_t m0 = 0; m0 < m; m0 += kMatVecMaxRows) {
       const int64_t mm = std::min(kMatVecMaxRows, m - m0);
       MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(w.dtype(), wp, w_rs, xp + m0 * x_rs, x_rs, mm, n,
-                                               k, op + m0 * o_rs, o_rs, ctx.stream));
+                                               k, op + m0 * o_rs, o_rs, ctx.stream,
+                                               PlainInput(ctx)));
     }
     return Status::Ok();
   }
@@ -208,7 +216,8 @@ Status MatMulSharedOp(const CudaContext& ctx, const Tensor& x, std::span<const T
   if (segs.count == 0) return Status::Ok();
   MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVecSegments(ws[0]->dtype(), segs,
                                                    static_cast<const char*>(x.data()),
-                                                   RowStride(x, 4 * k), m, k, ctx.stream));
+                                                   RowStride(x, 4 * k), m, k, ctx.stream,
+                                                   PlainInput(ctx)));
   return Status::Ok();
 }
 
@@ -223,7 +232,7 @@ Status MatMulAddOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Ten
   const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
   if (m == 0 || n == 0 || k == 0) return Status::Ok();  // out += 0
   if (m <= kMatVecMaxRows) {
-    MatVecInput in;
+    MatVecInput in = PlainInput(ctx);
     in.fuse = MatVecFuse::kAdd;
     MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(
         w.dtype(), static_cast<const char*>(w.data()), w.stride(0),
@@ -277,7 +286,7 @@ Status RmsNormMatMulSharedOp(const CudaContext& ctx, const Tensor& x, const Tens
     segs.first[c + 1] = segs.first[c] + n;
   }
   if (segs.count == 0) return Status::Ok();
-  MatVecInput in;
+  MatVecInput in = PlainInput(ctx);
   in.fuse = MatVecFuse::kRmsNorm;
   in.norm_w = norm_weight.defined() ? norm_weight.data_as<const float>() : nullptr;
   in.eps = eps;
@@ -303,7 +312,7 @@ Status SwiGluMatMulAddOp(const CudaContext& ctx, const Tensor& gate, const Tenso
   if (m == 0 || n == 0 || k == 0) return Status::Ok();  // out += 0
   const int64_t g_rs = RowStride(gate, 4 * k);
   if (m <= kMatVecMaxRows && RowStride(up, 4 * k) == g_rs) {
-    MatVecInput in;
+    MatVecInput in = PlainInput(ctx);
     in.fuse = MatVecFuse::kSwiGluAdd;
     in.x2 = static_cast<const char*>(up.data());
     MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(

@@ -34,6 +34,10 @@ struct CudaBackendOptions {
   // projection + residual, SwiGLU + down + residual in one launch each); false makes the model run
   // the plain ops (for A/B measurements; muninn's tools read MUNINN_CUDA_FUSED_DECODE=0).
   bool fused_decode_ops = true;
+  // Decode mat×vec on q4_0/q4_1/q8_0 with eight lanes sharing each block, so that a warp reads the
+  // activations coalesced (since 2026-12-05); false keeps the earlier kernel, each lane on whole
+  // blocks, for unfused launches (the kernel benchmark's A/B; fused launches stay coalesced).
+  bool coalesced_matvec = true;
   Status Validate() const;
 };
 
