@@ -6,6 +6,7 @@
 //    f32 weights use cublasSgemm (full f32, no TF32).
 #include <algorithm>
 #include <climits>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -76,6 +77,34 @@ MatVecInput PlainInput(const CudaContext& ctx) {
 
 int64_t RowStride(const Tensor& t, int64_t row_bytes) {
   return t.ndim() == 2 ? t.stride(0) : row_bytes;
+}
+
+// The weights (of x [m, k]) as the segments of one mat×vec launch, the launch's rows the weights'
+// rows one after another, when they can be: a decode-sized batch, one dtype, at most
+// kMatVecMaxSegments non-empty weights. nullopt otherwise.
+std::optional<MatVecSegments> SegmentsFor(int64_t m, int64_t k, std::span<const Tensor* const> ws,
+                                          std::span<Tensor* const> outs) {
+  if (m <= 0 || m > kMatVecMaxRows || k <= 0) return std::nullopt;
+  int64_t rows = 0;
+  int count = 0;
+  for (const Tensor* w : ws) {
+    if (w->dtype() != ws[0]->dtype()) return std::nullopt;
+    if (w->dim(0) > 0) ++count;
+    rows += w->dim(0);
+  }
+  if (count > kMatVecMaxSegments || rows > INT_MAX) return std::nullopt;
+  MatVecSegments segs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const int64_t n = ws[i]->dim(0);
+    if (n == 0) continue;
+    const int c = segs.count++;
+    segs.w[c] = static_cast<const char*>(ws[i]->data());
+    segs.w_row_stride[c] = ws[i]->stride(0);
+    segs.out[c] = static_cast<char*>(outs[i]->data());
+    segs.out_row_stride[c] = RowStride(*outs[i], 4 * n);
+    segs.first[c + 1] = segs.first[c] + n;
+  }
+  return segs;
 }
 
 }  // namespace
@@ -189,32 +218,14 @@ Status MatMulSharedOp(const CudaContext& ctx, const Tensor& x, std::span<const T
   const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
   // One launch for a decode-sized batch whose weights share a dtype: the launch's rows are the
   // weights' rows one after another (matvec.cu's segments). Otherwise one MatMul per weight.
-  bool fuse = ws.size() > 1 && m > 0 && m <= kMatVecMaxRows && k > 0;
-  int64_t rows = 0;
-  int count = 0;
-  for (size_t i = 0; fuse && i < ws.size(); ++i) {
-    fuse = ws[i]->dtype() == ws[0]->dtype();
-    if (ws[i]->dim(0) > 0) ++count;
-    rows += ws[i]->dim(0);
-  }
-  fuse = fuse && count <= kMatVecMaxSegments && rows <= INT_MAX;
-  if (!fuse) {
+  const std::optional<MatVecSegments> segs =
+      ws.size() > 1 ? SegmentsFor(m, k, ws, outs) : std::nullopt;
+  if (!segs) {
     for (size_t i = 0; i < ws.size(); ++i) RETURN_IF_ERROR(MatMulOp(ctx, x, *ws[i], outs[i]));
     return Status::Ok();
   }
-  MatVecSegments segs;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    const int64_t n = ws[i]->dim(0);
-    if (n == 0) continue;
-    const int c = segs.count++;
-    segs.w[c] = static_cast<const char*>(ws[i]->data());
-    segs.w_row_stride[c] = ws[i]->stride(0);
-    segs.out[c] = static_cast<char*>(outs[i]->data());
-    segs.out_row_stride[c] = RowStride(*outs[i], 4 * n);
-    segs.first[c + 1] = segs.first[c] + n;
-  }
-  if (segs.count == 0) return Status::Ok();
-  MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVecSegments(ws[0]->dtype(), segs,
+  if (segs->count == 0) return Status::Ok();
+  MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVecSegments(ws[0]->dtype(), *segs,
                                                    static_cast<const char*>(x.data()),
                                                    RowStride(x, 4 * k), m, k, ctx.stream,
                                                    PlainInput(ctx)));
@@ -260,37 +271,18 @@ Status RmsNormMatMulSharedOp(const CudaContext& ctx, const Tensor& x, const Tens
     }
   }
   const int64_t m = x.ndim() == 2 ? x.dim(0) : 1;
-  bool fuse = m > 0 && m <= kMatVecMaxRows && k > 0;
-  int64_t rows = 0;
-  int count = 0;
-  for (size_t i = 0; fuse && i < ws.size(); ++i) {
-    fuse = ws[i]->dtype() == ws[0]->dtype();
-    if (ws[i]->dim(0) > 0) ++count;
-    rows += ws[i]->dim(0);
-  }
-  fuse = fuse && count <= kMatVecMaxSegments && rows <= INT_MAX;
-  if (!fuse) {
+  const std::optional<MatVecSegments> segs = SegmentsFor(m, k, ws, outs);
+  if (!segs) {
     ASSIGN_OR_RETURN(Tensor normed, ctx.Empty(DType::kF32, x.shape()));
     RETURN_IF_ERROR(RmsNormOp(ctx, x, norm_weight, eps, &normed));
     return MatMulSharedOp(ctx, normed, ws, outs);
   }
-  MatVecSegments segs;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    const int64_t n = ws[i]->dim(0);
-    if (n == 0) continue;
-    const int c = segs.count++;
-    segs.w[c] = static_cast<const char*>(ws[i]->data());
-    segs.w_row_stride[c] = ws[i]->stride(0);
-    segs.out[c] = static_cast<char*>(outs[i]->data());
-    segs.out_row_stride[c] = RowStride(*outs[i], 4 * n);
-    segs.first[c + 1] = segs.first[c] + n;
-  }
-  if (segs.count == 0) return Status::Ok();
+  if (segs->count == 0) return Status::Ok();
   MatVecInput in = PlainInput(ctx);
   in.fuse = MatVecFuse::kRmsNorm;
   in.norm_w = norm_weight.defined() ? norm_weight.data_as<const float>() : nullptr;
   in.eps = eps;
-  MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVecSegments(ws[0]->dtype(), segs,
+  MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVecSegments(ws[0]->dtype(), *segs,
                                                    static_cast<const char*>(x.data()),
                                                    RowStride(x, 4 * k), m, k, ctx.stream, in));
   return Status::Ok();
