@@ -404,7 +404,7 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
   // A backend that fuses the decode step's sequences (norm + projections, RoPE + the KV cache
   // store, projection + residual, SwiGLU + down projection + residual) gets them in fewer
   // launches; an observer needs the intermediates the fused forms never write.
-  const bool fuse = be->FusesDecodeOps() && !options.observer;
+  const bool fuse = be->FusesDecodeOps(T) && !options.observer;
 
   // ---- attention ----
   {

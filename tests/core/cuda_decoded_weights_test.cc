@@ -32,6 +32,10 @@ TEST(CudaDecodedWeights, KeepsADecodingPerLiveWeight) {
   EXPECT_EQ(cache.used_bytes(), size_t{2 * 64 * 64 * 2});
   EXPECT_TRUE(cache.Fits(64 * 64 * 2));
   EXPECT_FALSE(cache.Fits(2 * 64 * 64 * 2));  // over the budget while a and b live
+  // After a failed allocation the cache takes no more, but keeps what it has.
+  cache.StopGrowing();
+  EXPECT_FALSE(cache.Fits(1));
+  EXPECT_NE(cache.Find(a, DType::kF16), nullptr);
 }
 
 TEST(CudaDecodedWeights, AFreedWeightIsNeverServedAndGivesItsMemoryBack) {

@@ -126,7 +126,9 @@ class DeviceDouble final : public Backend {
   // Like the CUDA backend, the double takes the fused decode ops (the model then calls them); it
   // runs them as Backend's defaults do, through its own plain ops, so results stay the CPU's bit
   // for bit. `fused_calls` counts them.
-  bool FusesDecodeOps() const override { return fuses_decode_ops; }
+  bool FusesDecodeOps(int64_t n_tokens) const override {
+    return fuses_decode_ops && n_tokens <= kFusedMaxTokens;
+  }
   Status RopeAndStoreKv(const Tensor& positions, const RopeParams& params, Tensor* q, Tensor* k,
                         const Tensor& v, Tensor* k_cache, Tensor* v_cache) override {
     ++fused_calls;
@@ -244,7 +246,8 @@ class DeviceDouble final : public Backend {
   int64_t memory_attentions = 0;  // Attention calls with a memory block
   // Host ids / positions handed to GetRows / Rope: each is a hidden small upload on CUDA.
   int64_t host_index_uploads = 0;
-  bool fuses_decode_ops = true;  // what FusesDecodeOps() answers
+  bool fuses_decode_ops = true;  // what FusesDecodeOps() answers, for up to kFusedMaxTokens
+  static constexpr int64_t kFusedMaxTokens = 8;  // the CUDA backend's decode rows (kMatVecMaxRows)
   int64_t fused_calls = 0;  // calls of the fused decode ops (RopeAndStoreKv, MatMulAdd, ...)
 
  private:

@@ -467,6 +467,12 @@ TEST_F(DeviceSessionTest, ADecodeStepTakesTheFusedOps) {
   gpu_.double_->fuses_decode_ops = true;
   EXPECT_EQ(logits[0], logits[1]);
   EXPECT_EQ(logits[2], logits[1]);
+  // A prompt longer than a decode step gets the plain ops (no temporaries of its size).
+  auto cache = gpu_.model->NewKvCache(model::KvCacheOptions{.n_ctx = 16});
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  const int64_t before = gpu_.double_->fused_calls;
+  ASSERT_TRUE(gpu_.model->Forward(std::vector<model::TokenId>(9, 5), cache->get(), {}).ok());
+  EXPECT_EQ(gpu_.double_->fused_calls, before);
 }
 
 // The same scenarios on a real CUDA device (label gpu; skipped without one): the session runs and

@@ -9,6 +9,7 @@
 #include "cuda/cuda_status.h"
 #include "cuda/cuda_train_ops.h"
 #include "cuda/decoded_weights.h"
+#include "cuda/kernels.h"
 
 namespace muninn {
 
@@ -153,7 +154,10 @@ class CudaBackend final : public Backend {
     RETURN_IF_ERROR(CheckMatMulSharedArgs(*this, x, ws, outs));
     return MatMulSharedOp(ctx_, x, ws, outs);
   }
-  bool FusesDecodeOps() const override { return fused_decode_ops_; }
+  // Larger steps would run the fused forms' plain fallbacks through temporaries.
+  bool FusesDecodeOps(int64_t n_tokens) const override {
+    return fused_decode_ops_ && n_tokens <= kMatVecMaxRows;
+  }
   Status RopeAndStoreKv(const Tensor& positions, const RopeParams& p, Tensor* q, Tensor* k,
                         const Tensor& v, Tensor* k_cache, Tensor* v_cache) override {
     RETURN_IF_ERROR(Activate());

@@ -28,6 +28,9 @@ class DecodedWeightCache {
   bool Fits(size_t bytes);
   // Keeps `decoded` (the whole of `w` in `half`) for later calls.
   void Insert(const Tensor& w, DType half, Tensor decoded);
+  // The device had no memory for a whole decoding: the budget shrinks to what is used now (less
+  // what freed weights give back later), so later calls do not try, and fail, again.
+  void StopGrowing() { budget_ = used_; }
 
   size_t used_bytes() const { return used_; }
   size_t entries() const { return entries_.size(); }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <iterator>
 #include <string>
+#include <utility>
 
 #include "cuda/cuda_checks.h"
 #include "cuda/cuda_context.h"
@@ -138,8 +139,15 @@ Status SoftmaxOp(const CudaContext& ctx, const Tensor& x, float scale, Tensor* o
 // The frequency plan is the CPU backend's (core/src/cpu/rope.cc MakeRopePlan), in double.
 namespace {
 
-// Rope's checks and its launch (frequency plan, positions on the device) for x -> out.
-StatusOr<RopeLaunch> PlanRope(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
+// Rope's launch for x -> out (frequency plan, positions on the device) and the device positions
+// it reads: a copy of host positions, which must outlive the launch.
+struct RopePlan {
+  RopeLaunch launch;
+  Tensor positions;
+};
+
+// Rope's checks and its plan.
+StatusOr<RopePlan> PlanRope(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
                               const RopeParams& p, Tensor* out, bool negate_positions) {
   RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, "Rope", "x"));
   if (x.ndim() != 3) {
@@ -218,8 +226,8 @@ StatusOr<RopeLaunch> PlanRope(const CudaContext& ctx, const Tensor& x, const Ten
     mscale = (0.1 * std::log(factor) + 1.0) * p.attn_factor;
   }
   a.n_tokens = n_tokens;
-  if (x.numel() == 0) return a;
-  ASSIGN_OR_RETURN(const Tensor pos, IndexOnDevice(ctx, positions, "Rope", "positions"));
+  if (x.numel() == 0) return RopePlan{a, Tensor()};
+  ASSIGN_OR_RETURN(Tensor pos, IndexOnDevice(ctx, positions, "Rope", "positions"));
   a.x = static_cast<const char*>(x.data());
   a.x_s0 = x.stride(0);
   a.x_s1 = x.stride(1);
@@ -235,16 +243,16 @@ StatusOr<RopeLaunch> PlanRope(const CudaContext& ctx, const Tensor& x, const Ten
   a.interleaved = p.layout == RopeLayout::kInterleaved;
   a.mscale = static_cast<float>(mscale);
   a.negate_positions = negate_positions;
-  return a;
+  return RopePlan{a, std::move(pos)};
 }
 
 }  // namespace
 
 Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
               const RopeParams& p, Tensor* out, bool negate_positions) {
-  ASSIGN_OR_RETURN(const RopeLaunch a, PlanRope(ctx, x, positions, p, out, negate_positions));
+  ASSIGN_OR_RETURN(const RopePlan plan, PlanRope(ctx, x, positions, p, out, negate_positions));
   if (x.numel() == 0) return Status::Ok();
-  return CudaStatus(LaunchRope(a, ctx.stream), "Rope kernel");
+  return CudaStatus(LaunchRope(plan.launch, ctx.stream), "Rope kernel");
 }
 
 // One launch when every operand is as the model's decode step has them: q, k, v f32 [T, heads,
@@ -279,7 +287,8 @@ Status RopeAndStoreKvOp(const CudaContext& ctx, const Tensor& positions, const R
                     k->stride(1) >= 4 * k->dim(2) && v.stride(1) >= 4 * v.dim(2);
   if (!fits || q->numel() == 0 || k->numel() == 0) return plain();
   // The plans check q, k and the rotation exactly as Rope does (in place, as the plain ops run).
-  ASSIGN_OR_RETURN(const RopeLaunch a, PlanRope(ctx, *q, positions, p, q, false));
+  // (Positions on the device: the plans hold no copy of them.)
+  ASSIGN_OR_RETURN(const RopePlan plan, PlanRope(ctx, *q, positions, p, q, false));
   RETURN_IF_ERROR(PlanRope(ctx, *k, positions, p, k, false).status());
   const Tensor* const all[] = {q, k, &v, k_cache, v_cache, &positions};
   for (size_t i = 0; i < std::size(all); ++i) {
@@ -291,7 +300,7 @@ Status RopeAndStoreKvOp(const CudaContext& ctx, const Tensor& positions, const R
     }
   }
   RopeStoreLaunch s;
-  s.rope = a;
+  s.rope = plan.launch;
   s.k = static_cast<char*>(k->data());
   s.k_s0 = k->stride(0);
   s.k_s1 = k->stride(1);

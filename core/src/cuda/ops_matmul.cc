@@ -175,6 +175,8 @@ Status MatMulOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor
             LaunchDecodeToHalf(w.dtype(), wp, w_rs, n, k, bf16, whole->data(), ctx.stream));
         ctx.decoded->Insert(w, half_dtype, std::move(*whole));
         cached = ctx.decoded->Find(w, half_dtype);
+      } else {
+        ctx.decoded->StopGrowing();
       }
     }
     if (cached != nullptr) {

@@ -162,10 +162,11 @@ class Backend {
 
   // ---- fused forms of the decode step's op sequences ----
   // Each equals the plain ops it names, run in order, up to the rounding of a reduction's order;
-  // a backend that runs them in fewer kernel launches (the CUDA backend at decode, M <= 8) says so
-  // with FusesDecodeOps(), and the model then calls them instead of the sequences. The defaults
-  // run the plain ops through a temporary (FusesDecodeOps() false: callers gain nothing).
-  virtual bool FusesDecodeOps() const { return false; }
+  // a backend that runs them in fewer kernel launches for a step of `n_tokens` rows (the CUDA
+  // backend at decode, n_tokens <= 8) says so with FusesDecodeOps(n_tokens), and the model then
+  // calls them instead of the sequences. The defaults run the plain ops through a temporary
+  // (FusesDecodeOps() false: callers gain nothing, and a large step would hold the temporaries).
+  virtual bool FusesDecodeOps(int64_t /*n_tokens*/) const { return false; }
   // The step into a KV cache: q and k rotated in place (Rope with out = the input), then the
   // rotated k copied into k_cache and v into v_cache, converted to their dtype (Copy).
   virtual Status RopeAndStoreKv(const Tensor& positions, const RopeParams& params, Tensor* q,
