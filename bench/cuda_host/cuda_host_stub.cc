@@ -30,9 +30,9 @@ namespace {
 
 struct Counters {
   std::mutex mu;
-  std::map<std::string, long> calls;     // runtime/cuBLAS entry point -> calls
-  std::map<std::string, long> launches;  // kernel (device name) -> launches
-  std::map<const void*, std::string> kernel_names;  // host stub -> device name
+  std::map<std::string, long> calls;                   // runtime/cuBLAS entry point -> calls
+  std::map<std::string, long> launches;                // kernel (device name) -> launches
+  std::map<const void*, std::string> kernel_names;     // host stub -> device name
   std::vector<std::pair<const char*, size_t>> pinned;  // cudaMallocHost ranges
   long pageable_uploads = 0;
   long upload_bytes = 0;
@@ -153,7 +153,8 @@ cudaError_t __cudaLaunchKernel(cudaKernel_t kernel, dim3 grid, dim3 block, void*
   return cudaSuccess;
 }
 
-// ---- devices, errors ------------------------------------------------------------------------------
+// ---- devices, errors
+// ------------------------------------------------------------------------------
 cudaError_t cudaGetDeviceCount(int* count) {
   Count("cudaGetDeviceCount");
   *count = 1;
@@ -166,11 +167,21 @@ cudaError_t cudaSetDevice(int device) {
 cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int /*device*/) {
   Count("cudaDeviceGetAttribute");
   switch (attr) {
-    case cudaDevAttrMultiProcessorCount: *value = 132; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 232448; break;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
-    default: *value = 0; break;
+    case cudaDevAttrMultiProcessorCount:
+      *value = 132;
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = 232448;
+      break;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = 9;
+      break;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = 0;
+      break;
+    default:
+      *value = 0;
+      break;
   }
   return cudaSuccess;
 }
@@ -192,7 +203,8 @@ const char* cudaGetErrorName(cudaError_t e) {
   return e == cudaSuccess ? "cudaSuccess" : "cudaError (cuda_host_stub)";
 }
 
-// ---- memory ----------------------------------------------------------------------------------------
+// ---- memory
+// ----------------------------------------------------------------------------------------
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   Count("cudaMalloc");
   *p = std::calloc(1, bytes == 0 ? 1 : bytes);
@@ -249,7 +261,8 @@ cudaError_t cudaMemset2DAsync(void* p, size_t pitch, int value, size_t width, si
   return cudaSuccess;
 }
 
-// ---- streams, events -----------------------------------------------------------------------------
+// ---- streams, events
+// -----------------------------------------------------------------------------
 cudaError_t cudaStreamCreate(cudaStream_t* s) {
   Count("cudaStreamCreate");
   *s = reinterpret_cast<cudaStream_t>(new FakeHandle{1});
@@ -288,7 +301,8 @@ cudaError_t cudaEventSynchronize(cudaEvent_t /*e*/) {
   return cudaSuccess;
 }
 
-// ---- cuBLAS ----------------------------------------------------------------------------------------
+// ---- cuBLAS
+// ----------------------------------------------------------------------------------------
 cublasStatus_t cublasCreate_v2(cublasHandle_t* h) {
   Count("cublasCreate");
   *h = reinterpret_cast<cublasHandle_t>(new FakeHandle{3});
@@ -326,8 +340,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t /*h*/, cublasOperation_t /*ta*/,
 cublasStatus_t cublasSgemm_v2(cublasHandle_t /*h*/, cublasOperation_t /*ta*/,
                               cublasOperation_t /*tb*/, int /*m*/, int /*n*/, int /*k*/,
                               const float* /*alpha*/, const float* /*a*/, int /*lda*/,
-                              const float* /*b*/, int /*ldb*/, const float* /*beta*/,
-                              float* /*c*/, int /*ldc*/) {
+                              const float* /*b*/, int /*ldb*/, const float* /*beta*/, float* /*c*/,
+                              int /*ldc*/) {
   Count("cublasSgemm");
   SpinLaunch();
   return CUBLAS_STATUS_SUCCESS;

@@ -781,18 +781,17 @@ void CheckRopeAndStoreKv(Backend& be) {
     std::vector<int32_t> pos;
     for (int64_t t = 0; t < c.T; ++t) pos.push_back(static_cast<int32_t>(c.offset + t * 37));
     const int64_t n_rot = c.n_rot == 0 ? c.hd : c.n_rot;
-    const std::vector<double> ref_q = RefRope(q, pos, c.n_head, c.hd, n_rot, 10000.0,
-                                              c.interleaved);
-    const std::vector<double> ref_k = RefRope(k, pos, c.n_kv, c.hd, n_rot, 10000.0,
-                                              c.interleaved);
+    const std::vector<double> ref_q =
+        RefRope(q, pos, c.n_head, c.hd, n_rot, 10000.0, c.interleaved);
+    const std::vector<double> ref_k = RefRope(k, pos, c.n_kv, c.hd, n_rot, 10000.0, c.interleaved);
     RopeParams p;
     p.layout = c.interleaved ? RopeLayout::kInterleaved : RopeLayout::kHalves;
     p.n_rot = static_cast<int>(c.n_rot);
     const int64_t slot = c.n_kv * c.hd;  // elements of one cache slot
     // The cache as the backend holds it before the op, read back as f32.
-    const std::vector<float> before =
-        c.cache == DType::kF16 ? RoundF16(old_cache)
-                               : c.cache == DType::kQ8_0 ? RoundQ8_0(old_cache, c.hd) : old_cache;
+    const std::vector<float> before = c.cache == DType::kF16    ? RoundF16(old_cache)
+                                      : c.cache == DType::kQ8_0 ? RoundQ8_0(old_cache, c.hd)
+                                                                : old_cache;
     // part 0: q, 1: k, 2: the key cache's slots [offset, offset + T), 3: the value cache's,
     // 4: both caches' other slots.
     const auto run_part = [&](int part) {
@@ -832,8 +831,9 @@ void CheckRopeAndStoreKv(Backend& be) {
         return rest;
       });
     };
-    const double store_bound =
-        c.cache == DType::kF32 ? 1e-11 : c.cache == DType::kF16 ? 1e-6 : 1e-4;
+    const double store_bound = c.cache == DType::kF32   ? 1e-11
+                               : c.cache == DType::kF16 ? 1e-6
+                                                        : 1e-4;
     std::vector<double> ref_rest;
     for (int i = 0; i < 2; ++i) {
       ref_rest.insert(ref_rest.end(), before.begin(), before.begin() + c.offset * slot);
@@ -1299,8 +1299,8 @@ TEST(BackendConformance, FusedDecodeOpsRejectBadArguments) {
   {
     const Tensor* ws[] = {&w, &w_k};
     Tensor* outs[] = {&out, &out_n};
-    const std::span<const Tensor* const> w0(ws, 1), both_ws(ws, 2);
-    const std::span<Tensor* const> out0(outs, 1), out1(outs + 1, 1), both_outs(outs, 2);
+    const std::span<const Tensor*const> w0(ws, 1), both_ws(ws, 2);
+    const std::span<Tensor*const> out0(outs, 1), out1(outs + 1, 1), both_outs(outs, 2);
     EXPECT_FALSE(be.RmsNormMatMulShared(x, nw_k, 1e-5f, w0, out0).ok());
     EXPECT_FALSE(be.RmsNormMatMulShared(x, Tensor(), 1e-5f, w0, out1).ok());
     EXPECT_FALSE(be.RmsNormMatMulShared(x, Tensor(), 1e-5f, both_ws, both_outs).ok());

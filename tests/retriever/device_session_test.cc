@@ -456,8 +456,7 @@ TEST_F(DeviceSessionTest, ADecodeStepTakesTheFusedOps) {
     ASSERT_TRUE(r.ok()) << r.status();
     auto host = CopyToHost(*gpu_.backend, r->logits);
     ASSERT_TRUE(host.ok()) << host.status();
-    logits[run].assign(host->data_as<const float>(),
-                       host->data_as<const float>() + host->numel());
+    logits[run].assign(host->data_as<const float>(), host->data_as<const float>() + host->numel());
     // Six calls a layer: Backend's default SwiGluMatMulAdd ends in a MatMulAdd call.
     EXPECT_EQ(gpu_.double_->fused_calls - before, run == 0 ? 6 * tt::kLayers : 0) << run;
     if (run == 2) {

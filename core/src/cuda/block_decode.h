@@ -375,7 +375,8 @@ struct LaneSlice<DType::kQ4_0> {  // 18 bytes: f16 d, 16 bytes of nibbles
                                                                 << 16;
     const int shift = t >= 4 ? 4 : 0;
     MUNINN_UNROLL
-    for (int i = 0; i < 4; ++i) q[i] = static_cast<float>(static_cast<int>((w >> (8 * i + shift)) & 0xF) - 8);
+    for (int i = 0; i < 4; ++i)
+      q[i] = static_cast<float>(static_cast<int>((w >> (8 * i + shift)) & 0xF) - 8);
   }
 };
 

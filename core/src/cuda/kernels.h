@@ -121,8 +121,7 @@ struct MatVecInput {
 };
 cudaError_t LaunchMatVec(DType w_dtype, const char* w, int64_t w_row_stride, const char* x,
                          int64_t x_row_stride, int64_t M, int64_t N, int64_t K, char* out,
-                         int64_t out_row_stride, cudaStream_t stream,
-                         const MatVecInput& in = {});
+                         int64_t out_row_stride, cudaStream_t stream, const MatVecInput& in = {});
 // Several weights of one dtype that share x (Backend::MatMulShared: Q/K/V, gate/up) in one
 // launch: segment s is w[s] [first[s + 1] - first[s], K] with its own output, and the launch's
 // rows [first[s], first[s + 1]) are its rows. Passed to the kernels by value.

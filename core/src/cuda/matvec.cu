@@ -257,14 +257,14 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-// ---- q4_0 / q4_1 / q8_0, coalesced: eight lanes a block -------------------------------------------
-// The kernel above gives each lane whole blocks, so at one instruction the 32 lanes of a warp
-// read 16 bytes of x from 32 different 128-byte lines: for a large matrix the L1 serves x (6.4
-// times the weight bytes for q4_1) sixteen bytes at a time, and that bounds the kernel (~12 % of
-// the H200's bandwidth on 16384 x 8192, measured 2026-12-04). Here eight lanes share a block,
-// lane t on its elements 4t .. 4t + 3 (block_decode.h's LaneSlice), G lanes (8, 16 or 32) a row
-// take G / 8 consecutive blocks at a step, and an instruction reads x as one contiguous run of
-// float4s: four to eight times fewer L1 wavefronts for the same bytes.
+// ---- q4_0 / q4_1 / q8_0, coalesced: eight lanes a block
+// ------------------------------------------- The kernel above gives each lane whole blocks, so at
+// one instruction the 32 lanes of a warp read 16 bytes of x from 32 different 128-byte lines: for a
+// large matrix the L1 serves x (6.4 times the weight bytes for q4_1) sixteen bytes at a time, and
+// that bounds the kernel (~12 % of the H200's bandwidth on 16384 x 8192, measured 2026-12-04). Here
+// eight lanes share a block, lane t on its elements 4t .. 4t + 3 (block_decode.h's LaneSlice), G
+// lanes (8, 16 or 32) a row take G / 8 consecutive blocks at a step, and an instruction reads x as
+// one contiguous run of float4s: four to eight times fewer L1 wavefronts for the same bytes.
 template <DType DT, int G, MatVecFuse F>
 __global__ void __launch_bounds__(kBlockThreads)
     CoalescedMatVecKernel(const MatVecSegments segs, const char* x, int64_t x_row_stride, int M,
@@ -426,14 +426,14 @@ cudaError_t LaunchMatVecSegments(DType w_dtype, const MatVecSegments& segs, cons
   const FuseArgs fa{in.x2, in.norm_w, in.eps};
   switch (in.fuse) {
     case MatVecFuse::kNone:
-      return LaunchFused<MatVecFuse::kNone>(w_dtype, segs, x, x_row_stride, M, K, fa,
-                                          in.coalesced, stream);
+      return LaunchFused<MatVecFuse::kNone>(w_dtype, segs, x, x_row_stride, M, K, fa, in.coalesced,
+                                            stream);
     case MatVecFuse::kAdd:
-      return LaunchFused<MatVecFuse::kAdd>(w_dtype, segs, x, x_row_stride, M, K, fa,
-                                          in.coalesced, stream);
+      return LaunchFused<MatVecFuse::kAdd>(w_dtype, segs, x, x_row_stride, M, K, fa, in.coalesced,
+                                           stream);
     case MatVecFuse::kRmsNorm:
       return LaunchFused<MatVecFuse::kRmsNorm>(w_dtype, segs, x, x_row_stride, M, K, fa,
-                                          in.coalesced, stream);
+                                               in.coalesced, stream);
     case MatVecFuse::kSwiGluAdd:
       return LaunchFused<MatVecFuse::kSwiGluAdd>(w_dtype, segs, x, x_row_stride, M, K, fa,
                                                  in.coalesced, stream);

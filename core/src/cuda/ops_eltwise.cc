@@ -55,7 +55,6 @@ Status RunBinary(const CudaContext& ctx, const Tensor& a, const Tensor& b, Tenso
                     std::string(op) + " kernel");
 }
 
-
 }  // namespace
 
 Status SiluOp(const CudaContext& ctx, const Tensor& x, Tensor* out) {
@@ -148,7 +147,7 @@ struct RopePlan {
 
 // Rope's checks and its plan.
 StatusOr<RopePlan> PlanRope(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
-                              const RopeParams& p, Tensor* out, bool negate_positions) {
+                            const RopeParams& p, Tensor* out, bool negate_positions) {
   RETURN_IF_ERROR(CheckF32Rows(x, ctx.device, "Rope", "x"));
   if (x.ndim() != 3) {
     return InvalidArgumentError("Rope: x must be [T, n_head, head_dim], got " +
@@ -248,8 +247,8 @@ StatusOr<RopePlan> PlanRope(const CudaContext& ctx, const Tensor& x, const Tenso
 
 }  // namespace
 
-Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions,
-              const RopeParams& p, Tensor* out, bool negate_positions) {
+Status RopeOp(const CudaContext& ctx, const Tensor& x, const Tensor& positions, const RopeParams& p,
+              Tensor* out, bool negate_positions) {
   ASSIGN_OR_RETURN(const RopePlan plan, PlanRope(ctx, x, positions, p, out, negate_positions));
   if (x.numel() == 0) return Status::Ok();
   return CudaStatus(LaunchRope(plan.launch, ctx.stream), "Rope kernel");
@@ -272,19 +271,18 @@ Status RopeAndStoreKvOp(const CudaContext& ctx, const Tensor& positions, const R
   const auto cache_ok = [&](const Tensor& c, const Tensor& like) {
     if (!c.defined() || (c.dtype() != DType::kF16 && c.dtype() != DType::kF32)) return false;
     const int64_t elem = c.dtype() == DType::kF16 ? 2 : 4;
-    return c.device() == Device::Cuda(ctx.device) && c.shape() == like.shape() &&
-           c.ndim() == 3 && c.stride(2) == elem && c.stride(1) >= c.dim(2) * elem &&
+    return c.device() == Device::Cuda(ctx.device) && c.shape() == like.shape() && c.ndim() == 3 &&
+           c.stride(2) == elem && c.stride(1) >= c.dim(2) * elem &&
            RowsAligned(c, static_cast<size_t>(elem));
   };
-  const bool fits = q->defined() && k->defined() && v.defined() && q->ndim() == 3 &&
-                    k->ndim() == 3 && v.shape() == k->shape() && q->dim(0) == k->dim(0) &&
-                    q->dim(2) == k->dim(2) && positions.defined() &&
-                    positions.device() == Device::Cuda(ctx.device) &&
-                    CheckF32Rows(v, ctx.device, "RopeAndStoreKv", "v").ok() &&
-                    cache_ok(*k_cache, *k) && cache_ok(*v_cache, v) &&
-                    k_cache->dtype() == v_cache->dtype() && q->stride(2) == 4 &&
-                    k->stride(2) == 4 && v.stride(2) == 4 && q->stride(1) >= 4 * q->dim(2) &&
-                    k->stride(1) >= 4 * k->dim(2) && v.stride(1) >= 4 * v.dim(2);
+  const bool fits =
+      q->defined() && k->defined() && v.defined() && q->ndim() == 3 && k->ndim() == 3 &&
+      v.shape() == k->shape() && q->dim(0) == k->dim(0) && q->dim(2) == k->dim(2) &&
+      positions.defined() && positions.device() == Device::Cuda(ctx.device) &&
+      CheckF32Rows(v, ctx.device, "RopeAndStoreKv", "v").ok() && cache_ok(*k_cache, *k) &&
+      cache_ok(*v_cache, v) && k_cache->dtype() == v_cache->dtype() && q->stride(2) == 4 &&
+      k->stride(2) == 4 && v.stride(2) == 4 && q->stride(1) >= 4 * q->dim(2) &&
+      k->stride(1) >= 4 * k->dim(2) && v.stride(1) >= 4 * v.dim(2);
   if (!fits || q->numel() == 0 || k->numel() == 0) return plain();
   // The plans check q, k and the rotation exactly as Rope does (in place, as the plain ops run).
   // (Positions on the device: the plans hold no copy of them.)

@@ -130,9 +130,8 @@ Status MatMulOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Tensor
   if (m <= kMatVecMaxRows || x_rs < 4 * k) {
     for (int64_t m0 = 0; m0 < m; m0 += kMatVecMaxRows) {
       const int64_t mm = std::min(kMatVecMaxRows, m - m0);
-      MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(w.dtype(), wp, w_rs, xp + m0 * x_rs, x_rs, mm, n,
-                                               k, op + m0 * o_rs, o_rs, ctx.stream,
-                                               PlainInput(ctx)));
+      MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(w.dtype(), wp, w_rs, xp + m0 * x_rs, x_rs, mm, n, k,
+                                               op + m0 * o_rs, o_rs, ctx.stream, PlainInput(ctx)));
     }
     return Status::Ok();
   }
@@ -227,10 +226,9 @@ Status MatMulSharedOp(const CudaContext& ctx, const Tensor& x, std::span<const T
     return Status::Ok();
   }
   if (segs->count == 0) return Status::Ok();
-  MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVecSegments(ws[0]->dtype(), *segs,
-                                                   static_cast<const char*>(x.data()),
-                                                   RowStride(x, 4 * k), m, k, ctx.stream,
-                                                   PlainInput(ctx)));
+  MUNINN_CUDA_RETURN_IF_ERROR(
+      LaunchMatVecSegments(ws[0]->dtype(), *segs, static_cast<const char*>(x.data()),
+                           RowStride(x, 4 * k), m, k, ctx.stream, PlainInput(ctx)));
   return Status::Ok();
 }
 
@@ -247,10 +245,10 @@ Status MatMulAddOp(const CudaContext& ctx, const Tensor& x, const Tensor& w, Ten
   if (m <= kMatVecMaxRows) {
     MatVecInput in = PlainInput(ctx);
     in.fuse = MatVecFuse::kAdd;
-    MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(
-        w.dtype(), static_cast<const char*>(w.data()), w.stride(0),
-        static_cast<const char*>(x.data()), RowStride(x, 4 * k), m, n, k,
-        static_cast<char*>(out->data()), RowStride(*out, 4 * n), ctx.stream, in));
+    MUNINN_CUDA_RETURN_IF_ERROR(
+        LaunchMatVec(w.dtype(), static_cast<const char*>(w.data()), w.stride(0),
+                     static_cast<const char*>(x.data()), RowStride(x, 4 * k), m, n, k,
+                     static_cast<char*>(out->data()), RowStride(*out, 4 * n), ctx.stream, in));
     return Status::Ok();
   }
   ASSIGN_OR_RETURN(Tensor product, ctx.Empty(DType::kF32, out->shape()));
@@ -309,10 +307,10 @@ Status SwiGluMatMulAddOp(const CudaContext& ctx, const Tensor& gate, const Tenso
     MatVecInput in = PlainInput(ctx);
     in.fuse = MatVecFuse::kSwiGluAdd;
     in.x2 = static_cast<const char*>(up.data());
-    MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(
-        w.dtype(), static_cast<const char*>(w.data()), w.stride(0),
-        static_cast<const char*>(gate.data()), g_rs, m, n, k, static_cast<char*>(out->data()),
-        RowStride(*out, 4 * n), ctx.stream, in));
+    MUNINN_CUDA_RETURN_IF_ERROR(LaunchMatVec(w.dtype(), static_cast<const char*>(w.data()),
+                                             w.stride(0), static_cast<const char*>(gate.data()),
+                                             g_rs, m, n, k, static_cast<char*>(out->data()),
+                                             RowStride(*out, 4 * n), ctx.stream, in));
     return Status::Ok();
   }
   ASSIGN_OR_RETURN(Tensor act, ctx.Empty(DType::kF32, gate.shape()));
