@@ -445,44 +445,43 @@ Status Model::RunLayer(int32_t layer, int32_t iteration, int64_t n_tokens,
     mem_q3 = View(s.mq, Shape{T, config_.n_head, hd});
     RETURN_IF_ERROR(be->Copy(q3, &mem_q3));
     Tensor mpos = View(s.mpos, Shape{T});
-    if (s.mpos_dev.defined()) {
-      // Layers share one query position: it goes up once, not once per layer.
-      Tensor dev = View(s.mpos_dev, Shape{T});
-      if (s.mpos_dev_value != memory->query_position || s.mpos_dev_rows < T) {
-        std::fill(mpos.data_as<int32_t>(), mpos.data_as<int32_t>() + T,
-                  static_cast<int32_t>(memory->query_position));
+    const bool on_device = s.mpos_dev.defined();
+    // Layers share one query position: it goes up to a device once, not once per layer.
+    if (!on_device || s.mpos_dev_value != memory->query_position || s.mpos_dev_rows < T) {
+      std::fill(mpos.data_as<int32_t>(), mpos.data_as<int32_t>() + T,
+                static_cast<int32_t>(memory->query_position));
+      if (on_device) {
+        Tensor dev = View(s.mpos_dev, Shape{T});
         RETURN_IF_ERROR(be->Transfer(mpos, &dev));
         s.mpos_dev_value = memory->query_position;
         s.mpos_dev_rows = T;
       }
-      mpos = dev;
-    } else {
-      std::fill(mpos.data_as<int32_t>(), mpos.data_as<int32_t>() + T,
-                static_cast<int32_t>(memory->query_position));
     }
+    if (on_device) mpos = View(s.mpos_dev, Shape{T});
     RETURN_IF_ERROR(be->Rope(mem_q3, mpos, config_.rope, &mem_q3));
   }
   Tensor keys = k3;
   Tensor values = v3;
+  const int slot = cache != nullptr ? cache->slot_layout().Slot(layer, iteration) : 0;
+  Tensor k_slots, v_slots;
   if (cache != nullptr) {
-    const int slot = cache->slot_layout().Slot(layer, iteration);
-    Tensor k_slots = cache->KeySlots(slot, *update);
-    Tensor v_slots = cache->ValueSlots(slot, *update);
-    if (fuse) {
-      RETURN_IF_ERROR(be->RopeAndStoreKv(pos, config_.rope, &q3, &k3, v3, &k_slots, &v_slots));
-    } else {
-      RETURN_IF_ERROR(be->Rope(q3, pos, config_.rope, &q3));
-      RETURN_IF_ERROR(be->Rope(k3, pos, config_.rope, &k3));
-      observe("q", q3);
-      RETURN_IF_ERROR(be->Copy(k3, &k_slots));
-      RETURN_IF_ERROR(be->Copy(v3, &v_slots));
-    }
-    keys = cache->Keys(slot, update->begin + update->n);
-    values = cache->Values(slot, update->begin + update->n);
+    k_slots = cache->KeySlots(slot, *update);
+    v_slots = cache->ValueSlots(slot, *update);
+  }
+  if (fuse && cache != nullptr) {
+    RETURN_IF_ERROR(be->RopeAndStoreKv(pos, config_.rope, &q3, &k3, v3, &k_slots, &v_slots));
   } else {
     RETURN_IF_ERROR(be->Rope(q3, pos, config_.rope, &q3));
     RETURN_IF_ERROR(be->Rope(k3, pos, config_.rope, &k3));
     observe("q", q3);
+    if (cache != nullptr) {
+      RETURN_IF_ERROR(be->Copy(k3, &k_slots));
+      RETURN_IF_ERROR(be->Copy(v3, &v_slots));
+    }
+  }
+  if (cache != nullptr) {
+    keys = cache->Keys(slot, update->begin + update->n);
+    values = cache->Values(slot, update->begin + update->n);
   }
   Tensor mem_k, mem_v;
   if (memory != nullptr) {

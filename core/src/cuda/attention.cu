@@ -193,9 +193,7 @@ __global__ void __launch_bounds__(kTileThreads) TiledAttentionKernel(const Atten
     const bool mem = ph.mem;
     const int64_t k_begin = ph.begin, n_keys = ph.end;
     if (n_keys <= k_begin) continue;
-    const AttentionOperand& qo = mem ? a.mem_q : a.q;
-    const AttentionOperand& ko = mem ? a.mem_k : a.k;
-    const AttentionOperand& vo = mem ? a.mem_v : a.v;
+    const AttentionOperand &qo = *ph.q, &ko = *ph.k, &vo = *ph.v;
     __syncthreads();  // the previous phase may still read s_q
     for (int i = tid; i < kBq * d; i += kTileThreads) {
       const int row = i / d, e = i % d;

@@ -70,6 +70,19 @@ __device__ __forceinline__ void Split(float x, __half* hi, __half* lo) {
   *lo = __float2half_rn(x - __half2float(h));
 }
 
+// Rows kb .. kb + kKeys - 1 of KV head g of the f16 operand o (`width` elements each) into
+// s[key * ld + e], zeros past n_keys; the block's threads share the work.
+__device__ __forceinline__ void StageKeys(const AttentionOperand& o, int64_t g, int64_t kb,
+                                          int64_t n_keys, int width, __half* s, int ld) {
+  const __half zero = __float2half_rn(0.0f);
+  for (int i = static_cast<int>(threadIdx.x); i < kKeys * width; i += kThreads) {
+    const int key = i / width, e = i % width;
+    const int64_t j = kb + key;
+    s[key * ld + e] =
+        j < n_keys ? reinterpret_cast<const __half*>(o.data + j * o.s0 + g * o.s1)[e] : zero;
+  }
+}
+
 template <int kCols>  // output columns per thread: dv <= 4 * kCols
 __global__ void __launch_bounds__(kThreads) MmaAttentionKernel(const AttentionLaunch a) {
   extern __shared__ __align__(128) unsigned char smem[];
@@ -103,9 +116,7 @@ __global__ void __launch_bounds__(kThreads) MmaAttentionKernel(const AttentionLa
     const bool mem = ph.mem;
     const int64_t k_begin = ph.begin, n_keys = ph.end;
     if (n_keys <= k_begin) continue;
-    const AttentionOperand& qo = mem ? a.mem_q : a.q;
-    const AttentionOperand& ko = mem ? a.mem_k : a.k;
-    const AttentionOperand& vo = mem ? a.mem_v : a.v;
+    const AttentionOperand &qo = *ph.q, &ko = *ph.k, &vo = *ph.v;
     __syncthreads();  // the previous phase may still read the staged queries
     for (int i = tid; i < kRows * d; i += kThreads) {
       const int row = i / d, e = i % d;
@@ -117,21 +128,8 @@ __global__ void __launch_bounds__(kThreads) MmaAttentionKernel(const AttentionLa
     }
     for (int64_t kb = k_begin; kb < n_keys; kb += kKeys) {
       __syncthreads();  // the previous tile's K, V, P and O are no longer read
-      const __half zero = __float2half_rn(0.0f);
-      for (int i = tid; i < kKeys * d; i += kThreads) {
-        const int key = i / d, e = i % d;
-        const int64_t j = kb + key;
-        s_k[key * ldq + e] =
-            j < n_keys ? reinterpret_cast<const __half*>(ko.data + j * ko.s0 + g * ko.s1)[e]
-                       : zero;
-      }
-      for (int i = tid; i < kKeys * dv; i += kThreads) {
-        const int key = i / dv, e = i % dv;
-        const int64_t j = kb + key;
-        s_v[key * ldv + e] =
-            j < n_keys ? reinterpret_cast<const __half*>(vo.data + j * vo.s0 + g * vo.s1)[e]
-                       : zero;
-      }
+      StageKeys(ko, g, kb, n_keys, d, s_k, ldq);
+      StageKeys(vo, g, kb, n_keys, dv, s_v, ldv);
       __syncthreads();
 
       // Scores: warp w computes the 16 x 16 fragment (rows 16 (w / 2), keys 16 (w % 2)).

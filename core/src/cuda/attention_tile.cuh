@@ -83,6 +83,9 @@ __device__ __forceinline__ int64_t TileLocalEnd(const AttentionLaunch& a, int64_
 struct TilePhase {
   bool mem;
   int64_t begin, end;
+  const AttentionOperand* q;  // the phase's queries (mem_q for memory keys), keys and values
+  const AttentionOperand* k;
+  const AttentionOperand* v;
 };
 __device__ __forceinline__ TilePhase PhaseKeys(const AttentionLaunch& a, int phase,
                                                int64_t local_end) {
@@ -93,7 +96,7 @@ __device__ __forceinline__ TilePhase PhaseKeys(const AttentionLaunch& a, int pha
   const int64_t phase_end = mem ? a.M : local_end;
   const int64_t begin = range_begin - offset > 0 ? range_begin - offset : 0;
   const int64_t end = range_end - offset < phase_end ? range_end - offset : phase_end;
-  return {mem, begin, end};
+  return {mem, begin, end, mem ? &a.mem_q : &a.q, mem ? &a.mem_k : &a.k, mem ? &a.mem_v : &a.v};
 }
 
 // Row t of head h done: with key ranges, its running max m, sum l and unnormalised columns go to

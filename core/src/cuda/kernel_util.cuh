@@ -26,7 +26,10 @@ __device__ __forceinline__ int64_t RowOffset(const RowLayout& l, int64_t r) {
 // SiLU as the CPU reference computes it (core/src/cpu/eltwise_scalar.cc), with CUDA's expf.
 __device__ __forceinline__ float SiluF(float x) { return x / (1.0f + expf(-x)); }
 
-__device__ __forceinline__ float WarpSum(float v) {
+// Sum over the warp (float, or double for the training kernels' per-row sums, as the CPU
+// reference's); every lane gets the result.
+template <typename T>
+__device__ __forceinline__ T WarpSum(T v) {
   for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
@@ -37,15 +40,16 @@ __device__ __forceinline__ float WarpMax(float v) {
 }
 
 // Sum (or max) over the block; every thread gets the result. blockDim.x is a multiple of 32 and
-// at most 1024; `scratch` holds 32 floats of shared memory.
-__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+// at most 1024; `scratch` holds 32 values of shared memory.
+template <typename T>
+__device__ __forceinline__ T BlockSum(T v, T* scratch) {
   const int lane = static_cast<int>(threadIdx.x) % kWarp, warp = static_cast<int>(threadIdx.x) / kWarp;
   v = WarpSum(v);
   __syncthreads();  // scratch may still be read from a previous reduction
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
   const int n_warps = static_cast<int>(blockDim.x) / kWarp;
-  v = lane < n_warps ? scratch[lane] : 0.0f;
+  v = lane < n_warps ? scratch[lane] : T(0);
   return WarpSum(v);
 }
 
@@ -58,25 +62,6 @@ __device__ __forceinline__ float BlockMax(float v, float* scratch) {
   const int n_warps = static_cast<int>(blockDim.x) / kWarp;
   v = lane < n_warps ? scratch[lane] : -INFINITY;
   return WarpMax(v);
-}
-
-// The same sums in double (the training kernels' per-row sums, as the CPU reference's).
-__device__ __forceinline__ double WarpSumD(double v) {
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// `scratch` holds 32 doubles of shared memory.
-__device__ __forceinline__ double BlockSumD(double v, double* scratch) {
-  const int lane = static_cast<int>(threadIdx.x) % kWarp,
-            warp = static_cast<int>(threadIdx.x) / kWarp;
-  v = WarpSumD(v);
-  __syncthreads();  // scratch may still be read from a previous reduction
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  const int n_warps = static_cast<int>(blockDim.x) / kWarp;
-  v = lane < n_warps ? scratch[lane] : 0.0;
-  return WarpSumD(v);
 }
 
 // Blocks for a grid-stride loop over n items with `threads` per block (capped; the loop covers

@@ -284,10 +284,11 @@ Status RopeAndStoreKvOp(const CudaContext& ctx, const Tensor& positions, const R
       k->stride(2) == 4 && v.stride(2) == 4 && q->stride(1) >= 4 * q->dim(2) &&
       k->stride(1) >= 4 * k->dim(2) && v.stride(1) >= 4 * v.dim(2);
   if (!fits || q->numel() == 0 || k->numel() == 0) return plain();
-  // The plans check q, k and the rotation exactly as Rope does (in place, as the plain ops run).
-  // (Positions on the device: the plans hold no copy of them.)
+  // q's plan checks q and the rotation as Rope does (in place, as the plain ops run) and serves k
+  // too, whose T and head_dim `fits` matched to q's (positions on the device: the plan holds no
+  // copy of them).
   ASSIGN_OR_RETURN(const RopePlan plan, PlanRope(ctx, *q, positions, p, q, false));
-  RETURN_IF_ERROR(PlanRope(ctx, *k, positions, p, k, false).status());
+  RETURN_IF_ERROR(CheckF32Rows(*k, ctx.device, "RopeAndStoreKv", "k"));
   const Tensor* const all[] = {q, k, &v, k_cache, v_cache, &positions};
   for (size_t i = 0; i < std::size(all); ++i) {
     for (size_t j = 0; j < i; ++j) {

@@ -152,7 +152,7 @@ __global__ void AttnRowDotKernel(const float* dout, const float* out, int64_t ro
   for (int64_t i = lane; i < dv; i += kWarp) {
     s += static_cast<double>(dout[r * dv + i]) * out[r * dv + i];
   }
-  s = WarpSumD(s);
+  s = WarpSum(s);
   if (lane == 0) D[r] = static_cast<float>(s);
 }
 

@@ -63,7 +63,7 @@ __global__ void CrossEntropyTileLseKernel(const float* tile, int64_t nv, int64_t
   m = fmaxf(old_max, BlockMax(m, fscratch));
   double s = 0.0;
   for (int64_t j = threadIdx.x; j < nv; j += blockDim.x) s += expf(z[j] - m);
-  s = BlockSumD(s, dscratch);
+  s = BlockSum(s, dscratch);
   if (threadIdx.x == 0) {
     row_sum[i] = row_sum[i] * exp(static_cast<double>(old_max) - m) + s;
     row_max[i] = m;

@@ -66,7 +66,7 @@ __global__ void RmsNormTrainForwardKernel(const float* x, const float* w, int64_
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
     ss += static_cast<double>(xr[i]) * xr[i];  // exact product
   }
-  ss = BlockSumD(ss, scratch);
+  ss = BlockSum(ss, scratch);
   const auto rstd = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(d) + eps));
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) yr[i] = xr[i] * rstd * w[i];
 }
@@ -84,8 +84,8 @@ __global__ void RmsNormBackwardRowsKernel(const float* x, const float* w, const 
     ss += static_cast<double>(xr[i]) * xr[i];
     gx += g * xr[i];
   }
-  ss = BlockSumD(ss, scratch);
-  gx = BlockSumD(gx, scratch);
+  ss = BlockSum(ss, scratch);
+  gx = BlockSum(gx, scratch);
   const double rstd = 1.0 / sqrt(ss / static_cast<double>(d) + eps);
   // dx = rstd · g - x · rstd³ · Σ(g ∘ x) / d
   const double c = rstd * rstd * rstd * gx / static_cast<double>(d);
