@@ -452,8 +452,11 @@ Status LongContextSession::Retrieve(std::string_view query_text,
   Tensor rotated;  // the keys rotated on a device backend (retrieved_ keeps the host ones)
   if (options_.memory_position == MemoryPosition::kBeforeWindow) {
     // Memory keys are stored before RoPE; place memory token i of M at position i - M.
-    ASSIGN_OR_RETURN(Tensor k, model::RotateMemoryKeys(model_->backend(), model_->config().rope,
-                                                       retrieved_.k, -retrieved_.n_tokens()));
+    // Rotated where the retrieval layers run (the host for a split model's host layers), so that
+    // placing them per layer copies at most once.
+    ASSIGN_OR_RETURN(Tensor k, model::RotateMemoryKeys(
+                                   model_->BackendReading(options_.retrieval_layers),
+                                   model_->config().rope, retrieved_.k, -retrieved_.n_tokens()));
     if (k.device().is_cpu()) {
       retrieved_.k = std::move(k);
     } else {

@@ -20,7 +20,8 @@ StatusOr<model::MemoryKV> MemLongMemoryOf(const LongContextSession& session,
   ASSIGN_OR_RETURN(Tensor v, vt.Contiguous());
   if (lo.memory_position == MemoryPosition::kBeforeWindow) {
     const model::Model* m = session.model();
-    ASSIGN_OR_RETURN(k, model::RotateMemoryKeys(m->backend(), m->config().rope, k, -k.dim(0)));
+    ASSIGN_OR_RETURN(k, model::RotateMemoryKeys(m->BackendReading(lo.retrieval_layers),
+                                                m->config().rope, k, -k.dim(0)));
   }
   for (int32_t l : lo.retrieval_layers) {
     if (memory.layers.size() <= static_cast<size_t>(l)) memory.layers.resize(static_cast<size_t>(l) + 1);

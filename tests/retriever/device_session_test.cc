@@ -215,6 +215,23 @@ TEST_F(DeviceSessionTest, MemLongBeforeWindowPositionsMatchesTheCpu) {
   ExpectSameOnBothBackends(o);
 }
 
+// A split model whose retrieval layers include a host layer (1 of {1, 3}) rotates the memory keys
+// on the host: the device layer's copy goes up, and nothing comes back down for the host layer —
+// as many downloads as with unrotated (zero-position) memory.
+TEST_F(DeviceSessionTest, ASplitModelRotatesMemoryKeysWhereItsRetrievalLayersRun) {
+  int64_t downloads[2];
+  for (int i = 0; i < 2; ++i) {
+    LongContextOptions o = opts_;
+    o.modes = kModeMemLong;
+    o.memory_position = i == 0 ? MemoryPosition::kZero : MemoryPosition::kBeforeWindow;
+    const int64_t before = split_.double_->downloads;
+    RunScenario(split_, o);
+    downloads[i] = split_.double_->downloads - before;
+  }
+  EXPECT_GT(downloads[0], 0);  // the logits
+  EXPECT_EQ(downloads[1], downloads[0]);
+}
+
 TEST_F(DeviceSessionTest, RereadMatchesTheCpu) {
   LongContextOptions o = opts_;
   o.modes = kModeReread;

@@ -252,6 +252,14 @@ class Model {
   }
   // Layers on the host (0 unless split) and the host backend (null unless split).
   int32_t host_layers() const { return host_layers_; }
+  // Where a tensor that all of `layers` read is best made: the host backend when any of them runs
+  // on the host (a split model), else backend(). Empty `layers`: backend().
+  Backend* BackendReading(std::span<const int32_t> layers) const {
+    for (int32_t l : layers) {
+      if (l < host_layers_) return host_backend_;
+    }
+    return backend_;
+  }
   Backend* host_backend() const { return host_backend_; }
   // Bytes of all weight tensors (the tied head counted once).
   size_t weight_bytes() const;
