@@ -237,26 +237,20 @@ StatusOr<std::unique_ptr<Model>> Model::Create(Backend* device, const ModelConfi
   const bool tied = weights.output.data() == weights.tok_embd.data() &&
                     weights.output.dtype() == weights.tok_embd.dtype() &&
                     weights.output.shape() == weights.tok_embd.shape();
-  std::unique_ptr<Model> model;
+  if (host_layers > 0 && IsRecurrent(weights, layout)) {
+    return UnimplementedError("a layer split (partial offload) of a recurrent-depth model is not "
+                              "supported; put the whole model on one device");
+  }
   if (host_layers > 0) {
-    const bool recurrent = weights.adapter.defined() ||
-                           (layout.core() != nullptr && layout.core()->repeats > 1);
-    if (recurrent) {
-      return UnimplementedError("a layer split (partial offload) of a recurrent-depth model is not "
-                                "supported; put the whole model on one device");
-    }
     // Only what runs on the device goes there, tensor by tensor.
     ASSIGN_OR_RETURN(weights, PlaceUpperLayersOn(device, std::move(weights), host_layers));
-    model.reset(new Model(device, config, std::move(weights), std::move(layout)));
-    model->host_backend_ = split.host;
-    model->host_layers_ = host_layers;
-  } else {
-    if (!device->device().is_cpu()) {
-      // Weights come mapped or converted on the host; a device backend computes on its own copy.
-      ASSIGN_OR_RETURN(weights, PlaceWeightsOn(device, std::move(weights)));
-    }
-    model.reset(new Model(device, config, std::move(weights), std::move(layout)));
+  } else if (!device->device().is_cpu()) {
+    // Weights come mapped or converted on the host; a device backend computes on its own copy.
+    ASSIGN_OR_RETURN(weights, PlaceWeightsOn(device, std::move(weights)));
   }
+  std::unique_ptr<Model> model(new Model(device, config, std::move(weights), std::move(layout)));
+  model->host_backend_ = host_layers > 0 ? split.host : nullptr;
+  model->host_layers_ = host_layers;
   model->tied_head_ = tied;
   return model;
 }
@@ -281,10 +275,12 @@ Status Model::SetLayout(ModelLayout layout) {
   return Status::Ok();
 }
 
-bool Model::is_recurrent() const {
-  const Stage* core = layout_.core();
-  return weights_.adapter.defined() || (core != nullptr && core->repeats > 1);
+bool Model::IsRecurrent(const ModelWeights& weights, const ModelLayout& layout) {
+  const Stage* core = layout.core();
+  return weights.adapter.defined() || (core != nullptr && core->repeats > 1);
 }
+
+bool Model::is_recurrent() const { return IsRecurrent(weights_, layout_); }
 
 int32_t Model::default_steps() const {
   const Stage* core = layout_.core();

@@ -272,6 +272,8 @@ class Model {
 
   // Whether the core is recurrent: an adapter or a core stage that repeats.
   bool is_recurrent() const;
+  // The same for weights and a layout not yet made into a model.
+  static bool IsRecurrent(const ModelWeights& weights, const ModelLayout& layout);
   // The default core iterations (the core stage's repeat count; 1 without a core stage).
   int32_t default_steps() const;
   // The KV slot layout a cache made with `options` gets (per-iteration slots when recurrent).
