@@ -89,11 +89,7 @@ class CpuTrainOps final : public TrainOps {
                              F(dh), options);
   }
   Status DoAddInPlace(const Tensor& x, Tensor* y) override {
-    const float* xs = F(x);
-    float* ys = F(y);
-    const int64_t n = x.numel();
-    for (int64_t i = 0; i < n; ++i) ys[i] += xs[i];
-    return Status::Ok();
+    return AddOp(CpuContext{pool_, CpuIsa::kScalar}, *y, x, y);  // the backend's element-wise Add
   }
   Status DoAdamW(const AdamWOptions& options, int64_t step, float lr, const Tensor& grad,
                  Tensor* param, Tensor* m, Tensor* v) override {

@@ -64,6 +64,9 @@ __device__ __forceinline__ float BlockMax(float v, float* scratch) {
   return WarpMax(v);
 }
 
+// Whether `blocks` exceeds the grid's x limit (2^31 - 1).
+inline bool GridTooLarge(int64_t blocks) { return blocks > 0x7fffffffLL; }
+
 // Blocks for a grid-stride loop over n items with `threads` per block (capped; the loop covers
 // the rest).
 inline unsigned GridFor(int64_t n, int threads) {

@@ -17,7 +17,6 @@ constexpr int kThreads = 256;
 
 // Whether a 1-d grid of `blocks` exceeds CUDA's x limit (the launcher then returns
 // cudaErrorInvalidConfiguration).
-inline bool GridTooLarge(int64_t blocks) { return blocks > 0x7fffffffLL; }
 
 // Blocks of kAttnThreads threads. Dot products of one row with one key: a warp, lanes over the
 // head dim in order, then the warp's fixed shuffle tree (every lane ends with the same value).

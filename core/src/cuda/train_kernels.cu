@@ -16,7 +16,6 @@ constexpr int kThreads = 256;
 
 // Whether a 1-d grid of `blocks` exceeds CUDA's x limit (the launcher then returns
 // cudaErrorInvalidConfiguration).
-inline bool GridTooLarge(int64_t blocks) { return blocks > 0x7fffffffLL; }
 
 // ---- LoRA dropout ----
 
