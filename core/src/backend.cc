@@ -76,6 +76,11 @@ StatusOr<Tensor> CopyToHost(Backend& backend, const Tensor& t) {
   return host;
 }
 
+StatusOr<Tensor> OnHost(Backend& backend, const Tensor& t) {
+  if (t.device().is_cpu() && t.is_contiguous()) return t;
+  return CopyToHost(backend, t);
+}
+
 StatusOr<Tensor> ToBackend(Backend& backend, const Tensor& t) {
   if (t.device() == backend.device()) return t;
   ASSIGN_OR_RETURN(Tensor moved, backend.Allocate(t.dtype(), t.shape()));

@@ -40,6 +40,14 @@ TEST(CpuBackendTest, SupportsOpAndTransfer) {
   EXPECT_NE(copy->data(), strided.data());
   EXPECT_EQ(copy->data_as<float>()[0], 2.0f);
   EXPECT_EQ(copy->data_as<float>()[1], 4.0f);
+  // OnHost: a packed host tensor itself (no copy); a strided view packed, as CopyToHost does.
+  auto same = OnHost(*b, src);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->data(), src.data());
+  auto packed = OnHost(*b, strided);
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  EXPECT_TRUE(packed->is_contiguous());
+  EXPECT_EQ(packed->data_as<float>()[1], 4.0f);
   EXPECT_TRUE(b->Synchronize().ok());
 }
 

@@ -31,10 +31,7 @@ StatusOr<uint64_t> HashTensor(Backend& backend, const Tensor& t, uint64_t h) {
   if (!t.defined()) return h;
   h = Fnv1aOf(static_cast<int>(t.dtype()), h);
   for (int i = 0; i < t.ndim(); ++i) h = Fnv1aOf(t.dim(i), h);
-  if (t.device().is_cpu() && t.is_contiguous()) {
-    return Fnv1a({static_cast<const uint8_t*>(t.data()), t.nbytes()}, h);
-  }
-  ASSIGN_OR_RETURN(Tensor host, CopyToHost(backend, t));
+  ASSIGN_OR_RETURN(const Tensor host, OnHost(backend, t));
   return Fnv1a({static_cast<const uint8_t*>(host.data()), host.nbytes()}, h);
 }
 

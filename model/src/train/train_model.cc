@@ -159,7 +159,7 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
   // f32 copies of the frozen matrices, dequantized on the host (a device model's weights are
   // copied back for that once) and placed on the model's device.
   auto f32_copy = [&](const Tensor& w) -> StatusOr<Tensor> {
-    ASSIGN_OR_RETURN(Tensor host, CopyToHost(*be, w));
+    ASSIGN_OR_RETURN(Tensor host, OnHost(*be, w));
     ASSIGN_OR_RETURN(Tensor f, DequantizeToF32(host));
     return ToBackend(*be, f);
   };
@@ -167,11 +167,11 @@ StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(Model* model, const Lor
   for (LayerWeights& lw : tm->host_norms_.layers) {
     for (Tensor* t : {&lw.attn_norm, &lw.ffn_norm}) {
       if (t->defined()) {
-        ASSIGN_OR_RETURN(*t, CopyToHost(*be, *t));
+        ASSIGN_OR_RETURN(*t, OnHost(*be, *t));
       }
     }
   }
-  ASSIGN_OR_RETURN(tm->host_norms_.output_norm, CopyToHost(*be, mw.output_norm));
+  ASSIGN_OR_RETURN(tm->host_norms_.output_norm, OnHost(*be, mw.output_norm));
   tm->weights_ = std::make_unique<Weights>();
   for (int32_t l = config.first_layer; l < mc.n_layer; ++l) {
     const LayerWeights& lw = mw.layers[static_cast<size_t>(l)];
@@ -282,7 +282,7 @@ Status TrainModel::ComputeBottom(const TrainBatch& batch, std::vector<float>* h)
     std::copy(batch.ids.begin(), batch.ids.end(), ids.data_as<int32_t>());
     ASSIGN_OR_RETURN(Tensor out, be->Allocate(DType::kF32, Shape{T, mc.n_embd}));
     RETURN_IF_ERROR(be->GetRows(model_->weights().tok_embd, ids, &out));
-    ASSIGN_OR_RETURN(Tensor host, CopyToHost(*be, out));
+    ASSIGN_OR_RETURN(const Tensor host, OnHost(*be, out));
     const float* o = host.data_as<const float>();
     for (size_t i = 0; i < h->size(); ++i) (*h)[i] = o[i] * mc.embd_scale;
     return Status::Ok();
@@ -298,7 +298,7 @@ Status TrainModel::ComputeBottom(const TrainBatch& batch, std::vector<float>* h)
     if (im.layer != fo.last_layer || im.name != "hidden") return;
     MUNINN_CHECK(im.value.dtype() == DType::kF32 && im.value.numel() == T * mc.n_embd);
     // The value itself on the CPU; copied back from a device (the model's backend) otherwise.
-    auto host = CopyToHost(*model_->backend(), im.value);
+    auto host = OnHost(*model_->backend(), im.value);
     if (!host.ok()) {
       copied = host.status();
       return;

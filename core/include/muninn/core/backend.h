@@ -203,6 +203,9 @@ Status CheckMatMulSharedArgs(const Backend& backend, const Tensor& x,
 // A packed host copy of `t`: Tensor::Contiguous for a host tensor, Backend::Transfer from a tensor
 // on `backend`'s device (e.g. a forward's intermediate on a GPU).
 StatusOr<Tensor> CopyToHost(Backend& backend, const Tensor& t);
+// `t` itself when it is a packed host tensor, else CopyToHost: for reading a tensor's values on
+// the host without a copy on the CPU backend (the result may share `t`'s bytes: do not write it).
+StatusOr<Tensor> OnHost(Backend& backend, const Tensor& t);
 // `t` on `backend`'s device: `t` itself when it already lives there (any host tensor, for the CPU
 // backend), else a packed copy made with Backend::Transfer (a host tensor uploaded to a device).
 StatusOr<Tensor> ToBackend(Backend& backend, const Tensor& t);
