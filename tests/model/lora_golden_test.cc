@@ -326,6 +326,7 @@ TEST_F(LoraGoldenTest, TrainingOnADeviceGivesTheCpuBits) {
       ASSERT_TRUE(cpu.ok() && dev.ok()) << cpu.status() << " " << dev.status();
       std::vector<float> g_cpu(static_cast<size_t>(p->size()), 0.0f), g_dev = g_cpu;
       const int64_t uploads = device.uploads, downloads = device.downloads;
+      const int64_t index_uploads = device.host_index_uploads;
       for (int block = 0; block < 2; ++block) {
         std::vector<int32_t> ids, labels;
         tl::Block(block, &ids, &labels);
@@ -355,6 +356,11 @@ TEST_F(LoraGoldenTest, TrainingOnADeviceGivesTheCpuBits) {
       // and the losses came back.
       EXPECT_GE(device.uploads - uploads, 2 * 3);
       EXPECT_GE(device.downloads - downloads, 2);
+      // Host index operands (each a hidden copy on CUDA): one a call, the embedding lookup's token
+      // ids; the positions go up once a call for every RoPE (memory queries add theirs).
+      if (query_position < 0) {
+        EXPECT_EQ(device.host_index_uploads - index_uploads, 2 * 2);
+      }
     }
   }
 }

@@ -295,7 +295,9 @@ class DeviceDouble final : public Backend {
 
 class DoubleTrainOps final : public TrainOps {
  public:
-  explicit DoubleTrainOps(std::unique_ptr<TrainOps> cpu) : cpu_(std::move(cpu)) {}
+  // `device` counts the host positions RopeBackward is handed (host_index_uploads).
+  DoubleTrainOps(std::unique_ptr<TrainOps> cpu, DeviceDouble* device)
+      : cpu_(std::move(cpu)), d_(device) {}
   std::string name() const override { return "device-double(cuda:0)"; }
   Device device() const override { return Device::Cuda(0); }
 
@@ -352,6 +354,7 @@ class DoubleTrainOps final : public TrainOps {
   Status DoRopeBackward(const Tensor& dy, const Tensor& positions, const RopeParams& params,
                         Tensor* dx) override {
     Out o(dx);
+    if (positions.device().is_cpu()) ++d_->host_index_uploads;  // CUDA copies them up too
     return cpu_->RopeBackward(H(dy), positions.device().is_cpu() ? positions : H(positions),
                               params, o.get());
   }
@@ -399,11 +402,12 @@ class DoubleTrainOps final : public TrainOps {
 
  private:
   std::unique_ptr<TrainOps> cpu_;
+  DeviceDouble* d_;
 };
 
 inline StatusOr<std::unique_ptr<TrainOps>> DeviceDouble::CreateTrainOps(ThreadPool* pool) {
   ASSIGN_OR_RETURN(std::unique_ptr<TrainOps> cpu, cpu_->CreateTrainOps(pool));
-  return std::unique_ptr<TrainOps>(std::make_unique<DoubleTrainOps>(std::move(cpu)));
+  return std::unique_ptr<TrainOps>(std::make_unique<DoubleTrainOps>(std::move(cpu), this));
 }
 
 }  // namespace muninn::testing

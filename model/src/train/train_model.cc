@@ -87,6 +87,7 @@ struct TrainModel::LayerActs {
 struct TrainModel::Scratch {
   int64_t T = 0;
   Tensor pos;                   // [T] i32 positions (host)
+  Tensor pos_dev;               // the same where the training ops run (pos itself on the CPU)
   Tensor mpos;                  // [T] i32 the memory queries' position (host)
   std::vector<LayerActs> acts;  // per trained layer, or one (recompute / loss only)
   std::vector<Tensor> inputs;   // recompute: each trained layer's input [T, E]
@@ -407,8 +408,8 @@ Status TrainModel::LayerForward(int32_t layer, const LoraParams& params, const T
     ASSIGN_OR_RETURN(in.mem_q, a->mq.Reshape(Shape{T, H, hd}));
     RETURN_IF_ERROR(be->Rope(in.mem_q, s.mpos, mc.rope, &in.mem_q));
   }
-  RETURN_IF_ERROR(be->Rope(in.q, s.pos, mc.rope, &in.q));
-  RETURN_IF_ERROR(be->Rope(in.k, s.pos, mc.rope, &in.k));
+  RETURN_IF_ERROR(be->Rope(in.q, s.pos_dev, mc.rope, &in.q));
+  RETURN_IF_ERROR(be->Rope(in.k, s.pos_dev, mc.rope, &in.k));
   if (mem != nullptr) {
     in.mem_k = s.mem_k[li];
     in.mem_v = s.mem_v[li];
@@ -518,8 +519,8 @@ Status TrainModel::LayerBackward(int32_t layer, const LoraParams& params, const 
   ASSIGN_OR_RETURN(Tensor dmq3, s.dmq.Reshape(Shape{T, H, hd}));
   AttentionTrainGrads g{&dq3, &dk3, &dv3, mem_q ? &dmq3 : nullptr, ptr(dgate_bias)};
   RETURN_IF_ERROR(ops.AttentionBackward(LayerAttentionDims(mc, T, mem), in, att3, a.lse, datt3, g));
-  RETURN_IF_ERROR(ops.RopeBackward(dq3, s.pos, mc.rope, &dq3));
-  RETURN_IF_ERROR(ops.RopeBackward(dk3, s.pos, mc.rope, &dk3));
+  RETURN_IF_ERROR(ops.RopeBackward(dq3, s.pos_dev, mc.rope, &dq3));
+  RETURN_IF_ERROR(ops.RopeBackward(dk3, s.pos_dev, mc.rope, &dk3));
   if (mem_q) {
     RETURN_IF_ERROR(ops.RopeBackward(dmq3, s.mpos, mc.rope, &dmq3));
     RETURN_IF_ERROR(ops.AddInPlace(s.dmq, &s.dq));
@@ -591,6 +592,8 @@ StatusOr<CrossEntropyResult> TrainModel::Run(const LoraParams& params, const Tra
   for (int64_t t = 0; t < T; ++t) {
     s.pos.data_as<int32_t>()[t] = static_cast<int32_t>(batch.start_pos + t);
   }
+  // Up once for every RoPE of the call (each host operand would be a copy of its own on a device).
+  ASSIGN_OR_RETURN(s.pos_dev, ToBackend(*be, s.pos));
   // The parameters (and the gradient arena) on the device: views of the caller's floats on the
   // CPU, copies on a device (the gradients go up with their current values so that a device adds
   // to them exactly as the CPU does, and come back at the end).
