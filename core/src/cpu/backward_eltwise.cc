@@ -21,21 +21,6 @@ constexpr int64_t kNormRowsPerBlock = 16;
 
 }  // namespace
 
-void RmsNormForward(ThreadPool* pool, const float* x, const float* w, int64_t rows, int64_t d,
-                    float eps, float* y) {
-  MUNINN_CHECK(rows >= 0 && d > 0 && eps >= 0.0f);
-  ParallelFor(pool, rows, kNormRowsPerBlock, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* xr = x + r * d;
-      float* yr = y + r * d;
-      double ss = 0.0;
-      for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-      const auto rstd = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
-      for (int64_t i = 0; i < d; ++i) yr[i] = xr[i] * rstd * w[i];
-    }
-  });
-}
-
 void RmsNormBackward(ThreadPool* pool, const float* x, const float* w, const float* dy,
                      int64_t rows, int64_t d, float eps, float* dx, float* dw) {
   MUNINN_CHECK(rows >= 0 && d > 0 && eps >= 0.0f);
@@ -97,18 +82,6 @@ Status RopeBackward(ThreadPool* pool, const float* dy, const int32_t* positions,
   ctx.pool = pool;
   ctx.isa = GetCpuFeatures().BestIsa();
   return cpu::RopeOp(ctx, in, neg, params, &out).WithContext("RopeBackward");
-}
-
-void SwiGluForward(ThreadPool* pool, const float* gate, const float* up, int64_t n, float* out) {
-  MUNINN_CHECK(n >= 0);
-  constexpr int64_t kChunk = 16384;
-  ParallelFor(pool, (n + kChunk - 1) / kChunk, 1, [&](int64_t begin, int64_t end) {
-    const int64_t lo = begin * kChunk, hi = std::min(n, end * kChunk);
-    for (int64_t i = lo; i < hi; ++i) {
-      const float g = gate[i];
-      out[i] = g / (1.0f + std::exp(-g)) * up[i];
-    }
-  });
 }
 
 void SwiGluBackward(ThreadPool* pool, const float* gate, const float* up, const float* dy,

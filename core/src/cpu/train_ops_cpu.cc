@@ -16,6 +16,8 @@ float* F(Tensor* t) { return t != nullptr ? t->data_as<float>() : nullptr; }
 class CpuTrainOps final : public TrainOps {
  public:
   explicit CpuTrainOps(ThreadPool* pool) : pool_(pool) {}
+  // The backend's forward kernels, in their scalar family (the host kernels' bits).
+  CpuContext Scalar() const { return CpuContext{pool_, CpuIsa::kScalar}; }
   std::string name() const override { return "cpu"; }
   Device device() const override { return Device::Cpu(); }
 
@@ -45,8 +47,7 @@ class CpuTrainOps final : public TrainOps {
     return Status::Ok();
   }
   Status DoRmsNormForward(const Tensor& x, const Tensor& w, float eps, Tensor* y) override {
-    muninn::RmsNormForward(pool_, F(x), F(w), x.dim(0), x.dim(1), eps, F(y));
-    return Status::Ok();
+    return RmsNormOp(Scalar(), x, w, eps, y);
   }
   Status DoRmsNormBackward(const Tensor& x, const Tensor& w, const Tensor& dy, float eps,
                            Tensor* dx, Tensor* dw) override {
@@ -59,8 +60,7 @@ class CpuTrainOps final : public TrainOps {
                                 dy.dim(1), dy.dim(2), params, F(dx));
   }
   Status DoSwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out) override {
-    muninn::SwiGluForward(pool_, F(gate), F(up), gate.numel(), F(out));
-    return Status::Ok();
+    return SwiGluOp(Scalar(), gate, up, out);
   }
   Status DoSwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor* dgate,
                           Tensor* dup) override {
@@ -89,7 +89,7 @@ class CpuTrainOps final : public TrainOps {
                              F(dh), options);
   }
   Status DoAddInPlace(const Tensor& x, Tensor* y) override {
-    return AddOp(CpuContext{pool_, CpuIsa::kScalar}, *y, x, y);  // the backend's element-wise Add
+    return AddOp(Scalar(), *y, x, y);
   }
   Status DoAdamW(const AdamWOptions& options, int64_t step, float lr, const Tensor& grad,
                  Tensor* param, Tensor* m, Tensor* v) override {

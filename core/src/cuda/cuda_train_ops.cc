@@ -183,8 +183,7 @@ class CudaTrainOps final : public TrainOps {
 
   Status DoSwiGluForward(const Tensor& gate, const Tensor& up, Tensor* out) override {
     RETURN_IF_ERROR(Activate());
-    return Launched(LaunchSwiGluForward(F(gate), F(up), gate.numel(), F(out), ctx_.stream),
-                    "SwiGluForward", "kernel");
+    return SwiGluOp(ctx_, gate, up, out);  // the backend's SwiGlu (eltwise.cu)
   }
 
   Status DoSwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor* dgate,
@@ -351,7 +350,7 @@ class CudaTrainOps final : public TrainOps {
 
   Status DoAddInPlace(const Tensor& x, Tensor* y) override {
     RETURN_IF_ERROR(Activate());
-    return Launched(LaunchAddInPlace(F(x), x.numel(), F(y), ctx_.stream), "AddInPlace", "kernel");
+    return AddOp(ctx_, *y, x, y);  // the backend's Add
   }
 
   Status DoAdamW(const AdamWOptions& o, int64_t step, float lr, const Tensor& grad, Tensor* param,

@@ -122,14 +122,6 @@ __global__ void RmsNormWeightSumKernel(const double* partial, int64_t n_chunks, 
 
 // ---- element-wise ----
 
-__global__ void SwiGluForwardKernel(const float* gate, const float* up, int64_t n, float* out) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
-  }
-}
-
 __global__ void SwiGluBackwardKernel(const float* gate, const float* up, const float* dy, int64_t n,
                                      float* dgate, float* dup) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -140,13 +132,6 @@ __global__ void SwiGluBackwardKernel(const float* gate, const float* up, const f
     const float gy = dy[i];
     dgate[i] = gy * up[i] * sig * (1.0f + g * (1.0f - sig));
     dup[i] = gy * silu;
-  }
-}
-
-__global__ void AddInPlaceKernel(const float* x, int64_t n, float* y) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    y[i] = y[i] + x[i];
   }
 }
 
@@ -218,20 +203,9 @@ cudaError_t LaunchRmsNormWeightGrad(const float* x, const float* dy, const doubl
   return cudaGetLastError();
 }
 
-cudaError_t LaunchSwiGluForward(const float* gate, const float* up, int64_t n, float* out,
-                                cudaStream_t stream) {
-  SwiGluForwardKernel<<<GridFor(n, kThreads), kThreads, 0, stream>>>(gate, up, n, out);
-  return cudaGetLastError();
-}
-
 cudaError_t LaunchSwiGluBackward(const float* gate, const float* up, const float* dy, int64_t n,
                                  float* dgate, float* dup, cudaStream_t stream) {
   SwiGluBackwardKernel<<<GridFor(n, kThreads), kThreads, 0, stream>>>(gate, up, dy, n, dgate, dup);
-  return cudaGetLastError();
-}
-
-cudaError_t LaunchAddInPlace(const float* x, int64_t n, float* y, cudaStream_t stream) {
-  AddInPlaceKernel<<<GridFor(n, kThreads), kThreads, 0, stream>>>(x, n, y);
   return cudaGetLastError();
 }
 

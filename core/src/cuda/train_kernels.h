@@ -52,14 +52,9 @@ cudaError_t LaunchRmsNormWeightGrad(const float* x, const float* dy, const doubl
 
 // ---- element-wise ----
 
-// out = gate / (1 + exp(-gate)) · up over n values.
-cudaError_t LaunchSwiGluForward(const float* gate, const float* up, int64_t n, float* out,
-                                cudaStream_t stream);
 // backward.h's SwiGluBackward: dgate and dup written.
 cudaError_t LaunchSwiGluBackward(const float* gate, const float* up, const float* dy, int64_t n,
                                  float* dgate, float* dup, cudaStream_t stream);
-// y[i] += x[i] (x may be y).
-cudaError_t LaunchAddInPlace(const float* x, int64_t n, float* y, cudaStream_t stream);
 
 // optimizer.h's AdamWStep with its scalars computed on the host as optimizer.cc does; the kernel
 // evaluates optimizer.cc's expressions in the same order with round-to-nearest intrinsics (no

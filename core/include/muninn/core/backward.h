@@ -79,10 +79,8 @@ void LoraBackward(const LoraDims& dims, const float* dy, const float* xd, const 
 
 // ---- RMSNorm ----
 
-// y = x / sqrt(mean(x²) + eps) · w per row of d: Σ x² in double, rstd rounded to float, then
-// y = x · rstd · w in float. x, y: [rows, d]; w: [d]. Rows are split over the pool.
-void RmsNormForward(ThreadPool* pool, const float* x, const float* w, int64_t rows, int64_t d,
-                    float eps, float* y);
+// The forward is the backend's RmsNorm (its scalar rows: Σ x² in double, rstd rounded to float,
+// then y = x · rstd · w in float).
 
 // Backward of y = x / sqrt(mean(x²) + eps) · w per row of d (the forward of Backend::RmsNorm, eps
 // inside the square root, normalise then scale). x, dy, dx: [rows, d]; w: [d] or null (= 1).
@@ -103,8 +101,7 @@ Status RopeBackward(ThreadPool* pool, const float* dy, const int32_t* positions,
 
 // ---- SwiGLU ----
 
-// out = silu(gate) · up with silu(g) = g / (1 + exp(-g)), element-wise over n values.
-void SwiGluForward(ThreadPool* pool, const float* gate, const float* up, int64_t n, float* out);
+// The forward is the backend's SwiGlu: out = silu(gate) · up, silu(g) = g / (1 + exp(-g)).
 
 // Backward of y = silu(gate) · up with silu(g) = g · σ(g): gate, up, dy, dgate, dup: [n].
 // dgate = dy · up · σ(g) · (1 + g · (1 - σ(g))), dup = dy · silu(g); both written. The forward
