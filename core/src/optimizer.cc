@@ -24,14 +24,17 @@ Status AdamWOptions::Validate() const {
   return Status::Ok();
 }
 
-void AdamWStep(const AdamWOptions& o, int64_t t, float lr, float* param, const float* grad,
-               float* m, float* v, int64_t n) {
+AdamWScalars AdamWStepScalars(const AdamWOptions& o, int64_t t, float lr) {
   const double td = static_cast<double>(std::max<int64_t>(t, 1));
   const auto bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta1), td));
   const auto bc2_sqrt =
       static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(o.beta2), td)));
-  const float step_size = lr / bc1;
-  const float decay = 1.0f - lr * o.weight_decay;
+  return {lr / bc1, bc2_sqrt, 1.0f - lr * o.weight_decay};
+}
+
+void AdamWStep(const AdamWOptions& o, int64_t t, float lr, float* param, const float* grad,
+               float* m, float* v, int64_t n) {
+  const auto [step_size, bc2_sqrt, decay] = AdamWStepScalars(o, t, lr);
   for (int64_t i = 0; i < n; ++i) {
     const float g = grad[i];
     float p = param[i] * decay;

@@ -356,18 +356,14 @@ class CudaTrainOps final : public TrainOps {
   Status DoAdamW(const AdamWOptions& o, int64_t step, float lr, const Tensor& grad, Tensor* param,
                  Tensor* m, Tensor* v) override {
     RETURN_IF_ERROR(Activate());
-    // optimizer.cc's scalars, computed the same way (bias corrections in double, then float).
-    const double td = static_cast<double>(std::max<int64_t>(step, 1));
-    const auto bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta1), td));
-    const auto bc2_sqrt =
-        static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(o.beta2), td)));
+    const AdamWScalars sc = AdamWStepScalars(o, step, lr);  // optimizer.cc's, the same bits
     AdamWLaunch a;
     a.beta1 = o.beta1;
     a.beta2 = o.beta2;
     a.eps = o.eps;
-    a.step_size = lr / bc1;
-    a.bc2_sqrt = bc2_sqrt;
-    a.decay = 1.0f - lr * o.weight_decay;
+    a.step_size = sc.step_size;
+    a.bc2_sqrt = sc.bc2_sqrt;
+    a.decay = sc.decay;
     return Launched(LaunchAdamW(a, F(grad), grad.numel(), F(param), F(m), F(v), ctx_.stream),
                     "AdamW", "kernel");
   }

@@ -23,6 +23,15 @@ struct AdamWOptions {
   Status Validate() const;
 };
 
+// The per-step scalars of AdamWStep for step t (1-based) and learning rate lr: bias corrections in
+// double, then float. Shared with device implementations, which must give the same bits.
+struct AdamWScalars {
+  float step_size;  // lr / (1 - beta1^t)
+  float bc2_sqrt;   // sqrt(1 - beta2^t)
+  float decay;      // 1 - lr * weight_decay
+};
+AdamWScalars AdamWStepScalars(const AdamWOptions& options, int64_t t, float lr);
+
 // One AdamW step t (1-based: the first step is 1) with learning rate lr on n parameters:
 //   p ← p · (1 - lr · wd)
 //   m ← β1 m + (1 - β1) g;   v ← β2 v + (1 - β2) g²
