@@ -315,6 +315,17 @@ std::pair<uintptr_t, uintptr_t> ByteExtent(const Tensor& t) {
   return {first, last + GetDTypeInfo(t.dtype()).block_bytes};
 }
 
+bool SameView(const Tensor& a, const Tensor& b) {
+  if (a.device() != b.device() || a.data() != b.data() || a.dtype() != b.dtype() ||
+      !(a.shape() == b.shape())) {
+    return false;
+  }
+  for (int i = 0; i < a.ndim(); ++i) {
+    if (a.dim(i) > 1 && a.stride(i) != b.stride(i)) return false;
+  }
+  return true;
+}
+
 bool ViewsOverlap(const Tensor& a, const Tensor& b) {
   if (!a.defined() || !b.defined() || a.numel() == 0 || b.numel() == 0) return false;
   if (a.device() != b.device()) return false;

@@ -4,22 +4,6 @@
 #include <utility>
 
 namespace muninn::model {
-namespace {
-
-// Whether two tensors are the very same view (same bytes, dtype, shape and strides).
-bool SameView(const Tensor& a, const Tensor& b) {
-  if (a.buffer() != b.buffer() || a.offset() != b.offset() || a.dtype() != b.dtype() ||
-      !(a.shape() == b.shape())) {
-    return false;
-  }
-  for (int i = 0; i < a.ndim(); ++i) {
-    if (a.stride(i) != b.stride(i)) return false;
-  }
-  return true;
-}
-
-}  // namespace
-
 MemoryPlacement::MemoryPlacement(const Model& model) : backend_(model.backend()) {
   if (model.host_layers() == 0) return;
   for (int32_t l = 0; l < model.config().n_layer; ++l) {

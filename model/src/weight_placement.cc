@@ -77,10 +77,8 @@ StatusOr<ModelWeights> PlaceUpperLayersOn(Backend* backend, ModelWeights weights
                                   t->device().ToString() + ", neither the host nor " +
                                   device.ToString());
     }
-    auto same = std::find_if(copies.begin(), copies.end(), [&](const auto& c) {
-      return c.first.buffer() == t->buffer() && c.first.offset() == t->offset() &&
-             c.first.dtype() == t->dtype() && c.first.shape() == t->shape();
-    });
+    auto same = std::find_if(copies.begin(), copies.end(),
+                             [&](const auto& c) { return SameView(c.first, *t); });
     if (same != copies.end()) {
       *t = same->second;
       continue;

@@ -126,6 +126,19 @@ TEST(TensorTest, WrapHostMemoryKeepsOwnerAlive) {
   EXPECT_TRUE(weak.expired());
 }
 
+TEST(TensorTest, SameViewNeedsTheSameElementsInTheSameOrder) {
+  const Tensor t = Tensor::Zeros(DType::kF32, Shape{4, 6}).value();
+  EXPECT_TRUE(SameView(t, t));
+  EXPECT_TRUE(SameView(t.Slice(0, 1, 3).value(), t.Slice(0, 1, 3).value()));
+  EXPECT_FALSE(SameView(t.Slice(0, 1, 3).value(), t.Slice(0, 2, 4).value()));  // other rows
+  EXPECT_FALSE(SameView(t, t.Reshape(Shape{6, 4}).value()));                   // other shape
+  const Tensor tt = t.Transpose(0, 1).value();
+  EXPECT_FALSE(SameView(tt, t.Reshape(Shape{6, 4}).value()));  // same shape, other strides
+  EXPECT_FALSE(SameView(t.Slice(1, 0, 4).value(), t.Slice(1, 2, 6).value()));  // other columns
+  const Tensor copy = t.Contiguous().value();
+  EXPECT_FALSE(SameView(t, copy));  // equal values, other bytes
+}
+
 TEST(DTypeTest, InfoAndRowBytes) {
   EXPECT_EQ(DTypeName(DType::kQ4_K), "q4_K");
   EXPECT_EQ(*DTypeFromName("q6_K"), DType::kQ6_K);

@@ -30,14 +30,6 @@ bool InnerPacked(const Tensor& t) {
          t.stride(-1) == static_cast<int64_t>(GetDTypeInfo(t.dtype()).block_bytes);
 }
 
-bool SameView(const Tensor& a, const Tensor& b) {
-  if (a.data() != b.data() || a.dtype() != b.dtype() || !(a.shape() == b.shape())) return false;
-  for (int i = 0; i < a.ndim(); ++i) {
-    if (a.dim(i) > 1 && a.stride(i) != b.stride(i)) return false;
-  }
-  return true;
-}
-
 Status Validate(const Tensor& src, const Tensor& dst) {
   if (!src.defined() || !dst.defined()) return InvalidArgumentError("Copy: undefined tensor");
   if (!src.device().is_cpu() || !dst.device().is_cpu()) {

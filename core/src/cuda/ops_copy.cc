@@ -28,14 +28,6 @@ bool InnerPacked(const Tensor& t) {
   return t.dim(-1) <= 1 || t.stride(-1) == static_cast<int64_t>(GetDTypeInfo(t.dtype()).block_bytes);
 }
 
-bool SameView(const Tensor& a, const Tensor& b) {
-  if (a.data() != b.data() || a.dtype() != b.dtype() || !(a.shape() == b.shape())) return false;
-  for (int i = 0; i < a.ndim(); ++i) {
-    if (a.dim(i) > 1 && a.stride(i) != b.stride(i)) return false;
-  }
-  return true;
-}
-
 bool IsHalfOrFloat(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
 
 int64_t HostId(const Tensor& ids, int64_t t) {

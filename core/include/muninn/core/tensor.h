@@ -139,5 +139,8 @@ std::pair<uintptr_t, uintptr_t> ByteExtent(const Tensor& t);
 // True when two defined, non-empty views on the same device share a byte (whichever buffers own
 // them: two host buffers may wrap the same memory).
 bool ViewsOverlap(const Tensor& a, const Tensor& b);
+// Whether a and b are the very same view: same device, first byte, dtype, shape and strides (of
+// the dims longer than 1).
+bool SameView(const Tensor& a, const Tensor& b);
 
 }  // namespace muninn
