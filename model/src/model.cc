@@ -238,8 +238,9 @@ StatusOr<std::unique_ptr<Model>> Model::Create(Backend* device, const ModelConfi
                     weights.output.dtype() == weights.tok_embd.dtype() &&
                     weights.output.shape() == weights.tok_embd.shape();
   if (host_layers > 0 && IsRecurrent(weights, layout)) {
-    return UnimplementedError("a layer split (partial offload) of a recurrent-depth model is not "
-                              "supported; put the whole model on one device");
+    return UnimplementedError(
+        "a layer split (partial offload) of a recurrent-depth model is not "
+        "supported; put the whole model on one device");
   }
   if (host_layers > 0) {
     // Only what runs on the device goes there, tensor by tensor.

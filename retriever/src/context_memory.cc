@@ -472,9 +472,9 @@ StatusOr<model::MemoryKV> ContextMemory::Build(std::string_view query_text,
         lm.query_position = local_window_;
         break;
       case ContextPosition::kContiguous: {
-        ASSIGN_OR_RETURN(lm.k, model::RotateMemoryKeys(
-                                   model_->LayerBackend(layers_[static_cast<size_t>(li)]),
-                                   cfg.rope, k, -M));
+        ASSIGN_OR_RETURN(
+            lm.k, model::RotateMemoryKeys(model_->LayerBackend(layers_[static_cast<size_t>(li)]),
+                                          cfg.rope, k, -M));
         break;
       }
       case ContextPosition::kZero:

@@ -88,9 +88,7 @@ class CpuTrainOps final : public TrainOps {
     return FusedCrossEntropy(pool_, F(h), F(w), labels.data(), h.dim(0), h.dim(1), w.dim(0),
                              F(dh), options);
   }
-  Status DoAddInPlace(const Tensor& x, Tensor* y) override {
-    return AddOp(Scalar(), *y, x, y);
-  }
+  Status DoAddInPlace(const Tensor& x, Tensor* y) override { return AddOp(Scalar(), *y, x, y); }
   Status DoAdamW(const AdamWOptions& options, int64_t step, float lr, const Tensor& grad,
                  Tensor* param, Tensor* m, Tensor* v) override {
     AdamWStep(options, step, lr, F(param), F(grad), F(m), F(v), grad.numel());
